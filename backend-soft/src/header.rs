@@ -1,0 +1,167 @@
+//! The store header: KDF parameters, salt and the wrapped store key.
+//!
+//! ```text
+//! "KSSOFT" | format=1 | kek kind (1 pbkdf2, 2 argon2id, 3 key file)
+//! | kdf params (pbkdf2: iterations u32; argon2id: m KiB u32, t u32, p u32; key file: none)
+//! | salt len u8 | salt | store id (16)
+//! | wrapped store key: nonce (12) | AES-256-GCM(KEK, store key) (32 + 16 tag)
+//! | SHA-256 of everything before it (32)
+//! ```
+//! The wrap authenticates every preceding header byte as AAD, so parameters
+//! cannot be lowered without the KEK. The trailing digest tells a corrupted
+//! header ([`Error::Integrity`]) apart from a wrong passphrase ([`Error::Auth`]).
+
+use crate::kek::{Kdf, Kek};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use keystore_api::{Error, Result, SecretBytes};
+use sha2::{Digest, Sha256};
+
+const MAGIC: &[u8; 6] = b"KSSOFT";
+const FORMAT: u8 = 1;
+const WRAPPED_LEN: usize = 12 + 32 + 16;
+
+/// A parsed store header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub kdf: Kdf,
+    pub salt: Vec<u8>,
+    pub store_id: [u8; 16],
+    pub wrapped: [u8; WRAPPED_LEN],
+}
+
+impl Header {
+    /// Wraps `store_key` under `kek` into a new header.
+    pub fn seal(
+        kdf: Kdf,
+        salt: Vec<u8>,
+        store_id: [u8; 16],
+        kek: &Kek,
+        store_key: &SecretBytes,
+    ) -> Result<Header> {
+        let mut h = Header {
+            kdf,
+            salt,
+            store_id,
+            wrapped: [0u8; WRAPPED_LEN],
+        };
+        let aad = h.authenticated_prefix();
+        let mut nonce = [0u8; 12];
+        crate::random(&mut nonce)?;
+        let key = aead_key(kek.expose())?;
+        let mut buf = store_key.expose().to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&aad),
+            &mut buf,
+        )
+        .map_err(|_| Error::backend_msg("soft", "sealing the store key failed"))?;
+        h.wrapped[..12].copy_from_slice(&nonce);
+        h.wrapped[12..].copy_from_slice(&buf);
+        Ok(h)
+    }
+
+    /// Unwraps the store key. A wrong KEK is [`Error::Auth`].
+    pub fn unwrap_store_key(&self, kek: &Kek) -> Result<SecretBytes> {
+        let aad = self.authenticated_prefix();
+        let key = aead_key(kek.expose())?;
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&self.wrapped[..12]);
+        let mut buf = SecretBytes::from_slice(&self.wrapped[12..]);
+        let plain = key
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&aad),
+                buf.expose_mut(),
+            )
+            .map_err(|_| Error::Auth("wrong passphrase or key file for this soft store".into()))?;
+        Ok(SecretBytes::from_slice(plain))
+    }
+
+    fn authenticated_prefix(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(96);
+        out.extend_from_slice(MAGIC);
+        out.push(FORMAT);
+        self.kdf.encode(&mut out);
+        out.push(self.salt.len() as u8);
+        out.extend_from_slice(&self.salt);
+        out.extend_from_slice(&self.store_id);
+        out
+    }
+
+    /// The header bytes as stored.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = self.authenticated_prefix();
+        out.extend_from_slice(&self.wrapped);
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
+        out
+    }
+
+    /// Parses stored header bytes. Anything malformed is [`Error::Integrity`].
+    pub fn decode(bytes: &[u8]) -> Result<Header> {
+        let bad = |what: &str| Error::Integrity(format!("soft store header is corrupted: {what}"));
+        if bytes.len() < 32 {
+            return Err(bad("too short"));
+        }
+        let (body, digest) = bytes.split_at(bytes.len() - 32);
+        if Sha256::digest(body)[..] != *digest {
+            return Err(bad("checksum mismatch"));
+        }
+        let mut r = Reader(body);
+        if r.take(6)? != MAGIC {
+            return Err(bad("not a soft store header"));
+        }
+        let format = r.u8()?;
+        if format != FORMAT {
+            return Err(Error::Unsupported(format!(
+                "soft store header format {format} is not supported by this build"
+            )));
+        }
+        let kdf = Kdf::decode(&mut r)?;
+        let salt_len = r.u8()? as usize;
+        let salt = r.take(salt_len)?.to_vec();
+        let mut store_id = [0u8; 16];
+        store_id.copy_from_slice(r.take(16)?);
+        let mut wrapped = [0u8; WRAPPED_LEN];
+        wrapped.copy_from_slice(r.take(WRAPPED_LEN)?);
+        if !r.0.is_empty() {
+            return Err(bad("trailing bytes"));
+        }
+        Ok(Header {
+            kdf,
+            salt,
+            store_id,
+            wrapped,
+        })
+    }
+}
+
+/// A bounds-checked reader over header bytes.
+pub(crate) struct Reader<'a>(pub &'a [u8]);
+
+impl<'a> Reader<'a> {
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.0.len() < n {
+            return Err(Error::Integrity("soft store header is truncated".into()));
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    pub fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub fn u32(&mut self) -> Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+/// An AES-256-GCM key from 32 bytes.
+pub(crate) fn aead_key(bytes: &[u8]) -> Result<LessSafeKey> {
+    let unbound = UnboundKey::new(&AES_256_GCM, bytes)
+        .map_err(|_| Error::backend_msg("soft", "AES-256-GCM rejected a 32-byte key"))?;
+    Ok(LessSafeKey::new(unbound))
+}

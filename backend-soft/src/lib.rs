@@ -1,0 +1,413 @@
+//! # backend-soft
+//!
+//! The embedded default backend: a pure-software sealed key store in a
+//! directory.
+//!
+//! - Each key is one record file, sealed with AES-256-GCM under a random
+//!   256-bit store key. The AAD binds store id, record id, record format and
+//!   algorithm ([`record`] module docs).
+//! - The store key is wrapped by a KEK from a passphrase (PBKDF2-HMAC-SHA256
+//!   or Argon2id, parameters and salt in a versioned header) or from a 32-byte
+//!   key file. The KDF runs once, in [`SoftStore::open`].
+//! - Writes are atomic (temp file, fsync, rename, fsync directory).
+//! - Keys come from the OS RNG through aws-lc-rs; private-key operations run
+//!   in aws-lc-rs (constant-time RSA, not the `rsa` crate).
+//! - Decrypted keys are cached in a bounded LRU of aws-lc-rs objects; the
+//!   store never holds every record decrypted at once.
+//!
+//! What survives a copy taken before [`Backend::wipe`]: the copy holds the
+//! wrapped store key, so anyone with the passphrase or key file can still
+//! read it. Wipe crypto-erases only the live store. Protect the KEK
+//! accordingly (a TPM-sealed KEK is planned).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod fsio;
+mod header;
+mod kek;
+mod material;
+mod record;
+
+pub use kek::{create_key_file, Kdf, Unlock};
+
+use header::Header;
+use keystore_api::{
+    AeadSealed, Algorithm, Backend, Capabilities, Error, GeneratedKey, KeyHandle, PublicKey,
+    Result, SecretBytes,
+};
+use material::Material;
+use record::{Sealer, ID_LEN};
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use zeroize::Zeroizing;
+
+const HEADER_FILE: &str = "store.hdr";
+const RECORDS_DIR: &str = "records";
+const LOCK_FILE: &str = "lock";
+const RECORD_EXT: &str = "rec";
+/// How many decrypted keys are kept ready for use.
+const CACHE_CAPACITY: usize = 256;
+
+/// Fills `buf` from the OS random generator (through aws-lc-rs).
+pub(crate) fn random(buf: &mut [u8]) -> Result<()> {
+    aws_lc_rs::rand::fill(buf)
+        .map_err(|_| Error::backend_msg("soft", "the OS random generator failed"))
+}
+
+/// A software sealed key store rooted at one directory.
+pub struct SoftStore {
+    dir: PathBuf,
+    records: PathBuf,
+    header: Mutex<Header>,
+    store_key: SecretBytes,
+    sealer: Sealer,
+    cache: Mutex<Cache>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for SoftStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SoftStore")
+            .field("dir", &self.dir)
+            .field("store_key", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Cache {
+    tick: u64,
+    entries: HashMap<[u8; ID_LEN], (u64, Arc<Material>)>,
+}
+
+impl Cache {
+    fn get(&mut self, id: &[u8; ID_LEN]) -> Option<Arc<Material>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.entries.get_mut(id).map(|(t, m)| {
+            *t = tick;
+            Arc::clone(m)
+        })
+    }
+
+    fn insert(&mut self, id: [u8; ID_LEN], m: Arc<Material>) {
+        if self.entries.len() >= CACHE_CAPACITY && !self.entries.contains_key(&id) {
+            if let Some(oldest) = self
+                .entries
+                .iter()
+                .min_by_key(|(_, (t, _))| *t)
+                .map(|(k, _)| *k)
+            {
+                self.entries.remove(&oldest);
+            }
+        }
+        self.tick += 1;
+        self.entries.insert(id, (self.tick, m));
+    }
+}
+
+impl SoftStore {
+    /// Creates a new store in `dir` (created if missing), unlocked by
+    /// `unlock`. Passphrase stores use `kdf` (see [`Kdf::default_passphrase`]);
+    /// key-file stores ignore it. An existing store is [`Error::AlreadyExists`].
+    pub fn create(dir: &Path, unlock: &Unlock, kdf: Kdf) -> Result<SoftStore> {
+        fs::create_dir_all(dir.join(RECORDS_DIR))
+            .map_err(|e| fsio::io_err(format!("cannot create {}", dir.display()), e))?;
+        let lock = lock_dir(dir)?;
+        if dir.join(HEADER_FILE).exists() {
+            return Err(Error::AlreadyExists(format!(
+                "a soft store already exists in {}",
+                dir.display()
+            )));
+        }
+        let kdf = match unlock {
+            Unlock::KeyFile(_) => Kdf::KeyFile,
+            Unlock::Passphrase(_) if kdf == Kdf::KeyFile => Kdf::default_passphrase(),
+            Unlock::Passphrase(_) => kdf,
+        };
+        kdf.check()?;
+        let mut store_key = SecretBytes::zeroed(32);
+        random(store_key.expose_mut())?;
+        let mut store_id = [0u8; 16];
+        random(&mut store_id)?;
+        let salt = new_salt(kdf)?;
+        let kek = kek::Kek::derive(unlock, kdf, &salt)?;
+        let header = Header::seal(kdf, salt, store_id, &kek, &store_key)?;
+        fsio::write_atomic(&dir.join(HEADER_FILE), &header.encode())?;
+        Self::assemble(dir, header, store_key, lock)
+    }
+
+    /// Opens the store in `dir`. The passphrase KDF runs here, once. A wrong
+    /// passphrase or key file is [`Error::Auth`]; a damaged header is
+    /// [`Error::Integrity`]; no store is [`Error::NotFound`].
+    pub fn open(dir: &Path, unlock: &Unlock) -> Result<SoftStore> {
+        let header_path = dir.join(HEADER_FILE);
+        if !header_path.exists() {
+            return Err(Error::NotFound(format!(
+                "no soft store in {} (create one with `keyctl init`)",
+                dir.display()
+            )));
+        }
+        let lock = lock_dir(dir)?;
+        let bytes = fs::read(&header_path)
+            .map_err(|e| fsio::io_err(format!("cannot read {}", header_path.display()), e))?;
+        let header = Header::decode(&bytes)?;
+        let kek = kek::Kek::derive(unlock, header.kdf, &header.salt)?;
+        let store_key = header.unwrap_store_key(&kek)?;
+        fs::create_dir_all(dir.join(RECORDS_DIR))
+            .map_err(|e| fsio::io_err(format!("cannot create {}", dir.display()), e))?;
+        fsio::remove_temporaries(dir)?;
+        fsio::remove_temporaries(&dir.join(RECORDS_DIR))?;
+        Self::assemble(dir, header, store_key, lock)
+    }
+
+    fn assemble(
+        dir: &Path,
+        header: Header,
+        store_key: SecretBytes,
+        lock: File,
+    ) -> Result<SoftStore> {
+        let sealer = Sealer::new(&store_key, header.store_id)?;
+        Ok(SoftStore {
+            dir: dir.to_path_buf(),
+            records: dir.join(RECORDS_DIR),
+            header: Mutex::new(header),
+            store_key,
+            sealer,
+            cache: Mutex::new(Cache::default()),
+            _lock: lock,
+        })
+    }
+
+    /// Re-wraps the store key under a new passphrase, key file or KDF cost,
+    /// atomically. Records are untouched. The old KEK stops working.
+    pub fn change_unlock(&self, unlock: &Unlock, kdf: Kdf) -> Result<()> {
+        let kdf = match unlock {
+            Unlock::KeyFile(_) => Kdf::KeyFile,
+            Unlock::Passphrase(_) => kdf,
+        };
+        kdf.check()?;
+        let mut header = self.header.lock().unwrap_or_else(|p| p.into_inner());
+        let salt = new_salt(kdf)?;
+        let kek = kek::Kek::derive(unlock, kdf, &salt)?;
+        let new = Header::seal(kdf, salt, header.store_id, &kek, &self.store_key)?;
+        fsio::write_atomic(&self.dir.join(HEADER_FILE), &new.encode())?;
+        *header = new;
+        Ok(())
+    }
+
+    /// The store's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The KDF and parameters recorded in the header.
+    pub fn kdf(&self) -> Kdf {
+        self.header.lock().unwrap_or_else(|p| p.into_inner()).kdf
+    }
+
+    /// The record file that holds `handle` (for tests and operators).
+    pub fn record_path(&self, handle: &KeyHandle) -> Result<PathBuf> {
+        Ok(self.path_of(&record_id(handle)?))
+    }
+
+    fn path_of(&self, id: &[u8; ID_LEN]) -> PathBuf {
+        self.records
+            .join(format!("{}.{RECORD_EXT}", hex::encode(id)))
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Seals and writes a new record, returning its id and parsed material.
+    fn store(
+        &self,
+        alg: Algorithm,
+        material: &SecretBytes,
+    ) -> Result<([u8; ID_LEN], Arc<Material>)> {
+        let parsed = Arc::new(material::parse(alg, material)?);
+        let mut id = [0u8; ID_LEN];
+        random(&mut id)?;
+        let sealed = self.sealer.seal(alg, &id, material)?;
+        fsio::write_atomic(&self.path_of(&id), &sealed)?;
+        self.cache().insert(id, Arc::clone(&parsed));
+        Ok((id, parsed))
+    }
+
+    /// Loads the material for `handle`, checking it is a key of `alg`.
+    fn load(&self, handle: &KeyHandle, alg: Algorithm) -> Result<Arc<Material>> {
+        let id = record_id(handle)?;
+        if let Some(m) = self.cache().get(&id) {
+            return Ok(m);
+        }
+        let path = self.path_of(&id);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound(format!(
+                    "soft record {} does not exist",
+                    hex::encode(id)
+                )))
+            }
+            Err(e) => return Err(fsio::io_err(format!("cannot read {}", path.display()), e)),
+        };
+        let (stored_alg, secret) = self.sealer.open(&id, &bytes)?;
+        if stored_alg != alg {
+            return Err(Error::Integrity(format!(
+                "soft record {} holds a {stored_alg} key, not {alg}",
+                hex::encode(id)
+            )));
+        }
+        let m = Arc::new(material::parse(alg, &secret)?);
+        self.cache().insert(id, Arc::clone(&m));
+        Ok(m)
+    }
+}
+
+fn new_salt(kdf: Kdf) -> Result<Vec<u8>> {
+    if kdf == Kdf::KeyFile {
+        return Ok(Vec::new());
+    }
+    let mut salt = vec![0u8; 32];
+    random(&mut salt)?;
+    Ok(salt)
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| fsio::io_err(format!("cannot open {}", path.display()), e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::backend_msg(
+            "soft",
+            format!(
+                "the soft store in {} is open in another process",
+                dir.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(fsio::io_err(format!("cannot lock {}", path.display()), e))
+        }
+    }
+}
+
+fn record_id(handle: &KeyHandle) -> Result<[u8; ID_LEN]> {
+    handle
+        .as_bytes()
+        .try_into()
+        .map_err(|_| Error::NotFound("not a soft key handle".into()))
+}
+
+impl Backend for SoftStore {
+    fn name(&self) -> &'static str {
+        "soft"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all()
+    }
+
+    fn generate(&self, algorithm: Algorithm) -> Result<GeneratedKey> {
+        let secret = material::generate(algorithm)?;
+        let (id, m) = self.store(algorithm, &secret)?;
+        let public_key = match algorithm.class() {
+            keystore_api::KeyClass::Asymmetric => Some(m.public_key(algorithm)?),
+            keystore_api::KeyClass::Symmetric => None,
+        };
+        Ok(GeneratedKey {
+            handle: KeyHandle::new(id.to_vec()),
+            public_key,
+        })
+    }
+
+    fn import(&self, algorithm: Algorithm, secret: &SecretBytes) -> Result<KeyHandle> {
+        match algorithm.secret_len() {
+            None => Err(Error::Policy(format!(
+                "{algorithm} keys cannot be imported; generate them inside the backend"
+            ))),
+            Some(n) if n != secret.len() => Err(Error::InvalidInput(format!(
+                "{algorithm} needs a {n}-byte secret, got {} bytes",
+                secret.len()
+            ))),
+            Some(_) => Ok(KeyHandle::new(self.store(algorithm, secret)?.0.to_vec())),
+        }
+    }
+
+    fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey> {
+        self.load(handle, algorithm)?.public_key(algorithm)
+    }
+
+    fn sign(&self, handle: &KeyHandle, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
+        self.load(handle, algorithm)?.sign(algorithm, message)
+    }
+
+    fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        self.load(handle, Algorithm::HmacSha256)?.hmac(data)
+    }
+
+    fn encrypt(&self, handle: &KeyHandle, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
+        self.load(handle, Algorithm::Aes256Gcm)?
+            .encrypt(aad, plaintext)
+    }
+
+    fn decrypt(
+        &self,
+        handle: &KeyHandle,
+        aad: &[u8],
+        nonce: &[u8; 12],
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
+        self.load(handle, Algorithm::Aes256Gcm)?
+            .decrypt(aad, nonce, ciphertext)
+    }
+
+    fn destroy(&self, handle: &KeyHandle) -> Result<()> {
+        let id = record_id(handle)?;
+        self.cache().entries.remove(&id);
+        fsio::remove_durably(&self.path_of(&id))
+    }
+
+    fn list(&self) -> Result<Vec<KeyHandle>> {
+        let entries = fs::read_dir(&self.records)
+            .map_err(|e| fsio::io_err(format!("cannot list {}", self.records.display()), e))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| fsio::io_err("cannot list records", e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(&format!(".{RECORD_EXT}")) {
+                if let Ok(id) = hex::decode(stem) {
+                    if id.len() == ID_LEN {
+                        out.push(KeyHandle::new(id));
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes every record, then overwrites and removes the header holding
+    /// the wrapped store key. The store cannot be opened afterwards.
+    fn wipe(&self) -> Result<()> {
+        self.cache().entries.clear();
+        for h in self.list()? {
+            match self.destroy(&h) {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let header = self.dir.join(HEADER_FILE);
+        fsio::overwrite_in_place(&header)?;
+        fsio::remove_durably(&header)
+    }
+}

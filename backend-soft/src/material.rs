@@ -1,0 +1,208 @@
+//! Key material inside the soft store: generation, encoding for sealing, and
+//! use. Private and secret material lives in aws-lc-rs objects (which cleanse
+//! on free) or in zeroizing buffers, and is never returned.
+//!
+//! All private-key operations run in aws-lc-rs, whose RSA is constant-time;
+//! the variable-time RustCrypto `rsa` crate (RUSTSEC-2023-0071) is not used here.
+
+use aws_lc_rs::encoding::AsDer;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, KeyPair, RsaEncoding, RsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+    RSA_PKCS1_SHA256, RSA_PSS_SHA256,
+};
+use aws_lc_rs::{aead, hmac, rsa::KeySize};
+use keystore_api::{AeadSealed, Algorithm, Error, PublicKey, Result, SecretBytes};
+use zeroize::Zeroizing;
+
+/// A usable key, parsed from its sealed record.
+pub(crate) enum Material {
+    Ecdsa(EcdsaKeyPair),
+    Rsa(RsaKeyPair),
+    Aes(aead::LessSafeKey),
+    Hmac(hmac::Key),
+}
+
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Material::Ecdsa(_) => "Material::Ecdsa([REDACTED])",
+            Material::Rsa(_) => "Material::Rsa([REDACTED])",
+            Material::Aes(_) => "Material::Aes([REDACTED])",
+            Material::Hmac(_) => "Material::Hmac([REDACTED])",
+        })
+    }
+}
+
+fn crypto_err(what: &str) -> Error {
+    Error::backend_msg("soft", what.to_string())
+}
+
+/// Generates fresh material for `alg` with the OS RNG and returns its
+/// serialisation for sealing (PKCS#8 DER for private keys, raw bytes for
+/// secrets).
+pub(crate) fn generate(alg: Algorithm) -> Result<SecretBytes> {
+    match alg {
+        Algorithm::EcdsaP256Sha256 => {
+            let kp = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                .map_err(|_| crypto_err("ECDSA P-256 key generation failed"))?;
+            let doc = kp
+                .to_pkcs8v1()
+                .map_err(|_| crypto_err("ECDSA key serialisation failed"))?;
+            Ok(SecretBytes::from_slice(doc.as_ref()))
+        }
+        Algorithm::Aes256Gcm | Algorithm::HmacSha256 => {
+            let mut s = SecretBytes::zeroed(32);
+            crate::random(s.expose_mut())?;
+            Ok(s)
+        }
+        rsa => {
+            let size = match rsa.rsa_bits() {
+                Some(2048) => KeySize::Rsa2048,
+                _ => KeySize::Rsa3072,
+            };
+            let kp =
+                RsaKeyPair::generate(size).map_err(|_| crypto_err("RSA key generation failed"))?;
+            let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&kp)
+                .map_err(|_| crypto_err("RSA key serialisation failed"))?;
+            Ok(SecretBytes::from_slice(der.as_ref()))
+        }
+    }
+}
+
+/// Parses sealed-record plaintext into usable material. Failure means the
+/// record is damaged ([`Error::Integrity`]).
+pub(crate) fn parse(alg: Algorithm, bytes: &SecretBytes) -> Result<Material> {
+    let bad = || Error::Integrity(format!("soft record does not hold a valid {alg} key"));
+    match alg {
+        Algorithm::EcdsaP256Sha256 => {
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, bytes.expose())
+                .map(Material::Ecdsa)
+                .map_err(|_| bad())
+        }
+        Algorithm::Aes256Gcm => aead::UnboundKey::new(&aead::AES_256_GCM, bytes.expose())
+            .map(|k| Material::Aes(aead::LessSafeKey::new(k)))
+            .map_err(|_| bad()),
+        Algorithm::HmacSha256 => {
+            if bytes.len() != 32 {
+                return Err(bad());
+            }
+            Ok(Material::Hmac(hmac::Key::new(
+                hmac::HMAC_SHA256,
+                bytes.expose(),
+            )))
+        }
+        rsa => {
+            let kp = RsaKeyPair::from_pkcs8(bytes.expose()).map_err(|_| bad())?;
+            if Some(kp.public_modulus_len() * 8) != rsa.rsa_bits() {
+                return Err(bad());
+            }
+            Ok(Material::Rsa(kp))
+        }
+    }
+}
+
+impl Material {
+    fn mismatch(&self, op: &str) -> Error {
+        Error::Policy(format!("{op} is not an operation of this key's algorithm"))
+    }
+
+    /// The public key, for private keys.
+    pub fn public_key(&self, alg: Algorithm) -> Result<PublicKey> {
+        let der = match self {
+            Material::Ecdsa(kp) => kp
+                .public_key()
+                .as_der()
+                .map_err(|_| crypto_err("public key encoding failed"))?
+                .as_ref()
+                .to_vec(),
+            Material::Rsa(kp) => kp
+                .public_key()
+                .as_der()
+                .map_err(|_| crypto_err("public key encoding failed"))?
+                .as_ref()
+                .to_vec(),
+            _ => return Err(Error::Policy(format!("{alg} keys have no public key"))),
+        };
+        PublicKey::from_spki_der(alg, der)
+    }
+
+    /// Signs `message`: ECDSA as fixed `r‖s`, RSA in the key's fixed scheme.
+    pub fn sign(&self, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
+        let rng = SystemRandom::new();
+        match self {
+            Material::Ecdsa(kp) => kp
+                .sign(&rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| crypto_err("ECDSA signing failed")),
+            Material::Rsa(kp) => {
+                let scheme: &'static dyn RsaEncoding = if alg.is_rsa_pss() {
+                    &RSA_PSS_SHA256
+                } else {
+                    &RSA_PKCS1_SHA256
+                };
+                let mut sig = vec![0u8; kp.public_modulus_len()];
+                kp.sign(scheme, &rng, message, &mut sig)
+                    .map_err(|_| crypto_err("RSA signing failed"))?;
+                Ok(sig)
+            }
+            _ => Err(self.mismatch("sign")),
+        }
+    }
+
+    /// HMAC-SHA256 of `data`.
+    pub fn hmac(&self, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        match self {
+            Material::Hmac(k) => {
+                let tag = hmac::sign(k, data);
+                let mut out = Zeroizing::new([0u8; 32]);
+                out.copy_from_slice(tag.as_ref());
+                Ok(out)
+            }
+            _ => Err(self.mismatch("HMAC")),
+        }
+    }
+
+    /// AES-256-GCM under a fresh random nonce.
+    pub fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
+        let Material::Aes(k) = self else {
+            return Err(self.mismatch("encrypt"));
+        };
+        let mut nonce = [0u8; 12];
+        crate::random(&mut nonce)?;
+        let mut buf = Vec::with_capacity(plaintext.len() + 16);
+        buf.extend_from_slice(plaintext);
+        k.seal_in_place_append_tag(
+            aead::Nonce::assume_unique_for_key(nonce),
+            aead::Aad::from(aad),
+            &mut buf,
+        )
+        .map_err(|_| crypto_err("AES-GCM encryption failed"))?;
+        Ok(AeadSealed {
+            nonce,
+            ciphertext: buf,
+        })
+    }
+
+    /// AES-256-GCM decryption; any mismatch is [`Error::Integrity`].
+    pub fn decrypt(&self, aad: &[u8], nonce: &[u8; 12], ciphertext: &[u8]) -> Result<SecretBytes> {
+        let Material::Aes(k) = self else {
+            return Err(self.mismatch("decrypt"));
+        };
+        if ciphertext.len() < 16 {
+            return Err(Error::Integrity(
+                "ciphertext is shorter than its tag".into(),
+            ));
+        }
+        let mut buf = SecretBytes::from_slice(ciphertext);
+        let n = k
+            .open_in_place(
+                aead::Nonce::assume_unique_for_key(*nonce),
+                aead::Aad::from(aad),
+                buf.expose_mut(),
+            )
+            .map_err(|_| Error::Integrity("AES-GCM authentication failed".into()))?
+            .len();
+        Ok(SecretBytes::from_slice(&buf.expose()[..n]))
+    }
+}

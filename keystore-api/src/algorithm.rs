@@ -1,0 +1,322 @@
+//! Algorithms, key usages and backend capabilities.
+
+use crate::error::{Error, Result};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+/// A key's algorithm. One key serves exactly one algorithm and, for RSA, one
+/// padding scheme; the scheme is fixed at creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Algorithm {
+    /// ECDSA over NIST P-256 with SHA-256 (`ecdsa-p256-sha256`).
+    EcdsaP256Sha256,
+    /// RSA-2048, RSASSA-PSS with SHA-256, MGF1-SHA-256, 32-byte salt.
+    Rsa2048PssSha256,
+    /// RSA-2048, RSASSA-PKCS1-v1_5 with SHA-256.
+    Rsa2048Pkcs1Sha256,
+    /// RSA-3072, RSASSA-PSS with SHA-256, MGF1-SHA-256, 32-byte salt.
+    Rsa3072PssSha256,
+    /// RSA-3072, RSASSA-PKCS1-v1_5 with SHA-256.
+    Rsa3072Pkcs1Sha256,
+    /// AES-256-GCM with a random 96-bit nonce and a 128-bit tag.
+    Aes256Gcm,
+    /// HMAC-SHA256 with a 32-byte secret; also the key of HKDF derivation.
+    HmacSha256,
+}
+
+/// Whether a key has a public half.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyClass {
+    /// A private key with a public key (signing).
+    Asymmetric,
+    /// A secret key (AEAD, MAC, derivation).
+    Symmetric,
+}
+
+impl Algorithm {
+    /// Every algorithm, in a stable order.
+    pub const ALL: [Algorithm; 7] = [
+        Algorithm::EcdsaP256Sha256,
+        Algorithm::Rsa2048PssSha256,
+        Algorithm::Rsa2048Pkcs1Sha256,
+        Algorithm::Rsa3072PssSha256,
+        Algorithm::Rsa3072Pkcs1Sha256,
+        Algorithm::Aes256Gcm,
+        Algorithm::HmacSha256,
+    ];
+
+    /// The stable identifier used in metadata, records and the CLI.
+    pub fn id(self) -> &'static str {
+        match self {
+            Algorithm::EcdsaP256Sha256 => "ecdsa-p256-sha256",
+            Algorithm::Rsa2048PssSha256 => "rsa-2048-pss-sha256",
+            Algorithm::Rsa2048Pkcs1Sha256 => "rsa-2048-pkcs1-sha256",
+            Algorithm::Rsa3072PssSha256 => "rsa-3072-pss-sha256",
+            Algorithm::Rsa3072Pkcs1Sha256 => "rsa-3072-pkcs1-sha256",
+            Algorithm::Aes256Gcm => "aes-256-gcm",
+            Algorithm::HmacSha256 => "hmac-sha256",
+        }
+    }
+
+    /// A stable one-byte code, used where an algorithm is bound into binary
+    /// formats (sealed records, ciphertext envelopes).
+    pub fn code(self) -> u8 {
+        match self {
+            Algorithm::EcdsaP256Sha256 => 1,
+            Algorithm::Rsa2048PssSha256 => 2,
+            Algorithm::Rsa2048Pkcs1Sha256 => 3,
+            Algorithm::Rsa3072PssSha256 => 4,
+            Algorithm::Rsa3072Pkcs1Sha256 => 5,
+            Algorithm::Aes256Gcm => 6,
+            Algorithm::HmacSha256 => 7,
+        }
+    }
+
+    /// Inverse of [`Algorithm::code`].
+    pub fn from_code(code: u8) -> Option<Algorithm> {
+        Algorithm::ALL.into_iter().find(|a| a.code() == code)
+    }
+
+    /// Asymmetric (has a public key) or symmetric.
+    pub fn class(self) -> KeyClass {
+        match self {
+            Algorithm::Aes256Gcm | Algorithm::HmacSha256 => KeyClass::Symmetric,
+            _ => KeyClass::Asymmetric,
+        }
+    }
+
+    /// RSA modulus size in bits, for RSA algorithms.
+    pub fn rsa_bits(self) -> Option<usize> {
+        match self {
+            Algorithm::Rsa2048PssSha256 | Algorithm::Rsa2048Pkcs1Sha256 => Some(2048),
+            Algorithm::Rsa3072PssSha256 | Algorithm::Rsa3072Pkcs1Sha256 => Some(3072),
+            _ => None,
+        }
+    }
+
+    /// True for the RSASSA-PSS variants.
+    pub fn is_rsa_pss(self) -> bool {
+        matches!(
+            self,
+            Algorithm::Rsa2048PssSha256 | Algorithm::Rsa3072PssSha256
+        )
+    }
+
+    /// Length of the secret for symmetric algorithms (the only ones that can be
+    /// imported).
+    pub fn secret_len(self) -> Option<usize> {
+        match self {
+            Algorithm::Aes256Gcm | Algorithm::HmacSha256 => Some(32),
+            _ => None,
+        }
+    }
+
+    /// The usages this algorithm can ever have.
+    pub fn permitted_usages(self) -> Usages {
+        match self {
+            Algorithm::Aes256Gcm => Usages::ENCRYPT | Usages::DECRYPT,
+            Algorithm::HmacSha256 => Usages::MAC | Usages::DERIVE,
+            _ => Usages::SIGN | Usages::VERIFY,
+        }
+    }
+
+    /// Operations a backend must implement to serve this algorithm.
+    pub fn operations(self) -> &'static [Operation] {
+        match self {
+            Algorithm::Aes256Gcm => &[Operation::Encrypt, Operation::Decrypt],
+            Algorithm::HmacSha256 => &[Operation::Mac],
+            _ => &[Operation::Sign],
+        }
+    }
+}
+
+impl fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.id())
+    }
+}
+
+impl FromStr for Algorithm {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| a.id() == s)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Algorithm::ALL.iter().map(|a| a.id()).collect();
+                Error::InvalidInput(format!(
+                    "unknown algorithm '{s}'; expected one of: {}",
+                    known.join(", ")
+                ))
+            })
+    }
+}
+
+/// A set of key usages. The set is fixed when a key is created and enforced
+/// on every operation.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Usages(u8);
+
+impl Usages {
+    /// Make signatures.
+    pub const SIGN: Usages = Usages(1);
+    /// Verify signatures.
+    pub const VERIFY: Usages = Usages(2);
+    /// AEAD-encrypt.
+    pub const ENCRYPT: Usages = Usages(4);
+    /// AEAD-decrypt.
+    pub const DECRYPT: Usages = Usages(8);
+    /// Compute and verify HMAC tags.
+    pub const MAC: Usages = Usages(16);
+    /// Derive keys with HKDF.
+    pub const DERIVE: Usages = Usages(32);
+
+    const NAMES: [(Usages, &'static str); 6] = [
+        (Usages::SIGN, "sign"),
+        (Usages::VERIFY, "verify"),
+        (Usages::ENCRYPT, "encrypt"),
+        (Usages::DECRYPT, "decrypt"),
+        (Usages::MAC, "mac"),
+        (Usages::DERIVE, "derive"),
+    ];
+
+    /// The empty set.
+    pub const fn empty() -> Usages {
+        Usages(0)
+    }
+
+    /// True if every usage in `other` is in `self`.
+    pub fn contains(self, other: Usages) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// True if no usage is set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The usage names, in a stable order.
+    pub fn names(self) -> Vec<&'static str> {
+        Usages::NAMES
+            .iter()
+            .filter(|(u, _)| self.contains(*u))
+            .map(|(_, n)| *n)
+            .collect()
+    }
+}
+
+impl std::ops::BitOr for Usages {
+    type Output = Usages;
+    fn bitor(self, rhs: Usages) -> Usages {
+        Usages(self.0 | rhs.0)
+    }
+}
+
+impl fmt::Debug for Usages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Usages({})", self)
+    }
+}
+
+impl fmt::Display for Usages {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.names().join(","))
+    }
+}
+
+impl FromStr for Usages {
+    type Err = Error;
+    /// Parses a comma-separated list such as `sign,verify`.
+    fn from_str(s: &str) -> Result<Self> {
+        let mut out = Usages::empty();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (u, _) = Usages::NAMES
+                .iter()
+                .find(|(_, n)| *n == part)
+                .ok_or_else(|| {
+                    Error::InvalidInput(format!(
+                        "unknown usage '{part}'; expected sign, verify, encrypt, decrypt, mac or derive"
+                    ))
+                })?;
+            out = out | *u;
+        }
+        if out.is_empty() {
+            return Err(Error::InvalidInput("a key needs at least one usage".into()));
+        }
+        Ok(out)
+    }
+}
+
+/// A backend operation, as listed in [`Capabilities`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Operation {
+    /// Generate a key inside the backend.
+    Generate,
+    /// Import secret key material (symmetric algorithms only).
+    Import,
+    /// Sign a message.
+    Sign,
+    /// AEAD-encrypt.
+    Encrypt,
+    /// AEAD-decrypt.
+    Decrypt,
+    /// HMAC-SHA256 with the key (also the first step of HKDF derivation).
+    Mac,
+}
+
+/// What a backend can do, per algorithm. A pair missing from the set means
+/// the backend answers that operation with [`Error::Unsupported`]; the
+/// conformance suite checks that it does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    supported: BTreeSet<(Algorithm, Operation)>,
+}
+
+impl Capabilities {
+    /// No capabilities.
+    pub fn none() -> Self {
+        Capabilities::default()
+    }
+
+    /// Every algorithm with its generate, operation and (for symmetric keys)
+    /// import capability.
+    pub fn all() -> Self {
+        let mut c = Capabilities::none();
+        for alg in Algorithm::ALL {
+            c = c.with_algorithm(alg);
+        }
+        c
+    }
+
+    /// Adds `alg` with generate, its operations and, if symmetric, import.
+    pub fn with_algorithm(mut self, alg: Algorithm) -> Self {
+        self.supported.insert((alg, Operation::Generate));
+        if alg.class() == KeyClass::Symmetric {
+            self.supported.insert((alg, Operation::Import));
+        }
+        for op in alg.operations() {
+            self.supported.insert((alg, *op));
+        }
+        self
+    }
+
+    /// Removes every capability of `alg`.
+    pub fn without_algorithm(mut self, alg: Algorithm) -> Self {
+        self.supported.retain(|(a, _)| *a != alg);
+        self
+    }
+
+    /// True if the backend performs `op` for `alg`.
+    pub fn supports(&self, alg: Algorithm, op: Operation) -> bool {
+        self.supported.contains(&(alg, op))
+    }
+
+    /// Algorithms that the backend can generate.
+    pub fn algorithms(&self) -> Vec<Algorithm> {
+        Algorithm::ALL
+            .into_iter()
+            .filter(|a| self.supports(*a, Operation::Generate))
+            .collect()
+    }
+}

@@ -1,0 +1,118 @@
+//! The contract every kind of key device implements.
+
+use crate::algorithm::{Algorithm, Capabilities};
+use crate::error::Result;
+use crate::public_key::PublicKey;
+use crate::secret::SecretBytes;
+use zeroize::Zeroizing;
+
+/// An opaque, non-secret reference to a key inside a backend that the backend
+/// can resolve again after a restart: a soft record id, a PKCS#11 `CKA_ID`,
+/// a TPM key blob. The keystore stores it in its metadata and never
+/// interprets it.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyHandle(Vec<u8>);
+
+impl KeyHandle {
+    /// Wraps handle bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        KeyHandle(bytes)
+    }
+
+    /// The handle bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for KeyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A handle is a reference, not key material; short ones are shown in
+        // full, long ones (TPM blobs) abbreviated.
+        if self.0.len() <= 32 {
+            write!(f, "KeyHandle({})", hex::encode(&self.0))
+        } else {
+            write!(
+                f,
+                "KeyHandle({}…, {} bytes)",
+                hex::encode(&self.0[..16]),
+                self.0.len()
+            )
+        }
+    }
+}
+
+/// What [`Backend::generate`] returns.
+#[derive(Debug, Clone)]
+pub struct GeneratedKey {
+    /// The handle to store in metadata.
+    pub handle: KeyHandle,
+    /// The public key, for asymmetric algorithms.
+    pub public_key: Option<PublicKey>,
+}
+
+/// An AEAD ciphertext as a backend returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AeadSealed {
+    /// The 96-bit nonce the backend chose at random.
+    pub nonce: [u8; 12],
+    /// Ciphertext followed by the 16-byte tag.
+    pub ciphertext: Vec<u8>,
+}
+
+/// A key device. Implementations hold key material and never return private or
+/// secret key bytes through any method. Each does its own locking.
+///
+/// Unless stated otherwise, a method given a handle the backend does not hold
+/// returns [`crate::Error::NotFound`]; an operation the backend cannot do
+/// returns [`crate::Error::Unsupported`]; and a failed call leaves every
+/// other key intact.
+pub trait Backend: Send + Sync {
+    /// A short stable name (`soft`, `pkcs11`, `tpm`) used in errors, metadata
+    /// and the conformance matrix.
+    fn name(&self) -> &'static str;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+
+    /// Generates a new key of `algorithm` inside the backend, with its RNG.
+    fn generate(&self, algorithm: Algorithm) -> Result<GeneratedKey>;
+
+    /// Imports secret material for a symmetric algorithm. The backend stores it
+    /// non-extractably; `secret` is zeroized by the caller's drop.
+    fn import(&self, algorithm: Algorithm, secret: &SecretBytes) -> Result<KeyHandle>;
+
+    /// The public key of an asymmetric key.
+    fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey>;
+
+    /// Signs `message` (the backend hashes it as its device requires). Returns
+    /// ECDSA signatures as fixed `r‖s`, RSA signatures as their bytes.
+    fn sign(&self, handle: &KeyHandle, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>>;
+
+    /// HMAC-SHA256 of `data` under the key. Also the first (extract) step of
+    /// HKDF derivation, so the result is treated as secret.
+    fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>>;
+
+    /// AES-256-GCM encryption under a fresh random 96-bit nonce.
+    fn encrypt(&self, handle: &KeyHandle, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed>;
+
+    /// AES-256-GCM decryption. A wrong tag, nonce, AAD or ciphertext is
+    /// [`crate::Error::Integrity`], and no plaintext is released.
+    fn decrypt(
+        &self,
+        handle: &KeyHandle,
+        aad: &[u8],
+        nonce: &[u8; 12],
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes>;
+
+    /// Destroys the key material. Destroying a handle that is already gone is
+    /// [`crate::Error::NotFound`].
+    fn destroy(&self, handle: &KeyHandle) -> Result<()>;
+
+    /// Every key handle this backend holds for this store.
+    fn list(&self) -> Result<Vec<KeyHandle>>;
+
+    /// Destroys every key this backend holds for this store.
+    fn wipe(&self) -> Result<()>;
+}

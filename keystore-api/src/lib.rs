@@ -1,0 +1,38 @@
+//! # keystore-api
+//!
+//! One API for holding cryptographic keys on medical devices and gateways,
+//! over interchangeable backends (software sealed store, PKCS#11, TPM 2.0).
+//!
+//! - [`Backend`] is what a key device implements: it generates and uses keys
+//!   and never returns private or secret bytes.
+//! - [`Keystore`] is the one layer above every backend: names, versions,
+//!   usage policy and metadata in SQLite.
+//! - [`Error`] is the one error enum; messages never carry secrets.
+//!
+//! Derivation follows the fixed contract
+//! `derive_hkdf_sha256(K, S, I, L) = HKDF-SHA256(salt = K, IKM = S, info = I, L)`:
+//! `PRK = HMAC-SHA256(K, S)` runs inside the backend, the expand step on the host.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod algorithm;
+pub mod backend;
+pub mod clock;
+pub mod envelope;
+pub mod error;
+pub mod keystore;
+pub mod metadata;
+pub mod public_key;
+pub mod secret;
+pub mod signature;
+
+pub use algorithm::{Algorithm, Capabilities, KeyClass, Operation, Usages};
+pub use backend::{AeadSealed, Backend, GeneratedKey, KeyHandle};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, Result};
+pub use keystore::{limits, KeyInfo, KeySpec, Keystore, VersionInfo};
+pub use metadata::{KeyState, Origin};
+pub use public_key::PublicKey;
+pub use secret::SecretBytes;
+pub use signature::{Signature, SignatureFormat};
