@@ -1,1 +1,183 @@
+//! # conformance-tests
+//!
+//! The one suite every keystore backend must pass. A backend supplies a
+//! [`Fixture`] (fresh storage, restart, a backend-level extraction probe,
+//! tampering with stored records) and stamps out the whole suite with
+//! [`suite!`] in one test file, so `cargo test` lists every case per backend.
+//!
+//! Each case records its result (passed, unsupported-verified, failed or
+//! skipped) under `target/conformance/results/<backend>/`; the
+//! `conformance-matrix` binary turns those into `matrix.md`, `matrix.json`
+//! and `docs/traceability.md`.
+//!
+//! A backend whose environment cannot be set up (a missing simulator) fails
+//! with an install hint, unless `KEYSTORE_TEST_SKIP` names it (comma
+//! separated), in which case it is recorded as SKIPPED. CI never sets it.
 
+pub mod cases;
+pub mod catalog;
+pub mod fixtures;
+pub mod results;
+mod support;
+
+use keystore_api::{Backend, KeyHandle, Keystore};
+use std::path::PathBuf;
+
+pub use catalog::{Case, BACKENDS, CASES};
+pub use results::Status;
+
+/// How a case ended when it did not fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every check passed.
+    Passed,
+    /// The backend does not offer the operation, and the case proved that it
+    /// answers `Error::Unsupported` and says so in its capabilities.
+    UnsupportedVerified(String),
+}
+
+/// A way to damage a stored record, for the bad-input cases.
+#[derive(Debug, Clone, Copy)]
+pub enum Tamper<'a> {
+    /// Flip bits inside the record.
+    Corrupt,
+    /// Cut the record short.
+    Truncate,
+    /// Replace the record with another key's record (named here).
+    SwapWith(&'a str),
+}
+
+/// What a backend provides so the shared cases can run on it.
+pub trait Fixture: Sized {
+    /// The backend under test.
+    type Backend: Backend + 'static;
+    /// The backend's name in the matrix (`soft`, `pkcs11`, `tpm`, …).
+    const NAME: &'static str;
+
+    /// Fresh, empty storage. `Err` means the environment is missing (say how
+    /// to install it); the harness turns it into a failure or, when
+    /// `KEYSTORE_TEST_SKIP` names the backend, a SKIPPED record.
+    fn setup() -> Result<Self, String>;
+
+    /// Opens a keystore on this fixture's storage (creating it the first
+    /// time). Panics with context if it cannot.
+    fn open(&mut self) -> Keystore<Self::Backend>;
+
+    /// Drops `ks` and opens the same storage again, as after a restart.
+    fn restart(&mut self, ks: Keystore<Self::Backend>) -> Keystore<Self::Backend> {
+        drop(ks);
+        self.open()
+    }
+
+    /// Opens the storage with wrong credentials (passphrase, PIN, key file).
+    /// The suite expects `Err(Error::Auth)`.
+    fn open_with_wrong_credentials(&mut self) -> keystore_api::Result<Keystore<Self::Backend>>;
+
+    /// Every file the store (backend and metadata) has written.
+    fn files(&self) -> Vec<PathBuf>;
+
+    /// The backend-level extraction probe for key `name`: tries every way the
+    /// device offers to read its material and checks the stored form. Returns
+    /// what it checked, or what it found.
+    fn probe_extraction(&self, ks: &Keystore<Self::Backend>, name: &str) -> Result<Vec<String>, String>;
+
+    /// Checks, below the keystore API, that the material of `handle` no longer
+    /// exists in the backend.
+    fn assert_material_gone(&self, ks: &Keystore<Self::Backend>, handle: &KeyHandle) -> Result<(), String>;
+
+    /// Damages the stored record of key `name` (active version) at rest. The
+    /// suite restarts the keystore afterwards so no cache hides the damage.
+    fn tamper(&self, ks: &Keystore<Self::Backend>, name: &str, how: Tamper<'_>);
+}
+
+/// Runs `body` as conformance case `case` on fixture `F` and records the result.
+pub fn run<F: Fixture>(case: &'static Case, body: fn(&mut F) -> Outcome) {
+    let skip = skip_requested(F::NAME);
+    let mut fx = match F::setup() {
+        Ok(fx) => fx,
+        Err(why) if skip => {
+            results::record(F::NAME, case, Status::Skipped, &why);
+            eprintln!("SKIPPED {} on {}: {why}", case.id, F::NAME);
+            return;
+        }
+        Err(why) => {
+            results::record(F::NAME, case, Status::Failed, &why);
+            panic!(
+                "{} cannot run on backend '{}': {why}\n(set KEYSTORE_TEST_SKIP={} to skip it knowingly; CI never does)",
+                case.id,
+                F::NAME,
+                F::NAME
+            );
+        }
+    };
+    let guard = results::Guard::new(F::NAME, case);
+    let outcome = body(&mut fx);
+    guard.finish(&outcome);
+}
+
+fn skip_requested(backend: &str) -> bool {
+    std::env::var("KEYSTORE_TEST_SKIP")
+        .map(|v| v.split(',').any(|b| b.trim() == backend))
+        .unwrap_or(false)
+}
+
+/// Stamps out every conformance case as a `#[test]` for a fixture type.
+///
+/// ```ignore
+/// conformance_tests::suite!(conformance_tests::fixtures::soft::SoftFixture);
+/// ```
+#[macro_export]
+macro_rules! suite {
+    ($fixture:ty) => {
+        $crate::suite!(@stamp $fixture;
+            ecdsa_p256_sign_verify,
+            rsa_2048_pss_sign_verify,
+            rsa_2048_pkcs1_sign_verify,
+            hkdf_cross_backend_vectors,
+            rsa_3072_pss_sign_verify,
+            rsa_3072_pkcs1_sign_verify,
+            aead_envelope_interop,
+            hmac_matches_reference,
+            prop_sign_verify_random_messages,
+            prop_aead_round_trip,
+            prop_aead_bit_flip_rejected,
+            prop_derive_matches_hkdf,
+            derive_length_bounds,
+            non_extractable_probe,
+            no_plaintext_at_rest,
+            persistence_across_restart,
+            destroy_removes_material,
+            unknown_key_not_found,
+            wrong_usage_is_policy,
+            empty_and_oversized_inputs,
+            wrong_credentials_rejected,
+            corrupted_record_detected,
+            truncated_record_detected,
+            swapped_record_detected,
+            import_symmetric_only,
+            duplicate_name_rejected,
+            list_and_info_metadata,
+            debug_output_redacts_secrets,
+            generated_keys_are_unique,
+            concurrent_operations,
+            backend_wipe_removes_everything,
+            verify_rejects_forgeries,
+        );
+    };
+    (@stamp $fixture:ty; $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                $crate::run::<$fixture>(&$crate::catalog::by_name::$name, $crate::cases::$name::<$fixture>);
+            }
+        )*
+
+        /// The stamped list matches the catalogue exactly.
+        #[test]
+        fn suite_covers_catalogue() {
+            let stamped: &[&str] = &[$(stringify!($name)),*];
+            let catalogue: Vec<&str> = $crate::CASES.iter().map(|c| c.name).collect();
+            assert_eq!(stamped, catalogue.as_slice(), "suite! and catalog.rs disagree");
+        }
+    };
+}

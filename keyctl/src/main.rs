@@ -1,1 +1,50 @@
-fn main() {}
+//! `keyctl`: the keystore's operator CLI. See `keyctl --help` for the
+//! commands, the unlock sources and the exit-code table ([`cli::EXIT_CODES`]).
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod commands;
+mod error;
+mod files;
+mod store;
+mod tour;
+mod unlock;
+
+use clap::Parser;
+use cli::{Cli, Command};
+use error::CliResult;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyctl: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn run(cli: Cli) -> CliResult<()> {
+    let Cli {
+        store: root,
+        unlock,
+        command,
+    } = cli;
+    match command {
+        Command::Tour => tour::run(),
+        Command::Init(args) => store::init(&root, &unlock, &args),
+        Command::Key(cmd) => {
+            commands::check_destroy_confirmed(&cmd)?;
+            commands::key(&store::open(&root, &unlock)?, cmd)
+        }
+        Command::Sign(a) => commands::sign(&store::open(&root, &unlock)?, a),
+        Command::Verify(a) => commands::verify(&store::open(&root, &unlock)?, a),
+        Command::Pubkey(a) => commands::pubkey(&store::open(&root, &unlock)?, a),
+        Command::Encrypt(a) => commands::encrypt(&store::open(&root, &unlock)?, a),
+        Command::Decrypt(a) => commands::decrypt(&store::open(&root, &unlock)?, a),
+        Command::Derive(a) => commands::derive(&store::open(&root, &unlock)?, a),
+    }
+}

@@ -61,13 +61,14 @@ pub struct AeadSealed {
 }
 
 /// A key device. Implementations hold key material and never return private or
-/// secret key bytes through any method. Each does its own locking.
+/// secret key bytes through any method, and their `Debug` output redacts
+/// anything secret. Each does its own locking.
 ///
 /// Unless stated otherwise, a method given a handle the backend does not hold
 /// returns [`crate::Error::NotFound`]; an operation the backend cannot do
 /// returns [`crate::Error::Unsupported`]; and a failed call leaves every
 /// other key intact.
-pub trait Backend: Send + Sync {
+pub trait Backend: Send + Sync + std::fmt::Debug {
     /// A short stable name (`soft`, `pkcs11`, `tpm`) used in errors, metadata
     /// and the conformance matrix.
     fn name(&self) -> &'static str;

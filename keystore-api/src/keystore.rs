@@ -253,6 +253,20 @@ impl<B: Backend> Keystore<B> {
         to_info(key, versions)
     }
 
+    /// The backend handle of `version` of `name` (not secret: a record id,
+    /// `CKA_ID` or TPM blob), for operators and backend-level checks.
+    pub fn backend_handle(&self, name: &str, version: u32) -> Result<KeyHandle> {
+        check_name(name)?;
+        let md = self.md();
+        let key = live_key(&md, name)?;
+        md.versions(key.id)?
+            .into_iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| Error::NotFound(format!("key '{name}' has no version {version}")))?
+            .handle
+            .ok_or_else(|| Error::KeyState(format!("key '{name}' version {version} has no material")))
+    }
+
     /// Every live (not destroyed) key, by name.
     pub fn list(&self) -> Result<Vec<KeyInfo>> {
         let md = self.md();

@@ -1,0 +1,14 @@
+//! The conformance cases, grouped by family. Every case is generic over a
+//! [`crate::Fixture`] and returns an [`crate::Outcome`] or panics.
+
+mod aead;
+mod derive;
+mod input;
+mod sign;
+mod storage;
+
+pub use aead::*;
+pub use derive::*;
+pub use input::*;
+pub use sign::*;
+pub use storage::*;

@@ -1,0 +1,259 @@
+//! Command-line types (clap derive).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use keystore_api::Algorithm;
+use std::path::PathBuf;
+
+/// The exit-code table, shown by `keyctl --help`.
+pub const EXIT_CODES: &str = "\
+Unlocking (every command except `tour`):
+  --key-file PATH (or KEYCTL_KEY_FILE) names a 32-byte key file; it takes
+  precedence. Otherwise the passphrase comes from --passphrase-file PATH,
+  else from the environment variable named by --passphrase-env VAR (default
+  KEYCTL_PASSPHRASE) if it is set, else from an interactive prompt when stdin
+  is a terminal. Without a terminal and without a source, keyctl fails at
+  once instead of waiting for input.
+
+Exit codes:
+   0  success
+   1  internal error (a bug, or a self-check such as `tour` failed)
+   2  InvalidInput: bad argument or input (clap usage errors also exit 2)
+   3  NotFound: no such key, version or store
+   4  AlreadyExists: the key, store or file already exists
+   5  Unsupported: the backend cannot do this
+   6  KeyState: the key version's state forbids the operation
+   7  Policy: the key's usages or the store's policy forbid the operation
+   8  Auth: wrong passphrase or key file
+   9  Integrity: a signature, ciphertext, AAD or stored record failed to verify
+  10  Backend: the backend or the metadata database failed
+  11  Io: a file named on the command line could not be read or written
+
+Errors are reported on stderr as one line: `keyctl: <Kind>: <message>`.";
+
+/// Operator CLI for the keystore (software sealed store backend).
+///
+/// The store directory holds `metadata.sqlite` (names, versions, public keys)
+/// and `soft/` (the sealed key records). Private and secret keys never leave
+/// the store; `derive` and `decrypt` output secret data that you must protect.
+#[derive(Debug, Parser)]
+#[command(name = "keyctl", version, after_long_help = EXIT_CODES)]
+pub struct Cli {
+    /// Store directory (holds metadata.sqlite and soft/).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYCTL_STORE",
+        default_value = "./keystore-data",
+        value_name = "DIR"
+    )]
+    pub store: PathBuf,
+
+    #[command(flatten)]
+    pub unlock: UnlockArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the key-encryption key comes from.
+#[derive(Debug, Clone, Args)]
+pub struct UnlockArgs {
+    /// A file holding exactly 32 random bytes that unlocks the store
+    /// (takes precedence over any passphrase source).
+    #[arg(long, global = true, env = "KEYCTL_KEY_FILE", value_name = "PATH")]
+    pub key_file: Option<PathBuf>,
+
+    /// Read the passphrase from this file (one trailing newline is removed).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub passphrase_file: Option<PathBuf>,
+
+    /// Read the passphrase from this environment variable
+    /// [default: KEYCTL_PASSPHRASE, used only if set].
+    #[arg(long, global = true, value_name = "VAR")]
+    pub passphrase_env: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a new store (sealed soft store and metadata database).
+    Init(InitArgs),
+    /// Create, import, list, show and destroy keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Sign a file with the active version of a signing key.
+    Sign(SignArgs),
+    /// Verify a signature; prints "OK (version N)" or fails with exit 9.
+    Verify(VerifyArgs),
+    /// Write the PEM public key of a signing key's active version.
+    Pubkey(PubkeyArgs),
+    /// Encrypt a file with AES-256-GCM into a versioned envelope.
+    Encrypt(CryptArgs),
+    /// Decrypt an envelope made by `encrypt`.
+    Decrypt(CryptArgs),
+    /// Derive key material with HKDF-SHA256 keyed by an HMAC key.
+    Derive(DeriveArgs),
+    /// A self-contained end-to-end demonstration in a temporary directory.
+    Tour,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Passphrase KDF (ignored for key-file stores).
+    #[arg(long, value_enum, default_value_t = KdfChoice::Pbkdf2)]
+    pub kdf: KdfChoice,
+    /// Generate a new 32-byte key file here (mode 0600) and unlock the store with it.
+    #[arg(long, value_name = "PATH")]
+    pub new_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KdfChoice {
+    /// PBKDF2-HMAC-SHA256, 600,000 iterations.
+    Pbkdf2,
+    /// Argon2id, 64 MiB, 3 passes, 1 lane.
+    Argon2id,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Generate a key inside the store.
+    Create {
+        /// Key name: A-Z a-z 0-9 . _ - (not starting with . or -).
+        name: String,
+        /// Algorithm.
+        #[arg(long, value_parser = algorithm_parser())]
+        alg: Algorithm,
+        /// Comma-separated usages (sign, verify, encrypt, decrypt, mac, derive);
+        /// default: every usage the algorithm permits.
+        #[arg(long)]
+        usages: Option<String>,
+    },
+    /// Import a 32-byte secret for an aes-256-gcm or hmac-sha256 key.
+    Import {
+        /// Key name.
+        name: String,
+        /// Algorithm (symmetric only).
+        #[arg(long, value_parser = algorithm_parser())]
+        alg: Algorithm,
+        /// File holding 32 raw bytes, or 64 hex characters and an optional newline.
+        #[arg(long, value_name = "PATH")]
+        secret_file: PathBuf,
+        /// Comma-separated usages; default: every usage the algorithm permits.
+        #[arg(long)]
+        usages: Option<String>,
+    },
+    /// List live keys.
+    List,
+    /// Show every field of a key, with each version.
+    Show {
+        /// Key name.
+        name: String,
+    },
+    /// Destroy every version of a key (irreversible; the name stays reserved).
+    Destroy {
+        /// Key name.
+        name: String,
+        /// Confirm the destruction.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// Key name.
+    pub name: String,
+    /// Message file (`-` for stdin).
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+    /// Signature output file (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// ECDSA signature encoding (RSA has one encoding).
+    #[arg(long, value_enum, default_value_t = SigFormat::Der)]
+    pub format: SigFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SigFormat {
+    /// ASN.1 DER (OpenSSL, X.509).
+    Der,
+    /// Fixed-width r||s (JOSE, COSE).
+    Fixed,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Key name.
+    pub name: String,
+    /// Message file (`-` for stdin).
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+    /// Signature file.
+    #[arg(long, value_name = "FILE")]
+    pub sig: PathBuf,
+    /// Verify with this version only (default: every version allowed to verify).
+    #[arg(long, value_name = "N")]
+    pub version: Option<u32>,
+}
+
+#[derive(Debug, Args)]
+pub struct PubkeyArgs {
+    /// Key name.
+    pub name: String,
+    /// Output file (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CryptArgs {
+    /// Key name.
+    pub name: String,
+    /// Input file (`-` for stdin).
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+    /// Output file (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Additional authenticated data (must match between encrypt and decrypt).
+    #[arg(long, value_name = "STRING", default_value = "")]
+    pub aad: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DeriveArgs {
+    /// HMAC key name.
+    pub name: String,
+    /// Output length in bytes (1..=8160).
+    #[arg(long, value_name = "N")]
+    pub len: usize,
+    /// HKDF input (the IKM; the key itself is the HKDF salt), as hex.
+    #[arg(long, value_name = "HEX", default_value = "")]
+    pub salt_hex: String,
+    /// HKDF info string.
+    #[arg(long, value_name = "STRING", default_value = "")]
+    pub info: String,
+    /// Write the raw derived bytes here (mode 0600) instead of hex to stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+fn algorithm_parser() -> impl clap::builder::TypedValueParser<Value = Algorithm> {
+    use clap::builder::{PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(Algorithm::ALL.map(Algorithm::id)).try_map(|s: String| {
+        s.parse::<Algorithm>()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,157 @@
+//! The CLI's error type, its one-line report and its exit codes.
+
+use std::fmt;
+use std::path::Path;
+
+/// Why a command failed.
+#[derive(Debug)]
+pub enum CliError {
+    /// An error from the keystore or the backend.
+    Api(keystore_api::Error),
+    /// A file named on the command line could not be read or written.
+    Io {
+        /// What keyctl was doing, naming the file.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A self-check failed (e.g. a `tour` step did not behave as expected).
+    Internal(String),
+}
+
+pub type CliResult<T> = Result<T, CliError>;
+
+impl CliError {
+    /// An [`keystore_api::Error::InvalidInput`] with `msg`.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        CliError::Api(keystore_api::Error::InvalidInput(msg.into()))
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(action: &str, path: &Path, source: std::io::Error) -> Self {
+        CliError::Io {
+            what: format!("cannot {action} {}", path.display()),
+            source,
+        }
+    }
+
+    /// The stable kind name printed in the report.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CliError::Api(e) => e.kind(),
+            CliError::Io { .. } => "Io",
+            CliError::Internal(_) => "Internal",
+        }
+    }
+
+    /// The process exit code for this error (see `keyctl --help`).
+    pub fn exit_code(&self) -> u8 {
+        match self.kind() {
+            "InvalidInput" => 2,
+            "NotFound" => 3,
+            "AlreadyExists" => 4,
+            "Unsupported" => 5,
+            "KeyState" => 6,
+            "Policy" => 7,
+            "Auth" => 8,
+            "Integrity" => 9,
+            "Backend" => 10,
+            "Io" => 11,
+            _ => 1,
+        }
+    }
+
+    /// The message without the kind, on one line, with the source chain.
+    pub fn message(&self) -> String {
+        use keystore_api::Error as E;
+        let msg = match self {
+            CliError::Api(e) => {
+                let head = match e {
+                    E::NotFound(m)
+                    | E::AlreadyExists(m)
+                    | E::Unsupported(m)
+                    | E::InvalidInput(m)
+                    | E::KeyState(m)
+                    | E::Policy(m)
+                    | E::Auth(m)
+                    | E::Integrity(m) => m.clone(),
+                    other => other.to_string(),
+                };
+                with_sources(head, e)
+            }
+            CliError::Io { what, source } => format!("{what}: {source}"),
+            CliError::Internal(m) => m.clone(),
+        };
+        one_line(&msg)
+    }
+}
+
+/// Appends the `source()` chain of `e` (never secrets: the keystore's error
+/// contract forbids them in every error it produces).
+fn with_sources(head: String, e: &dyn std::error::Error) -> String {
+    let mut out = head;
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+fn one_line(s: &str) -> String {
+    s.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind(), self.message())
+    }
+}
+
+impl From<keystore_api::Error> for CliError {
+    fn from(e: keystore_api::Error) -> Self {
+        CliError::Api(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keystore_api::Error as E;
+
+    #[test]
+    fn kinds_map_to_distinct_codes() {
+        let cases: Vec<(CliError, u8)> = vec![
+            (E::InvalidInput("x".into()).into(), 2),
+            (E::NotFound("x".into()).into(), 3),
+            (E::AlreadyExists("x".into()).into(), 4),
+            (E::Unsupported("x".into()).into(), 5),
+            (E::KeyState("x".into()).into(), 6),
+            (E::Policy("x".into()).into(), 7),
+            (E::Auth("x".into()).into(), 8),
+            (E::Integrity("x".into()).into(), 9),
+            (E::backend_msg("soft", "x").into(), 10),
+            (
+                CliError::io("read", Path::new("f"), std::io::Error::other("x")),
+                11,
+            ),
+            (CliError::Internal("x".into()), 1),
+        ];
+        for (e, code) in cases {
+            assert_eq!(e.exit_code(), code, "{e}");
+        }
+    }
+
+    #[test]
+    fn report_is_one_line_without_duplicated_kind() {
+        let e: CliError = E::NotFound("no key named 'k'\nsecond line".into()).into();
+        assert_eq!(e.to_string(), "NotFound: no key named 'k' second line");
+        let e: CliError = E::backend("soft", "cannot read", std::io::Error::other("boom")).into();
+        assert_eq!(e.to_string(), "Backend: soft: cannot read: boom");
+    }
+}

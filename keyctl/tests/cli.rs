@@ -1,0 +1,746 @@
+//! End-to-end tests of the `keyctl` binary: real processes, temporary
+//! stores, key files (cheap to open) and, where a passphrase is the point,
+//! `KEYCTL_PASSPHRASE` or a passphrase file with stdin set to null.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const OPENSSL: &str = "/usr/bin/openssl";
+
+/// A `keyctl` command with a clean environment and no stdin.
+fn keyctl() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keyctl"));
+    c.env_remove("KEYCTL_STORE")
+        .env_remove("KEYCTL_KEY_FILE")
+        .env_remove("KEYCTL_PASSPHRASE")
+        .stdin(Stdio::null());
+    c
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts a failure with `code` and exactly one stderr line `keyctl: <kind>: ...`.
+fn assert_fails(out: &Output, code: i32, kind: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "expected exit {code}; stderr: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one stderr line, got: {stderr:?}");
+    let prefix = format!("keyctl: {kind}: ");
+    assert!(
+        lines[0].starts_with(&prefix) && lines[0].len() > prefix.len(),
+        "expected '{prefix}<message>', got: {stderr:?}"
+    );
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// A store in a temporary directory, unlocked by a key file.
+struct Store {
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    key_file: PathBuf,
+}
+
+impl Store {
+    fn new() -> Store {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("store");
+        let key_file = dir.path().join("store.key");
+        let out = keyctl()
+            .arg("--store")
+            .arg(&store)
+            .arg("init")
+            .arg("--new-key-file")
+            .arg(&key_file)
+            .output()
+            .expect("run keyctl init");
+        assert_ok(&out);
+        assert_eq!(std::fs::read(&key_file).expect("key file").len(), 32);
+        Store {
+            dir,
+            store,
+            key_file,
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.path(name);
+        std::fs::write(&p, bytes).expect("write test file");
+        p
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = keyctl();
+        c.arg("--store")
+            .arg(&self.store)
+            .arg("--key-file")
+            .arg(&self.key_file);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("run keyctl")
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert_ok(&out);
+        out
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+fn openssl_verify(pem: &Path, sig: &Path, msg: &Path, extra: &[&str]) -> bool {
+    let out = Command::new(OPENSSL)
+        .args(["dgst", "-sha256", "-verify", s(pem), "-signature", s(sig)])
+        .args(extra)
+        .arg(s(msg))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {OPENSSL} (install openssl): {e}"));
+    out.status.success()
+}
+
+/// Creates a key of `alg`, signs with keyctl, and checks the signature with
+/// the OpenSSL CLI against `keyctl pubkey`; a tampered message must fail.
+fn openssl_round_trip(alg: &str, extra: &[&str]) {
+    let st = Store::new();
+    st.ok(&["key", "create", "k", "--alg", alg]);
+    let msg = st.write("msg", b"firmware image 1.4.2\n");
+    let tampered = st.write("tampered", b"firmware image 1.4.3\n");
+    let sig = st.path("sig.der");
+    let pem = st.path("pub.pem");
+    let out = st.ok(&["sign", "k", "--in", s(&msg), "--out", s(&sig)]);
+    assert!(
+        text(&out.stderr).contains("version 1"),
+        "sign reports version"
+    );
+    st.ok(&["pubkey", "k", "--out", s(&pem)]);
+    assert!(std::fs::read_to_string(&pem)
+        .expect("pem")
+        .starts_with("-----BEGIN PUBLIC KEY-----\n"));
+    assert!(
+        openssl_verify(&pem, &sig, &msg, extra),
+        "openssl rejects a {alg} signature made by keyctl"
+    );
+    assert!(
+        !openssl_verify(&pem, &sig, &tampered, extra),
+        "openssl accepts a {alg} signature over a tampered message"
+    );
+}
+
+#[test]
+fn openssl_verifies_ecdsa_p256_signature() {
+    openssl_round_trip("ecdsa-p256-sha256", &[]);
+}
+
+#[test]
+fn openssl_verifies_rsa_2048_pkcs1_signature() {
+    openssl_round_trip("rsa-2048-pkcs1-sha256", &[]);
+}
+
+#[test]
+fn openssl_verifies_rsa_2048_pss_signature() {
+    openssl_round_trip(
+        "rsa-2048-pss-sha256",
+        &[
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-sigopt",
+            "rsa_pss_saltlen:32",
+        ],
+    );
+}
+
+#[test]
+fn keyctl_verify_accepts_own_signature_and_rejects_tampering() {
+    let st = Store::new();
+    st.ok(&["key", "create", "k", "--alg", "ecdsa-p256-sha256"]);
+    let msg = st.write("msg", b"hello");
+    let tampered = st.write("tampered", b"hellO");
+    for format in ["der", "fixed"] {
+        let sig = st.path(&format!("sig.{format}"));
+        st.ok(&[
+            "sign",
+            "k",
+            "--in",
+            s(&msg),
+            "--out",
+            s(&sig),
+            "--format",
+            format,
+        ]);
+        if format == "fixed" {
+            assert_eq!(std::fs::read(&sig).expect("sig").len(), 64);
+        }
+        let out = st.ok(&["verify", "k", "--in", s(&msg), "--sig", s(&sig)]);
+        assert_eq!(text(&out.stdout).trim(), "OK (version 1)");
+        let out = st.ok(&[
+            "verify",
+            "k",
+            "--in",
+            s(&msg),
+            "--sig",
+            s(&sig),
+            "--version",
+            "1",
+        ]);
+        assert_eq!(text(&out.stdout).trim(), "OK (version 1)");
+
+        let out = st.run(&["verify", "k", "--in", s(&tampered), "--sig", s(&sig)]);
+        assert_fails(&out, 9, "Integrity");
+        assert!(out.stdout.is_empty());
+    }
+    // A corrupted signature fails the same way.
+    let sig = st.path("sig.der");
+    let mut bytes = std::fs::read(&sig).expect("sig");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let bad = st.write("bad.sig", &bytes);
+    assert_fails(
+        &st.run(&["verify", "k", "--in", s(&msg), "--sig", s(&bad)]),
+        9,
+        "Integrity",
+    );
+    // An unknown version is NotFound.
+    assert_fails(
+        &st.run(&[
+            "verify",
+            "k",
+            "--in",
+            s(&msg),
+            "--sig",
+            s(&sig),
+            "--version",
+            "7",
+        ]),
+        3,
+        "NotFound",
+    );
+}
+
+#[test]
+fn encrypt_decrypt_round_trip_and_wrong_aad_fails() {
+    let st = Store::new();
+    st.ok(&["key", "create", "aes", "--alg", "aes-256-gcm"]);
+    let plain = st.write("plain", b"patient-id=12345; dose=2.5ml");
+    let env = st.path("env");
+    let back = st.path("back");
+    st.ok(&[
+        "encrypt",
+        "aes",
+        "--in",
+        s(&plain),
+        "--out",
+        s(&env),
+        "--aad",
+        "device=7",
+    ]);
+    let envelope = std::fs::read(&env).expect("envelope");
+    assert!(!envelope.windows(b"patient".len()).any(|w| w == b"patient"));
+    st.ok(&[
+        "decrypt",
+        "aes",
+        "--in",
+        s(&env),
+        "--out",
+        s(&back),
+        "--aad",
+        "device=7",
+    ]);
+    assert_eq!(
+        std::fs::read(&back).expect("back"),
+        std::fs::read(&plain).expect("plain")
+    );
+
+    let wrong = st.path("wrong");
+    for aad in [&["--aad", "device=8"][..], &[][..]] {
+        let mut args = vec!["decrypt", "aes", "--in", s(&env), "--out", s(&wrong)];
+        args.extend_from_slice(aad);
+        let out = st.run(&args);
+        assert_fails(&out, 9, "Integrity");
+        assert!(!wrong.exists(), "no plaintext file on failure");
+    }
+    // A signing key may not encrypt.
+    st.ok(&["key", "create", "sig", "--alg", "ecdsa-p256-sha256"]);
+    assert_fails(
+        &st.run(&["encrypt", "sig", "--in", s(&plain), "--out", s(&wrong)]),
+        7,
+        "Policy",
+    );
+}
+
+/// TEST-KEY-04 through the CLI: `derive` equals an independent HKDF-SHA256
+/// with the imported key as the salt and `--salt-hex` as the IKM.
+#[test]
+fn derive_matches_independent_hkdf() {
+    let st = Store::new();
+    let k: Vec<u8> = (0u8..32)
+        .map(|i| i.wrapping_mul(7).wrapping_add(3))
+        .collect();
+    let secret = st.write("k.hex", format!("{}\n", hex::encode(&k)).as_bytes());
+    let out = st.ok(&[
+        "key",
+        "import",
+        "h",
+        "--alg",
+        "hmac-sha256",
+        "--secret-file",
+        s(&secret),
+    ]);
+    assert!(text(&out.stdout).contains("imported"));
+    let show = st.ok(&["key", "show", "h"]);
+    assert!(text(&show.stdout).contains("imported"));
+
+    let salt = b"session-nonce-0001";
+    let info = "link key v1";
+    for len in [1usize, 32, 42, 100] {
+        let mut expected = vec![0u8; len];
+        hkdf::Hkdf::<sha2::Sha256>::new(Some(&k), salt)
+            .expand(info.as_bytes(), &mut expected)
+            .expect("hkdf expand");
+        let out = st.ok(&[
+            "derive",
+            "h",
+            "--len",
+            &len.to_string(),
+            "--salt-hex",
+            &hex::encode(salt),
+            "--info",
+            info,
+        ]);
+        assert_eq!(
+            text(&out.stdout).trim(),
+            hex::encode(&expected),
+            "len {len}"
+        );
+        assert!(text(&out.stderr).contains("secret"));
+    }
+
+    // --out writes the raw bytes.
+    let okm = st.path("okm");
+    st.ok(&[
+        "derive",
+        "h",
+        "--len",
+        "32",
+        "--salt-hex",
+        &hex::encode(salt),
+        "--info",
+        info,
+        "--out",
+        s(&okm),
+    ]);
+    let mut expected = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(&k), salt)
+        .expand(info.as_bytes(), &mut expected)
+        .expect("hkdf expand");
+    assert_eq!(std::fs::read(&okm).expect("okm"), expected);
+
+    // The same key imported as raw bytes derives the same output.
+    let raw = st.write("k.raw", &k);
+    st.ok(&[
+        "key",
+        "import",
+        "h2",
+        "--alg",
+        "hmac-sha256",
+        "--secret-file",
+        s(&raw),
+    ]);
+    let out = st.ok(&[
+        "derive",
+        "h2",
+        "--len",
+        "32",
+        "--salt-hex",
+        &hex::encode(salt),
+        "--info",
+        info,
+    ]);
+    assert_eq!(text(&out.stdout).trim(), hex::encode(expected));
+
+    for bad_len in ["0", "8161"] {
+        assert_fails(
+            &st.run(&["derive", "h", "--len", bad_len]),
+            2,
+            "InvalidInput",
+        );
+    }
+    assert_fails(
+        &st.run(&["derive", "h", "--len", "32", "--salt-hex", "zz"]),
+        2,
+        "InvalidInput",
+    );
+}
+
+#[test]
+fn import_rejects_private_keys_and_bad_secret_files() {
+    let st = Store::new();
+    let secret = st.write("k.raw", &[9u8; 32]);
+    assert_fails(
+        &st.run(&[
+            "key",
+            "import",
+            "e",
+            "--alg",
+            "ecdsa-p256-sha256",
+            "--secret-file",
+            s(&secret),
+        ]),
+        7,
+        "Policy",
+    );
+    let short = st.write("short", &[9u8; 31]);
+    assert_fails(
+        &st.run(&[
+            "key",
+            "import",
+            "a",
+            "--alg",
+            "aes-256-gcm",
+            "--secret-file",
+            s(&short),
+        ]),
+        2,
+        "InvalidInput",
+    );
+    let missing = st.path("missing");
+    assert_fails(
+        &st.run(&[
+            "key",
+            "import",
+            "a",
+            "--alg",
+            "aes-256-gcm",
+            "--secret-file",
+            s(&missing),
+        ]),
+        11,
+        "Io",
+    );
+}
+
+/// With no key file, no passphrase source and stdin not a terminal, keyctl
+/// fails at once rather than prompting.
+#[test]
+fn no_passphrase_source_without_terminal_fails_fast() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let out = keyctl()
+        .args(["--store", s(&store), "init", "--kdf", "argon2id"])
+        .env("KEYCTL_PASSPHRASE", "correct horse")
+        .output()
+        .expect("init");
+    assert_ok(&out);
+
+    for args in [
+        &["key", "list"][..],
+        &["init"][..], // on a fresh directory: init needs a passphrase too
+    ] {
+        let target = if args == ["init"] {
+            dir.path().join("other")
+        } else {
+            store.clone()
+        };
+        let mut child = keyctl()
+            .arg("--store")
+            .arg(&target)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn keyctl");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match child.try_wait().expect("try_wait") {
+                Some(_) => break,
+                None if Instant::now() > deadline => {
+                    let _ = child.kill();
+                    panic!("keyctl {args:?} waited for a passphrase instead of failing");
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        let out = child.wait_with_output().expect("output");
+        assert_fails(&out, 2, "InvalidInput");
+        assert!(text(&out.stderr).contains("not a terminal"));
+    }
+}
+
+#[test]
+fn wrong_passphrase_is_auth() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let run = |pw: &str, args: &[&str]| {
+        keyctl()
+            .arg("--store")
+            .arg(&store)
+            .args(args)
+            .env("KEYCTL_PASSPHRASE", pw)
+            .output()
+            .expect("run keyctl")
+    };
+    assert_ok(&run("correct horse", &["init", "--kdf", "argon2id"]));
+    assert_ok(&run(
+        "correct horse",
+        &["key", "create", "k", "--alg", "hmac-sha256"],
+    ));
+    let out = run("wrong horse", &["key", "list"]);
+    assert_fails(&out, 8, "Auth");
+    assert!(
+        !text(&out.stderr).contains("wrong horse"),
+        "the passphrase must never be printed"
+    );
+    // A key file for a passphrase store is also an Auth failure.
+    let key_file = dir.path().join("k.key");
+    std::fs::write(&key_file, [1u8; 32]).expect("key file");
+    let out = keyctl()
+        .arg("--store")
+        .arg(&store)
+        .arg("--key-file")
+        .arg(&key_file)
+        .args(["key", "list"])
+        .output()
+        .expect("run keyctl");
+    assert_fails(&out, 8, "Auth");
+    // The right passphrase still works.
+    let out = run("correct horse", &["key", "list"]);
+    assert_ok(&out);
+    assert!(text(&out.stdout).contains("hmac-sha256"));
+}
+
+/// The default KDF (PBKDF2, 600k iterations) with a passphrase file whose
+/// trailing newline is stripped, opened again through `--passphrase-env`.
+#[test]
+fn passphrase_file_and_env_open_the_same_pbkdf2_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let pw_file = dir.path().join("pw");
+    std::fs::write(&pw_file, b"s3cret passphrase\n").expect("pw file");
+    let out = keyctl()
+        .arg("--store")
+        .arg(&store)
+        .arg("--passphrase-file")
+        .arg(&pw_file)
+        .arg("init")
+        .output()
+        .expect("init");
+    assert_ok(&out);
+    assert!(text(&out.stdout).contains("PBKDF2"));
+    let out = keyctl()
+        .arg("--store")
+        .arg(&store)
+        .args(["--passphrase-env", "MY_STORE_PW", "key", "list"])
+        .env("MY_STORE_PW", "s3cret passphrase")
+        .output()
+        .expect("list");
+    assert_ok(&out);
+    assert_eq!(text(&out.stdout).trim(), "no keys");
+}
+
+#[test]
+fn key_lifecycle_commands() {
+    let st = Store::new();
+    let out = st.ok(&["key", "list"]);
+    assert_eq!(text(&out.stdout).trim(), "no keys");
+    st.ok(&[
+        "key",
+        "create",
+        "sig",
+        "--alg",
+        "ecdsa-p256-sha256",
+        "--usages",
+        "verify,sign",
+    ]);
+    st.ok(&[
+        "key",
+        "create",
+        "mac",
+        "--alg",
+        "hmac-sha256",
+        "--usages",
+        "mac",
+    ]);
+    assert_fails(
+        &st.run(&["key", "create", "sig", "--alg", "ecdsa-p256-sha256"]),
+        4,
+        "AlreadyExists",
+    );
+    assert_fails(
+        &st.run(&[
+            "key",
+            "create",
+            "x",
+            "--alg",
+            "aes-256-gcm",
+            "--usages",
+            "sign",
+        ]),
+        7,
+        "Policy",
+    );
+    assert_fails(
+        &st.run(&[
+            "key",
+            "create",
+            "x",
+            "--alg",
+            "aes-256-gcm",
+            "--usages",
+            "fly",
+        ]),
+        2,
+        "InvalidInput",
+    );
+    assert_fails(
+        &st.run(&["key", "create", "bad/name", "--alg", "aes-256-gcm"]),
+        2,
+        "InvalidInput",
+    );
+    // derive is not among the usages of 'mac'.
+    assert_fails(&st.run(&["derive", "mac", "--len", "32"]), 7, "Policy");
+
+    let list = text(&st.ok(&["key", "list"]).stdout);
+    let header = list.lines().next().expect("header");
+    for col in [
+        "NAME",
+        "ALGORITHM",
+        "USAGES",
+        "ACTIVE",
+        "ORIGIN",
+        "FINGERPRINT",
+    ] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(list.contains("ecdsa-p256-sha256") && list.contains("sha256:"));
+
+    let show = text(&st.ok(&["key", "show", "sig"]).stdout);
+    for field in [
+        "name:",
+        "algorithm:",
+        "usages:",
+        "state:",
+        "origin:",
+        "fingerprint:",
+    ] {
+        assert!(show.contains(field), "{show}");
+    }
+    assert!(show.contains("active") && show.contains("generated"));
+
+    // The PEM on stdout is the PEM written with --out.
+    let pem = st.path("p.pem");
+    st.ok(&["pubkey", "sig", "--out", s(&pem)]);
+    let stdout_pem = st.ok(&["pubkey", "sig"]).stdout;
+    assert_eq!(stdout_pem, std::fs::read(&pem).expect("pem"));
+    assert_fails(&st.run(&["pubkey", "mac"]), 7, "Policy");
+
+    assert_fails(&st.run(&["key", "destroy", "sig"]), 2, "InvalidInput");
+    st.ok(&["key", "show", "sig"]);
+    st.ok(&["key", "destroy", "sig", "--yes"]);
+    let msg = st.write("msg", b"m");
+    let out = st.run(&["sign", "sig", "--in", s(&msg), "--out", s(&st.path("x"))]);
+    assert_fails(&out, 3, "NotFound");
+    assert_fails(&st.run(&["key", "show", "sig"]), 3, "NotFound");
+    assert!(!text(&st.ok(&["key", "list"]).stdout).contains("sig "));
+}
+
+#[test]
+fn store_and_file_errors_have_their_codes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing_store = dir.path().join("nothing-here");
+    let out = keyctl()
+        .arg("--store")
+        .arg(&missing_store)
+        .args(["key", "list"])
+        .output()
+        .expect("run");
+    assert_fails(&out, 3, "NotFound");
+
+    let st = Store::new();
+    // A second init on the same store is refused, and creates no key file.
+    let again = st.path("again.key");
+    let out = keyctl()
+        .arg("--store")
+        .arg(&st.store)
+        .args(["init", "--new-key-file", s(&again)])
+        .output()
+        .expect("run");
+    assert_fails(&out, 4, "AlreadyExists");
+    assert!(!again.exists());
+
+    st.ok(&["key", "create", "k", "--alg", "ecdsa-p256-sha256"]);
+    let missing = st.path("missing");
+    assert_fails(
+        &st.run(&["sign", "k", "--in", s(&missing), "--out", s(&st.path("o"))]),
+        11,
+        "Io",
+    );
+    let msg = st.write("msg", b"m");
+    let unwritable = st.path("no-such-dir/sig");
+    assert_fails(
+        &st.run(&["sign", "k", "--in", s(&msg), "--out", s(&unwritable)]),
+        11,
+        "Io",
+    );
+    let out = keyctl()
+        .arg("--store")
+        .arg(&st.store)
+        .args(["--key-file", s(&st.path("no-key-file")), "key", "list"])
+        .output()
+        .expect("run");
+    assert_fails(&out, 11, "Io");
+
+    // clap's own usage errors keep clap's exit code 2.
+    let out = st.run(&["key", "create", "k2", "--alg", "des"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = st.run(&["frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let out = keyctl().arg("--help").output().expect("run");
+    assert_ok(&out);
+    let help = text(&out.stdout);
+    for line in ["Exit codes:", "8  Auth", "9  Integrity", "11  Io"] {
+        assert!(help.contains(line), "missing '{line}' in --help");
+    }
+}
+
+#[test]
+fn tour_exits_zero_and_completes() {
+    let out = keyctl().arg("tour").output().expect("run tour");
+    assert_ok(&out);
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().last(), Some("tour complete"));
+    for expected in [
+        "OK (version 1)",
+        "-----BEGIN PUBLIC KEY-----",
+        "wrong AAD rejected: Integrity",
+        "NotFound",
+    ] {
+        assert!(stdout.contains(expected), "tour output lacks '{expected}'");
+    }
+}
