@@ -264,7 +264,9 @@ impl<B: Backend> Keystore<B> {
             .find(|v| v.version == version)
             .ok_or_else(|| Error::NotFound(format!("key '{name}' has no version {version}")))?
             .handle
-            .ok_or_else(|| Error::KeyState(format!("key '{name}' version {version} has no material")))
+            .ok_or_else(|| {
+                Error::KeyState(format!("key '{name}' version {version} has no material"))
+            })
     }
 
     /// Every live (not destroyed) key, by name.

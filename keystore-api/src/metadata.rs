@@ -353,7 +353,7 @@ impl Metadata {
         );
         match inserted {
             Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
             {
                 return Err(Error::AlreadyExists(format!("key '{name}' already exists")));
             }

@@ -1,0 +1,250 @@
+//! Soft-store behaviour below the keystore: KEKs, the header, atomicity,
+//! locking and record binding. (The conformance suite covers the rest.)
+
+use backend_soft::{create_key_file, Kdf, SoftStore, Unlock};
+use keystore_api::{Algorithm, Backend, Error, SecretBytes};
+use std::path::Path;
+
+fn pass(p: &str) -> Unlock {
+    Unlock::Passphrase(SecretBytes::from_slice(p.as_bytes()))
+}
+
+fn kind<T>(r: Result<T, Error>) -> &'static str {
+    match r {
+        Ok(_) => "Ok",
+        Err(e) => e.kind(),
+    }
+}
+
+const CHEAP_PBKDF2: Kdf = Kdf::Pbkdf2Sha256 {
+    iterations: Kdf::MIN_PBKDF2_ITERATIONS,
+};
+
+#[test]
+fn passphrase_store_round_trip_and_wrong_passphrase() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("s");
+    let store = SoftStore::create(&d, &pass("correct horse"), Kdf::default_passphrase()).unwrap();
+    assert_eq!(store.kdf(), Kdf::default_passphrase());
+    let key = store.generate(Algorithm::EcdsaP256Sha256).unwrap();
+    let sig = store
+        .sign(&key.handle, Algorithm::EcdsaP256Sha256, b"m")
+        .unwrap();
+    drop(store);
+    assert_eq!(kind(SoftStore::open(&d, &pass("wrong horse"))), "Auth");
+    assert_eq!(kind(SoftStore::open(&d, &pass(""))), "InvalidInput");
+    let kf = dir.path().join("k");
+    create_key_file(&kf).unwrap();
+    assert_eq!(kind(SoftStore::open(&d, &Unlock::KeyFile(kf))), "Auth");
+    let store = SoftStore::open(&d, &pass("correct horse")).unwrap();
+    let pk = store
+        .public_key(&key.handle, Algorithm::EcdsaP256Sha256)
+        .unwrap();
+    pk.verify(b"m", &sig).unwrap();
+}
+
+#[test]
+fn argon2id_store_and_parameter_floors() {
+    let dir = tempfile::tempdir().unwrap();
+    let low_pbkdf2 = Kdf::Pbkdf2Sha256 { iterations: 1000 };
+    assert_eq!(
+        kind(SoftStore::create(
+            &dir.path().join("a"),
+            &pass("pw"),
+            low_pbkdf2
+        )),
+        "Policy"
+    );
+    let low_argon = Kdf::Argon2id {
+        memory_kib: 1024,
+        iterations: 1,
+        parallelism: 1,
+    };
+    assert_eq!(
+        kind(SoftStore::create(
+            &dir.path().join("b"),
+            &pass("pw"),
+            low_argon
+        )),
+        "Policy"
+    );
+    let kdf = Kdf::Argon2id {
+        memory_kib: Kdf::MIN_ARGON2_MEMORY_KIB,
+        iterations: 2,
+        parallelism: 1,
+    };
+    let d = dir.path().join("c");
+    let store = SoftStore::create(&d, &pass("argon pass"), kdf).unwrap();
+    let h = store
+        .import(Algorithm::HmacSha256, &SecretBytes::from_slice(&[1; 32]))
+        .unwrap();
+    let tag = store.hmac_sha256(&h, b"x").unwrap();
+    drop(store);
+    assert_eq!(kind(SoftStore::open(&d, &pass("argon pasS"))), "Auth");
+    let store = SoftStore::open(&d, &pass("argon pass")).unwrap();
+    assert_eq!(store.kdf(), kdf);
+    assert_eq!(store.hmac_sha256(&h, b"x").unwrap(), tag);
+}
+
+#[test]
+fn change_unlock_raises_parameters_and_keeps_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("s");
+    let store = SoftStore::create(&d, &pass("old"), CHEAP_PBKDF2).unwrap();
+    let h = store
+        .import(Algorithm::HmacSha256, &SecretBytes::from_slice(&[2; 32]))
+        .unwrap();
+    let tag = store.hmac_sha256(&h, b"x").unwrap();
+    let raised = Kdf::Pbkdf2Sha256 {
+        iterations: 200_000,
+    };
+    store.change_unlock(&pass("new"), raised).unwrap();
+    assert_eq!(
+        kind(store.change_unlock(&pass("x"), Kdf::Pbkdf2Sha256 { iterations: 10 })),
+        "Policy"
+    );
+    drop(store);
+    assert_eq!(kind(SoftStore::open(&d, &pass("old"))), "Auth");
+    let store = SoftStore::open(&d, &pass("new")).unwrap();
+    assert_eq!(store.kdf(), raised);
+    assert_eq!(store.hmac_sha256(&h, b"x").unwrap(), tag);
+}
+
+fn key_file_store(root: &Path, name: &str) -> (std::path::PathBuf, Unlock) {
+    let kf = root.join(format!("{name}.key"));
+    create_key_file(&kf).unwrap();
+    (root.join(name), Unlock::KeyFile(kf))
+}
+
+#[test]
+fn damaged_header_is_integrity_not_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, unlock) = key_file_store(dir.path(), "s");
+    drop(SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap());
+    let hdr = d.join("store.hdr");
+    let good = std::fs::read(&hdr).unwrap();
+    for i in [0, 7, good.len() / 2, good.len() - 1] {
+        let mut bad = good.clone();
+        bad[i] ^= 0x01;
+        std::fs::write(&hdr, &bad).unwrap();
+        assert_eq!(
+            kind(SoftStore::open(&d, &unlock)),
+            "Integrity",
+            "flipped byte {i}"
+        );
+    }
+    std::fs::write(&hdr, &good[..good.len() - 5]).unwrap();
+    assert_eq!(kind(SoftStore::open(&d, &unlock)), "Integrity");
+    std::fs::write(&hdr, b"").unwrap();
+    assert_eq!(kind(SoftStore::open(&d, &unlock)), "Integrity");
+    std::fs::write(&hdr, &good).unwrap();
+    SoftStore::open(&d, &unlock).unwrap();
+}
+
+#[test]
+fn missing_store_and_existing_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, unlock) = key_file_store(dir.path(), "s");
+    assert_eq!(kind(SoftStore::open(&d, &unlock)), "NotFound");
+    drop(SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap());
+    assert_eq!(
+        kind(SoftStore::create(&d, &unlock, Kdf::KeyFile)),
+        "AlreadyExists"
+    );
+}
+
+#[test]
+fn second_opener_is_refused_while_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, unlock) = key_file_store(dir.path(), "s");
+    let first = SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap();
+    assert_eq!(kind(SoftStore::open(&d, &unlock)), "Backend");
+    drop(first);
+    SoftStore::open(&d, &unlock).unwrap();
+}
+
+#[test]
+fn crash_leftovers_are_removed_and_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, unlock) = key_file_store(dir.path(), "s");
+    let store = SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap();
+    let h = store
+        .import(Algorithm::Aes256Gcm, &SecretBytes::from_slice(&[3; 32]))
+        .unwrap();
+    drop(store);
+    // A crash mid-write leaves a temporary file, possibly half-written.
+    let tmp = d.join("records").join(".tmp-deadbeef.rec-0011223344556677");
+    std::fs::write(&tmp, b"KSREC\x01half").unwrap();
+    std::fs::write(d.join(".tmp-store.hdr-00"), b"junk").unwrap();
+    let store = SoftStore::open(&d, &unlock).unwrap();
+    assert!(!tmp.exists(), "temporary file removed at open");
+    assert_eq!(store.list().unwrap(), vec![h.clone()]);
+    let sealed = store.encrypt(&h, b"aad", b"pt").unwrap();
+    assert_eq!(
+        store
+            .decrypt(&h, b"aad", &sealed.nonce, &sealed.ciphertext)
+            .unwrap()
+            .expose(),
+        b"pt"
+    );
+}
+
+#[test]
+fn record_from_another_store_does_not_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let kf = dir.path().join("shared.key");
+    create_key_file(&kf).unwrap();
+    let unlock = Unlock::KeyFile(kf);
+    let a = SoftStore::create(&dir.path().join("a"), &unlock, Kdf::KeyFile).unwrap();
+    let b = SoftStore::create(&dir.path().join("b"), &unlock, Kdf::KeyFile).unwrap();
+    let ha = a
+        .import(Algorithm::HmacSha256, &SecretBytes::from_slice(&[4; 32]))
+        .unwrap();
+    std::fs::copy(a.record_path(&ha).unwrap(), b.record_path(&ha).unwrap()).unwrap();
+    assert_eq!(kind(b.hmac_sha256(&ha, b"x")), "Integrity");
+    assert!(a.hmac_sha256(&ha, b"x").is_ok());
+}
+
+#[test]
+fn wrong_algorithm_for_a_handle_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, unlock) = key_file_store(dir.path(), "s");
+    let store = SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap();
+    let h = store
+        .import(Algorithm::HmacSha256, &SecretBytes::from_slice(&[5; 32]))
+        .unwrap();
+    drop(store);
+    let store = SoftStore::open(&d, &unlock).unwrap();
+    assert_eq!(
+        kind(store.sign(&h, Algorithm::EcdsaP256Sha256, b"m")),
+        "Integrity"
+    );
+    assert_eq!(kind(store.encrypt(&h, b"", b"m")), "Integrity");
+}
+
+#[test]
+fn wipe_crypto_erases_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let (d, unlock) = key_file_store(dir.path(), "s");
+    let store = SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap();
+    let h = store.generate(Algorithm::EcdsaP256Sha256).unwrap().handle;
+    store.wipe().unwrap();
+    assert!(store.list().unwrap().is_empty());
+    assert_eq!(
+        kind(store.sign(&h, Algorithm::EcdsaP256Sha256, b"m")),
+        "NotFound"
+    );
+    assert!(!d.join("store.hdr").exists());
+    drop(store);
+    assert_eq!(kind(SoftStore::open(&d, &unlock)), "NotFound");
+}
+
+#[test]
+fn debug_redacts() {
+    let u = pass("super secret passphrase");
+    assert!(!format!("{u:?}").contains("super"));
+    let dir = tempfile::tempdir().unwrap();
+    let (d, unlock) = key_file_store(dir.path(), "s");
+    let store = SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap();
+    assert!(format!("{store:?}").contains("REDACTED"));
+}
