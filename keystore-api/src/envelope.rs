@@ -62,14 +62,15 @@ pub(crate) fn seal(header: &[u8; HEADER_LEN], nonce: &[u8; NONCE_LEN], ct: &[u8]
 /// A parsed envelope, borrowing from the input.
 pub(crate) struct Parsed<'a> {
     pub header: [u8; HEADER_LEN],
+    pub algorithm: u8,
     pub version: u32,
     pub nonce: [u8; NONCE_LEN],
     pub ciphertext: &'a [u8],
 }
 
 /// Splits an envelope. Too short is [`Error::InvalidInput`]; a header that is
-/// not ours is [`Error::Integrity`].
-pub(crate) fn open(alg: Algorithm, envelope: &[u8]) -> Result<Parsed<'_>> {
+/// not ours is [`Error::Integrity`]. The caller checks the algorithm code.
+pub(crate) fn open(envelope: &[u8]) -> Result<Parsed<'_>> {
     if envelope.len() < MIN_LEN {
         return Err(Error::InvalidInput(format!(
             "ciphertext envelope is {} bytes; at least {MIN_LEN} are required",
@@ -78,9 +79,9 @@ pub(crate) fn open(alg: Algorithm, envelope: &[u8]) -> Result<Parsed<'_>> {
     }
     let mut header = [0u8; HEADER_LEN];
     header.copy_from_slice(&envelope[..HEADER_LEN]);
-    if header[..2] != MAGIC || header[2] != FORMAT || header[3] != alg.code() {
+    if header[..2] != MAGIC || header[2] != FORMAT {
         return Err(Error::Integrity(
-            "ciphertext envelope header is not a keystore aes-256-gcm envelope (corrupted?)".into(),
+            "ciphertext envelope header is not a keystore envelope (corrupted?)".into(),
         ));
     }
     let version = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
@@ -88,6 +89,7 @@ pub(crate) fn open(alg: Algorithm, envelope: &[u8]) -> Result<Parsed<'_>> {
     nonce.copy_from_slice(&envelope[HEADER_LEN..HEADER_LEN + NONCE_LEN]);
     Ok(Parsed {
         header,
+        algorithm: header[3],
         version,
         nonce,
         ciphertext: &envelope[HEADER_LEN + NONCE_LEN..],

@@ -302,30 +302,6 @@ impl<B: Backend> Keystore<B> {
         resolved(key, v)
     }
 
-    fn resolve_version(
-        &self,
-        name: &str,
-        version: u32,
-        usage: Usages,
-        what: &str,
-    ) -> Result<Resolved> {
-        check_name(name)?;
-        let md = self.md();
-        let key = live_key(&md, name)?;
-        check_usage(&key, usage, what)?;
-        let v = md
-            .versions(key.id)?
-            .into_iter()
-            .find(|v| v.version == version)
-            .ok_or_else(|| Error::NotFound(format!("key '{name}' has no version {version}")))?;
-        match v.state {
-            KeyState::Active | KeyState::Deactivated => resolved(key, v),
-            state => Err(Error::KeyState(format!(
-                "key '{name}' version {version} is {state}"
-            ))),
-        }
-    }
-
     /// Signs `message` with the active version of `name`.
     pub fn sign(&self, name: &str, message: &[u8], format: SignatureFormat) -> Result<Signature> {
         check_len("message", message, limits::MAX_DATA_LEN)?;
@@ -380,14 +356,13 @@ impl<B: Backend> Keystore<B> {
         check_usage(&key, Usages::VERIFY, "verify")?;
         let versions = md.versions(key.id)?;
         drop(md);
-        let allowed = |s: KeyState| matches!(s, KeyState::Active | KeyState::Deactivated);
         match version {
             Some(n) => {
                 let v = versions
                     .into_iter()
                     .find(|v| v.version == n)
                     .ok_or_else(|| Error::NotFound(format!("key '{name}' has no version {n}")))?;
-                if !allowed(v.state) {
+                if !may_verify_or_decrypt(v.state) {
                     return Err(Error::KeyState(format!(
                         "key '{name}' version {n} is {}",
                         v.state
@@ -398,7 +373,7 @@ impl<B: Backend> Keystore<B> {
             None => {
                 let vs: Vec<_> = versions
                     .into_iter()
-                    .filter(|v| allowed(v.state))
+                    .filter(|v| may_verify_or_decrypt(v.state))
                     .map(|v| (key.clone(), v))
                     .collect();
                 if vs.is_empty() {
@@ -435,22 +410,37 @@ impl<B: Backend> Keystore<B> {
             limits::MAX_DATA_LEN + envelope::MIN_LEN,
         )?;
         check_len("aad", aad, limits::MAX_AAD_LEN)?;
-        let key = {
-            check_name(name)?;
+        check_name(name)?;
+        let (key, versions) = {
             let md = self.md();
-            live_key(&md, name)?
+            let key = live_key(&md, name)?;
+            let versions = md.versions(key.id)?;
+            (key, versions)
         };
         check_usage(&key, Usages::DECRYPT, "decrypt")?;
-        let parsed = envelope::open(key.algorithm, envelope)?;
-        let r = self
-            .resolve_version(name, parsed.version, Usages::DECRYPT, "decrypt")
-            .map_err(|e| match e {
-                Error::NotFound(_) => Error::Integrity(format!(
+        let parsed = envelope::open(envelope)?;
+        if parsed.algorithm != key.algorithm.code() {
+            return Err(Error::Integrity(format!(
+                "ciphertext envelope is not an envelope of {} key '{name}' (corrupted?)",
+                key.algorithm
+            )));
+        }
+        let v = versions
+            .into_iter()
+            .find(|v| v.version == parsed.version)
+            .ok_or_else(|| {
+                Error::Integrity(format!(
                     "ciphertext names version {} which key '{name}' does not have (corrupted?)",
                     parsed.version
-                )),
-                other => other,
+                ))
             })?;
+        if !may_verify_or_decrypt(v.state) {
+            return Err(Error::KeyState(format!(
+                "key '{name}' version {} is {}",
+                v.version, v.state
+            )));
+        }
+        let r = resolved(key, v)?;
         self.backend.decrypt(
             &r.handle,
             &envelope::bound_aad(&parsed.header, aad),
@@ -551,6 +541,12 @@ mod subtle_eq {
         }
         std::hint::black_box(diff) == 0
     }
+}
+
+/// Active versions and deactivated versions in their grace period verify and
+/// decrypt; no other state does.
+fn may_verify_or_decrypt(state: KeyState) -> bool {
+    matches!(state, KeyState::Active | KeyState::Deactivated)
 }
 
 fn resolved(key: KeyRow, v: VersionRow) -> Result<Resolved> {
