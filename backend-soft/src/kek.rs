@@ -206,11 +206,15 @@ fn check_passphrase(pw: &SecretBytes) -> Result<()> {
 
 fn read_key_file(path: &Path) -> Result<Kek> {
     let bytes = std::fs::read(path).map(SecretBytes::new).map_err(|e| {
-        Error::backend(
-            "soft",
-            format!("cannot read key file {}", path.display()),
-            e,
-        )
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound(format!("key file {} does not exist", path.display()))
+        } else {
+            Error::backend(
+                "soft",
+                format!("cannot read key file {}", path.display()),
+                e,
+            )
+        }
     })?;
     if bytes.len() != 32 {
         return Err(Error::InvalidInput(format!(

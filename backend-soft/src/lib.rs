@@ -199,6 +199,11 @@ impl SoftStore {
         Ok(())
     }
 
+    /// True if `dir` holds a soft store (its header exists).
+    pub fn exists(dir: &Path) -> bool {
+        dir.join(HEADER_FILE).is_file()
+    }
+
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -316,7 +321,7 @@ impl Backend for SoftStore {
         Capabilities::all()
     }
 
-    fn generate(&self, algorithm: Algorithm) -> Result<GeneratedKey> {
+    fn generate(&self, algorithm: Algorithm, _label: &str) -> Result<GeneratedKey> {
         let secret = material::generate(algorithm)?;
         let (id, m) = self.store(algorithm, &secret)?;
         let public_key = match algorithm.class() {
@@ -329,7 +334,12 @@ impl Backend for SoftStore {
         })
     }
 
-    fn import(&self, algorithm: Algorithm, secret: &SecretBytes) -> Result<KeyHandle> {
+    fn import(
+        &self,
+        algorithm: Algorithm,
+        secret: &SecretBytes,
+        _label: &str,
+    ) -> Result<KeyHandle> {
         match algorithm.secret_len() {
             None => Err(Error::Policy(format!(
                 "{algorithm} keys cannot be imported; generate them inside the backend"

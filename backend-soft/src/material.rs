@@ -15,7 +15,9 @@ use aws_lc_rs::{aead, hmac, rsa::KeySize};
 use keystore_api::{AeadSealed, Algorithm, Error, PublicKey, Result, SecretBytes};
 use zeroize::Zeroizing;
 
-/// A usable key, parsed from its sealed record.
+/// A usable key, parsed from its sealed record. Lives behind an `Arc` in the
+/// cache, so the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Material {
     Ecdsa(EcdsaKeyPair),
     Rsa(RsaKeyPair),

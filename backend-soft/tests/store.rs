@@ -26,7 +26,7 @@ fn passphrase_store_round_trip_and_wrong_passphrase() {
     let d = dir.path().join("s");
     let store = SoftStore::create(&d, &pass("correct horse"), Kdf::default_passphrase()).unwrap();
     assert_eq!(store.kdf(), Kdf::default_passphrase());
-    let key = store.generate(Algorithm::EcdsaP256Sha256).unwrap();
+    let key = store.generate(Algorithm::EcdsaP256Sha256, "k").unwrap();
     let sig = store
         .sign(&key.handle, Algorithm::EcdsaP256Sha256, b"m")
         .unwrap();
@@ -76,7 +76,11 @@ fn argon2id_store_and_parameter_floors() {
     let d = dir.path().join("c");
     let store = SoftStore::create(&d, &pass("argon pass"), kdf).unwrap();
     let h = store
-        .import(Algorithm::HmacSha256, &SecretBytes::from_slice(&[1; 32]))
+        .import(
+            Algorithm::HmacSha256,
+            &SecretBytes::from_slice(&[1; 32]),
+            "k",
+        )
         .unwrap();
     let tag = store.hmac_sha256(&h, b"x").unwrap();
     drop(store);
@@ -92,7 +96,11 @@ fn change_unlock_raises_parameters_and_keeps_keys() {
     let d = dir.path().join("s");
     let store = SoftStore::create(&d, &pass("old"), CHEAP_PBKDF2).unwrap();
     let h = store
-        .import(Algorithm::HmacSha256, &SecretBytes::from_slice(&[2; 32]))
+        .import(
+            Algorithm::HmacSha256,
+            &SecretBytes::from_slice(&[2; 32]),
+            "k",
+        )
         .unwrap();
     let tag = store.hmac_sha256(&h, b"x").unwrap();
     let raised = Kdf::Pbkdf2Sha256 {
@@ -169,7 +177,11 @@ fn crash_leftovers_are_removed_and_ignored() {
     let (d, unlock) = key_file_store(dir.path(), "s");
     let store = SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap();
     let h = store
-        .import(Algorithm::Aes256Gcm, &SecretBytes::from_slice(&[3; 32]))
+        .import(
+            Algorithm::Aes256Gcm,
+            &SecretBytes::from_slice(&[3; 32]),
+            "k",
+        )
         .unwrap();
     drop(store);
     // A crash mid-write leaves a temporary file, possibly half-written.
@@ -198,7 +210,11 @@ fn record_from_another_store_does_not_open() {
     let a = SoftStore::create(&dir.path().join("a"), &unlock, Kdf::KeyFile).unwrap();
     let b = SoftStore::create(&dir.path().join("b"), &unlock, Kdf::KeyFile).unwrap();
     let ha = a
-        .import(Algorithm::HmacSha256, &SecretBytes::from_slice(&[4; 32]))
+        .import(
+            Algorithm::HmacSha256,
+            &SecretBytes::from_slice(&[4; 32]),
+            "k",
+        )
         .unwrap();
     std::fs::copy(a.record_path(&ha).unwrap(), b.record_path(&ha).unwrap()).unwrap();
     assert_eq!(kind(b.hmac_sha256(&ha, b"x")), "Integrity");
@@ -211,7 +227,11 @@ fn wrong_algorithm_for_a_handle_is_refused() {
     let (d, unlock) = key_file_store(dir.path(), "s");
     let store = SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap();
     let h = store
-        .import(Algorithm::HmacSha256, &SecretBytes::from_slice(&[5; 32]))
+        .import(
+            Algorithm::HmacSha256,
+            &SecretBytes::from_slice(&[5; 32]),
+            "k",
+        )
         .unwrap();
     drop(store);
     let store = SoftStore::open(&d, &unlock).unwrap();
@@ -227,7 +247,10 @@ fn wipe_crypto_erases_the_store() {
     let dir = tempfile::tempdir().unwrap();
     let (d, unlock) = key_file_store(dir.path(), "s");
     let store = SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap();
-    let h = store.generate(Algorithm::EcdsaP256Sha256).unwrap().handle;
+    let h = store
+        .generate(Algorithm::EcdsaP256Sha256, "k")
+        .unwrap()
+        .handle;
     store.wipe().unwrap();
     assert!(store.list().unwrap().is_empty());
     assert_eq!(

@@ -21,12 +21,21 @@ pub struct Case {
 /// `REQ-KEY-INP-01` ids are project requirements from DESIGN.md ("Algorithms",
 /// "Errors and bad input"); the rest come from the source specification.
 pub const REQUIREMENTS: &[(&str, &str)] = &[
-    ("REQ-KEY-GEN-01", "keys generated inside the backend with its RNG"),
+    (
+        "REQ-KEY-GEN-01",
+        "keys generated inside the backend with its RNG",
+    ),
     ("REQ-KEY-STO-01", "non-extractable, no plaintext at rest"),
     ("REQ-KEY-KDF-01", "HKDF per-session keys"),
     ("REQ-KEY-WIPE-01", "wipe on decommission"),
-    ("REQ-KEY-OPS-01", "every operation is correct and checked by an independent implementation"),
-    ("REQ-KEY-INP-01", "bad input gets a clear error, never a panic, and leaves other keys intact"),
+    (
+        "REQ-KEY-OPS-01",
+        "every operation is correct and checked by an independent implementation",
+    ),
+    (
+        "REQ-KEY-INP-01",
+        "bad input gets a clear error, never a panic, and leaves other keys intact",
+    ),
 ];
 
 /// Backends the workspace tests; each must report a result for every case.

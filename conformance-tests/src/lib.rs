@@ -79,11 +79,19 @@ pub trait Fixture: Sized {
     /// The backend-level extraction probe for key `name`: tries every way the
     /// device offers to read its material and checks the stored form. Returns
     /// what it checked, or what it found.
-    fn probe_extraction(&self, ks: &Keystore<Self::Backend>, name: &str) -> Result<Vec<String>, String>;
+    fn probe_extraction(
+        &self,
+        ks: &Keystore<Self::Backend>,
+        name: &str,
+    ) -> Result<Vec<String>, String>;
 
     /// Checks, below the keystore API, that the material of `handle` no longer
     /// exists in the backend.
-    fn assert_material_gone(&self, ks: &Keystore<Self::Backend>, handle: &KeyHandle) -> Result<(), String>;
+    fn assert_material_gone(
+        &self,
+        ks: &Keystore<Self::Backend>,
+        handle: &KeyHandle,
+    ) -> Result<(), String>;
 
     /// Damages the stored record of key `name` (active version) at rest. The
     /// suite restarts the keystore afterwards so no cache hides the damage.

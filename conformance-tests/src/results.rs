@@ -120,7 +120,12 @@ impl Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         if !self.done {
-            record(self.backend, self.case, Status::Failed, "the test panicked; see its output");
+            record(
+                self.backend,
+                self.case,
+                Status::Failed,
+                "the test panicked; see its output",
+            );
         }
     }
 }

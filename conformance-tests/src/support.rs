@@ -26,7 +26,11 @@ pub fn create_or_prove_unsupported<F: Fixture>(
     alg: Algorithm,
 ) -> Option<KeyInfo> {
     use keystore_api::Backend;
-    if ks.backend().capabilities().supports(alg, Operation::Generate) {
+    if ks
+        .backend()
+        .capabilities()
+        .supports(alg, Operation::Generate)
+    {
         Some(
             ks.create(name, KeySpec::new(alg))
                 .unwrap_or_else(|e| panic!("create {alg} on {}: {e:?}", F::NAME)),
@@ -117,14 +121,36 @@ pub fn sign_verify_case<F: Fixture>(fx: &mut F, alg: Algorithm) -> Outcome {
     assert_eq!(pk.algorithm(), alg);
     assert_eq!(ks.public_key("signer").expect("public key"), pk);
     let spki = pk.spki_der().to_vec();
-    for msg in [&b""[..], b"a", b"gateway telemetry frame 42", &[0xA5u8; 4096][..]] {
-        let der = ks.sign("signer", msg, SignatureFormat::Der).expect("sign der");
+    for msg in [
+        &b""[..],
+        b"a",
+        b"gateway telemetry frame 42",
+        &[0xA5u8; 4096][..],
+    ] {
+        let der = ks
+            .sign("signer", msg, SignatureFormat::Der)
+            .expect("sign der");
         assert_eq!(der.version, 1);
-        assert!(verify_independently(alg, &spki, msg, &der.bytes), "{alg}: DER signature does not verify independently");
-        assert!(!verify_independently(alg, &spki, b"another message", &der.bytes), "{alg}: verifies a different message");
-        assert_eq!(ks.verify("signer", msg, &der.bytes, None).expect("keystore verify"), 1);
-        let fixed = ks.sign("signer", msg, SignatureFormat::Fixed).expect("sign fixed");
-        assert!(verify_independently(alg, &spki, msg, &fixed.bytes), "{alg}: fixed signature does not verify independently");
+        assert!(
+            verify_independently(alg, &spki, msg, &der.bytes),
+            "{alg}: DER signature does not verify independently"
+        );
+        assert!(
+            !verify_independently(alg, &spki, b"another message", &der.bytes),
+            "{alg}: verifies a different message"
+        );
+        assert_eq!(
+            ks.verify("signer", msg, &der.bytes, None)
+                .expect("keystore verify"),
+            1
+        );
+        let fixed = ks
+            .sign("signer", msg, SignatureFormat::Fixed)
+            .expect("sign fixed");
+        assert!(
+            verify_independently(alg, &spki, msg, &fixed.bytes),
+            "{alg}: fixed signature does not verify independently"
+        );
         if alg == Algorithm::EcdsaP256Sha256 {
             assert_eq!(fixed.bytes.len(), 64, "fixed ECDSA P-256 signature is r||s");
             assert_eq!(der.bytes[0], 0x30, "DER signature is a SEQUENCE");
@@ -133,7 +159,11 @@ pub fn sign_verify_case<F: Fixture>(fx: &mut F, alg: Algorithm) -> Outcome {
         }
     }
     // A symmetric operation on a signing key is a policy refusal.
-    expect_err(ks.encrypt("signer", b"x", b"aad"), "Policy", "encrypt with a signing key");
+    expect_err(
+        ks.encrypt("signer", b"x", b"aad"),
+        "Policy",
+        "encrypt with a signing key",
+    );
     Outcome::Passed
 }
 
@@ -156,7 +186,9 @@ impl Bystanders {
             &keystore_api::SecretBytes::from_slice(&BYSTANDER_K),
         )
         .expect("import bystander HMAC key");
-        Bystanders { ec_spki: ec.as_ref().map(spki) }
+        Bystanders {
+            ec_spki: ec.as_ref().map(spki),
+        }
     }
 
     /// Asserts both bystanders still work exactly as before.
@@ -164,15 +196,32 @@ impl Bystanders {
     pub fn assert_intact<F: Fixture>(&self, ks: &Keystore<F::Backend>) {
         if let Some(spki) = &self.ec_spki {
             let sig = ks
-                .sign("bystander-ec", b"still here", keystore_api::SignatureFormat::Der)
+                .sign(
+                    "bystander-ec",
+                    b"still here",
+                    keystore_api::SignatureFormat::Der,
+                )
                 .expect("bystander ECDSA key still signs");
-            assert!(verify_independently(Algorithm::EcdsaP256Sha256, spki, b"still here", &sig.bytes));
-            assert_eq!(&spki[..], ks.public_key("bystander-ec").expect("public key").spki_der());
+            assert!(verify_independently(
+                Algorithm::EcdsaP256Sha256,
+                spki,
+                b"still here",
+                &sig.bytes
+            ));
+            assert_eq!(
+                &spki[..],
+                ks.public_key("bystander-ec")
+                    .expect("public key")
+                    .spki_der()
+            );
         }
         let out = ks
             .derive_hkdf_sha256("bystander-mac", b"salt", b"info", 32)
             .expect("bystander HMAC key still derives");
-        assert_eq!(out.expose(), &hkdf_reference(&BYSTANDER_K, b"salt", b"info", 32)[..]);
+        assert_eq!(
+            out.expose(),
+            &hkdf_reference(&BYSTANDER_K, b"salt", b"info", 32)[..]
+        );
     }
 }
 
@@ -206,7 +255,10 @@ pub fn leak_forms(key: &[u8]) -> Vec<(String, Vec<u8>)> {
         ("raw second half".to_string(), key[key.len() / 2..].to_vec()),
         ("hex".to_string(), hex::encode(key).into_bytes()),
         ("HEX".to_string(), hex::encode_upper(key).into_bytes()),
-        ("base64".to_string(), b64.encode(key).trim_end_matches('=').as_bytes().to_vec()),
+        (
+            "base64".to_string(),
+            b64.encode(key).trim_end_matches('=').as_bytes().to_vec(),
+        ),
         ("base64url".to_string(), b64url.encode(key).into_bytes()),
     ];
     forms.retain(|(_, f)| !f.is_empty());
@@ -222,7 +274,10 @@ pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
 /// Returns the (file, form) pairs found.
 pub fn scan_files<F: Fixture>(fx: &F, key: &[u8]) -> Vec<String> {
     let files = fx.files();
-    assert!(!files.is_empty(), "the fixture reports the files its store writes");
+    assert!(
+        !files.is_empty(),
+        "the fixture reports the files its store writes"
+    );
     let mut found = Vec::new();
     for path in files {
         let Ok(bytes) = std::fs::read(&path) else {

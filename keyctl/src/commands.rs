@@ -26,7 +26,7 @@ pub fn key(ks: &Store, cmd: KeyCommand) -> CliResult<()> {
         KeyCommand::Create { name, alg, usages } => {
             let spec = spec(alg, usages.as_deref())?;
             let info = ks.create(&name, spec)?;
-            println!("created {}", summary(&info));
+            outln!("created {}", summary(&info))?;
         }
         KeyCommand::Import {
             name,
@@ -37,16 +37,16 @@ pub fn key(ks: &Store, cmd: KeyCommand) -> CliResult<()> {
             let spec = spec(alg, usages.as_deref())?;
             let secret = read_import_secret(&secret_file)?;
             let info = ks.import(&name, spec, &secret)?;
-            println!("imported {}", summary(&info));
+            outln!("imported {}", summary(&info))?;
         }
-        KeyCommand::List => print_list(&ks.list()?),
-        KeyCommand::Show { name } => print_show(&ks.info(&name)?),
+        KeyCommand::List => print_list(&ks.list()?)?,
+        KeyCommand::Show { name } => print_show(&ks.info(&name)?)?,
         KeyCommand::Destroy { name, yes } => {
             if !yes {
                 return check_destroy_confirmed(&KeyCommand::Destroy { name, yes });
             }
             ks.destroy(&name)?;
-            println!("destroyed key '{name}' (every version; the name stays reserved)");
+            outln!("destroyed key '{name}' (every version; the name stays reserved)")?;
         }
     }
     Ok(())
@@ -98,8 +98,8 @@ fn summary(info: &KeyInfo) -> String {
     s
 }
 
-fn print_list(keys: &[KeyInfo]) {
-    print!("{}", render_list(keys));
+fn print_list(keys: &[KeyInfo]) -> CliResult<()> {
+    outln!("{}", render_list(keys).trim_end_matches('\n'))
 }
 
 /// The `key list` table.
@@ -151,27 +151,28 @@ pub(crate) fn render_list(keys: &[KeyInfo]) -> String {
     out
 }
 
-fn print_show(k: &KeyInfo) {
-    println!("name:       {}", k.name);
-    println!("algorithm:  {}", k.algorithm);
-    println!("usages:     {}", k.usages);
-    println!("created:    {}", k.created_at);
-    println!(
+fn print_show(k: &KeyInfo) -> CliResult<()> {
+    outln!("name:       {}", k.name)?;
+    outln!("algorithm:  {}", k.algorithm)?;
+    outln!("usages:     {}", k.usages)?;
+    outln!("created:    {}", k.created_at)?;
+    outln!(
         "active:     {}",
         k.active()
             .map_or("none".to_string(), |v| format!("version {}", v.version))
-    );
-    println!("versions:");
+    )?;
+    outln!("versions:")?;
     for v in &k.versions {
-        println!("  - version:     {}", v.version);
-        println!("    state:       {}", v.state);
-        println!("    origin:      {}", v.origin);
-        println!("    created:     {}", v.created_at);
-        println!(
+        outln!("  - version:     {}", v.version)?;
+        outln!("    state:       {}", v.state)?;
+        outln!("    origin:      {}", v.origin)?;
+        outln!("    created:     {}", v.created_at)?;
+        outln!(
             "    fingerprint: {}",
             v.fingerprint.as_deref().unwrap_or("- (secret key)")
-        );
+        )?;
     }
+    Ok(())
 }
 
 pub fn sign(ks: &Store, a: SignArgs) -> CliResult<()> {
@@ -182,7 +183,7 @@ pub fn sign(ks: &Store, a: SignArgs) -> CliResult<()> {
     };
     let sig = ks.sign(&a.name, &msg, format)?;
     files::write_public(&a.out, &sig.bytes)?;
-    eprintln!(
+    note!(
         "signed with key '{}' version {} ({} bytes)",
         a.name,
         sig.version,
@@ -195,7 +196,7 @@ pub fn verify(ks: &Store, a: VerifyArgs) -> CliResult<()> {
     let msg = files::read_input(&a.input, limits::MAX_DATA_LEN, "message")?;
     let sig = files::read_input(&a.sig, 1024, "signature")?;
     let version = ks.verify(&a.name, &msg, &sig, a.version)?;
-    println!("OK (version {version})");
+    outln!("OK (version {version})")?;
     Ok(())
 }
 
@@ -204,7 +205,7 @@ pub fn pubkey(ks: &Store, a: PubkeyArgs) -> CliResult<()> {
     match &a.out {
         Some(path) => {
             files::write_public(path, pk.to_pem().as_bytes())?;
-            eprintln!(
+            note!(
                 "wrote the public key of '{}' ({}) to {}",
                 a.name,
                 pk.fingerprint(),
@@ -243,7 +244,7 @@ pub fn derive(ks: &Store, a: DeriveArgs) -> CliResult<()> {
     match &a.out {
         Some(path) => {
             files::write_secret(path, okm.expose())?;
-            eprintln!(
+            note!(
                 "wrote {} derived bytes to {} (secret: protect this file)",
                 okm.len(),
                 path.display()
@@ -251,8 +252,8 @@ pub fn derive(ks: &Store, a: DeriveArgs) -> CliResult<()> {
         }
         None => {
             let hex = Zeroizing::new(hex::encode(okm.expose()));
-            println!("{}", hex.as_str());
-            eprintln!("note: derived key material is secret; prefer --out FILE over the terminal");
+            outln!("{}", hex.as_str())?;
+            note!("note: derived key material is secret; prefer --out FILE over the terminal");
         }
     }
     Ok(())

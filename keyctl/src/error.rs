@@ -63,22 +63,8 @@ impl CliError {
 
     /// The message without the kind, on one line, with the source chain.
     pub fn message(&self) -> String {
-        use keystore_api::Error as E;
         let msg = match self {
-            CliError::Api(e) => {
-                let head = match e {
-                    E::NotFound(m)
-                    | E::AlreadyExists(m)
-                    | E::Unsupported(m)
-                    | E::InvalidInput(m)
-                    | E::KeyState(m)
-                    | E::Policy(m)
-                    | E::Auth(m)
-                    | E::Integrity(m) => m.clone(),
-                    other => other.to_string(),
-                };
-                with_sources(head, e)
-            }
+            CliError::Api(e) => with_sources(e.message(), e),
             CliError::Io { what, source } => format!("{what}: {source}"),
             CliError::Internal(m) => m.clone(),
         };

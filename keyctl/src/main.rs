@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+#[macro_use]
+mod output;
 mod cli;
 mod commands;
 mod error;
@@ -21,7 +23,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("keyctl: {e}");
+            output::err(format_args!("keyctl: {e}\n"));
             ExitCode::from(e.exit_code())
         }
     }

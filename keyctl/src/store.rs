@@ -85,7 +85,7 @@ pub fn init(root: &Path, unlock_args: &UnlockArgs, args: &InitArgs) -> CliResult
         Unlock::KeyFile(p) => format!("key file {}", p.display()),
         Unlock::Passphrase(_) => format!("passphrase ({})", describe_kdf(store.backend().kdf())),
     };
-    println!("initialised keystore in {} (unlock: {how})", root.display());
+    outln!("initialised keystore in {} (unlock: {how})", root.display())?;
     Ok(())
 }
 

@@ -10,15 +10,15 @@ use keystore_api::{Algorithm, KeySpec, Keystore, SignatureFormat};
 struct Steps(u32);
 
 impl Steps {
-    fn next(&mut self, title: &str) {
+    fn next(&mut self, title: &str) -> CliResult<()> {
         self.0 += 1;
-        println!();
-        println!("[{}] {title}", self.0);
+        outln!()?;
+        outln!("[{}] {title}", self.0)
     }
 }
 
-fn ok(line: impl AsRef<str>) {
-    println!("    {}", line.as_ref());
+fn ok(line: impl AsRef<str>) -> CliResult<()> {
+    outln!("    {}", line.as_ref())
 }
 
 /// Requires `result` to fail with `kind`; anything else fails the tour.
@@ -43,63 +43,63 @@ pub fn run() -> CliResult<()> {
     let layout = Layout::new(tmp.path());
     let mut step = Steps(0);
 
-    step.next("Create a soft store unlocked by a fresh 32-byte key file");
+    step.next("Create a soft store unlocked by a fresh 32-byte key file")?;
     let key_file = tmp.path().join("store.key");
     backend_soft::create_key_file(&key_file)?;
     let backend = SoftStore::create(&layout.soft, &Unlock::KeyFile(key_file), Kdf::KeyFile)?;
     let ks: Store = Keystore::open(backend, &layout.metadata)?;
-    ok(format!("store in {}", tmp.path().display()));
+    ok(format!("store in {}", tmp.path().display()))?;
 
-    step.next("Generate an ECDSA P-256 signing key inside the store");
+    step.next("Generate an ECDSA P-256 signing key inside the store")?;
     let info = ks.create("tour-ecdsa", KeySpec::new(Algorithm::EcdsaP256Sha256))?;
     ok(format!(
         "key 'tour-ecdsa' version 1, usages {}, origin generated",
         info.usages
-    ));
+    ))?;
 
     let message = b"firmware image 1.4.2 for infusion pump model X";
-    step.next("Sign a message (DER signature)");
+    step.next("Sign a message (DER signature)")?;
     let sig = ks.sign("tour-ecdsa", message, SignatureFormat::Der)?;
     ok(format!(
         "{}-byte signature made by version {}",
         sig.bytes.len(),
         sig.version
-    ));
+    ))?;
 
-    step.next("Verify the signature, then a tampered message");
+    step.next("Verify the signature, then a tampered message")?;
     let v = ks.verify("tour-ecdsa", message, &sig.bytes, None)?;
-    ok(format!("OK (version {v})"));
+    ok(format!("OK (version {v})"))?;
     let e = expect_err(
         ks.verify("tour-ecdsa", b"tampered message", &sig.bytes, None),
         "Integrity",
         "verifying a tampered message",
     )?;
-    ok(format!("tampered message rejected: {e}"));
+    ok(format!("tampered message rejected: {e}"))?;
 
-    step.next("Export the public key as PEM");
+    step.next("Export the public key as PEM")?;
     let pk = ks.public_key("tour-ecdsa")?;
-    print!("{}", indent(&pk.to_pem()));
-    ok(format!("fingerprint {}", pk.fingerprint()));
+    outln!("{}", indent(&pk.to_pem()).trim_end_matches('\n'))?;
+    ok(format!("fingerprint {}", pk.fingerprint()))?;
 
-    step.next("Generate an RSA-2048 PSS key, sign and verify");
+    step.next("Generate an RSA-2048 PSS key, sign and verify")?;
     ks.create("tour-rsa-pss", KeySpec::new(Algorithm::Rsa2048PssSha256))?;
     let sig = ks.sign("tour-rsa-pss", message, SignatureFormat::Der)?;
     let v = ks.verify("tour-rsa-pss", message, &sig.bytes, None)?;
     ok(format!(
         "{}-byte RSASSA-PSS signature, verified: OK (version {v})",
         sig.bytes.len()
-    ));
+    ))?;
 
-    step.next("Generate an HMAC-SHA256 key and derive 32 bytes with HKDF-SHA256");
+    step.next("Generate an HMAC-SHA256 key and derive 32 bytes with HKDF-SHA256")?;
     ks.create("tour-hmac", KeySpec::new(Algorithm::HmacSha256))?;
     let okm = ks.derive_hkdf_sha256("tour-hmac", b"session-nonce-0001", b"tour session key", 32)?;
     ok(format!(
         "{} bytes: {} (a throwaway demo key; real derived keys are secret)",
         okm.len(),
         hex::encode(okm.expose())
-    ));
+    ))?;
 
-    step.next("Generate an AES-256-GCM key, encrypt and decrypt with AAD");
+    step.next("Generate an AES-256-GCM key, encrypt and decrypt with AAD")?;
     ks.create("tour-aes", KeySpec::new(Algorithm::Aes256Gcm))?;
     let plaintext = b"patient-id=12345; dose=2.5ml";
     let aad = b"device=pump-0042";
@@ -114,33 +114,35 @@ pub fn run() -> CliResult<()> {
         "{}-byte plaintext -> {}-byte envelope -> round trip OK",
         plaintext.len(),
         envelope.len()
-    ));
+    ))?;
     let e = expect_err(
         ks.decrypt("tour-aes", &envelope, b"device=pump-9999"),
         "Integrity",
         "decrypting with a wrong AAD",
     )?;
-    ok(format!("wrong AAD rejected: {e}"));
+    ok(format!("wrong AAD rejected: {e}"))?;
 
-    step.next("List the keys");
-    print!("{}", indent(&commands::render_list(&ks.list()?)));
+    step.next("List the keys")?;
+    outln!(
+        "{}",
+        indent(&commands::render_list(&ks.list()?)).trim_end_matches('\n')
+    )?;
 
-    step.next("Destroy 'tour-rsa-pss' and try to use it");
+    step.next("Destroy 'tour-rsa-pss' and try to use it")?;
     ks.destroy("tour-rsa-pss")?;
-    ok("destroyed");
+    ok("destroyed")?;
     let e = expect_err(
         ks.sign("tour-rsa-pss", message, SignatureFormat::Der),
         "NotFound",
         "signing with a destroyed key",
     )?;
-    ok(format!("signing now fails: {e}"));
+    ok(format!("signing now fails: {e}"))?;
 
     drop(ks);
     tmp.close()
         .map_err(|e| CliError::io("remove", &layout.root, e))?;
-    println!();
-    println!("tour complete");
-    Ok(())
+    outln!()?;
+    outln!("tour complete")
 }
 
 fn indent(text: &str) -> String {

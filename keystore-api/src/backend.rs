@@ -77,11 +77,13 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     fn capabilities(&self) -> Capabilities;
 
     /// Generates a new key of `algorithm` inside the backend, with its RNG.
-    fn generate(&self, algorithm: Algorithm) -> Result<GeneratedKey>;
+    /// `label` is the key's name, for backends whose objects carry a
+    /// human-readable label (PKCS#11 `CKA_LABEL`); others may ignore it.
+    fn generate(&self, algorithm: Algorithm, label: &str) -> Result<GeneratedKey>;
 
     /// Imports secret material for a symmetric algorithm. The backend stores it
     /// non-extractably; `secret` is zeroized by the caller's drop.
-    fn import(&self, algorithm: Algorithm, secret: &SecretBytes) -> Result<KeyHandle>;
+    fn import(&self, algorithm: Algorithm, secret: &SecretBytes, label: &str) -> Result<KeyHandle>;
 
     /// The public key of an asymmetric key.
     fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey>;
@@ -94,7 +96,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// HKDF derivation, so the result is treated as secret.
     fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>>;
 
-    /// AES-256-GCM encryption under a fresh random 96-bit nonce.
+    /// AES-256-GCM encryption under a fresh random 96-bit nonce. The keystore
+    /// always passes a non-empty `aad` (it starts with the envelope header);
+    /// a backend may answer an empty one with [`crate::Error::InvalidInput`].
     fn encrypt(&self, handle: &KeyHandle, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed>;
 
     /// AES-256-GCM decryption. A wrong tag, nonce, AAD or ciphertext is

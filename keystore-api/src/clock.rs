@@ -47,9 +47,11 @@ impl Clock for ManualClock {
     }
 }
 
-/// Formats `t` as RFC 3339 UTC (e.g. `2026-11-28T12:00:00Z`).
+/// Formats `t` as RFC 3339 UTC to the second (e.g. `2026-11-28T12:00:00Z`).
 pub fn rfc3339(t: OffsetDateTime) -> String {
     t.to_offset(time::UtcOffset::UTC)
+        .replace_nanosecond(0)
+        .unwrap_or(t)
         .format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }

@@ -75,6 +75,23 @@ impl Error {
         }
     }
 
+    /// The message without the variant's prefix (for one-line reports).
+    pub fn message(&self) -> String {
+        match self {
+            Error::NotFound(m)
+            | Error::AlreadyExists(m)
+            | Error::Unsupported(m)
+            | Error::InvalidInput(m)
+            | Error::KeyState(m)
+            | Error::Policy(m)
+            | Error::Auth(m)
+            | Error::Integrity(m) => m.clone(),
+            Error::Backend {
+                component, message, ..
+            } => format!("{component}: {message}"),
+        }
+    }
+
     /// The stable name of the variant, used by the CLI and the conformance matrix.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -158,7 +158,7 @@ impl<B: Backend> Keystore<B> {
         check_name(name)?;
         check_usages(spec)?;
         self.check_name_free(name)?;
-        let generated = self.backend.generate(spec.algorithm)?;
+        let generated = self.backend.generate(spec.algorithm, name)?;
         let (pk, fp) = match (&generated.public_key, spec.algorithm.class()) {
             (Some(pk), KeyClass::Asymmetric) => {
                 (Some(pk.spki_der().to_vec()), Some(pk.fingerprint()))
@@ -202,7 +202,7 @@ impl<B: Backend> Keystore<B> {
             )));
         }
         self.check_name_free(name)?;
-        let handle = self.backend.import(spec.algorithm, secret)?;
+        let handle = self.backend.import(spec.algorithm, secret, name)?;
         let new = NewVersion {
             origin: Origin::Imported,
             handle: &handle,

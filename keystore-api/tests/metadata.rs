@@ -51,15 +51,16 @@ impl keystore_api::Backend for Renamed {
     fn capabilities(&self) -> keystore_api::Capabilities {
         self.0.capabilities()
     }
-    fn generate(&self, a: Algorithm) -> keystore_api::Result<keystore_api::GeneratedKey> {
-        self.0.generate(a)
+    fn generate(&self, a: Algorithm, l: &str) -> keystore_api::Result<keystore_api::GeneratedKey> {
+        self.0.generate(a, l)
     }
     fn import(
         &self,
         a: Algorithm,
         s: &keystore_api::SecretBytes,
+        l: &str,
     ) -> keystore_api::Result<keystore_api::KeyHandle> {
-        self.0.import(a, s)
+        self.0.import(a, s, l)
     }
     fn public_key(
         &self,

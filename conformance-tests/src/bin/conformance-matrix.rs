@@ -20,7 +20,8 @@ fn main() -> ExitCode {
     let written = std::fs::create_dir_all(&out)
         .and_then(|_| std::fs::write(out.join("matrix.md"), matrix.to_markdown()))
         .and_then(|_| {
-            let json = serde_json::to_vec_pretty(&matrix.to_json()).map_err(std::io::Error::other)?;
+            let json =
+                serde_json::to_vec_pretty(&matrix.to_json()).map_err(std::io::Error::other)?;
             std::fs::write(out.join("matrix.json"), json)
         });
     if let Err(e) = written {
@@ -50,7 +51,11 @@ fn main() -> ExitCode {
         }
     }
     let [passed, unsupported, ..] = matrix.counts();
-    println!("conformance: {} passed, {} failed", passed + unsupported, bad.len());
+    println!(
+        "conformance: {} passed, {} failed",
+        passed + unsupported,
+        bad.len()
+    );
     if bad.is_empty() {
         println!("matrix written to {}", out.display());
         ExitCode::SUCCESS

@@ -13,10 +13,15 @@ fn aes_key<F: Fixture>(ks: &keystore_api::Keystore<F::Backend>) -> bool {
     let caps = ks.backend().capabilities();
     let spec = KeySpec::new(Algorithm::Aes256Gcm);
     if caps.supports(Algorithm::Aes256Gcm, Operation::Import) {
-        ks.import("aes", spec, &SecretBytes::from_slice(&K)).expect("import aes");
+        ks.import("aes", spec, &SecretBytes::from_slice(&K))
+            .expect("import aes");
         true
     } else {
-        expect_err(ks.import("aes", spec, &SecretBytes::from_slice(&K)), "Unsupported", "AES import");
+        expect_err(
+            ks.import("aes", spec, &SecretBytes::from_slice(&K)),
+            "Unsupported",
+            "AES import",
+        );
         expect_err(ks.create("aes2", spec), "Unsupported", "AES generate");
         false
     }
@@ -31,7 +36,13 @@ fn independent_open(envelope: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
     let mut full_aad = header.to_vec();
     full_aad.extend_from_slice(aad);
     cipher
-        .decrypt(&<[u8; 12]>::try_from(nonce).ok()?.into(), Payload { msg: ct, aad: &full_aad })
+        .decrypt(
+            &<[u8; 12]>::try_from(nonce).ok()?.into(),
+            Payload {
+                msg: ct,
+                aad: &full_aad,
+            },
+        )
         .ok()
 }
 
@@ -41,24 +52,51 @@ pub fn aead_envelope_interop<F: Fixture>(fx: &mut F) -> Outcome {
     if !aes_key::<F>(&ks) {
         return unsupported(Algorithm::Aes256Gcm, "import/encrypt");
     }
-    for (pt, aad) in [(&b""[..], &b""[..]), (b"x", b""), (b"", b"aad only"), (&[7u8; 70000][..], b"large")] {
+    for (pt, aad) in [
+        (&b""[..], &b""[..]),
+        (b"x", b""),
+        (b"", b"aad only"),
+        (&[7u8; 70000][..], b"large"),
+    ] {
         let env = ks.encrypt("aes", pt, aad).expect("encrypt");
         assert_eq!(env.len(), envelope::MIN_LEN + pt.len());
         assert_eq!(&env[..4], &[b'K', b'E', 1, Algorithm::Aes256Gcm.code()]);
-        assert_eq!(u32::from_be_bytes([env[4], env[5], env[6], env[7]]), 1, "envelope names version 1");
-        assert_eq!(independent_open(&env, aad).as_deref(), Some(pt), "aes-gcm crate decrypts the envelope");
+        assert_eq!(
+            u32::from_be_bytes([env[4], env[5], env[6], env[7]]),
+            1,
+            "envelope names version 1"
+        );
+        assert_eq!(
+            independent_open(&env, aad).as_deref(),
+            Some(pt),
+            "aes-gcm crate decrypts the envelope"
+        );
         assert_eq!(ks.decrypt("aes", &env, aad).expect("decrypt").expose(), pt);
-        expect_err(ks.decrypt("aes", &env, b"other aad"), "Integrity", "wrong AAD");
+        expect_err(
+            ks.decrypt("aes", &env, b"other aad"),
+            "Integrity",
+            "wrong AAD",
+        );
     }
     // Nonces are fresh: two encryptions of the same plaintext differ.
     let a = ks.encrypt("aes", b"same", b"").expect("encrypt");
     let b = ks.encrypt("aes", b"same", b"").expect("encrypt");
     assert_ne!(a[8..20], b[8..20], "nonce reused");
     // A generated AES key works too.
-    ks.create("aes-gen", KeySpec::new(Algorithm::Aes256Gcm)).expect("generate aes");
+    ks.create("aes-gen", KeySpec::new(Algorithm::Aes256Gcm))
+        .expect("generate aes");
     let env = ks.encrypt("aes-gen", b"hello", b"ctx").expect("encrypt");
-    assert_eq!(ks.decrypt("aes-gen", &env, b"ctx").expect("decrypt").expose(), b"hello");
-    expect_err(ks.decrypt("aes", &env, b"ctx"), "Integrity", "another key's envelope");
+    assert_eq!(
+        ks.decrypt("aes-gen", &env, b"ctx")
+            .expect("decrypt")
+            .expose(),
+        b"hello"
+    );
+    expect_err(
+        ks.decrypt("aes", &env, b"ctx"),
+        "Integrity",
+        "another key's envelope",
+    );
     Outcome::Passed
 }
 
@@ -67,11 +105,20 @@ pub fn hmac_matches_reference<F: Fixture>(fx: &mut F) -> Outcome {
     use hmac::Mac;
     let ks = fx.open();
     let spec = KeySpec::new(Algorithm::HmacSha256);
-    if !ks.backend().capabilities().supports(Algorithm::HmacSha256, Operation::Import) {
-        expect_err(ks.import("mac", spec, &SecretBytes::from_slice(&K)), "Unsupported", "HMAC import");
+    if !ks
+        .backend()
+        .capabilities()
+        .supports(Algorithm::HmacSha256, Operation::Import)
+    {
+        expect_err(
+            ks.import("mac", spec, &SecretBytes::from_slice(&K)),
+            "Unsupported",
+            "HMAC import",
+        );
         return unsupported(Algorithm::HmacSha256, "import");
     }
-    ks.import("mac", spec, &SecretBytes::from_slice(&K)).expect("import hmac");
+    ks.import("mac", spec, &SecretBytes::from_slice(&K))
+        .expect("import hmac");
     for data in [&b""[..], b"abc", &[1u8; 10000][..]] {
         let tag = ks.mac("mac", data).expect("mac");
         let mut reference = hmac::Hmac::<sha2::Sha256>::new_from_slice(&K).expect("key");
@@ -81,7 +128,11 @@ pub fn hmac_matches_reference<F: Fixture>(fx: &mut F) -> Outcome {
         let mut bad = tag;
         bad[0] ^= 0x80;
         expect_err(ks.verify_mac("mac", data, &bad), "Integrity", "wrong tag");
-        expect_err(ks.verify_mac("mac", data, &tag[..31]), "Integrity", "short tag");
+        expect_err(
+            ks.verify_mac("mac", data, &tag[..31]),
+            "Integrity",
+            "short tag",
+        );
     }
     Outcome::Passed
 }
@@ -92,13 +143,23 @@ pub fn prop_aead_round_trip<F: Fixture>(fx: &mut F) -> Outcome {
     if !aes_key::<F>(&ks) {
         return unsupported(Algorithm::Aes256Gcm, "import/encrypt");
     }
-    let mut runner = TestRunner::new(Config { cases: 128, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases: 128,
+        ..Config::default()
+    });
     runner
         .run(
-            &(prop::collection::vec(any::<u8>(), 0..4096), prop::collection::vec(any::<u8>(), 0..256)),
+            &(
+                prop::collection::vec(any::<u8>(), 0..4096),
+                prop::collection::vec(any::<u8>(), 0..256),
+            ),
             |(pt, aad)| {
-                let env = ks.encrypt("aes", &pt, &aad).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
-                let back = ks.decrypt("aes", &env, &aad).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+                let env = ks
+                    .encrypt("aes", &pt, &aad)
+                    .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+                let back = ks
+                    .decrypt("aes", &env, &aad)
+                    .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
                 prop_assert_eq!(back.expose(), &pt[..]);
                 prop_assert_eq!(independent_open(&env, &aad), Some(pt.clone()));
                 Ok(())
@@ -114,7 +175,10 @@ pub fn prop_aead_bit_flip_rejected<F: Fixture>(fx: &mut F) -> Outcome {
     if !aes_key::<F>(&ks) {
         return unsupported(Algorithm::Aes256Gcm, "import/encrypt");
     }
-    let mut runner = TestRunner::new(Config { cases: 256, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases: 256,
+        ..Config::default()
+    });
     runner
         .run(
             &(
@@ -125,7 +189,9 @@ pub fn prop_aead_bit_flip_rejected<F: Fixture>(fx: &mut F) -> Outcome {
                 any::<bool>(),
             ),
             |(pt, aad, index, bit, flip_aad)| {
-                let env = ks.encrypt("aes", &pt, &aad).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+                let env = ks
+                    .encrypt("aes", &pt, &aad)
+                    .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
                 let (env2, aad2) = if flip_aad {
                     let mut a = aad.clone();
                     let i = index.index(a.len());
@@ -139,11 +205,18 @@ pub fn prop_aead_bit_flip_rejected<F: Fixture>(fx: &mut F) -> Outcome {
                     (e, aad.clone())
                 };
                 match ks.decrypt("aes", &env2, &aad2) {
-                    Ok(_) => return Err(TestCaseError::fail("a modified envelope or AAD decrypted")),
+                    Ok(_) => {
+                        return Err(TestCaseError::fail("a modified envelope or AAD decrypted"))
+                    }
                     Err(e) => prop_assert_eq!(e.kind(), "Integrity", "{:?}", e),
                 }
                 // The untouched envelope still opens: nothing else was harmed.
-                prop_assert_eq!(ks.decrypt("aes", &env, &aad).map(|p| p.expose().to_vec()).ok(), Some(pt));
+                prop_assert_eq!(
+                    ks.decrypt("aes", &env, &aad)
+                        .map(|p| p.expose().to_vec())
+                        .ok(),
+                    Some(pt)
+                );
                 Ok(())
             },
         )

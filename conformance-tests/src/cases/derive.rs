@@ -13,11 +13,20 @@ const VECTORS: &str = include_str!("../../vectors/hkdf-sha256.json");
 /// Imports `k` as HMAC key `name`, or proves the backend cannot.
 fn import_k<F: Fixture>(ks: &Keystore<F::Backend>, name: &str, k: &[u8]) -> bool {
     let spec = KeySpec::new(Algorithm::HmacSha256);
-    if ks.backend().capabilities().supports(Algorithm::HmacSha256, Operation::Import) {
-        ks.import(name, spec, &SecretBytes::from_slice(k)).expect("import K");
+    if ks
+        .backend()
+        .capabilities()
+        .supports(Algorithm::HmacSha256, Operation::Import)
+    {
+        ks.import(name, spec, &SecretBytes::from_slice(k))
+            .expect("import K");
         true
     } else {
-        expect_err(ks.import(name, spec, &SecretBytes::from_slice(k)), "Unsupported", "HMAC import");
+        expect_err(
+            ks.import(name, spec, &SecretBytes::from_slice(k)),
+            "Unsupported",
+            "HMAC import",
+        );
         false
     }
 }
@@ -36,13 +45,19 @@ pub fn hkdf_cross_backend_vectors<F: Fixture>(fx: &mut F) -> Outcome {
         if !import_k::<F>(&ks, &name, &k) {
             return unsupported(Algorithm::HmacSha256, "import");
         }
-        let out = ks.derive_hkdf_sha256(&name, &salt, &info, len).expect("derive");
+        let out = ks
+            .derive_hkdf_sha256(&name, &salt, &info, len)
+            .expect("derive");
         assert_eq!(out.len(), len);
         match v.get("okm").and_then(|o| o.as_str()) {
             Some(okm) => assert_eq!(hex::encode(out.expose()), okm, "vector {i}"),
             None => {
                 let want = v["okm_sha256"].as_str().expect("okm_sha256");
-                assert_eq!(hex::encode(sha2::Sha256::digest(out.expose())), want, "vector {i}");
+                assert_eq!(
+                    hex::encode(sha2::Sha256::digest(out.expose())),
+                    want,
+                    "vector {i}"
+                );
             }
         }
     }
@@ -52,7 +67,10 @@ pub fn hkdf_cross_backend_vectors<F: Fixture>(fx: &mut F) -> Outcome {
 /// TEST-KEY-13
 pub fn prop_derive_matches_hkdf<F: Fixture>(fx: &mut F) -> Outcome {
     let ks = fx.open();
-    let mut runner = TestRunner::new(Config { cases: 48, ..Config::default() });
+    let mut runner = TestRunner::new(Config {
+        cases: 48,
+        ..Config::default()
+    });
     let n = std::cell::Cell::new(0u32);
     let unsupported_seen = std::cell::Cell::new(false);
     runner
@@ -82,11 +100,20 @@ pub fn prop_derive_matches_hkdf<F: Fixture>(fx: &mut F) -> Outcome {
         return unsupported(Algorithm::HmacSha256, "import");
     }
     // Generated keys derive deterministically too.
-    ks.create("gen", KeySpec::new(Algorithm::HmacSha256)).expect("generate hmac");
-    let a = ks.derive_hkdf_sha256("gen", b"s", b"i", 32).expect("derive");
-    let b = ks.derive_hkdf_sha256("gen", b"s", b"i", 32).expect("derive");
+    ks.create("gen", KeySpec::new(Algorithm::HmacSha256))
+        .expect("generate hmac");
+    let a = ks
+        .derive_hkdf_sha256("gen", b"s", b"i", 32)
+        .expect("derive");
+    let b = ks
+        .derive_hkdf_sha256("gen", b"s", b"i", 32)
+        .expect("derive");
     assert_eq!(a, b);
-    assert_ne!(a, ks.derive_hkdf_sha256("gen", b"s", b"j", 32).expect("derive"));
+    assert_ne!(
+        a,
+        ks.derive_hkdf_sha256("gen", b"s", b"j", 32)
+            .expect("derive")
+    );
     Outcome::Passed
 }
 
@@ -97,11 +124,25 @@ pub fn derive_length_bounds<F: Fixture>(fx: &mut F) -> Outcome {
     if !import_k::<F>(&ks, "kdf", &k) {
         return unsupported(Algorithm::HmacSha256, "import");
     }
-    expect_err(ks.derive_hkdf_sha256("kdf", b"s", b"i", 0), "InvalidInput", "L = 0");
-    expect_err(ks.derive_hkdf_sha256("kdf", b"s", b"i", 8161), "InvalidInput", "L = 8161");
-    expect_err(ks.derive_hkdf_sha256("kdf", b"s", b"i", usize::MAX), "InvalidInput", "L = usize::MAX");
+    expect_err(
+        ks.derive_hkdf_sha256("kdf", b"s", b"i", 0),
+        "InvalidInput",
+        "L = 0",
+    );
+    expect_err(
+        ks.derive_hkdf_sha256("kdf", b"s", b"i", 8161),
+        "InvalidInput",
+        "L = 8161",
+    );
+    expect_err(
+        ks.derive_hkdf_sha256("kdf", b"s", b"i", usize::MAX),
+        "InvalidInput",
+        "L = usize::MAX",
+    );
     for len in [1, 32, 8160] {
-        let out = ks.derive_hkdf_sha256("kdf", b"s", b"i", len).expect("in-range length");
+        let out = ks
+            .derive_hkdf_sha256("kdf", b"s", b"i", len)
+            .expect("in-range length");
         assert_eq!(out.expose(), &hkdf_reference(&k, b"s", b"i", len)[..]);
     }
     Outcome::Passed

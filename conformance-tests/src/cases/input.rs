@@ -2,7 +2,9 @@
 
 use crate::support::{expect_err, unsupported, Bystanders};
 use crate::{Fixture, Outcome, Tamper};
-use keystore_api::{envelope, limits, Algorithm, Backend, KeySpec, SecretBytes, SignatureFormat, Usages};
+use keystore_api::{
+    envelope, limits, Algorithm, Backend, KeySpec, SecretBytes, SignatureFormat, Usages,
+};
 
 /// TEST-KEY-19
 pub fn unknown_key_not_found<F: Fixture>(fx: &mut F) -> Outcome {
@@ -18,14 +20,30 @@ pub fn unknown_key_not_found<F: Fixture>(fx: &mut F) -> Outcome {
     expect_err(ks.decrypt(n, &env, b""), "NotFound", "decrypt");
     expect_err(ks.mac(n, b"m"), "NotFound", "mac");
     expect_err(ks.verify_mac(n, b"m", &[0; 32]), "NotFound", "verify_mac");
-    expect_err(ks.derive_hkdf_sha256(n, b"s", b"i", 32), "NotFound", "derive");
+    expect_err(
+        ks.derive_hkdf_sha256(n, b"s", b"i", 32),
+        "NotFound",
+        "derive",
+    );
     expect_err(ks.destroy(n), "NotFound", "destroy");
     expect_err(ks.backend_handle(n, 1), "NotFound", "backend_handle");
-    expect_err(ks.backend_handle("bystander-mac", 9), "NotFound", "unknown version");
+    expect_err(
+        ks.backend_handle("bystander-mac", 9),
+        "NotFound",
+        "unknown version",
+    );
     // The backend answers unknown handles with NotFound too.
     let bogus = keystore_api::KeyHandle::new(vec![0xEE; 16]);
-    expect_err(ks.backend().hmac_sha256(&bogus, b"x"), "NotFound", "backend hmac on an unknown handle");
-    expect_err(ks.backend().destroy(&bogus), "NotFound", "backend destroy of an unknown handle");
+    expect_err(
+        ks.backend().hmac_sha256(&bogus, b"x"),
+        "NotFound",
+        "backend hmac on an unknown handle",
+    );
+    expect_err(
+        ks.backend().destroy(&bogus),
+        "NotFound",
+        "backend destroy of an unknown handle",
+    );
     by.assert_intact::<F>(&ks);
     Outcome::Passed
 }
@@ -36,45 +54,109 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
     let by = Bystanders::create::<F>(&ks);
     let env = vec![0u8; envelope::MIN_LEN];
     // A signing key cannot encrypt, decrypt, MAC or derive.
-    expect_err(ks.encrypt("bystander-ec", b"m", b""), "Policy", "encrypt with ECDSA");
-    expect_err(ks.decrypt("bystander-ec", &env, b""), "Policy", "decrypt with ECDSA");
+    expect_err(
+        ks.encrypt("bystander-ec", b"m", b""),
+        "Policy",
+        "encrypt with ECDSA",
+    );
+    expect_err(
+        ks.decrypt("bystander-ec", &env, b""),
+        "Policy",
+        "decrypt with ECDSA",
+    );
     expect_err(ks.mac("bystander-ec", b"m"), "Policy", "mac with ECDSA");
-    expect_err(ks.derive_hkdf_sha256("bystander-ec", b"s", b"i", 32), "Policy", "derive with ECDSA");
+    expect_err(
+        ks.derive_hkdf_sha256("bystander-ec", b"s", b"i", 32),
+        "Policy",
+        "derive with ECDSA",
+    );
     // A secret key cannot sign and has no public key.
-    expect_err(ks.sign("bystander-mac", b"m", SignatureFormat::Der), "Policy", "sign with HMAC");
-    expect_err(ks.public_key("bystander-mac"), "Policy", "public key of HMAC");
-    expect_err(ks.encrypt("bystander-mac", b"m", b""), "Policy", "encrypt with HMAC");
+    expect_err(
+        ks.sign("bystander-mac", b"m", SignatureFormat::Der),
+        "Policy",
+        "sign with HMAC",
+    );
+    expect_err(
+        ks.public_key("bystander-mac"),
+        "Policy",
+        "public key of HMAC",
+    );
+    expect_err(
+        ks.encrypt("bystander-mac", b"m", b""),
+        "Policy",
+        "encrypt with HMAC",
+    );
     // Restricted usages hold within one algorithm.
     let k = SecretBytes::from_slice(&[3u8; 32]);
-    ks.import("derive-only", KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::DERIVE), &k)
-        .expect("import derive-only");
-    expect_err(ks.mac("derive-only", b"m"), "Policy", "mac with a derive-only key");
-    ks.derive_hkdf_sha256("derive-only", b"s", b"i", 16).expect("derive-only derives");
-    ks.import("mac-only", KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::MAC), &k)
-        .expect("import mac-only");
-    expect_err(ks.derive_hkdf_sha256("mac-only", b"s", b"i", 16), "Policy", "derive with a mac-only key");
-    ks.create("sign-only", KeySpec::new(Algorithm::EcdsaP256Sha256).with_usages(Usages::SIGN))
-        .expect("create sign-only");
-    let sig = ks.sign("sign-only", b"m", SignatureFormat::Der).expect("sign");
-    expect_err(ks.verify("sign-only", b"m", &sig.bytes, None), "Policy", "verify with a sign-only key");
+    ks.import(
+        "derive-only",
+        KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::DERIVE),
+        &k,
+    )
+    .expect("import derive-only");
+    expect_err(
+        ks.mac("derive-only", b"m"),
+        "Policy",
+        "mac with a derive-only key",
+    );
+    ks.derive_hkdf_sha256("derive-only", b"s", b"i", 16)
+        .expect("derive-only derives");
+    ks.import(
+        "mac-only",
+        KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::MAC),
+        &k,
+    )
+    .expect("import mac-only");
+    expect_err(
+        ks.derive_hkdf_sha256("mac-only", b"s", b"i", 16),
+        "Policy",
+        "derive with a mac-only key",
+    );
+    ks.create(
+        "sign-only",
+        KeySpec::new(Algorithm::EcdsaP256Sha256).with_usages(Usages::SIGN),
+    )
+    .expect("create sign-only");
+    let sig = ks
+        .sign("sign-only", b"m", SignatureFormat::Der)
+        .expect("sign");
+    expect_err(
+        ks.verify("sign-only", b"m", &sig.bytes, None),
+        "Policy",
+        "verify with a sign-only key",
+    );
     // Usages an algorithm does not permit are refused at creation, before the backend.
     let before = ks.backend().list().expect("list").len();
     expect_err(
-        ks.create("bad", KeySpec::new(Algorithm::EcdsaP256Sha256).with_usages(Usages::ENCRYPT)),
+        ks.create(
+            "bad",
+            KeySpec::new(Algorithm::EcdsaP256Sha256).with_usages(Usages::ENCRYPT),
+        ),
         "Policy",
         "ECDSA with encrypt",
     );
     expect_err(
-        ks.create("bad", KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::empty())),
+        ks.create(
+            "bad",
+            KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::empty()),
+        ),
         "Policy",
         "no usages",
     );
     expect_err(
-        ks.import("bad", KeySpec::new(Algorithm::Aes256Gcm).with_usages(Usages::SIGN), &k),
+        ks.import(
+            "bad",
+            KeySpec::new(Algorithm::Aes256Gcm).with_usages(Usages::SIGN),
+            &k,
+        ),
         "Policy",
         "AES with sign",
     );
-    assert_eq!(ks.backend().list().expect("list").len(), before, "refused creations left no backend object");
+    assert_eq!(
+        ks.backend().list().expect("list").len(),
+        before,
+        "refused creations left no backend object"
+    );
     expect_err(ks.info("bad"), "NotFound", "refused key is not recorded");
     by.assert_intact::<F>(&ks);
     Outcome::Passed
@@ -85,35 +167,112 @@ pub fn empty_and_oversized_inputs<F: Fixture>(fx: &mut F) -> Outcome {
     let ks = fx.open();
     let by = Bystanders::create::<F>(&ks);
     let spec = KeySpec::new(Algorithm::HmacSha256);
-    for bad_name in ["", "a/b", "../etc", ".hidden", "-flag", "spa ce", "nul\0", "ünï"] {
-        expect_err(ks.create(bad_name, spec), "InvalidInput", &format!("name {bad_name:?}"));
+    for bad_name in [
+        "", "a/b", "../etc", ".hidden", "-flag", "spa ce", "nul\0", "ünï",
+    ] {
+        expect_err(
+            ks.create(bad_name, spec),
+            "InvalidInput",
+            &format!("name {bad_name:?}"),
+        );
     }
     let long = "n".repeat(limits::MAX_NAME_LEN + 1);
     expect_err(ks.create(&long, spec), "InvalidInput", "name too long");
-    expect_err(ks.sign(&long, b"m", SignatureFormat::Der), "InvalidInput", "sign with a too-long name");
-    ks.create(&"n".repeat(limits::MAX_NAME_LEN), spec).expect("a name at the limit is fine");
+    expect_err(
+        ks.sign(&long, b"m", SignatureFormat::Der),
+        "InvalidInput",
+        "sign with a too-long name",
+    );
+    ks.create(&"n".repeat(limits::MAX_NAME_LEN), spec)
+        .expect("a name at the limit is fine");
     let big = vec![0u8; limits::MAX_DATA_LEN + 1];
     let big_aad = vec![0u8; limits::MAX_AAD_LEN + 1];
-    expect_err(ks.sign("bystander-ec", &big, SignatureFormat::Der), "InvalidInput", "oversized message");
-    expect_err(ks.verify("bystander-ec", &big, &[1; 64], None), "InvalidInput", "oversized verify message");
-    expect_err(ks.mac("bystander-mac", &big), "InvalidInput", "oversized MAC input");
-    expect_err(ks.derive_hkdf_sha256("bystander-mac", &big_aad, b"i", 32), "InvalidInput", "oversized salt");
-    expect_err(ks.derive_hkdf_sha256("bystander-mac", b"s", &big_aad, 32), "InvalidInput", "oversized info");
-    ks.import("aes", KeySpec::new(Algorithm::Aes256Gcm), &SecretBytes::from_slice(&[1; 32]))
-        .or_else(|e| if e.kind() == "Unsupported" { Ok(ks.info("bystander-mac").expect("info")) } else { Err(e) })
-        .expect("import aes or Unsupported");
+    expect_err(
+        ks.sign("bystander-ec", &big, SignatureFormat::Der),
+        "InvalidInput",
+        "oversized message",
+    );
+    expect_err(
+        ks.verify("bystander-ec", &big, &[1; 64], None),
+        "InvalidInput",
+        "oversized verify message",
+    );
+    expect_err(
+        ks.mac("bystander-mac", &big),
+        "InvalidInput",
+        "oversized MAC input",
+    );
+    expect_err(
+        ks.derive_hkdf_sha256("bystander-mac", &big_aad, b"i", 32),
+        "InvalidInput",
+        "oversized salt",
+    );
+    expect_err(
+        ks.derive_hkdf_sha256("bystander-mac", b"s", &big_aad, 32),
+        "InvalidInput",
+        "oversized info",
+    );
+    ks.import(
+        "aes",
+        KeySpec::new(Algorithm::Aes256Gcm),
+        &SecretBytes::from_slice(&[1; 32]),
+    )
+    .or_else(|e| {
+        if e.kind() == "Unsupported" {
+            Ok(ks.info("bystander-mac").expect("info"))
+        } else {
+            Err(e)
+        }
+    })
+    .expect("import aes or Unsupported");
     if ks.info("aes").is_ok() {
-        expect_err(ks.encrypt("aes", &big, b""), "InvalidInput", "oversized plaintext");
-        expect_err(ks.encrypt("aes", b"m", &big_aad), "InvalidInput", "oversized AAD");
-        expect_err(ks.decrypt("aes", &[], b""), "InvalidInput", "empty envelope");
-        expect_err(ks.decrypt("aes", &[0u8; envelope::MIN_LEN - 1], b""), "InvalidInput", "short envelope");
-        expect_err(ks.decrypt("aes", &[0u8; envelope::MIN_LEN], b""), "Integrity", "garbage envelope");
+        expect_err(
+            ks.encrypt("aes", &big, b""),
+            "InvalidInput",
+            "oversized plaintext",
+        );
+        expect_err(
+            ks.encrypt("aes", b"m", &big_aad),
+            "InvalidInput",
+            "oversized AAD",
+        );
+        expect_err(
+            ks.decrypt("aes", &[], b""),
+            "InvalidInput",
+            "empty envelope",
+        );
+        expect_err(
+            ks.decrypt("aes", &[0u8; envelope::MIN_LEN - 1], b""),
+            "InvalidInput",
+            "short envelope",
+        );
+        expect_err(
+            ks.decrypt("aes", &[0u8; envelope::MIN_LEN], b""),
+            "Integrity",
+            "garbage envelope",
+        );
     }
     // Secrets of the wrong size.
-    expect_err(ks.import("s0", spec, &SecretBytes::new(Vec::new())), "InvalidInput", "empty secret");
-    expect_err(ks.import("s1", spec, &SecretBytes::from_slice(&[1; 31])), "InvalidInput", "31-byte secret");
-    expect_err(ks.import("s2", spec, &SecretBytes::from_slice(&[1; 33])), "InvalidInput", "33-byte secret");
-    expect_err(ks.import("s3", spec, &SecretBytes::from_slice(&big)), "InvalidInput", "oversized secret");
+    expect_err(
+        ks.import("s0", spec, &SecretBytes::new(Vec::new())),
+        "InvalidInput",
+        "empty secret",
+    );
+    expect_err(
+        ks.import("s1", spec, &SecretBytes::from_slice(&[1; 31])),
+        "InvalidInput",
+        "31-byte secret",
+    );
+    expect_err(
+        ks.import("s2", spec, &SecretBytes::from_slice(&[1; 33])),
+        "InvalidInput",
+        "33-byte secret",
+    );
+    expect_err(
+        ks.import("s3", spec, &SecretBytes::from_slice(&big)),
+        "InvalidInput",
+        "oversized secret",
+    );
     by.assert_intact::<F>(&ks);
     Outcome::Passed
 }
@@ -124,7 +283,9 @@ fn tamper_case<F: Fixture>(fx: &mut F, how: Tamper<'_>, victim_alg: Algorithm) -
     let by = Bystanders::create::<F>(&ks);
     let spec = KeySpec::new(victim_alg);
     let created = match victim_alg {
-        Algorithm::HmacSha256 => ks.import("victim", spec, &SecretBytes::from_slice(&[0x11; 32])).map(|_| ()),
+        Algorithm::HmacSha256 => ks
+            .import("victim", spec, &SecretBytes::from_slice(&[0x11; 32]))
+            .map(|_| ()),
         _ => ks.create("victim", spec).map(|_| ()),
     };
     if let Err(e) = created {
@@ -132,7 +293,8 @@ fn tamper_case<F: Fixture>(fx: &mut F, how: Tamper<'_>, victim_alg: Algorithm) -
         return unsupported(victim_alg, "generate");
     }
     if let Tamper::SwapWith(other) = how {
-        ks.import(other, spec, &SecretBytes::from_slice(&[0x22; 32])).expect("import swap source");
+        ks.import(other, spec, &SecretBytes::from_slice(&[0x22; 32]))
+            .expect("import swap source");
     }
     fx.tamper(&ks, "victim", how);
     let ks = fx.restart(ks);
@@ -168,18 +330,39 @@ pub fn duplicate_name_rejected<F: Fixture>(fx: &mut F) -> Outcome {
     let ks = fx.open();
     let by = Bystanders::create::<F>(&ks);
     let before = ks.backend().list().expect("list").len();
-    expect_err(ks.create("bystander-ec", KeySpec::new(Algorithm::EcdsaP256Sha256)), "AlreadyExists", "create over a key");
     expect_err(
-        ks.import("bystander-mac", KeySpec::new(Algorithm::HmacSha256), &SecretBytes::from_slice(&[9; 32])),
+        ks.create("bystander-ec", KeySpec::new(Algorithm::EcdsaP256Sha256)),
+        "AlreadyExists",
+        "create over a key",
+    );
+    expect_err(
+        ks.import(
+            "bystander-mac",
+            KeySpec::new(Algorithm::HmacSha256),
+            &SecretBytes::from_slice(&[9; 32]),
+        ),
         "AlreadyExists",
         "import over a key",
     );
-    assert_eq!(ks.backend().list().expect("list").len(), before, "no backend object was created or lost");
+    assert_eq!(
+        ks.backend().list().expect("list").len(),
+        before,
+        "no backend object was created or lost"
+    );
     by.assert_intact::<F>(&ks);
     // A destroyed key's tombstone keeps its name.
-    ks.import("gone", KeySpec::new(Algorithm::HmacSha256), &SecretBytes::from_slice(&[8; 32])).expect("import");
+    ks.import(
+        "gone",
+        KeySpec::new(Algorithm::HmacSha256),
+        &SecretBytes::from_slice(&[8; 32]),
+    )
+    .expect("import");
     ks.destroy("gone").expect("destroy");
-    expect_err(ks.create("gone", KeySpec::new(Algorithm::HmacSha256)), "AlreadyExists", "reuse a tombstoned name");
+    expect_err(
+        ks.create("gone", KeySpec::new(Algorithm::HmacSha256)),
+        "AlreadyExists",
+        "reuse a tombstoned name",
+    );
     by.assert_intact::<F>(&ks);
     Outcome::Passed
 }

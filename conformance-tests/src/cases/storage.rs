@@ -2,11 +2,13 @@
 //! destroy and wipe, credentials, metadata, uniqueness, concurrency.
 
 use crate::support::{
-    create_or_prove_unsupported, expect_err, hkdf_reference, random_key, scan_files, spki, verify_independently,
-    Bystanders,
+    create_or_prove_unsupported, expect_err, hkdf_reference, random_key, scan_files, spki,
+    verify_independently, Bystanders,
 };
 use crate::{Fixture, Outcome};
-use keystore_api::{Algorithm, Backend, KeyClass, KeySpec, Origin, SecretBytes, SignatureFormat, Usages};
+use keystore_api::{
+    Algorithm, Backend, KeyClass, KeySpec, Origin, SecretBytes, SignatureFormat, Usages,
+};
 use sha2::Digest;
 
 /// TEST-KEY-15
@@ -52,13 +54,19 @@ pub fn no_plaintext_at_rest<F: Fixture>(fx: &mut F) -> Outcome {
             Err(e) => assert_eq!(e.kind(), "Unsupported", "{e:?}"),
         }
     }
-    assert!(!secrets.is_empty(), "the backend imports at least one symmetric algorithm");
+    assert!(
+        !secrets.is_empty(),
+        "the backend imports at least one symmetric algorithm"
+    );
     // Use the keys, then restart so every buffered write reaches the files.
     for (alg, _) in &secrets {
         let name = format!("scan-{}", alg.id());
         match alg {
             Algorithm::Aes256Gcm => drop(ks.encrypt(&name, b"m", b"a").expect("encrypt")),
-            _ => drop(ks.derive_hkdf_sha256(&name, b"s", b"i", 32).expect("derive")),
+            _ => drop(
+                ks.derive_hkdf_sha256(&name, b"s", b"i", 32)
+                    .expect("derive"),
+            ),
         }
     }
     let ks = fx.restart(ks);
@@ -67,12 +75,19 @@ pub fn no_plaintext_at_rest<F: Fixture>(fx: &mut F) -> Outcome {
         assert!(found.is_empty(), "{alg} key found at rest: {found:?}");
     }
     // The scan can fail: a hex copy of the key dropped beside the store's files is caught.
-    let first = fx.files().into_iter().next().expect("the store wrote files");
+    let first = fx
+        .files()
+        .into_iter()
+        .next()
+        .expect("the store wrote files");
     let canary = first.with_file_name("scan-canary.txt");
     std::fs::write(&canary, hex::encode(secrets[0].1)).expect("write canary");
     let found = scan_files(fx, &secrets[0].1);
     std::fs::remove_file(&canary).expect("remove canary");
-    assert!(found.iter().any(|f| f.contains("scan-canary")), "the scanner missed a hex-encoded key: {found:?}");
+    assert!(
+        found.iter().any(|f| f.contains("scan-canary")),
+        "the scanner missed a hex-encoded key: {found:?}"
+    );
     drop(ks);
     Outcome::Passed
 }
@@ -89,23 +104,51 @@ pub fn persistence_across_restart<F: Fixture>(fx: &mut F) -> Outcome {
         }
     }
     let aes = create_or_prove_unsupported::<F>(&ks, "keep-aes", Algorithm::Aes256Gcm).is_some();
-    let envelope = aes.then(|| ks.encrypt("keep-aes", b"persisted", b"ctx").expect("encrypt"));
-    ks.create("keep-hmac", KeySpec::new(Algorithm::HmacSha256)).expect("create hmac");
-    let derived = ks.derive_hkdf_sha256("keep-hmac", b"s", b"i", 48).expect("derive");
+    let envelope = aes.then(|| {
+        ks.encrypt("keep-aes", b"persisted", b"ctx")
+            .expect("encrypt")
+    });
+    ks.create("keep-hmac", KeySpec::new(Algorithm::HmacSha256))
+        .expect("create hmac");
+    let derived = ks
+        .derive_hkdf_sha256("keep-hmac", b"s", b"i", 48)
+        .expect("derive");
     let listed = ks.list().expect("list");
 
     let ks = fx.restart(ks);
     let ks = fx.restart(ks);
-    assert_eq!(ks.list().expect("list"), listed, "metadata survives restarts");
+    assert_eq!(
+        ks.list().expect("list"),
+        listed,
+        "metadata survives restarts"
+    );
     for (name, alg, spki) in &signers {
-        assert_eq!(ks.public_key(name).expect("public key").spki_der(), &spki[..], "{alg}: same public key");
-        let sig = ks.sign(name, b"after restart", SignatureFormat::Der).expect("sign");
-        assert!(verify_independently(*alg, spki, b"after restart", &sig.bytes), "{alg}: old public key verifies");
+        assert_eq!(
+            ks.public_key(name).expect("public key").spki_der(),
+            &spki[..],
+            "{alg}: same public key"
+        );
+        let sig = ks
+            .sign(name, b"after restart", SignatureFormat::Der)
+            .expect("sign");
+        assert!(
+            verify_independently(*alg, spki, b"after restart", &sig.bytes),
+            "{alg}: old public key verifies"
+        );
     }
     if let Some(env) = envelope {
-        assert_eq!(ks.decrypt("keep-aes", &env, b"ctx").expect("decrypt").expose(), b"persisted");
+        assert_eq!(
+            ks.decrypt("keep-aes", &env, b"ctx")
+                .expect("decrypt")
+                .expose(),
+            b"persisted"
+        );
     }
-    assert_eq!(ks.derive_hkdf_sha256("keep-hmac", b"s", b"i", 48).expect("derive"), derived);
+    assert_eq!(
+        ks.derive_hkdf_sha256("keep-hmac", b"s", b"i", 48)
+            .expect("derive"),
+        derived
+    );
     by.assert_intact::<F>(&ks);
     Outcome::Passed
 }
@@ -115,32 +158,64 @@ pub fn destroy_removes_material<F: Fixture>(fx: &mut F) -> Outcome {
     let ks = fx.open();
     let by = Bystanders::create::<F>(&ks);
     let k = random_key();
-    ks.import("doomed-mac", KeySpec::new(Algorithm::HmacSha256), &SecretBytes::from_slice(&k))
-        .expect("import");
+    ks.import(
+        "doomed-mac",
+        KeySpec::new(Algorithm::HmacSha256),
+        &SecretBytes::from_slice(&k),
+    )
+    .expect("import");
     let mut doomed = vec!["doomed-mac"];
     if create_or_prove_unsupported::<F>(&ks, "doomed-ec", Algorithm::EcdsaP256Sha256).is_some() {
         doomed.push("doomed-ec");
     }
     for name in &doomed {
         let handle = ks.backend_handle(name, 1).expect("handle");
-        assert!(ks.backend().list().expect("list").contains(&handle), "backend lists the key");
+        assert!(
+            ks.backend().list().expect("list").contains(&handle),
+            "backend lists the key"
+        );
         ks.destroy(name).expect("destroy");
         expect_err(ks.info(name), "NotFound", "info after destroy");
-        expect_err(ks.sign(name, b"m", SignatureFormat::Der), "NotFound", "sign after destroy");
+        expect_err(
+            ks.sign(name, b"m", SignatureFormat::Der),
+            "NotFound",
+            "sign after destroy",
+        );
         expect_err(ks.mac(name, b"m"), "NotFound", "mac after destroy");
-        expect_err(ks.derive_hkdf_sha256(name, b"s", b"i", 32), "NotFound", "derive after destroy");
+        expect_err(
+            ks.derive_hkdf_sha256(name, b"s", b"i", 32),
+            "NotFound",
+            "derive after destroy",
+        );
         expect_err(ks.destroy(name), "NotFound", "destroy twice");
-        assert!(!ks.backend().list().expect("list").contains(&handle), "backend no longer lists the key");
-        expect_err(ks.backend().hmac_sha256(&handle, b"m"), "NotFound", "backend use of a destroyed handle");
+        assert!(
+            !ks.backend().list().expect("list").contains(&handle),
+            "backend no longer lists the key"
+        );
+        expect_err(
+            ks.backend().hmac_sha256(&handle, b"m"),
+            "NotFound",
+            "backend use of a destroyed handle",
+        );
         fx.assert_material_gone(&ks, &handle)
             .unwrap_or_else(|e| panic!("{name}: material not gone: {e}"));
-        assert!(ks.list().expect("list").iter().all(|i| i.name != *name), "list omits destroyed keys");
+        assert!(
+            ks.list().expect("list").iter().all(|i| i.name != *name),
+            "list omits destroyed keys"
+        );
     }
     let ks = fx.restart(ks);
     for name in &doomed {
-        expect_err(ks.info(name), "NotFound", "destroyed key stays destroyed after restart");
+        expect_err(
+            ks.info(name),
+            "NotFound",
+            "destroyed key stays destroyed after restart",
+        );
     }
-    assert!(scan_files(fx, &k).is_empty(), "no trace of the destroyed key at rest");
+    assert!(
+        scan_files(fx, &k).is_empty(),
+        "no trace of the destroyed key at rest"
+    );
     by.assert_intact::<F>(&ks);
     Outcome::Passed
 }
@@ -150,8 +225,16 @@ pub fn wrong_credentials_rejected<F: Fixture>(fx: &mut F) -> Outcome {
     let ks = fx.open();
     let by = Bystanders::create::<F>(&ks);
     drop(ks);
-    expect_err(fx.open_with_wrong_credentials(), "Auth", "open with wrong credentials");
-    expect_err(fx.open_with_wrong_credentials(), "Auth", "a second wrong attempt");
+    expect_err(
+        fx.open_with_wrong_credentials(),
+        "Auth",
+        "open with wrong credentials",
+    );
+    expect_err(
+        fx.open_with_wrong_credentials(),
+        "Auth",
+        "a second wrong attempt",
+    );
     let ks = fx.open();
     by.assert_intact::<F>(&ks);
     Outcome::Passed
@@ -163,12 +246,25 @@ pub fn import_symmetric_only<F: Fixture>(fx: &mut F) -> Outcome {
     let by = Bystanders::create::<F>(&ks);
     let before = ks.backend().list().expect("list").len();
     let k = SecretBytes::from_slice(&[4u8; 32]);
-    for alg in Algorithm::ALL.into_iter().filter(|a| a.class() == KeyClass::Asymmetric) {
-        expect_err(ks.import("private", KeySpec::new(alg), &k), "Policy", &format!("import {alg}"));
-        expect_err(ks.backend().import(alg, &k), "Policy", &format!("backend import {alg}"));
+    for alg in Algorithm::ALL
+        .into_iter()
+        .filter(|a| a.class() == KeyClass::Asymmetric)
+    {
+        expect_err(
+            ks.import("private", KeySpec::new(alg), &k),
+            "Policy",
+            &format!("import {alg}"),
+        );
+        expect_err(
+            ks.backend().import(alg, &k, "private"),
+            "Policy",
+            &format!("backend import {alg}"),
+        );
     }
     assert_eq!(ks.backend().list().expect("list").len(), before);
-    let info = ks.import("imported", KeySpec::new(Algorithm::HmacSha256), &k).expect("import HMAC");
+    let info = ks
+        .import("imported", KeySpec::new(Algorithm::HmacSha256), &k)
+        .expect("import HMAC");
     assert_eq!(info.active().expect("active").origin, Origin::Imported);
     by.assert_intact::<F>(&ks);
     Outcome::Passed
@@ -177,7 +273,10 @@ pub fn import_symmetric_only<F: Fixture>(fx: &mut F) -> Outcome {
 /// TEST-KEY-28
 pub fn list_and_info_metadata<F: Fixture>(fx: &mut F) -> Outcome {
     let ks = fx.open();
-    assert!(ks.list().expect("list").is_empty(), "a fresh store is empty");
+    assert!(
+        ks.list().expect("list").is_empty(),
+        "a fresh store is empty"
+    );
     ks.import(
         "b-mac",
         KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::DERIVE),
@@ -187,7 +286,11 @@ pub fn list_and_info_metadata<F: Fixture>(fx: &mut F) -> Outcome {
     let ec = create_or_prove_unsupported::<F>(&ks, "a-ec", Algorithm::EcdsaP256Sha256);
     let list = ks.list().expect("list");
     let names: Vec<&str> = list.iter().map(|i| i.name.as_str()).collect();
-    let want: Vec<&str> = if ec.is_some() { vec!["a-ec", "b-mac"] } else { vec!["b-mac"] };
+    let want: Vec<&str> = if ec.is_some() {
+        vec!["a-ec", "b-mac"]
+    } else {
+        vec!["b-mac"]
+    };
     assert_eq!(names, want, "sorted by name");
     let mac = ks.info("b-mac").expect("info");
     assert_eq!(mac.algorithm, Algorithm::HmacSha256);
@@ -195,7 +298,10 @@ pub fn list_and_info_metadata<F: Fixture>(fx: &mut F) -> Outcome {
     assert_eq!(mac.versions.len(), 1);
     let v = mac.active().expect("active");
     assert_eq!((v.version, v.origin), (1, Origin::Imported));
-    assert!(v.public_key.is_none() && v.fingerprint.is_none(), "secret keys have no public key");
+    assert!(
+        v.public_key.is_none() && v.fingerprint.is_none(),
+        "secret keys have no public key"
+    );
     if let Some(ec) = ec {
         let v = ec.active().expect("active");
         assert_eq!(v.origin, Origin::Generated);
@@ -203,7 +309,11 @@ pub fn list_and_info_metadata<F: Fixture>(fx: &mut F) -> Outcome {
         let spki = spki(&ec);
         let fp = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&spki)));
         assert_eq!(v.fingerprint.as_deref(), Some(fp.as_str()));
-        assert!(time::OffsetDateTime::parse(&v.created_at, &time::format_description::well_known::Rfc3339).is_ok());
+        assert!(time::OffsetDateTime::parse(
+            &v.created_at,
+            &time::format_description::well_known::Rfc3339
+        )
+        .is_ok());
     }
     Outcome::Passed
 }
@@ -213,8 +323,11 @@ pub fn debug_output_redacts_secrets<F: Fixture>(fx: &mut F) -> Outcome {
     let ks = fx.open();
     let k = random_key();
     let secret = SecretBytes::from_slice(&k);
-    ks.import("redact", KeySpec::new(Algorithm::HmacSha256), &secret).expect("import");
-    let derived = ks.derive_hkdf_sha256("redact", b"s", b"i", 32).expect("derive");
+    ks.import("redact", KeySpec::new(Algorithm::HmacSha256), &secret)
+        .expect("import");
+    let derived = ks
+        .derive_hkdf_sha256("redact", b"s", b"i", 32)
+        .expect("derive");
     let mut texts = vec![
         format!("{ks:?}"),
         format!("{:?}", ks.backend()),
@@ -223,19 +336,30 @@ pub fn debug_output_redacts_secrets<F: Fixture>(fx: &mut F) -> Outcome {
         format!("{:?}", ks.list().expect("list")),
     ];
     for e in [
-        ks.sign("redact", b"m", SignatureFormat::Der).map(|_| ()).unwrap_err(),
-        ks.derive_hkdf_sha256("redact", b"s", b"i", 0).map(|_| ()).unwrap_err(),
-        ks.import("redact", KeySpec::new(Algorithm::HmacSha256), &secret).map(|_| ()).unwrap_err(),
+        ks.sign("redact", b"m", SignatureFormat::Der)
+            .map(|_| ())
+            .unwrap_err(),
+        ks.derive_hkdf_sha256("redact", b"s", b"i", 0)
+            .map(|_| ())
+            .unwrap_err(),
+        ks.import("redact", KeySpec::new(Algorithm::HmacSha256), &secret)
+            .map(|_| ())
+            .unwrap_err(),
     ] {
         texts.push(format!("{e:?}"));
         texts.push(e.to_string());
     }
-    for (what, bytes) in [("imported key", k.to_vec()), ("derived key", derived.expose().to_vec())] {
+    for (what, bytes) in [
+        ("imported key", k.to_vec()),
+        ("derived key", derived.expose().to_vec()),
+    ] {
         let forms = [
             hex::encode(&bytes),
             hex::encode_upper(&bytes),
             format!("{:?}", bytes),
-            format!("{:?}", &bytes[..8]).trim_end_matches(']').to_string(),
+            format!("{:?}", &bytes[..8])
+                .trim_end_matches(']')
+                .to_string(),
         ];
         for t in &texts {
             for f in &forms {
@@ -256,13 +380,22 @@ pub fn generated_keys_are_unique<F: Fixture>(fx: &mut F) -> Outcome {
     ) {
         assert_ne!(spki(&a), spki(&b), "two generated ECDSA keys are equal");
     }
-    ks.create("u-mac-1", KeySpec::new(Algorithm::HmacSha256)).expect("create");
-    ks.create("u-mac-2", KeySpec::new(Algorithm::HmacSha256)).expect("create");
-    assert_ne!(ks.mac("u-mac-1", b"x").expect("mac"), ks.mac("u-mac-2", b"x").expect("mac"));
+    ks.create("u-mac-1", KeySpec::new(Algorithm::HmacSha256))
+        .expect("create");
+    ks.create("u-mac-2", KeySpec::new(Algorithm::HmacSha256))
+        .expect("create");
+    assert_ne!(
+        ks.mac("u-mac-1", b"x").expect("mac"),
+        ks.mac("u-mac-2", b"x").expect("mac")
+    );
     if create_or_prove_unsupported::<F>(&ks, "u-aes-1", Algorithm::Aes256Gcm).is_some() {
         create_or_prove_unsupported::<F>(&ks, "u-aes-2", Algorithm::Aes256Gcm).expect("second AES");
         let env = ks.encrypt("u-aes-1", b"x", b"").expect("encrypt");
-        expect_err(ks.decrypt("u-aes-2", &env, b""), "Integrity", "another generated AES key decrypts");
+        expect_err(
+            ks.decrypt("u-aes-2", &env, b""),
+            "Integrity",
+            "another generated AES key decrypts",
+        );
     }
     Outcome::Passed
 }
@@ -274,8 +407,14 @@ where
 {
     let ks = fx.open();
     let k = [0x77u8; 32];
-    ks.import("c-mac", KeySpec::new(Algorithm::HmacSha256), &SecretBytes::from_slice(&k)).expect("import");
-    let ec = create_or_prove_unsupported::<F>(&ks, "c-ec", Algorithm::EcdsaP256Sha256).map(|i| spki(&i));
+    ks.import(
+        "c-mac",
+        KeySpec::new(Algorithm::HmacSha256),
+        &SecretBytes::from_slice(&k),
+    )
+    .expect("import");
+    let ec =
+        create_or_prove_unsupported::<F>(&ks, "c-ec", Algorithm::EcdsaP256Sha256).map(|i| spki(&i));
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..2)
             .map(|t| {
@@ -285,11 +424,23 @@ where
                     for i in 0..50u32 {
                         let msg = format!("thread {t} message {i}");
                         if let Some(spki) = ec {
-                            let sig = ks.sign("c-ec", msg.as_bytes(), SignatureFormat::Der).expect("sign");
-                            assert!(verify_independently(Algorithm::EcdsaP256Sha256, spki, msg.as_bytes(), &sig.bytes));
+                            let sig = ks
+                                .sign("c-ec", msg.as_bytes(), SignatureFormat::Der)
+                                .expect("sign");
+                            assert!(verify_independently(
+                                Algorithm::EcdsaP256Sha256,
+                                spki,
+                                msg.as_bytes(),
+                                &sig.bytes
+                            ));
                         }
-                        let out = ks.derive_hkdf_sha256("c-mac", msg.as_bytes(), b"i", 32).expect("derive");
-                        assert_eq!(out.expose(), &hkdf_reference(&k, msg.as_bytes(), b"i", 32)[..]);
+                        let out = ks
+                            .derive_hkdf_sha256("c-mac", msg.as_bytes(), b"i", 32)
+                            .expect("derive");
+                        assert_eq!(
+                            out.expose(),
+                            &hkdf_reference(&k, msg.as_bytes(), b"i", 32)[..]
+                        );
                     }
                 })
             })
@@ -305,21 +456,39 @@ where
 pub fn backend_wipe_removes_everything<F: Fixture>(fx: &mut F) -> Outcome {
     let ks = fx.open();
     let k = random_key();
-    ks.import("w-mac", KeySpec::new(Algorithm::HmacSha256), &SecretBytes::from_slice(&k)).expect("import");
+    ks.import(
+        "w-mac",
+        KeySpec::new(Algorithm::HmacSha256),
+        &SecretBytes::from_slice(&k),
+    )
+    .expect("import");
     let ec = create_or_prove_unsupported::<F>(&ks, "w-ec", Algorithm::EcdsaP256Sha256).is_some();
     let mut handles = vec![ks.backend_handle("w-mac", 1).expect("handle")];
     if ec {
         handles.push(ks.backend_handle("w-ec", 1).expect("handle"));
     }
     ks.backend().wipe().expect("wipe");
-    assert!(ks.backend().list().map(|l| l.is_empty()).unwrap_or(true), "no key survives a wipe");
-    assert!(ks.mac("w-mac", b"m").is_err(), "a wiped HMAC key still works");
-    assert!(ks.derive_hkdf_sha256("w-mac", b"s", b"i", 32).is_err(), "a wiped key still derives");
+    assert!(
+        ks.backend().list().map(|l| l.is_empty()).unwrap_or(true),
+        "no key survives a wipe"
+    );
+    assert!(
+        ks.mac("w-mac", b"m").is_err(),
+        "a wiped HMAC key still works"
+    );
+    assert!(
+        ks.derive_hkdf_sha256("w-mac", b"s", b"i", 32).is_err(),
+        "a wiped key still derives"
+    );
     if ec {
-        assert!(ks.sign("w-ec", b"m", SignatureFormat::Der).is_err(), "a wiped signing key still signs");
+        assert!(
+            ks.sign("w-ec", b"m", SignatureFormat::Der).is_err(),
+            "a wiped signing key still signs"
+        );
     }
     for h in &handles {
-        fx.assert_material_gone(&ks, h).unwrap_or_else(|e| panic!("material not gone after wipe: {e}"));
+        fx.assert_material_gone(&ks, h)
+            .unwrap_or_else(|e| panic!("material not gone after wipe: {e}"));
     }
     assert!(scan_files(fx, &k).is_empty());
     Outcome::Passed
