@@ -33,8 +33,8 @@ pub use kek::{create_key_file, Kdf, Unlock};
 
 use header::Header;
 use keystore_api::{
-    AeadSealed, Algorithm, Backend, Capabilities, Error, GeneratedKey, KeyHandle, PublicKey,
-    Result, SecretBytes,
+    AeadSealed, Algorithm, Backend, Capabilities, Error, GeneratedKey, KeyHandle, Operation,
+    PublicKey, Result, SecretBytes,
 };
 use material::Material;
 use record::{Sealer, ID_LEN};
@@ -249,7 +249,15 @@ impl SoftStore {
         if let Some(m) = self.cache().get(&id) {
             return Ok(m);
         }
-        let path = self.path_of(&id);
+        let secret = self.read_record(&id, alg)?;
+        let m = Arc::new(material::parse(alg, &secret)?);
+        self.cache().insert(id, Arc::clone(&m));
+        Ok(m)
+    }
+
+    /// Reads and opens record `id`, checking it holds a key of `alg`.
+    fn read_record(&self, id: &[u8; ID_LEN], alg: Algorithm) -> Result<SecretBytes> {
+        let path = self.path_of(id);
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -260,16 +268,14 @@ impl SoftStore {
             }
             Err(e) => return Err(fsio::io_err(format!("cannot read {}", path.display()), e)),
         };
-        let (stored_alg, secret) = self.sealer.open(&id, &bytes)?;
+        let (stored_alg, secret) = self.sealer.open(id, &bytes)?;
         if stored_alg != alg {
             return Err(Error::Integrity(format!(
                 "soft record {} holds a {stored_alg} key, not {alg}",
                 hex::encode(id)
             )));
         }
-        let m = Arc::new(material::parse(alg, &secret)?);
-        self.cache().insert(id, Arc::clone(&m));
-        Ok(m)
+        Ok(secret)
     }
 }
 
@@ -305,6 +311,14 @@ fn lock_dir(dir: &Path) -> Result<File> {
     }
 }
 
+/// Associated data of a wrapped key.
+fn wrap_aad(algorithm: Algorithm, context: &[u8]) -> Vec<u8> {
+    let mut aad = b"keystore-soft-wrap-v1".to_vec();
+    aad.push(algorithm.code());
+    aad.extend_from_slice(context);
+    aad
+}
+
 fn record_id(handle: &KeyHandle) -> Result<[u8; ID_LEN]> {
     handle
         .as_bytes()
@@ -319,6 +333,56 @@ impl Backend for SoftStore {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities::all()
+            .with(Algorithm::Aes256Gcm, Operation::Wrap)
+            .with(Algorithm::HmacSha256, Operation::Wrap)
+    }
+
+    /// Wraps with AES-256-GCM under the wrapping key; AAD binds the
+    /// algorithm and `context`. Symmetric keys only.
+    fn wrap(
+        &self,
+        wrapping_key: &KeyHandle,
+        key: &KeyHandle,
+        algorithm: Algorithm,
+        context: &[u8],
+    ) -> Result<Vec<u8>> {
+        if algorithm.class() != keystore_api::KeyClass::Symmetric {
+            return Err(Error::Policy(format!(
+                "{algorithm} keys are never exported"
+            )));
+        }
+        let kek = self.load(wrapping_key, Algorithm::Aes256Gcm)?;
+        let secret = self.read_record(&record_id(key)?, algorithm)?;
+        let sealed = kek.encrypt(&wrap_aad(algorithm, context), secret.expose())?;
+        let mut out = sealed.nonce.to_vec();
+        out.extend_from_slice(&sealed.ciphertext);
+        Ok(out)
+    }
+
+    fn unwrap(
+        &self,
+        wrapping_key: &KeyHandle,
+        algorithm: Algorithm,
+        wrapped: &[u8],
+        context: &[u8],
+        _label: &str,
+    ) -> Result<KeyHandle> {
+        if algorithm.class() != keystore_api::KeyClass::Symmetric {
+            return Err(Error::Policy(format!(
+                "{algorithm} keys are never imported"
+            )));
+        }
+        if wrapped.len() < 12 + 16 {
+            return Err(Error::Integrity("wrapped key is truncated".into()));
+        }
+        let kek = self.load(wrapping_key, Algorithm::Aes256Gcm)?;
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&wrapped[..12]);
+        let secret = kek.decrypt(&wrap_aad(algorithm, context), &nonce, &wrapped[12..])?;
+        if Some(secret.len()) != algorithm.secret_len() {
+            return Err(Error::Integrity("wrapped key has the wrong length".into()));
+        }
+        Ok(KeyHandle::new(self.store(algorithm, &secret)?.0.to_vec()))
     }
 
     fn generate(&self, algorithm: Algorithm, _label: &str) -> Result<GeneratedKey> {

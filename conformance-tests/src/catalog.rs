@@ -26,8 +26,19 @@ pub const REQUIREMENTS: &[(&str, &str)] = &[
         "keys generated inside the backend with its RNG",
     ),
     ("REQ-KEY-STO-01", "non-extractable, no plaintext at rest"),
+    ("REQ-KEY-ROT-01", "rotation with grace"),
+    ("REQ-KEY-REV-03", "revocation and expiry rejection"),
+    (
+        "REQ-KEY-BAK-01",
+        "no escrow of signing keys; wrapped, least-privilege backup of operational keys",
+    ),
+    (
+        "REQ-KEY-SOD-01",
+        "separation of duties: offline root, production intermediate, roles",
+    ),
     ("REQ-KEY-KDF-01", "HKDF per-session keys"),
     ("REQ-KEY-WIPE-01", "wipe on decommission"),
+    ("REQ-KEY-AUD-01", "events logged with ids and timestamps"),
     (
         "REQ-KEY-OPS-01",
         "every operation is correct and checked by an independent implementation",
@@ -64,6 +75,7 @@ cases! {
     "TEST-KEY-04" hkdf_cross_backend_vectors "REQ-KEY-KDF-01" "import K, derive: output equals the committed cross-backend vectors";
     "TEST-KEY-05" rsa_3072_pss_sign_verify "REQ-KEY-GEN-01" "RSA-3072 PSS-SHA256 signatures verify with the rsa crate";
     "TEST-KEY-06" rsa_3072_pkcs1_sign_verify "REQ-KEY-GEN-01" "RSA-3072 PKCS#1 v1.5-SHA256 signatures verify with the rsa crate";
+    "TEST-KEY-07" revoked_and_expired_rejected "REQ-KEY-REV-03" "a revoked version and a version past its grace are rejected for every use";
     "TEST-KEY-08" aead_envelope_interop "REQ-KEY-OPS-01" "AES-256-GCM envelopes decrypt with the aes-gcm crate and round-trip with AAD";
     "TEST-KEY-09" hmac_matches_reference "REQ-KEY-OPS-01" "HMAC-SHA256 tags equal the hmac crate's; verify_mac rejects a wrong tag";
     "TEST-KEY-10" prop_sign_verify_random_messages "REQ-KEY-OPS-01" "property: signatures over random messages verify independently";
@@ -90,4 +102,20 @@ cases! {
     "TEST-KEY-31" concurrent_operations "REQ-KEY-OPS-01" "two threads sign and derive on one keystore; all results verify";
     "TEST-KEY-32" backend_wipe_removes_everything "REQ-KEY-WIPE-01" "wipe leaves no key in the backend and none usable";
     "TEST-KEY-33" verify_rejects_forgeries "REQ-KEY-OPS-01" "verify rejects tampered signatures, wrong messages and other keys' signatures";
+    "TEST-KEY-34" rotation_with_grace_period "REQ-KEY-ROT-01" "rotate: new version signs; old verifies/decrypts only until grace end; sweep leaves a tombstone";
+    "TEST-KEY-35" illegal_transitions_change_nothing "REQ-KEY-ROT-01" "an illegal state transition is KeyState and changes nothing";
+    "TEST-KEY-36" suspend_and_resume "REQ-KEY-REV-03" "a suspended version is unusable until resumed, across restarts";
+    "TEST-KEY-37" scheduled_rotation_when_due "REQ-KEY-ROT-01" "cryptoperiod: due(now) and rotate_due(now) rotate exactly the keys due";
+    "TEST-KEY-38" backup_policy_refusals "REQ-KEY-BAK-01" "signing keys are never backed up; eligibility is fixed at creation; only the security officer backs up";
+    "TEST-KEY-39" backup_restore_round_trip "REQ-KEY-BAK-01" "a wrapped backup restores into another store with the same KEK, and nowhere else";
+    "TEST-KEY-40" roles_enforced_and_refusals_audited "REQ-KEY-SOD-01" "admin operations need the security officer; refusals are Policy and audited; credentials per role";
+    "TEST-KEY-41" audit_records_lifecycle_events "REQ-KEY-AUD-01" "every lifecycle event is audited with id, RFC 3339 UTC time, actor, key, version";
+    "TEST-KEY-42" audit_detects_edit "REQ-KEY-AUD-01" "an edited entry or forged MAC is named as the first bad entry";
+    "TEST-KEY-43" audit_detects_deletion "REQ-KEY-AUD-01" "a deleted entry is named as the first bad entry";
+    "TEST-KEY-44" audit_detects_reordering "REQ-KEY-AUD-01" "reordered entries are named at the first bad position";
+    "TEST-KEY-45" audit_detects_truncation "REQ-KEY-AUD-01" "a truncated trail (with or without its head) is named at the first bad entry";
+    "TEST-KEY-46" decommission_leaves_nothing_usable "REQ-KEY-WIPE-01" "decommission: audit exported, backend wiped, metadata gone, no key usable";
+    "TEST-KEY-47" crash_during_create_or_rotate_recovers "REQ-KEY-ROT-01" "a crash between backend and metadata in create/rotate reopens in the old state, no orphan";
+    "TEST-KEY-48" crash_during_destroy_sweep_revoke_recovers "REQ-KEY-WIPE-01" "a crash in destroy/sweep/revoke reopens in the new state, no dangling handle";
+    "TEST-KEY-49" missing_material_is_marked_not_dropped "REQ-KEY-STO-01" "material missing at open is reported, marked compromised and audited, not dropped";
 }

@@ -20,8 +20,9 @@ pub mod fixtures;
 pub mod results;
 mod support;
 
-use keystore_api::{Backend, KeyHandle, Keystore};
+use keystore_api::{Backend, Clock, KeyHandle, Keystore, SystemClock};
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use catalog::{Case, BACKENDS, CASES};
 pub use results::Status;
@@ -60,8 +61,17 @@ pub trait Fixture: Sized {
     fn setup() -> Result<Self, String>;
 
     /// Opens a keystore on this fixture's storage (creating it the first
-    /// time). Panics with context if it cannot.
-    fn open(&mut self) -> Keystore<Self::Backend>;
+    /// time) with `clock`. Panics with context if it cannot.
+    fn open_with_clock(&mut self, clock: Arc<dyn Clock>) -> Keystore<Self::Backend>;
+
+    /// Opens a keystore with the system clock.
+    fn open(&mut self) -> Keystore<Self::Backend> {
+        self.open_with_clock(Arc::new(SystemClock))
+    }
+
+    /// The metadata database the keystore uses (the audit-tamper cases edit
+    /// it directly, as an attacker with file access would).
+    fn metadata_path(&self) -> PathBuf;
 
     /// Drops `ks` and opens the same storage again, as after a restart.
     fn restart(&mut self, ks: Keystore<Self::Backend>) -> Keystore<Self::Backend> {
@@ -144,6 +154,7 @@ macro_rules! suite {
             hkdf_cross_backend_vectors,
             rsa_3072_pss_sign_verify,
             rsa_3072_pkcs1_sign_verify,
+            revoked_and_expired_rejected,
             aead_envelope_interop,
             hmac_matches_reference,
             prop_sign_verify_random_messages,
@@ -170,6 +181,22 @@ macro_rules! suite {
             concurrent_operations,
             backend_wipe_removes_everything,
             verify_rejects_forgeries,
+            rotation_with_grace_period,
+            illegal_transitions_change_nothing,
+            suspend_and_resume,
+            scheduled_rotation_when_due,
+            backup_policy_refusals,
+            backup_restore_round_trip,
+            roles_enforced_and_refusals_audited,
+            audit_records_lifecycle_events,
+            audit_detects_edit,
+            audit_detects_deletion,
+            audit_detects_reordering,
+            audit_detects_truncation,
+            decommission_leaves_nothing_usable,
+            crash_during_create_or_rotate_recovers,
+            crash_during_destroy_sweep_revoke_recovers,
+            missing_material_is_marked_not_dropped,
         );
     };
     (@stamp $fixture:ty; $($name:ident),* $(,)?) => {

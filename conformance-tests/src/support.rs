@@ -2,7 +2,22 @@
 //! capability-aware key creation.
 
 use crate::{Fixture, Outcome};
-use keystore_api::{Algorithm, Error, KeyInfo, KeySpec, Keystore, Operation, Result};
+use keystore_api::{Actor, Algorithm, Error, KeyInfo, KeySpec, Keystore, Operation, Result, Role};
+
+/// The security officer the suite acts as for lifecycle operations.
+pub fn so() -> Actor {
+    Actor::new("suite-security-officer", Role::SecurityOfficer).expect("valid actor")
+}
+
+/// An operator.
+pub fn operator() -> Actor {
+    Actor::new("suite-operator", Role::Operator).expect("valid actor")
+}
+
+/// An auditor.
+pub fn auditor() -> Actor {
+    Actor::new("suite-auditor", Role::Auditor).expect("valid actor")
+}
 
 /// Asserts that `res` failed with the error variant `kind` (see
 /// `Error::kind`), and returns the error.
@@ -32,12 +47,12 @@ pub fn create_or_prove_unsupported<F: Fixture>(
         .supports(alg, Operation::Generate)
     {
         Some(
-            ks.create(name, KeySpec::new(alg))
+            ks.create(&so(), name, KeySpec::new(alg))
                 .unwrap_or_else(|e| panic!("create {alg} on {}: {e:?}", F::NAME)),
         )
     } else {
         expect_err(
-            ks.create(name, KeySpec::new(alg)),
+            ks.create(&so(), name, KeySpec::new(alg)),
             "Unsupported",
             &format!("{} claims no {alg} generation", F::NAME),
         );
@@ -181,6 +196,7 @@ impl Bystanders {
     pub fn create<F: Fixture>(ks: &Keystore<F::Backend>) -> Bystanders {
         let ec = create_or_prove_unsupported::<F>(ks, "bystander-ec", Algorithm::EcdsaP256Sha256);
         ks.import(
+            &so(),
             "bystander-mac",
             KeySpec::new(Algorithm::HmacSha256),
             &keystore_api::SecretBytes::from_slice(&BYSTANDER_K),

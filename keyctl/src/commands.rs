@@ -25,7 +25,7 @@ pub fn key(ks: &Store, cmd: KeyCommand) -> CliResult<()> {
     match cmd {
         KeyCommand::Create { name, alg, usages } => {
             let spec = spec(alg, usages.as_deref())?;
-            let info = ks.create(&name, spec)?;
+            let info = ks.create(&crate::store::operator_actor()?, &name, spec)?;
             outln!("created {}", summary(&info))?;
         }
         KeyCommand::Import {
@@ -36,7 +36,7 @@ pub fn key(ks: &Store, cmd: KeyCommand) -> CliResult<()> {
         } => {
             let spec = spec(alg, usages.as_deref())?;
             let secret = read_import_secret(&secret_file)?;
-            let info = ks.import(&name, spec, &secret)?;
+            let info = ks.import(&crate::store::operator_actor()?, &name, spec, &secret)?;
             outln!("imported {}", summary(&info))?;
         }
         KeyCommand::List => print_list(&ks.list()?)?,
@@ -45,7 +45,7 @@ pub fn key(ks: &Store, cmd: KeyCommand) -> CliResult<()> {
             if !yes {
                 return check_destroy_confirmed(&KeyCommand::Destroy { name, yes });
             }
-            ks.destroy(&name)?;
+            ks.destroy(&crate::store::operator_actor()?, &name)?;
             outln!("destroyed key '{name}' (every version; the name stays reserved)")?;
         }
     }

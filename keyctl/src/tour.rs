@@ -48,10 +48,15 @@ pub fn run() -> CliResult<()> {
     backend_soft::create_key_file(&key_file)?;
     let backend = SoftStore::create(&layout.soft, &Unlock::KeyFile(key_file), Kdf::KeyFile)?;
     let ks: Store = Keystore::open(backend, &layout.metadata)?;
+    let officer = keystore_api::Actor::new("tour-officer", keystore_api::Role::SecurityOfficer)?;
     ok(format!("store in {}", tmp.path().display()))?;
 
     step.next("Generate an ECDSA P-256 signing key inside the store")?;
-    let info = ks.create("tour-ecdsa", KeySpec::new(Algorithm::EcdsaP256Sha256))?;
+    let info = ks.create(
+        &officer,
+        "tour-ecdsa",
+        KeySpec::new(Algorithm::EcdsaP256Sha256),
+    )?;
     ok(format!(
         "key 'tour-ecdsa' version 1, usages {}, origin generated",
         info.usages
@@ -82,7 +87,11 @@ pub fn run() -> CliResult<()> {
     ok(format!("fingerprint {}", pk.fingerprint()))?;
 
     step.next("Generate an RSA-2048 PSS key, sign and verify")?;
-    ks.create("tour-rsa-pss", KeySpec::new(Algorithm::Rsa2048PssSha256))?;
+    ks.create(
+        &officer,
+        "tour-rsa-pss",
+        KeySpec::new(Algorithm::Rsa2048PssSha256),
+    )?;
     let sig = ks.sign("tour-rsa-pss", message, SignatureFormat::Der)?;
     let v = ks.verify("tour-rsa-pss", message, &sig.bytes, None)?;
     ok(format!(
@@ -91,7 +100,7 @@ pub fn run() -> CliResult<()> {
     ))?;
 
     step.next("Generate an HMAC-SHA256 key and derive 32 bytes with HKDF-SHA256")?;
-    ks.create("tour-hmac", KeySpec::new(Algorithm::HmacSha256))?;
+    ks.create(&officer, "tour-hmac", KeySpec::new(Algorithm::HmacSha256))?;
     let okm = ks.derive_hkdf_sha256("tour-hmac", b"session-nonce-0001", b"tour session key", 32)?;
     ok(format!(
         "{} bytes: {} (a throwaway demo key; real derived keys are secret)",
@@ -100,7 +109,7 @@ pub fn run() -> CliResult<()> {
     ))?;
 
     step.next("Generate an AES-256-GCM key, encrypt and decrypt with AAD")?;
-    ks.create("tour-aes", KeySpec::new(Algorithm::Aes256Gcm))?;
+    ks.create(&officer, "tour-aes", KeySpec::new(Algorithm::Aes256Gcm))?;
     let plaintext = b"patient-id=12345; dose=2.5ml";
     let aad = b"device=pump-0042";
     let envelope = ks.encrypt("tour-aes", plaintext, aad)?;
@@ -129,7 +138,7 @@ pub fn run() -> CliResult<()> {
     )?;
 
     step.next("Destroy 'tour-rsa-pss' and try to use it")?;
-    ks.destroy("tour-rsa-pss")?;
+    ks.destroy(&officer, "tour-rsa-pss")?;
     ok("destroyed")?;
     let e = expect_err(
         ks.sign("tour-rsa-pss", message, SignatureFormat::Der),

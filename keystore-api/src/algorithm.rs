@@ -115,9 +115,18 @@ impl Algorithm {
     /// The usages this algorithm can ever have.
     pub fn permitted_usages(self) -> Usages {
         match self {
-            Algorithm::Aes256Gcm => Usages::ENCRYPT | Usages::DECRYPT,
+            Algorithm::Aes256Gcm => Usages::ENCRYPT | Usages::DECRYPT | Usages::WRAP,
             Algorithm::HmacSha256 => Usages::MAC | Usages::DERIVE,
             _ => Usages::SIGN | Usages::VERIFY,
+        }
+    }
+
+    /// The usages a key gets unless the caller restricts them: every
+    /// permitted usage except `wrap`, which a backup KEK asks for explicitly.
+    pub fn default_usages(self) -> Usages {
+        match self {
+            Algorithm::Aes256Gcm => Usages::ENCRYPT | Usages::DECRYPT,
+            other => other.permitted_usages(),
         }
     }
 
@@ -171,14 +180,17 @@ impl Usages {
     pub const MAC: Usages = Usages(16);
     /// Derive keys with HKDF.
     pub const DERIVE: Usages = Usages(32);
+    /// Wrap other keys for backup (backup KEKs; never a default).
+    pub const WRAP: Usages = Usages(64);
 
-    const NAMES: [(Usages, &'static str); 6] = [
+    const NAMES: [(Usages, &'static str); 7] = [
         (Usages::SIGN, "sign"),
         (Usages::VERIFY, "verify"),
         (Usages::ENCRYPT, "encrypt"),
         (Usages::DECRYPT, "decrypt"),
         (Usages::MAC, "mac"),
         (Usages::DERIVE, "derive"),
+        (Usages::WRAP, "wrap"),
     ];
 
     /// The empty set.
@@ -236,7 +248,7 @@ impl FromStr for Usages {
                 .find(|(_, n)| *n == part)
                 .ok_or_else(|| {
                     Error::InvalidInput(format!(
-                        "unknown usage '{part}'; expected sign, verify, encrypt, decrypt, mac or derive"
+                        "unknown usage '{part}'; expected sign, verify, encrypt, decrypt, mac, derive or wrap"
                     ))
                 })?;
             out = out | *u;
@@ -263,6 +275,8 @@ pub enum Operation {
     Decrypt,
     /// HMAC-SHA256 with the key (also the first step of HKDF derivation).
     Mac,
+    /// Export a symmetric key wrapped under a backup KEK, and import it back.
+    Wrap,
 }
 
 /// What a backend can do, per algorithm. A pair missing from the set means
@@ -298,6 +312,12 @@ impl Capabilities {
         for op in alg.operations() {
             self.supported.insert((alg, *op));
         }
+        self
+    }
+
+    /// Adds `op` for `alg`.
+    pub fn with(mut self, alg: Algorithm, op: Operation) -> Self {
+        self.supported.insert((alg, op));
         self
     }
 

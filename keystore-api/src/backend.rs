@@ -111,6 +111,41 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         ciphertext: &[u8],
     ) -> Result<SecretBytes>;
 
+    /// Exports the symmetric key `key` wrapped (AEAD) under the AES key
+    /// `wrapping_key`, binding `algorithm` and `context` as associated data.
+    /// Only backup-eligible keys reach this call. Backends that cannot wrap
+    /// answer [`crate::Error::Unsupported`] (the default).
+    fn wrap(
+        &self,
+        wrapping_key: &KeyHandle,
+        key: &KeyHandle,
+        algorithm: Algorithm,
+        context: &[u8],
+    ) -> Result<Vec<u8>> {
+        let _ = (wrapping_key, key, context);
+        Err(crate::Error::Unsupported(format!(
+            "the {} backend cannot export wrapped {algorithm} keys",
+            self.name()
+        )))
+    }
+
+    /// Imports a key wrapped by [`Backend::wrap`]; a wrong KEK, algorithm or
+    /// context is [`crate::Error::Integrity`].
+    fn unwrap(
+        &self,
+        wrapping_key: &KeyHandle,
+        algorithm: Algorithm,
+        wrapped: &[u8],
+        context: &[u8],
+        label: &str,
+    ) -> Result<KeyHandle> {
+        let _ = (wrapping_key, wrapped, context, label);
+        Err(crate::Error::Unsupported(format!(
+            "the {} backend cannot import wrapped {algorithm} keys",
+            self.name()
+        )))
+    }
+
     /// Destroys the key material. Destroying a handle that is already gone is
     /// [`crate::Error::NotFound`].
     fn destroy(&self, handle: &KeyHandle) -> Result<()>;

@@ -6,7 +6,8 @@
 //! - [`Backend`] is what a key device implements: it generates and uses keys
 //!   and never returns private or secret bytes.
 //! - [`Keystore`] is the one layer above every backend: names, versions,
-//!   usage policy and metadata in SQLite.
+//!   lifecycle states (NIST SP 800-57), usage policy, roles, wrapped backups,
+//!   crash recovery and a tamper-evident audit trail, with metadata in SQLite.
 //! - [`Error`] is the one error enum; messages never carry secrets.
 //!
 //! Derivation follows the fixed contract
@@ -17,22 +18,29 @@
 #![warn(missing_docs)]
 
 pub mod algorithm;
+pub mod audit;
 pub mod backend;
 pub mod clock;
 pub mod envelope;
 pub mod error;
 pub mod keystore;
+pub mod lifecycle;
 pub mod metadata;
 pub mod public_key;
+pub mod roles;
 pub mod secret;
 pub mod signature;
 
 pub use algorithm::{Algorithm, Capabilities, KeyClass, Operation, Usages};
+pub use audit::{AuditEntry, AuditReport};
 pub use backend::{AeadSealed, Backend, GeneratedKey, KeyHandle};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
-pub use keystore::{limits, KeyInfo, KeySpec, Keystore, VersionInfo};
+pub use keystore::{
+    limits, FaultPoint, KeyInfo, KeySpec, Keystore, ReconcileReport, RotationDue, VersionInfo,
+};
 pub use metadata::{KeyState, Origin};
 pub use public_key::PublicKey;
+pub use roles::{Actor, Role};
 pub use secret::SecretBytes;
 pub use signature::{Signature, SignatureFormat};

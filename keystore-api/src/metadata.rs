@@ -7,11 +7,13 @@
 
 use crate::algorithm::{Algorithm, Usages};
 use crate::backend::KeyHandle;
+use crate::clock::parse_rfc3339;
 use crate::error::{Error, Result};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use time::OffsetDateTime;
 
 /// Ordered schema migrations; index + 1 is the `user_version` after applying.
 const MIGRATIONS: &[&str] = &[
@@ -48,6 +50,44 @@ const MIGRATIONS: &[&str] = &[
         CHECK (state = 'destroyed' OR state = 'compromised' OR handle IS NOT NULL)
     );
     CREATE UNIQUE INDEX key_versions_one_active ON key_versions(key_id) WHERE state = 'active';",
+    // 2: lifecycle: audit chain, crash-safety intents, role credentials.
+    "ALTER TABLE store ADD COLUMN audit_key BLOB;
+    ALTER TABLE store ADD COLUMN decommissioned_at TEXT;
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        role TEXT NOT NULL,
+        event TEXT NOT NULL,
+        key_name TEXT,
+        key_version INTEGER,
+        fingerprint TEXT,
+        detail TEXT NOT NULL,
+        prev_hash BLOB NOT NULL,
+        hash BLOB NOT NULL,
+        mac BLOB NOT NULL
+    );
+    CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        seq INTEGER NOT NULL,
+        hash BLOB NOT NULL,
+        mac BLOB NOT NULL
+    );
+    CREATE TABLE intents (
+        id INTEGER PRIMARY KEY,
+        op TEXT NOT NULL CHECK (op IN ('destroy', 'revoke')),
+        key_id INTEGER NOT NULL REFERENCES keys(id),
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE role_credentials (
+        role TEXT PRIMARY KEY,
+        iterations INTEGER NOT NULL,
+        salt BLOB NOT NULL,
+        verifier BLOB NOT NULL,
+        set_at TEXT NOT NULL
+    );",
 ];
 
 /// The lifecycle state of a key version (NIST SP 800-57).
@@ -66,7 +106,7 @@ pub enum KeyState {
 }
 
 impl KeyState {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             KeyState::Active => "active",
             KeyState::Suspended => "suspended",
@@ -109,7 +149,7 @@ pub enum Origin {
 }
 
 impl Origin {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Origin::Generated => "generated",
             Origin::Imported => "imported",
@@ -147,6 +187,8 @@ pub(crate) struct KeyRow {
     pub name: String,
     pub algorithm: Algorithm,
     pub usages: Usages,
+    pub backup_eligible: bool,
+    pub cryptoperiod_secs: Option<i64>,
     pub created_at: String,
     pub destroyed_at: Option<String>,
 }
@@ -161,19 +203,99 @@ pub(crate) struct VersionRow {
     pub public_key: Option<Vec<u8>>,
     pub fingerprint: Option<String>,
     pub created_at: String,
+    pub state_changed_at: String,
+    pub grace_end: Option<String>,
+    pub reason: Option<String>,
+}
+
+impl VersionRow {
+    /// The grace end as a time, if any.
+    pub fn grace_end_time(&self) -> Option<OffsetDateTime> {
+        self.grace_end.as_deref().and_then(parse_rfc3339)
+    }
 }
 
 /// A new version to insert.
 pub(crate) struct NewVersion<'a> {
+    pub version: u32,
+    pub state: KeyState,
     pub origin: Origin,
     pub handle: &'a KeyHandle,
     pub public_key: Option<&'a [u8]>,
     pub fingerprint: Option<&'a str>,
+    pub created_at: &'a str,
+}
+
+/// A new key to insert.
+pub(crate) struct NewKey<'a> {
+    pub name: &'a str,
+    pub algorithm: Algorithm,
+    pub usages: Usages,
+    pub backup_eligible: bool,
+    pub cryptoperiod_secs: Option<i64>,
+    pub created_at: &'a str,
+}
+
+/// A pending destroy or revoke, recorded before the backend acts so that a
+/// crash in between is completed at the next open.
+#[derive(Debug, Clone)]
+pub(crate) struct Intent {
+    pub id: i64,
+    pub op: String,
+    pub key_id: i64,
+    pub version: u32,
 }
 
 /// The open metadata database.
 pub(crate) struct Metadata {
     conn: Connection,
+}
+
+const KEY_COLUMNS: &str =
+    "id, name, algorithm, usages, backup_eligible, cryptoperiod_secs, created_at, destroyed_at";
+
+/// A key row as stored, before its strings are parsed.
+struct RawKey {
+    id: i64,
+    name: String,
+    algorithm: String,
+    usages: String,
+    backup_eligible: bool,
+    cryptoperiod_secs: Option<i64>,
+    created_at: String,
+    destroyed_at: Option<String>,
+}
+
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawKey> {
+    Ok(RawKey {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        algorithm: r.get(2)?,
+        usages: r.get(3)?,
+        backup_eligible: r.get(4)?,
+        cryptoperiod_secs: r.get(5)?,
+        created_at: r.get(6)?,
+        destroyed_at: r.get(7)?,
+    })
+}
+
+fn to_key_row(raw: RawKey) -> Result<KeyRow> {
+    Ok(KeyRow {
+        id: raw.id,
+        algorithm: raw
+            .algorithm
+            .parse()
+            .map_err(|_| corrupt(format!("unknown algorithm '{}'", raw.algorithm)))?,
+        usages: raw
+            .usages
+            .parse()
+            .map_err(|_| corrupt(format!("bad usages '{}'", raw.usages)))?,
+        name: raw.name,
+        backup_eligible: raw.backup_eligible,
+        cryptoperiod_secs: raw.cryptoperiod_secs,
+        created_at: raw.created_at,
+        destroyed_at: raw.destroyed_at,
+    })
 }
 
 impl Metadata {
@@ -230,91 +352,65 @@ impl Metadata {
         }
     }
 
-    /// The key row for `name`, destroyed or not.
-    pub fn key(&self, name: &str) -> Result<Option<KeyRow>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, name, algorithm, usages, created_at, destroyed_at FROM keys WHERE name = ?1",
-        )?;
-        let row = st
-            .query_row([name], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                ))
-            })
-            .optional()?;
-        row.map(Self::key_row).transpose()
+    /// The connection, for reads.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
     }
 
-    fn key_row(
-        (id, name, alg, usages, created_at, destroyed_at): (
-            i64,
-            String,
-            String,
-            String,
-            String,
-            Option<String>,
-        ),
-    ) -> Result<KeyRow> {
-        Ok(KeyRow {
-            id,
-            name,
-            algorithm: alg
-                .parse()
-                .map_err(|_| corrupt(format!("unknown algorithm '{alg}'")))?,
-            usages: usages
-                .parse()
-                .map_err(|_| corrupt(format!("bad usages '{usages}'")))?,
-            created_at,
-            destroyed_at,
-        })
+    /// A write transaction.
+    pub fn tx(&mut self) -> Result<Transaction<'_>> {
+        Ok(self.conn.transaction()?)
     }
+}
 
-    /// Every key row, by name.
-    pub fn keys(&self) -> Result<Vec<KeyRow>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT id, name, algorithm, usages, created_at, destroyed_at FROM keys ORDER BY name",
-        )?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter().map(Self::key_row).collect()
-    }
+/// The key row for `name`, destroyed or not.
+pub(crate) fn key(conn: &Connection, name: &str) -> Result<Option<KeyRow>> {
+    let mut st = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = ?1"))?;
+    let row = st.query_row([name], key_row).optional()?;
+    row.map(to_key_row).transpose()
+}
 
-    /// Every version of key `key_id`, oldest first.
-    pub fn versions(&self, key_id: i64) -> Result<Vec<VersionRow>> {
-        let mut st = self.conn.prepare_cached(
-            "SELECT version, state, origin, handle, public_key, fingerprint, created_at
-             FROM key_versions WHERE key_id = ?1 ORDER BY version",
-        )?;
-        let rows = st
-            .query_map([key_id], |r| {
-                Ok((
-                    r.get::<_, u32>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Option<Vec<u8>>>(3)?,
-                    r.get::<_, Option<Vec<u8>>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, String>(6)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.into_iter()
-            .map(|(version, state, origin, handle, pk, fp, created_at)| {
+/// The key row with id `id`.
+pub(crate) fn key_by_id(conn: &Connection, id: i64) -> Result<KeyRow> {
+    let mut st = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1"))?;
+    to_key_row(st.query_row([id], key_row)?)
+}
+
+/// Every key row, by name.
+pub(crate) fn keys(conn: &Connection) -> Result<Vec<KeyRow>> {
+    let mut st = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY name"))?;
+    let rows = st
+        .query_map([], key_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter().map(to_key_row).collect()
+}
+
+/// Every version of key `key_id`, oldest first.
+pub(crate) fn versions(conn: &Connection, key_id: i64) -> Result<Vec<VersionRow>> {
+    let mut st = conn.prepare_cached(
+        "SELECT version, state, origin, handle, public_key, fingerprint, created_at,
+                state_changed_at, grace_end, reason
+         FROM key_versions WHERE key_id = ?1 ORDER BY version",
+    )?;
+    let rows = st
+        .query_map([key_id], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<Vec<u8>>>(3)?,
+                r.get::<_, Option<Vec<u8>>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, Option<String>>(9)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter()
+        .map(
+            |(version, state, origin, handle, pk, fp, created_at, changed, grace, reason)| {
                 Ok(VersionRow {
                     version,
                     state: state.parse()?,
@@ -323,76 +419,270 @@ impl Metadata {
                     public_key: pk,
                     fingerprint: fp,
                     created_at,
+                    state_changed_at: changed,
+                    grace_end: grace,
+                    reason,
                 })
-            })
-            .collect()
-    }
+            },
+        )
+        .collect()
+}
 
-    /// The active version of key `key_id`, if any.
-    pub fn active_version(&self, key_id: i64) -> Result<Option<VersionRow>> {
-        Ok(self
-            .versions(key_id)?
-            .into_iter()
-            .find(|v| v.state == KeyState::Active))
-    }
+/// Every handle that metadata references (versions holding material, and
+/// the audit key).
+pub(crate) fn referenced_handles(conn: &Connection) -> Result<Vec<KeyHandle>> {
+    let mut st = conn.prepare_cached(
+        "SELECT handle FROM key_versions WHERE handle IS NOT NULL
+         UNION SELECT audit_key FROM store WHERE audit_key IS NOT NULL",
+    )?;
+    let rows = st
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows.into_iter().map(KeyHandle::new).collect())
+}
 
-    /// Inserts a key with its first version, atomically. A taken name is
-    /// [`Error::AlreadyExists`].
-    pub fn insert_key(
-        &mut self,
-        name: &str,
-        algorithm: Algorithm,
-        usages: Usages,
-        first: &NewVersion<'_>,
-        now: &str,
-    ) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        let inserted = tx.execute(
-            "INSERT INTO keys (name, algorithm, usages, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![name, algorithm.id(), usages.to_string(), now],
-        );
-        match inserted {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
-            {
-                return Err(Error::AlreadyExists(format!("key '{name}' already exists")));
-            }
-            other => {
-                other?;
-            }
+/// Inserts a key row. A taken name is [`Error::AlreadyExists`].
+pub(crate) fn insert_key(conn: &Connection, key: &NewKey<'_>) -> Result<i64> {
+    let inserted = conn.execute(
+        "INSERT INTO keys (name, algorithm, usages, backup_eligible, cryptoperiod_secs, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            key.name,
+            key.algorithm.id(),
+            key.usages.to_string(),
+            key.backup_eligible,
+            key.cryptoperiod_secs,
+            key.created_at
+        ],
+    );
+    match inserted {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
+        {
+            Err(Error::AlreadyExists(format!(
+                "key '{}' already exists",
+                key.name
+            )))
         }
-        let key_id = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT INTO key_versions
-               (key_id, version, state, origin, handle, public_key, fingerprint, created_at, state_changed_at)
-             VALUES (?1, 1, 'active', ?2, ?3, ?4, ?5, ?6, ?6)",
-            params![
-                key_id,
-                first.origin.as_str(),
-                first.handle.as_bytes(),
-                first.public_key,
-                first.fingerprint,
-                now
-            ],
-        )?;
-        tx.commit()?;
-        Ok(())
+        other => {
+            other?;
+            Ok(conn.last_insert_rowid())
+        }
+    }
+}
+
+/// Inserts a version of key `key_id`.
+pub(crate) fn insert_version(conn: &Connection, key_id: i64, v: &NewVersion<'_>) -> Result<()> {
+    conn.execute(
+        "INSERT INTO key_versions
+           (key_id, version, state, origin, handle, public_key, fingerprint, created_at, state_changed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+        params![
+            key_id,
+            v.version,
+            v.state.as_str(),
+            v.origin.as_str(),
+            v.handle.as_bytes(),
+            v.public_key,
+            v.fingerprint,
+            v.created_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// A state change of one version.
+pub(crate) struct StateChange<'a> {
+    pub state: KeyState,
+    pub at: &'a str,
+    /// Clear the handle: the material is gone.
+    pub drop_handle: bool,
+    /// Record a grace end (deactivation).
+    pub grace_end: Option<&'a str>,
+    /// Record a reason (revocation, missing material).
+    pub reason: Option<&'a str>,
+}
+
+impl<'a> StateChange<'a> {
+    /// A change to `state` at `at` that keeps the handle.
+    pub fn to(state: KeyState, at: &'a str) -> Self {
+        StateChange {
+            state,
+            at,
+            drop_handle: false,
+            grace_end: None,
+            reason: None,
+        }
     }
 
-    /// Marks every version of key `key_id` destroyed (handles dropped, public
-    /// data kept) and the key a tombstone, atomically.
-    pub fn mark_destroyed(&mut self, key_id: i64, now: &str) -> Result<()> {
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE key_versions SET state = 'destroyed', handle = NULL, state_changed_at = ?2
-             WHERE key_id = ?1 AND state != 'destroyed'",
-            params![key_id, now],
-        )?;
-        tx.execute(
-            "UPDATE keys SET destroyed_at = ?2 WHERE id = ?1",
-            params![key_id, now],
-        )?;
-        tx.commit()?;
-        Ok(())
+    /// A change to `state` whose material is gone.
+    pub fn material_gone(state: KeyState, at: &'a str) -> Self {
+        StateChange {
+            drop_handle: true,
+            ..StateChange::to(state, at)
+        }
     }
+}
+
+/// Applies `change` to one version.
+pub(crate) fn set_state(
+    conn: &Connection,
+    key_id: i64,
+    version: u32,
+    change: &StateChange<'_>,
+) -> Result<()> {
+    let n = conn.execute(
+        "UPDATE key_versions SET state = ?3, state_changed_at = ?4,
+             handle = CASE WHEN ?5 THEN NULL ELSE handle END,
+             grace_end = COALESCE(?6, grace_end),
+             reason = COALESCE(?7, reason)
+         WHERE key_id = ?1 AND version = ?2",
+        params![
+            key_id,
+            version,
+            change.state.as_str(),
+            change.at,
+            change.drop_handle,
+            change.grace_end,
+            change.reason
+        ],
+    )?;
+    if n != 1 {
+        return Err(corrupt(format!(
+            "version {version} of key {key_id} vanished"
+        )));
+    }
+    Ok(())
+}
+
+/// Marks key `key_id` a tombstone.
+pub(crate) fn mark_key_destroyed(conn: &Connection, key_id: i64, now: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE keys SET destroyed_at = ?2 WHERE id = ?1",
+        params![key_id, now],
+    )?;
+    Ok(())
+}
+
+/// Sets a key's cryptoperiod.
+pub(crate) fn set_cryptoperiod(conn: &Connection, key_id: i64, secs: Option<i64>) -> Result<()> {
+    conn.execute(
+        "UPDATE keys SET cryptoperiod_secs = ?2 WHERE id = ?1",
+        params![key_id, secs],
+    )?;
+    Ok(())
+}
+
+/// Records a pending destroy or revoke.
+pub(crate) fn add_intent(
+    conn: &Connection,
+    op: &str,
+    key_id: i64,
+    version: u32,
+    now: &str,
+) -> Result<i64> {
+    conn.execute(
+        "INSERT INTO intents (op, key_id, version, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![op, key_id, version, now],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Removes a completed intent.
+pub(crate) fn remove_intent(conn: &Connection, id: i64) -> Result<()> {
+    conn.execute("DELETE FROM intents WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// Every pending intent, oldest first.
+pub(crate) fn intents(conn: &Connection) -> Result<Vec<Intent>> {
+    let mut st = conn.prepare_cached("SELECT id, op, key_id, version FROM intents ORDER BY id")?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(Intent {
+                id: r.get(0)?,
+                op: r.get(1)?,
+                key_id: r.get(2)?,
+                version: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The audit key's handle, if one was created.
+pub(crate) fn audit_key(conn: &Connection) -> Result<Option<KeyHandle>> {
+    let h: Option<Vec<u8>> =
+        conn.query_row("SELECT audit_key FROM store WHERE id = 1", [], |r| r.get(0))?;
+    Ok(h.map(KeyHandle::new))
+}
+
+/// Records the audit key's handle.
+pub(crate) fn set_audit_key(conn: &Connection, handle: Option<&KeyHandle>) -> Result<()> {
+    conn.execute(
+        "UPDATE store SET audit_key = ?1 WHERE id = 1",
+        [handle.map(|h| h.as_bytes())],
+    )?;
+    Ok(())
+}
+
+/// When the store was decommissioned, if it was.
+pub(crate) fn decommissioned_at(conn: &Connection) -> Result<Option<String>> {
+    Ok(conn.query_row(
+        "SELECT decommissioned_at FROM store WHERE id = 1",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Removes every key and version and marks the store decommissioned. The
+/// audit table is kept: its last entry records the decommission.
+pub(crate) fn decommission(conn: &Connection, now: &str) -> Result<()> {
+    conn.execute_batch("DELETE FROM intents; DELETE FROM key_versions; DELETE FROM keys; DELETE FROM role_credentials;")?;
+    conn.execute(
+        "UPDATE store SET decommissioned_at = ?1, audit_key = NULL WHERE id = 1",
+        [now],
+    )?;
+    Ok(())
+}
+
+/// A stored role credential: a PBKDF2-HMAC-SHA256 verifier.
+pub(crate) struct RoleCredential {
+    pub iterations: u32,
+    pub salt: Vec<u8>,
+    pub verifier: Vec<u8>,
+}
+
+/// The credential stored for `role`, if any.
+pub(crate) fn role_credential(conn: &Connection, role: &str) -> Result<Option<RoleCredential>> {
+    Ok(conn
+        .query_row(
+            "SELECT iterations, salt, verifier FROM role_credentials WHERE role = ?1",
+            [role],
+            |r| {
+                Ok(RoleCredential {
+                    iterations: r.get(0)?,
+                    salt: r.get(1)?,
+                    verifier: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// Stores a role credential.
+pub(crate) fn set_role_credential(
+    conn: &Connection,
+    role: &str,
+    iterations: u32,
+    salt: &[u8],
+    verifier: &[u8],
+    now: &str,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO role_credentials (role, iterations, salt, verifier, set_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(role) DO UPDATE SET iterations = ?2, salt = ?3, verifier = ?4, set_at = ?5",
+        params![role, iterations, salt, verifier, now],
+    )?;
+    Ok(())
 }

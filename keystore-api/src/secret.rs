@@ -58,3 +58,16 @@ impl std::fmt::Debug for SecretBytes {
         write!(f, "SecretBytes([REDACTED; {} bytes])", self.0.len())
     }
 }
+
+/// Constant-time equality for equal-length inputs; unequal lengths return
+/// false at once (lengths are not secret).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    std::hint::black_box(diff) == 0
+}

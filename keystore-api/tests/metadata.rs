@@ -161,12 +161,20 @@ fn a_crash_between_backend_and_metadata_never_dangles() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.sqlite");
     let ks = keystore_api::Keystore::open(soft(dir.path()), &db).unwrap();
-    ks.create("k", keystore_api::KeySpec::new(Algorithm::HmacSha256))
-        .unwrap();
+    ks.create(
+        &officer(),
+        "k",
+        keystore_api::KeySpec::new(Algorithm::HmacSha256),
+    )
+    .unwrap();
     let before = keystore_api::Backend::list(ks.backend()).unwrap();
     rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TRIGGER no_insert BEFORE INSERT ON keys BEGIN SELECT RAISE(ABORT, 'disk full'); END;").unwrap();
     let err = ks
-        .create("k2", keystore_api::KeySpec::new(Algorithm::HmacSha256))
+        .create(
+            &officer(),
+            "k2",
+            keystore_api::KeySpec::new(Algorithm::HmacSha256),
+        )
         .unwrap_err();
     assert_eq!(err.kind(), "Backend");
     assert_eq!(
@@ -175,4 +183,8 @@ fn a_crash_between_backend_and_metadata_never_dangles() {
         "no orphan left in the backend"
     );
     ks.mac("k", b"x").unwrap();
+}
+
+fn officer() -> keystore_api::Actor {
+    keystore_api::Actor::new("test", keystore_api::Role::SecurityOfficer).unwrap()
 }

@@ -1,5 +1,6 @@
 //! AES-256-GCM envelopes and HMAC, checked against the RustCrypto crates.
 
+use crate::support::so;
 use crate::support::{expect_err, unsupported};
 use crate::{Fixture, Outcome};
 use keystore_api::{envelope, Algorithm, Backend, KeySpec, Operation, SecretBytes};
@@ -13,16 +14,20 @@ fn aes_key<F: Fixture>(ks: &keystore_api::Keystore<F::Backend>) -> bool {
     let caps = ks.backend().capabilities();
     let spec = KeySpec::new(Algorithm::Aes256Gcm);
     if caps.supports(Algorithm::Aes256Gcm, Operation::Import) {
-        ks.import("aes", spec, &SecretBytes::from_slice(&K))
+        ks.import(&so(), "aes", spec, &SecretBytes::from_slice(&K))
             .expect("import aes");
         true
     } else {
         expect_err(
-            ks.import("aes", spec, &SecretBytes::from_slice(&K)),
+            ks.import(&so(), "aes", spec, &SecretBytes::from_slice(&K)),
             "Unsupported",
             "AES import",
         );
-        expect_err(ks.create("aes2", spec), "Unsupported", "AES generate");
+        expect_err(
+            ks.create(&so(), "aes2", spec),
+            "Unsupported",
+            "AES generate",
+        );
         false
     }
 }
@@ -83,7 +88,7 @@ pub fn aead_envelope_interop<F: Fixture>(fx: &mut F) -> Outcome {
     let b = ks.encrypt("aes", b"same", b"").expect("encrypt");
     assert_ne!(a[8..20], b[8..20], "nonce reused");
     // A generated AES key works too.
-    ks.create("aes-gen", KeySpec::new(Algorithm::Aes256Gcm))
+    ks.create(&so(), "aes-gen", KeySpec::new(Algorithm::Aes256Gcm))
         .expect("generate aes");
     let env = ks.encrypt("aes-gen", b"hello", b"ctx").expect("encrypt");
     assert_eq!(
@@ -111,13 +116,13 @@ pub fn hmac_matches_reference<F: Fixture>(fx: &mut F) -> Outcome {
         .supports(Algorithm::HmacSha256, Operation::Import)
     {
         expect_err(
-            ks.import("mac", spec, &SecretBytes::from_slice(&K)),
+            ks.import(&so(), "mac", spec, &SecretBytes::from_slice(&K)),
             "Unsupported",
             "HMAC import",
         );
         return unsupported(Algorithm::HmacSha256, "import");
     }
-    ks.import("mac", spec, &SecretBytes::from_slice(&K))
+    ks.import(&so(), "mac", spec, &SecretBytes::from_slice(&K))
         .expect("import hmac");
     for data in [&b""[..], b"abc", &[1u8; 10000][..]] {
         let tag = ks.mac("mac", data).expect("mac");

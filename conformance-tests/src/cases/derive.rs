@@ -1,6 +1,7 @@
 //! HKDF derivation per the DESIGN.md contract:
 //! `derive(K, S, I, L) = HKDF-SHA256(salt = K, IKM = S, info = I, L)`.
 
+use crate::support::so;
 use crate::support::{expect_err, hkdf_reference, unsupported};
 use crate::{Fixture, Outcome};
 use keystore_api::{Algorithm, Backend, KeySpec, Keystore, Operation, SecretBytes};
@@ -18,12 +19,12 @@ fn import_k<F: Fixture>(ks: &Keystore<F::Backend>, name: &str, k: &[u8]) -> bool
         .capabilities()
         .supports(Algorithm::HmacSha256, Operation::Import)
     {
-        ks.import(name, spec, &SecretBytes::from_slice(k))
+        ks.import(&so(), name, spec, &SecretBytes::from_slice(k))
             .expect("import K");
         true
     } else {
         expect_err(
-            ks.import(name, spec, &SecretBytes::from_slice(k)),
+            ks.import(&so(), name, spec, &SecretBytes::from_slice(k)),
             "Unsupported",
             "HMAC import",
         );
@@ -100,7 +101,7 @@ pub fn prop_derive_matches_hkdf<F: Fixture>(fx: &mut F) -> Outcome {
         return unsupported(Algorithm::HmacSha256, "import");
     }
     // Generated keys derive deterministically too.
-    ks.create("gen", KeySpec::new(Algorithm::HmacSha256))
+    ks.create(&so(), "gen", KeySpec::new(Algorithm::HmacSha256))
         .expect("generate hmac");
     let a = ks
         .derive_hkdf_sha256("gen", b"s", b"i", 32)

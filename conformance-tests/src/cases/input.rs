@@ -1,5 +1,6 @@
 //! Bad input: the right `Error` variant, never a panic, every other key intact.
 
+use crate::support::so;
 use crate::support::{expect_err, unsupported, Bystanders};
 use crate::{Fixture, Outcome, Tamper};
 use keystore_api::{
@@ -25,7 +26,7 @@ pub fn unknown_key_not_found<F: Fixture>(fx: &mut F) -> Outcome {
         "NotFound",
         "derive",
     );
-    expect_err(ks.destroy(n), "NotFound", "destroy");
+    expect_err(ks.destroy(&so(), n), "NotFound", "destroy");
     expect_err(ks.backend_handle(n, 1), "NotFound", "backend_handle");
     expect_err(
         ks.backend_handle("bystander-mac", 9),
@@ -89,6 +90,7 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
     // Restricted usages hold within one algorithm.
     let k = SecretBytes::from_slice(&[3u8; 32]);
     ks.import(
+        &so(),
         "derive-only",
         KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::DERIVE),
         &k,
@@ -102,6 +104,7 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
     ks.derive_hkdf_sha256("derive-only", b"s", b"i", 16)
         .expect("derive-only derives");
     ks.import(
+        &so(),
         "mac-only",
         KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::MAC),
         &k,
@@ -113,6 +116,7 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
         "derive with a mac-only key",
     );
     ks.create(
+        &so(),
         "sign-only",
         KeySpec::new(Algorithm::EcdsaP256Sha256).with_usages(Usages::SIGN),
     )
@@ -129,6 +133,7 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
     let before = ks.backend().list().expect("list").len();
     expect_err(
         ks.create(
+            &so(),
             "bad",
             KeySpec::new(Algorithm::EcdsaP256Sha256).with_usages(Usages::ENCRYPT),
         ),
@@ -137,6 +142,7 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
     );
     expect_err(
         ks.create(
+            &so(),
             "bad",
             KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::empty()),
         ),
@@ -145,6 +151,7 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
     );
     expect_err(
         ks.import(
+            &so(),
             "bad",
             KeySpec::new(Algorithm::Aes256Gcm).with_usages(Usages::SIGN),
             &k,
@@ -171,19 +178,23 @@ pub fn empty_and_oversized_inputs<F: Fixture>(fx: &mut F) -> Outcome {
         "", "a/b", "../etc", ".hidden", "-flag", "spa ce", "nul\0", "ünï",
     ] {
         expect_err(
-            ks.create(bad_name, spec),
+            ks.create(&so(), bad_name, spec),
             "InvalidInput",
             &format!("name {bad_name:?}"),
         );
     }
     let long = "n".repeat(limits::MAX_NAME_LEN + 1);
-    expect_err(ks.create(&long, spec), "InvalidInput", "name too long");
+    expect_err(
+        ks.create(&so(), &long, spec),
+        "InvalidInput",
+        "name too long",
+    );
     expect_err(
         ks.sign(&long, b"m", SignatureFormat::Der),
         "InvalidInput",
         "sign with a too-long name",
     );
-    ks.create(&"n".repeat(limits::MAX_NAME_LEN), spec)
+    ks.create(&so(), &"n".repeat(limits::MAX_NAME_LEN), spec)
         .expect("a name at the limit is fine");
     let big = vec![0u8; limits::MAX_DATA_LEN + 1];
     let big_aad = vec![0u8; limits::MAX_AAD_LEN + 1];
@@ -213,6 +224,7 @@ pub fn empty_and_oversized_inputs<F: Fixture>(fx: &mut F) -> Outcome {
         "oversized info",
     );
     ks.import(
+        &so(),
         "aes",
         KeySpec::new(Algorithm::Aes256Gcm),
         &SecretBytes::from_slice(&[1; 32]),
@@ -254,22 +266,22 @@ pub fn empty_and_oversized_inputs<F: Fixture>(fx: &mut F) -> Outcome {
     }
     // Secrets of the wrong size.
     expect_err(
-        ks.import("s0", spec, &SecretBytes::new(Vec::new())),
+        ks.import(&so(), "s0", spec, &SecretBytes::new(Vec::new())),
         "InvalidInput",
         "empty secret",
     );
     expect_err(
-        ks.import("s1", spec, &SecretBytes::from_slice(&[1; 31])),
+        ks.import(&so(), "s1", spec, &SecretBytes::from_slice(&[1; 31])),
         "InvalidInput",
         "31-byte secret",
     );
     expect_err(
-        ks.import("s2", spec, &SecretBytes::from_slice(&[1; 33])),
+        ks.import(&so(), "s2", spec, &SecretBytes::from_slice(&[1; 33])),
         "InvalidInput",
         "33-byte secret",
     );
     expect_err(
-        ks.import("s3", spec, &SecretBytes::from_slice(&big)),
+        ks.import(&so(), "s3", spec, &SecretBytes::from_slice(&big)),
         "InvalidInput",
         "oversized secret",
     );
@@ -284,16 +296,16 @@ fn tamper_case<F: Fixture>(fx: &mut F, how: Tamper<'_>, victim_alg: Algorithm) -
     let spec = KeySpec::new(victim_alg);
     let created = match victim_alg {
         Algorithm::HmacSha256 => ks
-            .import("victim", spec, &SecretBytes::from_slice(&[0x11; 32]))
+            .import(&so(), "victim", spec, &SecretBytes::from_slice(&[0x11; 32]))
             .map(|_| ()),
-        _ => ks.create("victim", spec).map(|_| ()),
+        _ => ks.create(&so(), "victim", spec).map(|_| ()),
     };
     if let Err(e) = created {
         assert_eq!(e.kind(), "Unsupported", "{e:?}");
         return unsupported(victim_alg, "generate");
     }
     if let Tamper::SwapWith(other) = how {
-        ks.import(other, spec, &SecretBytes::from_slice(&[0x22; 32]))
+        ks.import(&so(), other, spec, &SecretBytes::from_slice(&[0x22; 32]))
             .expect("import swap source");
     }
     fx.tamper(&ks, "victim", how);
@@ -331,12 +343,17 @@ pub fn duplicate_name_rejected<F: Fixture>(fx: &mut F) -> Outcome {
     let by = Bystanders::create::<F>(&ks);
     let before = ks.backend().list().expect("list").len();
     expect_err(
-        ks.create("bystander-ec", KeySpec::new(Algorithm::EcdsaP256Sha256)),
+        ks.create(
+            &so(),
+            "bystander-ec",
+            KeySpec::new(Algorithm::EcdsaP256Sha256),
+        ),
         "AlreadyExists",
         "create over a key",
     );
     expect_err(
         ks.import(
+            &so(),
             "bystander-mac",
             KeySpec::new(Algorithm::HmacSha256),
             &SecretBytes::from_slice(&[9; 32]),
@@ -352,14 +369,15 @@ pub fn duplicate_name_rejected<F: Fixture>(fx: &mut F) -> Outcome {
     by.assert_intact::<F>(&ks);
     // A destroyed key's tombstone keeps its name.
     ks.import(
+        &so(),
         "gone",
         KeySpec::new(Algorithm::HmacSha256),
         &SecretBytes::from_slice(&[8; 32]),
     )
     .expect("import");
-    ks.destroy("gone").expect("destroy");
+    ks.destroy(&so(), "gone").expect("destroy");
     expect_err(
-        ks.create("gone", KeySpec::new(Algorithm::HmacSha256)),
+        ks.create(&so(), "gone", KeySpec::new(Algorithm::HmacSha256)),
         "AlreadyExists",
         "reuse a tombstoned name",
     );

@@ -2,13 +2,17 @@
 //! [`crate::Fixture`] and returns an [`crate::Outcome`] or panics.
 
 mod aead;
+mod audit;
 mod derive;
 mod input;
+mod lifecycle;
 mod sign;
 mod storage;
 
 pub use aead::*;
+pub use audit::*;
 pub use derive::*;
 pub use input::*;
+pub use lifecycle::*;
 pub use sign::*;
 pub use storage::*;

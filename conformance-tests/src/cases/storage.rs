@@ -1,6 +1,7 @@
 //! Storage: non-extractability, nothing in plaintext at rest, persistence,
 //! destroy and wipe, credentials, metadata, uniqueness, concurrency.
 
+use crate::support::so;
 use crate::support::{
     create_or_prove_unsupported, expect_err, hkdf_reference, random_key, scan_files, spki,
     verify_independently, Bystanders,
@@ -49,7 +50,12 @@ pub fn no_plaintext_at_rest<F: Fixture>(fx: &mut F) -> Outcome {
     for alg in [Algorithm::HmacSha256, Algorithm::Aes256Gcm] {
         let k = random_key();
         let name = format!("scan-{}", alg.id());
-        match ks.import(&name, KeySpec::new(alg), &SecretBytes::from_slice(&k)) {
+        match ks.import(
+            &so(),
+            &name,
+            KeySpec::new(alg),
+            &SecretBytes::from_slice(&k),
+        ) {
             Ok(_) => secrets.push((alg, k)),
             Err(e) => assert_eq!(e.kind(), "Unsupported", "{e:?}"),
         }
@@ -108,7 +114,7 @@ pub fn persistence_across_restart<F: Fixture>(fx: &mut F) -> Outcome {
         ks.encrypt("keep-aes", b"persisted", b"ctx")
             .expect("encrypt")
     });
-    ks.create("keep-hmac", KeySpec::new(Algorithm::HmacSha256))
+    ks.create(&so(), "keep-hmac", KeySpec::new(Algorithm::HmacSha256))
         .expect("create hmac");
     let derived = ks
         .derive_hkdf_sha256("keep-hmac", b"s", b"i", 48)
@@ -159,6 +165,7 @@ pub fn destroy_removes_material<F: Fixture>(fx: &mut F) -> Outcome {
     let by = Bystanders::create::<F>(&ks);
     let k = random_key();
     ks.import(
+        &so(),
         "doomed-mac",
         KeySpec::new(Algorithm::HmacSha256),
         &SecretBytes::from_slice(&k),
@@ -174,7 +181,7 @@ pub fn destroy_removes_material<F: Fixture>(fx: &mut F) -> Outcome {
             ks.backend().list().expect("list").contains(&handle),
             "backend lists the key"
         );
-        ks.destroy(name).expect("destroy");
+        ks.destroy(&so(), name).expect("destroy");
         expect_err(ks.info(name), "NotFound", "info after destroy");
         expect_err(
             ks.sign(name, b"m", SignatureFormat::Der),
@@ -187,7 +194,7 @@ pub fn destroy_removes_material<F: Fixture>(fx: &mut F) -> Outcome {
             "NotFound",
             "derive after destroy",
         );
-        expect_err(ks.destroy(name), "NotFound", "destroy twice");
+        expect_err(ks.destroy(&so(), name), "NotFound", "destroy twice");
         assert!(
             !ks.backend().list().expect("list").contains(&handle),
             "backend no longer lists the key"
@@ -251,7 +258,7 @@ pub fn import_symmetric_only<F: Fixture>(fx: &mut F) -> Outcome {
         .filter(|a| a.class() == KeyClass::Asymmetric)
     {
         expect_err(
-            ks.import("private", KeySpec::new(alg), &k),
+            ks.import(&so(), "private", KeySpec::new(alg), &k),
             "Policy",
             &format!("import {alg}"),
         );
@@ -263,7 +270,7 @@ pub fn import_symmetric_only<F: Fixture>(fx: &mut F) -> Outcome {
     }
     assert_eq!(ks.backend().list().expect("list").len(), before);
     let info = ks
-        .import("imported", KeySpec::new(Algorithm::HmacSha256), &k)
+        .import(&so(), "imported", KeySpec::new(Algorithm::HmacSha256), &k)
         .expect("import HMAC");
     assert_eq!(info.active().expect("active").origin, Origin::Imported);
     by.assert_intact::<F>(&ks);
@@ -278,6 +285,7 @@ pub fn list_and_info_metadata<F: Fixture>(fx: &mut F) -> Outcome {
         "a fresh store is empty"
     );
     ks.import(
+        &so(),
         "b-mac",
         KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::DERIVE),
         &SecretBytes::from_slice(&[6; 32]),
@@ -323,8 +331,13 @@ pub fn debug_output_redacts_secrets<F: Fixture>(fx: &mut F) -> Outcome {
     let ks = fx.open();
     let k = random_key();
     let secret = SecretBytes::from_slice(&k);
-    ks.import("redact", KeySpec::new(Algorithm::HmacSha256), &secret)
-        .expect("import");
+    ks.import(
+        &so(),
+        "redact",
+        KeySpec::new(Algorithm::HmacSha256),
+        &secret,
+    )
+    .expect("import");
     let derived = ks
         .derive_hkdf_sha256("redact", b"s", b"i", 32)
         .expect("derive");
@@ -342,9 +355,14 @@ pub fn debug_output_redacts_secrets<F: Fixture>(fx: &mut F) -> Outcome {
         ks.derive_hkdf_sha256("redact", b"s", b"i", 0)
             .map(|_| ())
             .unwrap_err(),
-        ks.import("redact", KeySpec::new(Algorithm::HmacSha256), &secret)
-            .map(|_| ())
-            .unwrap_err(),
+        ks.import(
+            &so(),
+            "redact",
+            KeySpec::new(Algorithm::HmacSha256),
+            &secret,
+        )
+        .map(|_| ())
+        .unwrap_err(),
     ] {
         texts.push(format!("{e:?}"));
         texts.push(e.to_string());
@@ -380,9 +398,9 @@ pub fn generated_keys_are_unique<F: Fixture>(fx: &mut F) -> Outcome {
     ) {
         assert_ne!(spki(&a), spki(&b), "two generated ECDSA keys are equal");
     }
-    ks.create("u-mac-1", KeySpec::new(Algorithm::HmacSha256))
+    ks.create(&so(), "u-mac-1", KeySpec::new(Algorithm::HmacSha256))
         .expect("create");
-    ks.create("u-mac-2", KeySpec::new(Algorithm::HmacSha256))
+    ks.create(&so(), "u-mac-2", KeySpec::new(Algorithm::HmacSha256))
         .expect("create");
     assert_ne!(
         ks.mac("u-mac-1", b"x").expect("mac"),
@@ -408,6 +426,7 @@ where
     let ks = fx.open();
     let k = [0x77u8; 32];
     ks.import(
+        &so(),
         "c-mac",
         KeySpec::new(Algorithm::HmacSha256),
         &SecretBytes::from_slice(&k),
@@ -457,6 +476,7 @@ pub fn backend_wipe_removes_everything<F: Fixture>(fx: &mut F) -> Outcome {
     let ks = fx.open();
     let k = random_key();
     ks.import(
+        &so(),
         "w-mac",
         KeySpec::new(Algorithm::HmacSha256),
         &SecretBytes::from_slice(&k),

@@ -1,0 +1,275 @@
+//! Wrapped backup and restore of operational keys (REQ-KEY-BAK-01).
+//!
+//! Only keys created backup-eligible (symmetric by construction) can be
+//! backed up; signing keys are never exported in any form, whatever the
+//! caller's role. A backup holds every live version's material wrapped by the
+//! backend under a backup KEK, an AES-256-GCM key with the `wrap` usage that
+//! is itself non-extractable. Each wrap binds the key's original name,
+//! version and algorithm, so a backup cannot be relabelled.
+
+use super::{check_name, live_key, Keystore, Subject};
+use crate::algorithm::{Algorithm, KeyClass, Usages};
+use crate::backend::{Backend, KeyHandle};
+use crate::error::{Error, Result};
+use crate::lifecycle::has_material;
+use crate::metadata::{self as md, KeyState, NewKey, NewVersion, Origin, StateChange};
+use crate::roles::{Actor, Duty};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+const FORMAT: &str = "keystore-backup-v1";
+
+#[derive(Serialize, Deserialize)]
+struct BackupDoc {
+    format: String,
+    name: String,
+    algorithm: String,
+    usages: String,
+    cryptoperiod_secs: Option<i64>,
+    kek: String,
+    versions: Vec<BackupVersion>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BackupVersion {
+    version: u32,
+    state: String,
+    created_at: String,
+    grace_end: Option<String>,
+    wrapped: String,
+}
+
+fn context(name: &str, version: u32, alg: Algorithm) -> Vec<u8> {
+    format!("{FORMAT}\0{name}\0{version}\0{}", alg.id()).into_bytes()
+}
+
+impl<B: Backend> Keystore<B> {
+    fn backup_kek(&self, kek_name: &str) -> Result<KeyHandle> {
+        let r = self.resolve_active(kek_name, Some((Usages::WRAP, "wrap keys for backup")))?;
+        if r.key.algorithm != Algorithm::Aes256Gcm {
+            return Err(Error::Policy(format!(
+                "backup KEK '{kek_name}' must be an aes-256-gcm key with the wrap usage"
+            )));
+        }
+        Ok(r.handle)
+    }
+
+    /// Exports `name` (every version with material) wrapped under the backup
+    /// KEK `kek_name`. Signing keys and keys not created backup-eligible are
+    /// [`Error::Policy`], whatever the role. Needs the security-officer role;
+    /// audited.
+    pub fn backup(&self, actor: &Actor, name: &str, kek_name: &str) -> Result<Vec<u8>> {
+        check_name(name)?;
+        let (key, versions) = {
+            let md = self.md();
+            let key = live_key(md.conn(), name)?;
+            let versions = md::versions(md.conn(), key.id)?;
+            (key, versions)
+        };
+        if key.algorithm.class() == KeyClass::Asymmetric {
+            return Err(Error::Policy(format!(
+                "'{name}' is a signing key; signing keys are never exported in any form (REQ-KEY-BAK-01)"
+            )));
+        }
+        self.require(actor, Duty::Administer, "backup", Some(name))?;
+        if !key.backup_eligible {
+            return Err(Error::Policy(format!(
+                "'{name}' was not created backup-eligible; eligibility is fixed at creation"
+            )));
+        }
+        let kek = self.backup_kek(kek_name)?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut out = Vec::new();
+        for v in versions.iter().filter(|v| has_material(v.state)) {
+            let Some(h) = &v.handle else { continue };
+            let wrapped = self.backend.wrap(
+                &kek,
+                h,
+                key.algorithm,
+                &context(name, v.version, key.algorithm),
+            )?;
+            out.push(BackupVersion {
+                version: v.version,
+                state: v.state.to_string(),
+                created_at: v.created_at.clone(),
+                grace_end: v.grace_end.clone(),
+                wrapped: b64.encode(wrapped),
+            });
+        }
+        let doc = BackupDoc {
+            format: FORMAT.into(),
+            name: name.into(),
+            algorithm: key.algorithm.id().into(),
+            usages: key.usages.to_string(),
+            cryptoperiod_secs: key.cryptoperiod_secs,
+            kek: kek_name.into(),
+            versions: out,
+        };
+        let mut md = self.md();
+        let tx = md.tx()?;
+        self.audit(
+            &tx,
+            Some(actor),
+            "backup",
+            Subject {
+                name: Some(name),
+                ..Subject::default()
+            },
+            format!(
+                "{} version(s) wrapped under '{kek_name}'",
+                doc.versions.len()
+            ),
+        )?;
+        tx.commit()?;
+        serde_json::to_vec_pretty(&doc)
+            .map_err(|e| Error::backend("keystore", "cannot encode the backup", e))
+    }
+
+    /// Restores a backup made by [`Keystore::backup`] as `as_name` (default:
+    /// the original name), unwrapping each version under `kek_name` (which
+    /// must hold the same KEK). Versions keep their numbers and states, with
+    /// origin `restored`. Needs the security-officer role; audited.
+    pub fn restore(
+        &self,
+        actor: &Actor,
+        backup: &[u8],
+        kek_name: &str,
+        as_name: Option<&str>,
+    ) -> Result<crate::KeyInfo> {
+        let doc: BackupDoc = serde_json::from_slice(backup)
+            .map_err(|_| Error::InvalidInput("not a keystore backup document".into()))?;
+        if doc.format != FORMAT {
+            return Err(Error::Unsupported(format!(
+                "backup format '{}' is not supported",
+                doc.format
+            )));
+        }
+        let name = as_name.unwrap_or(&doc.name);
+        check_name(name)?;
+        check_name(&doc.name)?;
+        let algorithm: Algorithm = doc.algorithm.parse()?;
+        let usages: Usages = doc.usages.parse()?;
+        if algorithm.class() != KeyClass::Symmetric
+            || !algorithm.permitted_usages().contains(usages)
+        {
+            return Err(Error::Policy(
+                "a backup can only hold symmetric keys".into(),
+            ));
+        }
+        self.require(actor, Duty::Administer, "restore", Some(name))?;
+        if md::key(self.md().conn(), name)?.is_some() {
+            return Err(Error::AlreadyExists(format!("key '{name}' already exists")));
+        }
+        let kek = self.backup_kek(kek_name)?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut restored: Vec<(u32, KeyState, String, Option<String>, KeyHandle)> = Vec::new();
+        let discard_all = |r: &[(u32, KeyState, String, Option<String>, KeyHandle)]| {
+            for (.., h) in r {
+                self.discard(h);
+            }
+        };
+        for v in &doc.versions {
+            let parsed = (|| -> Result<(u32, KeyState, String, Option<String>, KeyHandle)> {
+                let state: KeyState = v.state.parse()?;
+                if !has_material(state) {
+                    return Err(Error::InvalidInput(
+                        "a backup version without material".into(),
+                    ));
+                }
+                let wrapped = b64.decode(&v.wrapped).map_err(|_| {
+                    Error::InvalidInput("backup holds malformed wrapped material".into())
+                })?;
+                let h = self.backend.unwrap(
+                    &kek,
+                    algorithm,
+                    &wrapped,
+                    &context(&doc.name, v.version, algorithm),
+                    name,
+                )?;
+                Ok((
+                    v.version,
+                    state,
+                    v.created_at.clone(),
+                    v.grace_end.clone(),
+                    h,
+                ))
+            })();
+            match parsed {
+                Ok(r) => restored.push(r),
+                Err(e) => {
+                    discard_all(&restored);
+                    return Err(e);
+                }
+            }
+        }
+        if restored.iter().filter(|r| r.1 == KeyState::Active).count() > 1 {
+            discard_all(&restored);
+            return Err(Error::Integrity(
+                "backup claims more than one active version".into(),
+            ));
+        }
+        let now = self.now();
+        let res = (|| -> Result<()> {
+            let mut md = self.md();
+            let tx = md.tx()?;
+            let key_id = md::insert_key(
+                &tx,
+                &NewKey {
+                    name,
+                    algorithm,
+                    usages,
+                    backup_eligible: true,
+                    cryptoperiod_secs: doc.cryptoperiod_secs,
+                    created_at: &now,
+                },
+            )?;
+            for (version, state, created_at, grace_end, h) in &restored {
+                md::insert_version(
+                    &tx,
+                    key_id,
+                    &NewVersion {
+                        version: *version,
+                        state: *state,
+                        origin: Origin::Restored,
+                        handle: h,
+                        public_key: None,
+                        fingerprint: None,
+                        created_at,
+                    },
+                )?;
+                if grace_end.is_some() {
+                    md::set_state(
+                        &tx,
+                        key_id,
+                        *version,
+                        &StateChange {
+                            grace_end: grace_end.as_deref(),
+                            ..StateChange::to(*state, &now)
+                        },
+                    )?;
+                }
+            }
+            self.audit(
+                &tx,
+                Some(actor),
+                "restore",
+                Subject {
+                    name: Some(name),
+                    ..Subject::default()
+                },
+                format!(
+                    "{} version(s) of '{}' restored with '{kek_name}'",
+                    restored.len(),
+                    doc.name
+                ),
+            )?;
+            tx.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = res {
+            discard_all(&restored);
+            return Err(e);
+        }
+        self.info(name)
+    }
+}

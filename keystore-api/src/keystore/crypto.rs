@@ -1,0 +1,224 @@
+//! Cryptographic use: sign, verify, AEAD, MAC, derive. Governed by usage
+//! policy and lifecycle state; none of these take an actor or touch the audit
+//! trail (they are the hot path).
+
+use super::{
+    check_len, check_name, limits, live_key, may_verify_or_decrypt, public_of, resolved, Keystore,
+};
+use crate::algorithm::Usages;
+use crate::backend::Backend;
+use crate::envelope;
+use crate::error::{Error, Result};
+use crate::metadata::{self as md, KeyRow, VersionRow};
+use crate::secret::{ct_eq, SecretBytes};
+use crate::signature::{self, Signature, SignatureFormat};
+
+impl<B: Backend> Keystore<B> {
+    /// Signs `message` with the active version of `name`; the signature
+    /// carries the version that made it.
+    pub fn sign(&self, name: &str, message: &[u8], format: SignatureFormat) -> Result<Signature> {
+        check_len("message", message, limits::MAX_DATA_LEN)?;
+        let r = self.resolve_active(name, Some((Usages::SIGN, "sign")))?;
+        let raw = self.backend.sign(&r.handle, r.key.algorithm, message)?;
+        let bytes = signature::encode(r.key.algorithm, raw, format)?;
+        Ok(Signature {
+            version: r.version,
+            format,
+            bytes,
+        })
+    }
+
+    /// Verifies `signature` over `message` on the host with the public key of
+    /// `version`, or of every version allowed to verify when `version` is
+    /// `None` (the active one, and deactivated ones within their grace
+    /// period). Returns the version that verified; a signature that verifies
+    /// under none is [`Error::Integrity`].
+    pub fn verify(
+        &self,
+        name: &str,
+        message: &[u8],
+        signature: &[u8],
+        version: Option<u32>,
+    ) -> Result<u32> {
+        check_len("message", message, limits::MAX_DATA_LEN)?;
+        if signature.is_empty() || signature.len() > 1024 {
+            return Err(Error::InvalidInput(format!(
+                "a signature is 1 to 1024 bytes, got {}",
+                signature.len()
+            )));
+        }
+        let (key, candidates) = self.verifying_versions(name, version)?;
+        for v in &candidates {
+            let pk = public_of(&key, v.public_key.as_deref())?;
+            if pk.verify(message, signature).is_ok() {
+                return Ok(v.version);
+            }
+        }
+        Err(Error::Integrity(format!(
+            "signature does not verify under key '{name}'"
+        )))
+    }
+
+    fn verifying_versions(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<(KeyRow, Vec<VersionRow>)> {
+        check_name(name)?;
+        let md = self.md();
+        let key = live_key(md.conn(), name)?;
+        super::check_usage(&key, Usages::VERIFY, "verify")?;
+        let versions = md::versions(md.conn(), key.id)?;
+        drop(md);
+        let now = self.now_time();
+        match version {
+            Some(n) => {
+                let v = versions
+                    .into_iter()
+                    .find(|v| v.version == n)
+                    .ok_or_else(|| Error::NotFound(format!("key '{name}' has no version {n}")))?;
+                if !may_verify_or_decrypt(&v, now) {
+                    return Err(version_state_error(name, &v));
+                }
+                Ok((key, vec![v]))
+            }
+            None => {
+                let vs: Vec<_> = versions
+                    .into_iter()
+                    .filter(|v| may_verify_or_decrypt(v, now))
+                    .collect();
+                if vs.is_empty() {
+                    return Err(Error::KeyState(format!(
+                        "key '{name}' has no version allowed to verify"
+                    )));
+                }
+                Ok((key, vs))
+            }
+        }
+    }
+
+    /// Encrypts `plaintext` with the active version of `name` (AES-256-GCM,
+    /// random nonce) and returns a versioned envelope (see [`crate::envelope`]).
+    /// The envelope header is authenticated together with `aad`.
+    pub fn encrypt(&self, name: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        check_len("plaintext", plaintext, limits::MAX_DATA_LEN)?;
+        check_len("aad", aad, limits::MAX_AAD_LEN)?;
+        let r = self.resolve_active(name, Some((Usages::ENCRYPT, "encrypt")))?;
+        let header = envelope::header(r.key.algorithm, r.version);
+        let sealed =
+            self.backend
+                .encrypt(&r.handle, &envelope::bound_aad(&header, aad), plaintext)?;
+        Ok(envelope::seal(&header, &sealed.nonce, &sealed.ciphertext))
+    }
+
+    /// Decrypts an envelope made by [`Keystore::encrypt`] with the key version
+    /// its header names (active, or deactivated within its grace period). Any
+    /// modification of envelope or `aad` is [`Error::Integrity`] and releases
+    /// no plaintext.
+    pub fn decrypt(&self, name: &str, envelope: &[u8], aad: &[u8]) -> Result<SecretBytes> {
+        check_len(
+            "ciphertext",
+            envelope,
+            limits::MAX_DATA_LEN + envelope::MIN_LEN,
+        )?;
+        check_len("aad", aad, limits::MAX_AAD_LEN)?;
+        check_name(name)?;
+        let (key, versions) = {
+            let md = self.md();
+            let key = live_key(md.conn(), name)?;
+            let versions = md::versions(md.conn(), key.id)?;
+            (key, versions)
+        };
+        super::check_usage(&key, Usages::DECRYPT, "decrypt")?;
+        let parsed = envelope::open(envelope)?;
+        if parsed.algorithm != key.algorithm.code() {
+            return Err(Error::Integrity(format!(
+                "ciphertext envelope is not an envelope of {} key '{name}' (corrupted?)",
+                key.algorithm
+            )));
+        }
+        let v = versions
+            .into_iter()
+            .find(|v| v.version == parsed.version)
+            .ok_or_else(|| {
+                Error::Integrity(format!(
+                    "ciphertext names version {} which key '{name}' does not have (corrupted?)",
+                    parsed.version
+                ))
+            })?;
+        if !may_verify_or_decrypt(&v, self.now_time()) {
+            return Err(version_state_error(name, &v));
+        }
+        let r = resolved(key, v)?;
+        self.backend.decrypt(
+            &r.handle,
+            &envelope::bound_aad(&parsed.header, aad),
+            &parsed.nonce,
+            parsed.ciphertext,
+        )
+    }
+
+    /// HMAC-SHA256 of `data` with the active version of `name`.
+    pub fn mac(&self, name: &str, data: &[u8]) -> Result<[u8; 32]> {
+        check_len("data", data, limits::MAX_DATA_LEN)?;
+        let r = self.resolve_active(name, Some((Usages::MAC, "mac")))?;
+        let tag = self.backend.hmac_sha256(&r.handle, data)?;
+        Ok(*tag)
+    }
+
+    /// Checks an HMAC-SHA256 tag in constant time; a mismatch is
+    /// [`Error::Integrity`].
+    pub fn verify_mac(&self, name: &str, data: &[u8], tag: &[u8]) -> Result<()> {
+        let expected = self.mac(name, data)?;
+        if ct_eq(&expected, tag) {
+            Ok(())
+        } else {
+            Err(Error::Integrity(format!(
+                "MAC does not verify under key '{name}'"
+            )))
+        }
+    }
+
+    /// `HKDF-SHA256(salt = K, IKM = salt, info, len)` (RFC 5869) where K is the
+    /// HMAC key `name`. The extract step runs inside the backend; the expand
+    /// step runs here in zeroizing memory. `len` must be 1..=8160.
+    pub fn derive_hkdf_sha256(
+        &self,
+        name: &str,
+        salt: &[u8],
+        info: &[u8],
+        len: usize,
+    ) -> Result<SecretBytes> {
+        if len == 0 || len > limits::MAX_DERIVE_LEN {
+            return Err(Error::InvalidInput(format!(
+                "HKDF-SHA256 output length must be 1..={}, got {len}",
+                limits::MAX_DERIVE_LEN
+            )));
+        }
+        check_len("salt", salt, limits::MAX_AAD_LEN)?;
+        check_len("info", info, limits::MAX_AAD_LEN)?;
+        let r = self.resolve_active(name, Some((Usages::DERIVE, "derive")))?;
+        let prk = self.backend.hmac_sha256(&r.handle, salt)?;
+        hkdf_expand(&prk, info, len)
+    }
+}
+
+fn version_state_error(name: &str, v: &VersionRow) -> Error {
+    match v.grace_end.as_deref() {
+        Some(end) if v.state == crate::metadata::KeyState::Deactivated => Error::KeyState(format!(
+            "key '{name}' version {} was deactivated and its grace period ended at {end}",
+            v.version
+        )),
+        _ => Error::KeyState(format!("key '{name}' version {} is {}", v.version, v.state)),
+    }
+}
+
+/// HKDF-Expand(PRK, info, len) into zeroizing memory.
+fn hkdf_expand(prk: &[u8; 32], info: &[u8], len: usize) -> Result<SecretBytes> {
+    let hk = hkdf::Hkdf::<sha2::Sha256>::from_prk(prk)
+        .map_err(|_| Error::backend_msg("keystore", "HKDF rejected a 32-byte PRK"))?;
+    let mut out = SecretBytes::zeroed(len);
+    hk.expand(info, out.expose_mut())
+        .map_err(|_| Error::InvalidInput(format!("HKDF-SHA256 cannot produce {len} bytes")))?;
+    Ok(out)
+}

@@ -1,0 +1,527 @@
+//! `Keystore<B>`: named, versioned keys over any backend, with usage policy,
+//! lifecycle states, roles and a tamper-evident audit trail.
+//!
+//! The operations are split by family: [`crypto`](self) (sign, verify, AEAD,
+//! MAC, derive), `admin` (create, import, rotate, revoke, suspend, resume,
+//! destroy, sweep, decommission, credentials, audit), `backup` and
+//! `reconcile` (crash recovery at open).
+
+mod admin;
+mod backup;
+mod crypto;
+mod reconcile;
+
+pub use admin::RotationDue;
+pub use reconcile::{FaultPoint, ReconcileReport};
+
+use crate::algorithm::{Algorithm, KeyClass, Usages};
+use crate::audit::{self, Event};
+use crate::backend::{Backend, KeyHandle};
+use crate::clock::{rfc3339, Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::metadata::{self as md, KeyRow, KeyState, Metadata, Origin, VersionRow};
+use crate::public_key::PublicKey;
+use crate::roles::{Actor, Duty};
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use time::OffsetDateTime;
+
+/// Input limits. Larger inputs are [`Error::InvalidInput`].
+pub mod limits {
+    /// Longest key name, in bytes.
+    pub const MAX_NAME_LEN: usize = 128;
+    /// Largest message, plaintext or MAC input, in bytes (16 MiB).
+    pub const MAX_DATA_LEN: usize = 16 * 1024 * 1024;
+    /// Largest AAD, HKDF salt or HKDF info, in bytes (64 KiB).
+    pub const MAX_AAD_LEN: usize = 64 * 1024;
+    /// Largest HKDF-SHA256 output: 255 × 32 bytes (RFC 5869).
+    pub const MAX_DERIVE_LEN: usize = 255 * 32;
+    /// Longest free-text reason (revocation) in bytes.
+    pub const MAX_REASON_LEN: usize = 512;
+}
+
+/// How to create a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySpec {
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// The usages; a non-empty subset of the algorithm's permitted usages.
+    pub usages: Usages,
+    /// May this key be exported as a wrapped backup? Fixed at creation,
+    /// irreversible, and allowed only for symmetric keys (REQ-KEY-BAK-01).
+    pub backup_eligible: bool,
+    /// Rotate after this long (scheduled rotation), if set.
+    pub cryptoperiod: Option<time::Duration>,
+}
+
+impl KeySpec {
+    /// A spec with the algorithm's default usages, not backup-eligible, no cryptoperiod.
+    pub fn new(algorithm: Algorithm) -> Self {
+        KeySpec {
+            algorithm,
+            usages: algorithm.default_usages(),
+            backup_eligible: false,
+            cryptoperiod: None,
+        }
+    }
+
+    /// Restricts (or, for `wrap`, extends) the usages.
+    pub fn with_usages(mut self, usages: Usages) -> Self {
+        self.usages = usages;
+        self
+    }
+
+    /// Marks the key backup-eligible.
+    pub fn backup_eligible(mut self) -> Self {
+        self.backup_eligible = true;
+        self
+    }
+
+    /// Sets the cryptoperiod.
+    pub fn with_cryptoperiod(mut self, period: time::Duration) -> Self {
+        self.cryptoperiod = Some(period);
+        self
+    }
+}
+
+/// Public facts about one key version. Holds no secret material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// Version number, from 1.
+    pub version: u32,
+    /// Lifecycle state.
+    pub state: KeyState,
+    /// Generated, imported or restored.
+    pub origin: Origin,
+    /// The public key, for asymmetric keys.
+    pub public_key: Option<PublicKey>,
+    /// `sha256:` fingerprint of the public key, for asymmetric keys.
+    pub fingerprint: Option<String>,
+    /// RFC 3339 UTC creation time.
+    pub created_at: String,
+    /// RFC 3339 UTC time of the last state change.
+    pub state_changed_at: String,
+    /// End of the grace period, for deactivated versions.
+    pub grace_end: Option<String>,
+    /// Why the version was revoked or marked missing, if it was.
+    pub reason: Option<String>,
+}
+
+/// Public facts about a key. Holds no secret material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyInfo {
+    /// The key's name.
+    pub name: String,
+    /// The key's algorithm.
+    pub algorithm: Algorithm,
+    /// The usages the key permits.
+    pub usages: Usages,
+    /// Whether a wrapped backup may be taken.
+    pub backup_eligible: bool,
+    /// The cryptoperiod, if scheduled rotation applies.
+    pub cryptoperiod: Option<time::Duration>,
+    /// RFC 3339 UTC creation time.
+    pub created_at: String,
+    /// Versions, oldest first.
+    pub versions: Vec<VersionInfo>,
+}
+
+impl KeyInfo {
+    /// The version that makes new signatures and ciphertexts.
+    pub fn active(&self) -> Option<&VersionInfo> {
+        self.versions.iter().find(|v| v.state == KeyState::Active)
+    }
+
+    /// Version `n`.
+    pub fn version(&self, n: u32) -> Option<&VersionInfo> {
+        self.versions.iter().find(|v| v.version == n)
+    }
+}
+
+/// Named, versioned keys over one backend.
+///
+/// Metadata (names, versions, states, handles, public keys, audit trail)
+/// lives in an SQLite database; key material lives only in the backend. All
+/// methods take `&self` and are safe to call from several threads; the
+/// metadata lock is held for lookups and commits, and across backend calls
+/// only by lifecycle operations that must be atomic with their audit entry.
+pub struct Keystore<B: Backend> {
+    backend: B,
+    metadata: Mutex<Metadata>,
+    clock: Arc<dyn Clock>,
+    reconciled: ReconcileReport,
+    #[cfg(feature = "fault-injection")]
+    fault: Mutex<Option<FaultPoint>>,
+}
+
+impl<B: Backend> std::fmt::Debug for Keystore<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keystore")
+            .field("backend", &self.backend.name())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A resolved key version, ready for a backend call.
+pub(crate) struct Resolved {
+    pub key: KeyRow,
+    pub version: u32,
+    pub handle: KeyHandle,
+    pub public_key: Option<Vec<u8>>,
+}
+
+/// What an audit event is about.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Subject<'a> {
+    pub name: Option<&'a str>,
+    pub version: Option<u32>,
+    pub fingerprint: Option<&'a str>,
+}
+
+impl<'a> Subject<'a> {
+    pub fn version(name: &'a str, version: u32, fingerprint: Option<&'a str>) -> Self {
+        Subject {
+            name: Some(name),
+            version: Some(version),
+            fingerprint,
+        }
+    }
+}
+
+/// The actor recorded for events the keystore performs by itself.
+const SYSTEM: (&str, &str) = ("keystore", "system");
+
+impl<B: Backend> Keystore<B> {
+    /// Opens the keystore whose metadata lives at `metadata_path` (created if
+    /// missing), over `backend`, with the system clock. Reconciles metadata
+    /// with the backend first (see [`Keystore::reconcile_report`]).
+    pub fn open(backend: B, metadata_path: &Path) -> Result<Self> {
+        Self::open_with_clock(backend, metadata_path, Arc::new(SystemClock))
+    }
+
+    /// Opens the keystore with an injected clock.
+    pub fn open_with_clock(
+        backend: B,
+        metadata_path: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        let now = rfc3339(clock.now());
+        let metadata = Metadata::open(metadata_path, backend.name(), &now)?;
+        let mut ks = Keystore {
+            backend,
+            metadata: Mutex::new(metadata),
+            clock,
+            reconciled: ReconcileReport::default(),
+            #[cfg(feature = "fault-injection")]
+            fault: Mutex::new(None),
+        };
+        ks.reconciled = ks.reconcile()?;
+        ks.ensure_audit_key()?;
+        Ok(ks)
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// What reconciliation at open found and did.
+    pub fn reconcile_report(&self) -> &ReconcileReport {
+        &self.reconciled
+    }
+
+    pub(crate) fn md(&self) -> MutexGuard<'_, Metadata> {
+        // Every write is a transaction, so a panic while holding the lock
+        // cannot leave SQLite half-written: a poisoned lock is safe to reuse.
+        self.metadata.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn now_time(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    pub(crate) fn now(&self) -> String {
+        rfc3339(self.clock.now())
+    }
+
+    /// Creates the audit key (an HMAC key in the backend) on first open.
+    fn ensure_audit_key(&self) -> Result<()> {
+        let mut md = self.md();
+        if md::decommissioned_at(md.conn())?.is_some() || md::audit_key(md.conn())?.is_some() {
+            return Ok(());
+        }
+        let generated = self
+            .backend
+            .generate(Algorithm::HmacSha256, "keystore-audit")?;
+        let now = self.now();
+        let tx = md.tx()?;
+        md::set_audit_key(&tx, Some(&generated.handle))?;
+        let ev = Event {
+            actor: SYSTEM.0.into(),
+            role: SYSTEM.1.into(),
+            event: "audit-init".into(),
+            detail: format!("audit key created in the {} backend", self.backend.name()),
+            ..Event::default()
+        };
+        audit::append(&tx, &self.backend, &generated.handle, &now, &ev)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Appends an event about `subject` inside `conn`'s transaction.
+    pub(crate) fn audit(
+        &self,
+        conn: &Connection,
+        actor: Option<&Actor>,
+        event: &str,
+        subject: Subject<'_>,
+        detail: String,
+    ) -> Result<()> {
+        let Some(audit_key) = md::audit_key(conn)? else {
+            return Err(Error::KeyState(
+                "the store has no audit key (decommissioned?)".into(),
+            ));
+        };
+        let (actor_id, role) = match actor {
+            Some(a) => (a.id().to_string(), a.role().id().to_string()),
+            None => (SYSTEM.0.to_string(), SYSTEM.1.to_string()),
+        };
+        let ev = Event {
+            actor: actor_id,
+            role,
+            event: event.into(),
+            key_name: subject.name.map(str::to_string),
+            key_version: subject.version,
+            fingerprint: subject.fingerprint.map(str::to_string),
+            detail,
+        };
+        audit::append(conn, &self.backend, &audit_key, &self.now(), &ev)
+    }
+
+    /// Checks that `actor` may perform `what`; a refusal is audited and is
+    /// [`Error::Policy`].
+    pub(crate) fn require(
+        &self,
+        actor: &Actor,
+        duty: Duty,
+        what: &str,
+        key: Option<&str>,
+    ) -> Result<()> {
+        if duty.allows(actor.role()) {
+            return Ok(());
+        }
+        let mut md = self.md();
+        let tx = md.tx()?;
+        self.audit(
+            &tx,
+            Some(actor),
+            "refused",
+            Subject {
+                name: key,
+                ..Subject::default()
+            },
+            format!("{what} refused: needs {}", duty.describe()),
+        )?;
+        tx.commit()?;
+        Err(Error::Policy(format!(
+            "{what} needs {}; '{}' acts as {}",
+            duty.describe(),
+            actor.id(),
+            actor.role()
+        )))
+    }
+
+    /// Public facts about `name`.
+    pub fn info(&self, name: &str) -> Result<KeyInfo> {
+        check_name(name)?;
+        let md = self.md();
+        let key = live_key(md.conn(), name)?;
+        let versions = md::versions(md.conn(), key.id)?;
+        drop(md);
+        to_info(key, versions)
+    }
+
+    /// Every live (not destroyed) key, by name.
+    pub fn list(&self) -> Result<Vec<KeyInfo>> {
+        let md = self.md();
+        let mut out = Vec::new();
+        for key in md::keys(md.conn())? {
+            if key.destroyed_at.is_some() {
+                continue;
+            }
+            let versions = md::versions(md.conn(), key.id)?;
+            out.push(to_info(key, versions)?);
+        }
+        Ok(out)
+    }
+
+    /// The backend handle of `version` of `name` (not secret: a record id,
+    /// `CKA_ID` or TPM blob), for operators and backend-level checks.
+    pub fn backend_handle(&self, name: &str, version: u32) -> Result<KeyHandle> {
+        check_name(name)?;
+        let md = self.md();
+        let key = live_key(md.conn(), name)?;
+        md::versions(md.conn(), key.id)?
+            .into_iter()
+            .find(|v| v.version == version)
+            .ok_or_else(|| Error::NotFound(format!("key '{name}' has no version {version}")))?
+            .handle
+            .ok_or_else(|| {
+                Error::KeyState(format!("key '{name}' version {version} has no material"))
+            })
+    }
+
+    /// The public key of the active version of `name`.
+    pub fn public_key(&self, name: &str) -> Result<PublicKey> {
+        let r = self.resolve_active(name, None)?;
+        public_of(&r.key, r.public_key.as_deref())
+    }
+
+    /// The active version of `name`, checking `usage` if given.
+    pub(crate) fn resolve_active(
+        &self,
+        name: &str,
+        usage: Option<(Usages, &str)>,
+    ) -> Result<Resolved> {
+        check_name(name)?;
+        let md = self.md();
+        let key = live_key(md.conn(), name)?;
+        if let Some((usage, what)) = usage {
+            check_usage(&key, usage, what)?;
+        }
+        let versions = md::versions(md.conn(), key.id)?;
+        drop(md);
+        let Some(v) = versions.into_iter().find(|v| v.state == KeyState::Active) else {
+            return Err(Error::KeyState(format!(
+                "key '{name}' has no active version (suspended, revoked or rotated away); rotate or resume it"
+            )));
+        };
+        resolved(key, v)
+    }
+}
+
+/// Active versions, and deactivated versions before their grace end, verify
+/// and decrypt; no other state does.
+pub(crate) fn may_verify_or_decrypt(v: &VersionRow, now: OffsetDateTime) -> bool {
+    match v.state {
+        KeyState::Active => true,
+        KeyState::Deactivated => v.grace_end_time().is_some_and(|end| now < end),
+        _ => false,
+    }
+}
+
+pub(crate) fn resolved(key: KeyRow, v: VersionRow) -> Result<Resolved> {
+    let handle = v.handle.ok_or_else(|| {
+        Error::KeyState(format!(
+            "key '{}' version {} has no material ({})",
+            key.name, v.version, v.state
+        ))
+    })?;
+    Ok(Resolved {
+        key,
+        version: v.version,
+        handle,
+        public_key: v.public_key,
+    })
+}
+
+pub(crate) fn live_key(conn: &Connection, name: &str) -> Result<KeyRow> {
+    match md::key(conn, name)? {
+        Some(k) if k.destroyed_at.is_none() => Ok(k),
+        Some(_) => Err(Error::NotFound(format!("key '{name}' was destroyed"))),
+        None => Err(Error::NotFound(format!("no key named '{name}'"))),
+    }
+}
+
+pub(crate) fn public_of(key: &KeyRow, spki: Option<&[u8]>) -> Result<PublicKey> {
+    match (key.algorithm.class(), spki) {
+        (KeyClass::Symmetric, _) => Err(Error::Policy(format!(
+            "key '{}' is a {} secret key and has no public key",
+            key.name, key.algorithm
+        ))),
+        (KeyClass::Asymmetric, Some(der)) => PublicKey::from_spki_der(key.algorithm, der.to_vec())
+            .map_err(|_| {
+                Error::Integrity(format!(
+                    "metadata holds a malformed public key for '{}'",
+                    key.name
+                ))
+            }),
+        (KeyClass::Asymmetric, None) => Err(Error::Integrity(format!(
+            "metadata holds no public key for '{}'",
+            key.name
+        ))),
+    }
+}
+
+pub(crate) fn to_info(key: KeyRow, versions: Vec<VersionRow>) -> Result<KeyInfo> {
+    let versions = versions
+        .into_iter()
+        .map(|v| {
+            let public_key = match &v.public_key {
+                Some(_) => Some(public_of(&key, v.public_key.as_deref())?),
+                None => None,
+            };
+            Ok(VersionInfo {
+                version: v.version,
+                state: v.state,
+                origin: v.origin,
+                public_key,
+                fingerprint: v.fingerprint,
+                created_at: v.created_at,
+                state_changed_at: v.state_changed_at,
+                grace_end: v.grace_end,
+                reason: v.reason,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(KeyInfo {
+        name: key.name,
+        algorithm: key.algorithm,
+        usages: key.usages,
+        backup_eligible: key.backup_eligible,
+        cryptoperiod: key.cryptoperiod_secs.map(time::Duration::seconds),
+        created_at: key.created_at,
+        versions,
+    })
+}
+
+/// Key names are 1..=128 bytes of `[A-Za-z0-9._-]`, not starting with `.` or `-`.
+pub fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > limits::MAX_NAME_LEN {
+        return Err(Error::InvalidInput(format!(
+            "a key name is 1 to {} characters, got {}",
+            limits::MAX_NAME_LEN,
+            name.len()
+        )));
+    }
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if !name.chars().all(ok_char) || name.starts_with(['.', '-']) {
+        return Err(Error::InvalidInput(
+            "a key name uses only A-Z, a-z, 0-9, '.', '_' and '-', and does not start with '.' or '-'"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_usage(key: &KeyRow, usage: Usages, what: &str) -> Result<()> {
+    if key.usages.contains(usage) {
+        Ok(())
+    } else {
+        Err(Error::Policy(format!(
+            "key '{}' ({}, usages {{{}}}) may not {what}",
+            key.name, key.algorithm, key.usages
+        )))
+    }
+}
+
+pub(crate) fn check_len(what: &str, data: &[u8], max: usize) -> Result<()> {
+    if data.len() > max {
+        return Err(Error::InvalidInput(format!(
+            "{what} is {} bytes; the limit is {max}",
+            data.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! Legal state transitions of a key version (NIST SP 800-57).
+//!
+//! ```text
+//! Active ──rotate──▶ Deactivated ──sweep/destroy──▶ Destroyed
+//!   │  ▲                 │
+//! suspend resume       revoke ──▶ Compromised
+//!   ▼  │
+//! Suspended ──revoke──▶ Compromised        any live state ──destroy──▶ Destroyed
+//! ```
+//! Anything else is [`Error::KeyState`] and changes nothing.
+
+use crate::error::{Error, Result};
+use crate::metadata::KeyState;
+
+/// Checks that `from → to` is a legal transition.
+pub fn check_transition(from: KeyState, to: KeyState) -> Result<()> {
+    use KeyState::*;
+    let legal = matches!(
+        (from, to),
+        (Active, Suspended)
+            | (Active, Deactivated)
+            | (Active, Compromised)
+            | (Active, Destroyed)
+            | (Suspended, Active)
+            | (Suspended, Deactivated)
+            | (Suspended, Compromised)
+            | (Suspended, Destroyed)
+            | (Deactivated, Compromised)
+            | (Deactivated, Destroyed)
+    );
+    if legal {
+        Ok(())
+    } else {
+        Err(Error::KeyState(format!(
+            "a {from} key version cannot become {to}"
+        )))
+    }
+}
+
+/// True if a version in `state` still holds material in the backend.
+pub fn has_material(state: KeyState) -> bool {
+    matches!(
+        state,
+        KeyState::Active | KeyState::Suspended | KeyState::Deactivated
+    )
+}
