@@ -51,6 +51,9 @@ pub struct Cli {
     #[command(flatten)]
     pub unlock: UnlockArgs,
 
+    #[command(flatten)]
+    pub actor: ActorArgs,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -73,6 +76,35 @@ pub struct UnlockArgs {
     pub passphrase_env: Option<String>,
 }
 
+/// Who performs lifecycle commands, and the role credential that proves it.
+#[derive(Debug, Clone, Args)]
+pub struct ActorArgs {
+    /// Act in this role: security-officer (so), operator or auditor.
+    /// Lifecycle commands need it; the credential comes from
+    /// --role-secret-file, else KEYCTL_ROLE_SECRET, else a terminal prompt.
+    #[arg(
+        id = "acting_role",
+        long = "as",
+        global = true,
+        env = "KEYCTL_ROLE",
+        value_name = "ROLE"
+    )]
+    pub role: Option<String>,
+
+    /// Your actor id, recorded in the audit trail [default: $USER].
+    #[arg(long, global = true, env = "KEYCTL_ACTOR", value_name = "ID")]
+    pub actor: Option<String>,
+
+    /// File holding the role credential (one trailing newline is removed).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYCTL_ROLE_SECRET_FILE",
+        value_name = "PATH"
+    )]
+    pub role_secret_file: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a new store (sealed soft store and metadata database).
@@ -92,8 +124,51 @@ pub enum Command {
     Decrypt(CryptArgs),
     /// Derive key material with HKDF-SHA256 keyed by an HMAC key.
     Derive(DeriveArgs),
+    /// Destroy the material of every version whose grace period has ended.
+    Sweep,
+    /// Verify or export the tamper-evident audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Set the credential of a role (the first security-officer credential
+    /// bootstraps the store's roles).
+    #[command(subcommand)]
+    Role(RoleCommand),
+    /// Export the audit trail, wipe every key, then the metadata. Irreversible.
+    Decommission {
+        /// Write the final audit trail (JSON lines) here before the wipe.
+        #[arg(long, value_name = "FILE")]
+        audit_out: PathBuf,
+        /// Confirm.
+        #[arg(long)]
+        yes: bool,
+    },
     /// A self-contained end-to-end demonstration in a temporary directory.
     Tour,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify chain, MACs and head; names the first bad entry (exit 9).
+    Verify,
+    /// Write every entry as JSON lines.
+    Export {
+        /// Output file (`-` for stdout).
+        #[arg(long, value_name = "FILE", default_value = "-")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Set ROLE's credential, read from --new-secret-file, else
+    /// KEYCTL_NEW_ROLE_SECRET, else a terminal prompt.
+    Set {
+        /// security-officer (so), operator, auditor or application.
+        role: String,
+        /// File holding the new credential.
+        #[arg(long, value_name = "PATH")]
+        new_secret_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -123,10 +198,16 @@ pub enum KeyCommand {
         /// Algorithm.
         #[arg(long, value_parser = algorithm_parser())]
         alg: Algorithm,
-        /// Comma-separated usages (sign, verify, encrypt, decrypt, mac, derive);
-        /// default: every usage the algorithm permits.
+        /// Comma-separated usages (sign, verify, encrypt, decrypt, mac, derive,
+        /// wrap); default: the algorithm's usual usages.
         #[arg(long)]
         usages: Option<String>,
+        /// Allow wrapped backups of this (symmetric) key. Fixed for life.
+        #[arg(long)]
+        backup_eligible: bool,
+        /// Rotate after this long, e.g. 90d, 12h (see `key due`).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        cryptoperiod: Option<time::Duration>,
     },
     /// Import a 32-byte secret for an aes-256-gcm or hmac-sha256 key.
     Import {
@@ -148,6 +229,78 @@ pub enum KeyCommand {
     Show {
         /// Key name.
         name: String,
+    },
+    /// Make a new active version; the old one verifies/decrypts until the grace ends.
+    Rotate {
+        /// Key name.
+        name: String,
+        /// Grace period for the old version, e.g. 7d, 24h, 0s.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        grace: time::Duration,
+    },
+    /// List keys whose cryptoperiod has ended; with --rotate, rotate them.
+    Due {
+        /// Rotate every due key.
+        #[arg(long)]
+        rotate: bool,
+        /// Grace period for rotated-away versions.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d")]
+        grace: time::Duration,
+    },
+    /// Mark a version compromised: every use fails at once and its material is destroyed.
+    Revoke {
+        /// Key name.
+        name: String,
+        /// Version.
+        #[arg(long)]
+        version: u32,
+        /// Why (recorded in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Suspend a version (no use until resumed).
+    Suspend {
+        /// Key name.
+        name: String,
+        /// Version.
+        #[arg(long)]
+        version: u32,
+    },
+    /// Resume a suspended version.
+    Resume {
+        /// Key name.
+        name: String,
+        /// Version.
+        #[arg(long)]
+        version: u32,
+    },
+    /// Show every version with its state and grace end.
+    Versions {
+        /// Key name.
+        name: String,
+    },
+    /// Write a wrapped backup of a backup-eligible key.
+    Backup {
+        /// Key name.
+        name: String,
+        /// Backup KEK: an aes-256-gcm key with the wrap usage.
+        #[arg(long)]
+        kek: String,
+        /// Output file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore a backup made by `key backup`.
+    Restore {
+        /// Backup file.
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Backup KEK holding the same key as when the backup was made.
+        #[arg(long)]
+        kek: String,
+        /// Restore under this name instead of the original.
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Destroy every version of a key (irreversible; the name stays reserved).
     Destroy {
@@ -239,6 +392,29 @@ pub struct DeriveArgs {
     pub out: Option<PathBuf>,
 }
 
+/// Parses `90d`, `12h`, `30m`, `45s` (or plain seconds).
+pub fn parse_duration(s: &str) -> Result<time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 90d, 12h, 30m or 45s"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("unknown duration unit in '{s}'; use s, m, h or d")),
+    };
+    n.checked_mul(secs)
+        .filter(|v| *v <= 100 * 365 * 86_400)
+        .map(time::Duration::seconds)
+        .ok_or_else(|| format!("'{s}' is too long"))
+}
+
 fn algorithm_parser() -> impl clap::builder::TypedValueParser<Value = Algorithm> {
     use clap::builder::{PossibleValuesParser, TypedValueParser};
     PossibleValuesParser::new(Algorithm::ALL.map(Algorithm::id)).try_map(|s: String| {
@@ -255,5 +431,16 @@ mod tests {
     #[test]
     fn cli_is_well_formed() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90d"), Ok(time::Duration::days(90)));
+        assert_eq!(parse_duration("12h"), Ok(time::Duration::hours(12)));
+        assert_eq!(parse_duration("0s"), Ok(time::Duration::ZERO));
+        assert_eq!(parse_duration("45"), Ok(time::Duration::seconds(45)));
+        assert!(parse_duration("3w").is_err());
+        assert!(parse_duration("-1d").is_err());
+        assert!(parse_duration("999999999999d").is_err());
     }
 }

@@ -1,6 +1,8 @@
 //! The subcommands that work on an existing store.
 
-use crate::cli::{CryptArgs, DeriveArgs, KeyCommand, PubkeyArgs, SigFormat, SignArgs, VerifyArgs};
+use crate::cli::{
+    ActorArgs, CryptArgs, DeriveArgs, KeyCommand, PubkeyArgs, SigFormat, SignArgs, VerifyArgs,
+};
 use crate::error::{CliError, CliResult};
 use crate::files;
 use crate::store::Store;
@@ -21,11 +23,24 @@ pub fn check_destroy_confirmed(cmd: &KeyCommand) -> CliResult<()> {
     }
 }
 
-pub fn key(ks: &Store, cmd: KeyCommand) -> CliResult<()> {
+pub fn key(ks: &Store, actor: &ActorArgs, cmd: KeyCommand) -> CliResult<()> {
     match cmd {
-        KeyCommand::Create { name, alg, usages } => {
-            let spec = spec(alg, usages.as_deref())?;
-            let info = ks.create(&crate::store::operator_actor()?, &name, spec)?;
+        KeyCommand::Create {
+            name,
+            alg,
+            usages,
+            backup_eligible,
+            cryptoperiod,
+        } => {
+            let mut spec = spec(alg, usages.as_deref())?;
+            if backup_eligible {
+                spec = spec.backup_eligible();
+            }
+            if let Some(p) = cryptoperiod {
+                spec = spec.with_cryptoperiod(p);
+            }
+            let actor = crate::actor::authenticate(ks, actor, "key create")?;
+            let info = ks.create(&actor, &name, spec)?;
             outln!("created {}", summary(&info))?;
         }
         KeyCommand::Import {
@@ -36,7 +51,8 @@ pub fn key(ks: &Store, cmd: KeyCommand) -> CliResult<()> {
         } => {
             let spec = spec(alg, usages.as_deref())?;
             let secret = read_import_secret(&secret_file)?;
-            let info = ks.import(&crate::store::operator_actor()?, &name, spec, &secret)?;
+            let actor = crate::actor::authenticate(ks, actor, "key import")?;
+            let info = ks.import(&actor, &name, spec, &secret)?;
             outln!("imported {}", summary(&info))?;
         }
         KeyCommand::List => print_list(&ks.list()?)?,
@@ -45,9 +61,11 @@ pub fn key(ks: &Store, cmd: KeyCommand) -> CliResult<()> {
             if !yes {
                 return check_destroy_confirmed(&KeyCommand::Destroy { name, yes });
             }
-            ks.destroy(&crate::store::operator_actor()?, &name)?;
+            let actor = crate::actor::authenticate(ks, actor, "key destroy")?;
+            ks.destroy(&actor, &name)?;
             outln!("destroyed key '{name}' (every version; the name stays reserved)")?;
         }
+        lifecycle => crate::admin::key(ks, actor, &lifecycle)?,
     }
     Ok(())
 }

@@ -5,6 +5,8 @@
 
 #[macro_use]
 mod output;
+mod actor;
+mod admin;
 mod cli;
 mod commands;
 mod error;
@@ -33,6 +35,7 @@ fn run(cli: Cli) -> CliResult<()> {
     let Cli {
         store: root,
         unlock,
+        actor,
         command,
     } = cli;
     match command {
@@ -40,7 +43,18 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Init(args) => store::init(&root, &unlock, &args),
         Command::Key(cmd) => {
             commands::check_destroy_confirmed(&cmd)?;
-            commands::key(&store::open(&root, &unlock)?, cmd)
+            commands::key(&store::open(&root, &unlock)?, &actor, cmd)
+        }
+        Command::Sweep => admin::sweep(&store::open(&root, &unlock)?, &actor),
+        Command::Audit(cmd) => admin::audit(&store::open(&root, &unlock)?, &actor, &cmd),
+        Command::Role(cmd) => admin::role(&store::open(&root, &unlock)?, &actor, &cmd),
+        Command::Decommission { audit_out, yes } => {
+            if !yes {
+                return Err(error::CliError::invalid(
+                    "decommission wipes every key irreversibly; pass --yes to confirm",
+                ));
+            }
+            admin::decommission(&store::open(&root, &unlock)?, &actor, &audit_out)
         }
         Command::Sign(a) => commands::sign(&store::open(&root, &unlock)?, a),
         Command::Verify(a) => commands::verify(&store::open(&root, &unlock)?, a),

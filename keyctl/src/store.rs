@@ -119,13 +119,3 @@ pub fn describe_kdf(kdf: Kdf) -> String {
         Kdf::KeyFile => "key file".to_string(),
     }
 }
-
-/// The actor keyctl acts as for lifecycle commands: the local user as
-/// security officer. (Per-role credentials replace this; see `keyctl role`.)
-pub fn operator_actor() -> CliResult<keystore_api::Actor> {
-    let user = std::env::var("USER").unwrap_or_else(|_| "keyctl".into());
-    Ok(keystore_api::Actor::new(
-        &user,
-        keystore_api::Role::SecurityOfficer,
-    )?)
-}

@@ -5,7 +5,7 @@ use crate::commands;
 use crate::error::{CliError, CliResult};
 use crate::store::{Layout, Store};
 use backend_soft::{Kdf, SoftStore, Unlock};
-use keystore_api::{Algorithm, KeySpec, Keystore, SignatureFormat};
+use keystore_api::{Actor, Algorithm, KeySpec, Keystore, Role, SignatureFormat};
 
 struct Steps(u32);
 
@@ -48,7 +48,11 @@ pub fn run() -> CliResult<()> {
     backend_soft::create_key_file(&key_file)?;
     let backend = SoftStore::create(&layout.soft, &Unlock::KeyFile(key_file), Kdf::KeyFile)?;
     let ks: Store = Keystore::open(backend, &layout.metadata)?;
-    let officer = keystore_api::Actor::new("tour-officer", keystore_api::Role::SecurityOfficer)?;
+    step.next("Set the security officer's credential and log in as the officer")?;
+    let credential = keystore_api::SecretBytes::from_slice(b"tour officer credential");
+    ks.set_role_credential(None, Role::SecurityOfficer, &credential)?;
+    let officer = ks.authenticate("tour-officer", Role::SecurityOfficer, &credential)?;
+    ok("lifecycle operations now need this credential; an operator or auditor has their own")?;
     ok(format!("store in {}", tmp.path().display()))?;
 
     step.next("Generate an ECDSA P-256 signing key inside the store")?;
@@ -65,6 +69,7 @@ pub fn run() -> CliResult<()> {
     let message = b"firmware image 1.4.2 for infusion pump model X";
     step.next("Sign a message (DER signature)")?;
     let sig = ks.sign("tour-ecdsa", message, SignatureFormat::Der)?;
+    let sig_v1 = sig.bytes.clone();
     ok(format!(
         "{}-byte signature made by version {}",
         sig.bytes.len(),
@@ -131,6 +136,26 @@ pub fn run() -> CliResult<()> {
     )?;
     ok(format!("wrong AAD rejected: {e}"))?;
 
+    step.next("Rotate the ECDSA key with a 7-day grace period")?;
+    let rotated = ks.rotate(&officer, "tour-ecdsa", time::Duration::days(7))?;
+    let new_sig = ks.sign("tour-ecdsa", message, SignatureFormat::Der)?;
+    let old_ok = ks.verify("tour-ecdsa", message, &sig_v1, None)?;
+    ok(format!(
+        "version {} is active and signs (signature by version {}); version 1 is deactivated until {} and still verifies its signature (version {old_ok})",
+        rotated.active().map(|v| v.version).unwrap_or(0),
+        new_sig.version,
+        rotated.version(1).and_then(|v| v.grace_end.clone()).unwrap_or_default()
+    ))?;
+
+    step.next("An operator may not revoke; the refusal is audited")?;
+    let operator = Actor::new("tour-operator", Role::Operator)?;
+    let e = expect_err(
+        ks.revoke(&operator, "tour-ecdsa", 2, "demo"),
+        "Policy",
+        "an operator revoking",
+    )?;
+    ok(format!("refused: {e}"))?;
+
     step.next("List the keys")?;
     outln!(
         "{}",
@@ -146,6 +171,23 @@ pub fn run() -> CliResult<()> {
         "signing with a destroyed key",
     )?;
     ok(format!("signing now fails: {e}"))?;
+
+    step.next("Verify the tamper-evident audit trail")?;
+    let auditor = Actor::new("tour-auditor", Role::Auditor)?;
+    let report = ks.verify_audit(&auditor)?;
+    if !report.is_intact() {
+        return Err(CliError::Internal(format!(
+            "tour: audit trail reported {:?}",
+            report.first_bad
+        )));
+    }
+    let trail = ks.export_audit(&auditor)?;
+    let events: Vec<&str> = trail.iter().map(|e| e.event.as_str()).collect();
+    ok(format!(
+        "{} entries, hash chain and MACs intact: {}",
+        report.entries,
+        events.join(", ")
+    ))?;
 
     drop(ks);
     tmp.close()

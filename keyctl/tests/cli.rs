@@ -8,12 +8,19 @@ use std::time::{Duration, Instant};
 
 const OPENSSL: &str = "/usr/bin/openssl";
 
+/// The security officer's credential in test stores.
+const SO_SECRET: &str = "officer credential for tests";
+
 /// A `keyctl` command with a clean environment and no stdin.
 fn keyctl() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_keyctl"));
     c.env_remove("KEYCTL_STORE")
         .env_remove("KEYCTL_KEY_FILE")
         .env_remove("KEYCTL_PASSPHRASE")
+        .env_remove("KEYCTL_ROLE")
+        .env_remove("KEYCTL_ROLE_SECRET")
+        .env_remove("KEYCTL_ROLE_SECRET_FILE")
+        .env_remove("KEYCTL_NEW_ROLE_SECRET")
         .stdin(Stdio::null());
     c
 }
@@ -71,11 +78,30 @@ impl Store {
             .expect("run keyctl init");
         assert_ok(&out);
         assert_eq!(std::fs::read(&key_file).expect("key file").len(), 32);
-        Store {
+        let st = Store {
             dir,
             store,
             key_file,
-        }
+        };
+        // Bootstrap the security officer's credential; `cmd()` acts as the officer.
+        let out = st
+            .bare()
+            .args(["role", "set", "security-officer"])
+            .env("KEYCTL_NEW_ROLE_SECRET", SO_SECRET)
+            .output()
+            .expect("run keyctl role set");
+        assert_ok(&out);
+        st
+    }
+
+    /// A command on this store with no role.
+    fn bare(&self) -> Command {
+        let mut c = keyctl();
+        c.arg("--store")
+            .arg(&self.store)
+            .arg("--key-file")
+            .arg(&self.key_file);
+        c
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -88,12 +114,11 @@ impl Store {
         p
     }
 
+    /// A command on this store acting as the security officer.
     fn cmd(&self) -> Command {
-        let mut c = keyctl();
-        c.arg("--store")
-            .arg(&self.store)
-            .arg("--key-file")
-            .arg(&self.key_file);
+        let mut c = self.bare();
+        c.env("KEYCTL_ROLE", "security-officer")
+            .env("KEYCTL_ROLE_SECRET", SO_SECRET);
         c
     }
 
@@ -499,13 +524,16 @@ fn wrong_passphrase_is_auth() {
             .arg(&store)
             .args(args)
             .env("KEYCTL_PASSPHRASE", pw)
+            .env("KEYCTL_NEW_ROLE_SECRET", SO_SECRET)
+            .env("KEYCTL_ROLE_SECRET", SO_SECRET)
             .output()
             .expect("run keyctl")
     };
     assert_ok(&run("correct horse", &["init", "--kdf", "argon2id"]));
+    assert_ok(&run("correct horse", &["role", "set", "so"]));
     assert_ok(&run(
         "correct horse",
-        &["key", "create", "k", "--alg", "hmac-sha256"],
+        &["--as", "so", "key", "create", "k", "--alg", "hmac-sha256"],
     ));
     let out = run("wrong horse", &["key", "list"]);
     assert_fails(&out, 8, "Auth");
@@ -743,4 +771,201 @@ fn tour_exits_zero_and_completes() {
     ] {
         assert!(stdout.contains(expected), "tour output lacks '{expected}'");
     }
+}
+
+#[test]
+fn lifecycle_commands_roles_and_audit() {
+    let st = Store::new();
+    st.ok(&["key", "create", "fw", "--alg", "ecdsa-p256-sha256"]);
+    st.ok(&[
+        "key",
+        "create",
+        "data",
+        "--alg",
+        "aes-256-gcm",
+        "--backup-eligible",
+        "--cryptoperiod",
+        "90d",
+    ]);
+    st.ok(&[
+        "key",
+        "create",
+        "kek",
+        "--alg",
+        "aes-256-gcm",
+        "--usages",
+        "wrap",
+    ]);
+    // Without --as, lifecycle commands refuse at once.
+    assert_fails(
+        &st.bare()
+            .args(["key", "rotate", "fw", "--grace", "1d"])
+            .output()
+            .expect("run"),
+        2,
+        "InvalidInput",
+    );
+    // A wrong officer credential is Auth.
+    let out = st
+        .bare()
+        .args(["--as", "so", "key", "rotate", "fw", "--grace", "1d"])
+        .env("KEYCTL_ROLE_SECRET", "not the credential")
+        .output()
+        .expect("run");
+    assert_fails(&out, 8, "Auth");
+    // Rotation keeps the old version verifying during the grace period.
+    let msg = st.write("m", b"firmware");
+    let sig1 = st.path("sig1");
+    st.ok(&["sign", "fw", "--in", s(&msg), "--out", s(&sig1)]);
+    st.ok(&["key", "rotate", "fw", "--grace", "7d"]);
+    let out = text(
+        &st.ok(&["verify", "fw", "--in", s(&msg), "--sig", s(&sig1)])
+            .stdout,
+    );
+    assert!(out.contains("version 1"), "{out}");
+    let versions = text(&st.ok(&["key", "versions", "fw"]).stdout);
+    assert!(
+        versions.contains("deactivated") && versions.contains("active"),
+        "{versions}"
+    );
+    st.ok(&[
+        "key",
+        "revoke",
+        "fw",
+        "--version",
+        "1",
+        "--reason",
+        "lost unit",
+    ]);
+    assert_fails(
+        &st.run(&[
+            "verify",
+            "fw",
+            "--in",
+            s(&msg),
+            "--sig",
+            s(&sig1),
+            "--version",
+            "1",
+        ]),
+        6,
+        "KeyState",
+    );
+    st.ok(&["key", "suspend", "fw", "--version", "2"]);
+    assert_fails(
+        &st.run(&["sign", "fw", "--in", s(&msg), "--out", s(&st.path("x"))]),
+        6,
+        "KeyState",
+    );
+    st.ok(&["key", "resume", "fw", "--version", "2"]);
+    st.ok(&["sweep"]);
+    let due = text(&st.ok(&["key", "due"]).stdout);
+    assert!(due.contains("no key is due"), "{due}");
+    // Operators get their own credential and cannot do officer work.
+    st.cmd()
+        .args(["role", "set", "operator"])
+        .env("KEYCTL_NEW_ROLE_SECRET", "operator credential")
+        .output()
+        .map(|o| assert_ok(&o))
+        .expect("run");
+    let as_operator = |args: &[&str]| {
+        st.bare()
+            .args(["--as", "operator", "--actor", "op-7"])
+            .args(args)
+            .env("KEYCTL_ROLE_SECRET", "operator credential")
+            .output()
+            .expect("run")
+    };
+    assert_ok(&as_operator(&[
+        "key",
+        "create",
+        "op-key",
+        "--alg",
+        "hmac-sha256",
+    ]));
+    assert_fails(
+        &as_operator(&["key", "rotate", "op-key", "--grace", "0s"]),
+        7,
+        "Policy",
+    );
+    // Backup and restore of the eligible key; signing keys are refused.
+    let backup = st.path("data.backup");
+    st.ok(&["key", "backup", "data", "--kek", "kek", "--out", s(&backup)]);
+    assert_fails(
+        &st.run(&[
+            "key",
+            "backup",
+            "fw",
+            "--kek",
+            "kek",
+            "--out",
+            s(&st.path("fw.b")),
+        ]),
+        7,
+        "Policy",
+    );
+    st.ok(&[
+        "key",
+        "restore",
+        "--in",
+        s(&backup),
+        "--kek",
+        "kek",
+        "--name",
+        "data-copy",
+    ]);
+    let pt = st.write("pt", b"record");
+    let ct = st.path("ct");
+    st.ok(&["encrypt", "data", "--in", s(&pt), "--out", s(&ct)]);
+    // The restored copy holds the same key material: it opens the original's envelope.
+    let back = st.path("back");
+    st.ok(&["decrypt", "data-copy", "--in", s(&ct), "--out", s(&back)]);
+    assert_eq!(std::fs::read(&back).expect("plaintext"), b"record");
+    // Audit: intact, exported as JSON lines, and tampering is named.
+    let out = text(&st.ok(&["audit", "verify"]).stdout);
+    assert!(out.contains("intact"), "{out}");
+    // Auditors have their own credential and verify too.
+    st.cmd()
+        .args(["role", "set", "auditor"])
+        .env("KEYCTL_NEW_ROLE_SECRET", "auditor credential")
+        .output()
+        .map(|o| assert_ok(&o))
+        .expect("run");
+    let out = st
+        .bare()
+        .args(["--as", "auditor", "audit", "verify"])
+        .env("KEYCTL_ROLE_SECRET", "auditor credential")
+        .output()
+        .expect("run");
+    assert_ok(&out);
+    let export = text(&st.ok(&["audit", "export"]).stdout);
+    let lines: Vec<&str> = export.lines().collect();
+    assert!(lines.len() >= 10, "{export}");
+    assert!(export.contains("\"event\":\"refused\"") && export.contains("op-7"));
+    let db = st.store.join("metadata.sqlite");
+    let conn = rusqlite::Connection::open(&db).expect("db");
+    conn.execute_batch("UPDATE audit SET actor = 'someone-else' WHERE seq = 3;")
+        .expect("tamper");
+    drop(conn);
+    let out = st.run(&["audit", "verify"]);
+    assert_fails(&out, 9, "Integrity");
+    assert!(text(&out.stderr).contains("#3"), "{}", text(&out.stderr));
+    // Decommission needs --yes, then wipes everything and writes the trail.
+    let final_trail = st.path("final.jsonl");
+    assert_fails(
+        &st.run(&["decommission", "--audit-out", s(&final_trail)]),
+        2,
+        "InvalidInput",
+    );
+    st.ok(&["decommission", "--audit-out", s(&final_trail), "--yes"]);
+    let trail = std::fs::read_to_string(&final_trail).expect("final trail");
+    assert!(
+        trail
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("\"event\":\"decommission\"")),
+        "{trail}"
+    );
+    // Nothing is usable afterwards: the sealed store itself is gone.
+    assert_fails(&st.run(&["key", "list"]), 3, "NotFound");
 }
