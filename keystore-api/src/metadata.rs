@@ -249,6 +249,9 @@ pub(crate) struct Intent {
 /// The open metadata database.
 pub(crate) struct Metadata {
     conn: Connection,
+    /// Write transactions begun through this connection (they do not move
+    /// `PRAGMA data_version`, which counts other connections' commits).
+    writes: u64,
 }
 
 const KEY_COLUMNS: &str =
@@ -307,7 +310,7 @@ impl Metadata {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         )?;
-        let mut md = Metadata { conn };
+        let mut md = Metadata { conn, writes: 0 };
         md.migrate()?;
         md.bind_backend(backend, now)?;
         Ok(md)
@@ -359,7 +362,18 @@ impl Metadata {
 
     /// A write transaction.
     pub fn tx(&mut self) -> Result<Transaction<'_>> {
+        self.writes += 1;
         Ok(self.conn.transaction()?)
+    }
+
+    /// Changes whenever any connection (this one or another process's) may
+    /// have changed the database: caches keyed on it stay coherent.
+    pub fn change_stamp(&self) -> Result<(i64, u64)> {
+        let v: i64 = self
+            .conn
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        Ok((v, self.writes))
     }
 }
 

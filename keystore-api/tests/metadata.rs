@@ -40,13 +40,14 @@ fn key_names_are_checked() {
     }
 }
 
-/// The soft store under another name, to test backend binding.
+/// A soft store shared through an `Arc`, under a chosen name: to test
+/// backend binding, and two keystores on one metadata database.
 #[derive(Debug)]
-struct Renamed(backend_soft::SoftStore);
+struct Renamed(std::sync::Arc<backend_soft::SoftStore>, &'static str);
 
 impl keystore_api::Backend for Renamed {
     fn name(&self) -> &'static str {
-        "renamed"
+        self.1
     }
     fn capabilities(&self) -> keystore_api::Capabilities {
         self.0.capabilities()
@@ -130,7 +131,11 @@ fn metadata_is_bound_to_its_backend() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("m.sqlite");
     drop(keystore_api::Keystore::open(soft(dir.path()), &db).unwrap());
-    let err = keystore_api::Keystore::open(Renamed(soft(dir.path())), &db).unwrap_err();
+    let err = keystore_api::Keystore::open(
+        Renamed(std::sync::Arc::new(soft(dir.path())), "renamed"),
+        &db,
+    )
+    .unwrap_err();
     assert_eq!(err.kind(), "InvalidInput");
     assert!(err.to_string().contains("'soft'"), "{err}");
 }
@@ -187,4 +192,50 @@ fn a_crash_between_backend_and_metadata_never_dangles() {
 
 fn officer() -> keystore_api::Actor {
     keystore_api::Actor::new("test", keystore_api::Role::SecurityOfficer).unwrap()
+}
+
+#[test]
+fn a_change_by_another_process_is_seen_at_once() {
+    // Two keystores on one metadata database (two processes on a token or a
+    // TPM): a revocation by one stops the other's hot path immediately.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.sqlite");
+    let shared = std::sync::Arc::new(soft(dir.path()));
+    let gateway = keystore_api::Keystore::open(Renamed(shared.clone(), "soft"), &db).unwrap();
+    let console = keystore_api::Keystore::open(Renamed(shared, "soft"), &db).unwrap();
+    gateway
+        .create(
+            &officer(),
+            "k",
+            keystore_api::KeySpec::new(Algorithm::HmacSha256),
+        )
+        .unwrap();
+    gateway.mac("k", b"warm the cache").unwrap();
+    console.revoke(&officer(), "k", 1, "stolen").unwrap();
+    assert_eq!(gateway.mac("k", b"m").unwrap_err().kind(), "KeyState");
+    // And a rotation by the console is picked up: the gateway signs with v2.
+    gateway
+        .create(
+            &officer(),
+            "s",
+            keystore_api::KeySpec::new(Algorithm::EcdsaP256Sha256),
+        )
+        .unwrap();
+    assert_eq!(
+        gateway
+            .sign("s", b"m", keystore_api::SignatureFormat::Der)
+            .unwrap()
+            .version,
+        1
+    );
+    console
+        .rotate(&officer(), "s", time::Duration::hours(1))
+        .unwrap();
+    assert_eq!(
+        gateway
+            .sign("s", b"m", keystore_api::SignatureFormat::Der)
+            .unwrap()
+            .version,
+        2
+    );
 }

@@ -51,7 +51,7 @@ impl<B: Backend> Keystore<B> {
                 "backup KEK '{kek_name}' must be an aes-256-gcm key with the wrap usage"
             )));
         }
-        Ok(r.handle)
+        Ok(r.handle.clone())
     }
 
     /// Exports `name` (every version with material) wrapped under the backup

@@ -151,6 +151,7 @@ pub struct Keystore<B: Backend> {
     metadata: Mutex<Metadata>,
     clock: Arc<dyn Clock>,
     reconciled: ReconcileReport,
+    active: Mutex<ActiveCache>,
     #[cfg(feature = "fault-injection")]
     fault: Mutex<Option<FaultPoint>>,
 }
@@ -162,6 +163,18 @@ impl<B: Backend> std::fmt::Debug for Keystore<B> {
             .finish_non_exhaustive()
     }
 }
+
+/// Active versions by key name, valid for one metadata change stamp. Keeps
+/// the sign/derive/encrypt hot path free of SQL; any write, here or in
+/// another process, empties it.
+#[derive(Default)]
+struct ActiveCache {
+    stamp: (i64, u64),
+    by_name: std::collections::HashMap<String, Arc<Resolved>>,
+}
+
+/// Entries kept at most; past it the cache starts over (cheap, rare).
+const ACTIVE_CACHE_CAPACITY: usize = 4096;
 
 /// A resolved key version, ready for a backend call.
 pub(crate) struct Resolved {
@@ -213,6 +226,7 @@ impl<B: Backend> Keystore<B> {
             metadata: Mutex::new(metadata),
             clock,
             reconciled: ReconcileReport::default(),
+            active: Mutex::new(ActiveCache::default()),
             #[cfg(feature = "fault-injection")]
             fault: Mutex::new(None),
         };
@@ -383,21 +397,45 @@ impl<B: Backend> Keystore<B> {
         &self,
         name: &str,
         usage: Option<(Usages, &str)>,
-    ) -> Result<Resolved> {
+    ) -> Result<Arc<Resolved>> {
         check_name(name)?;
         let md = self.md();
-        let key = live_key(md.conn(), name)?;
-        if let Some((usage, what)) = usage {
-            check_usage(&key, usage, what)?;
-        }
-        let versions = md::versions(md.conn(), key.id)?;
-        drop(md);
-        let Some(v) = versions.into_iter().find(|v| v.state == KeyState::Active) else {
-            return Err(Error::KeyState(format!(
-                "key '{name}' has no active version (suspended, revoked or rotated away); rotate or resume it"
-            )));
+        let stamp = md.change_stamp()?;
+        let r = {
+            let mut cache = self.active.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.stamp != stamp {
+                cache.by_name.clear();
+                cache.stamp = stamp;
+            }
+            cache.by_name.get(name).cloned()
         };
-        resolved(key, v)
+        let r = match r {
+            Some(r) => r,
+            None => {
+                let key = live_key(md.conn(), name)?;
+                let versions = md::versions(md.conn(), key.id)?;
+                let Some(v) = versions.into_iter().find(|v| v.state == KeyState::Active) else {
+                    if let Some((usage, what)) = usage {
+                        check_usage(&key, usage, what)?;
+                    }
+                    return Err(Error::KeyState(format!(
+                        "key '{name}' has no active version (suspended, revoked or rotated away); rotate or resume it"
+                    )));
+                };
+                let r = Arc::new(resolved(key, v)?);
+                let mut cache = self.active.lock().unwrap_or_else(|p| p.into_inner());
+                if cache.by_name.len() >= ACTIVE_CACHE_CAPACITY {
+                    cache.by_name.clear();
+                }
+                cache.by_name.insert(name.to_string(), Arc::clone(&r));
+                r
+            }
+        };
+        drop(md);
+        if let Some((usage, what)) = usage {
+            check_usage(&r.key, usage, what)?;
+        }
+        Ok(r)
     }
 }
 
