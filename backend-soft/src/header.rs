@@ -1,8 +1,9 @@
 //! The store header: KDF parameters, salt and the wrapped store key.
 //!
 //! ```text
-//! "KSSOFT" | format=1 | kek kind (1 pbkdf2, 2 argon2id, 3 key file)
+//! "KSSOFT" | format (1, or 2 for a provider KEK) | kek kind (1 pbkdf2, 2 argon2id, 3 key file, 4 provider)
 //! | kdf params (pbkdf2: iterations u32; argon2id: m KiB u32, t u32, p u32; key file: none)
+//! | format 2 only: provider kind len u8 | provider kind | sealed KEK len u16 | sealed KEK
 //! | salt len u8 | salt | store id (16)
 //! | wrapped store key: nonce (12) | AES-256-GCM(KEK, store key) (32 + 16 tag)
 //! | SHA-256 of everything before it (32)
@@ -10,6 +11,9 @@
 //! The wrap authenticates every preceding header byte as AAD, so parameters
 //! cannot be lowered without the KEK. The trailing digest tells a corrupted
 //! header ([`Error::Integrity`]) apart from a wrong passphrase ([`Error::Auth`]).
+//! Format 1 headers (passphrase and key-file stores) are written and read
+//! exactly as before; format 2 exists only for provider-sealed KEKs, so a
+//! build without providers reports such a store as unsupported.
 
 use crate::kek::{Kdf, Kek};
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
@@ -18,13 +22,23 @@ use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 6] = b"KSSOFT";
 const FORMAT: u8 = 1;
+const FORMAT_SEALED: u8 = 2;
 const WRAPPED_LEN: usize = 12 + 32 + 16;
+
+/// A KEK provider's kind and the sealed KEK it can unseal (not secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SealedKek {
+    pub kind: String,
+    pub blob: Vec<u8>,
+}
 
 /// A parsed store header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Header {
     pub kdf: Kdf,
     pub salt: Vec<u8>,
+    /// Present exactly when `kdf` is [`Kdf::Provider`].
+    pub sealed: Option<SealedKek>,
     pub store_id: [u8; 16],
     pub wrapped: [u8; WRAPPED_LEN],
 }
@@ -34,13 +48,21 @@ impl Header {
     pub fn seal(
         kdf: Kdf,
         salt: Vec<u8>,
+        sealed: Option<SealedKek>,
         store_id: [u8; 16],
         kek: &Kek,
         store_key: &SecretBytes,
     ) -> Result<Header> {
+        if (kdf == Kdf::Provider) != sealed.is_some() {
+            return Err(Error::backend_msg(
+                "soft",
+                "a provider KEK needs its sealed form, and only it has one",
+            ));
+        }
         let mut h = Header {
             kdf,
             salt,
+            sealed,
             store_id,
             wrapped: [0u8; WRAPPED_LEN],
         };
@@ -80,8 +102,20 @@ impl Header {
     fn authenticated_prefix(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(96);
         out.extend_from_slice(MAGIC);
-        out.push(FORMAT);
-        self.kdf.encode(&mut out);
+        match &self.sealed {
+            None => {
+                out.push(FORMAT);
+                self.kdf.encode(&mut out);
+            }
+            Some(sealed) => {
+                out.push(FORMAT_SEALED);
+                self.kdf.encode(&mut out);
+                out.push(sealed.kind.len() as u8);
+                out.extend_from_slice(sealed.kind.as_bytes());
+                out.extend_from_slice(&(sealed.blob.len() as u16).to_be_bytes());
+                out.extend_from_slice(&sealed.blob);
+            }
+        }
         out.push(self.salt.len() as u8);
         out.extend_from_slice(&self.salt);
         out.extend_from_slice(&self.store_id);
@@ -112,12 +146,25 @@ impl Header {
             return Err(bad("not a soft store header"));
         }
         let format = r.u8()?;
-        if format != FORMAT {
+        if format != FORMAT && format != FORMAT_SEALED {
             return Err(Error::Unsupported(format!(
                 "soft store header format {format} is not supported by this build"
             )));
         }
         let kdf = Kdf::decode(&mut r)?;
+        if (format == FORMAT_SEALED) != (kdf == Kdf::Provider) {
+            return Err(bad("KEK kind does not match the header format"));
+        }
+        let sealed = if format == FORMAT_SEALED {
+            let kind_len = r.u8()? as usize;
+            let kind = String::from_utf8(r.take(kind_len)?.to_vec())
+                .map_err(|_| bad("provider kind is not UTF-8"))?;
+            let blob_len = r.u16()? as usize;
+            let blob = r.take(blob_len)?.to_vec();
+            Some(SealedKek { kind, blob })
+        } else {
+            None
+        };
         let salt_len = r.u8()? as usize;
         let salt = r.take(salt_len)?.to_vec();
         let mut store_id = [0u8; 16];
@@ -130,6 +177,7 @@ impl Header {
         Ok(Header {
             kdf,
             salt,
+            sealed,
             store_id,
             wrapped,
         })
@@ -151,6 +199,11 @@ impl<'a> Reader<'a> {
 
     pub fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
+    }
+
+    pub fn u16(&mut self) -> Result<u16> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
     pub fn u32(&mut self) -> Result<u32> {

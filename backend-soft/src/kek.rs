@@ -1,8 +1,9 @@
 //! Key-encryption keys: where the key that wraps the store key comes from.
 
-use crate::header::Reader;
+use crate::header::{Header, Reader, SealedKek};
 use keystore_api::{Error, Result, SecretBytes};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// How a soft store is unlocked.
 pub enum Unlock {
@@ -10,6 +11,8 @@ pub enum Unlock {
     Passphrase(SecretBytes),
     /// A file holding exactly 32 random bytes, used as the KEK directly.
     KeyFile(PathBuf),
+    /// A KEK held by a device (a TPM), which the header keeps in sealed form.
+    Provider(Arc<dyn KekProvider>),
 }
 
 impl std::fmt::Debug for Unlock {
@@ -17,9 +20,35 @@ impl std::fmt::Debug for Unlock {
         match self {
             Unlock::Passphrase(_) => f.write_str("Unlock::Passphrase([REDACTED])"),
             Unlock::KeyFile(p) => write!(f, "Unlock::KeyFile({})", p.display()),
+            Unlock::Provider(p) => write!(f, "Unlock::Provider({p:?})"),
         }
     }
 }
+
+/// A source of key-encryption keys that keeps them outside the store, such
+/// as a TPM that seals them: the store header holds only the sealed form,
+/// which is useless without the device.
+///
+/// Contract:
+/// - [`KekProvider::create`] makes a new random 32-byte KEK and returns it
+///   with its sealed form (at most [`MAX_SEALED_LEN`] bytes, not secret).
+/// - [`KekProvider::unseal`] recovers that KEK from the sealed form. When the
+///   device cannot (another device, a cleared device, a changed policy such
+///   as PCR values, a wrong device credential) it answers [`Error::Auth`].
+/// - [`KekProvider::kind`] names the provider (ASCII, 1 to 32 bytes); it is
+///   recorded in the header and checked before unsealing.
+/// - `Debug` output redacts every credential.
+pub trait KekProvider: Send + Sync + std::fmt::Debug {
+    /// A short stable name of the provider, e.g. `tpm2-sealed`.
+    fn kind(&self) -> &str;
+    /// A new random 32-byte KEK and its sealed form.
+    fn create(&self) -> Result<(SecretBytes, Vec<u8>)>;
+    /// The KEK sealed in `sealed`.
+    fn unseal(&self, sealed: &[u8]) -> Result<SecretBytes>;
+}
+
+/// Largest sealed form a provider may return.
+pub const MAX_SEALED_LEN: usize = 4096;
 
 /// The passphrase KDF and its cost parameters, recorded in the store header
 /// so that they can be raised later with [`crate::SoftStore::change_unlock`].
@@ -41,6 +70,9 @@ pub enum Kdf {
     },
     /// No KDF: the KEK is a 32-byte key file.
     KeyFile,
+    /// No KDF: the KEK comes from a [`KekProvider`]; its kind and sealed form
+    /// are in the header.
+    Provider,
 }
 
 impl Kdf {
@@ -110,6 +142,7 @@ impl Kdf {
                 out.extend_from_slice(&parallelism.to_be_bytes());
             }
             Kdf::KeyFile => out.push(3),
+            Kdf::Provider => out.push(4),
         }
     }
 
@@ -124,6 +157,7 @@ impl Kdf {
                 parallelism: r.u32()?,
             },
             3 => Kdf::KeyFile,
+            4 => Kdf::Provider,
             other => {
                 return Err(Error::Integrity(format!(
                     "soft store header names unknown KEK kind {other}"
@@ -141,9 +175,73 @@ impl Kek {
         self.0.expose()
     }
 
+    /// The KEK for a new header: derived from the passphrase or key file,
+    /// or freshly made by the provider together with its sealed form.
+    pub fn for_new_header(
+        unlock: &Unlock,
+        kdf: Kdf,
+        salt: &[u8],
+    ) -> Result<(Kek, Option<SealedKek>)> {
+        match unlock {
+            Unlock::Provider(p) => {
+                let kind = provider_kind(p.as_ref())?;
+                let (kek, blob) = p.create()?;
+                if blob.is_empty() || blob.len() > MAX_SEALED_LEN {
+                    return Err(Error::backend_msg(
+                        "soft",
+                        format!(
+                            "KEK provider '{kind}' returned a sealed KEK of {} bytes (1..={MAX_SEALED_LEN} allowed)",
+                            blob.len()
+                        ),
+                    ));
+                }
+                Ok((Kek::checked(kek, &kind)?, Some(SealedKek { kind, blob })))
+            }
+            _ => Ok((Kek::derive(unlock, kdf, salt)?, None)),
+        }
+    }
+
+    /// The KEK that opens `header`: the KDF runs, or the provider unseals.
+    pub fn for_header(unlock: &Unlock, header: &Header) -> Result<Kek> {
+        match (unlock, &header.sealed) {
+            (Unlock::Provider(p), Some(sealed)) => {
+                let kind = provider_kind(p.as_ref())?;
+                if kind != sealed.kind {
+                    return Err(Error::Auth(format!(
+                        "this soft store's KEK is sealed by a '{}' provider, not '{kind}'",
+                        sealed.kind
+                    )));
+                }
+                Kek::checked(p.unseal(&sealed.blob)?, &kind)
+            }
+            (Unlock::Provider(_), None) => Err(Error::Auth(
+                "this soft store is unlocked with a passphrase or key file, not a KEK provider"
+                    .into(),
+            )),
+            (_, Some(sealed)) => Err(Error::Auth(format!(
+                "this soft store is unlocked by a '{}' KEK provider",
+                sealed.kind
+            ))),
+            (_, None) => Kek::derive(unlock, header.kdf, &header.salt),
+        }
+    }
+
+    fn checked(kek: SecretBytes, kind: &str) -> Result<Kek> {
+        if kek.len() != 32 {
+            return Err(Error::backend_msg(
+                "soft",
+                format!(
+                    "KEK provider '{kind}' returned a {}-byte KEK, not 32",
+                    kek.len()
+                ),
+            ));
+        }
+        Ok(Kek(kek))
+    }
+
     /// Derives the KEK for `unlock` under `kdf` and `salt`. This is the only
     /// place a passphrase KDF runs: once per open or re-key.
-    pub fn derive(unlock: &Unlock, kdf: Kdf, salt: &[u8]) -> Result<Kek> {
+    fn derive(unlock: &Unlock, kdf: Kdf, salt: &[u8]) -> Result<Kek> {
         match (unlock, kdf) {
             (Unlock::KeyFile(path), Kdf::KeyFile) => read_key_file(path),
             (Unlock::Passphrase(pw), Kdf::Pbkdf2Sha256 { iterations }) => {
@@ -188,8 +286,21 @@ impl Kek {
             (Unlock::KeyFile(_), _) => Err(Error::Auth(
                 "this soft store is unlocked with a passphrase, not a key file".into(),
             )),
+            (_, Kdf::Provider) | (Unlock::Provider(_), _) => Err(Error::Auth(
+                "this soft store's KEK and its unlock source do not match".into(),
+            )),
         }
     }
+}
+
+fn provider_kind(p: &dyn KekProvider) -> Result<String> {
+    let kind = p.kind();
+    if kind.is_empty() || kind.len() > 32 || !kind.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::InvalidInput(format!(
+            "a KEK provider kind is 1 to 32 printable ASCII bytes, got {kind:?}"
+        )));
+    }
+    Ok(kind.to_string())
 }
 
 fn check_passphrase(pw: &SecretBytes) -> Result<()> {
@@ -258,4 +369,170 @@ pub fn create_key_file(path: &Path) -> Result<()> {
                 e,
             )
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{SoftStore, MAX_SEALED_LEN};
+    use keystore_api::{Algorithm, Backend};
+    use std::sync::Mutex;
+
+    /// A provider that "seals" by keeping KEKs in memory under a random id:
+    /// the sealed form is the id, and a provider without the id cannot unseal.
+    #[derive(Default)]
+    struct MemoryProvider {
+        keks: Mutex<Vec<(Vec<u8>, Vec<u8>)>>,
+        kind: &'static str,
+    }
+
+    impl std::fmt::Debug for MemoryProvider {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("MemoryProvider { .. }")
+        }
+    }
+
+    impl KekProvider for MemoryProvider {
+        fn kind(&self) -> &str {
+            if self.kind.is_empty() {
+                "memory"
+            } else {
+                self.kind
+            }
+        }
+        fn create(&self) -> Result<(SecretBytes, Vec<u8>)> {
+            let mut kek = SecretBytes::zeroed(32);
+            crate::random(kek.expose_mut())?;
+            let mut id = vec![0u8; 16];
+            crate::random(&mut id)?;
+            self.keks
+                .lock()
+                .unwrap()
+                .push((id.clone(), kek.expose().to_vec()));
+            Ok((kek, id))
+        }
+        fn unseal(&self, sealed: &[u8]) -> Result<SecretBytes> {
+            self.keks
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(id, _)| id == sealed)
+                .map(|(_, k)| SecretBytes::from_slice(k))
+                .ok_or_else(|| Error::Auth("not sealed by this provider".into()))
+        }
+    }
+
+    fn kind<T>(r: Result<T>) -> &'static str {
+        match r {
+            Ok(_) => "Ok",
+            Err(e) => e.kind(),
+        }
+    }
+
+    #[test]
+    fn provider_store_round_trip_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("s");
+        let p = Arc::new(MemoryProvider::default());
+        let unlock = Unlock::Provider(p.clone());
+        let store = SoftStore::create(&d, &unlock, Kdf::default_passphrase()).unwrap();
+        assert_eq!(store.kdf(), Kdf::Provider);
+        let h = store.generate(Algorithm::HmacSha256, "k").unwrap().handle;
+        let tag = store.hmac_sha256(&h, b"m").unwrap();
+        drop(store);
+
+        let header = std::fs::read(d.join("store.hdr")).unwrap();
+        assert!(header.starts_with(b"KSSOFT\x02\x04\x06memory"));
+
+        let store = SoftStore::open(&d, &unlock).unwrap();
+        assert_eq!(store.hmac_sha256(&h, b"m").unwrap(), tag);
+        drop(store);
+
+        // Another provider instance of the same kind cannot unseal: Auth.
+        let other = Unlock::Provider(Arc::new(MemoryProvider::default()));
+        assert_eq!(kind(SoftStore::open(&d, &other)), "Auth");
+        // A provider of another kind: Auth, without asking it to unseal.
+        let foreign = Unlock::Provider(Arc::new(MemoryProvider {
+            kind: "other",
+            ..Default::default()
+        }));
+        assert_eq!(kind(SoftStore::open(&d, &foreign)), "Auth");
+        // A passphrase or key file on a provider store: Auth.
+        let pw = Unlock::Passphrase(SecretBytes::from_slice(b"pw"));
+        assert_eq!(kind(SoftStore::open(&d, &pw)), "Auth");
+        let kf = dir.path().join("kf");
+        create_key_file(&kf).unwrap();
+        assert_eq!(
+            kind(SoftStore::open(&d, &Unlock::KeyFile(kf.clone()))),
+            "Auth"
+        );
+
+        // Re-keying to a key file and back to the provider.
+        let store = SoftStore::open(&d, &unlock).unwrap();
+        store
+            .change_unlock(&Unlock::KeyFile(kf.clone()), Kdf::KeyFile)
+            .unwrap();
+        drop(store);
+        assert_eq!(kind(SoftStore::open(&d, &unlock)), "Auth");
+        let store = SoftStore::open(&d, &Unlock::KeyFile(kf)).unwrap();
+        assert_eq!(store.kdf(), Kdf::KeyFile);
+        store.change_unlock(&unlock, Kdf::KeyFile).unwrap();
+        drop(store);
+        let store = SoftStore::open(&d, &unlock).unwrap();
+        assert_eq!(store.hmac_sha256(&h, b"m").unwrap(), tag);
+    }
+
+    #[test]
+    fn provider_on_a_key_file_store_is_auth_and_key_file_headers_stay_format_1() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("s");
+        let kf = dir.path().join("kf");
+        create_key_file(&kf).unwrap();
+        drop(SoftStore::create(&d, &Unlock::KeyFile(kf), Kdf::KeyFile).unwrap());
+        let header = std::fs::read(d.join("store.hdr")).unwrap();
+        assert!(header.starts_with(b"KSSOFT\x01\x03"), "format 1 unchanged");
+        let p = Unlock::Provider(Arc::new(MemoryProvider::default()));
+        assert_eq!(kind(SoftStore::open(&d, &p)), "Auth");
+    }
+
+    #[derive(Debug)]
+    struct BadProvider(usize, usize);
+
+    impl KekProvider for BadProvider {
+        fn kind(&self) -> &str {
+            "bad"
+        }
+        fn create(&self) -> Result<(SecretBytes, Vec<u8>)> {
+            Ok((SecretBytes::zeroed(self.0), vec![1; self.1]))
+        }
+        fn unseal(&self, _: &[u8]) -> Result<SecretBytes> {
+            Ok(SecretBytes::zeroed(self.0))
+        }
+    }
+
+    #[test]
+    fn misbehaving_providers_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, p) in [
+            BadProvider(31, 8),
+            BadProvider(32, 0),
+            BadProvider(32, MAX_SEALED_LEN + 1),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let d = dir.path().join(format!("s{i}"));
+            let unlock = Unlock::Provider(Arc::new(p));
+            assert_eq!(
+                kind(SoftStore::create(&d, &unlock, Kdf::KeyFile)),
+                "Backend"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_of_a_provider_unlock_shows_the_provider_only() {
+        let u = Unlock::Provider(Arc::new(MemoryProvider::default()));
+        assert!(format!("{u:?}").starts_with("Unlock::Provider(MemoryProvider"));
+    }
 }

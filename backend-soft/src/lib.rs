@@ -7,8 +7,10 @@
 //!   256-bit store key. The AAD binds store id, record id, record format and
 //!   algorithm ([`record`] module docs).
 //! - The store key is wrapped by a KEK from a passphrase (PBKDF2-HMAC-SHA256
-//!   or Argon2id, parameters and salt in a versioned header) or from a 32-byte
-//!   key file. The KDF runs once, in [`SoftStore::open`].
+//!   or Argon2id, parameters and salt in a versioned header), from a 32-byte
+//!   key file, or from a [`KekProvider`] that keeps the KEK sealed in a
+//!   device (a TPM); the header then holds only the sealed form. The KDF or
+//!   the unseal runs once, in [`SoftStore::open`].
 //! - Writes are atomic (temp file, fsync, rename, fsync directory).
 //! - Keys come from the OS RNG through aws-lc-rs; private-key operations run
 //!   in aws-lc-rs (constant-time RSA, not the `rsa` crate).
@@ -18,7 +20,8 @@
 //! What survives a copy taken before [`Backend::wipe`]: the copy holds the
 //! wrapped store key, so anyone with the passphrase or key file can still
 //! read it. Wipe crypto-erases only the live store. Protect the KEK
-//! accordingly (a TPM-sealed KEK is planned).
+//! accordingly: with a TPM-sealed KEK a copy is readable only through the
+//! same TPM, and not at all after that TPM's owner hierarchy is cleared.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -29,7 +32,7 @@ mod kek;
 mod material;
 mod record;
 
-pub use kek::{create_key_file, Kdf, Unlock};
+pub use kek::{create_key_file, Kdf, KekProvider, Unlock, MAX_SEALED_LEN};
 
 use header::Header;
 use keystore_api::{
@@ -112,7 +115,8 @@ impl Cache {
 impl SoftStore {
     /// Creates a new store in `dir` (created if missing), unlocked by
     /// `unlock`. Passphrase stores use `kdf` (see [`Kdf::default_passphrase`]);
-    /// key-file stores ignore it. An existing store is [`Error::AlreadyExists`].
+    /// key-file and provider stores ignore it. An existing store is
+    /// [`Error::AlreadyExists`].
     pub fn create(dir: &Path, unlock: &Unlock, kdf: Kdf) -> Result<SoftStore> {
         fs::create_dir_all(dir.join(RECORDS_DIR))
             .map_err(|e| fsio::io_err(format!("cannot create {}", dir.display()), e))?;
@@ -123,26 +127,23 @@ impl SoftStore {
                 dir.display()
             )));
         }
-        let kdf = match unlock {
-            Unlock::KeyFile(_) => Kdf::KeyFile,
-            Unlock::Passphrase(_) if kdf == Kdf::KeyFile => Kdf::default_passphrase(),
-            Unlock::Passphrase(_) => kdf,
-        };
+        let kdf = kdf_for(unlock, kdf);
         kdf.check()?;
         let mut store_key = SecretBytes::zeroed(32);
         random(store_key.expose_mut())?;
         let mut store_id = [0u8; 16];
         random(&mut store_id)?;
         let salt = new_salt(kdf)?;
-        let kek = kek::Kek::derive(unlock, kdf, &salt)?;
-        let header = Header::seal(kdf, salt, store_id, &kek, &store_key)?;
+        let (kek, sealed) = kek::Kek::for_new_header(unlock, kdf, &salt)?;
+        let header = Header::seal(kdf, salt, sealed, store_id, &kek, &store_key)?;
         fsio::write_atomic(&dir.join(HEADER_FILE), &header.encode())?;
         Self::assemble(dir, header, store_key, lock)
     }
 
-    /// Opens the store in `dir`. The passphrase KDF runs here, once. A wrong
-    /// passphrase or key file is [`Error::Auth`]; a damaged header is
-    /// [`Error::Integrity`]; no store is [`Error::NotFound`].
+    /// Opens the store in `dir`. The passphrase KDF (or the provider's
+    /// unseal) runs here, once. A wrong passphrase, key file or provider is
+    /// [`Error::Auth`]; a damaged header is [`Error::Integrity`]; no store is
+    /// [`Error::NotFound`].
     pub fn open(dir: &Path, unlock: &Unlock) -> Result<SoftStore> {
         let header_path = dir.join(HEADER_FILE);
         if !header_path.exists() {
@@ -155,7 +156,7 @@ impl SoftStore {
         let bytes = fs::read(&header_path)
             .map_err(|e| fsio::io_err(format!("cannot read {}", header_path.display()), e))?;
         let header = Header::decode(&bytes)?;
-        let kek = kek::Kek::derive(unlock, header.kdf, &header.salt)?;
+        let kek = kek::Kek::for_header(unlock, &header)?;
         let store_key = header.unwrap_store_key(&kek)?;
         fs::create_dir_all(dir.join(RECORDS_DIR))
             .map_err(|e| fsio::io_err(format!("cannot create {}", dir.display()), e))?;
@@ -182,18 +183,18 @@ impl SoftStore {
         })
     }
 
-    /// Re-wraps the store key under a new passphrase, key file or KDF cost,
-    /// atomically. Records are untouched. The old KEK stops working.
+    /// Re-wraps the store key under a new passphrase, key file, provider or
+    /// KDF cost, atomically. Records are untouched. The old KEK stops working.
     pub fn change_unlock(&self, unlock: &Unlock, kdf: Kdf) -> Result<()> {
         let kdf = match unlock {
-            Unlock::KeyFile(_) => Kdf::KeyFile,
             Unlock::Passphrase(_) => kdf,
+            _ => kdf_for(unlock, kdf),
         };
         kdf.check()?;
         let mut header = self.header.lock().unwrap_or_else(|p| p.into_inner());
         let salt = new_salt(kdf)?;
-        let kek = kek::Kek::derive(unlock, kdf, &salt)?;
-        let new = Header::seal(kdf, salt, header.store_id, &kek, &self.store_key)?;
+        let (kek, sealed) = kek::Kek::for_new_header(unlock, kdf, &salt)?;
+        let new = Header::seal(kdf, salt, sealed, header.store_id, &kek, &self.store_key)?;
         fsio::write_atomic(&self.dir.join(HEADER_FILE), &new.encode())?;
         *header = new;
         Ok(())
@@ -279,8 +280,21 @@ impl SoftStore {
     }
 }
 
+/// The KEK kind a new header gets for `unlock`: passphrases use the
+/// requested KDF (the default one if a non-passphrase kind was asked for).
+fn kdf_for(unlock: &Unlock, kdf: Kdf) -> Kdf {
+    match unlock {
+        Unlock::KeyFile(_) => Kdf::KeyFile,
+        Unlock::Provider(_) => Kdf::Provider,
+        Unlock::Passphrase(_) if matches!(kdf, Kdf::KeyFile | Kdf::Provider) => {
+            Kdf::default_passphrase()
+        }
+        Unlock::Passphrase(_) => kdf,
+    }
+}
+
 fn new_salt(kdf: Kdf) -> Result<Vec<u8>> {
-    if kdf == Kdf::KeyFile {
+    if matches!(kdf, Kdf::KeyFile | Kdf::Provider) {
         return Ok(Vec::new());
     }
     let mut salt = vec![0u8; 32];

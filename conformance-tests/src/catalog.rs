@@ -50,7 +50,7 @@ pub const REQUIREMENTS: &[(&str, &str)] = &[
 ];
 
 /// Backends the workspace tests; each must report a result for every case.
-pub const BACKENDS: &[&str] = &["soft"];
+pub const BACKENDS: &[&str] = &["soft", "pkcs11", "tpm", "soft+tpm-sealed"];
 
 macro_rules! cases {
     ($($id:literal $name:ident $req:literal $title:literal;)*) => {
@@ -118,4 +118,5 @@ cases! {
     "TEST-KEY-47" crash_during_create_or_rotate_recovers "REQ-KEY-ROT-01" "a crash between backend and metadata in create/rotate reopens in the old state, no orphan";
     "TEST-KEY-48" crash_during_destroy_sweep_revoke_recovers "REQ-KEY-WIPE-01" "a crash in destroy/sweep/revoke reopens in the new state, no dangling handle";
     "TEST-KEY-49" missing_material_is_marked_not_dropped "REQ-KEY-STO-01" "material missing at open is reported, marked compromised and audited, not dropped";
+    "TEST-KEY-50" damaged_metadata_never_destroys_a_key "REQ-KEY-STO-01" "a damaged handle in metadata leaves the genuine backend object intact and reported";
 }

@@ -197,6 +197,7 @@ macro_rules! suite {
             crash_during_create_or_rotate_recovers,
             crash_during_destroy_sweep_revoke_recovers,
             missing_material_is_marked_not_dropped,
+            damaged_metadata_never_destroys_a_key,
         );
     };
     (@stamp $fixture:ty; $($name:ident),* $(,)?) => {

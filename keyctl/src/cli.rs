@@ -13,6 +13,10 @@ Unlocking (every command except `tour`):
   KEYCTL_PASSPHRASE) if it is set, else from an interactive prompt when stdin
   is a terminal. Without a terminal and without a source, keyctl fails at
   once instead of waiting for input.
+  With --backend pkcs11 (or KEYCTL_BACKEND=pkcs11) the keys live on a PKCS#11
+  token named by --token-label, --token-serial or --pkcs11-uri; the user PIN
+  comes from --pin-file, else the variable named by --pin-env (default
+  KEYCTL_PKCS11_PIN). The module defaults to SoftHSM2 (--pkcs11-module).
 
 Exit codes:
    0  success
@@ -23,7 +27,7 @@ Exit codes:
    5  Unsupported: the backend cannot do this
    6  KeyState: the key version's state forbids the operation
    7  Policy: the key's usages or the store's policy forbid the operation
-   8  Auth: wrong passphrase or key file
+   8  Auth: wrong passphrase, key file or PIN
    9  Integrity: a signature, ciphertext, AAD or stored record failed to verify
   10  Backend: the backend or the metadata database failed
   11  Io: a file named on the command line could not be read or written
@@ -74,6 +78,10 @@ pub struct UnlockArgs {
     /// [default: KEYCTL_PASSPHRASE, used only if set].
     #[arg(long, global = true, value_name = "VAR")]
     pub passphrase_env: Option<String>,
+
+    /// The backend (soft or pkcs11) and, for PKCS#11, the token and its PIN.
+    #[command(flatten)]
+    pub backend: crate::backend::BackendArgs,
 }
 
 /// Who performs lifecycle commands, and the role credential that proves it.
@@ -144,6 +152,15 @@ pub enum Command {
     },
     /// A self-contained end-to-end demonstration in a temporary directory.
     Tour,
+    /// Device PKI: offline root, production intermediate, revocation, CRLs,
+    /// peer checks.
+    #[command(subcommand)]
+    Ca(crate::provision::CaCommand),
+    /// Provision a device (or a batch): identity key, CSR, short-lived
+    /// certificate, registry entry, record.
+    Provision(crate::provision::ProvisionArgs),
+    /// Renew a device certificate before expiry (rotates the identity key).
+    Renew(crate::provision::RenewArgs),
 }
 
 #[derive(Debug, Subcommand)]

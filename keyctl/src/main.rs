@@ -7,12 +7,16 @@
 mod output;
 mod actor;
 mod admin;
+mod backend;
 mod cli;
 mod commands;
 mod error;
 mod files;
+mod provision;
 mod store;
 mod tour;
+#[cfg(feature = "tpm")]
+mod tpm;
 mod unlock;
 
 use clap::Parser;
@@ -62,5 +66,8 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Encrypt(a) => commands::encrypt(&store::open(&root, &unlock)?, a),
         Command::Decrypt(a) => commands::decrypt(&store::open(&root, &unlock)?, a),
         Command::Derive(a) => commands::derive(&store::open(&root, &unlock)?, a),
+        Command::Ca(cmd) => provision::ca(&root, &unlock, &actor, cmd),
+        Command::Provision(a) => provision::provision(&root, &unlock, &actor, a),
+        Command::Renew(a) => provision::renew(&root, &unlock, &actor, a),
     }
 }

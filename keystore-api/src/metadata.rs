@@ -88,6 +88,14 @@ const MIGRATIONS: &[&str] = &[
         verifier BLOB NOT NULL,
         set_at TEXT NOT NULL
     );",
+    // 3: creations in flight. Reconciliation destroys unreferenced backend
+    // objects only while one is pending (a crash between the backend call
+    // and the metadata commit); otherwise it reports them and touches nothing.
+    "CREATE TABLE pending_creates (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );",
 ];
 
 /// The lifecycle state of a key version (NIST SP 800-57).
@@ -584,6 +592,36 @@ pub(crate) fn set_cryptoperiod(conn: &Connection, key_id: i64, secs: Option<i64>
         "UPDATE keys SET cryptoperiod_secs = ?2 WHERE id = ?1",
         params![key_id, secs],
     )?;
+    Ok(())
+}
+
+/// Records a creation about to reach the backend.
+pub(crate) fn add_pending_create(conn: &Connection, name: &str, now: &str) -> Result<i64> {
+    conn.execute(
+        "INSERT INTO pending_creates (name, created_at) VALUES (?1, ?2)",
+        params![name, now],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// Clears one pending creation (committed or abandoned).
+pub(crate) fn remove_pending_create(conn: &Connection, id: i64) -> Result<()> {
+    conn.execute("DELETE FROM pending_creates WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// The names of creations that never completed, oldest first.
+pub(crate) fn pending_creates(conn: &Connection) -> Result<Vec<String>> {
+    let mut st = conn.prepare_cached("SELECT name FROM pending_creates ORDER BY id")?;
+    let rows = st
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Forgets every pending creation (after reconciliation handled them).
+pub(crate) fn clear_pending_creates(conn: &Connection) -> Result<()> {
+    conn.execute("DELETE FROM pending_creates", [])?;
     Ok(())
 }
 

@@ -884,3 +884,63 @@ pub fn missing_material_is_marked_not_dropped<F: Fixture>(fx: &mut F) -> Outcome
         .any(|e| e.event == "missing" && e.key_name.as_deref() == Some("vanishing")));
     Outcome::Passed
 }
+
+/// TEST-KEY-50
+pub fn damaged_metadata_never_destroys_a_key<F: Fixture>(fx: &mut F) -> Outcome {
+    let ks = fx.open();
+    let k = [0x61u8; 32];
+    ks.import(
+        &so(),
+        "precious",
+        KeySpec::new(Algorithm::HmacSha256),
+        &SecretBytes::from_slice(&k),
+    )
+    .expect("import");
+    let genuine = ks.backend_handle("precious", 1).expect("handle");
+    let tag = ks
+        .backend()
+        .hmac_sha256(&genuine, b"m")
+        .expect("backend mac");
+    if let Err(e) = ks.backend().list() {
+        assert_eq!(e.kind(), "Unsupported", "{e:?}");
+        return Outcome::UnsupportedVerified("backend object listing (reconciliation)".into());
+    }
+    drop(ks);
+    // Bit rot (or an attacker) changes the stored handle.
+    let conn = rusqlite::Connection::open(fx.metadata_path()).expect("metadata");
+    conn.execute_batch(
+        "UPDATE key_versions SET handle = zeroblob(length(handle))
+         WHERE key_id = (SELECT id FROM keys WHERE name = 'precious');",
+    )
+    .expect("damage the handle");
+    drop(conn);
+    let ks = fx.open();
+    let report = ks.reconcile_report().clone();
+    assert!(
+        report.orphans_removed.is_empty(),
+        "a genuine key was destroyed as an orphan: {report:?}"
+    );
+    assert!(
+        report.unreferenced.contains(&genuine),
+        "the genuine object is reported: {report:?}"
+    );
+    assert!(
+        ks.backend().list().expect("list").contains(&genuine),
+        "the object survives"
+    );
+    assert_eq!(
+        ks.backend()
+            .hmac_sha256(&genuine, b"m")
+            .expect("still usable below the keystore"),
+        tag
+    );
+    // The damaged version is not usable through the keystore.
+    assert!(
+        ks.mac("precious", b"m").is_err(),
+        "a damaged handle must not be used"
+    );
+    // And a second open does not destroy it either.
+    let ks = fx.restart(ks);
+    assert!(ks.backend().list().expect("list").contains(&genuine));
+    Outcome::Passed
+}

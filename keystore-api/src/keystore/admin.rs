@@ -78,26 +78,37 @@ impl<B: Backend> Keystore<B> {
         Self::check_spec(spec)?;
         self.require(actor, Duty::Provision, "create", Some(name))?;
         self.check_name_free(name)?;
-        let generated = self.backend.generate(spec.algorithm, name)?;
-        let public = match (&generated.public_key, spec.algorithm.class()) {
-            (Some(pk), KeyClass::Asymmetric) => Some((pk.spki_der().to_vec(), pk.fingerprint())),
-            (None, KeyClass::Symmetric) => None,
-            _ => {
-                self.discard(&generated.handle);
-                return Err(Error::backend_msg(
-                    self.backend.name(),
-                    "backend returned a public key that does not match the algorithm",
-                ));
-            }
-        };
-        self.fault_at(super::FaultPoint::AfterBackendCreate)?;
-        self.commit_new_key(
-            actor,
+        self.create_in_backend(
             name,
-            spec,
-            Origin::Generated,
-            &generated.handle,
-            public,
+            Some(super::FaultPoint::AfterBackendCreate),
+            || {
+                let g = self.backend.generate(spec.algorithm, name)?;
+                let public = match (&g.public_key, spec.algorithm.class()) {
+                    (Some(pk), KeyClass::Asymmetric) => {
+                        Some((pk.spki_der().to_vec(), pk.fingerprint()))
+                    }
+                    (None, KeyClass::Symmetric) => None,
+                    _ => {
+                        self.discard(&g.handle);
+                        return Err(Error::backend_msg(
+                            self.backend.name(),
+                            "backend returned a public key that does not match the algorithm",
+                        ));
+                    }
+                };
+                Ok(((g.handle.clone(), public), vec![g.handle]))
+            },
+            |tx, (handle, public)| {
+                self.record_new_key(
+                    tx,
+                    actor,
+                    name,
+                    spec,
+                    Origin::Generated,
+                    handle,
+                    public.clone(),
+                )
+            },
         )?;
         self.info(name)
     }
@@ -129,15 +140,23 @@ impl<B: Backend> Keystore<B> {
         }
         self.require(actor, Duty::Provision, "import", Some(name))?;
         self.check_name_free(name)?;
-        let handle = self.backend.import(spec.algorithm, secret, name)?;
-        self.commit_new_key(actor, name, spec, Origin::Imported, &handle, None)?;
+        self.create_in_backend(
+            name,
+            None,
+            || {
+                let h = self.backend.import(spec.algorithm, secret, name)?;
+                Ok((h.clone(), vec![h]))
+            },
+            |tx, handle| self.record_new_key(tx, actor, name, spec, Origin::Imported, handle, None),
+        )?;
         self.info(name)
     }
 
-    /// Commits a new key's metadata and audit entry; on failure destroys the
-    /// backend object so nothing is orphaned.
-    pub(crate) fn commit_new_key(
+    /// Records a new key (version 1, active) and its audit entry inside `tx`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn record_new_key(
         &self,
+        tx: &rusqlite::Connection,
         actor: &Actor,
         name: &str,
         spec: KeySpec,
@@ -146,11 +165,9 @@ impl<B: Backend> Keystore<B> {
         public: Option<(Vec<u8>, String)>,
     ) -> Result<()> {
         let now = self.now();
-        let res = (|| -> Result<()> {
-            let mut md = self.md();
-            let tx = md.tx()?;
+        {
             let key_id = md::insert_key(
-                &tx,
+                tx,
                 &NewKey {
                     name,
                     algorithm: spec.algorithm,
@@ -162,7 +179,7 @@ impl<B: Backend> Keystore<B> {
             )?;
             let fp = public.as_ref().map(|p| p.1.as_str());
             md::insert_version(
-                &tx,
+                tx,
                 key_id,
                 &NewVersion {
                     version: 1,
@@ -179,7 +196,7 @@ impl<B: Backend> Keystore<B> {
                 _ => "generate",
             };
             self.audit(
-                &tx,
+                tx,
                 Some(actor),
                 event,
                 Subject::version(name, 1, fp),
@@ -194,13 +211,8 @@ impl<B: Backend> Keystore<B> {
                     }
                 ),
             )?;
-            tx.commit()?;
-            Ok(())
-        })();
-        if res.is_err() {
-            self.discard(handle);
         }
-        res
+        Ok(())
     }
 
     /// Best-effort removal of a backend object that metadata will not reference.
@@ -233,64 +245,63 @@ impl<B: Backend> Keystore<B> {
             .iter()
             .filter(|v| matches!(v.state, KeyState::Active | KeyState::Suspended))
             .collect();
-        let generated = self.backend.generate(key.algorithm, name)?;
-        let public = generated
-            .public_key
-            .as_ref()
-            .map(|pk| (pk.spki_der().to_vec(), pk.fingerprint()));
-        self.fault_at(super::FaultPoint::AfterBackendRotate)?;
         let now = self.now();
         let grace_end = rfc3339(self.now_time() + grace);
-        let res = (|| -> Result<()> {
-            let mut md = self.md();
-            let tx = md.tx()?;
-            for v in &previous {
-                check_transition(v.state, KeyState::Deactivated)?;
-                md::set_state(
-                    &tx,
+        self.create_in_backend(
+            name,
+            Some(super::FaultPoint::AfterBackendRotate),
+            || {
+                let g = self.backend.generate(key.algorithm, name)?;
+                Ok((g.clone(), vec![g.handle]))
+            },
+            |tx, generated| {
+                let public = generated
+                    .public_key
+                    .as_ref()
+                    .map(|pk| (pk.spki_der().to_vec(), pk.fingerprint()));
+                for v in &previous {
+                    check_transition(v.state, KeyState::Deactivated)?;
+                    md::set_state(
+                        tx,
+                        key.id,
+                        v.version,
+                        &StateChange {
+                            grace_end: Some(&grace_end),
+                            ..StateChange::to(KeyState::Deactivated, &now)
+                        },
+                    )?;
+                    self.audit(
+                        tx,
+                        Some(actor),
+                        "state",
+                        Subject::version(name, v.version, v.fingerprint.as_deref()),
+                        format!("{} -> deactivated until {grace_end}", v.state),
+                    )?;
+                }
+                let fp = public.as_ref().map(|p| p.1.as_str());
+                md::insert_version(
+                    tx,
                     key.id,
-                    v.version,
-                    &StateChange {
-                        grace_end: Some(&grace_end),
-                        ..StateChange::to(KeyState::Deactivated, &now)
+                    &NewVersion {
+                        version: next,
+                        state: KeyState::Active,
+                        origin: Origin::Generated,
+                        handle: &generated.handle,
+                        public_key: public.as_ref().map(|p| p.0.as_slice()),
+                        fingerprint: fp,
+                        created_at: &now,
                     },
                 )?;
                 self.audit(
-                    &tx,
+                    tx,
                     Some(actor),
-                    "state",
-                    Subject::version(name, v.version, v.fingerprint.as_deref()),
-                    format!("{} -> deactivated until {grace_end}", v.state),
+                    "rotate",
+                    Subject::version(name, next, fp),
+                    format!("version {next} active; grace {} s", grace.whole_seconds()),
                 )?;
-            }
-            let fp = public.as_ref().map(|p| p.1.as_str());
-            md::insert_version(
-                &tx,
-                key.id,
-                &NewVersion {
-                    version: next,
-                    state: KeyState::Active,
-                    origin: Origin::Generated,
-                    handle: &generated.handle,
-                    public_key: public.as_ref().map(|p| p.0.as_slice()),
-                    fingerprint: fp,
-                    created_at: &now,
-                },
-            )?;
-            self.audit(
-                &tx,
-                Some(actor),
-                "rotate",
-                Subject::version(name, next, fp),
-                format!("version {next} active; grace {} s", grace.whole_seconds()),
-            )?;
-            tx.commit()?;
-            Ok(())
-        })();
-        if res.is_err() {
-            self.discard(&generated.handle);
-        }
-        res?;
+                Ok(())
+            },
+        )?;
         self.info(name)
     }
 

@@ -39,6 +39,9 @@ struct BackupVersion {
     wrapped: String,
 }
 
+/// A restored version: number, state, creation time, grace end, new handle.
+type Restored = (u32, KeyState, String, Option<String>, KeyHandle);
+
 fn context(name: &str, version: u32, alg: Algorithm) -> Vec<u8> {
     format!("{FORMAT}\0{name}\0{version}\0{}", alg.id()).into_bytes()
 }
@@ -162,58 +165,60 @@ impl<B: Backend> Keystore<B> {
         }
         let kek = self.backup_kek(kek_name)?;
         let b64 = base64::engine::general_purpose::STANDARD;
-        let mut restored: Vec<(u32, KeyState, String, Option<String>, KeyHandle)> = Vec::new();
-        let discard_all = |r: &[(u32, KeyState, String, Option<String>, KeyHandle)]| {
+        let discard_all = |r: &[Restored]| {
             for (.., h) in r {
                 self.discard(h);
             }
         };
-        for v in &doc.versions {
-            let parsed = (|| -> Result<(u32, KeyState, String, Option<String>, KeyHandle)> {
-                let state: KeyState = v.state.parse()?;
-                if !has_material(state) {
-                    return Err(Error::InvalidInput(
-                        "a backup version without material".into(),
-                    ));
-                }
-                let wrapped = b64.decode(&v.wrapped).map_err(|_| {
-                    Error::InvalidInput("backup holds malformed wrapped material".into())
-                })?;
-                let h = self.backend.unwrap(
-                    &kek,
-                    algorithm,
-                    &wrapped,
-                    &context(&doc.name, v.version, algorithm),
-                    name,
-                )?;
-                Ok((
-                    v.version,
-                    state,
-                    v.created_at.clone(),
-                    v.grace_end.clone(),
-                    h,
-                ))
-            })();
-            match parsed {
-                Ok(r) => restored.push(r),
-                Err(e) => {
-                    discard_all(&restored);
-                    return Err(e);
+        let unwrap_all = || -> Result<(Vec<Restored>, Vec<KeyHandle>)> {
+            let mut restored: Vec<Restored> = Vec::new();
+            for v in &doc.versions {
+                let parsed = (|| -> Result<Restored> {
+                    let state: KeyState = v.state.parse()?;
+                    if !has_material(state) {
+                        return Err(Error::InvalidInput(
+                            "a backup version without material".into(),
+                        ));
+                    }
+                    let wrapped = b64.decode(&v.wrapped).map_err(|_| {
+                        Error::InvalidInput("backup holds malformed wrapped material".into())
+                    })?;
+                    let h = self.backend.unwrap(
+                        &kek,
+                        algorithm,
+                        &wrapped,
+                        &context(&doc.name, v.version, algorithm),
+                        name,
+                    )?;
+                    Ok((
+                        v.version,
+                        state,
+                        v.created_at.clone(),
+                        v.grace_end.clone(),
+                        h,
+                    ))
+                })();
+                match parsed {
+                    Ok(r) => restored.push(r),
+                    Err(e) => {
+                        discard_all(&restored);
+                        return Err(e);
+                    }
                 }
             }
-        }
-        if restored.iter().filter(|r| r.1 == KeyState::Active).count() > 1 {
-            discard_all(&restored);
-            return Err(Error::Integrity(
-                "backup claims more than one active version".into(),
-            ));
-        }
+            if restored.iter().filter(|r| r.1 == KeyState::Active).count() > 1 {
+                discard_all(&restored);
+                return Err(Error::Integrity(
+                    "backup claims more than one active version".into(),
+                ));
+            }
+            let handles = restored.iter().map(|r| r.4.clone()).collect();
+            Ok((restored, handles))
+        };
         let now = self.now();
-        let res = (|| -> Result<()> {
-            let mut md = self.md();
-            let tx = md.tx()?;
+        self.create_in_backend(name, None, unwrap_all, |tx, restored| {
             let key_id = md::insert_key(
-                &tx,
+                tx,
                 &NewKey {
                     name,
                     algorithm,
@@ -223,9 +228,9 @@ impl<B: Backend> Keystore<B> {
                     created_at: &now,
                 },
             )?;
-            for (version, state, created_at, grace_end, h) in &restored {
+            for (version, state, created_at, grace_end, h) in restored {
                 md::insert_version(
-                    &tx,
+                    tx,
                     key_id,
                     &NewVersion {
                         version: *version,
@@ -239,7 +244,7 @@ impl<B: Backend> Keystore<B> {
                 )?;
                 if grace_end.is_some() {
                     md::set_state(
-                        &tx,
+                        tx,
                         key_id,
                         *version,
                         &StateChange {
@@ -250,7 +255,7 @@ impl<B: Backend> Keystore<B> {
                 }
             }
             self.audit(
-                &tx,
+                tx,
                 Some(actor),
                 "restore",
                 Subject {
@@ -262,14 +267,8 @@ impl<B: Backend> Keystore<B> {
                     restored.len(),
                     doc.name
                 ),
-            )?;
-            tx.commit()?;
-            Ok(())
-        })();
-        if let Err(e) = res {
-            discard_all(&restored);
-            return Err(e);
-        }
+            )
+        })?;
         self.info(name)
     }
 }

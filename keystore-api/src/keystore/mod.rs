@@ -259,27 +259,96 @@ impl<B: Backend> Keystore<B> {
         rfc3339(self.clock.now())
     }
 
+    /// Runs a backend creation bracketed so that a crash between the backend
+    /// call and the metadata commit is recognisable at the next open: a
+    /// pending-create record is committed before `make` runs, and removed in
+    /// the transaction in which `commit` records the new objects. `make`
+    /// returns its value and the handles it created (cleaning up after itself
+    /// if it fails half-way). If `commit` fails, the handles are destroyed.
+    pub(crate) fn create_in_backend<T>(
+        &self,
+        name: &str,
+        fault: Option<FaultPoint>,
+        make: impl FnOnce() -> Result<(T, Vec<KeyHandle>)>,
+        commit: impl FnOnce(&Connection, &T) -> Result<()>,
+    ) -> Result<T> {
+        let pending = {
+            let now = self.now();
+            let mut md = self.md();
+            let tx = md.tx()?;
+            let id = md::add_pending_create(&tx, name, &now)?;
+            tx.commit()?;
+            id
+        };
+        let abandon = || {
+            // Best effort: a record left behind only makes the next open
+            // look for orphans, which it would find none of.
+            let mut md = self.md();
+            let removed = md.tx().and_then(|tx| {
+                md::remove_pending_create(&tx, pending).and_then(|_| Ok(tx.commit()?))
+            });
+            drop(removed);
+        };
+        let (value, handles) = match make() {
+            Ok(v) => v,
+            Err(e) => {
+                abandon();
+                return Err(e);
+            }
+        };
+        if let Some(point) = fault {
+            self.fault_at(point)?;
+        }
+        let res = (|| -> Result<()> {
+            let mut md = self.md();
+            let tx = md.tx()?;
+            commit(&tx, &value)?;
+            md::remove_pending_create(&tx, pending)?;
+            tx.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = res {
+            // Undo in the backend; if that fails too, the pending record stays
+            // and reconciliation at the next open removes the orphans.
+            let undone = handles
+                .iter()
+                .all(|h| matches!(self.backend.destroy(h), Ok(()) | Err(Error::NotFound(_))));
+            if undone {
+                abandon();
+            }
+            return Err(e);
+        }
+        Ok(value)
+    }
+
     /// Creates the audit key (an HMAC key in the backend) on first open.
     fn ensure_audit_key(&self) -> Result<()> {
-        let mut md = self.md();
+        let md = self.md();
         if md::decommissioned_at(md.conn())?.is_some() || md::audit_key(md.conn())?.is_some() {
             return Ok(());
         }
-        let generated = self
-            .backend
-            .generate(Algorithm::HmacSha256, "keystore-audit")?;
-        let now = self.now();
-        let tx = md.tx()?;
-        md::set_audit_key(&tx, Some(&generated.handle))?;
-        let ev = Event {
-            actor: SYSTEM.0.into(),
-            role: SYSTEM.1.into(),
-            event: "audit-init".into(),
-            detail: format!("audit key created in the {} backend", self.backend.name()),
-            ..Event::default()
-        };
-        audit::append(&tx, &self.backend, &generated.handle, &now, &ev)?;
-        tx.commit()?;
+        drop(md);
+        self.create_in_backend(
+            "keystore-audit",
+            None,
+            || {
+                let g = self
+                    .backend
+                    .generate(Algorithm::HmacSha256, "keystore-audit")?;
+                Ok((g.handle.clone(), vec![g.handle]))
+            },
+            |tx, handle| {
+                md::set_audit_key(tx, Some(handle))?;
+                let ev = Event {
+                    actor: SYSTEM.0.into(),
+                    role: SYSTEM.1.into(),
+                    event: "audit-init".into(),
+                    detail: format!("audit key created in the {} backend", self.backend.name()),
+                    ..Event::default()
+                };
+                audit::append(tx, &self.backend, handle, &self.now(), &ev)
+            },
+        )?;
         Ok(())
     }
 

@@ -1,9 +1,12 @@
 //! Crash recovery at open, and the fault-injection points that test it.
 //!
 //! Order of work makes every crash recoverable:
-//! - create/rotate: the backend object is made first, metadata committed
-//!   after. A crash in between leaves an *orphan* (backend object, no
-//!   metadata); reconciliation destroys it, so the state is the old one.
+//! - create/import/rotate/restore: a pending-create record is committed, the
+//!   backend object is made, then the metadata is committed and the record
+//!   removed together. A crash in between leaves the record and an *orphan*
+//!   (backend object, no metadata); reconciliation destroys the orphan, so the
+//!   state is the old one. Without a pending record, an unreferenced object
+//!   is only reported: damaged metadata must never cost a genuine key.
 //! - destroy/sweep/revoke: an *intent* is committed first, the material is
 //!   destroyed, then the metadata completes and the intent goes. A crash in
 //!   between leaves the intent; reconciliation finishes it, so the state is
@@ -40,8 +43,13 @@ pub enum FaultPoint {
 pub struct ReconcileReport {
     /// Interrupted destroys/revokes completed: (key, version, operation).
     pub completed: Vec<(String, u32, String)>,
-    /// Backend objects no metadata referenced, destroyed.
+    /// Backend objects no metadata referenced, left by an interrupted
+    /// creation, destroyed.
     pub orphans_removed: Vec<KeyHandle>,
+    /// Backend objects no metadata references while no creation was
+    /// interrupted (damaged metadata, or another store's objects): reported,
+    /// never destroyed.
+    pub unreferenced: Vec<KeyHandle>,
     /// Versions whose material was missing, now marked compromised.
     pub missing: Vec<(String, u32)>,
     /// True if the backend cannot enumerate its objects (orphans and missing
@@ -63,20 +71,38 @@ impl<B: Backend> Keystore<B> {
         let listed = match self.backend.list() {
             Ok(l) => l,
             Err(Error::Unsupported(_)) => {
+                // Nothing can be matched; an interrupted creation left at
+                // most an object the backend cannot name.
                 report.listing_unsupported = true;
+                let mut md = self.md();
+                let tx = md.tx()?;
+                md::clear_pending_creates(&tx)?;
+                tx.commit()?;
                 return Ok(report);
             }
             Err(e) => return Err(e),
         };
         let listed: HashSet<KeyHandle> = listed.into_iter().collect();
-        let referenced: HashSet<KeyHandle> = md::referenced_handles(self.md().conn())?
-            .into_iter()
-            .collect();
+        let (referenced, interrupted): (HashSet<KeyHandle>, bool) = {
+            let md = self.md();
+            let referenced = md::referenced_handles(md.conn())?.into_iter().collect();
+            (referenced, !md::pending_creates(md.conn())?.is_empty())
+        };
         for orphan in listed.difference(&referenced) {
+            if !interrupted {
+                report.unreferenced.push(orphan.clone());
+                continue;
+            }
             match self.backend.destroy(orphan) {
                 Ok(()) | Err(Error::NotFound(_)) => report.orphans_removed.push(orphan.clone()),
                 Err(e) => return Err(e),
             }
+        }
+        if interrupted {
+            let mut md = self.md();
+            let tx = md.tx()?;
+            md::clear_pending_creates(&tx)?;
+            tx.commit()?;
         }
         self.mark_missing(&listed, &mut report)?;
         Ok(report)

@@ -1,0 +1,436 @@
+//! Object templates and searches.
+//!
+//! Every key is one or two token objects carrying the key's `CKA_ID`, plus
+//! for secret keys a public marker:
+//!
+//! | algorithm | primary object | companion |
+//! |---|---|---|
+//! | ECDSA P-256, RSA | `CKO_PRIVATE_KEY` (`CKA_SIGN` only) | `CKO_PUBLIC_KEY` (`CKA_VERIFY` only) |
+//! | AES-256-GCM | `CKO_SECRET_KEY` `CKK_AES` (`CKA_ENCRYPT`, `CKA_DECRYPT`) | `CKO_DATA` marker |
+//! | HMAC-SHA256 | `CKO_SECRET_KEY` `CKK_GENERIC_SECRET` (`CKA_SIGN`) | `CKO_DATA` marker |
+//!
+//! Primary objects always set `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE`,
+//! `CKA_EXTRACTABLE=false`, `CKA_MODIFIABLE=false` and `CKA_COPYABLE=false`
+//! explicitly, set every usage they do not need to false (SoftHSM's defaults
+//! enable decrypt/unwrap/wrap), and restrict `CKA_ALLOWED_MECHANISMS` to the
+//! one mechanism of their algorithm. They are found with a query that
+//! requires the protection attributes and re-checked before every use
+//! ([`check_protection`]), so an object that lost any of them (or one
+//! planted without them) is never used.
+//!
+//! The companion tells "this key never existed / was destroyed" (nothing
+//! left: `NotFound`) apart from "its key object vanished or was damaged"
+//! (companion still there: `Integrity`). The marker is a public
+//! `CKO_DATA` object (`CKA_APPLICATION` = [`APPLICATION`], `CKA_VALUE` = the
+//! key's `CKA_ID`, `CKA_LABEL` = its name); it holds nothing secret.
+
+use crate::error::ck;
+use crate::handle::KeyId;
+use crate::pubkey::P256_PARAMS;
+use cryptoki::mechanism::MechanismType;
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::Session;
+use cryptoki::types::Ulong;
+use keystore_api::{Algorithm, Result};
+
+/// `CKA_APPLICATION` of the marker objects.
+pub(crate) const APPLICATION: &[u8] = b"keystore-rs/backend-pkcs11 key marker v1";
+
+/// The kind of key an algorithm needs on the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Ec,
+    Rsa,
+    Aes,
+    Hmac,
+}
+
+impl Kind {
+    pub(crate) fn of(alg: Algorithm) -> Kind {
+        match alg {
+            Algorithm::EcdsaP256Sha256 => Kind::Ec,
+            Algorithm::Aes256Gcm => Kind::Aes,
+            Algorithm::HmacSha256 => Kind::Hmac,
+            _ => Kind::Rsa,
+        }
+    }
+
+    pub(crate) fn key_type(self) -> KeyType {
+        match self {
+            Kind::Ec => KeyType::EC,
+            Kind::Rsa => KeyType::RSA,
+            Kind::Aes => KeyType::AES,
+            Kind::Hmac => KeyType::GENERIC_SECRET,
+        }
+    }
+
+    pub(crate) fn asymmetric(self) -> bool {
+        matches!(self, Kind::Ec | Kind::Rsa)
+    }
+
+    pub(crate) fn primary_class(self) -> ObjectClass {
+        if self.asymmetric() {
+            ObjectClass::PRIVATE_KEY
+        } else {
+            ObjectClass::SECRET_KEY
+        }
+    }
+
+    /// The mechanisms a primary object of this kind may be restricted to.
+    pub(crate) fn mechanisms(self) -> &'static [MechanismType] {
+        match self {
+            Kind::Ec => &[MechanismType::ECDSA],
+            Kind::Rsa => &[
+                MechanismType::SHA256_RSA_PKCS_PSS,
+                MechanismType::SHA256_RSA_PKCS,
+            ],
+            Kind::Aes => &[MechanismType::AES_GCM],
+            Kind::Hmac => &[MechanismType::SHA256_HMAC],
+        }
+    }
+
+    /// The kind of a key type, if this crate makes keys of it.
+    pub(crate) fn of_key_type(kt: KeyType) -> Option<Kind> {
+        [Kind::Ec, Kind::Rsa, Kind::Aes, Kind::Hmac]
+            .into_iter()
+            .find(|k| k.key_type() == kt)
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Kind::Ec => "EC private key",
+            Kind::Rsa => "RSA private key",
+            Kind::Aes => "AES secret key",
+            Kind::Hmac => "generic secret (HMAC) key",
+        }
+    }
+}
+
+/// The protection every primary object carries; the first four are also
+/// required by [`primary_query`].
+fn protection() -> [Attribute; 6] {
+    [
+        Attribute::Token(true),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Modifiable(false),
+        Attribute::Copyable(false),
+    ]
+}
+
+/// The one mechanism a key may be used with (`CKA_ALLOWED_MECHANISMS`):
+/// a key serves one algorithm and, for RSA, one padding scheme.
+pub(crate) fn allowed_mechanism(alg: Algorithm) -> MechanismType {
+    match alg {
+        Algorithm::EcdsaP256Sha256 => MechanismType::ECDSA,
+        Algorithm::Rsa2048PssSha256 | Algorithm::Rsa3072PssSha256 => {
+            MechanismType::SHA256_RSA_PKCS_PSS
+        }
+        Algorithm::Rsa2048Pkcs1Sha256 | Algorithm::Rsa3072Pkcs1Sha256 => {
+            MechanismType::SHA256_RSA_PKCS
+        }
+        Algorithm::Aes256Gcm => MechanismType::AES_GCM,
+        Algorithm::HmacSha256 => MechanismType::SHA256_HMAC,
+    }
+}
+
+/// Public and private templates for `C_GenerateKeyPair`.
+pub(crate) fn keypair_templates(
+    alg: Algorithm,
+    id: &KeyId,
+    label: &str,
+) -> (Vec<Attribute>, Vec<Attribute>) {
+    let kind = Kind::of(alg);
+    let mut public = vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(kind.key_type()),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Modifiable(false),
+        Attribute::Verify(true),
+        Attribute::Encrypt(false),
+        Attribute::Wrap(false),
+        Attribute::Derive(false),
+        Attribute::Id(id.as_bytes().to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    let mut private = vec![
+        Attribute::Class(ObjectClass::PRIVATE_KEY),
+        Attribute::KeyType(kind.key_type()),
+        Attribute::Sign(true),
+        Attribute::Decrypt(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::AllowedMechanisms(vec![allowed_mechanism(alg)]),
+        Attribute::Id(id.as_bytes().to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    private.extend(protection());
+    match kind {
+        Kind::Ec => public.push(Attribute::EcParams(P256_PARAMS.to_vec())),
+        _ => {
+            let bits = alg.rsa_bits().unwrap_or(3072) as u64;
+            public.push(Attribute::ModulusBits(Ulong::from(bits)));
+            public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
+            public.push(Attribute::VerifyRecover(false));
+            private.push(Attribute::SignRecover(false));
+        }
+    }
+    (public, private)
+}
+
+/// Usage attributes of a secret key: exactly the operations it serves.
+fn secret_usages(kind: Kind) -> [Attribute; 6] {
+    let aes = kind == Kind::Aes;
+    [
+        Attribute::Encrypt(aes),
+        Attribute::Decrypt(aes),
+        Attribute::Sign(!aes),
+        Attribute::Verify(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+    ]
+}
+
+/// Template for `C_GenerateKey` of a 32-byte secret key.
+pub(crate) fn secret_template(alg: Algorithm, id: &KeyId, label: &str) -> Vec<Attribute> {
+    let kind = Kind::of(alg);
+    let mut t = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(kind.key_type()),
+        Attribute::ValueLen(Ulong::from(32u64)),
+        Attribute::AllowedMechanisms(vec![allowed_mechanism(alg)]),
+        Attribute::Derive(false),
+        Attribute::Id(id.as_bytes().to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ];
+    t.extend(secret_usages(kind));
+    t.extend(protection());
+    t
+}
+
+/// Template for `C_CreateObject` of an imported secret. The caller zeroizes
+/// the `CKA_VALUE` copy inside it afterwards ([`zeroize_values`]).
+pub(crate) fn import_template(
+    alg: Algorithm,
+    id: &KeyId,
+    label: &str,
+    value: &[u8],
+) -> Vec<Attribute> {
+    let kind = Kind::of(alg);
+    let mut t = vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(kind.key_type()),
+        Attribute::AllowedMechanisms(vec![allowed_mechanism(alg)]),
+        Attribute::Derive(false),
+        Attribute::Id(id.as_bytes().to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+        Attribute::Value(value.to_vec()),
+    ];
+    t.extend(secret_usages(kind));
+    t.extend(protection());
+    t
+}
+
+/// Overwrites every `CKA_VALUE` buffer in `template`.
+pub(crate) fn zeroize_values(template: &mut [Attribute]) {
+    for a in template {
+        if let Attribute::Value(v) = a {
+            zeroize::Zeroize::zeroize(v);
+        }
+    }
+}
+
+/// Template for the marker of a secret key.
+pub(crate) fn marker_template(id: &KeyId, label: &str) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Token(true),
+        Attribute::Private(false),
+        Attribute::Modifiable(false),
+        Attribute::Application(APPLICATION.to_vec()),
+        Attribute::Value(id.as_bytes().to_vec()),
+        Attribute::Label(label.as_bytes().to_vec()),
+    ]
+}
+
+/// Finds the key's primary object, only if it carries every protection
+/// attribute and the expected key type.
+pub(crate) fn primary_query(kind: Kind, id: &KeyId) -> Vec<Attribute> {
+    let mut t = vec![
+        Attribute::Class(kind.primary_class()),
+        Attribute::KeyType(kind.key_type()),
+        Attribute::Id(id.as_bytes().to_vec()),
+    ];
+    // CKA_MODIFIABLE and CKA_COPYABLE are not part of the query: they
+    // protect the object, but a token that ignores them would hide every key.
+    t.extend(protection().into_iter().take(4));
+    t
+}
+
+/// Finds the key's public object.
+pub(crate) fn public_query(kind: Kind, id: &KeyId) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::PUBLIC_KEY),
+        Attribute::KeyType(kind.key_type()),
+        Attribute::Token(true),
+        Attribute::Id(id.as_bytes().to_vec()),
+    ]
+}
+
+/// Finds the key's marker.
+pub(crate) fn marker_query(id: &KeyId) -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Application(APPLICATION.to_vec()),
+        Attribute::Value(id.as_bytes().to_vec()),
+    ]
+}
+
+/// Every object of any class carrying the key's `CKA_ID` (not the marker).
+pub(crate) fn id_query(id: &KeyId) -> Vec<Attribute> {
+    vec![Attribute::Id(id.as_bytes().to_vec())]
+}
+
+/// `C_FindObjects` with `template`.
+pub(crate) fn find(s: &Session, template: &[Attribute]) -> Result<Vec<ObjectHandle>> {
+    s.find_objects(template).map_err(ck("C_FindObjects"))
+}
+
+/// Reads one byte-string attribute, matched by type (never by position:
+/// `get_attributes` silently omits attributes it cannot return).
+pub(crate) fn bytes_attr(
+    s: &Session,
+    obj: ObjectHandle,
+    ty: AttributeType,
+) -> Result<Option<Vec<u8>>> {
+    let attrs = s
+        .get_attributes(obj, &[ty])
+        .map_err(ck(format!("C_GetAttributeValue({ty})")))?;
+    Ok(attrs.into_iter().find_map(|a| match (a, ty) {
+        (Attribute::Id(v), AttributeType::Id)
+        | (Attribute::Value(v), AttributeType::Value)
+        | (Attribute::EcPoint(v), AttributeType::EcPoint)
+        | (Attribute::EcParams(v), AttributeType::EcParams)
+        | (Attribute::Modulus(v), AttributeType::Modulus)
+        | (Attribute::PublicExponent(v), AttributeType::PublicExponent)
+        | (Attribute::Label(v), AttributeType::Label) => Some(v),
+        _ => None,
+    }))
+}
+
+/// Reads `CKA_KEY_TYPE`, matched by type.
+pub(crate) fn key_type_of(s: &Session, obj: ObjectHandle) -> Result<Option<KeyType>> {
+    let attrs = s
+        .get_attributes(obj, &[AttributeType::KeyType])
+        .map_err(ck("C_GetAttributeValue(CKA_KEY_TYPE)"))?;
+    Ok(attrs.into_iter().find_map(|a| match a {
+        Attribute::KeyType(k) => Some(k),
+        _ => None,
+    }))
+}
+
+/// Reads `CKA_CLASS`, matched by type.
+pub(crate) fn class_of(s: &Session, obj: ObjectHandle) -> Result<Option<ObjectClass>> {
+    let attrs = s
+        .get_attributes(obj, &[AttributeType::Class])
+        .map_err(ck("C_GetAttributeValue(CKA_CLASS)"))?;
+    Ok(attrs.into_iter().find_map(|a| match a {
+        Attribute::Class(c) => Some(c),
+        _ => None,
+    }))
+}
+
+/// The outcome of [`check_protection`].
+#[derive(Debug)]
+pub(crate) enum Check {
+    /// The object is the key's and carries every protection attribute.
+    Intact,
+    /// The object is the key's but an attribute is missing or wrong.
+    Damaged(String),
+    /// The object is not (or no longer) the key's.
+    NotThisKey,
+}
+
+/// Re-reads a primary object's `CKA_ID` and protection attributes in one
+/// call and compares them with what this crate set at creation
+/// (`CKA_ALLOWED_MECHANISMS` must be exactly one of `allowed`). A token
+/// object that lost attributes (SoftHSM loads an object file cut at an
+/// attribute boundary as a valid object with defaults for the rest) or had
+/// them changed is `Damaged`; attributes are matched by type.
+pub(crate) fn check_protection(
+    s: &Session,
+    obj: ObjectHandle,
+    id: &KeyId,
+    allowed: &[MechanismType],
+) -> Result<Check> {
+    let types = [
+        AttributeType::Id,
+        AttributeType::Token,
+        AttributeType::Private,
+        AttributeType::Sensitive,
+        AttributeType::Extractable,
+        AttributeType::Modifiable,
+        AttributeType::Copyable,
+        AttributeType::AllowedMechanisms,
+    ];
+    let attrs = s
+        .get_attributes(obj, &types)
+        .map_err(ck("C_GetAttributeValue(protection attributes)"))?;
+    let mut seen_id = None;
+    let mut ok = [false; 7];
+    let mut mechanisms = None;
+    for a in attrs {
+        match a {
+            Attribute::Id(v) => seen_id = Some(v),
+            Attribute::Token(true) => ok[0] = true,
+            Attribute::Private(true) => ok[1] = true,
+            Attribute::Sensitive(true) => ok[2] = true,
+            Attribute::Extractable(false) => ok[3] = true,
+            Attribute::Modifiable(false) => ok[4] = true,
+            Attribute::Copyable(false) => ok[5] = true,
+            Attribute::AllowedMechanisms(m) => {
+                ok[6] = m.len() == 1 && allowed.contains(&m[0]);
+                mechanisms = Some(m);
+            }
+            _ => {}
+        }
+    }
+    if seen_id.as_deref() != Some(id.as_bytes()) {
+        return Ok(Check::NotThisKey);
+    }
+    let names = [
+        "CKA_TOKEN",
+        "CKA_PRIVATE",
+        "CKA_SENSITIVE",
+        "CKA_EXTRACTABLE",
+        "CKA_MODIFIABLE",
+        "CKA_COPYABLE",
+        "CKA_ALLOWED_MECHANISMS",
+    ];
+    let bad: Vec<&str> = names
+        .iter()
+        .zip(ok)
+        .filter(|(_, ok)| !ok)
+        .map(|(n, _)| *n)
+        .collect();
+    Ok(if bad.is_empty() {
+        Check::Intact
+    } else {
+        let mut why = format!("{} missing or changed", bad.join(", "));
+        if let (false, Some(m)) = (ok[6], mechanisms) {
+            let names: Vec<String> = m.iter().map(|m| m.to_string()).collect();
+            why.push_str(&format!(
+                "; it allows [{}], this operation needs [{}]",
+                names.join(", "),
+                allowed
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        Check::Damaged(why)
+    })
+}

@@ -1,0 +1,535 @@
+//! Backend-level behaviour on SoftHSM2: configuration and login, sessions,
+//! the object model, damage detection and reconciliation.
+
+use backend_pkcs11::testing::{self, softhsm_or_skip, TestToken, CKO_PRIVATE_KEY, CKO_SECRET_KEY};
+use backend_pkcs11::{admin, PinSource, Pkcs11Backend, Pkcs11Config, TokenSelector};
+use cryptoki::object::{Attribute, ObjectClass};
+use keystore_api::{Algorithm, Backend, KeyHandle, SecretBytes};
+
+/// A fresh token, or `None` when SoftHSM2 is missing and
+/// `KEYSTORE_TEST_SKIP` names pkcs11 (missing otherwise fails with a hint).
+fn token(prefix: &str) -> Option<TestToken> {
+    Some(softhsm_or_skip()?.new_token(prefix).expect("new token"))
+}
+
+#[track_caller]
+fn kind<T: std::fmt::Debug>(r: keystore_api::Result<T>) -> &'static str {
+    match r {
+        Ok(v) => panic!("expected an error, got Ok({v:?})"),
+        Err(e) => e.kind(),
+    }
+}
+
+/// Counts the objects of a key with a raw session.
+fn objects_with_id(t: &TestToken, h: &KeyHandle) -> usize {
+    let s = t.raw_session().expect("raw session");
+    s.login().expect("login");
+    s.count(&[Attribute::Id(h.as_bytes().to_vec())])
+        .expect("count")
+        + s.count(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Value(h.as_bytes().to_vec()),
+        ])
+        .expect("count")
+}
+
+#[test]
+fn configuration_errors_are_precise() {
+    let Some(t) = token("cfg") else { return };
+    assert_eq!(
+        kind(Pkcs11Backend::open(&t.config_with_pin("000000"))),
+        "Auth"
+    );
+    let missing_token = Pkcs11Config::new(
+        TokenSelector::Label("no-such-token".into()),
+        PinSource::Value(SecretBytes::from_slice(t.user_pin.as_bytes())),
+    )
+    .with_module(&t.module);
+    assert_eq!(kind(Pkcs11Backend::open(&missing_token)), "NotFound");
+    let missing_module = t.config().with_module("/nonexistent/libpkcs11.so");
+    let e = Pkcs11Backend::open(&missing_module).unwrap_err();
+    assert_eq!(e.kind(), "NotFound");
+    assert!(e.to_string().contains("apt-get install softhsm2"), "{e}");
+    let unset = Pkcs11Config::new(
+        TokenSelector::Label(t.label.clone()),
+        PinSource::Env("KEYSTORE_PKCS11_TEST_UNSET_PIN".into()),
+    )
+    .with_module(&t.module);
+    assert_eq!(kind(Pkcs11Backend::open(&unset)), "InvalidInput");
+    // By serial, and the PIN from a file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pin_file = dir.path().join("pin");
+    std::fs::write(&pin_file, format!("{}\n", t.user_pin)).expect("write pin");
+    let by_serial = Pkcs11Config::new(
+        TokenSelector::Serial(t.serial.clone()),
+        PinSource::File(pin_file),
+    )
+    .with_module(&t.module);
+    let b = Pkcs11Backend::open(&by_serial).expect("open by serial");
+    assert_eq!(b.token_label(), t.label);
+    // Nothing secret in Debug.
+    let dbg = format!("{b:?} {by_serial:?}");
+    assert!(!dbg.contains(&t.user_pin), "{dbg}");
+    b.close().expect("close");
+}
+
+#[test]
+fn a_second_backend_on_a_logged_in_token_still_needs_the_right_pin() {
+    let Some(t) = token("login") else { return };
+    let a = t.open().expect("first backend");
+    // The token answers CKR_USER_ALREADY_LOGGED_IN without checking the
+    // PIN; the backend checks it against the login it made.
+    assert_eq!(
+        kind(Pkcs11Backend::open(&t.config_with_pin("999999"))),
+        "Auth"
+    );
+    let b = t.open().expect("second backend, right PIN");
+    let h = a
+        .generate(Algorithm::HmacSha256, "shared")
+        .expect("generate")
+        .handle;
+    assert_eq!(
+        *a.hmac_sha256(&h, b"x").expect("mac"),
+        *b.hmac_sha256(&h, b"x").expect("mac")
+    );
+    drop(a);
+    b.hmac_sha256(&h, b"x").expect("still logged in through b");
+    drop(b);
+    // Everything closed: a wrong PIN is checked by the token again.
+    assert_eq!(
+        kind(Pkcs11Backend::open(&t.config_with_pin("999999"))),
+        "Auth"
+    );
+    t.open().expect("reopen");
+}
+
+#[test]
+fn operations_reuse_pooled_sessions() {
+    let Some(t) = token("pool") else { return };
+    let b = t.open().expect("open");
+    let h = b
+        .generate(Algorithm::EcdsaP256Sha256, "p")
+        .expect("generate")
+        .handle;
+    b.sign(&h, Algorithm::EcdsaP256Sha256, b"warm")
+        .expect("sign");
+    let warm = b.sessions_opened();
+    for i in 0..200u32 {
+        b.sign(&h, Algorithm::EcdsaP256Sha256, &i.to_be_bytes())
+            .expect("sign");
+    }
+    assert_eq!(b.sessions_opened(), warm, "no session opened per operation");
+    b.close().expect("close");
+}
+
+#[test]
+fn aes_gcm_refuses_empty_aad_at_the_backend() {
+    let Some(t) = token("aad") else { return };
+    let b = t.open().expect("open");
+    let h = b
+        .generate(Algorithm::Aes256Gcm, "aes")
+        .expect("generate")
+        .handle;
+    assert_eq!(kind(b.encrypt(&h, b"", b"pt")), "InvalidInput");
+    assert_eq!(kind(b.decrypt(&h, b"", &[0; 12], &[0; 16])), "InvalidInput");
+    let sealed = b.encrypt(&h, b"a", b"").expect("empty plaintext");
+    assert_eq!(sealed.ciphertext.len(), 16);
+    assert!(b
+        .decrypt(&h, b"a", &sealed.nonce, &sealed.ciphertext)
+        .expect("decrypt")
+        .is_empty());
+    // SoftHSM reports a wrong tag as CKR_GENERAL_ERROR: still Integrity.
+    assert_eq!(
+        kind(b.decrypt(&h, b"b", &sealed.nonce, &sealed.ciphertext)),
+        "Integrity"
+    );
+    assert_eq!(
+        kind(b.decrypt(&h, b"a", &sealed.nonce, &[0; 15])),
+        "Integrity"
+    );
+}
+
+#[test]
+fn keys_are_bound_to_one_algorithm() {
+    let Some(t) = token("bind") else { return };
+    let b = t.open().expect("open");
+    let aes = b.generate(Algorithm::Aes256Gcm, "aes").expect("aes").handle;
+    let pss = b
+        .generate(Algorithm::Rsa2048PssSha256, "pss")
+        .expect("rsa")
+        .handle;
+    // An AES handle is not an HMAC key, and vice versa.
+    assert_eq!(kind(b.hmac_sha256(&aes, b"x")), "Integrity");
+    // A PSS key does not sign PKCS#1 v1.5 (CKA_ALLOWED_MECHANISMS).
+    let e = b
+        .sign(&pss, Algorithm::Rsa2048Pkcs1Sha256, b"x")
+        .unwrap_err();
+    assert_eq!(e.kind(), "Integrity", "{e}");
+    assert!(e.to_string().contains("CKA_ALLOWED_MECHANISMS"), "{e}");
+    b.sign(&pss, Algorithm::Rsa2048PssSha256, b"x")
+        .expect("PSS signs");
+    assert_eq!(kind(b.sign(&aes, Algorithm::Aes256Gcm, b"x")), "Policy");
+    assert_eq!(kind(b.public_key(&aes, Algorithm::Aes256Gcm)), "Policy");
+    assert_eq!(
+        kind(b.import(
+            Algorithm::EcdsaP256Sha256,
+            &SecretBytes::from_slice(&[1; 32]),
+            "x"
+        )),
+        "Policy"
+    );
+    assert_eq!(
+        kind(b.import(
+            Algorithm::HmacSha256,
+            &SecretBytes::from_slice(&[1; 31]),
+            "x"
+        )),
+        "InvalidInput"
+    );
+}
+
+#[test]
+fn namespaces_separate_stores_on_one_token() {
+    let Some(t) = token("ns") else { return };
+    let a = Pkcs11Backend::open(&t.config().with_namespace("store-a")).expect("a");
+    let b = Pkcs11Backend::open(&t.config().with_namespace("store-b")).expect("b");
+    let ha = a
+        .generate(Algorithm::HmacSha256, "k")
+        .expect("generate")
+        .handle;
+    let hb = b
+        .generate(Algorithm::EcdsaP256Sha256, "k")
+        .expect("generate")
+        .handle;
+    assert_eq!(a.list().expect("list"), vec![ha.clone()]);
+    assert_eq!(b.list().expect("list"), vec![hb.clone()]);
+    assert_eq!(kind(a.hmac_sha256(&hb, b"x")), "NotFound");
+    assert_eq!(kind(b.destroy(&ha)), "NotFound");
+    a.wipe().expect("wipe a");
+    assert!(a.list().expect("list").is_empty());
+    assert_eq!(
+        b.list().expect("list"),
+        vec![hb.clone()],
+        "b's keys survive a's wipe"
+    );
+    b.sign(&hb, Algorithm::EcdsaP256Sha256, b"m")
+        .expect("b still signs");
+}
+
+#[test]
+fn a_vanished_key_object_is_integrity_not_notfound() {
+    let Some(t) = token("vanish") else { return };
+    let b = t.open().expect("open");
+    let mac = b
+        .generate(Algorithm::HmacSha256, "mac")
+        .expect("mac")
+        .handle;
+    let ec = b
+        .generate(Algorithm::EcdsaP256Sha256, "ec")
+        .expect("ec")
+        .handle;
+    let s = t.raw_session().expect("raw");
+    for (h, class) in [
+        (&mac, ObjectClass::SECRET_KEY),
+        (&ec, ObjectClass::PRIVATE_KEY),
+    ] {
+        let objs = s
+            .find_objects(&[
+                Attribute::Class(class),
+                Attribute::Id(h.as_bytes().to_vec()),
+            ])
+            .expect("find");
+        assert_eq!(objs.len(), 1);
+        s.destroy_object(objs[0])
+            .expect("destroy behind the backend's back");
+    }
+    assert_eq!(kind(b.hmac_sha256(&mac, b"x")), "Integrity");
+    assert_eq!(
+        kind(b.sign(&ec, Algorithm::EcdsaP256Sha256, b"x")),
+        "Integrity"
+    );
+    // Still listed (held, damaged), so the keystore does not mistake it for
+    // an orphan-free missing key; destroy removes what is left.
+    assert!(b.list().expect("list").contains(&mac));
+    b.destroy(&mac).expect("destroy the rest");
+    b.destroy(&ec).expect("destroy the rest");
+    assert_eq!(kind(b.destroy(&mac)), "NotFound");
+    assert!(b.list().expect("list").is_empty());
+}
+
+#[test]
+fn a_missing_public_key_object_stops_signing() {
+    let Some(t) = token("pub") else { return };
+    let h = {
+        let b = t.open().expect("open");
+        b.generate(Algorithm::EcdsaP256Sha256, "ec")
+            .expect("ec")
+            .handle
+    };
+    let s = t.raw_session().expect("raw");
+    s.login().expect("login");
+    let objs = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::Id(h.as_bytes().to_vec()),
+        ])
+        .expect("find");
+    s.destroy_object(objs[0])
+        .expect("destroy the public key object");
+    drop(s);
+    let b = t.open().expect("reopen");
+    assert_eq!(
+        kind(b.sign(&h, Algorithm::EcdsaP256Sha256, b"x")),
+        "Integrity"
+    );
+    assert_eq!(
+        kind(b.public_key(&h, Algorithm::EcdsaP256Sha256)),
+        "Integrity"
+    );
+}
+
+/// Damages the object file of the key object of `h` (class `raw_class`).
+fn damage(
+    t: &TestToken,
+    h: &KeyHandle,
+    class: ObjectClass,
+    raw_class: u64,
+    f: impl Fn(&mut Vec<u8>, &testing::ObjectFile),
+) {
+    let s = t.raw_session().expect("raw");
+    s.login().expect("login");
+    let q = [
+        Attribute::Class(class),
+        Attribute::Id(h.as_bytes().to_vec()),
+    ];
+    let path = t
+        .locate_object_file(raw_class, &|| Ok(s.count(&q)? > 0))
+        .expect("locate");
+    let mut bytes = std::fs::read(&path).expect("read");
+    let parsed = testing::ObjectFile::parse(&bytes).expect("parse");
+    f(&mut bytes, &parsed);
+    testing::set_generation(&mut bytes, parsed.generation + 100);
+    std::fs::write(&path, bytes).expect("write");
+}
+
+#[test]
+fn damaged_key_objects_are_detected() {
+    let Some(t) = token("damage") else { return };
+    let b = t.open().expect("open");
+    let ec = b
+        .generate(Algorithm::EcdsaP256Sha256, "ec")
+        .expect("ec")
+        .handle;
+    let mac = b
+        .generate(Algorithm::HmacSha256, "mac")
+        .expect("mac")
+        .handle;
+    let mac2 = b
+        .generate(Algorithm::HmacSha256, "mac2")
+        .expect("mac2")
+        .handle;
+    let bystander = b
+        .import(
+            Algorithm::HmacSha256,
+            &SecretBytes::from_slice(&[7; 32]),
+            "by",
+        )
+        .expect("import");
+    let by_tag = b.hmac_sha256(&bystander, b"x").expect("mac");
+    b.sign(&ec, Algorithm::EcdsaP256Sha256, b"before")
+        .expect("sign");
+
+    // A bit flipped in the stored private value: the token signs with
+    // another scalar, and the host-side check of every signature notices.
+    damage(
+        &t,
+        &ec,
+        ObjectClass::PRIVATE_KEY,
+        CKO_PRIVATE_KEY,
+        |bytes, f| {
+            let v = f.attr(testing::CKA_VALUE).expect("CKA_VALUE");
+            bytes[v.offset + 15] ^= 1;
+        },
+    );
+    assert_eq!(
+        kind(b.sign(&ec, Algorithm::EcdsaP256Sha256, b"after")),
+        "Integrity"
+    );
+
+    // Cut at an attribute boundary: SoftHSM loads what is left as a valid
+    // object with defaults; the missing protection attributes give it away.
+    damage(
+        &t,
+        &mac,
+        ObjectClass::SECRET_KEY,
+        CKO_SECRET_KEY,
+        |bytes, f| {
+            let cut = f
+                .attrs
+                .iter()
+                .find(|a| a.ty == 0x162) // CKA_EXTRACTABLE
+                .map(|a| a.offset - 16)
+                .expect("CKA_EXTRACTABLE");
+            bytes.truncate(cut);
+        },
+    );
+    let e = b.hmac_sha256(&mac, b"x").unwrap_err();
+    assert_eq!(e.kind(), "Integrity", "{e}");
+    assert!(e.to_string().contains("CKA_ALLOWED_MECHANISMS"), "{e}");
+
+    // Cut inside a value: SoftHSM drops the object; its marker remains.
+    damage(
+        &t,
+        &mac2,
+        ObjectClass::SECRET_KEY,
+        CKO_SECRET_KEY,
+        |bytes, f| {
+            let v = f.attr(testing::CKA_VALUE).expect("CKA_VALUE");
+            bytes.truncate(v.offset + 5);
+        },
+    );
+    assert_eq!(kind(b.hmac_sha256(&mac2, b"x")), "Integrity");
+
+    assert_eq!(
+        *b.hmac_sha256(&bystander, b"x").expect("bystander"),
+        *by_tag
+    );
+    let report = b
+        .reconcile(
+            &[ec.clone(), mac.clone(), mac2.clone(), bystander.clone()],
+            false,
+        )
+        .expect("reconcile");
+    // The two cut objects show without using them; a changed key value
+    // only shows on use.
+    let mut want = vec![mac.clone(), mac2.clone()];
+    want.sort();
+    assert_eq!(report.damaged, want, "{report:?}");
+}
+
+#[test]
+fn reconcile_reports_missing_damaged_orphans_and_foreign() {
+    let Some(t) = token("recon") else { return };
+    let b = t.open().expect("open");
+    let kept = b
+        .generate(Algorithm::EcdsaP256Sha256, "kept")
+        .expect("gen")
+        .handle;
+    let orphan = b
+        .generate(Algorithm::HmacSha256, "orphan")
+        .expect("gen")
+        .handle;
+    let gone = b
+        .generate(Algorithm::Aes256Gcm, "gone")
+        .expect("gen")
+        .handle;
+    let half = b
+        .generate(Algorithm::HmacSha256, "half")
+        .expect("gen")
+        .handle;
+    b.destroy(&gone).expect("destroy");
+    {
+        let s = t.raw_session().expect("raw");
+        let objs = s
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Id(half.as_bytes().to_vec()),
+            ])
+            .expect("find");
+        s.destroy_object(objs[0]).expect("destroy key object only");
+    }
+    let foreign = KeyHandle::new(vec![1, 2, 3]);
+    let known = [kept.clone(), gone.clone(), half.clone(), foreign.clone()];
+    let report = b.reconcile(&known, false).expect("reconcile");
+    assert_eq!(report.missing, vec![gone.clone()]);
+    assert_eq!(report.damaged, vec![half.clone()]);
+    assert_eq!(report.orphans, vec![orphan.clone()]);
+    assert_eq!(report.foreign, vec![foreign]);
+    assert!(report.removed.is_empty());
+    assert_eq!(objects_with_id(&t, &orphan), 2, "reporting removes nothing");
+    let report = b.reconcile(&known, true).expect("reconcile");
+    assert_eq!(report.removed, vec![orphan.clone()]);
+    assert_eq!(objects_with_id(&t, &orphan), 0);
+    b.sign(&kept, Algorithm::EcdsaP256Sha256, b"m")
+        .expect("kept key intact");
+    assert!(!b
+        .reconcile(&[kept.clone(), half.clone()], true)
+        .expect("again")
+        .is_clean());
+}
+
+#[test]
+fn destroy_and_wipe_leave_no_object_and_no_file() {
+    let Some(t) = token("wipe") else { return };
+    let b = t.open().expect("open");
+    let mut handles = Vec::new();
+    for alg in Algorithm::ALL {
+        handles.push(
+            b.generate(alg, &format!("w-{}", alg.id()))
+                .expect("generate")
+                .handle,
+        );
+    }
+    let one = handles.remove(0);
+    b.destroy(&one).expect("destroy");
+    assert_eq!(objects_with_id(&t, &one), 0);
+    b.wipe().expect("wipe");
+    assert!(b.list().expect("list").is_empty());
+    for h in handles.iter().chain([&one]) {
+        assert_eq!(objects_with_id(&t, h), 0, "{h:?}");
+        for f in t.files() {
+            let bytes = std::fs::read(&f).expect("read");
+            assert!(
+                !bytes.windows(h.as_bytes().len()).any(|w| w == h.as_bytes()),
+                "{} holds {h:?}",
+                f.display()
+            );
+        }
+    }
+    // Only SoftHSM's own files remain.
+    let objects = t.object_files();
+    assert!(objects.is_empty(), "{objects:?}");
+}
+
+#[test]
+fn admin_initialises_and_decommissions_tokens() {
+    let Some(hsm) = softhsm_or_skip() else {
+        return;
+    };
+    let Some(t) = token("admin") else { return };
+    let e = admin::init_token(
+        hsm.module(),
+        &t.label,
+        &SecretBytes::from_slice(b"123456"),
+        &SecretBytes::from_slice(b"654321"),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), "AlreadyExists");
+    let h = {
+        let b = t.open().expect("open");
+        b.generate(Algorithm::HmacSha256, "k")
+            .expect("generate")
+            .handle
+    };
+    let selector = TokenSelector::Serial(t.serial.clone());
+    assert_eq!(
+        admin::reinitialize_token(
+            hsm.module(),
+            &selector,
+            &SecretBytes::from_slice(b"wrong-so")
+        )
+        .unwrap_err()
+        .kind(),
+        "Auth"
+    );
+    admin::reinitialize_token(
+        hsm.module(),
+        &selector,
+        &SecretBytes::from_slice(t.so_pin.as_bytes()),
+    )
+    .expect("decommission");
+    // The user PIN is gone with every object.
+    assert_eq!(kind(t.open()), "Auth");
+    assert!(t.object_files().is_empty());
+    let _ = h;
+}

@@ -1,0 +1,60 @@
+//! Provisioning and decommissioning commands for the TPM's hierarchies.
+//!
+//! Each function opens its own short connection and closes it before
+//! returning. A TPM without a resource manager (swtpm, `/dev/tpm0`) accepts
+//! one connection at a time, so do not call these while a
+//! [`crate::TpmBackend`] is open on such a TPM.
+
+use crate::config::check_auth;
+use crate::esys::{Esys, Tr, RH_LOCKOUT, RH_OWNER};
+use crate::rc::{to_error, TpmRc};
+use keystore_api::{Error, Result, SecretBytes};
+
+fn connect(tcti: &str) -> Result<Esys> {
+    Esys::connect(tcti).map_err(|rc: TpmRc| {
+        Error::backend(
+            "tpm",
+            format!("cannot connect to the TPM through TCTI '{tcti}'"),
+            rc,
+        )
+    })
+}
+
+fn change_auth(
+    tcti: &str,
+    hierarchy: Tr,
+    which: &str,
+    current: &SecretBytes,
+    new: &SecretBytes,
+) -> Result<()> {
+    check_auth(current, which)?;
+    check_auth(new, which)?;
+    let mut esys = connect(tcti)?;
+    esys.set_auth(hierarchy, current.expose())
+        .and_then(|()| esys.hierarchy_change_auth(hierarchy, new.expose()))
+        .map_err(|rc| to_error(&format!("change the {which} auth"), rc))
+}
+
+/// Changes the owner hierarchy auth from `current` to `new`
+/// (`TPM2_HierarchyChangeAuth`). A wrong `current` is [`Error::Auth`].
+pub fn change_owner_auth(tcti: &str, current: &SecretBytes, new: &SecretBytes) -> Result<()> {
+    change_auth(tcti, RH_OWNER, "owner", current, new)
+}
+
+/// Changes the lockout hierarchy auth from `current` to `new`. Failed
+/// lockout authorisations count towards the TPM's dictionary-attack lockout.
+pub fn change_lockout_auth(tcti: &str, current: &SecretBytes, new: &SecretBytes) -> Result<()> {
+    change_auth(tcti, RH_LOCKOUT, "lockout", current, new)
+}
+
+/// Clears the owner hierarchy (`TPM2_Clear`, authorised by the lockout
+/// auth): the owner seed is replaced, so every key blob made under the old
+/// storage primary becomes unloadable (crypto-erase), and the owner and
+/// endorsement auth values become empty.
+pub fn clear(tcti: &str, lockout_auth: &SecretBytes) -> Result<()> {
+    check_auth(lockout_auth, "lockout")?;
+    let mut esys = connect(tcti)?;
+    esys.set_auth(RH_LOCKOUT, lockout_auth.expose())
+        .and_then(|()| esys.clear(RH_LOCKOUT))
+        .map_err(|rc| to_error("clear the TPM (TPM2_Clear)", rc))
+}

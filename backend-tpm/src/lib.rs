@@ -1,0 +1,540 @@
+//! # backend-tpm
+//!
+//! A keystore [`Backend`] on a TPM 2.0, through the TSS2 ESAPI (`libtss2`,
+//! via `tss-esapi` 7). Tested against swtpm.
+//!
+//! - **Storage primary**: an ECC NIST P-256 storage key under the owner
+//!   hierarchy, *re-created from a fixed template* (the TCG provisioning
+//!   guidance's SRK template) once per [`TpmBackend::open`] and kept loaded
+//!   for the connection's lifetime. Not persisted with `EvictControl`: the
+//!   TPM derives the same key from the owner seed every time, so nothing is
+//!   written to the TPM's NV memory, no persistent handle can collide with
+//!   another program's SRK at `0x81000001` (made with a different template),
+//!   and the owner auth is checked at every open (a wrong one is
+//!   [`keystore_api::Error::Auth`]). After an owner clear the seed, hence the
+//!   primary, changes and every blob made before becomes unloadable.
+//! - **Keys** are children of the primary with
+//!   `fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | noDA`
+//!   and `sign` (imported HMAC keys lack `sensitiveDataOrigin`), each with
+//!   its own random 256-bit auth value. The [`KeyHandle`] is the key id plus
+//!   the TPM's (public, private) blob pair; the keystore stores it in its
+//!   metadata. The backend's registry directory (`DIR/keys/`) records each
+//!   live key's auth value and public-area Name; destroying a key shreds its
+//!   entry, after which the TPM refuses every use of any copy of the blob.
+//! - **Algorithms**: ECDSA P-256 (SHA-256 on the host, `TPM2_Sign` with a
+//!   NULL ticket, fixed `r‖s` out), RSA-2048/3072 PSS-SHA256 and PKCS#1
+//!   v1.5-SHA256 where `TPM2_TestParms` accepts them, HMAC-SHA256
+//!   keyed-hash objects (`TPM2_HMAC`, or an HMAC sequence for data larger
+//!   than the TPM's input buffer). AES-GCM is
+//!   [`keystore_api::Error::Unsupported`] (TPMs have no GCM; use a soft
+//!   store sealed by [`TpmSealedKek`] instead).
+//! - **One connection**, behind one mutex (swtpm accepts one connection).
+//!   Loaded keys are cached in an LRU within the TPM's transient slots
+//!   (three on swtpm, one of them the primary) and flushed on eviction and
+//!   on drop; only password sessions are used for keys, so operations hold
+//!   no session slots. A connection lost to a TPM or simulator restart is
+//!   re-opened once, transparently.
+//!
+//! What survives a copy taken before [`Backend::wipe`]: a copy of the
+//! registry directory plus the metadata database still works on the same
+//! TPM until its owner hierarchy is cleared; [`TpmBackend::decommission`]
+//! (`TPM2_Clear`) makes every blob unloadable, copy or not.
+
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod admin;
+mod blob;
+mod config;
+mod conn;
+mod esys;
+mod fsio;
+pub mod probe;
+mod pubkey;
+mod rc;
+mod registry;
+mod seal;
+#[cfg(feature = "test-support")]
+pub mod swtpm;
+mod templates;
+
+pub use blob::{layout as handle_layout, Layout as HandleLayout};
+pub use config::{
+    default_tcti, read_auth_file, TpmConfig, DEFAULT_TCTI, MAX_AUTH_LEN, OWNER_AUTH_ENV,
+    OWNER_AUTH_FILE_ENV, TCTI_ENV,
+};
+pub use rc::{code as rc_code, TpmRc};
+pub use seal::{PcrBinding, TpmSealedKek, KIND as SEALED_KEK_KIND};
+pub use templates::{primary_unique, PRIMARY_UNIQUE_LABEL};
+
+use blob::{Blob, KeyId};
+use conn::{Conn, OpenError};
+use esys::Tr;
+use keystore_api::{
+    limits, AeadSealed, Algorithm, Backend, Capabilities, Error, GeneratedKey, KeyClass, KeyHandle,
+    PublicKey, Result, SecretBytes,
+};
+use registry::{Entry, Lookup, Registry};
+use sha2::{Digest as _, Sha256};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use tss_esapi::structures::Public;
+use tss_esapi::traits::Marshall;
+use zeroize::Zeroizing;
+
+const KEYS_DIR: &str = "keys";
+const LOCK_FILE: &str = "lock";
+
+/// A TPM 2.0 key store: one TPM connection and one registry directory.
+pub struct TpmBackend {
+    config: TpmConfig,
+    dir: PathBuf,
+    state: Mutex<State>,
+    caps: Capabilities,
+    _lock: File,
+}
+
+impl std::fmt::Debug for TpmBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TpmBackend")
+            .field("tcti", &self.config.tcti())
+            .field("dir", &self.dir)
+            .field("owner_auth", &"[REDACTED]")
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct State {
+    conn: Option<Conn>,
+    registry: Registry,
+}
+
+impl State {
+    /// The live connection, opening one if the last was lost.
+    pub(crate) fn connect(&mut self, config: &TpmConfig) -> Result<&mut Conn> {
+        if self.conn.is_none() {
+            self.conn = Some(Conn::open(config).map_err(|e| open_error(config, e))?);
+        }
+        match self.conn.as_mut() {
+            Some(c) => Ok(c),
+            None => Err(Error::backend_msg("tpm", "no TPM connection")),
+        }
+    }
+
+    /// Forgets a broken connection without talking to the TPM.
+    pub(crate) fn disconnect(&mut self) {
+        if let Some(mut c) = self.conn.take() {
+            c.mark_dead();
+        }
+    }
+
+    /// Checks `handle` against the registry: a live key of `alg` whose
+    /// public area is the one registered under its id.
+    pub(crate) fn resolve(
+        &self,
+        handle: &KeyHandle,
+        alg: Algorithm,
+    ) -> Result<(Blob, SecretBytes)> {
+        let (id, _) = blob::peek(handle)?;
+        let entry = match self.registry.get(&id) {
+            Lookup::Live(e) => e,
+            Lookup::Damaged => return Err(registry::damaged_error(&id)),
+            Lookup::Absent => {
+                return Err(Error::NotFound(format!(
+                    "TPM key {} does not exist (never made here, or destroyed)",
+                    hex::encode(id)
+                )))
+            }
+        };
+        let blob = blob::parse(handle)?;
+        if blob.alg.code() != entry.alg_code || blob::name(&blob.public_area) != entry.name {
+            return Err(Error::Integrity(format!(
+                "the stored blob of TPM key {} is not the key registered under this id (swapped or altered)",
+                hex::encode(id)
+            )));
+        }
+        if blob.alg != alg {
+            return Err(Error::Integrity(format!(
+                "TPM key {} holds a {} key, not {alg}",
+                hex::encode(id),
+                blob.alg
+            )));
+        }
+        Ok((blob, SecretBytes::from_slice(entry.auth.expose())))
+    }
+}
+
+fn open_error(config: &TpmConfig, e: OpenError) -> Error {
+    match e {
+        OpenError::Connect(rc) => Error::backend(
+            "tpm",
+            format!(
+                "cannot connect to the TPM through TCTI '{}' (is the TPM present, or the simulator running?)",
+                config.tcti()
+            ),
+            rc,
+        ),
+        OpenError::OwnerAuth(rc) => Error::Auth(format!(
+            "the TPM owner hierarchy refused its auth value ({rc}); check {OWNER_AUTH_ENV} or {OWNER_AUTH_FILE_ENV}"
+        )),
+        OpenError::Tpm(what, rc) => rc::to_error(what, rc),
+    }
+}
+
+/// A `TPM2_Load` failure on a stored blob.
+fn load_error(blob: &Blob, rc: TpmRc) -> Error {
+    if rc::is_blob_rejection(rc) {
+        Error::Integrity(format!(
+            "the TPM rejected the stored blob of key {} ({rc}): corrupted, truncated, or made before an owner clear",
+            hex::encode(blob.id)
+        ))
+    } else {
+        rc::to_error("load a key", rc)
+    }
+}
+
+impl TpmBackend {
+    /// Opens the store whose registry lives in `dir` (created if missing)
+    /// on the TPM that `config` names: connects, re-creates the storage
+    /// primary (a wrong owner auth is [`Error::Auth`]) and asks the TPM
+    /// which algorithms it supports. One process at a time may open `dir`.
+    pub fn open(config: TpmConfig, dir: &Path) -> Result<TpmBackend> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| fsio::io_err(format!("cannot create {}", dir.display()), e))?;
+        let lock = lock_dir(dir)?;
+        let registry = Registry::open(&dir.join(KEYS_DIR))?;
+        let mut conn = Conn::open(&config).map_err(|e| open_error(&config, e))?;
+        let caps = probe_capabilities(&mut conn);
+        Ok(TpmBackend {
+            config,
+            dir: dir.to_path_buf(),
+            state: Mutex::new(State {
+                conn: Some(conn),
+                registry,
+            }),
+            caps,
+            _lock: lock,
+        })
+    }
+
+    /// The registry directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The TCTI this backend talks through.
+    pub fn tcti(&self) -> &str {
+        self.config.tcti()
+    }
+
+    /// The TPM Name of the storage primary (`0x000B ‖ SHA-256(public area)`),
+    /// to compare with a primary re-created elsewhere (tpm2-tools).
+    pub fn storage_primary_name(&self) -> Result<Vec<u8>> {
+        let mut st = self.lock();
+        let conn = st.connect(&self.config)?;
+        let area = conn
+            .primary_public
+            .marshall()
+            .map_err(|e| Error::backend("tpm", "marshalling a public area failed", e))?;
+        Ok(blob::name(&area))
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // Every registry write is atomic on disk and the connection is
+        // re-opened on failure, so a poisoned lock is safe to reuse.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `op` on the loaded key of `handle`, re-opening the connection
+    /// once if it was lost (a TPM or simulator restart).
+    fn run<T>(
+        &self,
+        handle: &KeyHandle,
+        alg: Algorithm,
+        what: &str,
+        mut op: impl FnMut(&mut Conn, Tr) -> std::result::Result<T, TpmRc>,
+    ) -> Result<T> {
+        let mut st = self.lock();
+        let (blob, auth) = st.resolve(handle, alg)?;
+        for attempt in 1..=2 {
+            let conn = st.connect(&self.config)?;
+            let res = match conn.key(handle.as_bytes(), &blob, auth.expose()) {
+                Err(rc) => Err((rc, true)),
+                Ok(key) => op(conn, key).map_err(|rc| (rc, false)),
+            };
+            match res {
+                Ok(v) => return Ok(v),
+                Err((rc, _)) if attempt == 1 && conn::is_connection_lost(rc) => st.disconnect(),
+                Err((rc, true)) => return Err(load_error(&blob, rc)),
+                Err((rc, false)) => return Err(rc::to_error(what, rc)),
+            }
+        }
+        Err(Error::backend_msg(
+            "tpm",
+            "the TPM connection was lost twice",
+        ))
+    }
+
+    /// Creates a key from `template` (with `data` as its secret when
+    /// imported) and records it in the registry.
+    fn create_key(
+        &self,
+        alg: Algorithm,
+        template: &Public,
+        data: &[u8],
+    ) -> Result<(KeyHandle, Public)> {
+        let mut st = self.lock();
+        let mut made = None;
+        for attempt in 1..=2 {
+            let conn = st.connect(&self.config)?;
+            let res = conn.esys.get_random(48).and_then(|rnd| {
+                let (auth, id) = rnd.split_at(32);
+                let (public, private) = conn.create(template, auth, data)?;
+                Ok((SecretBytes::from_slice(auth), id.to_vec(), public, private))
+            });
+            match res {
+                Ok(v) => {
+                    made = Some(v);
+                    break;
+                }
+                Err(rc) if attempt == 1 && conn::is_connection_lost(rc) => st.disconnect(),
+                Err(rc) => return Err(rc::to_error(&format!("create a {alg} key"), rc)),
+            }
+        }
+        let (auth, id, public, private) =
+            made.ok_or_else(|| Error::backend_msg("tpm", "the TPM connection was lost twice"))?;
+        let id: KeyId = id
+            .as_slice()
+            .try_into()
+            .map_err(|_| Error::backend_msg("tpm", "the TPM returned too few random bytes"))?;
+        let handle = blob::encode(&id, alg, &public, &private)?;
+        let area = public
+            .marshall()
+            .map_err(|e| Error::backend("tpm", "marshalling a public area failed", e))?;
+        let entry = Entry {
+            alg_code: alg.code(),
+            name: blob::name(&area),
+            auth,
+            handle: handle.clone(),
+        };
+        st.registry.insert(id, entry, &id)?;
+        Ok((handle, public))
+    }
+
+    /// Decommissions the TPM: wipes this store, closes the connection and
+    /// clears the owner hierarchy with `TPM2_Clear` authorised by the
+    /// lockout auth. Every blob made under the old owner seed, including
+    /// copies of this store, becomes unloadable; the owner auth is reset to
+    /// empty. Other programs' owner-hierarchy keys on this TPM are erased too.
+    pub fn decommission(self, lockout_auth: &SecretBytes) -> Result<()> {
+        self.wipe()?;
+        let TpmBackend { config, state, .. } = self;
+        drop(state);
+        admin::clear(config.tcti(), lockout_auth)
+    }
+}
+
+#[cfg(feature = "test-support")]
+impl TpmBackend {
+    /// Test support (`test-support` feature): replaces this backend's own
+    /// copy of the handle `old` (its registry entry's listing copy) by
+    /// `new`, as an attacker with write access to the registry directory
+    /// would. The entry's auth value and the public-area Name it binds to
+    /// the key id are kept. Used with the same change to the metadata
+    /// database, so the keystore's reconciliation still finds the key and
+    /// the damage reaches the checks at use time.
+    pub fn tamper_registry_copy(&self, old: &KeyHandle, new: &KeyHandle) -> Result<()> {
+        let (id, _) = blob::peek(old)?;
+        let mut st = self.lock();
+        st.registry.replace_handle(&id, new.clone(), &id)
+    }
+}
+
+fn probe_capabilities(conn: &mut Conn) -> Capabilities {
+    let mut caps = Capabilities::none();
+    for alg in Algorithm::ALL {
+        if alg == Algorithm::Aes256Gcm {
+            continue;
+        }
+        let Ok(template) = templates::key(alg, true, Default::default()) else {
+            continue;
+        };
+        if conn.esys.test_parms(&template).is_ok() {
+            caps = caps.with_algorithm(alg);
+        }
+    }
+    caps
+}
+
+fn lock_dir(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK_FILE);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| fsio::io_err(format!("cannot open {}", path.display()), e))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::backend_msg(
+            "tpm",
+            format!(
+                "the TPM store in {} is open in another process",
+                dir.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(fsio::io_err(format!("cannot lock {}", path.display()), e))
+        }
+    }
+}
+
+fn unsupported_aead() -> Error {
+    Error::Unsupported(
+        "aes-256-gcm: TPM 2.0 has no AES-GCM; use a TPM-sealed soft store for AEAD keys".into(),
+    )
+}
+
+impl Backend for TpmBackend {
+    fn name(&self) -> &'static str {
+        "tpm"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps.clone()
+    }
+
+    fn generate(&self, algorithm: Algorithm, _label: &str) -> Result<GeneratedKey> {
+        if algorithm == Algorithm::Aes256Gcm {
+            return Err(unsupported_aead());
+        }
+        if !self
+            .caps
+            .supports(algorithm, keystore_api::Operation::Generate)
+        {
+            return Err(Error::Unsupported(format!(
+                "{algorithm}: this TPM does not support it (TPM2_TestParms refused)"
+            )));
+        }
+        let template = templates::key(algorithm, true, Default::default())?;
+        let (handle, public) = self.create_key(algorithm, &template, &[])?;
+        let public_key = match algorithm.class() {
+            KeyClass::Asymmetric => Some(pubkey::spki(algorithm, &public)?),
+            KeyClass::Symmetric => None,
+        };
+        Ok(GeneratedKey { handle, public_key })
+    }
+
+    fn import(
+        &self,
+        algorithm: Algorithm,
+        secret: &SecretBytes,
+        _label: &str,
+    ) -> Result<KeyHandle> {
+        match algorithm {
+            Algorithm::HmacSha256 => {}
+            Algorithm::Aes256Gcm => return Err(unsupported_aead()),
+            a => {
+                return Err(Error::Policy(format!(
+                    "{a} keys cannot be imported; generate them inside the backend"
+                )))
+            }
+        }
+        if secret.len() != 32 {
+            return Err(Error::InvalidInput(format!(
+                "{algorithm} needs a 32-byte secret, got {} bytes",
+                secret.len()
+            )));
+        }
+        let template = templates::key(algorithm, false, Default::default())?;
+        Ok(self.create_key(algorithm, &template, secret.expose())?.0)
+    }
+
+    fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey> {
+        if algorithm.class() != KeyClass::Asymmetric {
+            return Err(Error::Policy(format!(
+                "{algorithm} keys have no public key"
+            )));
+        }
+        let (blob, _) = self.lock().resolve(handle, algorithm)?;
+        pubkey::spki(algorithm, &blob.public)
+    }
+
+    fn sign(&self, handle: &KeyHandle, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
+        if algorithm.class() != KeyClass::Asymmetric {
+            return Err(Error::Policy(format!("{algorithm} keys do not sign")));
+        }
+        let digest = Sha256::digest(message);
+        let scheme = templates::signature_scheme(algorithm);
+        let sig = self.run(handle, algorithm, "sign", |conn, key| {
+            conn.esys.sign(key, &digest, scheme)
+        })?;
+        pubkey::signature_bytes(algorithm, sig)
+    }
+
+    fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        if data.len() > limits::MAX_DATA_LEN {
+            return Err(Error::InvalidInput(format!(
+                "MAC input is {} bytes; the limit is {}",
+                data.len(),
+                limits::MAX_DATA_LEN
+            )));
+        }
+        self.run(
+            handle,
+            Algorithm::HmacSha256,
+            "compute an HMAC",
+            |conn, key| conn.hmac(key, data),
+        )
+    }
+
+    fn encrypt(&self, _handle: &KeyHandle, _aad: &[u8], _plaintext: &[u8]) -> Result<AeadSealed> {
+        Err(unsupported_aead())
+    }
+
+    fn decrypt(
+        &self,
+        _handle: &KeyHandle,
+        _aad: &[u8],
+        _nonce: &[u8; 12],
+        _ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
+        Err(unsupported_aead())
+    }
+
+    /// Shreds the key's registry entry (its auth value) and flushes any
+    /// loaded copy; the TPM then refuses every use of the blob.
+    fn destroy(&self, handle: &KeyHandle) -> Result<()> {
+        let (id, _) = blob::peek(handle)?;
+        let mut st = self.lock();
+        if !st.registry.remove(&id)? {
+            return Err(Error::NotFound(format!(
+                "TPM key {} does not exist",
+                hex::encode(id)
+            )));
+        }
+        if let Some(conn) = st.conn.as_mut() {
+            conn.evict(&id);
+        }
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<KeyHandle>> {
+        Ok(self.lock().registry.handles())
+    }
+
+    /// Shreds every registry entry and flushes every loaded key. Blobs of
+    /// this store become unusable; an owner clear
+    /// ([`TpmBackend::decommission`]) also makes them unloadable.
+    fn wipe(&self) -> Result<()> {
+        let mut st = self.lock();
+        if let Some(conn) = st.conn.as_mut() {
+            conn.evict_all();
+        }
+        for id in st.registry.ids() {
+            st.registry.remove(&id)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! The public-area templates of every object this backend creates.
+//!
+//! Every key is a child of the storage primary with
+//! `fixedTPM | fixedParent | userWithAuth | noDA`, plus
+//! `sensitiveDataOrigin` when the TPM generated the secret (not for imported
+//! HMAC keys), and `sign` for signing and MAC keys. The scheme is fixed in
+//! the key (ECDSA-SHA256, RSASSA-SHA256, RSAPSS-SHA256, HMAC-SHA256), so the
+//! TPM itself refuses any other use. `noDA` is set because each key's auth
+//! value is 256 random bits (guessing is hopeless), and so that a refused
+//! stale blob never counts towards a lockout of the whole TPM.
+
+use keystore_api::{Algorithm, Error, Result};
+use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
+use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::structures::{
+    Digest, EccParameter, EccPoint, EccScheme, HashScheme, KeyedHashScheme, Public, PublicBuilder,
+    PublicEccParametersBuilder, PublicKeyRsa, PublicKeyedHashParameters,
+    PublicRsaParametersBuilder, RsaExponent, RsaScheme, SignatureScheme, SymmetricDefinitionObject,
+};
+
+fn built<T>(r: tss_esapi::Result<T>) -> Result<T> {
+    r.map_err(|e| Error::backend("tpm", "building a TPM public template failed", e))
+}
+
+const SHA256: HashingAlgorithm = HashingAlgorithm::Sha256;
+
+/// The label hashed into the primary's unique field.
+pub const PRIMARY_UNIQUE_LABEL: &[u8] = b"keystore backend-tpm storage primary v1";
+
+/// The unique field of the storage primary: x = SHA-256 of
+/// [`PRIMARY_UNIQUE_LABEL`], y = 32 zero bytes (tpm2-tools:
+/// `tpm2_createprimary -u -` with these 64 bytes on stdin).
+pub fn primary_unique() -> [u8; 64] {
+    use sha2::{Digest as _, Sha256};
+    let mut out = [0u8; 64];
+    out[..32].copy_from_slice(&Sha256::digest(PRIMARY_UNIQUE_LABEL));
+    out
+}
+
+/// The storage primary: the ECC NIST P-256 storage key template of the TCG
+/// TPM v2.0 Provisioning Guidance (the "SRK" template: restricted decrypt,
+/// AES-128-CFB for its children, SHA-256 names, empty auth, `noDA`), with
+/// one change: a project-specific unique field ([`primary_unique`]). The TPM
+/// derives the same key from the owner seed and this template every time.
+/// The unique field makes it a key of its own rather than the shared SRK
+/// that other software may keep persistent at `0x81000001`: our blobs load
+/// only under a primary that takes the owner auth to create.
+pub fn storage_primary() -> Result<Public> {
+    let attrs = built(
+        ObjectAttributesBuilder::new()
+            .with_fixed_tpm(true)
+            .with_fixed_parent(true)
+            .with_sensitive_data_origin(true)
+            .with_user_with_auth(true)
+            .with_no_da(true)
+            .with_restricted(true)
+            .with_decrypt(true)
+            .build(),
+    )?;
+    let params = built(
+        PublicEccParametersBuilder::new_restricted_decryption_key(
+            SymmetricDefinitionObject::AES_128_CFB,
+            EccCurve::NistP256,
+        )
+        .build(),
+    )?;
+    built(
+        PublicBuilder::new()
+            .with_public_algorithm(PublicAlgorithm::Ecc)
+            .with_name_hashing_algorithm(SHA256)
+            .with_object_attributes(attrs)
+            .with_ecc_parameters(params)
+            .with_ecc_unique_identifier(unique_point()?)
+            .build(),
+    )
+}
+
+fn unique_point() -> Result<EccPoint> {
+    let u = primary_unique();
+    let x = built(EccParameter::try_from(&u[..32]))?;
+    let y = built(EccParameter::try_from(&u[32..]))?;
+    Ok(EccPoint::new(x, y))
+}
+
+fn key_attributes(generated: bool) -> Result<tss_esapi::attributes::ObjectAttributes> {
+    built(
+        ObjectAttributesBuilder::new()
+            .with_fixed_tpm(true)
+            .with_fixed_parent(true)
+            .with_sensitive_data_origin(generated)
+            .with_user_with_auth(true)
+            .with_no_da(true)
+            .with_sign_encrypt(true)
+            .build(),
+    )
+}
+
+/// The template of a key of `alg`. `generated` is false only for imported
+/// HMAC keys. `auth_policy` is empty for every stored key; the
+/// non-extractability probe sets it on a throw-away twin.
+pub fn key(alg: Algorithm, generated: bool, auth_policy: Digest) -> Result<Public> {
+    let attrs = key_attributes(generated)?;
+    let builder = PublicBuilder::new()
+        .with_name_hashing_algorithm(SHA256)
+        .with_object_attributes(attrs)
+        .with_auth_policy(auth_policy);
+    match alg {
+        Algorithm::EcdsaP256Sha256 => {
+            let params = built(
+                PublicEccParametersBuilder::new_unrestricted_signing_key(
+                    EccScheme::EcDsa(HashScheme::new(SHA256)),
+                    EccCurve::NistP256,
+                )
+                .build(),
+            )?;
+            built(
+                builder
+                    .with_public_algorithm(PublicAlgorithm::Ecc)
+                    .with_ecc_parameters(params)
+                    .with_ecc_unique_identifier(EccPoint::default())
+                    .build(),
+            )
+        }
+        Algorithm::Rsa2048PssSha256
+        | Algorithm::Rsa2048Pkcs1Sha256
+        | Algorithm::Rsa3072PssSha256
+        | Algorithm::Rsa3072Pkcs1Sha256 => {
+            let scheme = if alg.is_rsa_pss() {
+                RsaScheme::RsaPss(HashScheme::new(SHA256))
+            } else {
+                RsaScheme::RsaSsa(HashScheme::new(SHA256))
+            };
+            let bits = if alg.rsa_bits() == Some(3072) {
+                RsaKeyBits::Rsa3072
+            } else {
+                RsaKeyBits::Rsa2048
+            };
+            let params = built(
+                PublicRsaParametersBuilder::new_unrestricted_signing_key(
+                    scheme,
+                    bits,
+                    RsaExponent::default(),
+                )
+                .build(),
+            )?;
+            built(
+                builder
+                    .with_public_algorithm(PublicAlgorithm::Rsa)
+                    .with_rsa_parameters(params)
+                    .with_rsa_unique_identifier(PublicKeyRsa::default())
+                    .build(),
+            )
+        }
+        Algorithm::HmacSha256 => built(
+            builder
+                .with_public_algorithm(PublicAlgorithm::KeyedHash)
+                .with_keyed_hash_parameters(PublicKeyedHashParameters::new(
+                    KeyedHashScheme::HMAC_SHA_256,
+                ))
+                .with_keyed_hash_unique_identifier(Digest::default())
+                .build(),
+        ),
+        Algorithm::Aes256Gcm => Err(Error::Unsupported(
+            "aes-256-gcm: TPM 2.0 has no AES-GCM; use a TPM-sealed soft store for AEAD keys".into(),
+        )),
+    }
+}
+
+/// The scheme `TPM2_Sign` is asked for (the same one the key fixes).
+pub fn signature_scheme(alg: Algorithm) -> SignatureScheme {
+    let hash_scheme = HashScheme::new(SHA256);
+    match alg {
+        Algorithm::EcdsaP256Sha256 => SignatureScheme::EcDsa { hash_scheme },
+        a if a.is_rsa_pss() => SignatureScheme::RsaPss { hash_scheme },
+        _ => SignatureScheme::RsaSsa { hash_scheme },
+    }
+}
+
+/// A sealed data object (keyed-hash, NULL scheme, no sign/decrypt) holding a
+/// caller-supplied secret. With a non-empty `policy` the object can be
+/// unsealed only through that policy (`userWithAuth` clear).
+pub fn sealed_data(policy: Option<Digest>) -> Result<Public> {
+    let attrs = built(
+        ObjectAttributesBuilder::new()
+            .with_fixed_tpm(true)
+            .with_fixed_parent(true)
+            .with_no_da(true)
+            .with_user_with_auth(policy.is_none())
+            .build(),
+    )?;
+    built(
+        PublicBuilder::new()
+            .with_public_algorithm(PublicAlgorithm::KeyedHash)
+            .with_name_hashing_algorithm(SHA256)
+            .with_object_attributes(attrs)
+            .with_auth_policy(policy.unwrap_or_default())
+            .with_keyed_hash_parameters(PublicKeyedHashParameters::new(KeyedHashScheme::Null))
+            .with_keyed_hash_unique_identifier(Digest::default())
+            .build(),
+    )
+}

@@ -1,0 +1,423 @@
+//! Backend-level tests on a swtpm of their own: algorithms against
+//! independent implementations, HMAC sequences up to the keystore's 16 MiB
+//! limit, attributes, every kind of damaged handle, slot accounting,
+//! reconnection, the registry, credentials and `Debug` redaction.
+
+use backend_tpm::probe::Attempt;
+use backend_tpm::swtpm::Swtpm;
+use backend_tpm::{admin, rc_code, TpmBackend, TpmConfig};
+use keystore_api::{Algorithm, Backend, KeyHandle, SecretBytes};
+use std::path::PathBuf;
+use tempfile::TempDir;
+
+struct Env {
+    dir: TempDir,
+    swtpm: Swtpm,
+    owner: SecretBytes,
+}
+
+impl Env {
+    fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let swtpm = Swtpm::start(&dir.path().join("swtpm")).unwrap_or_else(|e| panic!("{e}"));
+        let owner = SecretBytes::from_slice(b"owner secret");
+        admin::change_owner_auth(&swtpm.tcti(), &SecretBytes::default(), &owner)
+            .expect("set owner auth");
+        Env { dir, swtpm, owner }
+    }
+
+    fn config(&self) -> TpmConfig {
+        TpmConfig::new(self.swtpm.tcti())
+            .with_owner_auth(SecretBytes::from_slice(self.owner.expose()))
+            .expect("config")
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn open(&self) -> TpmBackend {
+        TpmBackend::open(self.config(), &self.store()).expect("open")
+    }
+}
+
+fn kind<T>(r: keystore_api::Result<T>) -> String {
+    match r {
+        Ok(_) => "Ok".into(),
+        Err(e) => e.kind().into(),
+    }
+}
+
+fn hmac_ref(k: &[u8], data: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(k).expect("key");
+    m.update(data);
+    m.finalize().into_bytes().into()
+}
+
+#[test]
+fn every_supported_algorithm_signs_and_verifies_independently() {
+    let env = Env::new();
+    let be = env.open();
+    let caps = be.capabilities();
+    assert!(!caps.supports(Algorithm::Aes256Gcm, keystore_api::Operation::Generate));
+    assert_eq!(kind(be.generate(Algorithm::Aes256Gcm, "a")), "Unsupported");
+    assert_eq!(
+        kind(be.import(Algorithm::Aes256Gcm, &SecretBytes::zeroed(32), "a")),
+        "Unsupported"
+    );
+    for alg in [
+        Algorithm::EcdsaP256Sha256,
+        Algorithm::Rsa2048PssSha256,
+        Algorithm::Rsa2048Pkcs1Sha256,
+        Algorithm::Rsa3072PssSha256,
+        Algorithm::Rsa3072Pkcs1Sha256,
+    ] {
+        if !caps.supports(alg, keystore_api::Operation::Generate) {
+            assert_eq!(kind(be.generate(alg, "x")), "Unsupported", "{alg}");
+            continue;
+        }
+        let g = be.generate(alg, "x").expect("generate");
+        let pk = g.public_key.clone().expect("public key");
+        assert_eq!(be.public_key(&g.handle, alg).expect("public key"), pk);
+        for msg in [&b""[..], b"abc", &[7u8; 5000][..]] {
+            let sig = be.sign(&g.handle, alg, msg).expect("sign");
+            pk.verify(msg, &sig).expect("verifies");
+            assert!(pk.verify(b"other", &sig).is_err());
+            if alg == Algorithm::EcdsaP256Sha256 {
+                assert_eq!(sig.len(), 64, "fixed r||s");
+            } else {
+                assert_eq!(Some(sig.len() * 8), alg.rsa_bits());
+            }
+        }
+        let rp = be.read_public(&g.handle).expect("read public");
+        assert!(rp.attributes.fixed_tpm && rp.attributes.fixed_parent);
+        assert!(rp.attributes.sensitive_data_origin && rp.attributes.sign);
+        assert!(rp.matches_blob);
+        // A signing key cannot MAC: the handle names its algorithm.
+        assert_eq!(kind(be.hmac_sha256(&g.handle, b"m")), "Integrity");
+    }
+}
+
+#[test]
+fn hmac_matches_reference_across_chunk_boundaries_up_to_16_mib() {
+    let env = Env::new();
+    let be = env.open();
+    let k = [0xC3u8; 32];
+    let h = be
+        .import(Algorithm::HmacSha256, &SecretBytes::from_slice(&k), "m")
+        .expect("import");
+    let rp = be.read_public(&h).expect("read public");
+    assert!(
+        !rp.attributes.sensitive_data_origin,
+        "an imported key is not TPM-generated"
+    );
+    assert!(rp.attributes.fixed_tpm && rp.attributes.fixed_parent);
+    for n in [0usize, 1, 1023, 1024, 1025, 2047, 2048, 2049, 10_000] {
+        let data: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
+        assert_eq!(
+            *be.hmac_sha256(&h, &data).expect("hmac"),
+            hmac_ref(&k, &data),
+            "length {n}"
+        );
+    }
+    let big = vec![0x5Au8; keystore_api::limits::MAX_DATA_LEN];
+    assert_eq!(
+        *be.hmac_sha256(&h, &big).expect("16 MiB"),
+        hmac_ref(&k, &big)
+    );
+    let too_big = vec![0u8; keystore_api::limits::MAX_DATA_LEN + 1];
+    assert_eq!(kind(be.hmac_sha256(&h, &too_big)), "InvalidInput");
+    let (objects, sessions) = be.loaded_handles().expect("handles");
+    assert!(
+        objects.len() <= 3 && sessions.is_empty(),
+        "{objects:x?} {sessions:x?}"
+    );
+    // Generated HMAC keys are TPM-generated.
+    let g = be.generate(Algorithm::HmacSha256, "g").expect("generate");
+    assert!(
+        be.read_public(&g.handle)
+            .expect("rp")
+            .attributes
+            .sensitive_data_origin
+    );
+    assert_ne!(
+        be.hmac_sha256(&g.handle, b"x").unwrap(),
+        be.hmac_sha256(&h, b"x").unwrap()
+    );
+}
+
+#[test]
+fn import_rules() {
+    let env = Env::new();
+    let be = env.open();
+    for alg in [Algorithm::EcdsaP256Sha256, Algorithm::Rsa2048PssSha256] {
+        assert_eq!(
+            kind(be.import(alg, &SecretBytes::zeroed(32), "p")),
+            "Policy"
+        );
+    }
+    for n in [0, 31, 33] {
+        assert_eq!(
+            kind(be.import(Algorithm::HmacSha256, &SecretBytes::zeroed(n), "p")),
+            "InvalidInput"
+        );
+    }
+    assert!(be.list().expect("list").is_empty());
+}
+
+fn with_private(
+    handle: &KeyHandle,
+    f: impl FnOnce(&mut Vec<u8>, std::ops::Range<usize>),
+) -> KeyHandle {
+    let mut b = handle.as_bytes().to_vec();
+    let layout = backend_tpm::handle_layout(&b).expect("layout");
+    f(&mut b, layout.private);
+    KeyHandle::new(b)
+}
+
+#[test]
+fn damaged_handles_are_refused_with_the_right_error() {
+    let env = Env::new();
+    let be = env.open();
+    let a = be
+        .import(
+            Algorithm::HmacSha256,
+            &SecretBytes::from_slice(&[1; 32]),
+            "a",
+        )
+        .expect("a");
+    let b = be
+        .import(
+            Algorithm::HmacSha256,
+            &SecretBytes::from_slice(&[2; 32]),
+            "b",
+        )
+        .expect("b");
+    let ec = be
+        .generate(Algorithm::EcdsaP256Sha256, "e")
+        .expect("ec")
+        .handle;
+    let tag_a = be.hmac_sha256(&a, b"m").expect("mac");
+
+    // A flipped bit in the encrypted private area: TPM2_Load's integrity check.
+    let flipped = with_private(&a, |v, r| v[r.start + 2 + (r.len() - 2) / 2] ^= 1);
+    let e = be.hmac_sha256(&flipped, b"m").expect_err("flipped");
+    assert_eq!(e.kind(), "Integrity", "{e:?}");
+    assert!(e.to_string().contains("TPM_RC_INTEGRITY"), "{e}");
+
+    // Another key's private area under a's public area: the TPM binds the
+    // private blob to the public area's Name.
+    let b_private = {
+        let l = backend_tpm::handle_layout(b.as_bytes()).expect("layout");
+        b.as_bytes()[l.private].to_vec()
+    };
+    let swapped_private = {
+        let l = backend_tpm::handle_layout(a.as_bytes()).expect("layout");
+        let mut v = a.as_bytes()[..l.private.start].to_vec();
+        v.extend_from_slice(&b_private);
+        KeyHandle::new(v)
+    };
+    let e = be
+        .hmac_sha256(&swapped_private, b"m")
+        .expect_err("swapped private");
+    assert_eq!(e.kind(), "Integrity", "{e:?}");
+    assert!(e.to_string().contains("TPM_RC_INTEGRITY"), "{e}");
+
+    // b's whole blob pair under a's id: the registry's Name binding.
+    let swapped_pair = {
+        let la = backend_tpm::handle_layout(a.as_bytes()).expect("layout");
+        let lb = backend_tpm::handle_layout(b.as_bytes()).expect("layout");
+        let mut v = a.as_bytes()[..la.public.start].to_vec();
+        v.extend_from_slice(&b.as_bytes()[lb.public.start..]);
+        KeyHandle::new(v)
+    };
+    let e = be
+        .hmac_sha256(&swapped_pair, b"m")
+        .expect_err("swapped pair");
+    assert_eq!(e.kind(), "Integrity", "{e:?}");
+
+    // Truncated, or with trailing bytes: the framing.
+    let truncated = KeyHandle::new(a.as_bytes()[..a.as_bytes().len() / 2].to_vec());
+    assert_eq!(kind(be.hmac_sha256(&truncated, b"m")), "Integrity");
+    let mut longer = a.as_bytes().to_vec();
+    longer.push(0);
+    assert_eq!(
+        kind(be.hmac_sha256(&KeyHandle::new(longer), b"m")),
+        "Integrity"
+    );
+
+    // Not a TPM handle at all, or an unknown id: NotFound.
+    for bogus in [vec![], vec![0xEE; 16], b"KT\x01\x07".to_vec()] {
+        assert_eq!(
+            kind(be.hmac_sha256(&KeyHandle::new(bogus.clone()), b"m")),
+            "NotFound"
+        );
+        assert_eq!(kind(be.destroy(&KeyHandle::new(bogus))), "NotFound");
+    }
+    let mut unknown = a.as_bytes().to_vec();
+    unknown[10] ^= 0xFF;
+    assert_eq!(
+        kind(be.hmac_sha256(&KeyHandle::new(unknown), b"m")),
+        "NotFound"
+    );
+
+    // Wrong algorithm for the handle.
+    assert_eq!(
+        kind(be.sign(&a, Algorithm::EcdsaP256Sha256, b"m")),
+        "Integrity"
+    );
+    assert_eq!(kind(be.public_key(&a, Algorithm::HmacSha256)), "Policy");
+
+    // Nothing else was harmed, and nothing leaked into the TPM.
+    assert_eq!(be.hmac_sha256(&a, b"m").expect("mac"), tag_a);
+    be.sign(&ec, Algorithm::EcdsaP256Sha256, b"m")
+        .expect("sign");
+    let (objects, sessions) = be.loaded_handles().expect("handles");
+    assert!(
+        objects.len() <= 3 && sessions.is_empty(),
+        "{objects:x?} {sessions:x?}"
+    );
+}
+
+#[test]
+fn destroy_list_wipe_and_a_damaged_registry_entry() {
+    let env = Env::new();
+    let be = env.open();
+    let a = be.generate(Algorithm::HmacSha256, "a").expect("a").handle;
+    let b = be
+        .generate(Algorithm::EcdsaP256Sha256, "b")
+        .expect("b")
+        .handle;
+    let c = be.generate(Algorithm::HmacSha256, "c").expect("c").handle;
+    let mut listed = be.list().expect("list");
+    listed.sort();
+    let mut want = vec![a.clone(), b.clone(), c.clone()];
+    want.sort();
+    assert_eq!(listed, want);
+
+    be.destroy(&a).expect("destroy");
+    assert_eq!(kind(be.destroy(&a)), "NotFound");
+    assert_eq!(kind(be.hmac_sha256(&a, b"m")), "NotFound");
+    assert!(!be.list().expect("list").contains(&a));
+    // The blob still loads, but the TPM refuses it without the shredded auth.
+    match be.try_use_without_auth(&a).expect("probe") {
+        Attempt::Refused(rc) => assert!(rc.is(rc_code::BAD_AUTH), "{rc}"),
+        Attempt::Complied => panic!("a destroyed key is usable"),
+    }
+
+    // A damaged registry entry: that key is Integrity, the others work.
+    drop(be);
+    let id = hex::encode(&c.as_bytes()[4..20]);
+    let entry = env.store().join("keys").join(format!("{id}.key"));
+    let mut bytes = std::fs::read(&entry).expect("entry");
+    bytes[10] ^= 1;
+    std::fs::write(&entry, bytes).expect("write");
+    let be = env.open();
+    assert_eq!(kind(be.hmac_sha256(&c, b"m")), "Integrity");
+    be.sign(&b, Algorithm::EcdsaP256Sha256, b"m")
+        .expect("b still signs");
+    be.destroy(&c)
+        .expect("a damaged entry can still be destroyed");
+
+    be.wipe().expect("wipe");
+    assert!(be.list().expect("list").is_empty());
+    assert_eq!(
+        kind(be.sign(&b, Algorithm::EcdsaP256Sha256, b"m")),
+        "NotFound"
+    );
+    let keys_dir = env.store().join("keys");
+    assert_eq!(std::fs::read_dir(keys_dir).expect("dir").count(), 0);
+}
+
+#[test]
+fn slots_are_never_exceeded_and_nothing_leaks() {
+    let env = Env::new();
+    let be = env.open();
+    let keys: Vec<_> = (0..6)
+        .map(|i| {
+            be.generate(Algorithm::HmacSha256, &format!("k{i}"))
+                .expect("gen")
+                .handle
+        })
+        .collect();
+    let long = vec![1u8; 3000];
+    for round in 0..30 {
+        for (i, k) in keys.iter().enumerate() {
+            if (round + i) % 3 == 0 {
+                be.hmac_sha256(k, &long).expect("sequence");
+            } else {
+                be.hmac_sha256(k, b"short").expect("hmac");
+            }
+        }
+        let (objects, sessions) = be.loaded_handles().expect("handles");
+        assert!(objects.len() <= 3, "round {round}: {objects:x?}");
+        assert_eq!(objects.len(), 1 + be.cached_keys());
+        assert!(sessions.is_empty());
+    }
+    // Policy sessions of the probes are flushed.
+    for k in &keys[..3] {
+        assert!(matches!(
+            be.try_duplicate(k).expect("probe"),
+            Attempt::Refused(_)
+        ));
+    }
+    assert!(be.loaded_handles().expect("handles").1.is_empty());
+    drop(be);
+    // Dropping the backend flushed everything: a new connection finds nothing.
+    let be = env.open();
+    assert_eq!(
+        be.loaded_handles().expect("handles").0.len(),
+        1,
+        "only the primary"
+    );
+}
+
+#[test]
+fn reconnects_after_a_simulator_restart() {
+    let mut env = Env::new();
+    let be = env.open();
+    let g = be.generate(Algorithm::EcdsaP256Sha256, "e").expect("gen");
+    let pk = g.public_key.expect("pk");
+    env.swtpm.restart().expect("restart");
+    let sig = be
+        .sign(&g.handle, Algorithm::EcdsaP256Sha256, b"after")
+        .expect("sign after restart");
+    pk.verify(b"after", &sig).expect("verifies");
+    env.swtpm.kill();
+    let e = be
+        .sign(&g.handle, Algorithm::EcdsaP256Sha256, b"gone")
+        .expect_err("sign without a TPM");
+    assert_eq!(e.kind(), "Backend", "{e:?}");
+    env.swtpm.restart().expect("restart");
+    be.sign(&g.handle, Algorithm::EcdsaP256Sha256, b"back")
+        .expect("sign once the TPM is back");
+}
+
+#[test]
+fn credentials_lock_and_redaction() {
+    let env = Env::new();
+    let be = env.open();
+    // One process per store directory.
+    assert_eq!(
+        kind(TpmBackend::open(env.config(), &env.store())),
+        "Backend"
+    );
+    drop(be);
+    let wrong = TpmConfig::new(env.swtpm.tcti())
+        .with_owner_auth(SecretBytes::from_slice(b"not the owner secret"))
+        .expect("config");
+    assert_eq!(kind(TpmBackend::open(wrong, &env.store())), "Auth");
+    assert_eq!(
+        kind(TpmConfig::new("x").with_owner_auth(SecretBytes::zeroed(65))),
+        "InvalidInput"
+    );
+    let unreachable = TpmConfig::new("swtpm:host=127.0.0.1,port=1");
+    assert_eq!(kind(TpmBackend::open(unreachable, &env.store())), "Backend");
+    let be = env.open();
+    for text in [format!("{be:?}"), format!("{:?}", env.config())] {
+        assert!(!text.contains("owner secret"), "{text}");
+        assert!(text.contains("REDACTED"), "{text}");
+    }
+    assert_eq!(be.name(), "tpm");
+}

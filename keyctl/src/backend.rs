@@ -1,0 +1,293 @@
+//! Backend selection: the soft sealed store (default) or a PKCS#11 token.
+//!
+//! `--backend pkcs11` keeps the keys on a token; the store directory then
+//! holds only `metadata.sqlite`. The token is named by label or serial (or a
+//! `pkcs11:` URI), the module defaults to SoftHSM2, and the user PIN comes
+//! from a file or an environment variable, never from the command line.
+
+use crate::error::{CliError, CliResult};
+use backend_pkcs11::uri::Pkcs11Uri;
+use backend_pkcs11::{PinSource, Pkcs11Backend, Pkcs11Config, TokenSelector};
+use backend_soft::SoftStore;
+use clap::{Args, ValueEnum};
+use keystore_api::{
+    AeadSealed, Algorithm, Backend, Capabilities, GeneratedKey, KeyHandle, PublicKey, Result,
+    SecretBytes,
+};
+use std::path::PathBuf;
+use zeroize::Zeroizing;
+
+/// Which kind of backend holds the keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum BackendChoice {
+    /// The sealed software store in DIR/soft (unlocked by key file or passphrase).
+    #[default]
+    Soft,
+    /// A PKCS#11 token (HSM, smart card, SoftHSM2).
+    Pkcs11,
+    /// A TPM 2.0 (keyctl built with `--features tpm`); registry in DIR/tpm.
+    #[cfg(feature = "tpm")]
+    Tpm,
+}
+
+/// Backend selection and PKCS#11 token options.
+#[derive(Debug, Clone, Args)]
+pub struct BackendArgs {
+    /// Where the keys live.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "KEYCTL_BACKEND",
+        default_value_t = BackendChoice::Soft
+    )]
+    pub backend: BackendChoice,
+
+    /// PKCS#11: the module (shared library) [default: SoftHSM2, or
+    /// $KEYSTORE_PKCS11_MODULE].
+    #[arg(long, global = true, env = "KEYCTL_PKCS11_MODULE", value_name = "PATH")]
+    pub pkcs11_module: Option<PathBuf>,
+
+    /// PKCS#11: the token's label.
+    #[arg(long, global = true, env = "KEYCTL_TOKEN_LABEL", value_name = "LABEL")]
+    pub token_label: Option<String>,
+
+    /// PKCS#11: the token's serial number (takes precedence over the label).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYCTL_TOKEN_SERIAL",
+        value_name = "SERIAL"
+    )]
+    pub token_serial: Option<String>,
+
+    /// PKCS#11: a `pkcs11:` URI (RFC 7512) naming the token, and optionally
+    /// module-path and pin-source; explicit options take precedence.
+    #[arg(long, global = true, env = "KEYCTL_PKCS11_URI", value_name = "URI")]
+    pub pkcs11_uri: Option<String>,
+
+    /// PKCS#11: read the user PIN from this file (one trailing newline removed).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYCTL_PKCS11_PIN_FILE",
+        value_name = "PATH"
+    )]
+    pub pin_file: Option<PathBuf>,
+
+    /// PKCS#11: read the user PIN from this environment variable
+    /// [default: KEYCTL_PKCS11_PIN].
+    #[arg(long, global = true, value_name = "VAR")]
+    pub pin_env: Option<String>,
+
+    /// PKCS#11: the namespace of this store's keys on the token (one per
+    /// store on a shared token).
+    #[arg(
+        long,
+        global = true,
+        env = "KEYCTL_PKCS11_NAMESPACE",
+        default_value = backend_pkcs11::config::DEFAULT_NAMESPACE,
+        value_name = "NAME"
+    )]
+    pub pkcs11_namespace: String,
+
+    /// TPM: the TCTI, e.g. `device:/dev/tpmrm0` or `swtpm:host=127.0.0.1,port=2321`
+    /// [default: $TPM2TOOLS_TCTI, else $TCTI, else device:/dev/tpmrm0].
+    #[cfg(feature = "tpm")]
+    #[arg(long, global = true, env = "KEYCTL_TPM_TCTI", value_name = "TCTI")]
+    pub tpm_tcti: Option<String>,
+
+    /// TPM: read the owner hierarchy auth from this file (one trailing newline
+    /// removed) [default: $KEYSTORE_TPM_OWNER_AUTH, else the file named by
+    /// $KEYSTORE_TPM_OWNER_AUTH_FILE, else empty].
+    #[cfg(feature = "tpm")]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub tpm_owner_auth_file: Option<PathBuf>,
+}
+
+impl BackendArgs {
+    /// True if the keys live in a TPM.
+    #[cfg(feature = "tpm")]
+    pub fn is_tpm(&self) -> bool {
+        self.backend == BackendChoice::Tpm
+    }
+
+    /// Opens the TPM backend with its registry in `dir`.
+    #[cfg(feature = "tpm")]
+    pub fn open_tpm(&self, dir: &std::path::Path) -> CliResult<backend_tpm::TpmBackend> {
+        let mut config = backend_tpm::TpmConfig::from_env()?;
+        if let Some(tcti) = &self.tpm_tcti {
+            config = config.with_tcti(tcti.clone());
+        }
+        if let Some(path) = &self.tpm_owner_auth_file {
+            config = config.with_owner_auth(backend_tpm::read_auth_file(path)?)?;
+        }
+        Ok(backend_tpm::TpmBackend::open(config, dir)?)
+    }
+
+    /// True if the keys live on a PKCS#11 token.
+    pub fn is_pkcs11(&self) -> bool {
+        self.backend == BackendChoice::Pkcs11
+    }
+
+    /// The backend configuration the options describe.
+    pub fn pkcs11_config(&self) -> CliResult<Pkcs11Config> {
+        let uri = self
+            .pkcs11_uri
+            .as_deref()
+            .map(Pkcs11Uri::parse)
+            .transpose()?;
+        let token = match (&self.token_serial, &self.token_label, &uri) {
+            (Some(s), _, _) => TokenSelector::Serial(s.clone()),
+            (None, Some(l), _) => TokenSelector::Label(l.clone()),
+            (None, None, Some(u)) => u.token_selector()?,
+            (None, None, None) => {
+                return Err(CliError::invalid(
+                    "--backend pkcs11 needs --token-label, --token-serial or --pkcs11-uri",
+                ))
+            }
+        };
+        let pin = match (&self.pin_file, &self.pin_env, &uri) {
+            (Some(f), _, _) => PinSource::File(f.clone()),
+            (None, Some(v), _) => PinSource::Env(v.clone()),
+            (None, None, Some(u)) if u.pin_source.is_some() || u.pin_value.is_some() => {
+                u.to_config(None)?.user_pin
+            }
+            _ => PinSource::Env("KEYCTL_PKCS11_PIN".into()),
+        };
+        let mut config = Pkcs11Config::new(token, pin).with_namespace(&self.pkcs11_namespace);
+        match (
+            &self.pkcs11_module,
+            uri.as_ref().and_then(|u| u.module_path.clone()),
+        ) {
+            (Some(m), _) => config = config.with_module(m),
+            (None, Some(m)) => config = config.with_module(m),
+            (None, None) => {}
+        }
+        Ok(config)
+    }
+
+    /// Opens the PKCS#11 backend the options describe.
+    pub fn open_pkcs11(&self) -> CliResult<Pkcs11Backend> {
+        Ok(Pkcs11Backend::open(&self.pkcs11_config()?)?)
+    }
+}
+
+/// The backend of a keyctl store.
+#[derive(Debug)]
+pub enum AnyBackend {
+    /// The soft sealed store.
+    Soft(SoftStore),
+    /// A PKCS#11 token.
+    Pkcs11(Pkcs11Backend),
+    /// A TPM 2.0.
+    #[cfg(feature = "tpm")]
+    Tpm(backend_tpm::TpmBackend),
+}
+
+#[cfg(feature = "tpm")]
+impl From<backend_tpm::TpmBackend> for AnyBackend {
+    fn from(b: backend_tpm::TpmBackend) -> Self {
+        AnyBackend::Tpm(b)
+    }
+}
+
+impl From<SoftStore> for AnyBackend {
+    fn from(s: SoftStore) -> Self {
+        AnyBackend::Soft(s)
+    }
+}
+
+impl From<Pkcs11Backend> for AnyBackend {
+    fn from(b: Pkcs11Backend) -> Self {
+        AnyBackend::Pkcs11(b)
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $b:ident => $e:expr) => {
+        match $self {
+            AnyBackend::Soft($b) => $e,
+            AnyBackend::Pkcs11($b) => $e,
+            #[cfg(feature = "tpm")]
+            AnyBackend::Tpm($b) => $e,
+        }
+    };
+}
+
+impl Backend for AnyBackend {
+    fn name(&self) -> &'static str {
+        delegate!(self, b => b.name())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        delegate!(self, b => b.capabilities())
+    }
+
+    fn generate(&self, algorithm: Algorithm, label: &str) -> Result<GeneratedKey> {
+        delegate!(self, b => b.generate(algorithm, label))
+    }
+
+    fn import(&self, algorithm: Algorithm, secret: &SecretBytes, label: &str) -> Result<KeyHandle> {
+        delegate!(self, b => b.import(algorithm, secret, label))
+    }
+
+    fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey> {
+        delegate!(self, b => b.public_key(handle, algorithm))
+    }
+
+    fn sign(&self, handle: &KeyHandle, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
+        delegate!(self, b => b.sign(handle, algorithm, message))
+    }
+
+    fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        delegate!(self, b => b.hmac_sha256(handle, data))
+    }
+
+    fn encrypt(&self, handle: &KeyHandle, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
+        delegate!(self, b => b.encrypt(handle, aad, plaintext))
+    }
+
+    fn decrypt(
+        &self,
+        handle: &KeyHandle,
+        aad: &[u8],
+        nonce: &[u8; 12],
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
+        delegate!(self, b => b.decrypt(handle, aad, nonce, ciphertext))
+    }
+
+    fn wrap(
+        &self,
+        wrapping_key: &KeyHandle,
+        key: &KeyHandle,
+        algorithm: Algorithm,
+        context: &[u8],
+    ) -> Result<Vec<u8>> {
+        delegate!(self, b => b.wrap(wrapping_key, key, algorithm, context))
+    }
+
+    fn unwrap(
+        &self,
+        wrapping_key: &KeyHandle,
+        algorithm: Algorithm,
+        wrapped: &[u8],
+        context: &[u8],
+        label: &str,
+    ) -> Result<KeyHandle> {
+        delegate!(self, b => b.unwrap(wrapping_key, algorithm, wrapped, context, label))
+    }
+
+    fn destroy(&self, handle: &KeyHandle) -> Result<()> {
+        delegate!(self, b => b.destroy(handle))
+    }
+
+    fn list(&self) -> Result<Vec<KeyHandle>> {
+        delegate!(self, b => b.list())
+    }
+
+    fn wipe(&self) -> Result<()> {
+        delegate!(self, b => b.wipe())
+    }
+}

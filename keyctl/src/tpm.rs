@@ -1,0 +1,57 @@
+//! `--backend tpm` (cargo feature `tpm`): the keys live in a TPM 2.0; the
+//! store directory holds `metadata.sqlite` and `tpm/` (the backend's
+//! registry of key auth values). The TCTI and the owner hierarchy auth come
+//! from `--tpm-tcti` / `--tpm-owner-auth-file` or the environment
+//! (`TPM2TOOLS_TCTI`, `KEYSTORE_TPM_OWNER_AUTH[_FILE]`).
+
+use crate::cli::UnlockArgs;
+use crate::error::{CliError, CliResult};
+use crate::store::{Layout, Store};
+use keystore_api::{Error, Keystore};
+use std::path::PathBuf;
+
+fn registry(layout: &Layout) -> PathBuf {
+    layout.root.join("tpm")
+}
+
+/// Opens an existing TPM store.
+pub fn open(layout: &Layout, unlock_args: &UnlockArgs) -> CliResult<Store> {
+    if !layout.metadata.is_file() || !registry(layout).is_dir() {
+        return Err(Error::NotFound(format!(
+            "no TPM keystore in {} (create one with `keyctl --backend tpm init`)",
+            layout.root.display()
+        ))
+        .into());
+    }
+    let backend = unlock_args.backend.open_tpm(&registry(layout))?;
+    Ok(Keystore::open(backend.into(), &layout.metadata)?)
+}
+
+/// `keyctl --backend tpm init`.
+pub fn init(layout: &Layout, unlock_args: &UnlockArgs) -> CliResult<()> {
+    if layout.metadata.exists() || layout.soft.exists() || registry(layout).exists() {
+        return Err(Error::AlreadyExists(format!(
+            "a keystore already exists in {}",
+            layout.root.display()
+        ))
+        .into());
+    }
+    std::fs::create_dir_all(&layout.root)
+        .map_err(|e| CliError::io("create directory", &layout.root, e))?;
+    let backend = match unlock_args.backend.open_tpm(&registry(layout)) {
+        Ok(b) => b,
+        Err(e) => {
+            // Nothing was made: leave no half store behind.
+            let _ = std::fs::remove_dir_all(registry(layout));
+            return Err(e);
+        }
+    };
+    let tcti = backend.tcti().to_string();
+    let store: Store = Keystore::open(backend.into(), &layout.metadata)?;
+    drop(store);
+    outln!(
+        "initialised keystore in {} (keys in the TPM at {tcti})",
+        layout.root.display()
+    )?;
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! `keyctl --backend pkcs11` end to end on a SoftHSM2 token: init, roles,
+//! create, sign (verified by OpenSSL against `keyctl pubkey`), HMAC and AEAD,
+//! the PIN from a file or an environment variable, a PKCS#11 URI, and the
+//! errors for a wrong PIN and a wrong backend.
+
+use backend_pkcs11::testing::{softhsm_or_skip, TestToken};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const SO_SECRET: &str = "officer credential for pkcs11 tests";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[track_caller]
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[track_caller]
+fn assert_exit(out: &Output, code: i32, kind: &str) {
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
+    assert!(stderr.starts_with(&format!("keyctl: {kind}: ")), "{stderr}");
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A store in a temporary directory whose keys live on a fresh token.
+/// `SOFTHSM2_CONF` (set by `softhsm()` in this process) is inherited by
+/// every `keyctl` process.
+struct Env {
+    token: TestToken,
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    /// `None` when SoftHSM2 is missing and `KEYSTORE_TEST_SKIP` names pkcs11
+    /// (missing otherwise fails with an install hint).
+    fn new() -> Option<Env> {
+        let token = softhsm_or_skip()?.new_token("keyctl").expect("token");
+        let env = Env {
+            token,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        assert_ok(&env.bare().arg("init").output().expect("init"));
+        let out = env
+            .bare()
+            .args(["role", "set", "security-officer"])
+            .env("KEYCTL_NEW_ROLE_SECRET", SO_SECRET)
+            .output()
+            .expect("role set");
+        assert_ok(&out);
+        Some(env)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `keyctl` on this store and token, the PIN from KEYCTL_PKCS11_PIN.
+    fn bare(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_keyctl"));
+        for var in [
+            "KEYCTL_KEY_FILE",
+            "KEYCTL_PASSPHRASE",
+            "KEYCTL_ROLE",
+            "KEYCTL_ROLE_SECRET",
+            "KEYCTL_ROLE_SECRET_FILE",
+            "KEYCTL_NEW_ROLE_SECRET",
+            "KEYCTL_TOKEN_SERIAL",
+            "KEYCTL_PKCS11_URI",
+            "KEYCTL_PKCS11_PIN_FILE",
+        ] {
+            c.env_remove(var);
+        }
+        c.env("KEYCTL_STORE", self.path("store"))
+            .env("KEYCTL_BACKEND", "pkcs11")
+            .env("KEYCTL_PKCS11_MODULE", &self.token.module)
+            .env("KEYCTL_TOKEN_LABEL", &self.token.label)
+            .env("KEYCTL_PKCS11_PIN", &self.token.user_pin)
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.bare()
+            .env("KEYCTL_ROLE", "security-officer")
+            .env("KEYCTL_ROLE_SECRET", SO_SECRET)
+            .args(args)
+            .output()
+            .expect("run keyctl")
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert_ok(&out);
+        out
+    }
+}
+
+#[test]
+fn keyctl_keeps_keys_on_the_token_and_openssl_verifies() {
+    let Some(env) = Env::new() else { return };
+    assert!(
+        !env.path("store").join("soft").exists(),
+        "no soft store is created for a PKCS#11 keystore"
+    );
+    env.ok(&["key", "create", "dev-id", "--alg", "ecdsa-p256-sha256"]);
+    env.ok(&["key", "create", "mac", "--alg", "hmac-sha256"]);
+    env.ok(&["key", "create", "data", "--alg", "aes-256-gcm"]);
+    let listing = text(&env.ok(&["key", "list"]).stdout);
+    for n in ["dev-id", "mac", "data"] {
+        assert!(listing.contains(n), "{listing}");
+    }
+    let msg = env.path("msg");
+    std::fs::write(&msg, b"telemetry frame 7\n").expect("write");
+    let (sig, pem) = (env.path("sig.der"), env.path("pub.pem"));
+    env.ok(&["sign", "dev-id", "--in", s(&msg), "--out", s(&sig)]);
+    env.ok(&["pubkey", "dev-id", "--out", s(&pem)]);
+    let out = Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha256",
+            "-verify",
+            s(&pem),
+            "-signature",
+            s(&sig),
+            s(&msg),
+        ])
+        .output()
+        .expect("run openssl (install openssl)");
+    assert!(out.status.success(), "openssl: {}", text(&out.stderr));
+    env.ok(&["verify", "dev-id", "--in", s(&msg), "--sig", s(&sig)]);
+    // AEAD and derivation round trips on the token.
+    let (ct, back) = (env.path("ct"), env.path("back"));
+    env.ok(&[
+        "encrypt",
+        "data",
+        "--in",
+        s(&msg),
+        "--out",
+        s(&ct),
+        "--aad",
+        "ctx",
+    ]);
+    env.ok(&[
+        "decrypt",
+        "data",
+        "--in",
+        s(&ct),
+        "--out",
+        s(&back),
+        "--aad",
+        "ctx",
+    ]);
+    assert_eq!(std::fs::read(&back).expect("read"), b"telemetry frame 7\n");
+    let a = text(
+        &env.ok(&["derive", "mac", "--len", "32", "--info", "x"])
+            .stdout,
+    );
+    let b = text(
+        &env.ok(&["derive", "mac", "--len", "32", "--info", "x"])
+            .stdout,
+    );
+    assert_eq!(a, b);
+    assert_eq!(a.trim().len(), 64, "{a}");
+}
+
+#[test]
+fn keyctl_pin_sources_uri_and_errors() {
+    let Some(env) = Env::new() else { return };
+    env.ok(&["key", "create", "k", "--alg", "hmac-sha256"]);
+    // The PIN from a file, the token by serial.
+    let pin_file = env.path("pin");
+    std::fs::write(&pin_file, format!("{}\n", env.token.user_pin)).expect("write pin");
+    let out = env
+        .bare()
+        .env_remove("KEYCTL_PKCS11_PIN")
+        .env_remove("KEYCTL_TOKEN_LABEL")
+        .args([
+            "--token-serial",
+            &env.token.serial,
+            "--pin-file",
+            s(&pin_file),
+        ])
+        .args(["key", "list"])
+        .output()
+        .expect("run");
+    assert_ok(&out);
+    // A PKCS#11 URI naming the token and the PIN file.
+    let uri = format!(
+        "pkcs11:token={}?pin-source=file:{}",
+        env.token.label,
+        s(&pin_file)
+    );
+    let out = env
+        .bare()
+        .env_remove("KEYCTL_PKCS11_PIN")
+        .env_remove("KEYCTL_TOKEN_LABEL")
+        .args(["--pkcs11-uri", &uri, "key", "list"])
+        .output()
+        .expect("run");
+    assert_ok(&out);
+    assert!(text(&out.stdout).contains('k'));
+    // A wrong PIN is Auth (exit 8); no PIN at all is InvalidInput (exit 2).
+    let out = env
+        .bare()
+        .env("KEYCTL_PKCS11_PIN", "000000")
+        .args(["key", "list"])
+        .output()
+        .expect("run");
+    assert_exit(&out, 8, "Auth");
+    assert!(
+        !text(&out.stderr).contains("000000"),
+        "the PIN is never printed"
+    );
+    let out = env
+        .bare()
+        .env_remove("KEYCTL_PKCS11_PIN")
+        .args(["key", "list"])
+        .output()
+        .expect("run");
+    assert_exit(&out, 2, "InvalidInput");
+    // No token option at all.
+    let out = env
+        .bare()
+        .env_remove("KEYCTL_TOKEN_LABEL")
+        .args(["key", "list"])
+        .output()
+        .expect("run");
+    assert_exit(&out, 2, "InvalidInput");
+    // The soft backend does not open a PKCS#11 store, and init refuses twice.
+    let out = env
+        .bare()
+        .args(["--backend", "soft", "key", "list"])
+        .output()
+        .expect("run");
+    assert_exit(&out, 3, "NotFound");
+    let out = env.bare().arg("init").output().expect("run");
+    assert_exit(&out, 4, "AlreadyExists");
+}

@@ -1,0 +1,623 @@
+//! End-to-end tests of the device PKI commands: real `keyctl` processes,
+//! soft stores in temporary directories unlocked by key files, the OpenSSL
+//! CLI for interop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const OPENSSL: &str = "/usr/bin/openssl";
+const SO_SECRET: &str = "officer credential for tests";
+const OP_SECRET: &str = "operator credential for tests";
+const ROOT_SECRET: &str = "root custodian credential for tests";
+
+fn keyctl() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keyctl"));
+    for v in [
+        "KEYCTL_STORE",
+        "KEYCTL_KEY_FILE",
+        "KEYCTL_PASSPHRASE",
+        "KEYCTL_ROLE",
+        "KEYCTL_ROLE_SECRET",
+        "KEYCTL_ROLE_SECRET_FILE",
+        "KEYCTL_NEW_ROLE_SECRET",
+        "KEYCTL_ROOT_SECRET",
+        "KEYCTL_ROOT_PASSPHRASE",
+        "KEYCTL_BACKEND",
+    ] {
+        c.env_remove(v);
+    }
+    c.stdin(Stdio::null());
+    c
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn assert_ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}: {}",
+        o.status.code(),
+        text(o)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Exit `code` and one stderr line `keyctl: <kind>: ...`.
+fn assert_fails(o: &Output, code: i32, kind: &str) -> String {
+    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "{}", text(o));
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("keyctl: {kind}: ")),
+        "expected '{kind}', got: {stderr}"
+    );
+    stderr
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// A production store with security-officer and operator credentials, and
+/// (once `ceremony` ran) an intermediate signed by an offline root.
+struct Factory {
+    dir: tempfile::TempDir,
+    store: PathBuf,
+    key_file: PathBuf,
+    root: PathBuf,
+    root_key: PathBuf,
+}
+
+impl Factory {
+    fn new() -> Factory {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("production");
+        let key_file = dir.path().join("production.key");
+        let f = Factory {
+            root: dir.path().join("root-ca"),
+            root_key: dir.path().join("root.key"),
+            dir,
+            store,
+            key_file,
+        };
+        assert_ok(
+            &keyctl()
+                .args([
+                    "--store",
+                    s(&f.store),
+                    "init",
+                    "--new-key-file",
+                    s(&f.key_file),
+                ])
+                .output()
+                .unwrap(),
+        );
+        assert_ok(
+            &f.bare()
+                .args(["role", "set", "security-officer"])
+                .env("KEYCTL_NEW_ROLE_SECRET", SO_SECRET)
+                .output()
+                .unwrap(),
+        );
+        assert_ok(
+            &f.so()
+                .args(["role", "set", "operator"])
+                .env("KEYCTL_NEW_ROLE_SECRET", OP_SECRET)
+                .output()
+                .unwrap(),
+        );
+        f
+    }
+
+    fn bare(&self) -> Command {
+        let mut c = keyctl();
+        c.args(["--store", s(&self.store), "--key-file", s(&self.key_file)]);
+        c
+    }
+
+    fn so(&self) -> Command {
+        let mut c = self.bare();
+        c.env("KEYCTL_ROLE", "security-officer")
+            .env("KEYCTL_ROLE_SECRET", SO_SECRET)
+            .env("KEYCTL_ACTOR", "officer-1");
+        c
+    }
+
+    fn op(&self) -> Command {
+        let mut c = self.bare();
+        c.env("KEYCTL_ROLE", "operator")
+            .env("KEYCTL_ROLE_SECRET", OP_SECRET)
+            .env("KEYCTL_ACTOR", "station-3");
+        c
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn ceremony(&self) {
+        let out = keyctl()
+            .args(["ca", "init-root", "--root-store", s(&self.root)])
+            .args([
+                "--new-root-key-file",
+                s(&self.root_key),
+                "--cn",
+                "Test Root CA",
+            ])
+            .env("KEYCTL_ROOT_SECRET", ROOT_SECRET)
+            .output()
+            .unwrap();
+        let stdout = assert_ok(&out);
+        assert!(
+            stdout.contains("root CA 'CN=Test Root CA' created"),
+            "{stdout}"
+        );
+        assert!(self.root.join("root-ca.pem").is_file());
+        let out = self
+            .so()
+            .args(["ca", "sign-intermediate", "--root-store", s(&self.root)])
+            .args([
+                "--root-key-file",
+                s(&self.root_key),
+                "--cn",
+                "Test Production CA",
+            ])
+            .env("KEYCTL_ROOT_SECRET", ROOT_SECRET)
+            .output()
+            .unwrap();
+        let stdout = assert_ok(&out);
+        assert!(
+            stdout.contains("signed by root 'CN=Test Root CA'"),
+            "{stdout}"
+        );
+        for f in ["root.pem", "intermediate.pem", "crl.pem"] {
+            assert!(self.store.join("pki").join(f).is_file(), "{f}");
+        }
+    }
+
+    /// Takes the root's store offline: it is no longer on this machine.
+    fn take_root_offline(&self) {
+        let offline = self.path("vault");
+        std::fs::rename(&self.root, &offline).unwrap();
+        std::fs::rename(&self.root_key, offline.join("root.key")).unwrap();
+        assert!(!self.root.exists());
+    }
+
+    fn device_dir(&self, id: &str) -> PathBuf {
+        self.store.join("provisioned").join(id)
+    }
+}
+
+#[test]
+fn ceremony_then_provisioning_revocation_and_checks_without_the_root_store() {
+    let f = Factory::new();
+    // The ceremony needs both credentials: a wrong root credential fails.
+    let out = keyctl()
+        .args(["ca", "init-root", "--root-store", s(&f.root)])
+        .args(["--new-root-key-file", s(&f.root_key)])
+        .output()
+        .unwrap();
+    assert_fails(&out, 2, "InvalidInput"); // no custodian credential given
+    assert!(!f.root.join("soft").exists());
+    f.ceremony();
+    f.take_root_offline();
+
+    // Provisioning runs on the production store alone.
+    let out = f
+        .op()
+        .args([
+            "provision",
+            "--device-id",
+            "DEV12345",
+            "--operator",
+            "line-3",
+        ])
+        .output()
+        .unwrap();
+    let stdout = assert_ok(&out);
+    assert!(stdout.contains("provisioned 'DEV12345'"), "{stdout}");
+    let dir = f.device_dir("DEV12345");
+    let record = std::fs::read_to_string(dir.join("record.yaml")).unwrap();
+    for field in [
+        "device_id: DEV12345",
+        "identity_cert: sha256:",
+        "bootstrap_ca: sha256:",
+        "identity_key: sha256:",
+        "operator: line-3",
+        "actor: station-3",
+    ] {
+        assert!(record.contains(field), "{field} missing in:\n{record}");
+    }
+    assert!(record.lines().any(|l| l.starts_with("date: ")), "{record}");
+
+    // OpenSSL verifies the chain.
+    let pki = f.store.join("pki");
+    let out = Command::new(OPENSSL)
+        .args(["verify", "-CAfile", s(&pki.join("root.pem")), "-untrusted"])
+        .args([s(&pki.join("intermediate.pem")), s(&dir.join("cert.pem"))])
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(": OK"), "{}", text(&out));
+
+    // The peer check accepts it (no unlock needed) ...
+    let chain = dir.join("chain.pem");
+    let out = keyctl()
+        .args(["--store", s(&f.store), "ca", "check", "--chain", s(&chain)])
+        .output()
+        .unwrap();
+    assert!(assert_ok(&out).contains("OK: 'DEV12345'"));
+
+    // ... and a second unit with the same id is refused.
+    let out = f
+        .op()
+        .args([
+            "provision",
+            "--device-id",
+            "DEV12345",
+            "--operator",
+            "line-4",
+        ])
+        .output()
+        .unwrap();
+    assert_fails(&out, 4, "AlreadyExists");
+
+    // A pin mismatch is Auth (8); the right pin passes.
+    let zero_pin = format!("sha256:{}", "0".repeat(64));
+    let out = keyctl()
+        .args([
+            "--store",
+            s(&f.store),
+            "ca",
+            "check",
+            "--chain",
+            s(&chain),
+            "--pin",
+            &zero_pin,
+        ])
+        .output()
+        .unwrap();
+    assert_fails(&out, 8, "Auth");
+    let key_pin = record
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("identity_key: "))
+        .expect("identity key in record")
+        .to_string();
+    let out = keyctl()
+        .args(["--store", s(&f.store), "ca", "check", "--chain", s(&chain)])
+        .args(["--pin", &zero_pin, "--pin", &key_pin])
+        .output()
+        .unwrap();
+    assert!(assert_ok(&out).contains("pinned"));
+
+    // Revocation: operators cannot, the officer can, without the root.
+    let out = f
+        .op()
+        .args([
+            "ca",
+            "revoke",
+            "--device-id",
+            "DEV12345",
+            "--reason",
+            "key-compromise",
+        ])
+        .output()
+        .unwrap();
+    assert_fails(&out, 7, "Policy");
+    let out = f
+        .so()
+        .args([
+            "ca",
+            "revoke",
+            "--device-id",
+            "DEV12345",
+            "--reason",
+            "key-compromise",
+        ])
+        .output()
+        .unwrap();
+    assert!(assert_ok(&out).contains("revoked certificate"));
+    // TEST-KEY-07: the revoked device is rejected (KeyState, exit 6).
+    let out = keyctl()
+        .args(["--store", s(&f.store), "ca", "check", "--chain", s(&chain)])
+        .output()
+        .unwrap();
+    let err = assert_fails(&out, 6, "KeyState");
+    assert!(err.contains("revoked"), "{err}");
+    // OpenSSL agrees, with our CRL.
+    let out = Command::new(OPENSSL)
+        .args(["verify", "-crl_check", "-CAfile", s(&pki.join("root.pem"))])
+        .args(["-untrusted", s(&pki.join("intermediate.pem"))])
+        .args([
+            "-CRLfile",
+            s(&pki.join("crl.pem")),
+            s(&dir.join("cert.pem")),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && text(&out).contains("revoked"),
+        "{}",
+        text(&out)
+    );
+
+    // The event log verifies and shows the provisioning with id and time.
+    let out = f.op().args(["ca", "events"]).output().unwrap();
+    let stdout = assert_ok(&out);
+    assert!(
+        stdout.contains(" provision by station-3 (operator) device=DEV12345"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" revoke by officer-1"), "{stdout}");
+    assert!(stdout.contains("event log intact"), "{stdout}");
+    let out = f.bare().args(["ca", "show"]).output().unwrap();
+    let stdout = assert_ok(&out);
+    assert!(
+        stdout.contains("CN=Test Root CA") && stdout.contains("devices       1"),
+        "{stdout}"
+    );
+    // The root's credential works nowhere in production.
+    let out = f
+        .bare()
+        .args(["ca", "crl"])
+        .env("KEYCTL_ROLE", "security-officer")
+        .env("KEYCTL_ROLE_SECRET", ROOT_SECRET)
+        .output()
+        .unwrap();
+    assert_fails(&out, 8, "Auth");
+}
+
+#[test]
+fn crl_refresh_and_expiry_and_expired_certificates() {
+    let f = Factory::new();
+    f.ceremony();
+    let out = f
+        .op()
+        .args([
+            "provision",
+            "--device-id",
+            "DEV-C",
+            "--operator",
+            "line-1",
+            "--validity-days",
+            "5",
+        ])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let chain = f.device_dir("DEV-C").join("chain.pem");
+    let check_at = |at: &str| {
+        keyctl()
+            .args([
+                "--store",
+                s(&f.store),
+                "ca",
+                "check",
+                "--chain",
+                s(&chain),
+                "--at",
+                at,
+            ])
+            .output()
+            .unwrap()
+    };
+    let in_days = |d: i64| {
+        let t = time::OffsetDateTime::now_utc() + time::Duration::days(d);
+        t.replace_nanosecond(0)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap()
+    };
+    assert_ok(&check_at(&in_days(1)));
+    // Six days on: the certificate has expired (the 7-day CRL is still current).
+    let err = assert_fails(&check_at(&in_days(6)), 6, "KeyState");
+    assert!(err.contains("(expired)"), "{err}");
+    // A CRL that is due for renewal in a day is stale two days on.
+    assert_ok(
+        &f.op()
+            .args(["ca", "crl", "--next-update", "1d"])
+            .output()
+            .unwrap(),
+    );
+    let err = assert_fails(&check_at(&in_days(2)), 6, "KeyState");
+    assert!(err.contains("crl-expired"), "{err}");
+    // A fresh CRL fixes that.
+    let out = f
+        .op()
+        .args(["ca", "crl", "--next-update", "30d", "--out"])
+        .arg(f.path("published-crl.pem"))
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert!(f.path("published-crl.pem").is_file());
+    assert_ok(&check_at(&in_days(2)));
+    // Garbage is InvalidInput, not a crash.
+    let junk = f.path("junk.pem");
+    std::fs::write(&junk, "not a chain").unwrap();
+    let out = keyctl()
+        .args(["--store", s(&f.store), "ca", "check", "--chain", s(&junk)])
+        .output()
+        .unwrap();
+    assert_fails(&out, 2, "InvalidInput");
+    assert_fails(&check_at("yesterday"), 2, "InvalidInput");
+}
+
+#[test]
+fn batch_provisioning_reports_throughput_and_checks_the_file_first() {
+    let f = Factory::new();
+    f.ceremony();
+    let mut lines = String::from("device_id,operator\n# line-5 units\n");
+    for i in 0..20 {
+        if i % 2 == 0 {
+            lines.push_str(&format!("UNIT-{i:04},line-5\n"));
+        } else {
+            lines.push_str(&format!("UNIT-{i:04}\n"));
+        }
+    }
+    let batch = f.path("batch.csv");
+    std::fs::write(&batch, &lines).unwrap();
+
+    // A bad line anywhere: nothing is provisioned.
+    let bad = f.path("bad.csv");
+    std::fs::write(&bad, format!("{lines}bad id\n")).unwrap();
+    let out = f
+        .op()
+        .args(["provision", "--batch", s(&bad), "--operator", "line-6"])
+        .output()
+        .unwrap();
+    let err = assert_fails(&out, 2, "InvalidInput");
+    assert!(err.contains("batch line 23"), "{err}");
+    assert!(!f.store.join("provisioned").exists());
+
+    let out = f
+        .op()
+        .args(["provision", "--batch", s(&batch), "--operator", "line-6"])
+        .output()
+        .unwrap();
+    let stdout = assert_ok(&out);
+    assert!(stdout.contains("provisioned 20 devices in "), "{stdout}");
+    assert!(stdout.contains(" devices/s)"), "{stdout}");
+    for i in 0..20 {
+        let record =
+            std::fs::read_to_string(f.device_dir(&format!("UNIT-{i:04}")).join("record.yaml"))
+                .unwrap();
+        let op = if i % 2 == 0 { "line-5" } else { "line-6" };
+        assert!(record.contains(&format!("operator: {op}")), "{record}");
+    }
+    // Every unit has its own key.
+    let records: std::collections::HashSet<String> = (0..20)
+        .map(|i| {
+            let r =
+                std::fs::read_to_string(f.device_dir(&format!("UNIT-{i:04}")).join("record.yaml"))
+                    .unwrap();
+            r.lines()
+                .find(|l| l.contains("identity_key:"))
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(records.len(), 20);
+    // Running the batch again stops at the first unit already provisioned.
+    let out = f
+        .op()
+        .args(["provision", "--batch", s(&batch), "--operator", "line-6"])
+        .output()
+        .unwrap();
+    let err = assert_fails(&out, 4, "AlreadyExists");
+    assert!(err.contains("0 of 20 devices provisioned"), "{err}");
+}
+
+#[test]
+fn separate_device_store_and_renewal() {
+    let f = Factory::new();
+    f.ceremony();
+    // The device's own keystore, with the station's credentials.
+    let dev = f.path("device-store");
+    let dev_key = f.path("device.key");
+    assert_ok(
+        &keyctl()
+            .args(["--store", s(&dev), "init", "--new-key-file", s(&dev_key)])
+            .output()
+            .unwrap(),
+    );
+    assert_ok(
+        &keyctl()
+            .args([
+                "--store",
+                s(&dev),
+                "--key-file",
+                s(&dev_key),
+                "role",
+                "set",
+                "security-officer",
+            ])
+            .env("KEYCTL_NEW_ROLE_SECRET", SO_SECRET)
+            .output()
+            .unwrap(),
+    );
+    let out = f
+        .so()
+        .args(["provision", "--device-id", "GW-1", "--operator", "line-2"])
+        .args(["--device-store", s(&dev), "--device-key-file", s(&dev_key)])
+        .output()
+        .unwrap();
+    let stdout = assert_ok(&out);
+    assert!(stdout.contains("key 'device.identity' v1"), "{stdout}");
+    // The key is in the device's store, not in production.
+    let out = keyctl()
+        .args([
+            "--store",
+            s(&dev),
+            "--key-file",
+            s(&dev_key),
+            "key",
+            "show",
+            "device.identity",
+        ])
+        .output()
+        .unwrap();
+    assert!(assert_ok(&out).contains("generated"));
+    let out = f
+        .bare()
+        .args(["key", "show", "device.identity"])
+        .output()
+        .unwrap();
+    assert_fails(&out, 3, "NotFound");
+
+    let renew = |threshold: &str| {
+        f.so()
+            .args([
+                "renew",
+                "--device-id",
+                "GW-1",
+                "--threshold",
+                threshold,
+                "--grace",
+                "2d",
+            ])
+            .args(["--device-store", s(&dev), "--device-key-file", s(&dev_key)])
+            .output()
+            .unwrap()
+    };
+    assert!(assert_ok(&renew("7d")).contains("not due"));
+    let stdout = assert_ok(&renew("40d"));
+    assert!(stdout.contains("renewed 'GW-1': key version 2"), "{stdout}");
+    let out = keyctl()
+        .args([
+            "--store",
+            s(&dev),
+            "--key-file",
+            s(&dev_key),
+            "key",
+            "versions",
+            "device.identity",
+        ])
+        .output()
+        .unwrap();
+    let versions = assert_ok(&out);
+    assert!(
+        versions.contains("deactivated") && versions.contains("active"),
+        "{versions}"
+    );
+    // Both certificates check during the grace.
+    let out = keyctl()
+        .args(["--store", s(&f.store), "ca", "check", "--chain"])
+        .arg(f.device_dir("GW-1").join("chain.pem"))
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    // A device id that is not the store's identity is refused.
+    let out = f
+        .so()
+        .args(["renew", "--device-id", "GW-2", "--threshold", "40d"])
+        .args(["--device-store", s(&dev), "--device-key-file", s(&dev_key)])
+        .output()
+        .unwrap();
+    assert_fails(&out, 2, "InvalidInput");
+}

@@ -1,0 +1,418 @@
+//! The PKI database (SQLite, one file beside each keystore, `pki.sqlite` by
+//! convention): CA certificates, the provisioning registry (devices, their
+//! public-key fingerprints, issued certificates, revocations, CRL numbers),
+//! device-side identity certificates, and a hash-chained, MAC'd event log.
+//!
+//! Uniqueness (REQ 5) rests on the schema: `devices.device_id` and
+//! `device_keys.fingerprint` are primary keys, so two units can never be
+//! registered with the same id or the same key, whatever the code above does
+//! and however many stations share the file.
+
+use crate::util::{random_id, rfc3339};
+use keystore_api::{Actor, Algorithm, Backend, Error, KeySpec, Keystore, Result, Usages};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use time::OffsetDateTime;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ca_certs (
+    serial       TEXT PRIMARY KEY,
+    role         TEXT NOT NULL CHECK (role IN ('root', 'intermediate')),
+    key_name     TEXT,
+    key_version  INTEGER,
+    der          BLOB NOT NULL,
+    digest       TEXT NOT NULL,
+    not_after    TEXT NOT NULL,
+    installed_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS signed_intermediates (
+    serial     TEXT PRIMARY KEY,
+    der        BLOB NOT NULL,
+    subject    TEXT NOT NULL,
+    signed_at  TEXT NOT NULL,
+    revoked_at TEXT,
+    reason     TEXT
+);
+CREATE TABLE IF NOT EXISTS devices (
+    device_id      TEXT PRIMARY KEY,
+    operator       TEXT NOT NULL,
+    provisioned_at TEXT NOT NULL,
+    event_id       TEXT NOT NULL,
+    record_yaml    TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS device_keys (
+    fingerprint   TEXT PRIMARY KEY,
+    device_id     TEXT NOT NULL REFERENCES devices(device_id),
+    key_version   INTEGER NOT NULL,
+    registered_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS issued (
+    serial        TEXT PRIMARY KEY,
+    issuer_serial TEXT NOT NULL,
+    device_id     TEXT NOT NULL REFERENCES devices(device_id),
+    fingerprint   TEXT NOT NULL REFERENCES device_keys(fingerprint),
+    key_version   INTEGER NOT NULL,
+    der           BLOB NOT NULL,
+    digest        TEXT NOT NULL,
+    not_before    TEXT NOT NULL,
+    not_after     TEXT NOT NULL,
+    issued_at     TEXT NOT NULL,
+    superseded_at TEXT,
+    grace_end     TEXT,
+    revoked_at    TEXT,
+    reason        TEXT
+);
+CREATE INDEX IF NOT EXISTS issued_by_device ON issued(device_id);
+CREATE TABLE IF NOT EXISTS crl_state (
+    issuer_serial TEXT PRIMARY KEY,
+    number        INTEGER NOT NULL,
+    der           BLOB,
+    this_update   TEXT,
+    next_update   TEXT
+);
+CREATE TABLE IF NOT EXISTS identity_certs (
+    key_name     TEXT NOT NULL,
+    key_version  INTEGER NOT NULL,
+    serial       TEXT NOT NULL,
+    device_id    TEXT NOT NULL,
+    der          BLOB NOT NULL,
+    chain_pem    TEXT NOT NULL,
+    not_after    TEXT NOT NULL,
+    installed_at TEXT NOT NULL,
+    PRIMARY KEY (key_name, key_version, serial)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    at          TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    event       TEXT NOT NULL,
+    device_id   TEXT,
+    serial      TEXT,
+    fingerprint TEXT,
+    detail      TEXT NOT NULL,
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    mac         TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events_head (
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    seq  INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    mac  TEXT NOT NULL
+);
+";
+
+/// The keystore key (HMAC-SHA256, non-extractable) that MACs the event log.
+pub const EVENT_KEY: &str = "provisioning.events";
+
+const EVENT_DOMAIN: &[u8] = b"keystore-provisioning-event-v1";
+const HEAD_DOMAIN: &str = "keystore-provisioning-head-v1";
+
+fn head_message(seq: u64, hash: &str) -> String {
+    format!("{HEAD_DOMAIN}|{seq}|{hash}")
+}
+
+/// The PKI database.
+pub struct PkiDb {
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for PkiDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PkiDb").finish_non_exhaustive()
+    }
+}
+
+fn db_err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
+    move |e| Error::backend("pki-db", what.to_string(), e)
+}
+
+impl PkiDb {
+    /// Opens (creating if missing) the database at `path`.
+    pub fn open(path: &Path) -> Result<PkiDb> {
+        let conn = Connection::open(path).map_err(db_err("cannot open the PKI database"))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err("cannot configure the PKI database"))?;
+        conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL;")
+            .map_err(db_err("cannot configure the PKI database"))?;
+        conn.execute_batch(SCHEMA)
+            .map_err(db_err("cannot create the PKI schema"))?;
+        Ok(PkiDb {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The connection (one writer at a time in this process; SQLite locks
+    /// across processes).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
+        // Every write is a transaction: a panic cannot leave it half-written.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A transaction that fails over to `Error::Backend` with context.
+pub(crate) fn tx(conn: &mut Connection) -> Result<Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db_err("cannot start a PKI database transaction"))
+}
+
+pub(crate) fn commit(tx: Transaction<'_>) -> Result<()> {
+    tx.commit()
+        .map_err(db_err("cannot commit to the PKI database"))
+}
+
+/// Maps a UNIQUE/PRIMARY KEY violation to `AlreadyExists(msg)`.
+pub(crate) fn unique_or(e: rusqlite::Error, msg: impl FnOnce() -> String) -> Error {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Error::AlreadyExists(msg())
+        }
+        _ => Error::backend("pki-db", "PKI database write failed", e),
+    }
+}
+
+pub(crate) fn q<T>(r: rusqlite::Result<T>) -> Result<T> {
+    r.map_err(db_err("PKI database query failed"))
+}
+
+pub(crate) fn opt<T>(r: rusqlite::Result<T>) -> Result<Option<T>> {
+    q(r.optional())
+}
+
+/// The DER of the newest CA certificate of `role`.
+pub(crate) fn current_ca(conn: &Connection, role: &str) -> Result<Option<Vec<u8>>> {
+    opt(conn.query_row(
+        "SELECT der FROM ca_certs WHERE role = ?1 ORDER BY installed_at DESC, rowid DESC LIMIT 1",
+        params![role],
+        |r| r.get(0),
+    ))
+}
+
+/// One entry of the provisioning event log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Position, from 1.
+    pub seq: u64,
+    /// Random 128-bit id, hex.
+    pub id: String,
+    /// RFC 3339 UTC time.
+    pub at: String,
+    /// The actor id.
+    pub actor: String,
+    /// The actor's role.
+    pub role: String,
+    /// `init-root`, `sign-intermediate`, `install-intermediate`, `provision`,
+    /// `renew`, `revoke`, `crl`, `refused`.
+    pub event: String,
+    /// The device concerned.
+    pub device_id: Option<String>,
+    /// The certificate concerned (serial, hex).
+    pub serial: Option<String>,
+    /// The public key concerned.
+    pub fingerprint: Option<String>,
+    /// Free text (never secret).
+    pub detail: String,
+}
+
+/// What an event is about.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EventFields<'a> {
+    pub event: &'a str,
+    pub device_id: Option<&'a str>,
+    pub serial: Option<&'a str>,
+    pub fingerprint: Option<&'a str>,
+    pub detail: String,
+}
+
+fn field(h: &mut Sha256, v: Option<&str>) {
+    match v {
+        None => h.update([0u8]),
+        Some(s) => {
+            h.update([1u8]);
+            h.update((s.len() as u64).to_be_bytes());
+            h.update(s.as_bytes());
+        }
+    }
+}
+
+fn event_hash(e: &Event, prev: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(EVENT_DOMAIN);
+    h.update(e.seq.to_be_bytes());
+    for f in [
+        Some(e.id.as_str()),
+        Some(e.at.as_str()),
+        Some(e.actor.as_str()),
+        Some(e.role.as_str()),
+        Some(e.event.as_str()),
+        e.device_id.as_deref(),
+        e.serial.as_deref(),
+        e.fingerprint.as_deref(),
+        Some(e.detail.as_str()),
+        Some(prev),
+    ] {
+        field(&mut h, f);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Makes sure the event-log MAC key exists in `ks` (an HMAC key generated in
+/// the backend; creating it needs the operator or security-officer role).
+pub(crate) fn ensure_event_key<B: Backend>(ks: &Keystore<B>, actor: &Actor) -> Result<()> {
+    match ks.info(EVENT_KEY) {
+        Ok(_) => Ok(()),
+        Err(Error::NotFound(_)) => {
+            let spec = KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::MAC);
+            match ks.create(actor, EVENT_KEY, spec) {
+                Ok(_) | Err(Error::AlreadyExists(_)) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Appends an event inside `tx`, chained to the previous one and MAC'd by
+/// [`EVENT_KEY`] in `ks`. Returns its id.
+pub(crate) fn append_event<B: Backend>(
+    tx: &Transaction<'_>,
+    ks: &Keystore<B>,
+    actor: &Actor,
+    at: OffsetDateTime,
+    f: EventFields<'_>,
+) -> Result<String> {
+    let (last_seq, prev): (u64, String) = opt(tx.query_row(
+        "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+    ))?
+    .unwrap_or((0, "0".repeat(64)));
+    let e = Event {
+        seq: last_seq + 1,
+        id: random_id()?,
+        at: rfc3339(at),
+        actor: actor.id().to_string(),
+        role: actor.role().id().to_string(),
+        event: f.event.to_string(),
+        device_id: f.device_id.map(str::to_string),
+        serial: f.serial.map(str::to_string),
+        fingerprint: f.fingerprint.map(str::to_string),
+        detail: f.detail,
+    };
+    let hash = event_hash(&e, &prev);
+    let mac = hex::encode(ks.mac(EVENT_KEY, hash.as_bytes())?);
+    q(tx.execute(
+        "INSERT INTO events (seq, id, at, actor, role, event, device_id, serial, fingerprint,
+                             detail, prev_hash, hash, mac)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        params![
+            e.seq as i64,
+            e.id,
+            e.at,
+            e.actor,
+            e.role,
+            e.event,
+            e.device_id,
+            e.serial,
+            e.fingerprint,
+            e.detail,
+            prev,
+            hash,
+            mac
+        ],
+    ))?;
+    // The head (last sequence number and hash, MAC'd) makes a truncated
+    // tail visible.
+    let head_mac = hex::encode(ks.mac(EVENT_KEY, head_message(e.seq, &hash).as_bytes())?);
+    q(tx.execute(
+        "INSERT INTO events_head (id, seq, hash, mac) VALUES (1, ?1, ?2, ?3)
+         ON CONFLICT(id) DO UPDATE SET seq = ?1, hash = ?2, mac = ?3",
+        params![e.seq as i64, hash, head_mac],
+    ))?;
+    Ok(e.id)
+}
+
+/// Every event, oldest first.
+pub(crate) fn events(conn: &Connection) -> Result<Vec<(Event, String, String, String)>> {
+    let mut stmt = q(conn.prepare(
+        "SELECT seq, id, at, actor, role, event, device_id, serial, fingerprint, detail,
+                prev_hash, hash, mac FROM events ORDER BY seq",
+    ))?;
+    let rows = q(stmt.query_map([], |r| {
+        Ok((
+            Event {
+                seq: r.get::<_, i64>(0)? as u64,
+                id: r.get(1)?,
+                at: r.get(2)?,
+                actor: r.get(3)?,
+                role: r.get(4)?,
+                event: r.get(5)?,
+                device_id: r.get(6)?,
+                serial: r.get(7)?,
+                fingerprint: r.get(8)?,
+                detail: r.get(9)?,
+            },
+            r.get::<_, String>(10)?,
+            r.get::<_, String>(11)?,
+            r.get::<_, String>(12)?,
+        ))
+    }))?;
+    rows.collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err("PKI database query failed"))
+}
+
+/// Verifies the event chain and every MAC; returns the events, or names the
+/// first bad one as `Integrity`.
+pub(crate) fn verify_events<B: Backend>(conn: &Connection, ks: &Keystore<B>) -> Result<Vec<Event>> {
+    let rows = events(conn)?;
+    let mut prev = "0".repeat(64);
+    let mut out = Vec::with_capacity(rows.len());
+    for (i, (e, prev_hash, hash, mac)) in rows.into_iter().enumerate() {
+        let bad = |why: &str| Error::Integrity(format!("provisioning event #{} {why}", e.seq));
+        if e.seq != i as u64 + 1 {
+            return Err(bad("is out of sequence (deleted or reordered entries)"));
+        }
+        if prev_hash != prev || event_hash(&e, &prev) != hash {
+            return Err(bad(
+                "does not match the hash chain (edited, deleted or reordered)",
+            ));
+        }
+        let tag = hex::decode(&mac).map_err(|_| bad("has a malformed MAC"))?;
+        ks.verify_mac(EVENT_KEY, hash.as_bytes(), &tag)
+            .map_err(|_| bad("has a MAC that does not verify"))?;
+        prev = hash;
+        out.push(e);
+    }
+    let head: Option<(i64, String, String)> = opt(conn.query_row(
+        "SELECT seq, hash, mac FROM events_head WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    ))?;
+    let last = out.last().map(|e| e.seq).unwrap_or(0);
+    match head {
+        None if out.is_empty() => {}
+        None => {
+            return Err(Error::Integrity(
+                "the provisioning event log has no head (tampered)".into(),
+            ))
+        }
+        Some((seq, hash, mac)) => {
+            let tag = hex::decode(&mac).unwrap_or_default();
+            let mac_ok = ks
+                .verify_mac(EVENT_KEY, head_message(seq as u64, &hash).as_bytes(), &tag)
+                .is_ok();
+            if !mac_ok || seq as u64 != last || hash != prev {
+                return Err(Error::Integrity(format!(
+                    "the provisioning event log ends at #{last} but its head names #{seq} (truncated or tampered)"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,264 @@
+//! The device side: the identity key, generated inside the device's backend
+//! (a TPM, a token or the soft store), its CSR, and the certificates
+//! installed for each key version.
+
+use crate::db::{self, opt, q, unique_or, PkiDb};
+use crate::signer::KeystoreSigner;
+use crate::util::{check_device_id, rfc3339};
+use crate::x509::{build_csr, device_subject, CertInfo, VerifiedCsr};
+use keystore_api::{Actor, Algorithm, Backend, Error, KeySpec, Keystore, Result, Usages};
+use rusqlite::params;
+use time::{Duration, OffsetDateTime};
+
+/// The identity key's name in a device's own keystore.
+pub const DEVICE_KEY: &str = "device.identity";
+
+/// The identity key's name for `device_id` when many devices' keys share one
+/// keystore (a gateway holding several identities, or a factory simulation).
+pub fn shared_key_name(device_id: &str) -> Result<String> {
+    check_device_id(device_id)?;
+    Ok(format!("device.{device_id}.identity"))
+}
+
+/// A certificate installed on the device, with the key version it certifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledCert {
+    /// The identity key's version.
+    pub key_version: u32,
+    /// The certificate serial, hex.
+    pub serial: String,
+    /// The device id it names.
+    pub device_id: String,
+    /// The certificate (DER).
+    pub der: Vec<u8>,
+    /// Certificate then intermediate, PEM: what the device presents.
+    pub chain_pem: String,
+    /// Expiry.
+    pub not_after: OffsetDateTime,
+}
+
+/// A device's identity: a key in the device's keystore and the device-side
+/// PKI database that holds its certificates.
+pub struct Device<'a, D: Backend> {
+    ks: &'a Keystore<D>,
+    db: &'a PkiDb,
+    key_name: String,
+}
+
+impl<D: Backend> std::fmt::Debug for Device<'_, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("key_name", &self.key_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, D: Backend> Device<'a, D> {
+    /// The device whose identity key is `key_name` in `ks`.
+    pub fn new(ks: &'a Keystore<D>, db: &'a PkiDb, key_name: &str) -> Result<Self> {
+        keystore_api::keystore::check_name(key_name)?;
+        Ok(Device {
+            ks,
+            db,
+            key_name: key_name.to_string(),
+        })
+    }
+
+    /// The device's keystore.
+    pub fn keystore(&self) -> &'a Keystore<D> {
+        self.ks
+    }
+
+    /// The identity key's name.
+    pub fn key_name(&self) -> &str {
+        &self.key_name
+    }
+
+    /// Generates the identity key (ECDSA P-256) inside the device's backend
+    /// and returns a CSR for `device_id` signed by it, with the key version.
+    /// If the key exists but no certificate was ever installed for its
+    /// active version (an interrupted provisioning), it is reused.
+    pub fn generate(&self, actor: &Actor, device_id: &str) -> Result<(VerifiedCsr, u32)> {
+        check_device_id(device_id)?;
+        match self.ks.info(&self.key_name) {
+            Ok(info) => {
+                let active = info.active().map(|v| v.version).ok_or_else(|| {
+                    Error::KeyState(format!("key '{}' has no active version", self.key_name))
+                })?;
+                if self.installed_for(active)?.is_some() {
+                    return Err(Error::AlreadyExists(format!(
+                        "identity key '{}' version {active} already has a certificate",
+                        self.key_name
+                    )));
+                }
+            }
+            Err(Error::NotFound(_)) => {
+                let spec = KeySpec::new(Algorithm::EcdsaP256Sha256)
+                    .with_usages(Usages::SIGN | Usages::VERIFY);
+                self.ks.create(actor, &self.key_name, spec)?;
+            }
+            Err(e) => return Err(e),
+        }
+        self.csr(device_id)
+    }
+
+    /// Rotates the identity key (the old version verifies until `now + grace`,
+    /// then a sweep destroys it) and returns a CSR signed by the new version.
+    /// Needs the security-officer role on the device's keystore.
+    pub fn rotate(
+        &self,
+        actor: &Actor,
+        device_id: &str,
+        grace: Duration,
+    ) -> Result<(VerifiedCsr, u32)> {
+        check_device_id(device_id)?;
+        self.ks.rotate(actor, &self.key_name, grace)?;
+        self.csr(device_id)
+    }
+
+    /// A CSR for `device_id` signed by the active identity key version.
+    pub fn csr(&self, device_id: &str) -> Result<(VerifiedCsr, u32)> {
+        let signer = KeystoreSigner::new(self.ks, &self.key_name)?;
+        let csr = build_csr(&signer, device_subject(device_id)?)?;
+        Ok((csr, signer.version()))
+    }
+
+    /// Installs a certificate for key version `key_version`: it must carry
+    /// exactly that version's public key and name `device_id`.
+    pub fn install(
+        &self,
+        device_id: &str,
+        key_version: u32,
+        cert_der: &[u8],
+        chain_pem: &str,
+        now: OffsetDateTime,
+    ) -> Result<InstalledCert> {
+        let cert = CertInfo::parse(cert_der)?;
+        let info = self.ks.info(&self.key_name)?;
+        let v = info.version(key_version).ok_or_else(|| {
+            Error::NotFound(format!(
+                "key '{}' has no version {key_version}",
+                self.key_name
+            ))
+        })?;
+        if v.fingerprint.as_deref() != Some(cert.spki_fingerprint.as_str()) {
+            return Err(Error::Integrity(format!(
+                "the certificate does not carry the public key of '{}' version {key_version}",
+                self.key_name
+            )));
+        }
+        if cert.common_name.as_deref() != Some(device_id) {
+            return Err(Error::Integrity(format!(
+                "the certificate names {:?}, not device '{device_id}'",
+                cert.common_name
+            )));
+        }
+        let mut conn = self.db.lock();
+        let tx = db::tx(&mut conn)?;
+        tx.execute(
+            "INSERT INTO identity_certs (key_name, key_version, serial, device_id, der, chain_pem,
+                                         not_after, installed_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                self.key_name,
+                key_version,
+                cert.serial,
+                device_id,
+                cert.der,
+                chain_pem,
+                rfc3339(cert.not_after),
+                rfc3339(now)
+            ],
+        )
+        .map_err(|e| {
+            unique_or(e, || {
+                format!("certificate {} is already installed", cert.serial)
+            })
+        })?;
+        db::commit(tx)?;
+        Ok(InstalledCert {
+            key_version,
+            serial: cert.serial,
+            device_id: device_id.to_string(),
+            der: cert.der,
+            chain_pem: chain_pem.to_string(),
+            not_after: cert.not_after,
+        })
+    }
+
+    fn installed_for(&self, version: u32) -> Result<Option<InstalledCert>> {
+        let row = opt(self.db.lock().query_row(
+            "SELECT key_version, serial, device_id, der, chain_pem, not_after FROM identity_certs
+             WHERE key_name = ?1 AND key_version = ?2 ORDER BY installed_at DESC, rowid DESC LIMIT 1",
+            params![self.key_name, version],
+            |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            },
+        ))?;
+        row.map(
+            |(key_version, serial, device_id, der, chain_pem, not_after)| {
+                Ok(InstalledCert {
+                    key_version,
+                    serial,
+                    device_id,
+                    der,
+                    chain_pem,
+                    not_after: crate::util::parse_time(&not_after)?,
+                })
+            },
+        )
+        .transpose()
+    }
+
+    /// The newest certificate installed for the active key version.
+    pub fn current(&self) -> Result<Option<InstalledCert>> {
+        let info = self.ks.info(&self.key_name)?;
+        match info.active() {
+            Some(v) => self.installed_for(v.version),
+            None => Ok(None),
+        }
+    }
+
+    /// Every certificate installed for this identity, oldest first.
+    pub fn installed(&self) -> Result<Vec<InstalledCert>> {
+        let conn = self.db.lock();
+        let mut stmt = q(conn.prepare(
+            "SELECT key_version, serial, device_id, der, chain_pem, not_after FROM identity_certs
+             WHERE key_name = ?1 ORDER BY installed_at, rowid",
+        ))?;
+        let rows = q(stmt.query_map(params![self.key_name], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        }))?;
+        let rows = rows
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| Error::backend("pki-db", "PKI database query failed", e))?;
+        rows.into_iter()
+            .map(
+                |(key_version, serial, device_id, der, chain_pem, not_after)| {
+                    Ok(InstalledCert {
+                        key_version,
+                        serial,
+                        device_id,
+                        der,
+                        chain_pem,
+                        not_after: crate::util::parse_time(&not_after)?,
+                    })
+                },
+            )
+            .collect()
+    }
+}

@@ -1,0 +1,238 @@
+//! The provisioning flow across the two sides: the device generates its
+//! identity key and CSR, the factory registers the unit and issues a
+//! short-lived certificate, the device installs it; renewal before expiry
+//! (REQ-KEY-CERT-01) rotates the key and repeats the exchange.
+
+use crate::ca::{DeviceRequest, Factory, Issued, DEFAULT_DEVICE_VALIDITY};
+use crate::device::{Device, InstalledCert};
+use crate::util::{check_device_id, check_operator};
+use keystore_api::{Actor, Backend, Error, Result};
+use time::{Duration, OffsetDateTime};
+
+/// Default grace of a rotated identity key and its superseded certificate.
+pub const DEFAULT_RENEWAL_GRACE: Duration = Duration::days(7);
+
+/// What provisioning one unit produced.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    /// What the factory issued (certificate, chain, record, event id).
+    pub issued: Issued,
+    /// What the device installed.
+    pub installed: InstalledCert,
+}
+
+/// Runs provisioning and renewal against one factory.
+pub struct Provisioner<'f, P: Backend> {
+    factory: &'f Factory<'f, P>,
+    factory_actor: Actor,
+    validity: Duration,
+    grace: Duration,
+}
+
+impl<P: Backend> std::fmt::Debug for Provisioner<'_, P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provisioner")
+            .field("validity", &self.validity)
+            .field("grace", &self.grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'f, P: Backend> Provisioner<'f, P> {
+    /// A provisioner acting on `factory` as `factory_actor` (operator or
+    /// security officer), issuing 30-day certificates with a 7-day grace.
+    pub fn new(factory: &'f Factory<'f, P>, factory_actor: Actor) -> Self {
+        Provisioner {
+            factory,
+            factory_actor,
+            validity: DEFAULT_DEVICE_VALIDITY,
+            grace: DEFAULT_RENEWAL_GRACE,
+        }
+    }
+
+    /// Sets the certificate validity.
+    pub fn with_validity(mut self, validity: Duration) -> Self {
+        self.validity = validity;
+        self
+    }
+
+    /// Sets the renewal grace.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// Provisions one unit: identity key generated inside the device's
+    /// backend, CSR (CN and serialNumber = `device_id`) signed by it and
+    /// verified, registry check (device id and key unique), certificate from
+    /// the intermediate, stored with the key version on the device, record
+    /// and event written. `device_actor` creates the key in the device's
+    /// keystore (operator or security officer there).
+    pub fn provision<D: Backend>(
+        &self,
+        device: &Device<'_, D>,
+        device_actor: &Actor,
+        device_id: &str,
+        operator: &str,
+        now: OffsetDateTime,
+    ) -> Result<Provisioned> {
+        check_device_id(device_id)?;
+        check_operator(operator)?;
+        // Fail before generating a key when the unit is already registered.
+        if let Ok(r) = self.factory.record(device_id) {
+            return Err(Error::AlreadyExists(format!(
+                "device '{device_id}' was already provisioned at {} by {}; a unit is provisioned once",
+                r.provisioned_at, r.operator
+            )));
+        }
+        let (csr, version) = device.generate(device_actor, device_id)?;
+        Factory::<P>::check_generated(device.keystore(), device.key_name(), version)?;
+        let issued = self.factory.provision(
+            &self.factory_actor,
+            &DeviceRequest {
+                device_id,
+                operator,
+                csr_der: &csr.der,
+                key_version: version,
+                validity: self.validity,
+                device_backend: Some(device.keystore().backend().name()),
+            },
+            now,
+        )?;
+        let installed = device.install(
+            device_id,
+            version,
+            &issued.certificate.der,
+            &issued.chain_pem(),
+            now,
+        )?;
+        Ok(Provisioned { issued, installed })
+    }
+
+    /// Renews the device's certificate if it expires within `threshold` of
+    /// `now` (or has expired): rotates the identity key with the
+    /// provisioner's grace, gets a certificate for the new version and
+    /// installs it. The old certificate stays valid, and its key pinned,
+    /// until the grace ends. Returns `None` when no renewal is due.
+    /// `device_actor` needs the security-officer role on the device's
+    /// keystore (rotation).
+    pub fn renew_if_due<D: Backend>(
+        &self,
+        device: &Device<'_, D>,
+        device_actor: &Actor,
+        now: OffsetDateTime,
+        threshold: Duration,
+    ) -> Result<Option<Provisioned>> {
+        if threshold < Duration::ZERO {
+            return Err(Error::InvalidInput(
+                "a renewal threshold cannot be negative".into(),
+            ));
+        }
+        let current = device.current()?.ok_or_else(|| {
+            Error::NotFound(format!(
+                "identity key '{}' has no certificate for its active version; provision it first",
+                device.key_name()
+            ))
+        })?;
+        if current.not_after - now > threshold {
+            return Ok(None);
+        }
+        let device_id = current.device_id.clone();
+        let (csr, version) = device.rotate(device_actor, &device_id, self.grace)?;
+        Factory::<P>::check_generated(device.keystore(), device.key_name(), version)?;
+        let issued = self.factory.renew(
+            &self.factory_actor,
+            &DeviceRequest {
+                device_id: &device_id,
+                operator: self.factory_actor.id(),
+                csr_der: &csr.der,
+                key_version: version,
+                validity: self.validity,
+                device_backend: Some(device.keystore().backend().name()),
+            },
+            self.grace,
+            now,
+        )?;
+        let installed = device.install(
+            &device_id,
+            version,
+            &issued.certificate.der,
+            &issued.chain_pem(),
+            now,
+        )?;
+        Ok(Some(Provisioned { issued, installed }))
+    }
+}
+
+/// One line of a batch file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchEntry {
+    /// Line number, from 1.
+    pub line: usize,
+    /// The device id.
+    pub device_id: String,
+    /// The operator (from the line, else the default).
+    pub operator: String,
+}
+
+/// Largest batch accepted.
+pub const MAX_BATCH: usize = 1_000_000;
+
+/// Parses a batch file: one device id per line, or `device_id,operator`
+/// (CSV); blank lines and `#` comments are skipped, and a first line
+/// `device_id[,operator]` is taken as a header. Every line is checked before
+/// anything is provisioned; duplicates within the file are refused.
+pub fn parse_batch(text: &str, default_operator: Option<&str>) -> Result<Vec<BatchEntry>> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut cols = line.split(',').map(str::trim);
+        let id = cols.next().unwrap_or_default();
+        let op = cols.next();
+        if cols.next().is_some() {
+            return Err(Error::InvalidInput(format!(
+                "batch line {}: expected 'device_id' or 'device_id,operator'",
+                i + 1
+            )));
+        }
+        if out.is_empty() && id.eq_ignore_ascii_case("device_id") {
+            continue;
+        }
+        let bad = |e: Error| Error::InvalidInput(format!("batch line {}: {}", i + 1, e.message()));
+        check_device_id(id).map_err(bad)?;
+        let operator = match (op.filter(|o| !o.is_empty()), default_operator) {
+            (Some(o), _) | (None, Some(o)) => o.to_string(),
+            (None, None) => {
+                return Err(Error::InvalidInput(format!(
+                    "batch line {}: no operator on the line and no --operator given",
+                    i + 1
+                )))
+            }
+        };
+        check_operator(&operator).map_err(bad)?;
+        if !seen.insert(id.to_string()) {
+            return Err(Error::AlreadyExists(format!(
+                "batch line {}: device '{id}' appears twice in the batch",
+                i + 1
+            )));
+        }
+        if out.len() >= MAX_BATCH {
+            return Err(Error::InvalidInput(format!(
+                "a batch holds at most {MAX_BATCH} devices"
+            )));
+        }
+        out.push(BatchEntry {
+            line: i + 1,
+            device_id: id.to_string(),
+            operator,
+        });
+    }
+    if out.is_empty() {
+        return Err(Error::InvalidInput("the batch file names no device".into()));
+    }
+    Ok(out)
+}

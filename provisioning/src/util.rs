@@ -1,0 +1,200 @@
+//! Small helpers: PEM, digests, random serials and ids, device ids, times.
+
+use base64::Engine;
+use keystore_api::{Error, Result};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+/// Longest device id, in characters.
+pub const MAX_DEVICE_ID_LEN: usize = 64;
+
+/// Checks a device id: 1 to 64 characters of `A-Z a-z 0-9 . -`, starting
+/// with a letter or digit. The id goes into the certificate subject as CN and
+/// as X.520 `serialNumber` (a PrintableString) and into key names, so the
+/// alphabet is the intersection of what those allow.
+pub fn check_device_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_DEVICE_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        && id.starts_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "a device id is 1 to {MAX_DEVICE_ID_LEN} characters of A-Z, a-z, 0-9, '.' and '-', \
+             starting with a letter or digit; got {:?}",
+            shorten(id)
+        )))
+    }
+}
+
+/// Checks an operator (station or line) label: 1 to 64 printable ASCII
+/// characters without spaces.
+pub fn check_operator(op: &str) -> Result<()> {
+    if op.is_empty() || op.len() > 64 || !op.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Error::InvalidInput(format!(
+            "an operator label is 1 to 64 printable ASCII characters without spaces; got {:?}",
+            shorten(op)
+        )));
+    }
+    Ok(())
+}
+
+/// At most 80 characters of untrusted input, for error messages.
+pub fn shorten(s: &str) -> String {
+    if s.chars().count() <= 80 {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(77).collect();
+        format!("{head}...")
+    }
+}
+
+/// `sha256:` followed by the hex SHA-256 of `bytes`.
+pub fn sha256_tag(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// `n` random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b)
+        .map_err(|e| Error::backend("provisioning", "the OS random generator failed", e))?;
+    Ok(b)
+}
+
+/// A random positive 16-byte certificate or CRL serial (RFC 5280: at most 20
+/// octets, positive, unpredictable).
+pub fn random_serial() -> Result<Vec<u8>> {
+    let mut b = random_bytes::<16>()?;
+    b[0] &= 0x7f;
+    b[0] |= 0x40; // no leading zero octet: the DER encoding keeps all 16 bytes
+    Ok(b.to_vec())
+}
+
+/// A random 128-bit id, hex.
+pub fn random_id() -> Result<String> {
+    Ok(hex::encode(random_bytes::<16>()?))
+}
+
+/// Encodes DER as PEM with `label`.
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(chunk).unwrap_or_default());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Every PEM block labelled `label` in `text`, decoded. Other blocks and
+/// text around them are ignored.
+pub fn pem_decode_all(text: &str, label: &str) -> Result<Vec<Vec<u8>>> {
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(&begin) {
+        let after = &rest[start + begin.len()..];
+        let Some(stop) = after.find(&end) else {
+            return Err(Error::InvalidInput(format!(
+                "a PEM block '{label}' has no END line"
+            )));
+        };
+        let b64: String = after[..stop]
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64.as_bytes())
+            .map_err(|_| Error::InvalidInput(format!("a PEM block '{label}' is not base64")))?;
+        out.push(der);
+        rest = &after[stop + end.len()..];
+    }
+    Ok(out)
+}
+
+/// DER from `bytes` that may be PEM (one block labelled `label`) or DER.
+pub fn der_from_pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        if text.contains("-----BEGIN ") {
+            let mut blocks = pem_decode_all(text, label)?;
+            return match blocks.len() {
+                1 => Ok(blocks.remove(0)),
+                0 => Err(Error::InvalidInput(format!("no PEM block '{label}' found"))),
+                n => Err(Error::InvalidInput(format!(
+                    "expected one PEM block '{label}', found {n}"
+                ))),
+            };
+        }
+    }
+    if bytes.first() == Some(&0x30) {
+        Ok(bytes.to_vec())
+    } else {
+        Err(Error::InvalidInput(format!(
+            "expected a DER or PEM '{label}'"
+        )))
+    }
+}
+
+/// RFC 3339 UTC, to the second.
+pub fn rfc3339(t: OffsetDateTime) -> String {
+    keystore_api::clock::rfc3339(t)
+}
+
+/// Parses an RFC 3339 time written by [`rfc3339`]; a malformed stored time
+/// is an integrity failure of the database that holds it.
+pub fn parse_time(s: &str) -> Result<OffsetDateTime> {
+    keystore_api::clock::parse_rfc3339(s)
+        .ok_or_else(|| Error::Integrity(format!("stored time '{}' is malformed", shorten(s))))
+}
+
+/// Certificate times have a resolution of one second.
+pub fn to_second(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(0).unwrap_or(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids() {
+        for ok in ["DEV12345", "a", "unit-3.line-2", &"x".repeat(64)] {
+            check_device_id(ok).expect(ok);
+        }
+        for bad in ["", "-x", ".x", "a b", "a_b", "ü", &"x".repeat(65), "a/b"] {
+            assert!(matches!(check_device_id(bad), Err(Error::InvalidInput(_))));
+        }
+    }
+
+    #[test]
+    fn pem_round_trip() {
+        let der = vec![0x30, 0x03, 1, 2, 3];
+        let pem = pem_encode("CERTIFICATE", &der);
+        assert_eq!(
+            pem_decode_all(&pem, "CERTIFICATE").unwrap(),
+            vec![der.clone()]
+        );
+        assert_eq!(
+            der_from_pem_or_der(pem.as_bytes(), "CERTIFICATE").unwrap(),
+            der
+        );
+        assert_eq!(der_from_pem_or_der(&der, "CERTIFICATE").unwrap(), der);
+        assert!(der_from_pem_or_der(b"garbage", "CERTIFICATE").is_err());
+        assert!(pem_decode_all("-----BEGIN X-----\nAAAA", "X").is_err());
+    }
+
+    #[test]
+    fn serials_are_positive_16_bytes() {
+        for _ in 0..32 {
+            let s = random_serial().unwrap();
+            assert_eq!(s.len(), 16);
+            assert!(s[0] & 0x80 == 0 && s[0] != 0);
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Shared fixtures: real soft keystores in temporary directories, unlocked
+//! by key files, with a manual clock; the PKI database beside each.
+
+#![allow(dead_code)]
+
+use backend_soft::{create_key_file, Kdf, SoftStore, Unlock};
+use keystore_api::{Actor, Keystore, ManualClock, Role};
+use provisioning::{ceremony, Factory, PkiDb, RootCa};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use time::{Duration, OffsetDateTime};
+
+/// A fixed start time for clocked tests.
+pub fn t0() -> OffsetDateTime {
+    time::macros::datetime!(2026-01-04 09:00:00 UTC)
+}
+
+/// A keystore and its PKI database in a directory.
+pub struct Store {
+    pub dir: PathBuf,
+    pub ks: Keystore<SoftStore>,
+    pub db: PkiDb,
+}
+
+impl Store {
+    /// Creates (or reopens) the store in `dir`.
+    pub fn open(dir: &Path, clock: Arc<ManualClock>) -> Store {
+        std::fs::create_dir_all(dir).expect("store dir");
+        let key = dir.join("kek.key");
+        let soft = dir.join("soft");
+        let unlock = Unlock::KeyFile(key.clone());
+        let backend = if key.exists() {
+            SoftStore::open(&soft, &unlock).expect("open soft store")
+        } else {
+            create_key_file(&key).expect("key file");
+            SoftStore::create(&soft, &unlock, Kdf::KeyFile).expect("create soft store")
+        };
+        let ks = Keystore::open_with_clock(backend, &dir.join("metadata.sqlite"), clock)
+            .expect("open keystore");
+        let db = PkiDb::open(&dir.join("pki.sqlite")).expect("open pki db");
+        Store {
+            dir: dir.to_path_buf(),
+            ks,
+            db,
+        }
+    }
+}
+
+pub fn officer() -> Actor {
+    Actor::new("officer-1", Role::SecurityOfficer).expect("actor")
+}
+
+pub fn custodian() -> Actor {
+    Actor::new("root-custodian", Role::SecurityOfficer).expect("actor")
+}
+
+pub fn operator() -> Actor {
+    Actor::new("station-3", Role::Operator).expect("actor")
+}
+
+/// A factory whose intermediate was signed by a root in `root_dir`; the root
+/// store is closed when this returns.
+pub struct Pki {
+    pub tmp: tempfile::TempDir,
+    pub clock: Arc<ManualClock>,
+    pub prod: Store,
+    pub root_dir: PathBuf,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        Self::at(t0())
+    }
+
+    pub fn at(start: OffsetDateTime) -> Pki {
+        Self::named(
+            start,
+            "Keystore Test Root CA",
+            "Keystore Test Production CA",
+        )
+    }
+
+    pub fn named(start: OffsetDateTime, root_cn: &str, inter_cn: &str) -> Pki {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let clock = Arc::new(ManualClock::new(start));
+        let root_dir = tmp.path().join("root");
+        let prod = Store::open(&tmp.path().join("production"), clock.clone());
+        {
+            let root = Store::open(&root_dir, clock.clone());
+            let ca = RootCa::new(&root.ks, &root.db);
+            ca.init(&custodian(), root_cn, Duration::days(3650), start)
+                .expect("init root");
+            let factory = Factory::new(&prod.ks, &prod.db);
+            ceremony(
+                &ca,
+                &custodian(),
+                &factory,
+                &officer(),
+                inter_cn,
+                Duration::days(1095),
+                start,
+            )
+            .expect("ceremony");
+        }
+        Pki {
+            tmp,
+            clock,
+            prod,
+            root_dir,
+        }
+    }
+
+    pub fn factory(&self) -> Factory<'_, SoftStore> {
+        Factory::new(&self.prod.ks, &self.prod.db)
+    }
+
+    pub fn now(&self) -> OffsetDateTime {
+        use keystore_api::Clock;
+        self.clock.now()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+}
