@@ -27,8 +27,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::backend_msg("soft", "record path has no file name"))?;
     let mut rnd = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut rnd)
-        .map_err(|_| Error::backend_msg("soft", "the OS random generator failed"))?;
+    crate::prim::random(&mut rnd)?;
     let tmp = dir.join(format!("{TMP_PREFIX}{file_name}-{}", hex::encode(rnd)));
     let result = (|| {
         let mut f = OpenOptions::new()

@@ -16,7 +16,7 @@
 //! build without providers reports such a store as unsupported.
 
 use crate::kek::{Kdf, Kek};
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use crate::prim::SealKey;
 use keystore_api::{Error, Result, SecretBytes};
 use sha2::{Digest, Sha256};
 
@@ -69,14 +69,9 @@ impl Header {
         let aad = h.authenticated_prefix();
         let mut nonce = [0u8; 12];
         crate::random(&mut nonce)?;
-        let key = aead_key(kek.expose())?;
+        let key = SealKey::new(kek.expose())?;
         let mut buf = store_key.expose().to_vec();
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(&aad),
-            &mut buf,
-        )
-        .map_err(|_| Error::backend_msg("soft", "sealing the store key failed"))?;
+        key.seal(nonce, &aad, &mut buf)?;
         h.wrapped[..12].copy_from_slice(&nonce);
         h.wrapped[12..].copy_from_slice(&buf);
         Ok(h)
@@ -85,18 +80,14 @@ impl Header {
     /// Unwraps the store key. A wrong KEK is [`Error::Auth`].
     pub fn unwrap_store_key(&self, kek: &Kek) -> Result<SecretBytes> {
         let aad = self.authenticated_prefix();
-        let key = aead_key(kek.expose())?;
+        let key = SealKey::new(kek.expose())?;
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&self.wrapped[..12]);
         let mut buf = SecretBytes::from_slice(&self.wrapped[12..]);
-        let plain = key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&aad),
-                buf.expose_mut(),
-            )
+        let n = key
+            .open(nonce, &aad, buf.expose_mut())
             .map_err(|_| Error::Auth("wrong passphrase or key file for this soft store".into()))?;
-        Ok(SecretBytes::from_slice(plain))
+        Ok(SecretBytes::from_slice(&buf.expose()[..n]))
     }
 
     fn authenticated_prefix(&self) -> Vec<u8> {
@@ -210,11 +201,4 @@ impl<'a> Reader<'a> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
-}
-
-/// An AES-256-GCM key from 32 bytes.
-pub(crate) fn aead_key(bytes: &[u8]) -> Result<LessSafeKey> {
-    let unbound = UnboundKey::new(&AES_256_GCM, bytes)
-        .map_err(|_| Error::backend_msg("soft", "AES-256-GCM rejected a 32-byte key"))?;
-    Ok(LessSafeKey::new(unbound))
 }

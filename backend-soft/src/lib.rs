@@ -26,13 +26,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+#[cfg(not(any(feature = "aws-lc", feature = "rustcrypto")))]
+compile_error!("backend-soft needs a crypto provider: enable `aws-lc` or `rustcrypto`");
+
 mod fsio;
 mod header;
 mod kek;
 mod material;
+mod prim;
 mod record;
 
 pub use kek::{create_key_file, Kdf, KekProvider, Unlock, MAX_SEALED_LEN};
+pub use material::CryptoProvider;
 
 use header::Header;
 use keystore_api::{
@@ -54,10 +59,9 @@ const RECORD_EXT: &str = "rec";
 /// How many decrypted keys are kept ready for use.
 const CACHE_CAPACITY: usize = 256;
 
-/// Fills `buf` from the OS random generator (through aws-lc-rs).
+/// Fills `buf` from the OS random generator.
 pub(crate) fn random(buf: &mut [u8]) -> Result<()> {
-    aws_lc_rs::rand::fill(buf)
-        .map_err(|_| Error::backend_msg("soft", "the OS random generator failed"))
+    prim::random(buf)
 }
 
 /// A software sealed key store rooted at one directory.
@@ -68,6 +72,7 @@ pub struct SoftStore {
     store_key: SecretBytes,
     sealer: Sealer,
     cache: Mutex<Cache>,
+    provider: CryptoProvider,
     _lock: File,
 }
 
@@ -179,8 +184,24 @@ impl SoftStore {
             store_key,
             sealer,
             cache: Mutex::new(Cache::default()),
+            provider: CryptoProvider::default_for_build(),
             _lock: lock,
         })
+    }
+
+    /// Runs key operations with `provider` from now on (the default is
+    /// aws-lc-rs when compiled in). Records are provider-neutral, so this
+    /// can change between opens. `Unsupported` if this build lacks it.
+    pub fn with_provider(mut self, provider: CryptoProvider) -> Result<SoftStore> {
+        provider.check_available()?;
+        self.cache().entries.clear();
+        self.provider = provider;
+        Ok(self)
+    }
+
+    /// The crypto provider in use.
+    pub fn provider(&self) -> CryptoProvider {
+        self.provider
     }
 
     /// Re-wraps the store key under a new passphrase, key file, provider or
@@ -235,7 +256,7 @@ impl SoftStore {
         alg: Algorithm,
         material: &SecretBytes,
     ) -> Result<([u8; ID_LEN], Arc<Material>)> {
-        let parsed = Arc::new(material::parse(alg, material)?);
+        let parsed = Arc::new(material::parse(self.provider, alg, material)?);
         let mut id = [0u8; ID_LEN];
         random(&mut id)?;
         let sealed = self.sealer.seal(alg, &id, material)?;
@@ -251,7 +272,7 @@ impl SoftStore {
             return Ok(m);
         }
         let secret = self.read_record(&id, alg)?;
-        let m = Arc::new(material::parse(alg, &secret)?);
+        let m = Arc::new(material::parse(self.provider, alg, &secret)?);
         self.cache().insert(id, Arc::clone(&m));
         Ok(m)
     }
@@ -346,9 +367,15 @@ impl Backend for SoftStore {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::all()
+        let mut caps = Capabilities::all()
             .with(Algorithm::Aes256Gcm, Operation::Wrap)
-            .with(Algorithm::HmacSha256, Operation::Wrap)
+            .with(Algorithm::HmacSha256, Operation::Wrap);
+        for alg in Algorithm::ALL {
+            if !self.provider.supports(alg) {
+                caps = caps.without_algorithm(alg);
+            }
+        }
+        caps
     }
 
     /// Wraps with AES-256-GCM under the wrapping key; AAD binds the
@@ -400,7 +427,7 @@ impl Backend for SoftStore {
     }
 
     fn generate(&self, algorithm: Algorithm, _label: &str) -> Result<GeneratedKey> {
-        let secret = material::generate(algorithm)?;
+        let secret = material::generate(self.provider, algorithm)?;
         let (id, m) = self.store(algorithm, &secret)?;
         let public_key = match algorithm.class() {
             keystore_api::KeyClass::Asymmetric => Some(m.public_key(algorithm)?),

@@ -8,8 +8,7 @@
 //! and its algorithm, so a record copied over another key's file, moved
 //! between stores, or relabelled with another algorithm fails authentication.
 
-use crate::header::aead_key;
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce};
+use crate::prim::SealKey;
 use keystore_api::{Algorithm, Error, Result, SecretBytes};
 
 const MAGIC: &[u8; 5] = b"KSREC";
@@ -21,14 +20,14 @@ pub(crate) const ID_LEN: usize = 16;
 
 /// Seals and opens records under the store key.
 pub(crate) struct Sealer {
-    key: LessSafeKey,
+    key: SealKey,
     store_id: [u8; 16],
 }
 
 impl Sealer {
     pub fn new(store_key: &SecretBytes, store_id: [u8; 16]) -> Result<Self> {
         Ok(Sealer {
-            key: aead_key(store_key.expose())?,
+            key: SealKey::new(store_key.expose())?,
             store_id,
         })
     }
@@ -58,11 +57,7 @@ impl Sealer {
         out.push(alg.code());
         out.extend_from_slice(&nonce);
         let mut body = material.expose().to_vec();
-        let sealed = self.key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce),
-            Aad::from(self.aad(alg, id)),
-            &mut body,
-        );
+        let sealed = self.key.seal(nonce, &self.aad(alg, id), &mut body);
         if sealed.is_err() {
             zeroize::Zeroize::zeroize(&mut body);
             return Err(Error::backend_msg("soft", "sealing a key record failed"));
@@ -89,15 +84,10 @@ impl Sealer {
         let mut body = SecretBytes::from_slice(&bytes[PREFIX_LEN..]);
         let n = self
             .key
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(self.aad(alg, id)),
-                body.expose_mut(),
-            )
+            .open(nonce, &self.aad(alg, id), body.expose_mut())
             .map_err(|_| {
                 bad("corrupted, truncated or not this key's record (authentication failed)")
-            })?
-            .len();
+            })?;
         Ok((alg, SecretBytes::from_slice(&body.expose()[..n])))
     }
 }

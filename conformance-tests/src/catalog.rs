@@ -50,7 +50,13 @@ pub const REQUIREMENTS: &[(&str, &str)] = &[
 ];
 
 /// Backends the workspace tests; each must report a result for every case.
-pub const BACKENDS: &[&str] = &["soft", "pkcs11", "tpm", "soft+tpm-sealed"];
+pub const BACKENDS: &[&str] = &[
+    "soft",
+    "soft-rustcrypto",
+    "pkcs11",
+    "tpm",
+    "soft+tpm-sealed",
+];
 
 macro_rules! cases {
     ($($id:literal $name:ident $req:literal $title:literal;)*) => {

@@ -1,9 +1,7 @@
-//! Key material inside the soft store: generation, encoding for sealing, and
-//! use. Private and secret material lives in aws-lc-rs objects (which cleanse
-//! on free) or in zeroizing buffers, and is never returned.
-//!
-//! All private-key operations run in aws-lc-rs, whose RSA is constant-time;
-//! the variable-time RustCrypto `rsa` crate (RUSTSEC-2023-0071) is not used here.
+//! The aws-lc-rs provider: fast, constant-time (RSA included), FIPS-capable
+//! through aws-lc-rs's `fips` feature. Private and secret material lives in
+//! aws-lc-rs objects (which cleanse on free) or in zeroizing buffers, and is
+//! never returned.
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
@@ -18,20 +16,20 @@ use zeroize::Zeroizing;
 /// A usable key, parsed from its sealed record. Lives behind an `Arc` in the
 /// cache, so the size difference between variants costs nothing.
 #[allow(clippy::large_enum_variant)]
-pub(crate) enum Material {
+pub(crate) enum Key {
     Ecdsa(EcdsaKeyPair),
     Rsa(RsaKeyPair),
     Aes(aead::LessSafeKey),
     Hmac(hmac::Key),
 }
 
-impl std::fmt::Debug for Material {
+impl std::fmt::Debug for Key {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Material::Ecdsa(_) => "Material::Ecdsa([REDACTED])",
-            Material::Rsa(_) => "Material::Rsa([REDACTED])",
-            Material::Aes(_) => "Material::Aes([REDACTED])",
-            Material::Hmac(_) => "Material::Hmac([REDACTED])",
+            Key::Ecdsa(_) => "Material::Ecdsa([REDACTED])",
+            Key::Rsa(_) => "Material::Rsa([REDACTED])",
+            Key::Aes(_) => "Material::Aes([REDACTED])",
+            Key::Hmac(_) => "Material::Hmac([REDACTED])",
         })
     }
 }
@@ -74,37 +72,34 @@ pub(crate) fn generate(alg: Algorithm) -> Result<SecretBytes> {
 
 /// Parses sealed-record plaintext into usable material. Failure means the
 /// record is damaged ([`Error::Integrity`]).
-pub(crate) fn parse(alg: Algorithm, bytes: &SecretBytes) -> Result<Material> {
+pub(crate) fn parse(alg: Algorithm, bytes: &SecretBytes) -> Result<Key> {
     let bad = || Error::Integrity(format!("soft record does not hold a valid {alg} key"));
     match alg {
         Algorithm::EcdsaP256Sha256 => {
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, bytes.expose())
-                .map(Material::Ecdsa)
+                .map(Key::Ecdsa)
                 .map_err(|_| bad())
         }
         Algorithm::Aes256Gcm => aead::UnboundKey::new(&aead::AES_256_GCM, bytes.expose())
-            .map(|k| Material::Aes(aead::LessSafeKey::new(k)))
+            .map(|k| Key::Aes(aead::LessSafeKey::new(k)))
             .map_err(|_| bad()),
         Algorithm::HmacSha256 => {
             if bytes.len() != 32 {
                 return Err(bad());
             }
-            Ok(Material::Hmac(hmac::Key::new(
-                hmac::HMAC_SHA256,
-                bytes.expose(),
-            )))
+            Ok(Key::Hmac(hmac::Key::new(hmac::HMAC_SHA256, bytes.expose())))
         }
         rsa => {
             let kp = RsaKeyPair::from_pkcs8(bytes.expose()).map_err(|_| bad())?;
             if Some(kp.public_modulus_len() * 8) != rsa.rsa_bits() {
                 return Err(bad());
             }
-            Ok(Material::Rsa(kp))
+            Ok(Key::Rsa(kp))
         }
     }
 }
 
-impl Material {
+impl Key {
     fn mismatch(&self, op: &str) -> Error {
         Error::Policy(format!("{op} is not an operation of this key's algorithm"))
     }
@@ -112,13 +107,13 @@ impl Material {
     /// The public key, for private keys.
     pub fn public_key(&self, alg: Algorithm) -> Result<PublicKey> {
         let der = match self {
-            Material::Ecdsa(kp) => kp
+            Key::Ecdsa(kp) => kp
                 .public_key()
                 .as_der()
                 .map_err(|_| crypto_err("public key encoding failed"))?
                 .as_ref()
                 .to_vec(),
-            Material::Rsa(kp) => kp
+            Key::Rsa(kp) => kp
                 .public_key()
                 .as_der()
                 .map_err(|_| crypto_err("public key encoding failed"))?
@@ -133,11 +128,11 @@ impl Material {
     pub fn sign(&self, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
         let rng = SystemRandom::new();
         match self {
-            Material::Ecdsa(kp) => kp
+            Key::Ecdsa(kp) => kp
                 .sign(&rng, message)
                 .map(|s| s.as_ref().to_vec())
                 .map_err(|_| crypto_err("ECDSA signing failed")),
-            Material::Rsa(kp) => {
+            Key::Rsa(kp) => {
                 let scheme: &'static dyn RsaEncoding = if alg.is_rsa_pss() {
                     &RSA_PSS_SHA256
                 } else {
@@ -155,7 +150,7 @@ impl Material {
     /// HMAC-SHA256 of `data`.
     pub fn hmac(&self, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
         match self {
-            Material::Hmac(k) => {
+            Key::Hmac(k) => {
                 let tag = hmac::sign(k, data);
                 let mut out = Zeroizing::new([0u8; 32]);
                 out.copy_from_slice(tag.as_ref());
@@ -167,7 +162,7 @@ impl Material {
 
     /// AES-256-GCM under a fresh random nonce.
     pub fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
-        let Material::Aes(k) = self else {
+        let Key::Aes(k) = self else {
             return Err(self.mismatch("encrypt"));
         };
         let mut nonce = [0u8; 12];
@@ -188,7 +183,7 @@ impl Material {
 
     /// AES-256-GCM decryption; any mismatch is [`Error::Integrity`].
     pub fn decrypt(&self, aad: &[u8], nonce: &[u8; 12], ciphertext: &[u8]) -> Result<SecretBytes> {
-        let Material::Aes(k) = self else {
+        let Key::Aes(k) = self else {
             return Err(self.mismatch("decrypt"));
         };
         if ciphertext.len() < 16 {
