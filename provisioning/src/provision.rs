@@ -7,6 +7,7 @@ use crate::ca::{DeviceRequest, Factory, Issued, DEFAULT_DEVICE_VALIDITY};
 use crate::device::{Device, InstalledCert};
 use crate::util::{check_device_id, check_operator};
 use keystore_api::{Actor, Backend, Error, Result};
+use sha2::Digest;
 use time::{Duration, OffsetDateTime};
 
 /// Default grace of a rotated identity key and its superseded certificate.
@@ -105,6 +106,16 @@ impl<'f, P: Backend> Provisioner<'f, P> {
             &issued.certificate.der,
             &issued.chain_pem(),
             now,
+        )?;
+        // The device keystore's own audit trail records the provisioning too.
+        device.keystore().record_event(
+            device_actor,
+            "provision",
+            Some((device.key_name(), version)),
+            &format!(
+                "device {device_id} provisioned by operator {operator}; certificate sha256:{}",
+                hex::encode(sha2::Sha256::digest(&issued.certificate.der))
+            ),
         )?;
         Ok(Provisioned { issued, installed })
     }

@@ -140,6 +140,21 @@ fn device_provisioning_csr_certificate_record_and_audit() {
         .provision(&dev, &operator(), "DEV12345", "line-3", pki.now())
         .expect("provision");
 
+    // The device keystore's audit trail records the provisioning event
+    // (REQ-KEY-PROV-02), with an id, a time, the actor and the key version.
+    let auditor = keystore_api::Actor::new("auditor", keystore_api::Role::Auditor).unwrap();
+    let trail = dev_store.ks.export_audit(&auditor).unwrap();
+    let ev = trail
+        .iter()
+        .find(|e| e.event == "provision")
+        .expect("a provision event in the device keystore's audit trail");
+    assert_eq!(
+        (ev.key_name.as_deref(), ev.key_version),
+        (Some(DEVICE_KEY), Some(1))
+    );
+    assert!(ev.detail.contains("DEV12345") && ev.detail.contains("line-3"));
+    assert!(dev_store.ks.verify_audit(&auditor).unwrap().is_intact());
+
     // The identity key was generated inside the device's backend.
     let key = dev_store.ks.info(DEVICE_KEY).unwrap();
     let v1 = key.active().unwrap();

@@ -59,6 +59,34 @@ pub fn audit_records_lifecycle_events<F: Fixture>(fx: &mut F) -> Outcome {
     ks.suspend(&so(), "imp", 1).expect("suspend");
     ks.revoke(&so(), "imp", 1, "audit test").expect("revoke");
     ks.destroy(&so(), "gen").expect("destroy");
+    // Applications add their own events (e.g. provisioning), never the keystore's.
+    ks.record_event(
+        &operator(),
+        "provision",
+        Some(("imp", 1)),
+        "unit DEV1 on line-3",
+    )
+    .expect("record an application event");
+    expect_err(
+        ks.record_event(&so(), "rotate", None, "forged"),
+        "InvalidInput",
+        "a reserved event name",
+    );
+    expect_err(
+        ks.record_event(&so(), "Bad Name", None, "x"),
+        "InvalidInput",
+        "a malformed event name",
+    );
+    expect_err(
+        ks.record_event(&so(), "note", None, "two\nlines"),
+        "InvalidInput",
+        "a multi-line detail",
+    );
+    expect_err(
+        ks.record_event(&auditor(), "note", None, "x"),
+        "Policy",
+        "an auditor writing events",
+    );
     // Use operations are not audited (hot path) and do not disturb the chain.
     let _ = ks.sign("none", b"m", SignatureFormat::Der);
     let trail = ks.export_audit(&auditor()).expect("export");
