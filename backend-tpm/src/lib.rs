@@ -51,6 +51,8 @@ mod esys;
 mod fsio;
 pub mod probe;
 mod pubkey;
+#[cfg(feature = "test-support")]
+mod raw;
 mod rc;
 mod registry;
 mod seal;
@@ -63,6 +65,8 @@ pub use config::{
     default_tcti, read_auth_file, TpmConfig, DEFAULT_TCTI, MAX_AUTH_LEN, OWNER_AUTH_ENV,
     OWNER_AUTH_FILE_ENV, TCTI_ENV,
 };
+#[cfg(feature = "test-support")]
+pub use raw::LoadedKey;
 pub use rc::{code as rc_code, TpmRc};
 pub use seal::{PcrBinding, TpmSealedKek, KIND as SEALED_KEK_KIND};
 pub use templates::{primary_unique, PRIMARY_UNIQUE_LABEL};

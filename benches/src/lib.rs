@@ -78,6 +78,33 @@ pub fn filler_keys<B: keystore_api::Backend>(ks: &Keystore<B>, n: usize) {
     }
 }
 
+/// Runs `op` `iters` times spread over one thread per element of `states`
+/// (each thread gets its own state: a session, or `()`), and returns the
+/// wall time scaled to exactly `iters` operations. Criterion divides it by
+/// `iters`, so the reported time is wall time per operation across all
+/// threads (the inverse of throughput): with perfect scaling, two threads
+/// report half the time of one.
+pub fn spread<S: Send>(
+    iters: u64,
+    states: &mut [S],
+    op: impl Fn(&mut S) + Sync,
+) -> std::time::Duration {
+    let n = states.len().max(1) as u64;
+    let per = iters.div_ceil(n);
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for st in states.iter_mut() {
+            let op = &op;
+            scope.spawn(move || {
+                for _ in 0..per {
+                    op(st);
+                }
+            });
+        }
+    });
+    start.elapsed().mul_f64(iters as f64 / (per * n) as f64)
+}
+
 /// Raw baselines in the same process.
 pub mod raw {
     use aws_lc_rs::rand::SystemRandom;
