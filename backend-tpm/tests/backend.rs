@@ -37,7 +37,20 @@ impl Env {
     }
 
     fn open(&self) -> TpmBackend {
-        TpmBackend::open(self.config(), &self.store()).expect("open")
+        // The store's lock is released when the previous backend's file
+        // handle closes; under heavy load that can trail the drop by a moment.
+        let mut last = None;
+        for _ in 0..20 {
+            match TpmBackend::open(self.config(), &self.store()) {
+                Ok(b) => return b,
+                Err(e) if e.to_string().contains("open in another process") => {
+                    last = Some(e);
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => panic!("open: {e:?}"),
+            }
+        }
+        panic!("open: {last:?}")
     }
 }
 
