@@ -54,7 +54,8 @@ pub fn init_token(
     let so = auth_pin("SO PIN", so_pin)?;
     let user = auth_pin("user PIN", user_pin)?;
     let lib = Library::acquire(module)?;
-    let tokens = token::present(lib.pkcs11())?;
+    let present = token::present(lib.pkcs11())?;
+    let tokens = &present.tokens;
     if tokens
         .iter()
         .any(|t| t.initialized && t.label == label.trim_end())
@@ -65,8 +66,9 @@ pub fn init_token(
     }
     let free = tokens.iter().find(|t| !t.initialized).ok_or_else(|| {
         Error::NotFound(format!(
-            "{} has no uninitialised token to initialise",
-            module.display()
+            "{} has no uninitialised token to initialise{}",
+            module.display(),
+            present.unreadable_note()
         ))
     })?;
     lib.pkcs11()

@@ -16,26 +16,80 @@ pub(crate) struct Found {
     pub initialized: bool,
 }
 
-/// Every slot that holds a token, with the token's label and serial.
-pub(crate) fn present(pkcs11: &Pkcs11) -> Result<Vec<Found>> {
+/// Every slot that holds a token, with the token's label and serial, and
+/// how many tokens could not be read.
+///
+/// A token whose `C_GetTokenInfo` fails (SoftHSM reports
+/// `CKR_GENERAL_ERROR` while another process rewrites that token's files)
+/// is asked again a few times, then left out and counted: a busy or broken
+/// token of another application must not make ours unreachable.
+pub(crate) fn present(pkcs11: &Pkcs11) -> Result<Present> {
     let slots = pkcs11.get_slots_with_token().map_err(ck("C_GetSlotList"))?;
-    let mut out = Vec::new();
+    let mut out = Present::default();
     for slot in slots {
-        let info = pkcs11.get_token_info(slot).map_err(ck("C_GetTokenInfo"))?;
-        out.push(Found {
-            slot,
-            label: info.label().trim_end().to_string(),
-            serial: info.serial_number().trim_end().to_string(),
-            initialized: info.token_initialized(),
-        });
+        match token_info(pkcs11, slot) {
+            Ok(info) => out.tokens.push(Found {
+                slot,
+                label: info.label().trim_end().to_string(),
+                serial: info.serial_number().trim_end().to_string(),
+                initialized: info.token_initialized(),
+            }),
+            Err(e) => out.unreadable.push(format!("slot {}: {e}", slot.id())),
+        }
     }
     Ok(out)
 }
 
+/// The tokens [`present`] could read, and why the others could not be.
+#[derive(Debug, Default)]
+pub(crate) struct Present {
+    pub tokens: Vec<Found>,
+    pub unreadable: Vec<String>,
+}
+
+impl Present {
+    /// ` (N tokens could not be read: …)`, or nothing.
+    pub fn unreadable_note(&self) -> String {
+        if self.unreadable.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} token(s) could not be read: {})",
+                self.unreadable.len(),
+                self.unreadable.join("; ")
+            )
+        }
+    }
+}
+
+/// `C_GetTokenInfo`, asked up to four times over about 150 ms.
+fn token_info(pkcs11: &Pkcs11, slot: Slot) -> Result<cryptoki::slot::TokenInfo> {
+    let mut last = None;
+    for wait_ms in [0u64, 10, 40, 100] {
+        std::thread::sleep(std::time::Duration::from_millis(wait_ms));
+        match pkcs11.get_token_info(slot) {
+            Ok(info) => return Ok(info),
+            Err(e) => last = Some(e),
+        }
+    }
+    match last {
+        Some(e) => Err(ck("C_GetTokenInfo")(e)),
+        None => Err(Error::backend_msg(
+            COMPONENT,
+            "C_GetTokenInfo was not called",
+        )),
+    }
+}
+
 /// The one initialised token matching `selector`. None is `NotFound`; two
 /// tokens with the same label are `InvalidInput` (select by serial).
+/// Tokens that cannot be read are not candidates; when nothing matches,
+/// the error says which ones they were.
 pub(crate) fn find(pkcs11: &Pkcs11, selector: &TokenSelector) -> Result<Found> {
-    let matching: Vec<Found> = present(pkcs11)?
+    let present = present(pkcs11)?;
+    let note = present.unreadable_note();
+    let matching: Vec<Found> = present
+        .tokens
         .into_iter()
         .filter(|t| t.initialized)
         .filter(|t| match selector {
@@ -44,7 +98,7 @@ pub(crate) fn find(pkcs11: &Pkcs11, selector: &TokenSelector) -> Result<Found> {
         })
         .collect();
     match matching.len() {
-        0 => Err(Error::NotFound(format!("no initialised {selector}"))),
+        0 => Err(Error::NotFound(format!("no initialised {selector}{note}"))),
         1 => Ok(matching
             .into_iter()
             .next()
