@@ -49,7 +49,8 @@ use record::{Sealer, ID_LEN};
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use zeroize::Zeroizing;
 
 const HEADER_FILE: &str = "store.hdr";
@@ -71,7 +72,7 @@ pub struct SoftStore {
     header: Mutex<Header>,
     store_key: SecretBytes,
     sealer: Sealer,
-    cache: Mutex<Cache>,
+    cache: RwLock<Cache>,
     provider: CryptoProvider,
     _lock: File,
 }
@@ -85,18 +86,19 @@ impl std::fmt::Debug for SoftStore {
     }
 }
 
+/// Parsed key material by record id, least recently used evicted first.
+/// Lookups take only a read lock (the use time is an atomic), so threads
+/// using keys at once do not wait for each other.
 #[derive(Default)]
 struct Cache {
-    tick: u64,
-    entries: HashMap<[u8; ID_LEN], (u64, Arc<Material>)>,
+    tick: AtomicU64,
+    entries: HashMap<[u8; ID_LEN], (AtomicU64, Arc<Material>)>,
 }
 
 impl Cache {
-    fn get(&mut self, id: &[u8; ID_LEN]) -> Option<Arc<Material>> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.entries.get_mut(id).map(|(t, m)| {
-            *t = tick;
+    fn get(&self, id: &[u8; ID_LEN]) -> Option<Arc<Material>> {
+        self.entries.get(id).map(|(used, m)| {
+            used.store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
             Arc::clone(m)
         })
     }
@@ -106,14 +108,14 @@ impl Cache {
             if let Some(oldest) = self
                 .entries
                 .iter()
-                .min_by_key(|(_, (t, _))| *t)
+                .min_by_key(|(_, (used, _))| used.load(Ordering::Relaxed))
                 .map(|(k, _)| *k)
             {
                 self.entries.remove(&oldest);
             }
         }
-        self.tick += 1;
-        self.entries.insert(id, (self.tick, m));
+        let now = self.tick.fetch_add(1, Ordering::Relaxed);
+        self.entries.insert(id, (AtomicU64::new(now), m));
     }
 }
 
@@ -183,7 +185,7 @@ impl SoftStore {
             header: Mutex::new(header),
             store_key,
             sealer,
-            cache: Mutex::new(Cache::default()),
+            cache: RwLock::new(Cache::default()),
             provider: CryptoProvider::default_for_build(),
             _lock: lock,
         })
@@ -246,8 +248,8 @@ impl SoftStore {
             .join(format!("{}.{RECORD_EXT}", hex::encode(id)))
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, Cache> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    fn cache(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
+        self.cache.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Seals and writes a new record, returning its id and parsed material.
@@ -268,7 +270,12 @@ impl SoftStore {
     /// Loads the material for `handle`, checking it is a key of `alg`.
     fn load(&self, handle: &KeyHandle, alg: Algorithm) -> Result<Arc<Material>> {
         let id = record_id(handle)?;
-        if let Some(m) = self.cache().get(&id) {
+        let hit = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id);
+        if let Some(m) = hit {
             return Ok(m);
         }
         let secret = self.read_record(&id, alg)?;

@@ -9,10 +9,12 @@ use crate::algorithm::{Algorithm, Usages};
 use crate::backend::KeyHandle;
 use crate::clock::parse_rfc3339;
 use crate::error::{Error, Result};
+use crate::generation::Generation;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// Ordered schema migrations; index + 1 is the `user_version` after applying.
@@ -260,6 +262,45 @@ pub(crate) struct Metadata {
     /// Write transactions begun through this connection (they do not move
     /// `PRAGMA data_version`, which counts other connections' commits).
     writes: u64,
+    /// The commit generation shared with other processes, where available.
+    generation: Option<Arc<Generation>>,
+}
+
+/// A write transaction (`BEGIN IMMEDIATE`): it holds the database's write
+/// lock from the start, and marks the shared commit generation as in
+/// progress until it commits or rolls back (on drop).
+pub(crate) struct WriteTx<'a> {
+    // Declared first: dropped (rolled back if not committed) before the
+    // generation is marked finished.
+    tx: Transaction<'a>,
+    finish: FinishGeneration<'a>,
+}
+
+struct FinishGeneration<'a>(Option<(&'a Generation, u64)>);
+
+impl Drop for FinishGeneration<'_> {
+    fn drop(&mut self) {
+        if let Some((generation, g)) = self.0 {
+            generation.finish(g);
+        }
+    }
+}
+
+impl<'a> std::ops::Deref for WriteTx<'a> {
+    type Target = Transaction<'a>;
+    fn deref(&self) -> &Transaction<'a> {
+        &self.tx
+    }
+}
+
+impl WriteTx<'_> {
+    /// Commits, then marks the generation finished.
+    pub fn commit(self) -> Result<()> {
+        let WriteTx { tx, finish } = self;
+        tx.commit()?;
+        drop(finish);
+        Ok(())
+    }
 }
 
 const KEY_COLUMNS: &str =
@@ -318,7 +359,11 @@ impl Metadata {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
         )?;
-        let mut md = Metadata { conn, writes: 0 };
+        let mut md = Metadata {
+            conn,
+            writes: 0,
+            generation: Generation::open(path).map(Arc::new),
+        };
         md.migrate()?;
         md.bind_backend(backend, now)?;
         Ok(md)
@@ -334,7 +379,8 @@ impl Metadata {
                 "metadata schema version {current} is newer than this build understands ({target}); upgrade the software"
             )));
         }
-        let tx = self.conn.transaction()?;
+        // Also heals a generation left in progress by a writer that died.
+        let tx = self.tx()?;
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
@@ -368,10 +414,20 @@ impl Metadata {
         &self.conn
     }
 
-    /// A write transaction.
-    pub fn tx(&mut self) -> Result<Transaction<'_>> {
+    /// A write transaction; see [`WriteTx`].
+    pub fn tx(&mut self) -> Result<WriteTx<'_>> {
         self.writes += 1;
-        Ok(self.conn.transaction()?)
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let finish = FinishGeneration(self.generation.as_deref().map(|g| (g, g.begin())));
+        Ok(WriteTx { tx, finish })
+    }
+
+    /// The commit generation shared with other processes; `None` where it
+    /// is unavailable.
+    pub fn generation(&self) -> Option<Arc<Generation>> {
+        self.generation.clone()
     }
 
     /// Changes whenever any connection (this one or another process's) may

@@ -19,12 +19,13 @@ use crate::audit::{self, Event};
 use crate::backend::{Backend, KeyHandle};
 use crate::clock::{rfc3339, Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::generation::Generation;
 use crate::metadata::{self as md, KeyRow, KeyState, Metadata, Origin, VersionRow};
 use crate::public_key::PublicKey;
 use crate::roles::{Actor, Duty};
 use rusqlite::Connection;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use time::OffsetDateTime;
 
 /// Input limits. Larger inputs are [`Error::InvalidInput`].
@@ -151,7 +152,9 @@ pub struct Keystore<B: Backend> {
     metadata: Mutex<Metadata>,
     clock: Arc<dyn Clock>,
     reconciled: ReconcileReport,
-    active: Mutex<ActiveCache>,
+    active: RwLock<ActiveCache>,
+    /// The metadata's commit generation, read without the metadata lock.
+    generation: Option<Arc<Generation>>,
     #[cfg(feature = "fault-injection")]
     fault: Mutex<Option<FaultPoint>>,
 }
@@ -164,11 +167,19 @@ impl<B: Backend> std::fmt::Debug for Keystore<B> {
     }
 }
 
-/// Active versions by key name, valid for one metadata change stamp. Keeps
-/// the sign/derive/encrypt hot path free of SQL; any write, here or in
-/// another process, empties it.
+/// Active versions by key name. Keeps the sign/derive/encrypt hot path free
+/// of SQL and of the metadata lock; any write, here or in another process,
+/// invalidates it.
+///
+/// Entries are valid while the shared commit generation stays at
+/// `generation` (two memory loads per use, see [`crate::generation`]).
+/// Every write through this crate, in any process, moves it. Without a
+/// stable generation (a write in progress, or no generation file) every
+/// use revalidates under the metadata lock with `stamp` (`PRAGMA
+/// data_version` and this connection's writes).
 #[derive(Default)]
 struct ActiveCache {
+    generation: Option<u64>,
     stamp: (i64, u64),
     by_name: std::collections::HashMap<String, Arc<Resolved>>,
 }
@@ -221,12 +232,14 @@ impl<B: Backend> Keystore<B> {
     ) -> Result<Self> {
         let now = rfc3339(clock.now());
         let metadata = Metadata::open(metadata_path, backend.name(), &now)?;
+        let generation = metadata.generation();
         let mut ks = Keystore {
             backend,
             metadata: Mutex::new(metadata),
             clock,
             reconciled: ReconcileReport::default(),
-            active: Mutex::new(ActiveCache::default()),
+            active: RwLock::new(ActiveCache::default()),
+            generation,
             #[cfg(feature = "fault-injection")]
             fault: Mutex::new(None),
         };
@@ -284,9 +297,9 @@ impl<B: Backend> Keystore<B> {
             // Best effort: a record left behind only makes the next open
             // look for orphans, which it would find none of.
             let mut md = self.md();
-            let removed = md.tx().and_then(|tx| {
-                md::remove_pending_create(&tx, pending).and_then(|_| Ok(tx.commit()?))
-            });
+            let removed = md
+                .tx()
+                .and_then(|tx| md::remove_pending_create(&tx, pending).and_then(|_| tx.commit()));
             drop(removed);
         };
         let (value, handles) = match make() {
@@ -468,13 +481,28 @@ impl<B: Backend> Keystore<B> {
         usage: Option<(Usages, &str)>,
     ) -> Result<Arc<Resolved>> {
         check_name(name)?;
+        // Read before any data: what is cached under it is at least as new.
+        let generation = self.generation.as_deref().and_then(Generation::stable);
+        if generation.is_some() {
+            let cache = self.active.read().unwrap_or_else(|p| p.into_inner());
+            if cache.generation == generation {
+                if let Some(r) = cache.by_name.get(name).cloned() {
+                    drop(cache);
+                    if let Some((usage, what)) = usage {
+                        check_usage(&r.key, usage, what)?;
+                    }
+                    return Ok(r);
+                }
+            }
+        }
         let md = self.md();
         let stamp = md.change_stamp()?;
         let r = {
-            let mut cache = self.active.lock().unwrap_or_else(|p| p.into_inner());
-            if cache.stamp != stamp {
+            let mut cache = self.active.write().unwrap_or_else(|p| p.into_inner());
+            if cache.stamp != stamp || cache.generation != generation {
                 cache.by_name.clear();
                 cache.stamp = stamp;
+                cache.generation = generation;
             }
             cache.by_name.get(name).cloned()
         };
@@ -492,7 +520,7 @@ impl<B: Backend> Keystore<B> {
                     )));
                 };
                 let r = Arc::new(resolved(key, v)?);
-                let mut cache = self.active.lock().unwrap_or_else(|p| p.into_inner());
+                let mut cache = self.active.write().unwrap_or_else(|p| p.into_inner());
                 if cache.by_name.len() >= ACTIVE_CACHE_CAPACITY {
                     cache.by_name.clear();
                 }
