@@ -1,11 +1,11 @@
 //! The key operations behind [`crate::Pkcs11Backend`]'s `Backend` methods.
 
-use crate::error::{ck, rv_of, COMPONENT};
+use crate::error::{ck, map, rv_of, COMPONENT};
 use crate::handle::KeyId;
 use crate::objects::{self, Kind};
-use crate::pubkey;
-use crate::Pkcs11Backend;
-use cryptoki::error::RvError;
+use crate::pubkey::{self, Verifier};
+use crate::{Cached, Pkcs11Backend, SignatureCheck};
+use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
@@ -15,7 +15,11 @@ use keystore_api::{
     AeadSealed, Algorithm, Error, GeneratedKey, KeyClass, KeyHandle, PublicKey, Result, SecretBytes,
 };
 use sha2::{Digest, Sha256};
+use std::cell::Cell;
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
 use zeroize::{Zeroize, Zeroizing};
 
 /// GCM tag length in bytes.
@@ -24,18 +28,45 @@ const TAG_LEN: usize = 16;
 impl Pkcs11Backend {
     // ----- lookups -------------------------------------------------------
 
-    /// The key's primary object, checked before every use: its `CKA_ID`
-    /// must still be the key's (object handles can be reused) and its
-    /// protection attributes intact ([`objects::check_protection`]). From
-    /// the cache when possible, else by search. Absent is `NotFound` when
-    /// nothing of the key is left and `Integrity` when its companion still
-    /// is; present but with damaged protection is `Integrity`.
-    fn primary(&self, s: &Session, id: &KeyId, alg: Algorithm) -> Result<ObjectHandle> {
+    /// The key's primary object for one operation with `alg`.
+    ///
+    /// An object is used only while its `CKA_ID` is the key's (object
+    /// handles can be reused) and its protection attributes are as this
+    /// crate set them ([`objects::check_protection`], one
+    /// `C_GetAttributeValue`). That check is not repeated before every use:
+    /// a cached handle that passed it is trusted for
+    /// [`crate::PROTECTION_RECHECK_INTERVAL`] (the same key with another
+    /// algorithm is checked at once), and [`Self::with_key`] checks it again,
+    /// or forgets it, right after any failed operation. Why a bounded trust
+    /// is enough: on a conforming token `CKA_SENSITIVE` can only be set and
+    /// `CKA_EXTRACTABLE` only cleared, and our objects are
+    /// `CKA_MODIFIABLE=false` and `CKA_COPYABLE=false`, so nobody holding
+    /// the PIN can weaken a key object through the API; what the check
+    /// still catches is a token store damaged or edited behind the token's
+    /// back, and that is now noticed within the interval (or at the next
+    /// open) instead of on the very next use. An object destroyed meanwhile
+    /// (by another process) makes the operation fail with
+    /// `CKR_OBJECT_HANDLE_INVALID`/`CKR_KEY_HANDLE_INVALID`, after which the
+    /// key is looked up afresh. The remaining exposure is a token that hands
+    /// a destroyed object's handle to another object within the interval
+    /// (SoftHSM2 never reuses handles), which the re-check then notices.
+    ///
+    /// From the cache when possible, else by search. Absent is `NotFound`
+    /// when nothing of the key is left and `Integrity` when its companion
+    /// still is; present but with damaged protection is `Integrity`.
+    fn primary(&self, s: &Session, id: &KeyId, alg: Algorithm) -> Result<Primary> {
         let kind = Kind::of(alg);
         let cached = self.handles().get(id).copied();
-        if let Some(h) = cached {
-            match objects::check_protection(s, h, id, &[objects::allowed_mechanism(alg)]) {
-                Ok(objects::Check::Intact) => return Ok(h),
+        if let Some(c) = cached {
+            if c.alg == alg && c.checked_at.elapsed() < self.recheck_interval {
+                return Ok(Primary {
+                    handle: c.handle,
+                    checked_now: false,
+                    unverified: c.unverified,
+                });
+            }
+            match objects::check_protection(s, c.handle, id, &[objects::allowed_mechanism(alg)]) {
+                Ok(objects::Check::Intact) => return Ok(self.checked(id, c.handle, alg)),
                 Ok(objects::Check::Damaged(why)) => {
                     self.forget(id);
                     return Err(damaged(id, kind, &why));
@@ -50,10 +81,7 @@ impl Pkcs11Backend {
         let mut damage = None;
         for h in objects::find(s, &objects::primary_query(kind, id))? {
             match objects::check_protection(s, h, id, &[objects::allowed_mechanism(alg)])? {
-                objects::Check::Intact => {
-                    self.handles().insert(*id, h);
-                    return Ok(h);
-                }
+                objects::Check::Intact => return Ok(self.checked(id, h, alg)),
                 objects::Check::Damaged(why) => damage = Some(why),
                 objects::Check::NotThisKey => {}
             }
@@ -62,6 +90,113 @@ impl Pkcs11Backend {
             Some(why) => damaged(id, kind, &why),
             None => self.absent(s, id, kind),
         })
+    }
+
+    /// Caches `handle` as the key's primary object, found intact for `alg`
+    /// just now; the next signature made with it is to be verified.
+    fn checked(&self, id: &KeyId, handle: ObjectHandle, alg: Algorithm) -> Primary {
+        self.remember(id, handle, alg);
+        Primary {
+            handle,
+            checked_now: true,
+            unverified: true,
+        }
+    }
+
+    /// Caches `handle` as the key's primary object for `alg`, checked now.
+    fn remember(&self, id: &KeyId, handle: ObjectHandle, alg: Algorithm) {
+        let entry = Cached {
+            handle,
+            alg,
+            checked_at: Instant::now(),
+            unverified: true,
+        };
+        self.handles().insert(*id, entry);
+    }
+
+    /// Notes that a signature made with `handle` verified.
+    fn mark_verified(&self, id: &KeyId, handle: ObjectHandle) {
+        if let Some(c) = self.handles().get_mut(id) {
+            if c.handle == handle {
+                c.unverified = false;
+            }
+        }
+    }
+
+    /// Runs one token operation (`op`, whose PKCS#11 errors `fail` maps)
+    /// with the key's primary object on a pooled session.
+    ///
+    /// When it fails, the handle is not trusted further: an invalid handle
+    /// (the object was destroyed, e.g. by another process) is forgotten and
+    /// the whole operation runs once more with a fresh lookup, so the caller
+    /// sees its result or the honest `NotFound`/`Integrity`; a cached handle
+    /// that was not checked during this call is checked now (damaged:
+    /// `Integrity`; not the key's any more: forgotten, and the operation
+    /// retried once).
+    fn with_key<T>(
+        &self,
+        id: &KeyId,
+        alg: Algorithm,
+        op: impl Fn(&Session, ObjectHandle) -> cryptoki::error::Result<T>,
+        fail: impl Fn(CkError) -> Error,
+    ) -> Result<(T, Primary)> {
+        let mut retried = false;
+        loop {
+            let retry = Cell::new(false);
+            let r = self.pool.run(|s| {
+                let p = self.primary(s, id, alg)?;
+                match op(s, p.handle) {
+                    Ok(v) => Ok((v, p)),
+                    Err(e) => Err(self.after_failure(s, id, alg, p, e, &fail, &retry)),
+                }
+            });
+            // The failed session is closed by the pool; a retry takes another.
+            if r.is_err() && retry.get() && !retried {
+                retried = true;
+                continue;
+            }
+            return r;
+        }
+    }
+
+    /// What to make of a failed operation with `p` (see [`Self::with_key`]).
+    #[allow(clippy::too_many_arguments)]
+    fn after_failure(
+        &self,
+        s: &Session,
+        id: &KeyId,
+        alg: Algorithm,
+        p: Primary,
+        e: CkError,
+        fail: &dyn Fn(CkError) -> Error,
+        retry: &Cell<bool>,
+    ) -> Error {
+        if matches!(
+            rv_of(&e),
+            Some(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid)
+        ) {
+            self.forget(id);
+            retry.set(true);
+            return fail(e);
+        }
+        if p.checked_now {
+            return fail(e);
+        }
+        match objects::check_protection(s, p.handle, id, &[objects::allowed_mechanism(alg)]) {
+            Ok(objects::Check::Intact) => {
+                self.remember(id, p.handle, alg);
+                fail(e)
+            }
+            Ok(objects::Check::Damaged(why)) => {
+                self.forget(id);
+                damaged(id, Kind::of(alg), &why)
+            }
+            Ok(objects::Check::NotThisKey) | Err(_) => {
+                self.forget(id);
+                retry.set(true);
+                fail(e)
+            }
+        }
     }
 
     /// Why the key's primary object was not found.
@@ -84,14 +219,24 @@ impl Pkcs11Backend {
         }
     }
 
-    /// The public key of an asymmetric key, from the cache or the token's
-    /// public key object.
-    fn public_from_token(&self, s: &Session, id: &KeyId, alg: Algorithm) -> Result<PublicKey> {
-        if let Some(pk) = self.public_keys().get(id) {
-            if pk.algorithm() == alg {
-                return Ok(pk.clone());
+    /// The public key of an asymmetric key, parsed for verification, from
+    /// the cache or else the token's public key object.
+    fn verifier(&self, id: &KeyId, alg: Algorithm) -> Result<Arc<Verifier>> {
+        if let Some(v) = self.public_keys().get(id) {
+            if v.public().algorithm() == alg {
+                return Ok(Arc::clone(v));
             }
         }
+        self.pool.run(|s| self.verifier_from_token(s, id, alg))
+    }
+
+    /// [`Self::verifier`] read from the token's public key object.
+    fn verifier_from_token(
+        &self,
+        s: &Session,
+        id: &KeyId,
+        alg: Algorithm,
+    ) -> Result<Arc<Verifier>> {
         let kind = Kind::of(alg);
         let Some(obj) = objects::find(s, &objects::public_query(kind, id))?
             .first()
@@ -107,9 +252,9 @@ impl Pkcs11Backend {
                 ))
             });
         };
-        let pk = read_public(s, obj, alg)?;
-        self.public_keys().insert(*id, pk.clone());
-        Ok(pk)
+        let v = Arc::new(Verifier::new(read_public(s, obj, alg)?)?);
+        self.public_keys().insert(*id, Arc::clone(&v));
+        Ok(v)
     }
 
     // ----- generate and import ------------------------------------------
@@ -135,8 +280,12 @@ impl Pkcs11Backend {
                         return Err(e);
                     }
                 };
-                self.handles().insert(id, priv_h);
-                self.public_keys().insert(id, pk.clone());
+                self.remember(&id, priv_h, alg);
+                // Parsed lazily instead if aws-lc-rs rejects it: signing
+                // then reports the public key object as damaged.
+                if let Ok(v) = Verifier::new(pk.clone()) {
+                    self.public_keys().insert(id, Arc::new(v));
+                }
                 Ok(GeneratedKey {
                     handle: id.handle(),
                     public_key: Some(pk),
@@ -149,7 +298,7 @@ impl Pkcs11Backend {
                 let key = s
                     .generate_key(&mech, &objects::secret_template(alg, &id, label))
                     .map_err(ck(format!("generate a {alg} key")))?;
-                self.add_marker(s, &id, key, label)?;
+                self.add_marker(s, &id, key, alg, label)?;
                 Ok(GeneratedKey {
                     handle: id.handle(),
                     public_key: None,
@@ -170,17 +319,24 @@ impl Pkcs11Backend {
             let created = s.create_object(&template);
             objects::zeroize_values(&mut template);
             let key = created.map_err(ck(format!("import a {alg} key")))?;
-            self.add_marker(s, &id, key, label)?;
+            self.add_marker(s, &id, key, alg, label)?;
             Ok(id.handle())
         })
     }
 
     /// Creates the marker of a new secret key; if that fails the key goes
     /// too, so nothing half-made stays behind.
-    fn add_marker(&self, s: &Session, id: &KeyId, key: ObjectHandle, label: &str) -> Result<()> {
+    fn add_marker(
+        &self,
+        s: &Session,
+        id: &KeyId,
+        key: ObjectHandle,
+        alg: Algorithm,
+        label: &str,
+    ) -> Result<()> {
         match s.create_object(&objects::marker_template(id, label)) {
             Ok(_) => {
-                self.handles().insert(*id, key);
+                self.remember(id, key, alg);
                 Ok(())
             }
             Err(e) => {
@@ -197,11 +353,13 @@ impl Pkcs11Backend {
             return Err(Error::Policy(format!("{alg} keys have no public key")));
         }
         let id = self.prefix.id_of(handle)?;
-        self.pool.run(|s| self.public_from_token(s, &id, alg))
+        Ok(self.verifier(&id, alg)?.public().clone())
     }
 
-    /// Signs on the token, then verifies the signature on the host against
-    /// the key's public key object before returning it.
+    /// Signs on the token; verifies the signature on the host against the
+    /// key's public key object as [`SignatureCheck`] says before returning
+    /// it (a signature that does not verify is `Integrity`, and the key's
+    /// cached handle is forgotten).
     pub(crate) fn sign_message(
         &self,
         handle: &KeyHandle,
@@ -215,31 +373,24 @@ impl Pkcs11Backend {
         }
         let id = self.prefix.id_of(handle)?;
         let kind = Kind::of(alg);
-        let (sig, pk) = self.pool.run(|s| {
-            let key = self.primary(s, &id, alg)?;
-            let what = format!("sign with {alg} key {}", id.short());
-            let sig = match kind {
-                Kind::Ec => {
-                    let digest = Sha256::digest(message);
-                    s.sign(&Mechanism::Ecdsa, key, &digest).map_err(ck(&what))?
-                }
-                _ if alg.is_rsa_pss() => {
-                    let params = PkcsPssParams {
-                        hash_alg: MechanismType::SHA256,
-                        mgf: PkcsMgfType::MGF1_SHA256,
-                        s_len: Ulong::from(32u64),
-                    };
-                    s.sign(&Mechanism::Sha256RsaPkcsPss(params), key, message)
-                        .map_err(ck(&what))?
-                }
-                _ => s
-                    .sign(&Mechanism::Sha256RsaPkcs, key, message)
-                    .map_err(ck(&what))?,
-            };
-            let pk = self.public_from_token(s, &id, alg)?;
-            Ok((sig, pk))
-        })?;
+        let digest = (kind == Kind::Ec).then(|| Sha256::digest(message));
+        let pss = PkcsPssParams {
+            hash_alg: MechanismType::SHA256,
+            mgf: PkcsMgfType::MGF1_SHA256,
+            s_len: Ulong::from(32u64),
+        };
+        let (sig, used) = self.with_key(
+            &id,
+            alg,
+            |s, key| match &digest {
+                Some(digest) => s.sign(&Mechanism::Ecdsa, key, digest),
+                None if alg.is_rsa_pss() => s.sign(&Mechanism::Sha256RsaPkcsPss(pss), key, message),
+                None => s.sign(&Mechanism::Sha256RsaPkcs, key, message),
+            },
+            |e| map(&format!("sign with {alg} key {}", id.short()), e),
+        )?;
         if kind == Kind::Ec && sig.len() != 64 {
+            self.forget(&id);
             return Err(Error::backend_msg(
                 COMPONENT,
                 format!(
@@ -248,24 +399,34 @@ impl Pkcs11Backend {
                 ),
             ));
         }
-        if pk.verify(message, &sig).is_err() {
-            self.forget(&id);
-            return Err(Error::Integrity(format!(
-                "the signature the token made with key {} does not verify under the key's \
-                 public key object: the key pair on the token is damaged or mismatched",
-                id.short()
-            )));
+        let verify = match self.signature_check {
+            SignatureCheck::Always => true,
+            SignatureCheck::FirstUse => used.unverified,
+        };
+        if verify {
+            let verifier = self.verifier(&id, alg)?;
+            self.verified.fetch_add(1, Ordering::Relaxed);
+            if !verifier.verifies(message, &sig) {
+                self.forget(&id);
+                return Err(Error::Integrity(format!(
+                    "the signature the token made with key {} does not verify under the key's \
+                     public key object: the key pair on the token is damaged or mismatched",
+                    id.short()
+                )));
+            }
+            self.mark_verified(&id, used.handle);
         }
         Ok(sig)
     }
 
     pub(crate) fn hmac(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
         let id = self.prefix.id_of(handle)?;
-        let mut tag = self.pool.run(|s| {
-            let key = self.primary(s, &id, Algorithm::HmacSha256)?;
-            s.sign(&Mechanism::Sha256Hmac, key, data)
-                .map_err(ck(format!("HMAC-SHA256 with key {}", id.short())))
-        })?;
+        let (mut tag, _) = self.with_key(
+            &id,
+            Algorithm::HmacSha256,
+            |s, key| s.sign(&Mechanism::Sha256Hmac, key, data),
+            |e| map(&format!("HMAC-SHA256 with key {}", id.short()), e),
+        )?;
         let mut out = Zeroizing::new([0u8; 32]);
         let ok = tag.len() == 32;
         if ok {
@@ -298,13 +459,16 @@ impl Pkcs11Backend {
         let id = self.prefix.id_of(handle)?;
         let mut nonce = [0u8; 12];
         crate::random(&mut nonce)?;
-        let ciphertext = self.pool.run(|s| {
-            let key = self.primary(s, &id, Algorithm::Aes256Gcm)?;
-            let mut iv = nonce;
-            let params = gcm_params(&mut iv, aad)?;
-            s.encrypt(&Mechanism::AesGcm(params), key, plaintext)
-                .map_err(ck(format!("AES-GCM encrypt with key {}", id.short())))
-        })?;
+        let (ciphertext, _) = self.with_key(
+            &id,
+            Algorithm::Aes256Gcm,
+            |s, key| {
+                let mut iv = nonce;
+                let params = gcm_params(&mut iv, aad)?;
+                s.encrypt(&Mechanism::AesGcm(params), key, plaintext)
+            },
+            |e| map(&format!("AES-GCM encrypt with key {}", id.short()), e),
+        )?;
         if ciphertext.len() != plaintext.len() + TAG_LEN {
             return Err(Error::backend_msg(
                 COMPONENT,
@@ -332,26 +496,29 @@ impl Pkcs11Backend {
                 "ciphertext is shorter than its tag".into(),
             ));
         }
-        let plaintext = self.pool.run(|s| {
-            let key = self.primary(s, &id, Algorithm::Aes256Gcm)?;
-            let mut iv = *nonce;
-            let params = gcm_params(&mut iv, aad)?;
-            s.decrypt(&Mechanism::AesGcm(params), key, ciphertext)
-                .map_err(|e| match rv_of(&e) {
-                    // A wrong tag, nonce, AAD or ciphertext.
-                    Some(
-                        rv @ (RvError::EncryptedDataInvalid
-                        | RvError::EncryptedDataLenRange
-                        | RvError::FunctionFailed
-                        | RvError::GeneralError),
-                    ) => Error::Integrity(format!(
-                        "AES-GCM authentication failed with key {} ({})",
-                        id.short(),
-                        crate::error::ckr_name(rv)
-                    )),
-                    _ => ck(format!("AES-GCM decrypt with key {}", id.short()))(e),
-                })
-        })?;
+        let (plaintext, _) = self.with_key(
+            &id,
+            Algorithm::Aes256Gcm,
+            |s, key| {
+                let mut iv = *nonce;
+                let params = gcm_params(&mut iv, aad)?;
+                s.decrypt(&Mechanism::AesGcm(params), key, ciphertext)
+            },
+            |e| match rv_of(&e) {
+                // A wrong tag, nonce, AAD or ciphertext.
+                Some(
+                    rv @ (RvError::EncryptedDataInvalid
+                    | RvError::EncryptedDataLenRange
+                    | RvError::FunctionFailed
+                    | RvError::GeneralError),
+                ) => Error::Integrity(format!(
+                    "AES-GCM authentication failed with key {} ({})",
+                    id.short(),
+                    crate::error::ckr_name(rv)
+                )),
+                _ => map(&format!("AES-GCM decrypt with key {}", id.short()), e),
+            },
+        )?;
         Ok(SecretBytes::new(plaintext))
     }
 
@@ -467,9 +634,19 @@ fn damaged(id: &KeyId, kind: Kind, why: &str) -> Error {
 fn gcm_params<'a>(
     iv: &'a mut [u8; 12],
     aad: &'a [u8],
-) -> Result<cryptoki::mechanism::aead::GcmParams<'a>> {
+) -> cryptoki::error::Result<cryptoki::mechanism::aead::GcmParams<'a>> {
     cryptoki::mechanism::aead::GcmParams::new(iv, aad, Ulong::from(128u64))
-        .map_err(|e| Error::backend(COMPONENT, "AES-GCM parameters", e))
+}
+
+/// The key object an operation used, and how it was obtained.
+#[derive(Debug, Clone, Copy)]
+struct Primary {
+    handle: ObjectHandle,
+    /// Looked up or re-checked during this call (not trusted from the cache).
+    checked_now: bool,
+    /// No signature made with it has been verified since it was last
+    /// checked ([`SignatureCheck::FirstUse`] verifies this one).
+    unverified: bool,
 }
 
 /// `C_DestroyObject`; an object already gone is fine.

@@ -28,11 +28,18 @@
 //!   (`CKM_AES_GCM`, random 96-bit nonce from the OS RNG, 128-bit tag) and
 //!   HMAC-SHA256 (`CKM_SHA256_HMAC` over a 32-byte `CKK_GENERIC_SECRET`),
 //!   which is also the extract step of the keystore's HKDF contract.
-//! - **Defence in depth**: every signature the token makes is verified
-//!   against the key's public key object before it is returned (a damaged or
-//!   swapped private key, or a fault, yields [`Error::Integrity`] instead of
-//!   a bad signature); a key whose object vanished while its companion
-//!   object remains is [`Error::Integrity`], not `NotFound`.
+//! - **Defence in depth**: a key object is used only while its `CKA_ID`
+//!   and protection attributes are as this crate set them; a cached object
+//!   handle is re-checked when older than [`PROTECTION_RECHECK_INTERVAL`]
+//!   and right after any failed operation (see `Pkcs11Backend::primary`).
+//!   Signatures are verified on the host with aws-lc-rs against the key's
+//!   public key object as [`SignatureCheck`] says: by default the first one
+//!   after each lookup or re-check, so a damaged or swapped private key
+//!   yields [`Error::Integrity`] instead of bad signatures; with
+//!   [`SignatureCheck::Always`] every one. A key whose object vanished while
+//!   its companion object remains is [`Error::Integrity`], not `NotFound`;
+//!   a key destroyed by another process while its handle was cached is
+//!   looked up again, so the caller sees `NotFound`.
 //! - **Reconciliation**: [`Backend::list`] returns every key of this
 //!   store's namespace that has any object left on the token (a key whose
 //!   key object vanished is still listed: using it is `Integrity`), so the
@@ -77,7 +84,9 @@ pub mod uri;
 #[cfg(feature = "test-support")]
 pub mod testing;
 
-pub use config::{default_module_path, PinSource, Pkcs11Config, TokenSelector, MODULE_ENV};
+pub use config::{
+    default_module_path, PinSource, Pkcs11Config, SignatureCheck, TokenSelector, MODULE_ENV,
+};
 pub use reconcile::ReconcileReport;
 
 use cryptoki::object::ObjectHandle;
@@ -86,11 +95,35 @@ use keystore_api::{
     AeadSealed, Algorithm, Backend, Capabilities, Error, GeneratedKey, KeyHandle, PublicKey,
     Result, SecretBytes,
 };
+use pubkey::Verifier;
 use session::Pool;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
+
+/// How long a cached key object handle that passed its protection check is
+/// used without checking again (one `C_GetAttributeValue`, which on SoftHSM2
+/// costs more than an HMAC). One second bounds how long damage to a key
+/// object behind the backend's back (which a conforming token does not
+/// allow: our objects are `CKA_MODIFIABLE=false`, and `CKA_SENSITIVE` /
+/// `CKA_EXTRACTABLE` can only become stricter) goes unnoticed, at a cost of
+/// one check per key per second in use.
+pub const PROTECTION_RECHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A key's primary object handle, as last checked.
+#[derive(Debug, Clone, Copy)]
+struct Cached {
+    handle: ObjectHandle,
+    /// The algorithm it was checked for (`CKA_ALLOWED_MECHANISMS`).
+    alg: Algorithm,
+    /// When its `CKA_ID` and protection attributes were last found intact.
+    checked_at: Instant,
+    /// No signature made with it has been verified since that check.
+    unverified: bool,
+}
 
 /// Fills `buf` from the OS random generator.
 pub(crate) fn random(buf: &mut [u8]) -> Result<()> {
@@ -112,10 +145,15 @@ pub struct Pkcs11Backend {
     token_serial: String,
     namespace: String,
     caps: Capabilities,
-    /// Primary object handles by key id (validated by `CKA_ID` on use).
-    handles: Mutex<HashMap<KeyId, ObjectHandle>>,
-    /// Public keys by key id, for verifying every signature.
-    public_keys: Mutex<HashMap<KeyId, PublicKey>>,
+    signature_check: SignatureCheck,
+    /// How old a cached handle's check may be ([`PROTECTION_RECHECK_INTERVAL`]).
+    recheck_interval: Duration,
+    /// Primary object handles by key id, with when they were last checked.
+    handles: Mutex<HashMap<KeyId, Cached>>,
+    /// Public keys by key id, parsed for verification.
+    public_keys: Mutex<HashMap<KeyId, Arc<Verifier>>>,
+    /// Signatures verified on the host so far (diagnostics).
+    verified: AtomicU64,
 }
 
 impl std::fmt::Debug for Pkcs11Backend {
@@ -126,6 +164,7 @@ impl std::fmt::Debug for Pkcs11Backend {
             .field("token_label", &self.token_label)
             .field("token_serial", &self.token_serial)
             .field("namespace", &self.namespace)
+            .field("signature_check", &self.signature_check)
             .finish_non_exhaustive()
     }
 }
@@ -157,8 +196,11 @@ impl Pkcs11Backend {
             token_serial: found.serial,
             namespace: config.namespace.clone(),
             caps,
+            signature_check: config.signature_check,
+            recheck_interval: PROTECTION_RECHECK_INTERVAL,
             handles: Mutex::new(HashMap::new()),
             public_keys: Mutex::new(HashMap::new()),
+            verified: AtomicU64::new(0),
         })
     }
 
@@ -195,17 +237,37 @@ impl Pkcs11Backend {
         self.pool.opened()
     }
 
+    /// How many signatures this backend has verified on the host so far
+    /// (diagnostics: with [`SignatureCheck::FirstUse`] it stops growing
+    /// while the same keys sign, apart from one per key per
+    /// [`PROTECTION_RECHECK_INTERVAL`]).
+    pub fn signatures_verified(&self) -> u64 {
+        self.verified.load(Ordering::Relaxed)
+    }
+
+    /// Test hook: re-check cached key object handles when older than
+    /// `every` instead of [`PROTECTION_RECHECK_INTERVAL`] (`Duration::ZERO`:
+    /// before every use, so damage made behind the backend's back shows on
+    /// the next operation without waiting).
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub fn set_protection_recheck_interval(&mut self, every: Duration) {
+        self.recheck_interval = every;
+    }
+
     /// The `CKA_ID` of `handle` if it is one of this store's handles (the
     /// handle bytes themselves), for tools that address objects directly.
     pub fn cka_id(&self, handle: &KeyHandle) -> Result<Vec<u8>> {
         Ok(self.prefix.id_of(handle)?.as_bytes().to_vec())
     }
 
-    fn handles(&self) -> MutexGuard<'_, HashMap<KeyId, ObjectHandle>> {
+    // Both caches are held only for a map lookup or update (never across a
+    // token call); a panic cannot leave an entry half-written.
+    fn handles(&self) -> MutexGuard<'_, HashMap<KeyId, Cached>> {
         self.handles.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn public_keys(&self) -> MutexGuard<'_, HashMap<KeyId, PublicKey>> {
+    fn public_keys(&self) -> MutexGuard<'_, HashMap<KeyId, Arc<Verifier>>> {
         self.public_keys.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -14,9 +14,11 @@
 //! explicitly, set every usage they do not need to false (SoftHSM's defaults
 //! enable decrypt/unwrap/wrap), and restrict `CKA_ALLOWED_MECHANISMS` to the
 //! one mechanism of their algorithm. They are found with a query that
-//! requires the protection attributes and re-checked before every use
-//! ([`check_protection`]), so an object that lost any of them (or one
-//! planted without them) is never used.
+//! requires the protection attributes and checked ([`check_protection`])
+//! when found, again whenever their cached handle is older than
+//! [`crate::PROTECTION_RECHECK_INTERVAL`], and right after any failed
+//! operation, so an object planted without them is never used and one that
+//! lost them behind the token's back is not used beyond that interval.
 //!
 //! The companion tells "this key never existed / was destroyed" (nothing
 //! left: `NotFound`) apart from "its key object vanished or was damaged"

@@ -5,7 +5,11 @@
 //!   the bare point (some older tokens). Checked on the curve by `p256`.
 //! - RSA: `CKA_MODULUS` and `CKA_PUBLIC_EXPONENT`, encoded with the `rsa`
 //!   crate (public-key code only).
+//!
+//! [`Verifier`] checks the token's signatures on the host with aws-lc-rs,
+//! parsed once per key.
 
+use aws_lc_rs::signature::{self as aws, ParsedPublicKey, VerificationAlgorithm};
 use keystore_api::{Algorithm, Error, PublicKey, Result};
 
 /// DER of the `prime256v1` (P-256) named-curve OID, the `CKA_EC_PARAMS` we set.
@@ -47,6 +51,49 @@ pub(crate) fn rsa_spki(alg: Algorithm, modulus: &[u8], exponent: &[u8]) -> Resul
         .map_err(|_| bad(&format!("the RSA key does not fit {alg}")))
 }
 
+/// A key's public key with its aws-lc-rs form, parsed once, for verifying
+/// the signatures the token makes with the key.
+pub(crate) struct Verifier {
+    public: PublicKey,
+    parsed: ParsedPublicKey,
+}
+
+impl Verifier {
+    /// Parses `public` (SPKI DER, which aws-lc-rs accepts for EC and RSA
+    /// keys alongside the raw point and `RSAPublicKey`). A key aws-lc-rs
+    /// rejects is [`Error::Integrity`]: it came from the token's public key
+    /// object.
+    pub(crate) fn new(public: PublicKey) -> Result<Verifier> {
+        let alg = public.algorithm();
+        let scheme: &'static dyn VerificationAlgorithm = match alg {
+            Algorithm::EcdsaP256Sha256 => &aws::ECDSA_P256_SHA256_FIXED,
+            Algorithm::Rsa2048PssSha256 | Algorithm::Rsa3072PssSha256 => {
+                &aws::RSA_PSS_2048_8192_SHA256
+            }
+            Algorithm::Rsa2048Pkcs1Sha256 | Algorithm::Rsa3072Pkcs1Sha256 => {
+                &aws::RSA_PKCS1_2048_8192_SHA256
+            }
+            Algorithm::Aes256Gcm | Algorithm::HmacSha256 => {
+                return Err(Error::Policy(format!("{alg} keys have no public key")))
+            }
+        };
+        let parsed = ParsedPublicKey::new(scheme, public.spki_der())
+            .map_err(|_| bad(&format!("not a valid {alg} public key for verification")))?;
+        Ok(Verifier { public, parsed })
+    }
+
+    /// The public key.
+    pub(crate) fn public(&self) -> &PublicKey {
+        &self.public
+    }
+
+    /// True if `signature` (ECDSA: fixed `r‖s`; RSA: as the token made it)
+    /// is a valid signature over `message`.
+    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        self.parsed.verify_sig(message, signature).is_ok()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +116,67 @@ mod tests {
             ec_spki(&[0x06, 0x01, 0x00], &point).unwrap_err().kind(),
             "Integrity"
         );
+    }
+}
+
+#[cfg(test)]
+mod verifier_tests {
+    use super::*;
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, RsaKeyPair};
+
+    #[test]
+    fn ecdsa_fixed_signatures_verify_from_the_spki() {
+        let sk = p256::SecretKey::from_slice(&[9u8; 32]).expect("scalar");
+        let point = sk.public_key().to_sec1_bytes();
+        let v = Verifier::new(ec_spki(P256_PARAMS, &point).expect("spki")).expect("parse");
+        use p256::ecdsa::signature::Signer;
+        let sig: p256::ecdsa::Signature = p256::ecdsa::SigningKey::from(&sk).sign(b"message");
+        let fixed = sig.to_bytes();
+        assert!(v.verifies(b"message", &fixed));
+        assert!(!v.verifies(b"massage", &fixed));
+        assert!(
+            !v.verifies(b"message", sig.to_der().as_bytes()),
+            "fixed form only"
+        );
+        let other = EcdsaKeyPair::generate(&aws::ECDSA_P256_SHA256_FIXED_SIGNING).expect("key");
+        let sig = other.sign(&SystemRandom::new(), b"message").expect("sign");
+        assert!(
+            !v.verifies(b"message", sig.as_ref()),
+            "another key's signature"
+        );
+    }
+
+    #[test]
+    fn rsa_signatures_verify_from_the_spki() {
+        let kp = RsaKeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("key");
+        let spki = kp.public_key().as_der().expect("spki").as_ref().to_vec();
+        let rng = SystemRandom::new();
+        for (alg, padding) in [
+            (
+                Algorithm::Rsa2048PssSha256,
+                &aws::RSA_PSS_SHA256 as &dyn aws::RsaEncoding,
+            ),
+            (Algorithm::Rsa2048Pkcs1Sha256, &aws::RSA_PKCS1_SHA256),
+        ] {
+            let v = Verifier::new(PublicKey::from_spki_der(alg, spki.clone()).expect("pk"))
+                .expect("parse");
+            let mut sig = vec![0u8; kp.public_modulus_len()];
+            kp.sign(padding, &rng, b"message", &mut sig).expect("sign");
+            assert!(v.verifies(b"message", &sig), "{alg}");
+            assert!(!v.verifies(b"massage", &sig), "{alg}");
+            sig[10] ^= 1;
+            assert!(!v.verifies(b"message", &sig), "{alg}");
+        }
+        // A PSS signature does not pass as PKCS#1 v1.5, nor the reverse.
+        let pss = Verifier::new(
+            PublicKey::from_spki_der(Algorithm::Rsa2048PssSha256, spki.clone()).expect("pk"),
+        )
+        .expect("parse");
+        let mut sig = vec![0u8; kp.public_modulus_len()];
+        kp.sign(&aws::RSA_PKCS1_SHA256, &rng, b"m", &mut sig)
+            .expect("sign");
+        assert!(!pss.verifies(b"m", &sig));
     }
 }

@@ -3,8 +3,9 @@
 
 use backend_pkcs11::testing::{self, softhsm_or_skip, TestToken, CKO_PRIVATE_KEY, CKO_SECRET_KEY};
 use backend_pkcs11::{admin, PinSource, Pkcs11Backend, Pkcs11Config, TokenSelector};
-use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
 use keystore_api::{Algorithm, Backend, KeyHandle, SecretBytes};
+use std::time::Duration;
 
 /// A fresh token, or `None` when SoftHSM2 is missing and
 /// `KEYSTORE_TEST_SKIP` names pkcs11 (missing otherwise fails with a hint).
@@ -315,7 +316,11 @@ fn damage(
 #[test]
 fn damaged_key_objects_are_detected() {
     let Some(t) = token("damage") else { return };
-    let b = t.open().expect("open");
+    let mut b = t.open().expect("open");
+    // Check cached key objects before every use, so the damage below shows
+    // on the very next operation (by default it shows within
+    // PROTECTION_RECHECK_INTERVAL, or at the next open: see the end).
+    b.set_protection_recheck_interval(Duration::ZERO);
     let ec = b
         .generate(Algorithm::EcdsaP256Sha256, "ec")
         .expect("ec")
@@ -340,7 +345,8 @@ fn damaged_key_objects_are_detected() {
         .expect("sign");
 
     // A bit flipped in the stored private value: the token signs with
-    // another scalar, and the host-side check of every signature notices.
+    // another scalar, and the host-side check of the first signature after
+    // the key object's re-check notices.
     damage(
         &t,
         &ec,
@@ -355,6 +361,14 @@ fn damaged_key_objects_are_detected() {
         kind(b.sign(&ec, Algorithm::EcdsaP256Sha256, b"after")),
         "Integrity"
     );
+    // A backend opened now, with the default settings, notices it on its
+    // first signature.
+    let fresh = t.open().expect("open again");
+    assert_eq!(
+        kind(fresh.sign(&ec, Algorithm::EcdsaP256Sha256, b"after")),
+        "Integrity"
+    );
+    drop(fresh);
 
     // Cut at an attribute boundary: SoftHSM loads what is left as a valid
     // object with defaults; the missing protection attributes give it away.
@@ -532,4 +546,213 @@ fn admin_initialises_and_decommissions_tokens() {
     assert_eq!(kind(t.open()), "Auth");
     assert!(t.object_files().is_empty());
     let _ = h;
+}
+
+/// A flipped bit in the stored private value of `h` (an EC key).
+fn flip_private_value(t: &TestToken, h: &KeyHandle) {
+    damage(
+        t,
+        h,
+        ObjectClass::PRIVATE_KEY,
+        CKO_PRIVATE_KEY,
+        |bytes, f| {
+            let v = f.attr(testing::CKA_VALUE).expect("CKA_VALUE");
+            bytes[v.offset + 15] ^= 1;
+        },
+    );
+}
+
+/// Long enough that no cached handle is re-checked during a test.
+const NO_RECHECK: Duration = Duration::from_secs(3600);
+
+#[test]
+fn first_use_verifies_the_first_signature_and_catches_a_mismatched_pair() {
+    let Some(t) = token("first") else { return };
+    let mut b = t.open().expect("open");
+    b.set_protection_recheck_interval(NO_RECHECK);
+    let a = b.generate(Algorithm::EcdsaP256Sha256, "a").expect("a");
+    let other = b
+        .generate(Algorithm::EcdsaP256Sha256, "other")
+        .expect("other");
+    let a_pk = a.public_key.clone().expect("public key");
+    for i in 0..5u8 {
+        let sig = b
+            .sign(&a.handle, Algorithm::EcdsaP256Sha256, &[i])
+            .expect("sign");
+        a_pk.verify(&[i], &sig).expect("a valid signature");
+    }
+    assert_eq!(b.signatures_verified(), 1, "only the first one is verified");
+    b.sign(&other.handle, Algorithm::EcdsaP256Sha256, b"m")
+        .expect("sign");
+    assert_eq!(b.signatures_verified(), 2, "the first one of each key");
+
+    // Pair a's private key with other's public key: a's public key object
+    // is replaced by one carrying a's CKA_ID and other's point.
+    {
+        let s = t.raw_session().expect("raw");
+        s.login().expect("login");
+        let public = |h: &KeyHandle| {
+            s.find_objects(&[
+                Attribute::Class(ObjectClass::PUBLIC_KEY),
+                Attribute::Id(h.as_bytes().to_vec()),
+            ])
+            .expect("find")[0]
+        };
+        let point = s
+            .get_attributes(public(&other.handle), &[AttributeType::EcPoint])
+            .expect("read")
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::EcPoint(p) => Some(p),
+                _ => None,
+            })
+            .expect("CKA_EC_POINT");
+        s.destroy_object(public(&a.handle)).expect("destroy");
+        s.create_object(&[
+            Attribute::Class(ObjectClass::PUBLIC_KEY),
+            Attribute::KeyType(KeyType::EC),
+            Attribute::Token(true),
+            Attribute::Private(false),
+            Attribute::Verify(true),
+            Attribute::Id(a.handle.as_bytes().to_vec()),
+            Attribute::EcParams(P256_OID.to_vec()),
+            Attribute::EcPoint(point),
+        ])
+        .expect("plant the mismatched public key");
+    }
+    // A backend opened now verifies its first signature with the key and
+    // refuses to return it, every time.
+    let fresh = t.open().expect("open again");
+    for _ in 0..2 {
+        let e = fresh
+            .sign(&a.handle, Algorithm::EcdsaP256Sha256, b"m")
+            .unwrap_err();
+        assert_eq!(e.kind(), "Integrity", "{e}");
+        assert!(e.to_string().contains("mismatched"), "{e}");
+    }
+    fresh
+        .sign(&other.handle, Algorithm::EcdsaP256Sha256, b"m")
+        .expect("the other key is intact");
+}
+
+/// DER of the P-256 curve OID.
+const P256_OID: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+
+#[test]
+fn always_verifies_every_signature() {
+    let Some(t) = token("always") else { return };
+    let mut b = Pkcs11Backend::open(
+        &t.config()
+            .with_signature_check(backend_pkcs11::SignatureCheck::Always),
+    )
+    .expect("open");
+    b.set_protection_recheck_interval(NO_RECHECK);
+    let ec = b
+        .generate(Algorithm::EcdsaP256Sha256, "ec")
+        .expect("ec")
+        .handle;
+    let rsa = b
+        .generate(Algorithm::Rsa2048PssSha256, "rsa")
+        .expect("rsa")
+        .handle;
+    for i in 0..3u8 {
+        b.sign(&ec, Algorithm::EcdsaP256Sha256, &[i]).expect("ec");
+        b.sign(&rsa, Algorithm::Rsa2048PssSha256, &[i])
+            .expect("rsa");
+    }
+    assert_eq!(b.signatures_verified(), 6);
+    // Damage made after the key's first use is caught on the next
+    // signature, with no re-check of the key object in between.
+    flip_private_value(&t, &ec);
+    assert_eq!(
+        kind(b.sign(&ec, Algorithm::EcdsaP256Sha256, b"after")),
+        "Integrity"
+    );
+    b.sign(&rsa, Algorithm::Rsa2048PssSha256, b"after")
+        .expect("rsa intact");
+}
+
+#[test]
+fn a_key_destroyed_elsewhere_is_not_found_not_a_wrong_key() {
+    let Some(t) = token("elsewhere") else { return };
+    let mut b = t.open().expect("open");
+    // Cached handles are trusted throughout, so each use below runs into
+    // the destroyed object rather than a fresh lookup.
+    b.set_protection_recheck_interval(NO_RECHECK);
+    let gen = |alg, label| b.generate(alg, label).expect("generate");
+    let by_backend = gen(Algorithm::EcdsaP256Sha256, "by-backend").handle;
+    let by_raw = gen(Algorithm::EcdsaP256Sha256, "by-raw").handle;
+    let mac = gen(Algorithm::HmacSha256, "mac").handle;
+    let aes = gen(Algorithm::Aes256Gcm, "aes").handle;
+    let kept = gen(Algorithm::EcdsaP256Sha256, "kept");
+    for h in [&by_backend, &by_raw, &kept.handle] {
+        b.sign(h, Algorithm::EcdsaP256Sha256, b"warm")
+            .expect("sign");
+    }
+    b.hmac_sha256(&mac, b"warm").expect("mac");
+    let sealed = b.encrypt(&aes, b"aad", b"pt").expect("encrypt");
+
+    // Another backend instance on the token (another process, as far as
+    // `b` knows) destroys one key; raw sessions destroy every object of
+    // the others.
+    let other = t.open().expect("second backend");
+    other.destroy(&by_backend).expect("destroy");
+    drop(other);
+    {
+        let s = t.raw_session().expect("raw");
+        s.login().expect("login");
+        for h in [&by_raw, &mac, &aes] {
+            let mut objs = s
+                .find_objects(&[Attribute::Id(h.as_bytes().to_vec())])
+                .expect("find");
+            objs.extend(
+                s.find_objects(&[
+                    Attribute::Class(ObjectClass::DATA),
+                    Attribute::Value(h.as_bytes().to_vec()),
+                ])
+                .expect("find markers"),
+            );
+            assert!(!objs.is_empty());
+            for o in objs {
+                s.destroy_object(o).expect("destroy");
+            }
+        }
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            kind(b.sign(&by_backend, Algorithm::EcdsaP256Sha256, b"m")),
+            "NotFound"
+        );
+        assert_eq!(
+            kind(b.sign(&by_raw, Algorithm::EcdsaP256Sha256, b"m")),
+            "NotFound"
+        );
+        assert_eq!(kind(b.hmac_sha256(&mac, b"m")), "NotFound");
+        assert_eq!(kind(b.encrypt(&aes, b"aad", b"pt")), "NotFound");
+        assert_eq!(
+            kind(b.decrypt(&aes, b"aad", &sealed.nonce, &sealed.ciphertext)),
+            "NotFound"
+        );
+    }
+    // The survivor and a new key still sign with their own keys.
+    let pk = kept.public_key.expect("public key");
+    let sig = b
+        .sign(&kept.handle, Algorithm::EcdsaP256Sha256, b"m")
+        .expect("kept");
+    pk.verify(b"m", &sig).expect("kept's own key");
+    let new = b
+        .generate(Algorithm::EcdsaP256Sha256, "new")
+        .expect("generate");
+    let sig = b
+        .sign(&new.handle, Algorithm::EcdsaP256Sha256, b"m")
+        .expect("new");
+    new.public_key
+        .expect("public key")
+        .verify(b"m", &sig)
+        .expect("new's own key");
+    assert!(b
+        .list()
+        .expect("list")
+        .iter()
+        .all(|h| *h == kept.handle || *h == new.handle));
 }
