@@ -8,22 +8,25 @@
 //! sequence) first evicts least-recently-used keys. Everything loaded is
 //! flushed on eviction and on drop, so a closed connection leaves the TPM
 //! empty (swtpm and `/dev/tpm0` have no resource manager to do it for us).
+//!
+//! Loaded keys are found by the exact bytes of their handle (compared in
+//! full; the LRU holds at most `slots - 1` entries, so a linear scan is the
+//! cheapest lookup): a tampered handle never hits an entry loaded from the
+//! genuine one.
 
 use crate::blob::{Blob, KeyId};
 use crate::config::TpmConfig;
 use crate::esys::{Esys, Tr, MAX_BUFFER, RH_OWNER};
 use crate::rc::{code, TpmRc};
 use crate::templates;
-use sha2::{Digest as _, Sha256};
 use tss_esapi::constants::tss as c;
 use tss_esapi::structures::Public;
 use zeroize::Zeroizing;
 
 /// A loaded key.
 struct Cached {
-    /// SHA-256 of the whole handle: a tampered handle never hits a cache
-    /// entry loaded from the genuine one.
-    handle_digest: [u8; 32],
+    /// The whole handle the key was loaded from, compared byte for byte.
+    handle: Box<[u8]>,
     id: KeyId,
     tr: Tr,
     last_used: u64,
@@ -117,9 +120,8 @@ impl Conn {
     /// The loaded object for `blob`, from the cache or freshly loaded under
     /// the primary with `auth` set for password sessions.
     pub fn key(&mut self, handle: &[u8], blob: &Blob, auth: &[u8]) -> Result<Tr, TpmRc> {
-        let digest: [u8; 32] = Sha256::digest(handle).into();
         self.tick += 1;
-        if let Some(e) = self.cache.iter_mut().find(|e| e.handle_digest == digest) {
+        if let Some(e) = self.cache.iter_mut().find(|e| *e.handle == *handle) {
             e.last_used = self.tick;
             return Ok(e.tr);
         }
@@ -130,7 +132,7 @@ impl Conn {
             return Err(rc);
         }
         self.cache.push(Cached {
-            handle_digest: digest,
+            handle: handle.into(),
             id: blob.id,
             tr,
             last_used: self.tick,

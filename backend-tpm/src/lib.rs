@@ -34,6 +34,13 @@
 //!   on drop; only password sessions are used for keys, so operations hold
 //!   no session slots. A connection lost to a TPM or simulator restart is
 //!   re-opened once, transparently.
+//! - **Per-use checks, cached.** A handle's registry check (blob parsed,
+//!   public-area Name compared with the entry's) is done once per exact
+//!   handle bytes and kept in a host-side LRU of
+//!   [`RESOLVED_CACHE_CAPACITY`] entries, emptied by every registry change
+//!   (create, destroy, wipe). Both caches match handles on their full
+//!   bytes, so a steady-state operation is a lookup by handle bytes, the
+//!   loaded object, and the TPM command.
 //!
 //! What survives a copy taken before [`Backend::wipe`]: a copy of the
 //! registry directory plus the metadata database still works on the same
@@ -55,6 +62,7 @@ mod pubkey;
 mod raw;
 mod rc;
 mod registry;
+mod resolved;
 mod seal;
 #[cfg(feature = "test-support")]
 pub mod swtpm;
@@ -68,6 +76,7 @@ pub use config::{
 #[cfg(feature = "test-support")]
 pub use raw::LoadedKey;
 pub use rc::{code as rc_code, TpmRc};
+pub use resolved::CAPACITY as RESOLVED_CACHE_CAPACITY;
 pub use seal::{PcrBinding, TpmSealedKek, KIND as SEALED_KEK_KIND};
 pub use templates::{primary_unique, PRIMARY_UNIQUE_LABEL};
 
@@ -79,6 +88,7 @@ use keystore_api::{
     PublicKey, Result, SecretBytes,
 };
 use registry::{Entry, Lookup, Registry};
+use resolved::{Resolved, ResolvedCache};
 use sha2::{Digest as _, Sha256};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -112,60 +122,106 @@ impl std::fmt::Debug for TpmBackend {
 pub(crate) struct State {
     conn: Option<Conn>,
     registry: Registry,
+    /// Handles already checked against the registry (see `resolved`).
+    resolved: ResolvedCache,
+}
+
+/// The live connection in `slot`, opening one if the last was lost.
+fn connect_slot<'a>(slot: &'a mut Option<Conn>, config: &TpmConfig) -> Result<&'a mut Conn> {
+    if slot.is_none() {
+        *slot = Some(Conn::open(config).map_err(|e| open_error(config, e))?);
+    }
+    match slot.as_mut() {
+        Some(c) => Ok(c),
+        None => Err(Error::backend_msg("tpm", "no TPM connection")),
+    }
+}
+
+/// Forgets the broken connection in `slot` without talking to the TPM.
+fn disconnect_slot(slot: &mut Option<Conn>) {
+    if let Some(mut c) = slot.take() {
+        c.mark_dead();
+    }
+}
+
+/// Checks `handle` against `registry`: a live key of `alg` whose public
+/// area is the one registered under its id. A handle whose exact bytes
+/// passed this check since the registry last changed is answered from
+/// `cache`; anything else is checked from scratch, and cached if it passes.
+fn resolve_in<'c>(
+    registry: &Registry,
+    cache: &'c mut ResolvedCache,
+    handle: &KeyHandle,
+    alg: Algorithm,
+) -> Result<&'c Resolved> {
+    let bytes = handle.as_bytes();
+    let generation = registry.generation();
+    let i = match cache.find(bytes, generation) {
+        Some(i) => i,
+        None => {
+            let (blob, auth) = resolve_uncached(registry, handle)?;
+            cache.insert(bytes, generation, blob, auth)
+        }
+    };
+    let r = cache
+        .get(i)
+        .ok_or_else(|| Error::backend_msg("tpm", "the resolved-handle cache lost an entry"))?;
+    if r.blob.alg != alg {
+        return Err(Error::Integrity(format!(
+            "TPM key {} holds a {} key, not {alg}",
+            hex::encode(r.blob.id),
+            r.blob.alg
+        )));
+    }
+    Ok(r)
+}
+
+/// The full check behind [`resolve_in`], with no cache: the registry entry
+/// of the handle's id, the blob parsed, its Name compared with the entry's.
+fn resolve_uncached(registry: &Registry, handle: &KeyHandle) -> Result<(Blob, SecretBytes)> {
+    let (id, _) = blob::peek(handle)?;
+    let entry = match registry.get(&id) {
+        Lookup::Live(e) => e,
+        Lookup::Damaged => return Err(registry::damaged_error(&id)),
+        Lookup::Absent => {
+            return Err(Error::NotFound(format!(
+                "TPM key {} does not exist (never made here, or destroyed)",
+                hex::encode(id)
+            )))
+        }
+    };
+    let blob = blob::parse(handle)?;
+    if blob.alg.code() != entry.alg_code || blob::name(&blob.public_area) != entry.name {
+        return Err(Error::Integrity(format!(
+            "the stored blob of TPM key {} is not the key registered under this id (swapped or altered)",
+            hex::encode(id)
+        )));
+    }
+    Ok((blob, SecretBytes::from_slice(entry.auth.expose())))
 }
 
 impl State {
     /// The live connection, opening one if the last was lost.
     pub(crate) fn connect(&mut self, config: &TpmConfig) -> Result<&mut Conn> {
-        if self.conn.is_none() {
-            self.conn = Some(Conn::open(config).map_err(|e| open_error(config, e))?);
-        }
-        match self.conn.as_mut() {
-            Some(c) => Ok(c),
-            None => Err(Error::backend_msg("tpm", "no TPM connection")),
-        }
+        connect_slot(&mut self.conn, config)
     }
 
     /// Forgets a broken connection without talking to the TPM.
     pub(crate) fn disconnect(&mut self) {
-        if let Some(mut c) = self.conn.take() {
-            c.mark_dead();
-        }
+        disconnect_slot(&mut self.conn);
     }
 
     /// Checks `handle` against the registry: a live key of `alg` whose
-    /// public area is the one registered under its id.
+    /// public area is the one registered under its id. Returns copies of
+    /// the parsed blob and the auth value (for the probes and test support;
+    /// the operation path borrows them from the cache instead).
     pub(crate) fn resolve(
-        &self,
+        &mut self,
         handle: &KeyHandle,
         alg: Algorithm,
     ) -> Result<(Blob, SecretBytes)> {
-        let (id, _) = blob::peek(handle)?;
-        let entry = match self.registry.get(&id) {
-            Lookup::Live(e) => e,
-            Lookup::Damaged => return Err(registry::damaged_error(&id)),
-            Lookup::Absent => {
-                return Err(Error::NotFound(format!(
-                    "TPM key {} does not exist (never made here, or destroyed)",
-                    hex::encode(id)
-                )))
-            }
-        };
-        let blob = blob::parse(handle)?;
-        if blob.alg.code() != entry.alg_code || blob::name(&blob.public_area) != entry.name {
-            return Err(Error::Integrity(format!(
-                "the stored blob of TPM key {} is not the key registered under this id (swapped or altered)",
-                hex::encode(id)
-            )));
-        }
-        if blob.alg != alg {
-            return Err(Error::Integrity(format!(
-                "TPM key {} holds a {} key, not {alg}",
-                hex::encode(id),
-                blob.alg
-            )));
-        }
-        Ok((blob, SecretBytes::from_slice(entry.auth.expose())))
+        let r = resolve_in(&self.registry, &mut self.resolved, handle, alg)?;
+        Ok((r.blob.clone(), SecretBytes::from_slice(r.auth.expose())))
     }
 }
 
@@ -216,6 +272,7 @@ impl TpmBackend {
             state: Mutex::new(State {
                 conn: Some(conn),
                 registry,
+                resolved: ResolvedCache::new(),
             }),
             caps,
             _lock: lock,
@@ -259,25 +316,47 @@ impl TpmBackend {
         what: &str,
         mut op: impl FnMut(&mut Conn, Tr) -> std::result::Result<T, TpmRc>,
     ) -> Result<T> {
-        let mut st = self.lock();
-        let (blob, auth) = st.resolve(handle, alg)?;
+        let mut guard = self.lock();
+        // Borrow the fields apart: the resolved entry stays borrowed from
+        // the cache while the connection is used.
+        let State {
+            conn: slot,
+            registry,
+            resolved,
+        } = &mut *guard;
+        let r = resolve_in(registry, resolved, handle, alg)?;
+        let mut rejected = None;
         for attempt in 1..=2 {
-            let conn = st.connect(&self.config)?;
-            let res = match conn.key(handle.as_bytes(), &blob, auth.expose()) {
+            let conn = connect_slot(slot, &self.config)?;
+            let res = match conn.key(handle.as_bytes(), &r.blob, r.auth.expose()) {
                 Err(rc) => Err((rc, true)),
                 Ok(key) => op(conn, key).map_err(|rc| (rc, false)),
             };
             match res {
                 Ok(v) => return Ok(v),
-                Err((rc, _)) if attempt == 1 && conn::is_connection_lost(rc) => st.disconnect(),
-                Err((rc, true)) => return Err(load_error(&blob, rc)),
+                Err((rc, _)) if attempt == 1 && conn::is_connection_lost(rc) => {
+                    disconnect_slot(slot)
+                }
+                Err((rc, true)) => {
+                    rejected = Some((load_error(&r.blob, rc), rc::is_blob_rejection(rc)));
+                    break;
+                }
                 Err((rc, false)) => return Err(rc::to_error(what, rc)),
             }
         }
-        Err(Error::backend_msg(
-            "tpm",
-            "the TPM connection was lost twice",
-        ))
+        match rejected {
+            Some((e, drop_entry)) => {
+                // A blob the TPM refuses is not worth keeping parsed.
+                if drop_entry {
+                    resolved.remove(handle.as_bytes());
+                }
+                Err(e)
+            }
+            None => Err(Error::backend_msg(
+                "tpm",
+                "the TPM connection was lost twice",
+            )),
+        }
     }
 
     /// Creates a key from `template` (with `data` as its secret when
@@ -461,8 +540,10 @@ impl Backend for TpmBackend {
                 "{algorithm} keys have no public key"
             )));
         }
-        let (blob, _) = self.lock().resolve(handle, algorithm)?;
-        pubkey::spki(algorithm, &blob.public)
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let r = resolve_in(&st.registry, &mut st.resolved, handle, algorithm)?;
+        pubkey::spki(algorithm, &r.blob.public)
     }
 
     fn sign(&self, handle: &KeyHandle, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>> {

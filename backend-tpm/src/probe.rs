@@ -215,6 +215,12 @@ impl TpmBackend {
     pub fn cached_keys(&self) -> usize {
         self.lock().conn.as_ref().map_or(0, |c| c.cached())
     }
+
+    /// How many handles the backend's resolved-handle cache holds (at most
+    /// [`crate::RESOLVED_CACHE_CAPACITY`]).
+    pub fn resolved_handles(&self) -> usize {
+        self.lock().resolved.len()
+    }
 }
 
 fn handle_alg(handle: &KeyHandle) -> Result<Algorithm> {

@@ -9,16 +9,20 @@ fn bad(what: &str) -> Error {
 
 /// Left-pads a big-endian integer to `n` bytes.
 fn pad(v: &[u8], n: usize) -> Result<Vec<u8>> {
-    let v = {
-        let first = v.iter().position(|b| *b != 0).unwrap_or(v.len());
-        &v[first..]
-    };
-    if v.len() > n {
-        return Err(bad("integer longer than its field"));
-    }
-    let mut out = vec![0u8; n - v.len()];
-    out.extend_from_slice(v);
+    let mut out = Vec::with_capacity(n);
+    pad_into(&mut out, v, n).ok_or_else(|| bad("integer longer than its field"))?;
     Ok(out)
+}
+
+/// Appends a big-endian integer left-padded to `n` bytes to `out` (no
+/// allocation when `out` has the room); `None` if it needs more than `n`.
+fn pad_into(out: &mut Vec<u8>, v: &[u8], n: usize) -> Option<()> {
+    let first = v.iter().position(|b| *b != 0).unwrap_or(v.len());
+    let v = v.get(first..)?;
+    let zeros = n.checked_sub(v.len())?;
+    out.resize(out.len() + zeros, 0);
+    out.extend_from_slice(v);
+    Some(())
 }
 
 /// The SPKI public key of a TPM key of `alg`.
@@ -71,8 +75,9 @@ pub fn signature_bytes(alg: Algorithm, sig: Signature) -> Result<Vec<u8>> {
     };
     match (alg, sig) {
         (Algorithm::EcdsaP256Sha256, Signature::EcDsa(s)) => {
-            let mut out = pad(s.signature_r().value(), 32).map_err(|_| wrong())?;
-            out.extend(pad(s.signature_s().value(), 32).map_err(|_| wrong())?);
+            let mut out = Vec::with_capacity(64);
+            pad_into(&mut out, s.signature_r().value(), 32).ok_or_else(wrong)?;
+            pad_into(&mut out, s.signature_s().value(), 32).ok_or_else(wrong)?;
             Ok(out)
         }
         (a, Signature::RsaPss(s)) if a.is_rsa_pss() => {
@@ -87,5 +92,25 @@ pub fn signature_bytes(alg: Algorithm, sig: Signature) -> Result<Vec<u8>> {
 
 fn rsa_bytes(alg: Algorithm, v: &[u8]) -> Option<Vec<u8>> {
     let n = alg.rsa_bits()? / 8;
-    pad(v, n).ok()
+    let mut out = Vec::with_capacity(n);
+    pad_into(&mut out, v, n)?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pads_strips_and_refuses_overlong_integers() {
+        assert_eq!(pad(&[1, 2], 4).expect("pad"), [0, 0, 1, 2]);
+        assert_eq!(pad(&[0, 0, 0, 1, 2], 4).expect("pad"), [0, 0, 1, 2]);
+        assert_eq!(pad(&[], 2).expect("pad"), [0, 0]);
+        assert_eq!(pad(&[9; 4], 4).expect("pad"), [9; 4]);
+        assert!(pad(&[9; 5], 4).is_err());
+        let mut out = vec![7];
+        assert_eq!(pad_into(&mut out, &[0, 5], 3), Some(()));
+        assert_eq!(out, [7, 0, 0, 5]);
+        assert_eq!(pad_into(&mut out, &[1, 2], 1), None);
+    }
 }

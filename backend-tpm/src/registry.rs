@@ -45,6 +45,9 @@ pub struct Registry {
     entries: BTreeMap<KeyId, Entry>,
     /// Ids whose entry file exists but is damaged: their use is `Integrity`.
     damaged: BTreeSet<KeyId>,
+    /// Bumped by every mutation, so that what was checked against the
+    /// registry (the resolved-handle cache) knows when to check again.
+    generation: u64,
 }
 
 impl std::fmt::Debug for Registry {
@@ -76,6 +79,7 @@ impl Registry {
             dir: dir.to_path_buf(),
             entries: BTreeMap::new(),
             damaged: BTreeSet::new(),
+            generation: 0,
         };
         let listing = std::fs::read_dir(dir)
             .map_err(|e| fsio::io_err(format!("cannot list {}", dir.display()), e))?;
@@ -113,6 +117,11 @@ impl Registry {
         self.dir.join(format!("{}.{EXT}", hex::encode(id)))
     }
 
+    /// Changes with every mutation of the registry.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// The entry for `id`.
     pub fn get(&self, id: &KeyId) -> Lookup<'_> {
         match self.entries.get(id) {
@@ -125,6 +134,7 @@ impl Registry {
     /// Records a new key durably. `nonce` names the temporary file.
     pub fn insert(&mut self, id: KeyId, entry: Entry, nonce: &[u8]) -> Result<()> {
         let bytes = encode(&entry);
+        self.generation = self.generation.wrapping_add(1);
         fsio::write_atomic(&self.path_of(&id), &bytes, nonce)?;
         self.damaged.remove(&id);
         self.entries.insert(id, entry);
@@ -139,12 +149,14 @@ impl Registry {
         })?;
         entry.handle = handle;
         let bytes = encode(entry);
+        self.generation = self.generation.wrapping_add(1);
         fsio::write_atomic(&self.path_of(id), &bytes, nonce)
     }
 
     /// Shreds the entry of `id` (overwrite, then remove). Returns whether
     /// there was one.
     pub fn remove(&mut self, id: &KeyId) -> Result<bool> {
+        self.generation = self.generation.wrapping_add(1);
         let known = self.entries.remove(id).is_some() | self.damaged.remove(id);
         let on_disk = fsio::shred(&self.path_of(id))?;
         Ok(known || on_disk)

@@ -434,3 +434,122 @@ fn credentials_lock_and_redaction() {
     }
     assert_eq!(be.name(), "tpm");
 }
+
+/// The resolved-handle cache (registry checks done once per exact handle
+/// bytes): a cached handle is still refused for the wrong algorithm, a
+/// damaged copy of it is refused and not cached, destroy and wipe take
+/// effect on the next use, and the cache stays bounded, beside a loaded-key
+/// LRU that never exceeds the TPM's slots, over more keys than it holds.
+#[test]
+fn resolved_handles_are_exact_bounded_and_follow_the_registry() {
+    let env = Env::new();
+    let be = env.open();
+    let ec = be.generate(Algorithm::EcdsaP256Sha256, "e").expect("ec");
+    let pk = ec.public_key.clone().expect("pk");
+    let e = ec.handle;
+    let sig = be.sign(&e, Algorithm::EcdsaP256Sha256, b"m").expect("sign");
+    pk.verify(b"m", &sig).expect("verifies");
+    assert_eq!(be.resolved_handles(), 1);
+
+    // Cached, yet the algorithm is still checked.
+    assert_eq!(
+        kind(be.sign(&e, Algorithm::Rsa2048PssSha256, b"m")),
+        "Integrity"
+    );
+    assert_eq!(kind(be.hmac_sha256(&e, b"m")), "Integrity");
+    assert_eq!(
+        be.public_key(&e, Algorithm::EcdsaP256Sha256).expect("pk"),
+        pk
+    );
+
+    // Damaged copies of a cached handle miss the cache and are refused,
+    // every time, without being cached or leaking objects.
+    let flipped = with_private(&e, |v, r| v[r.start + 2 + (r.len() - 2) / 2] ^= 1);
+    let mut longer = e.as_bytes().to_vec();
+    longer.push(0);
+    let longer = KeyHandle::new(longer);
+    let shorter = KeyHandle::new(e.as_bytes()[..e.as_bytes().len() - 1].to_vec());
+    for _ in 0..3 {
+        let err = be
+            .sign(&flipped, Algorithm::EcdsaP256Sha256, b"m")
+            .expect_err("flipped");
+        assert_eq!(err.kind(), "Integrity", "{err:?}");
+        assert!(err.to_string().contains("TPM_RC_INTEGRITY"), "{err}");
+        assert_eq!(
+            kind(be.sign(&longer, Algorithm::EcdsaP256Sha256, b"m")),
+            "Integrity"
+        );
+        assert_eq!(
+            kind(be.sign(&shorter, Algorithm::EcdsaP256Sha256, b"m")),
+            "Integrity"
+        );
+        let sig = be
+            .sign(&e, Algorithm::EcdsaP256Sha256, b"m")
+            .expect("genuine");
+        pk.verify(b"m", &sig).expect("verifies");
+    }
+    assert_eq!(be.resolved_handles(), 1, "only the genuine handle");
+
+    // More keys than the cache holds, used round robin: every MAC is the
+    // right key's, the cache stays bounded, the TPM's slots are respected.
+    let n = backend_tpm::RESOLVED_CACHE_CAPACITY + 6;
+    let keys: Vec<_> = (0..n)
+        .map(|i| {
+            let secret = [i as u8; 32];
+            let h = be
+                .import(
+                    Algorithm::HmacSha256,
+                    &SecretBytes::from_slice(&secret),
+                    "k",
+                )
+                .expect("import");
+            (secret, h)
+        })
+        .collect();
+    for round in 0..2 {
+        for (secret, h) in &keys {
+            let tag = be.hmac_sha256(h, b"round robin").expect("mac");
+            assert_eq!(*tag, hmac_ref(secret, b"round robin"), "round {round}");
+            assert!(be.resolved_handles() <= backend_tpm::RESOLVED_CACHE_CAPACITY);
+        }
+        let (objects, sessions) = be.loaded_handles().expect("handles");
+        assert!(objects.len() <= 3, "{objects:x?}");
+        assert_eq!(objects.len(), 1 + be.cached_keys());
+        assert!(sessions.is_empty());
+    }
+    assert_eq!(be.resolved_handles(), backend_tpm::RESOLVED_CACHE_CAPACITY);
+
+    // Destroy takes effect on the next use of the cached handle.
+    let (_, last) = &keys[n - 1];
+    be.destroy(last).expect("destroy");
+    assert_eq!(kind(be.hmac_sha256(last, b"m")), "NotFound");
+    let sig = be
+        .sign(&e, Algorithm::EcdsaP256Sha256, b"m")
+        .expect("others still work");
+    pk.verify(b"m", &sig).expect("verifies");
+    be.destroy(&e).expect("destroy");
+    assert_eq!(
+        kind(be.sign(&e, Algorithm::EcdsaP256Sha256, b"m")),
+        "NotFound"
+    );
+    assert_eq!(
+        kind(be.public_key(&e, Algorithm::EcdsaP256Sha256)),
+        "NotFound"
+    );
+
+    // So does wipe, for every handle, and nothing stays cached or loaded.
+    let (secret, first) = &keys[0];
+    assert_eq!(
+        *be.hmac_sha256(first, b"m").expect("mac"),
+        hmac_ref(secret, b"m")
+    );
+    be.wipe().expect("wipe");
+    for (_, h) in &keys {
+        assert_eq!(kind(be.hmac_sha256(h, b"m")), "NotFound");
+    }
+    assert_eq!(be.resolved_handles(), 0);
+    assert_eq!(be.cached_keys(), 0);
+    let (objects, sessions) = be.loaded_handles().expect("handles");
+    assert_eq!(objects.len(), 1, "only the primary: {objects:x?}");
+    assert!(sessions.is_empty());
+}

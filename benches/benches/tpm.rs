@@ -19,9 +19,11 @@
 //!
 //! Both paths pay the same transport: tpm2-tss's swtpm TCTI opens a TCP
 //! connection per command. The keystore path adds the active-version
-//! lookup, the backend's registry check of the handle (parse the blob,
-//! re-marshal the public area, compare its Name), the loaded-key cache
-//! lookup and the conversion of the signature to bytes.
+//! lookup, the backend's lookup of the handle among those already checked
+//! against its registry (the full check — parse the blob, re-marshal the
+//! public area, compare its Name — runs once per handle and registry
+//! change), the loaded-key cache lookup and the conversion of the signature
+//! to bytes.
 
 use backend_tpm::swtpm::{self, Swtpm};
 use backend_tpm::{TpmBackend, TpmConfig};
