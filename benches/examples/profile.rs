@@ -141,6 +141,14 @@ fn paired(ops: &mut BTreeMap<&'static str, (&'static str, Op<'_>)>, a: &str, b: 
         cb.push(y.1);
         ratio.push(y.0 / x.0);
     }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    println!(
+        "drift: {a} {:.2} µs in the first 5 rounds, {:.2} µs in the last 5; {b} {:.2} → {:.2} µs",
+        mean(&ta[..5]),
+        mean(&ta[36..]),
+        mean(&tb[..5]),
+        mean(&tb[36..])
+    );
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -592,6 +600,10 @@ fn soft(path: &str, iters: u32) {
         soft_threads(ks, kp, rng, iters);
         return;
     }
+    if path == "scale" {
+        soft_scale(iters);
+        return;
+    }
     let mut ops: BTreeMap<&'static str, (&'static str, Op<'_>)> = BTreeMap::new();
     ops.insert(
         "raw-ecdsa",
@@ -687,6 +699,50 @@ fn soft(path: &str, iters: u32) {
         ),
     );
     run(ops, path, iters);
+}
+
+/// Sign through a store of 10 keys and one of 10,000 in alternating
+/// rounds, and the time to open the large one.
+fn soft_scale(iters: u32) {
+    let n: usize = std::env::var("KEYSTORE_BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let (small, large) = (bench_dir(), bench_dir());
+    {
+        let ks = benches::soft_keystore(small.path());
+        standard_keys(&ks);
+        benches::filler_keys(&ks, 6);
+        let ks = benches::soft_keystore(large.path());
+        standard_keys(&ks);
+        benches::filler_keys(&ks, n - 4);
+    }
+    let mut opens: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            drop(black_box(benches::soft_keystore(large.path())));
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    opens.sort_by(f64::total_cmp);
+    println!("open a {n}-key store: median {:.1} ms of 5", opens[2]);
+    let stores = [
+        benches::soft_keystore(small.path()),
+        benches::soft_keystore(large.path()),
+    ];
+    let mut ops: BTreeMap<&'static str, (&'static str, Op<'_>)> = BTreeMap::new();
+    for (name, ks) in ["sign-10", "sign-large"].into_iter().zip(&stores) {
+        ops.insert(
+            name,
+            (
+                "",
+                simple(move || {
+                    black_box(ks.sign("ecdsa", MSG, SignatureFormat::Fixed).expect("sign"));
+                }),
+            ),
+        );
+    }
+    paired(&mut ops, "sign-10", "sign-large", iters);
 }
 
 /// One and two threads, alternating rounds: the keystore's ECDSA sign and
