@@ -87,19 +87,25 @@ impl std::fmt::Debug for SoftStore {
 }
 
 /// Parsed key material by record id, least recently used evicted first.
-/// Lookups take only a read lock (the use time is an atomic), so threads
-/// using keys at once do not wait for each other.
+/// Uses take only a read lock and write nothing else shared unless the
+/// entry's use mark is stale, so threads using keys at once barely contend.
 #[derive(Default)]
 struct Cache {
+    /// Advanced by each insertion; an entry used since the last insertion
+    /// carries its value (LRU at insertion granularity).
     tick: AtomicU64,
     entries: HashMap<[u8; ID_LEN], (AtomicU64, Arc<Material>)>,
 }
 
 impl Cache {
-    fn get(&self, id: &[u8; ID_LEN]) -> Option<Arc<Material>> {
+    /// The material of `id`, marked as used.
+    fn get(&self, id: &[u8; ID_LEN]) -> Option<&Material> {
         self.entries.get(id).map(|(used, m)| {
-            used.store(self.tick.fetch_add(1, Ordering::Relaxed), Ordering::Relaxed);
-            Arc::clone(m)
+            let now = self.tick.load(Ordering::Relaxed);
+            if used.load(Ordering::Relaxed) != now {
+                used.store(now, Ordering::Relaxed);
+            }
+            &**m
         })
     }
 
@@ -114,7 +120,7 @@ impl Cache {
                 self.entries.remove(&oldest);
             }
         }
-        let now = self.tick.fetch_add(1, Ordering::Relaxed);
+        let now = self.tick.fetch_add(1, Ordering::Relaxed) + 1;
         self.entries.insert(id, (AtomicU64::new(now), m));
     }
 }
@@ -270,17 +276,43 @@ impl SoftStore {
     /// Loads the material for `handle`, checking it is a key of `alg`.
     fn load(&self, handle: &KeyHandle, alg: Algorithm) -> Result<Arc<Material>> {
         let id = record_id(handle)?;
-        let hit = self
+        if let Some((_, m)) = self
             .cache
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&id);
-        if let Some(m) = hit {
-            return Ok(m);
+            .entries
+            .get(&id)
+        {
+            return Ok(Arc::clone(m));
         }
-        let secret = self.read_record(&id, alg)?;
+        self.load_uncached(&id, alg)
+    }
+
+    /// Runs `op` with the material for `handle` (checked to be a key of
+    /// `alg`). A cached key is used under the cache's read lock, without
+    /// touching its reference count or a shared use counter: besides the
+    /// lock word, threads using cached keys write no memory in common.
+    fn with_material<T>(
+        &self,
+        handle: &KeyHandle,
+        alg: Algorithm,
+        op: impl FnOnce(&Material) -> Result<T>,
+    ) -> Result<T> {
+        let id = record_id(handle)?;
+        {
+            let cache = self.cache.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(m) = cache.get(&id) {
+                return op(m);
+            }
+        }
+        op(self.load_uncached(&id, alg)?.as_ref())
+    }
+
+    /// Reads, opens and parses record `id`, and caches it.
+    fn load_uncached(&self, id: &[u8; ID_LEN], alg: Algorithm) -> Result<Arc<Material>> {
+        let secret = self.read_record(id, alg)?;
         let m = Arc::new(material::parse(self.provider, alg, &secret)?);
-        self.cache().insert(id, Arc::clone(&m));
+        self.cache().insert(*id, Arc::clone(&m));
         Ok(m)
     }
 
@@ -465,20 +497,19 @@ impl Backend for SoftStore {
     }
 
     fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey> {
-        self.load(handle, algorithm)?.public_key(algorithm)
+        self.with_material(handle, algorithm, |m| m.public_key(algorithm))
     }
 
     fn sign(&self, handle: &KeyHandle, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
-        self.load(handle, algorithm)?.sign(algorithm, message)
+        self.with_material(handle, algorithm, |m| m.sign(algorithm, message))
     }
 
     fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
-        self.load(handle, Algorithm::HmacSha256)?.hmac(data)
+        self.with_material(handle, Algorithm::HmacSha256, |m| m.hmac(data))
     }
 
     fn encrypt(&self, handle: &KeyHandle, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
-        self.load(handle, Algorithm::Aes256Gcm)?
-            .encrypt(aad, plaintext)
+        self.with_material(handle, Algorithm::Aes256Gcm, |m| m.encrypt(aad, plaintext))
     }
 
     fn decrypt(
@@ -488,8 +519,9 @@ impl Backend for SoftStore {
         nonce: &[u8; 12],
         ciphertext: &[u8],
     ) -> Result<SecretBytes> {
-        self.load(handle, Algorithm::Aes256Gcm)?
-            .decrypt(aad, nonce, ciphertext)
+        self.with_material(handle, Algorithm::Aes256Gcm, |m| {
+            m.decrypt(aad, nonce, ciphertext)
+        })
     }
 
     fn destroy(&self, handle: &KeyHandle) -> Result<()> {

@@ -271,3 +271,41 @@ fn debug_redacts() {
     let store = SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap();
     assert!(format!("{store:?}").contains("REDACTED"));
 }
+
+#[test]
+fn more_keys_than_the_cache_holds_stay_right_across_threads() {
+    // 300 imported HMAC keys (the parsed-key cache holds 256), used round
+    // robin from two threads twice over: every tag must be the one an
+    // independent HMAC gives for that key, whether the key came from the
+    // cache or was evicted and read back from its record.
+    use hmac::{Hmac, Mac};
+    let dir = tempfile::tempdir().unwrap();
+    let (d, unlock) = key_file_store(dir.path(), "cache");
+    let store = SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap();
+    let keys: Vec<([u8; 32], keystore_api::KeyHandle)> = (0..300u16)
+        .map(|i| {
+            let mut k = [0u8; 32];
+            k[..2].copy_from_slice(&i.to_be_bytes());
+            let h = store
+                .import(Algorithm::HmacSha256, &SecretBytes::from_slice(&k), "k")
+                .unwrap();
+            (k, h)
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for t in 0..2usize {
+            let (store, keys) = (&store, &keys);
+            s.spawn(move || {
+                for round in 0..2 {
+                    for (i, (k, h)) in keys.iter().enumerate().skip(t) {
+                        let msg = [round as u8, i as u8];
+                        let tag = store.hmac_sha256(h, &msg).unwrap();
+                        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(k).unwrap();
+                        mac.update(&msg);
+                        assert_eq!(&tag[..], &mac.finalize().into_bytes()[..], "key {i}");
+                    }
+                }
+            });
+        }
+    });
+}

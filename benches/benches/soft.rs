@@ -130,14 +130,25 @@ fn aead(c: &mut Criterion) {
     }
 }
 
-/// One and two threads against one keystore: wall time per operation
-/// across the threads.
+/// One and two threads against one keystore, and raw aws-lc-rs on one and
+/// two threads (the machine's own scaling, the ceiling for the keystore's):
+/// wall time per operation across the threads.
 fn threads(c: &mut Criterion) {
     let dir = bench_dir();
     let ks = soft_keystore(dir.path());
     standard_keys(&ks);
+    let kp = raw::aws_lc_ecdsa();
+    let rng = raw::rng();
     let mut g = c.benchmark_group("ecdsa-p256-sign-threads");
     for n in [1usize, 2] {
+        g.bench_with_input(BenchmarkId::new("raw-aws-lc", n), &n, |b, &n| {
+            let mut threads = vec![(); n];
+            b.iter_custom(|iters| {
+                spread(iters, &mut threads, |_| {
+                    black_box(kp.sign(&rng, MSG).expect("sign"));
+                })
+            })
+        });
         g.bench_with_input(BenchmarkId::new("keystore-soft", n), &n, |b, &n| {
             // Wall time per operation across the threads (see `spread`).
             let mut threads = vec![(); n];
