@@ -7,7 +7,7 @@
 
 use crate::error::{CliError, CliResult};
 use backend_pkcs11::uri::Pkcs11Uri;
-use backend_pkcs11::{PinSource, Pkcs11Backend, Pkcs11Config, TokenSelector};
+use backend_pkcs11::{PinSource, Pkcs11Backend, Pkcs11Config, SignatureCheck, TokenSelector};
 use backend_soft::SoftStore;
 use clap::{Args, ValueEnum};
 use keystore_api::{
@@ -28,6 +28,25 @@ pub enum BackendChoice {
     /// A TPM 2.0 (keyctl built with `--features tpm`); registry in DIR/tpm.
     #[cfg(feature = "tpm")]
     Tpm,
+}
+
+/// `--pkcs11-verify`: see [`SignatureCheck`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifySignatures {
+    /// The first signature of each key object after it is found or re-checked
+    /// (catches a mismatched or substituted key pair).
+    FirstUse,
+    /// Every signature (for tokens whose arithmetic is not trusted).
+    Always,
+}
+
+impl From<VerifySignatures> for SignatureCheck {
+    fn from(v: VerifySignatures) -> Self {
+        match v {
+            VerifySignatures::FirstUse => SignatureCheck::FirstUse,
+            VerifySignatures::Always => SignatureCheck::Always,
+        }
+    }
 }
 
 /// Backend selection and PKCS#11 token options.
@@ -90,6 +109,18 @@ pub struct BackendArgs {
         value_name = "NAME"
     )]
     pub pkcs11_namespace: String,
+
+    /// PKCS#11: which signatures the token makes are verified on the host
+    /// against the key's public key object before they are returned.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYCTL_PKCS11_VERIFY",
+        value_enum,
+        default_value_t = VerifySignatures::FirstUse,
+        value_name = "WHICH"
+    )]
+    pub pkcs11_verify: VerifySignatures,
 
     /// TPM: the TCTI, e.g. `device:/dev/tpmrm0` or `swtpm:host=127.0.0.1,port=2321`
     /// [default: $TPM2TOOLS_TCTI, else $TCTI, else device:/dev/tpmrm0].
@@ -155,7 +186,9 @@ impl BackendArgs {
             }
             _ => PinSource::Env("KEYCTL_PKCS11_PIN".into()),
         };
-        let mut config = Pkcs11Config::new(token, pin).with_namespace(&self.pkcs11_namespace);
+        let mut config = Pkcs11Config::new(token, pin)
+            .with_namespace(&self.pkcs11_namespace)
+            .with_signature_check(self.pkcs11_verify.into());
         match (
             &self.pkcs11_module,
             uri.as_ref().and_then(|u| u.module_path.clone()),

@@ -80,6 +80,7 @@ impl Env {
             "KEYCTL_TOKEN_SERIAL",
             "KEYCTL_PKCS11_URI",
             "KEYCTL_PKCS11_PIN_FILE",
+            "KEYCTL_PKCS11_VERIFY",
         ] {
             c.env_remove(var);
         }
@@ -141,6 +142,26 @@ fn keyctl_keeps_keys_on_the_token_and_openssl_verifies() {
         .expect("run openssl (install openssl)");
     assert!(out.status.success(), "openssl: {}", text(&out.stderr));
     env.ok(&["verify", "dev-id", "--in", s(&msg), "--sig", s(&sig)]);
+    // Every signature verified on the host, by flag; an unknown policy is
+    // a usage error naming the choices.
+    env.ok(&[
+        "--pkcs11-verify",
+        "always",
+        "sign",
+        "dev-id",
+        "--in",
+        s(&msg),
+        "--out",
+        s(&sig),
+    ]);
+    env.ok(&["verify", "dev-id", "--in", s(&msg), "--sig", s(&sig)]);
+    let out = env.run(&["--pkcs11-verify", "never", "key", "list"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("first-use"),
+        "{}",
+        text(&out.stderr)
+    );
     // AEAD and derivation round trips on the token.
     let (ct, back) = (env.path("ct"), env.path("back"));
     env.ok(&[
