@@ -270,3 +270,32 @@ fn keyctl_pin_sources_uri_and_errors() {
     let out = env.bare().arg("init").output().expect("run");
     assert_exit(&out, 4, "AlreadyExists");
 }
+
+#[test]
+fn a_rotation_and_revocation_by_keyctl_reach_a_running_gateway_at_once() {
+    // Two processes on one store and token: this test process is the
+    // gateway (the library, its active-version cache warm), `keyctl` the
+    // operator's console. The console's commits must reach the gateway's
+    // very next call, through the shared commit generation.
+    use keystore_api::{Keystore, SignatureFormat};
+    let Some(env) = Env::new() else { return };
+    env.ok(&["key", "create", "dev-id", "--alg", "ecdsa-p256-sha256"]);
+    let backend = env.token.open().expect("gateway backend");
+    let gateway = Keystore::open(backend, &env.path("store").join("metadata.sqlite"))
+        .expect("gateway keystore");
+    let sign = || gateway.sign("dev-id", b"frame", SignatureFormat::Der);
+    assert_eq!(sign().expect("sign").version, 1);
+    assert_eq!(sign().expect("sign from the cache").version, 1);
+    env.ok(&["key", "rotate", "dev-id", "--grace", "1d"]);
+    assert_eq!(sign().expect("sign after rotation").version, 2);
+    env.ok(&[
+        "key",
+        "revoke",
+        "dev-id",
+        "--version",
+        "2",
+        "--reason",
+        "unit stolen",
+    ]);
+    assert_eq!(sign().expect_err("revoked").kind(), "KeyState");
+}
