@@ -239,3 +239,51 @@ fn a_change_by_another_process_is_seen_at_once() {
         2
     );
 }
+
+#[test]
+fn a_reader_never_signs_with_a_version_rotated_away_before_its_call() {
+    // A console rotates a key over and over, publishing each new version
+    // once `rotate` has returned; a gateway on its own connection and its
+    // own mapping of the commit generation signs in a loop. A signature
+    // whose call began after a rotation returned must carry that version
+    // or a newer one: a stale cache would show up as an older version.
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("m.sqlite");
+    let shared = std::sync::Arc::new(soft(dir.path()));
+    let console = keystore_api::Keystore::open(Renamed(shared.clone(), "soft"), &db).unwrap();
+    let gateway = keystore_api::Keystore::open(Renamed(shared, "soft"), &db).unwrap();
+    console
+        .create(
+            &officer(),
+            "s",
+            keystore_api::KeySpec::new(Algorithm::EcdsaP256Sha256),
+        )
+        .unwrap();
+    let published = AtomicU32::new(1);
+    let done = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for _ in 0..60 {
+                let info = console
+                    .rotate(&officer(), "s", time::Duration::hours(1))
+                    .unwrap();
+                published.store(info.active().unwrap().version, Ordering::SeqCst);
+            }
+            done.store(true, Ordering::SeqCst);
+        });
+        let mut calls = 0u32;
+        while !done.load(Ordering::SeqCst) || calls < 100 {
+            let floor = published.load(Ordering::SeqCst);
+            let used = gateway
+                .sign("s", b"m", keystore_api::SignatureFormat::Fixed)
+                .unwrap()
+                .version;
+            assert!(
+                used >= floor,
+                "used version {used} after version {floor} was active"
+            );
+            calls += 1;
+        }
+    });
+}
