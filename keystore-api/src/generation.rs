@@ -15,16 +15,20 @@
 //! - a writer that dies between the two raises leaves the counters unequal;
 //!   readers then take the slow path (still correct) until the next write
 //!   heals them;
-//! - where the file cannot be created or mapped, [`Generation::open`] gives
-//!   `None` and callers fall back to `PRAGMA data_version` on every call;
+//! - the file is required: a process that could write the database without
+//!   raising the counters would leave other processes' caches stale, so
+//!   [`Generation::open`] failing fails the keystore's open. Like SQLite's
+//!   `-wal` and `-shm` files it is created with the database file's
+//!   permissions, so whoever may write the database may write it too;
 //! - the file holds no secrets. Truncating it while mapped would fault the
 //!   process, exactly as truncating SQLite's own `-shm` file would: both
-//!   live in the store directory, which only the keystore's user may write.
+//!   live in the store directory, which only the keystore's users may write.
 
 // The one place this crate uses `unsafe`: mapping the file and viewing
 // two aligned words of the mapping as atomics.
 #![allow(unsafe_code)]
 
+use crate::error::{Error, Result};
 use memmap2::MmapRaw;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -55,27 +59,45 @@ pub(crate) fn path_for(db: &Path) -> PathBuf {
 }
 
 impl Generation {
-    /// Opens (creating if needed) and maps the generation file of the
-    /// database at `db`; `None` where that is not possible.
-    pub fn open(db: &Path) -> Option<Generation> {
+    /// Opens (creating if needed, with the permissions of the database
+    /// file at `db`) and maps the generation file of that database.
+    pub fn open(db: &Path) -> Result<Generation> {
         let path = path_for(db);
+        let fail = |what: &str, e: std::io::Error| {
+            Error::backend(
+                "metadata",
+                format!(
+                    "cannot {what} {} (the metadata's commit generation, required \
+                     beside the database; check its permissions)",
+                    path.display()
+                ),
+                e,
+            )
+        };
         let mut opts = OpenOptions::new();
         opts.read(true).write(true).create(true).truncate(false);
         #[cfg(unix)]
         {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let mode = std::fs::metadata(db)
+                .map(|m| m.permissions().mode() & 0o666)
+                .unwrap_or(0o600);
+            opts.mode(mode);
         }
-        let file = opts.open(&path).ok()?;
+        let file = opts.open(&path).map_err(|e| fail("open", e))?;
         // Only ever grown, never shrunk: another process may have it mapped.
-        if file.metadata().ok()?.len() < FILE_LEN {
-            file.set_len(FILE_LEN).ok()?;
+        let len = file.metadata().map_err(|e| fail("inspect", e))?.len();
+        if len < FILE_LEN {
+            file.set_len(FILE_LEN).map_err(|e| fail("size", e))?;
         }
-        let map = MmapRaw::map_raw(&file).ok()?;
+        let map = MmapRaw::map_raw(&file).map_err(|e| fail("map", e))?;
         if map.len() < 16 || map.as_ptr().align_offset(std::mem::align_of::<AtomicU64>()) != 0 {
-            return None;
+            return Err(Error::backend_msg(
+                "metadata",
+                format!("{} is mapped too short or misaligned", path.display()),
+            ));
         }
-        Some(Generation { map })
+        Ok(Generation { map })
     }
 
     fn counter(&self, index: usize) -> &AtomicU64 {
@@ -153,7 +175,41 @@ mod tests {
     }
 
     #[test]
-    fn an_unusable_location_gives_none() {
-        assert!(Generation::open(Path::new("/nonexistent-dir/m.sqlite")).is_none());
+    fn an_unusable_location_is_an_error_naming_the_file() {
+        let e = Generation::open(Path::new("/nonexistent-dir/m.sqlite")).unwrap_err();
+        assert!(e.to_string().contains("m.sqlite-gen"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_file_gets_the_database_file_permissions() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("m.sqlite");
+        std::fs::write(&db, b"").unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let _g = Generation::open(&db).unwrap();
+        let mode = std::fs::metadata(path_for(&db))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o640 & !umask());
+    }
+
+    #[cfg(unix)]
+    fn umask() -> u32 {
+        // The process umask applies to created files; read it back from a
+        // probe file created with 0o777.
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("probe");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o777)
+            .open(&p)
+            .unwrap();
+        0o777 & !std::fs::metadata(&p).unwrap().permissions().mode()
     }
 }

@@ -262,8 +262,8 @@ pub(crate) struct Metadata {
     /// Write transactions begun through this connection (they do not move
     /// `PRAGMA data_version`, which counts other connections' commits).
     writes: u64,
-    /// The commit generation shared with other processes, where available.
-    generation: Option<Arc<Generation>>,
+    /// The commit generation shared with other processes.
+    generation: Arc<Generation>,
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`): it holds the database's write
@@ -276,13 +276,11 @@ pub(crate) struct WriteTx<'a> {
     finish: FinishGeneration<'a>,
 }
 
-struct FinishGeneration<'a>(Option<(&'a Generation, u64)>);
+struct FinishGeneration<'a>(&'a Generation, u64);
 
 impl Drop for FinishGeneration<'_> {
     fn drop(&mut self) {
-        if let Some((generation, g)) = self.0 {
-            generation.finish(g);
-        }
+        self.0.finish(self.1);
     }
 }
 
@@ -362,7 +360,7 @@ impl Metadata {
         let mut md = Metadata {
             conn,
             writes: 0,
-            generation: Generation::open(path).map(Arc::new),
+            generation: Arc::new(Generation::open(path)?),
         };
         md.migrate()?;
         md.bind_backend(backend, now)?;
@@ -420,14 +418,13 @@ impl Metadata {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let finish = FinishGeneration(self.generation.as_deref().map(|g| (g, g.begin())));
+        let finish = FinishGeneration(&self.generation, self.generation.begin());
         Ok(WriteTx { tx, finish })
     }
 
-    /// The commit generation shared with other processes; `None` where it
-    /// is unavailable.
-    pub fn generation(&self) -> Option<Arc<Generation>> {
-        self.generation.clone()
+    /// The commit generation shared with other processes.
+    pub fn generation(&self) -> Arc<Generation> {
+        Arc::clone(&self.generation)
     }
 
     /// Changes whenever any connection (this one or another process's) may

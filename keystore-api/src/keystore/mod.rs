@@ -154,7 +154,7 @@ pub struct Keystore<B: Backend> {
     reconciled: ReconcileReport,
     active: RwLock<ActiveCache>,
     /// The metadata's commit generation, read without the metadata lock.
-    generation: Option<Arc<Generation>>,
+    generation: Arc<Generation>,
     #[cfg(feature = "fault-injection")]
     fault: Mutex<Option<FaultPoint>>,
 }
@@ -173,10 +173,10 @@ impl<B: Backend> std::fmt::Debug for Keystore<B> {
 ///
 /// Entries are valid while the shared commit generation stays at
 /// `generation` (two memory loads per use, see [`crate::generation`]).
-/// Every write through this crate, in any process, moves it. Without a
-/// stable generation (a write in progress, or no generation file) every
-/// use revalidates under the metadata lock with `stamp` (`PRAGMA
-/// data_version` and this connection's writes).
+/// Every write through this crate, in any process, moves it. A miss, and
+/// every use while a write is in progress, revalidates under the metadata
+/// lock with `stamp` (`PRAGMA data_version` and this connection's writes),
+/// which also notices a writer that bypassed this crate (at that miss).
 #[derive(Default)]
 struct ActiveCache {
     generation: Option<u64>,
@@ -482,7 +482,7 @@ impl<B: Backend> Keystore<B> {
     ) -> Result<Arc<Resolved>> {
         check_name(name)?;
         // Read before any data: what is cached under it is at least as new.
-        let generation = self.generation.as_deref().and_then(Generation::stable);
+        let generation = self.generation.stable();
         if generation.is_some() {
             let cache = self.active.read().unwrap_or_else(|p| p.into_inner());
             if cache.generation == generation {
