@@ -156,3 +156,94 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Destroys every key this backend holds for this store.
     fn wipe(&self) -> Result<()>;
 }
+
+/// `Box<dyn Backend>` and `Arc<B>` are backends too, forwarding every
+/// method (the defaulted ones included, so a backend's own `wrap`/`unwrap`
+/// are never shadowed by the trait's `Unsupported` defaults). This lets an
+/// application pick its backend at run time (`Keystore<Box<dyn Backend>>`)
+/// or share one backend between keystores.
+macro_rules! forward_backend {
+    ($($ptr:ident)::+) => {
+        impl<T: Backend + ?Sized> Backend for $($ptr)::+<T> {
+            fn name(&self) -> &'static str {
+                (**self).name()
+            }
+            fn capabilities(&self) -> Capabilities {
+                (**self).capabilities()
+            }
+            fn generate(&self, algorithm: Algorithm, label: &str) -> Result<GeneratedKey> {
+                (**self).generate(algorithm, label)
+            }
+            fn import(
+                &self,
+                algorithm: Algorithm,
+                secret: &SecretBytes,
+                label: &str,
+            ) -> Result<KeyHandle> {
+                (**self).import(algorithm, secret, label)
+            }
+            fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey> {
+                (**self).public_key(handle, algorithm)
+            }
+            fn sign(
+                &self,
+                handle: &KeyHandle,
+                algorithm: Algorithm,
+                message: &[u8],
+            ) -> Result<Vec<u8>> {
+                (**self).sign(handle, algorithm, message)
+            }
+            fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+                (**self).hmac_sha256(handle, data)
+            }
+            fn encrypt(
+                &self,
+                handle: &KeyHandle,
+                aad: &[u8],
+                plaintext: &[u8],
+            ) -> Result<AeadSealed> {
+                (**self).encrypt(handle, aad, plaintext)
+            }
+            fn decrypt(
+                &self,
+                handle: &KeyHandle,
+                aad: &[u8],
+                nonce: &[u8; 12],
+                ciphertext: &[u8],
+            ) -> Result<SecretBytes> {
+                (**self).decrypt(handle, aad, nonce, ciphertext)
+            }
+            fn wrap(
+                &self,
+                wrapping_key: &KeyHandle,
+                key: &KeyHandle,
+                algorithm: Algorithm,
+                context: &[u8],
+            ) -> Result<Vec<u8>> {
+                (**self).wrap(wrapping_key, key, algorithm, context)
+            }
+            fn unwrap(
+                &self,
+                wrapping_key: &KeyHandle,
+                algorithm: Algorithm,
+                wrapped: &[u8],
+                context: &[u8],
+                label: &str,
+            ) -> Result<KeyHandle> {
+                (**self).unwrap(wrapping_key, algorithm, wrapped, context, label)
+            }
+            fn destroy(&self, handle: &KeyHandle) -> Result<()> {
+                (**self).destroy(handle)
+            }
+            fn list(&self) -> Result<Vec<KeyHandle>> {
+                (**self).list()
+            }
+            fn wipe(&self) -> Result<()> {
+                (**self).wipe()
+            }
+        }
+    };
+}
+
+forward_backend!(Box);
+forward_backend!(std::sync::Arc);
