@@ -277,6 +277,10 @@ impl Backend for AnyBackend {
         delegate!(self, b => b.hmac_sha256(handle, data))
     }
 
+    fn hkdf_extract(&self, handle: &KeyHandle, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        delegate!(self, b => b.hkdf_extract(handle, salt))
+    }
+
     fn encrypt(&self, handle: &KeyHandle, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
         delegate!(self, b => b.encrypt(handle, aad, plaintext))
     }

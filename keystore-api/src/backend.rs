@@ -96,6 +96,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// HKDF derivation, so the result is treated as secret.
     fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>>;
 
+    /// The HKDF-SHA256 extract step of [`crate::Keystore::derive_hkdf_sha256`]:
+    /// `PRK = HMAC-SHA256(K, salt)`, the same bytes as [`Backend::hmac_sha256`].
+    /// Unlike a MAC tag, the PRK is secret: a backend whose transport could
+    /// expose results protects it there (the TPM backend encrypts it on the
+    /// bus). The default calls `hmac_sha256`.
+    fn hkdf_extract(&self, handle: &KeyHandle, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        self.hmac_sha256(handle, salt)
+    }
+
     /// AES-256-GCM encryption under a fresh random 96-bit nonce. The keystore
     /// always passes a non-empty `aad` (it starts with the envelope header);
     /// a backend may answer an empty one with [`crate::Error::InvalidInput`].
@@ -195,6 +204,9 @@ macro_rules! forward_backend {
             }
             fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
                 (**self).hmac_sha256(handle, data)
+            }
+            fn hkdf_extract(&self, handle: &KeyHandle, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+                (**self).hkdf_extract(handle, salt)
             }
             fn encrypt(
                 &self,

@@ -198,7 +198,7 @@ impl<B: Backend> Keystore<B> {
         check_len("salt", salt, limits::MAX_AAD_LEN)?;
         check_len("info", info, limits::MAX_AAD_LEN)?;
         let r = self.resolve_active(name, Some((Usages::DERIVE, "derive")))?;
-        let prk = self.backend.hmac_sha256(&r.handle, salt)?;
+        let prk = self.backend.hkdf_extract(&r.handle, salt)?;
         hkdf_expand(&prk, info, len)
     }
 }
