@@ -6,8 +6,9 @@
 //! [`crate::TpmBackend`] is open on such a TPM.
 
 use crate::config::check_auth;
-use crate::esys::{Esys, Tr, RH_LOCKOUT, RH_OWNER};
+use crate::esys::{parameter_encryption_enabled, Esys, Tr, RH_LOCKOUT, RH_NULL, RH_OWNER};
 use crate::rc::{to_error, TpmRc};
+use crate::templates;
 use keystore_api::{Error, Result, SecretBytes};
 
 fn connect(tcti: &str) -> Result<Esys> {
@@ -30,9 +31,28 @@ fn change_auth(
     check_auth(current, which)?;
     check_auth(new, which)?;
     let mut esys = connect(tcti)?;
-    esys.set_auth(hierarchy, current.expose())
+    if parameter_encryption_enabled() {
+        start_salted_session(&mut esys)
+            .map_err(|rc| to_error("start the parameter-encryption session", rc))?;
+    }
+    let res = esys
+        .set_auth(hierarchy, current.expose())
         .and_then(|()| esys.hierarchy_change_auth(hierarchy, new.expose()))
-        .map_err(|rc| to_error(&format!("change the {which} auth"), rc))
+        .map_err(|rc| to_error(&format!("change the {which} auth"), rc));
+    esys.end_encryption_session();
+    res
+}
+
+/// Starts the parameter-encryption session on a connection that has no
+/// storage primary: salted with an ECC P-256 primary of the NULL hierarchy
+/// (no auth value, so none is needed to make it), which is flushed again
+/// right away (the salt key is only used by `TPM2_StartAuthSession`).
+fn start_salted_session(esys: &mut Esys) -> std::result::Result<(), TpmRc> {
+    let template = templates::storage_primary().map_err(|_| TpmRc::LOCAL_BAD_VALUE)?;
+    let (salt_key, _) = esys.create_primary(RH_NULL, &template)?;
+    let res = esys.start_encryption_session(salt_key);
+    let _ = esys.flush(salt_key);
+    res
 }
 
 /// Changes the owner hierarchy auth from `current` to `new`

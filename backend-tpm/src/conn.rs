@@ -9,6 +9,15 @@
 //! flushed on eviction and on drop, so a closed connection leaves the TPM
 //! empty (swtpm and `/dev/tpm0` have no resource manager to do it for us).
 //!
+//! Session accounting (swtpm: 3 loaded sessions): the connection holds one
+//! session for its lifetime, the salted parameter-encryption session (see
+//! [`crate::esys`]), started right after the primary at open and flushed on
+//! drop; the only other sessions are the policy sessions of an unseal or a
+//! probe, one at a time, flushed by their callers. After a TPM reset the
+//! session is gone with the primary; the first command that names it fails
+//! with `TPM_RC_REFERENCE_*` ([`is_connection_lost`]) and the connection,
+//! session included, is re-opened once.
+//!
 //! Loaded keys are found by the exact bytes of their handle (compared in
 //! full; the LRU holds at most `slots - 1` entries, so a linear scan is the
 //! cheapest lookup): a tampered handle never hits an entry loaded from the
@@ -16,7 +25,7 @@
 
 use crate::blob::{Blob, KeyId};
 use crate::config::TpmConfig;
-use crate::esys::{Esys, Tr, MAX_BUFFER, RH_OWNER};
+use crate::esys::{self, Esys, Tr, MAX_BUFFER, RH_OWNER};
 use crate::rc::{code, TpmRc};
 use crate::templates;
 use tss_esapi::constants::tss as c;
@@ -100,7 +109,7 @@ impl Conn {
         })?;
         // The owner auth is not needed again on this connection.
         let _ = esys.set_auth(RH_OWNER, &[]);
-        Ok(Conn {
+        let mut conn = Conn {
             esys,
             primary,
             primary_public,
@@ -109,7 +118,15 @@ impl Conn {
             slots,
             chunk,
             dead: false,
-        })
+        };
+        // The parameter-encryption session, salted with the primary. On
+        // failure `conn` drops and flushes the primary.
+        if esys::parameter_encryption_enabled() {
+            conn.esys
+                .start_encryption_session(conn.primary)
+                .map_err(|rc| OpenError::Tpm("start the parameter-encryption session", rc))?;
+        }
+        Ok(conn)
     }
 
     /// Marks the connection broken: drop will not talk to the TPM.
@@ -179,9 +196,15 @@ impl Conn {
 
     /// HMAC-SHA256 of `data` with the loaded key `key`: one `TPM2_HMAC` for
     /// short data, else an HMAC sequence fed in TPM-sized chunks.
-    pub fn hmac(&mut self, key: Tr, data: &[u8]) -> Result<Zeroizing<[u8; 32]>, TpmRc> {
+    /// A `secret` result (an HKDF PRK) is encrypted on the bus.
+    pub fn hmac(
+        &mut self,
+        key: Tr,
+        data: &[u8],
+        secret: bool,
+    ) -> Result<Zeroizing<[u8; 32]>, TpmRc> {
         if data.len() <= self.chunk {
-            return self.esys.hmac(key, data);
+            return self.esys.hmac(key, data, secret);
         }
         // The sequence object takes a transient slot of its own.
         self.make_room(1, Some(key));
@@ -191,7 +214,7 @@ impl Conn {
         let fed = body
             .chunks(self.chunk)
             .try_for_each(|c| self.esys.sequence_update(seq, c));
-        let out = fed.and_then(|()| self.esys.sequence_complete(seq, last));
+        let out = fed.and_then(|()| self.esys.sequence_complete(seq, last, secret));
         if out.is_err() {
             // On success the TPM flushed the sequence; on failure we do.
             let _ = self.esys.flush(seq);
@@ -240,6 +263,7 @@ impl Drop for Conn {
             return;
         }
         self.evict_all();
+        self.esys.end_encryption_session();
         let _ = self.esys.flush(self.primary);
     }
 }

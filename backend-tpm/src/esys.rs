@@ -24,8 +24,38 @@
 //! (auth values, imported key bytes) are zeroed after the call.
 //!
 //! Authorisation is by password sessions (`ESYS_TR_PASSWORD`), which occupy
-//! no session slot; the only real sessions are policy sessions, which callers
-//! flush (see [`Esys::flush`]).
+//! no session slot, or by policy sessions, which callers flush (see
+//! [`Esys::flush`]). Password authorisations carry the auth value itself in
+//! clear in the command's session area.
+//!
+//! **Parameter encryption.** A connection may hold one more session, started
+//! by [`Esys::start_encryption_session`]: an HMAC session, unbound, *salted*
+//! with an ECC P-256 storage key (ESYS does the ECDH exchange, so the
+//! session key never crosses the bus), AES-128-CFB, SHA-256. It authorises
+//! nothing; it is passed as an extra session (after the password or policy
+//! session, or alone for commands without an authorised handle) with
+//! `continueSession` and, set right before each command, `decrypt` (the
+//! command's first parameter, a TPM2B, goes encrypted) or `encrypt` (the
+//! response's first parameter, a TPM2B, comes back encrypted):
+//!
+//! | command | direction | what it hides |
+//! |---|---|---|
+//! | `TPM2_Create` | decrypt | `inSensitive`: a new key's auth value, imported key bytes, a sealed KEK |
+//! | `TPM2_HMAC`, `TPM2_SequenceComplete` | encrypt, for secret results only | the HKDF PRK of `derive` |
+//! | `TPM2_Unseal` | encrypt | the unsealed KEK |
+//! | `TPM2_GetRandom` | encrypt | random bytes used as auth values and KEKs |
+//! | `TPM2_HierarchyChangeAuth` | decrypt | the new hierarchy auth |
+//!
+//! Not encrypted: `TPM2_Sign` (digest in, signature out: both public; kept
+//! on the fastest path), MAC tags (`secret == false`: their user sends or
+//! compares them anyway; each encrypted command costs ESYS ≈3.8 ms of
+//! host CPU with libtss2-esys 3.2.1 and OpenSSL 3), the empty sequence auth
+//! of `TPM2_HMAC_Start`, the data fed to `TPM2_HMAC` / `TPM2_SequenceUpdate`
+//! (the caller's message or HKDF salt), public areas and private blobs
+//! (already encrypted by the parent), and the password authorisations
+//! themselves: the owner auth at `TPM2_CreatePrimary` and each key's auth
+//! value at every use still cross the bus in clear. Without a session
+//! (`enc` is `NONE`) every command goes in clear.
 
 #![allow(unsafe_code)]
 
@@ -43,6 +73,8 @@ pub(crate) type Tr = sys::ESYS_TR;
 
 /// The owner hierarchy.
 pub(crate) const RH_OWNER: Tr = sys::ESYS_TR_RH_OWNER;
+/// The NULL hierarchy (no auth value; its seed changes at every reset).
+pub(crate) const RH_NULL: Tr = sys::ESYS_TR_RH_NULL;
 /// The lockout hierarchy.
 pub(crate) const RH_LOCKOUT: Tr = sys::ESYS_TR_RH_LOCKOUT;
 const PASSWORD: Tr = sys::ESYS_TR_PASSWORD;
@@ -159,10 +191,49 @@ pub(crate) fn pcr_selection(hash_alg: u16, mask: u32) -> sys::TPML_PCR_SELECTION
     sel
 }
 
+/// Parameter encryption wanted for one command on the encryption session.
+#[derive(Clone, Copy)]
+enum Crypt {
+    /// `TPMA_SESSION_DECRYPT`: the command's first parameter (a TPM2B) is
+    /// sent encrypted.
+    Command,
+    /// `TPMA_SESSION_ENCRYPT`: the response's first parameter (a TPM2B) is
+    /// returned encrypted.
+    Response,
+}
+
+#[cfg(feature = "test-support")]
+static ENCRYPTION_DISABLED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Test support: when `true`, connections opened from now on start no
+/// parameter-encryption session, so secrets cross the bus in clear (the
+/// negative control of the bus-sniffing test). Process-wide.
+#[cfg(feature = "test-support")]
+pub fn set_parameter_encryption_disabled(disabled: bool) {
+    ENCRYPTION_DISABLED.store(disabled, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether new connections start a parameter-encryption session (always,
+/// outside test support).
+pub(crate) fn parameter_encryption_enabled() -> bool {
+    #[cfg(feature = "test-support")]
+    {
+        !ENCRYPTION_DISABLED.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    #[cfg(not(feature = "test-support"))]
+    {
+        true
+    }
+}
+
 /// An open ESYS context and the TCTI under it.
 pub(crate) struct Esys {
     ctx: *mut sys::ESYS_CONTEXT,
     tcti: *mut sys::TSS2_TCTI_CONTEXT,
+    /// The salted, unbound HMAC session used only for parameter encryption
+    /// (`NONE` when there is none: commands then go in clear).
+    enc: Tr,
 }
 
 // SAFETY: an ESYS context may be used from any thread as long as only one
@@ -194,7 +265,102 @@ impl Esys {
             unsafe { sys::Tss2_TctiLdr_Finalize(&mut tcti) };
             return Err(TpmRc(rc));
         }
-        Ok(Esys { ctx, tcti })
+        Ok(Esys {
+            ctx,
+            tcti,
+            enc: NONE,
+        })
+    }
+
+    /// Starts the parameter-encryption session: `TPM2_StartAuthSession` of
+    /// an unbound HMAC session (SHA-256, AES-128-CFB) salted with
+    /// `tpm_key` (an ECC storage key: ESYS does the ECDH salt exchange, so
+    /// the session key never crosses the bus). It stays loaded (one session
+    /// slot) until [`Esys::end_encryption_session`]; a session already
+    /// started is flushed first.
+    pub fn start_encryption_session(&mut self, tpm_key: Tr) -> Result<(), TpmRc> {
+        self.end_encryption_session();
+        let symmetric = sys::TPMT_SYM_DEF {
+            algorithm: c::TPM2_ALG_AES,
+            keyBits: sys::TPMU_SYM_KEY_BITS { aes: 128 },
+            mode: sys::TPMU_SYM_MODE {
+                aes: c::TPM2_ALG_CFB,
+            },
+        };
+        let mut session = NONE;
+        // SAFETY: initialised inputs; `session` receives the handle. A null
+        // caller nonce makes ESYS draw a fresh one.
+        check(unsafe {
+            sys::Esys_StartAuthSession(
+                self.ctx,
+                tpm_key,
+                NONE,
+                NONE,
+                NONE,
+                NONE,
+                std::ptr::null(),
+                c::TPM2_SE_HMAC,
+                &symmetric,
+                c::TPM2_ALG_SHA256,
+                &mut session,
+            )
+        })?;
+        self.enc = session;
+        Ok(())
+    }
+
+    /// Flushes the parameter-encryption session, if any.
+    pub fn end_encryption_session(&mut self) {
+        let enc = std::mem::replace(&mut self.enc, NONE);
+        if enc != NONE {
+            let _ = self.flush(enc);
+        }
+    }
+
+    /// The TPM handle of the parameter-encryption session, if one is started.
+    pub fn encryption_session_handle(&mut self) -> Option<u32> {
+        if self.enc == NONE {
+            return None;
+        }
+        let mut h: sys::TPM2_HANDLE = 0;
+        // SAFETY: valid context and ESYS handle; `h` receives the TPM handle.
+        let rc = unsafe { sys::Esys_TR_GetTpmHandle(self.ctx, self.enc, &mut h) };
+        (rc == 0).then_some(h)
+    }
+
+    /// [`Esys::enc`] when `wanted`, else `NONE` (in clear, and without the
+    /// cost of ESYS's session cryptography).
+    fn enc_if(&mut self, wanted: bool, crypt: Crypt) -> Result<Tr, TpmRc> {
+        if wanted {
+            self.enc(crypt)
+        } else {
+            Ok(NONE)
+        }
+    }
+
+    /// The encryption session, with its attributes set for the next command
+    /// (`continueSession` plus `decrypt` or `encrypt`), or `NONE` if there
+    /// is no session.
+    fn enc(&mut self, crypt: Crypt) -> Result<Tr, TpmRc> {
+        if self.enc == NONE {
+            return Ok(NONE);
+        }
+        let dir = match crypt {
+            Crypt::Command => c::TPMA_SESSION_DECRYPT,
+            Crypt::Response => c::TPMA_SESSION_ENCRYPT,
+        };
+        let mask =
+            c::TPMA_SESSION_CONTINUESESSION | c::TPMA_SESSION_DECRYPT | c::TPMA_SESSION_ENCRYPT;
+        // SAFETY: valid context and session handle; plain values.
+        check(unsafe {
+            sys::Esys_TRSess_SetAttributes(
+                self.ctx,
+                self.enc,
+                (c::TPMA_SESSION_CONTINUESESSION | dir) as sys::TPMA_SESSION,
+                mask as sys::TPMA_SESSION,
+            )
+        })?;
+        Ok(self.enc)
     }
 
     /// Sets the auth value ESYS uses for `tr` in password sessions.
@@ -277,24 +443,28 @@ impl Esys {
         let pcrs = sys::TPML_PCR_SELECTION::default();
         let mut out_private = Out::<sys::TPM2B_PRIVATE>::new();
         let mut out_public = Out::<sys::TPM2B_PUBLIC>::new();
-        // SAFETY: as for create_primary.
-        let rc = unsafe {
-            sys::Esys_Create(
-                self.ctx,
-                parent,
-                PASSWORD,
-                NONE,
-                NONE,
-                &sensitive,
-                &public,
-                &outside,
-                &pcrs,
-                out_private.slot(),
-                out_public.slot(),
-                null_mut(),
-                null_mut(),
-                null_mut(),
-            )
+        // inSensitive (auth value, imported key bytes) goes encrypted.
+        let rc = match self.enc(Crypt::Command) {
+            Err(rc) => rc.0,
+            // SAFETY: as for create_primary.
+            Ok(enc) => unsafe {
+                sys::Esys_Create(
+                    self.ctx,
+                    parent,
+                    PASSWORD,
+                    enc,
+                    NONE,
+                    &sensitive,
+                    &public,
+                    &outside,
+                    &pcrs,
+                    out_private.slot(),
+                    out_public.slot(),
+                    null_mut(),
+                    null_mut(),
+                    null_mut(),
+                )
+            },
         };
         sensitive.sensitive.userAuth.buffer.zeroize();
         sensitive.sensitive.data.buffer.zeroize();
@@ -403,22 +573,32 @@ impl Esys {
         }
     }
 
-    /// `TPM2_HMAC` (SHA-256) of at most [`MAX_BUFFER`] bytes.
-    pub fn hmac(&mut self, key: Tr, data: &[u8]) -> Result<Zeroizing<[u8; 32]>, TpmRc> {
+    /// `TPM2_HMAC` (SHA-256) of at most [`MAX_BUFFER`] bytes. A `secret`
+    /// result (an HKDF PRK) comes back encrypted on the bus; a MAC tag,
+    /// which its user sends or compares anyway, in clear.
+    pub fn hmac(
+        &mut self,
+        key: Tr,
+        data: &[u8],
+        secret: bool,
+    ) -> Result<Zeroizing<[u8; 32]>, TpmRc> {
         let mut buf = tpm2b_max_buffer(data)?;
         let mut out = Out::<sys::TPM2B_DIGEST>::new();
-        // SAFETY: initialised inputs and output slot.
-        let rc = unsafe {
-            sys::Esys_HMAC(
-                self.ctx,
-                key,
-                PASSWORD,
-                NONE,
-                NONE,
-                &buf,
-                c::TPM2_ALG_SHA256,
-                out.slot(),
-            )
+        let rc = match self.enc_if(secret, Crypt::Response) {
+            Err(rc) => rc.0,
+            // SAFETY: initialised inputs and output slot.
+            Ok(enc) => unsafe {
+                sys::Esys_HMAC(
+                    self.ctx,
+                    key,
+                    PASSWORD,
+                    enc,
+                    NONE,
+                    &buf,
+                    c::TPM2_ALG_SHA256,
+                    out.slot(),
+                )
+            },
         };
         buf.buffer.zeroize();
         check(rc)?;
@@ -434,13 +614,15 @@ impl Esys {
     pub fn hmac_start(&mut self, key: Tr) -> Result<Tr, TpmRc> {
         let auth = sys::TPM2B_AUTH::default();
         let mut seq = NONE;
+        // The sequence auth is empty: nothing to encrypt.
+        let enc = NONE;
         // SAFETY: initialised inputs; `seq` receives the sequence handle.
         check(unsafe {
             sys::Esys_HMAC_Start(
                 self.ctx,
                 key,
                 PASSWORD,
-                NONE,
+                enc,
                 NONE,
                 &auth,
                 c::TPM2_ALG_SHA256,
@@ -461,26 +643,31 @@ impl Esys {
 
     /// `TPM2_SequenceComplete` with the last (at most [`MAX_BUFFER`]) bytes;
     /// the TPM flushes the sequence object.
+    /// A `secret` result comes back encrypted, as for [`Esys::hmac`].
     pub fn sequence_complete(
         &mut self,
         seq: Tr,
         data: &[u8],
+        secret: bool,
     ) -> Result<Zeroizing<[u8; 32]>, TpmRc> {
         let mut buf = tpm2b_max_buffer(data)?;
         let mut out = Out::<sys::TPM2B_DIGEST>::new();
-        // SAFETY: initialised input; the validation output is not wanted.
-        let rc = unsafe {
-            sys::Esys_SequenceComplete(
-                self.ctx,
-                seq,
-                PASSWORD,
-                NONE,
-                NONE,
-                &buf,
-                sys::ESYS_TR_RH_NULL,
-                out.slot(),
-                null_mut(),
-            )
+        let rc = match self.enc_if(secret, Crypt::Response) {
+            Err(rc) => rc.0,
+            // SAFETY: initialised input; the validation output is not wanted.
+            Ok(enc) => unsafe {
+                sys::Esys_SequenceComplete(
+                    self.ctx,
+                    seq,
+                    PASSWORD,
+                    enc,
+                    NONE,
+                    &buf,
+                    sys::ESYS_TR_RH_NULL,
+                    out.slot(),
+                    null_mut(),
+                )
+            },
         };
         buf.buffer.zeroize();
         check(rc)?;
@@ -496,8 +683,10 @@ impl Esys {
         while out.len() < len {
             let want = (len - out.len()).min(32) as u16;
             let mut r = Out::<sys::TPM2B_DIGEST>::new();
+            // The random bytes (auth values, KEKs) come back encrypted.
+            let enc = self.enc(Crypt::Response)?;
             // SAFETY: valid context and output slot.
-            check(unsafe { sys::Esys_GetRandom(self.ctx, NONE, NONE, NONE, want, r.slot()) })?;
+            check(unsafe { sys::Esys_GetRandom(self.ctx, enc, NONE, NONE, want, r.slot()) })?;
             let Some(mut d) = r.get() else {
                 return missing();
             };
@@ -516,13 +705,15 @@ impl Esys {
     /// policy session) or, when `None`, by its auth value.
     pub fn unseal(&mut self, item: Tr, session: Option<Tr>) -> Result<Zeroizing<Vec<u8>>, TpmRc> {
         let mut out = Out::<sys::TPM2B_SENSITIVE_DATA>::new();
+        // The unsealed data comes back encrypted.
+        let enc = self.enc(Crypt::Response)?;
         // SAFETY: valid context and output slot.
         check(unsafe {
             sys::Esys_Unseal(
                 self.ctx,
                 item,
                 session.unwrap_or(PASSWORD),
-                NONE,
+                enc,
                 NONE,
                 out.slot(),
             )
@@ -636,9 +827,14 @@ impl Esys {
     /// `TPM2_HierarchyChangeAuth`; ESYS then uses `new_auth` for `hierarchy`.
     pub fn hierarchy_change_auth(&mut self, hierarchy: Tr, new_auth: &[u8]) -> Result<(), TpmRc> {
         let mut a = tpm2b_auth(new_auth)?;
-        // SAFETY: initialised input.
-        let rc =
-            unsafe { sys::Esys_HierarchyChangeAuth(self.ctx, hierarchy, PASSWORD, NONE, NONE, &a) };
+        // The new auth value goes encrypted.
+        let rc = match self.enc(Crypt::Command) {
+            Err(rc) => rc.0,
+            // SAFETY: initialised input.
+            Ok(enc) => unsafe {
+                sys::Esys_HierarchyChangeAuth(self.ctx, hierarchy, PASSWORD, enc, NONE, &a)
+            },
+        };
         a.buffer.zeroize();
         check(rc)
     }

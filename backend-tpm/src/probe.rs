@@ -14,7 +14,8 @@
 //! - [`TpmBackend::try_load`]: loads a blob directly (after an owner clear,
 //!   the TPM refuses it).
 //! - [`TpmBackend::loaded_handles`]: transient objects and sessions loaded in
-//!   the TPM (a leak check).
+//!   the TPM (a leak check; the backend's own parameter-encryption session,
+//!   [`TpmBackend::parameter_encryption_session`], is not listed).
 
 use crate::blob::{self, Blob};
 use crate::esys::Tr;
@@ -179,7 +180,7 @@ impl TpmBackend {
         let digest = Sha256::digest(b"probe");
         let alg = blob.alg;
         let res = conn.with_transient(&blob, &[], |esys, tr| match alg {
-            Algorithm::HmacSha256 => esys.hmac(tr, b"probe").map(|_| ()),
+            Algorithm::HmacSha256 => esys.hmac(tr, b"probe", false).map(|_| ()),
             a => esys
                 .sign(tr, &digest, templates::signature_scheme(a))
                 .map(|_| ()),
@@ -196,10 +197,14 @@ impl TpmBackend {
         Ok(Attempt::of(conn.with_transient(&blob, &[], |_, _| Ok(()))))
     }
 
-    /// The TPM handles of loaded transient objects and loaded sessions.
+    /// The TPM handles of loaded transient objects and loaded sessions,
+    /// leaving out this backend's own parameter-encryption session (see
+    /// [`TpmBackend::parameter_encryption_session`]): any session listed is
+    /// one that something started and did not flush.
     pub fn loaded_handles(&self) -> Result<(Vec<u32>, Vec<u32>)> {
         let mut st = self.lock();
         let conn = st.connect(&self.config)?;
+        let own = conn.esys.encryption_session_handle();
         let objects = conn
             .esys
             .handles(c::TPM2_TRANSIENT_FIRST)
@@ -207,8 +212,20 @@ impl TpmBackend {
         let sessions = conn
             .esys
             .handles(c::TPM2_LOADED_SESSION_FIRST)
-            .map_err(|rc| tpm_err("list sessions", rc))?;
+            .map_err(|rc| tpm_err("list sessions", rc))?
+            .into_iter()
+            .filter(|h| Some(*h) != own)
+            .collect();
         Ok((objects, sessions))
+    }
+
+    /// The TPM handle of the backend's parameter-encryption session (the
+    /// salted HMAC session that encrypts secrets on the bus), if the live
+    /// connection has one.
+    pub fn parameter_encryption_session(&self) -> Result<Option<u32>> {
+        let mut st = self.lock();
+        let conn = st.connect(&self.config)?;
+        Ok(conn.esys.encryption_session_handle())
     }
 
     /// How many keys the backend's LRU holds loaded right now.

@@ -75,11 +75,12 @@ impl LoadedKey<'_> {
             .map_err(|rc| crate::rc::to_error("sign", rc))
     }
 
-    /// One `TPM2_HMAC` (SHA-256) of `data` (at most the TPM's input buffer).
+    /// One `TPM2_HMAC` (SHA-256) of `data` (at most the TPM's input buffer),
+    /// its result in clear on the bus (what a plain tss-esapi call pays).
     pub fn hmac(&mut self, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
         let tr = self.tr;
         self.esys()?
-            .hmac(tr, data)
+            .hmac(tr, data, false)
             .map_err(|rc| crate::rc::to_error("compute an HMAC", rc))
     }
 }

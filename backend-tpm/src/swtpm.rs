@@ -48,13 +48,14 @@ fn ephemeral_low() -> u16 {
         .unwrap_or(32768)
 }
 
-/// A port P such that P and P+1 were both free on loopback a moment ago.
+/// A port P such that P and P+1 were both free on loopback a moment ago
+/// (for a simulator, or for a test's proxy in front of one).
 ///
 /// The pair is taken *below* the ephemeral range: tpm2-tss's swtpm TCTI opens
 /// a TCP connection per command, so a busy test run leaves tens of thousands
 /// of client sockets in TIME_WAIT on ephemeral ports, where asking the kernel
 /// for "any free port" (bind to port 0) then fails.
-fn free_port_pair() -> Option<u16> {
+pub fn free_port_pair() -> Option<u16> {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let low = 10_000u32;

@@ -558,6 +558,18 @@ fn tpm(path: &str, iters: u32) {
         ),
     );
     ops.insert(
+        "ks-hkdf",
+        (
+            "HKDF: keystore derive (TPM2_HMAC with the PRK encrypted on the bus)",
+            simple(move || {
+                black_box(
+                    ks.derive_hkdf_sha256("hmac", b"salt", b"info", 32)
+                        .expect("derive"),
+                );
+            }),
+        ),
+    );
+    ops.insert(
         "raw-ecdsa",
         (
             "ECDSA: SHA-256 + one TPM2_Sign on the loaded key",
