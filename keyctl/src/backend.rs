@@ -8,14 +8,9 @@
 use crate::error::{CliError, CliResult};
 use backend_pkcs11::uri::Pkcs11Uri;
 use backend_pkcs11::{PinSource, Pkcs11Backend, Pkcs11Config, SignatureCheck, TokenSelector};
-use backend_soft::SoftStore;
 use clap::{Args, ValueEnum};
-use keystore_api::{
-    AeadSealed, Algorithm, Backend, Capabilities, GeneratedKey, KeyHandle, PublicKey, Result,
-    SecretBytes,
-};
+use keystore_api::Backend;
 use std::path::PathBuf;
-use zeroize::Zeroizing;
 
 /// Which kind of backend holds the keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
@@ -206,125 +201,7 @@ impl BackendArgs {
     }
 }
 
-/// The backend of a keyctl store.
-#[derive(Debug)]
-pub enum AnyBackend {
-    /// The soft sealed store.
-    Soft(SoftStore),
-    /// A PKCS#11 token.
-    Pkcs11(Pkcs11Backend),
-    /// A TPM 2.0.
-    #[cfg(feature = "tpm")]
-    Tpm(backend_tpm::TpmBackend),
-}
-
-#[cfg(feature = "tpm")]
-impl From<backend_tpm::TpmBackend> for AnyBackend {
-    fn from(b: backend_tpm::TpmBackend) -> Self {
-        AnyBackend::Tpm(b)
-    }
-}
-
-impl From<SoftStore> for AnyBackend {
-    fn from(s: SoftStore) -> Self {
-        AnyBackend::Soft(s)
-    }
-}
-
-impl From<Pkcs11Backend> for AnyBackend {
-    fn from(b: Pkcs11Backend) -> Self {
-        AnyBackend::Pkcs11(b)
-    }
-}
-
-macro_rules! delegate {
-    ($self:ident, $b:ident => $e:expr) => {
-        match $self {
-            AnyBackend::Soft($b) => $e,
-            AnyBackend::Pkcs11($b) => $e,
-            #[cfg(feature = "tpm")]
-            AnyBackend::Tpm($b) => $e,
-        }
-    };
-}
-
-impl Backend for AnyBackend {
-    fn name(&self) -> &'static str {
-        delegate!(self, b => b.name())
-    }
-
-    fn capabilities(&self) -> Capabilities {
-        delegate!(self, b => b.capabilities())
-    }
-
-    fn generate(&self, algorithm: Algorithm, label: &str) -> Result<GeneratedKey> {
-        delegate!(self, b => b.generate(algorithm, label))
-    }
-
-    fn import(&self, algorithm: Algorithm, secret: &SecretBytes, label: &str) -> Result<KeyHandle> {
-        delegate!(self, b => b.import(algorithm, secret, label))
-    }
-
-    fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey> {
-        delegate!(self, b => b.public_key(handle, algorithm))
-    }
-
-    fn sign(&self, handle: &KeyHandle, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
-        delegate!(self, b => b.sign(handle, algorithm, message))
-    }
-
-    fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
-        delegate!(self, b => b.hmac_sha256(handle, data))
-    }
-
-    fn hkdf_extract(&self, handle: &KeyHandle, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
-        delegate!(self, b => b.hkdf_extract(handle, salt))
-    }
-
-    fn encrypt(&self, handle: &KeyHandle, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
-        delegate!(self, b => b.encrypt(handle, aad, plaintext))
-    }
-
-    fn decrypt(
-        &self,
-        handle: &KeyHandle,
-        aad: &[u8],
-        nonce: &[u8; 12],
-        ciphertext: &[u8],
-    ) -> Result<SecretBytes> {
-        delegate!(self, b => b.decrypt(handle, aad, nonce, ciphertext))
-    }
-
-    fn wrap(
-        &self,
-        wrapping_key: &KeyHandle,
-        key: &KeyHandle,
-        algorithm: Algorithm,
-        context: &[u8],
-    ) -> Result<Vec<u8>> {
-        delegate!(self, b => b.wrap(wrapping_key, key, algorithm, context))
-    }
-
-    fn unwrap(
-        &self,
-        wrapping_key: &KeyHandle,
-        algorithm: Algorithm,
-        wrapped: &[u8],
-        context: &[u8],
-        label: &str,
-    ) -> Result<KeyHandle> {
-        delegate!(self, b => b.unwrap(wrapping_key, algorithm, wrapped, context, label))
-    }
-
-    fn destroy(&self, handle: &KeyHandle) -> Result<()> {
-        delegate!(self, b => b.destroy(handle))
-    }
-
-    fn list(&self) -> Result<Vec<KeyHandle>> {
-        delegate!(self, b => b.list())
-    }
-
-    fn wipe(&self) -> Result<()> {
-        delegate!(self, b => b.wipe())
-    }
-}
+/// The backend of a keyctl store, chosen at run time. `keystore-api`
+/// forwards every `Backend` method through the box, so no method (and no
+/// backend's own override of a defaulted one) can be missed here.
+pub type AnyBackend = Box<dyn Backend>;

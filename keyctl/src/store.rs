@@ -58,7 +58,10 @@ pub fn open(root: &Path, unlock_args: &UnlockArgs) -> CliResult<Store> {
     }
     let unlock = unlock::resolve(unlock_args, root, Purpose::Open)?;
     let backend = SoftStore::open(&layout.soft, &unlock)?;
-    Ok(Keystore::open(backend.into(), &layout.metadata)?)
+    Ok(Keystore::open(
+        Box::new(backend) as AnyBackend,
+        &layout.metadata,
+    )?)
 }
 
 /// Opens an existing store whose keys are on a PKCS#11 token.
@@ -71,7 +74,10 @@ fn open_pkcs11(layout: &Layout, unlock_args: &UnlockArgs) -> CliResult<Store> {
         .into());
     }
     let backend = unlock_args.backend.open_pkcs11()?;
-    Ok(Keystore::open(backend.into(), &layout.metadata)?)
+    Ok(Keystore::open(
+        Box::new(backend) as AnyBackend,
+        &layout.metadata,
+    )?)
 }
 
 /// `keyctl --backend pkcs11 init`: the metadata database, bound to a token
@@ -94,7 +100,7 @@ fn init_pkcs11(layout: &Layout, unlock_args: &UnlockArgs) -> CliResult<()> {
     );
     std::fs::create_dir_all(&layout.root)
         .map_err(|e| CliError::io("create directory", &layout.root, e))?;
-    let store: Store = Keystore::open(backend.into(), &layout.metadata)?;
+    let store: Store = Keystore::open(Box::new(backend) as AnyBackend, &layout.metadata)?;
     drop(store);
     outln!(
         "initialised keystore in {} (keys on {what})",

@@ -47,7 +47,10 @@ pub fn run() -> CliResult<()> {
     let key_file = tmp.path().join("store.key");
     backend_soft::create_key_file(&key_file)?;
     let backend = SoftStore::create(&layout.soft, &Unlock::KeyFile(key_file), Kdf::KeyFile)?;
-    let ks: Store = Keystore::open(backend.into(), &layout.metadata)?;
+    let ks: Store = Keystore::open(
+        Box::new(backend) as crate::backend::AnyBackend,
+        &layout.metadata,
+    )?;
     step.next("Set the security officer's credential and log in as the officer")?;
     let credential = keystore_api::SecretBytes::from_slice(b"tour officer credential");
     ks.set_role_credential(None, Role::SecurityOfficer, &credential)?;

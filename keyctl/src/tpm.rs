@@ -24,7 +24,10 @@ pub fn open(layout: &Layout, unlock_args: &UnlockArgs) -> CliResult<Store> {
         .into());
     }
     let backend = unlock_args.backend.open_tpm(&registry(layout))?;
-    Ok(Keystore::open(backend.into(), &layout.metadata)?)
+    Ok(Keystore::open(
+        Box::new(backend) as crate::backend::AnyBackend,
+        &layout.metadata,
+    )?)
 }
 
 /// `keyctl --backend tpm init`.
@@ -47,7 +50,10 @@ pub fn init(layout: &Layout, unlock_args: &UnlockArgs) -> CliResult<()> {
         }
     };
     let tcti = backend.tcti().to_string();
-    let store: Store = Keystore::open(backend.into(), &layout.metadata)?;
+    let store: Store = Keystore::open(
+        Box::new(backend) as crate::backend::AnyBackend,
+        &layout.metadata,
+    )?;
     drop(store);
     outln!(
         "initialised keystore in {} (keys in the TPM at {tcti})",
