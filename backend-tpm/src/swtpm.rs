@@ -139,11 +139,22 @@ impl Swtpm {
                 }
                 return Err(format!("swtpm exited with {status}: {}", err.trim()));
             }
-            // Probe the control channel: the data channel serves one client
-            // and we want to leave it to the TCTI.
-            if TcpStream::connect_timeout(&ctrl, Duration::from_millis(200)).is_ok() {
-                self.child = Some(child);
-                return Ok(());
+            // Ready when both channels accept (swtpm binds them one after
+            // the other; a connection opened and closed at once is harmless
+            // to the data channel, which then waits for the next client)
+            // and the process is still ours and alive a moment later: a
+            // swtpm that lost a port to another process exits at once,
+            // while the probe may have reached that other process.
+            let data = SocketAddr::from((Ipv4Addr::LOCALHOST, p));
+            if TcpStream::connect_timeout(&ctrl, Duration::from_millis(200)).is_ok()
+                && TcpStream::connect_timeout(&data, Duration::from_millis(200)).is_ok()
+            {
+                std::thread::sleep(Duration::from_millis(30));
+                if matches!(child.try_wait(), Ok(None)) {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+                continue;
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
