@@ -276,6 +276,30 @@ fn load_error(blob: &Blob, rc: TpmRc) -> Error {
 }
 
 impl TpmBackend {
+    /// HMAC-SHA256 of `data` (named `what` in errors) with the key
+    /// `handle`; a `secret` result is encrypted on the bus.
+    fn hmac(
+        &self,
+        handle: &KeyHandle,
+        what: &str,
+        data: &[u8],
+        secret: bool,
+    ) -> Result<Zeroizing<[u8; 32]>> {
+        if data.len() > limits::MAX_DATA_LEN {
+            return Err(Error::InvalidInput(format!(
+                "{what} is {} bytes; the limit is {}",
+                data.len(),
+                limits::MAX_DATA_LEN
+            )));
+        }
+        self.run(
+            handle,
+            Algorithm::HmacSha256,
+            "compute an HMAC",
+            |conn, key| conn.hmac(key, data, secret),
+        )
+    }
+
     /// Opens the store whose registry lives in `dir` (created if missing)
     /// on the TPM that `config` names: connects, re-creates the storage
     /// primary (a wrong owner auth is [`Error::Auth`]) and asks the TPM
@@ -580,39 +604,14 @@ impl Backend for TpmBackend {
     }
 
     fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
-        if data.len() > limits::MAX_DATA_LEN {
-            return Err(Error::InvalidInput(format!(
-                "MAC input is {} bytes; the limit is {}",
-                data.len(),
-                limits::MAX_DATA_LEN
-            )));
-        }
-        self.run(
-            handle,
-            Algorithm::HmacSha256,
-            "compute an HMAC",
-            |conn, key| conn.hmac(key, data, false),
-        )
+        self.hmac(handle, "MAC input", data, false)
     }
 
     /// As [`Backend::hmac_sha256`], with the result (a secret PRK)
     /// encrypted on the bus unless the configuration says otherwise
     /// ([`TpmConfig::with_prk_in_clear_on_the_bus`]).
     fn hkdf_extract(&self, handle: &KeyHandle, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
-        if salt.len() > limits::MAX_DATA_LEN {
-            return Err(Error::InvalidInput(format!(
-                "HKDF salt is {} bytes; the limit is {}",
-                salt.len(),
-                limits::MAX_DATA_LEN
-            )));
-        }
-        let secret = !self.config.prk_in_clear();
-        self.run(
-            handle,
-            Algorithm::HmacSha256,
-            "compute an HKDF extract",
-            |conn, key| conn.hmac(key, salt, secret),
-        )
+        self.hmac(handle, "HKDF salt", salt, !self.config.prk_in_clear())
     }
 
     fn encrypt(&self, _handle: &KeyHandle, _aad: &[u8], _plaintext: &[u8]) -> Result<AeadSealed> {
