@@ -54,7 +54,7 @@ pub fn init_token(
     let so = auth_pin("SO PIN", so_pin)?;
     let user = auth_pin("user PIN", user_pin)?;
     let lib = Library::acquire(module)?;
-    let present = token::present(lib.pkcs11())?;
+    let present = token::present(&lib)?;
     let tokens = &present.tokens;
     if tokens
         .iter()
@@ -74,7 +74,11 @@ pub fn init_token(
     lib.pkcs11()
         .init_token(free.slot, &so, label)
         .map_err(ck(format!("initialise token '{label}'")))?;
-    let found = token::find(lib.pkcs11(), &TokenSelector::Label(label.to_string()))?;
+    let found = token::find_waiting(
+        &lib,
+        &TokenSelector::Label(label.to_string()),
+        crate::config::DEFAULT_TOKEN_WAIT,
+    )?;
     {
         let session = lib
             .pkcs11()
@@ -106,7 +110,7 @@ pub fn reinitialize_token(
 ) -> Result<()> {
     let so = auth_pin("SO PIN", so_pin)?;
     let lib = Library::acquire(module)?;
-    let found = token::find(lib.pkcs11(), selector)?;
+    let found = token::find_waiting(&lib, selector, crate::config::DEFAULT_TOKEN_WAIT)?;
     lib.pkcs11()
         .init_token(found.slot, &so, &found.label)
         .map_err(ck(format!("re-initialise token '{}'", found.label)))?;

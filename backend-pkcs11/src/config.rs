@@ -9,6 +9,7 @@ use crate::error::COMPONENT;
 use keystore_api::{Error, Result, SecretBytes};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Environment variable that overrides the default PKCS#11 module path.
 pub const MODULE_ENV: &str = "KEYSTORE_PKCS11_MODULE";
@@ -174,12 +175,20 @@ pub struct Pkcs11Config {
     /// Which signatures are verified on the host before they are returned
     /// (default [`SignatureCheck::FirstUse`]).
     pub signature_check: SignatureCheck,
+    /// How long opening keeps looking for a token that is missing or
+    /// unreadable, or fails transiently, before it reports `NotFound` (or
+    /// the last error): another process writing the token makes SoftHSM
+    /// hide it for a moment (default [`DEFAULT_TOKEN_WAIT`]).
+    pub token_wait: Duration,
 }
+
+/// The default [`Pkcs11Config::token_wait`]: 2 seconds.
+pub const DEFAULT_TOKEN_WAIT: Duration = Duration::from_secs(2);
 
 impl Pkcs11Config {
     /// A configuration with the default module ([`default_module_path`]),
-    /// the default namespace, up to 8 idle sessions and
-    /// [`SignatureCheck::FirstUse`].
+    /// the default namespace, up to 8 idle sessions,
+    /// [`SignatureCheck::FirstUse`] and a [`DEFAULT_TOKEN_WAIT`] token wait.
     pub fn new(token: TokenSelector, user_pin: PinSource) -> Self {
         Pkcs11Config {
             module: default_module_path(),
@@ -188,6 +197,7 @@ impl Pkcs11Config {
             namespace: DEFAULT_NAMESPACE.to_string(),
             max_idle_sessions: 8,
             signature_check: SignatureCheck::default(),
+            token_wait: DEFAULT_TOKEN_WAIT,
         }
     }
 
@@ -206,6 +216,13 @@ impl Pkcs11Config {
     /// Verifies signatures on the host as `check` says.
     pub fn with_signature_check(mut self, check: SignatureCheck) -> Self {
         self.signature_check = check;
+        self
+    }
+
+    /// Keeps looking for a missing or unreadable token for up to `wait`
+    /// when opening ([`Pkcs11Config::token_wait`]).
+    pub fn with_token_wait(mut self, wait: Duration) -> Self {
+        self.token_wait = wait;
         self
     }
 

@@ -14,6 +14,7 @@
 //! still has its PIN verified.
 
 use crate::error::{ck, rv_of, COMPONENT};
+use crate::token::Found;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::RvError;
 use cryptoki::session::{Session, UserType};
@@ -37,6 +38,8 @@ struct Login {
     salt: [u8; 16],
     digest: [u8; 32],
     holders: usize,
+    /// The token as found when the first holder logged in.
+    token: Found,
 }
 
 fn pin_digest(salt: &[u8; 16], pin: &SecretBytes) -> [u8; 32] {
@@ -141,9 +144,10 @@ impl Library {
     pub(crate) fn login(
         &self,
         session: &Session,
-        serial: &str,
+        token: &Found,
         pin: &SecretBytes,
     ) -> Result<LoginTicket> {
+        let serial = token.serial.as_str();
         let mut reg = registry();
         let entry = reg
             .get_mut(&self.key)
@@ -161,6 +165,7 @@ impl Library {
                         salt,
                         digest,
                         holders,
+                        token: token.clone(),
                     },
                 );
             }
@@ -184,6 +189,21 @@ impl Library {
             key: self.key.clone(),
             serial: serial.to_string(),
         })
+    }
+
+    /// The tokens that backends of this process are logged in to, as they
+    /// were found then. While such a login lasts the library has not been
+    /// finalized, so the slot still holds that token: opening another
+    /// backend on it, or looking through the slots for another token, uses
+    /// this instead of asking `C_GetTokenInfo` again. (SoftHSM 2.6.1 marks
+    /// a token unusable for the rest of the process when a `C_GetTokenInfo`
+    /// reads its `token.object` while another process rewrites it, which
+    /// would also freeze the view of the backend already open on it.)
+    pub(crate) fn known_tokens(&self) -> Vec<Found> {
+        registry()
+            .get(&self.key)
+            .map(|e| e.logins.values().map(|l| l.token.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Releases this reference explicitly, reporting a `C_Finalize` error

@@ -3,7 +3,7 @@
 //! | PKCS#11 return value | keystore error |
 //! |---|---|
 //! | `CKR_PIN_INCORRECT`, `CKR_PIN_LEN_RANGE`, `CKR_PIN_LOCKED`, `CKR_PIN_EXPIRED`, `CKR_USER_PIN_NOT_INITIALIZED` | [`Error::Auth`] |
-//! | `CKR_OBJECT_HANDLE_INVALID`, `CKR_KEY_HANDLE_INVALID` | [`Error::NotFound`] |
+//! | `CKR_OBJECT_HANDLE_INVALID`, `CKR_KEY_HANDLE_INVALID` | [`Error::Backend`] (transient: the object may have vanished or be rewritten; only a search that succeeds and finds nothing makes a key `NotFound`) |
 //! | `CKR_ENCRYPTED_DATA_INVALID`, `CKR_ENCRYPTED_DATA_LEN_RANGE`, `CKR_SIGNATURE_INVALID` | [`Error::Integrity`] |
 //! | `CKR_MECHANISM_INVALID`, `CKR_MECHANISM_PARAM_INVALID`, `CKR_FUNCTION_NOT_SUPPORTED` | [`Error::Unsupported`] |
 //! | `CKR_KEY_FUNCTION_NOT_PERMITTED`, `CKR_KEY_TYPE_INCONSISTENT` | [`Error::Policy`] |
@@ -59,9 +59,6 @@ pub(crate) fn map(what: &str, e: CkError) -> Error {
         | RvError::PinExpired
         | RvError::PinInvalid
         | RvError::UserPinNotInitialized => Error::Auth(format!("{what}: {name}")),
-        RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid => {
-            Error::NotFound(format!("{what}: {name}"))
-        }
         RvError::EncryptedDataInvalid
         | RvError::EncryptedDataLenRange
         | RvError::SignatureInvalid
@@ -73,6 +70,22 @@ pub(crate) fn map(what: &str, e: CkError) -> Error {
             Error::Policy(format!("{what}: {name}"))
         }
         _ => Error::backend(COMPONENT, format!("{what}: {name}"), e),
+    }
+}
+
+/// True if `e` was mapped by [`map`] from the return value `rv`: the
+/// source of an [`Error::Backend`], or the `CKR_…` name that ends the
+/// message of the other variants.
+pub(crate) fn mapped_from(e: &Error, rv: RvError) -> bool {
+    match e {
+        Error::Backend {
+            source: Some(src), ..
+        } => src
+            .downcast_ref::<CkError>()
+            .and_then(rv_of)
+            .is_some_and(|r| r == rv),
+        Error::Backend { .. } => false,
+        other => other.message().ends_with(&format!(": {}", ckr_name(rv))),
     }
 }
 
@@ -105,10 +118,17 @@ mod tests {
         let e = |rv| map("op", CkError::Pkcs11(rv, Function::Sign)).kind();
         assert_eq!(e(RvError::PinIncorrect), "Auth");
         assert_eq!(e(RvError::PinLenRange), "Auth");
-        assert_eq!(e(RvError::KeyHandleInvalid), "NotFound");
+        // A stale handle is not proof of absence: only a fresh search is.
+        assert_eq!(e(RvError::KeyHandleInvalid), "Backend");
         assert_eq!(e(RvError::EncryptedDataInvalid), "Integrity");
         assert_eq!(e(RvError::MechanismInvalid), "Unsupported");
         assert_eq!(e(RvError::GeneralError), "Backend");
+        let pin = map(
+            "login",
+            CkError::Pkcs11(RvError::UserPinNotInitialized, Function::Login),
+        );
+        assert!(mapped_from(&pin, RvError::UserPinNotInitialized));
+        assert!(!mapped_from(&pin, RvError::PinIncorrect));
         let msg = map(
             "sign",
             CkError::Pkcs11(RvError::GeneralError, Function::Sign),

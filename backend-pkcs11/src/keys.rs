@@ -4,7 +4,9 @@ use crate::error::{ck, map, rv_of, COMPONENT};
 use crate::handle::KeyId;
 use crate::objects::{self, Kind};
 use crate::pubkey::{self, Verifier};
+use crate::retry::{self, Backoff};
 use crate::{Cached, Pkcs11Backend, SignatureCheck};
+use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
@@ -54,7 +56,7 @@ impl Pkcs11Backend {
     /// From the cache when possible, else by search. Absent is `NotFound`
     /// when nothing of the key is left and `Integrity` when its companion
     /// still is; present but with damaged protection is `Integrity`.
-    fn primary(&self, s: &Session, id: &KeyId, alg: Algorithm) -> Result<Primary> {
+    fn primary(&self, s: &Session, id: &KeyId, alg: Algorithm, hints: &Hints) -> Result<Primary> {
         let kind = Kind::of(alg);
         let cached = self.handles().get(id).copied();
         if let Some(c) = cached {
@@ -88,7 +90,7 @@ impl Pkcs11Backend {
         }
         Err(match damage {
             Some(why) => damaged(id, kind, &why),
-            None => self.absent(s, id, kind),
+            None => self.absent(s, id, kind, hints)?,
         })
     }
 
@@ -127,12 +129,14 @@ impl Pkcs11Backend {
     /// with the key's primary object on a pooled session.
     ///
     /// When it fails, the handle is not trusted further: an invalid handle
-    /// (the object was destroyed, e.g. by another process) is forgotten and
-    /// the whole operation runs once more with a fresh lookup, so the caller
-    /// sees its result or the honest `NotFound`/`Integrity`; a cached handle
-    /// that was not checked during this call is checked now (damaged:
-    /// `Integrity`; not the key's any more: forgotten, and the operation
-    /// retried once).
+    /// (the object was destroyed, e.g. by another process, or SoftHSM was
+    /// rereading it) is forgotten and the whole operation runs again with a
+    /// fresh lookup; a cached handle that was not checked during this call
+    /// is checked now (damaged: `Integrity`; not the key's any more:
+    /// forgotten, and the operation retried). Transient errors are retried
+    /// for up to [`retry::OPERATION_WAIT`] (see [`Self::retried`]), so the
+    /// caller sees the operation's result, the honest
+    /// `NotFound`/`Integrity`, or a `Backend` error that lasted.
     fn with_key<T>(
         &self,
         id: &KeyId,
@@ -140,22 +144,46 @@ impl Pkcs11Backend {
         op: impl Fn(&Session, ObjectHandle) -> cryptoki::error::Result<T>,
         fail: impl Fn(CkError) -> Error,
     ) -> Result<(T, Primary)> {
-        let mut retried = false;
-        loop {
-            let retry = Cell::new(false);
-            let r = self.pool.run(|s| {
-                let p = self.primary(s, id, alg)?;
+        self.retried(|hints| {
+            // A failed session is closed by the pool; a retry takes another.
+            self.pool.run(|s| {
+                let p = self.primary(s, id, alg, hints)?;
                 match op(s, p.handle) {
                     Ok(v) => Ok((v, p)),
-                    Err(e) => Err(self.after_failure(s, id, alg, p, e, &fail, &retry)),
+                    Err(e) => Err(self.after_failure(s, id, alg, p, e, &fail, hints)),
                 }
-            });
-            // The failed session is closed by the pool; a retry takes another.
-            if r.is_err() && retry.get() && !retried {
-                retried = true;
-                continue;
+            })
+        })
+    }
+
+    /// Runs `f` until it succeeds or fails for good: a transient error
+    /// ([`retry::is_transient`]) is retried for up to
+    /// [`retry::OPERATION_WAIT`]; a state `f` flags as settling (a key
+    /// object missing while the rest of the key remains, as during another
+    /// process's destroy) for up to [`retry::SETTLE_WAIT`]; a stale cached
+    /// handle once.
+    pub(crate) fn retried<T>(&self, mut f: impl FnMut(&Hints) -> Result<T>) -> Result<T> {
+        let mut backoff = Backoff::new(retry::OPERATION_WAIT);
+        let mut stale_retried = false;
+        loop {
+            let hints = Hints::default();
+            let e = match f(&hints) {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            let again = if hints.stale.get() && !stale_retried {
+                stale_retried = true;
+                true
+            } else {
+                retry::is_transient(&e)
+                    || (hints.settling.get() && backoff.within(retry::SETTLE_WAIT))
+            };
+            if !again {
+                return Err(e);
             }
-            return r;
+            if !backoff.wait() {
+                return Err(backoff.annotate(e));
+            }
         }
     }
 
@@ -169,14 +197,14 @@ impl Pkcs11Backend {
         p: Primary,
         e: CkError,
         fail: &dyn Fn(CkError) -> Error,
-        retry: &Cell<bool>,
+        hints: &Hints,
     ) -> Error {
         if matches!(
             rv_of(&e),
             Some(RvError::ObjectHandleInvalid | RvError::KeyHandleInvalid)
         ) {
+            // Transient (see `retry::transient_rv`): looked up afresh.
             self.forget(id);
-            retry.set(true);
             return fail(e);
         }
         if p.checked_now {
@@ -193,30 +221,31 @@ impl Pkcs11Backend {
             }
             Ok(objects::Check::NotThisKey) | Err(_) => {
                 self.forget(id);
-                retry.set(true);
+                hints.stale.set(true);
                 fail(e)
             }
         }
     }
 
-    /// Why the key's primary object was not found.
-    fn absent(&self, s: &Session, id: &KeyId, kind: Kind) -> Error {
-        let left = objects::find(s, &objects::id_query(id))
-            .map(|v| v.len())
-            .unwrap_or(0)
-            + objects::find(s, &objects::marker_query(id))
-                .map(|v| v.len())
-                .unwrap_or(0);
-        if left == 0 {
+    /// Why the key's primary object was not found, from searches that
+    /// succeeded (a failed search is returned as it is, never taken for
+    /// "nothing left"): nothing of the key left is `NotFound`; other objects
+    /// of the key left is `Integrity`, flagged as settling (another
+    /// process's destroy removes the key object first).
+    fn absent(&self, s: &Session, id: &KeyId, kind: Kind, hints: &Hints) -> Result<Error> {
+        let left = objects::find(s, &objects::id_query(id))?.len()
+            + objects::find(s, &objects::marker_query(id))?.len();
+        Ok(if left == 0 {
             Error::NotFound(format!("key {} does not exist on the token", id.short()))
         } else {
+            hints.settling.set(true);
             Error::Integrity(format!(
                 "key {}: its {} object is missing, damaged, of another type or lacks its \
                  protection attributes, while {left} other object(s) of the key remain on the token",
                 id.short(),
                 kind.name()
             ))
-        }
+        })
     }
 
     /// The public key of an asymmetric key, parsed for verification, from
@@ -227,7 +256,10 @@ impl Pkcs11Backend {
                 return Ok(Arc::clone(v));
             }
         }
-        self.pool.run(|s| self.verifier_from_token(s, id, alg))
+        self.retried(|hints| {
+            self.pool
+                .run(|s| self.verifier_from_token(s, id, alg, hints))
+        })
     }
 
     /// [`Self::verifier`] read from the token's public key object.
@@ -236,6 +268,7 @@ impl Pkcs11Backend {
         s: &Session,
         id: &KeyId,
         alg: Algorithm,
+        hints: &Hints,
     ) -> Result<Arc<Verifier>> {
         let kind = Kind::of(alg);
         let Some(obj) = objects::find(s, &objects::public_query(kind, id))?
@@ -246,6 +279,7 @@ impl Pkcs11Backend {
             return Err(if private.is_empty() {
                 Error::NotFound(format!("key {} does not exist on the token", id.short()))
             } else {
+                hints.settling.set(true);
                 Error::Integrity(format!(
                     "key {}: its public key object is missing or of another type",
                     id.short()
@@ -259,73 +293,113 @@ impl Pkcs11Backend {
 
     // ----- generate and import ------------------------------------------
 
+    /// Generates a key under a fresh id. An attempt that fails transiently
+    /// is retried (for up to [`retry::OPERATION_WAIT`]) under a new id, and
+    /// only once a fresh search confirms that nothing of the failed attempt
+    /// is left on the token ([`Self::purge`]): a retry never leaves a second
+    /// key behind, and two objects never share an id. A failure that is not
+    /// transient, or whose leftovers cannot be confirmed gone, is returned.
     pub(crate) fn generate_key(&self, alg: Algorithm, label: &str) -> Result<GeneratedKey> {
-        let id = self.prefix.new_id()?;
-        let kind = Kind::of(alg);
-        self.pool.run(|s| {
-            if kind.asymmetric() {
-                let (pub_t, priv_t) = objects::keypair_templates(alg, &id, label);
-                let mech = match kind {
-                    Kind::Ec => Mechanism::EccKeyPairGen,
-                    _ => Mechanism::RsaPkcsKeyPairGen,
-                };
-                let (pub_h, priv_h) = s
-                    .generate_key_pair(&mech, &pub_t, &priv_t)
-                    .map_err(ck(format!("generate a {alg} key pair")))?;
-                let pk = match read_public(s, pub_h, alg) {
-                    Ok(pk) => pk,
-                    Err(e) => {
-                        let _ = s.destroy_object(priv_h);
-                        let _ = s.destroy_object(pub_h);
-                        return Err(e);
-                    }
-                };
-                self.remember(&id, priv_h, alg);
-                // Parsed lazily instead if aws-lc-rs rejects it: signing
-                // then reports the public key object as damaged.
-                if let Ok(v) = Verifier::new(pk.clone()) {
-                    self.public_keys().insert(id, Arc::new(v));
-                }
-                Ok(GeneratedKey {
-                    handle: id.handle(),
-                    public_key: Some(pk),
-                })
-            } else {
-                let mech = match kind {
-                    Kind::Aes => Mechanism::AesKeyGen,
-                    _ => Mechanism::GenericSecretKeyGen,
-                };
-                let key = s
-                    .generate_key(&mech, &objects::secret_template(alg, &id, label))
-                    .map_err(ck(format!("generate a {alg} key")))?;
-                self.add_marker(s, &id, key, alg, label)?;
-                Ok(GeneratedKey {
-                    handle: id.handle(),
-                    public_key: None,
-                })
-            }
-        })
+        self.creating(|s, id| self.generate_once(s, id, alg, label))
     }
 
+    /// [`Self::generate_key`]'s attempt with `id`.
+    fn generate_once(
+        &self,
+        s: &Session,
+        id: &KeyId,
+        alg: Algorithm,
+        label: &str,
+    ) -> Result<GeneratedKey> {
+        let kind = Kind::of(alg);
+        if kind.asymmetric() {
+            let (pub_t, priv_t) = objects::keypair_templates(alg, id, label);
+            let mech = match kind {
+                Kind::Ec => Mechanism::EccKeyPairGen,
+                _ => Mechanism::RsaPkcsKeyPairGen,
+            };
+            let (pub_h, priv_h) = s
+                .generate_key_pair(&mech, &pub_t, &priv_t)
+                .map_err(ck(format!("generate a {alg} key pair")))?;
+            let pk = read_public(s, pub_h, alg)?;
+            self.remember(id, priv_h, alg);
+            // Parsed lazily instead if aws-lc-rs rejects it: signing
+            // then reports the public key object as damaged.
+            if let Ok(v) = Verifier::new(pk.clone()) {
+                self.public_keys().insert(*id, Arc::new(v));
+            }
+            Ok(GeneratedKey {
+                handle: id.handle(),
+                public_key: Some(pk),
+            })
+        } else {
+            let mech = match kind {
+                Kind::Aes => Mechanism::AesKeyGen,
+                _ => Mechanism::GenericSecretKeyGen,
+            };
+            let key = s
+                .generate_key(&mech, &objects::secret_template(alg, id, label))
+                .map_err(ck(format!("generate a {alg} key")))?;
+            self.add_marker(s, id, key, alg, label)?;
+            Ok(GeneratedKey {
+                handle: id.handle(),
+                public_key: None,
+            })
+        }
+    }
+
+    /// Imports a secret key; retried like [`Self::generate_key`].
     pub(crate) fn import_key(
         &self,
         alg: Algorithm,
         secret: &SecretBytes,
         label: &str,
     ) -> Result<KeyHandle> {
-        let id = self.prefix.new_id()?;
-        self.pool.run(|s| {
-            let mut template = objects::import_template(alg, &id, label, secret.expose());
+        self.creating(|s, id| {
+            let mut template = objects::import_template(alg, id, label, secret.expose());
             let created = s.create_object(&template);
             objects::zeroize_values(&mut template);
             let key = created.map_err(ck(format!("import a {alg} key")))?;
-            self.add_marker(s, &id, key, alg, label)?;
+            self.add_marker(s, id, key, alg, label)?;
             Ok(id.handle())
         })
     }
 
-    /// Creates the marker of a new secret key; if that fails the key goes
-    /// too, so nothing half-made stays behind.
+    /// Runs `attempt` with a fresh id until it succeeds. After a failure,
+    /// whatever it created is destroyed and confirmed gone; only then, and
+    /// only if the failure was transient, is another id tried.
+    fn creating<T>(&self, attempt: impl Fn(&Session, &KeyId) -> Result<T>) -> Result<T> {
+        let mut backoff = Backoff::new(retry::OPERATION_WAIT);
+        loop {
+            let id = self.prefix.new_id()?;
+            let e = match self.pool.run(|s| attempt(s, &id)) {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            self.forget(&id);
+            let cleaned = self.purge(&id);
+            self.forget(&id);
+            if !retry::is_transient(&e) {
+                return Err(e);
+            }
+            if let Err(why) = cleaned {
+                return Err(Error::backend_msg(
+                    COMPONENT,
+                    format!(
+                        "{e}; what that attempt may have left under key id {} could not be \
+                         confirmed removed ({why}), so it was not retried",
+                        id.short()
+                    ),
+                ));
+            }
+            if !backoff.wait() {
+                return Err(backoff.annotate(e));
+            }
+        }
+    }
+
+    /// Creates the marker of a new secret key (the caller removes the key
+    /// if this fails: see [`Self::creating`]).
     fn add_marker(
         &self,
         s: &Session,
@@ -334,16 +408,10 @@ impl Pkcs11Backend {
         alg: Algorithm,
         label: &str,
     ) -> Result<()> {
-        match s.create_object(&objects::marker_template(id, label)) {
-            Ok(_) => {
-                self.remember(id, key, alg);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = s.destroy_object(key);
-                Err(ck("create the key's marker object")(e))
-            }
-        }
+        s.create_object(&objects::marker_template(id, label))
+            .map_err(ck("create the key's marker object"))?;
+        self.remember(id, key, alg);
+        Ok(())
     }
 
     // ----- use -----------------------------------------------------------
@@ -504,17 +572,21 @@ impl Pkcs11Backend {
                 let params = gcm_params(&mut iv, aad)?;
                 s.decrypt(&Mechanism::AesGcm(params), key, ciphertext)
             },
-            |e| match rv_of(&e) {
-                // A wrong tag, nonce, AAD or ciphertext.
-                Some(
-                    rv @ (RvError::EncryptedDataInvalid
-                    | RvError::EncryptedDataLenRange
-                    | RvError::FunctionFailed
-                    | RvError::GeneralError),
+            |e| match &e {
+                // A wrong tag, nonce, AAD or ciphertext. SoftHSM reports a
+                // wrong tag as CKR_GENERAL_ERROR from C_Decrypt itself (after
+                // C_DecryptInit read the key): not transient there.
+                CkError::Pkcs11(
+                    rv @ (RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange),
+                    _,
+                )
+                | CkError::Pkcs11(
+                    rv @ (RvError::FunctionFailed | RvError::GeneralError),
+                    Function::Decrypt | Function::DecryptUpdate | Function::DecryptFinal,
                 ) => Error::Integrity(format!(
                     "AES-GCM authentication failed with key {} ({})",
                     id.short(),
-                    crate::error::ckr_name(rv)
+                    crate::error::ckr_name(*rv)
                 )),
                 _ => map(&format!("AES-GCM decrypt with key {}", id.short()), e),
             },
@@ -524,69 +596,154 @@ impl Pkcs11Backend {
 
     // ----- destroy, list, wipe -------------------------------------------
 
-    /// Destroys every object of the key, the primary first. Nothing left
-    /// of it at all is `NotFound`.
+    /// Destroys every object of the key, the primary first. `NotFound` only
+    /// if searches that succeeded found nothing of it at all.
     pub(crate) fn destroy_key(&self, handle: &KeyHandle) -> Result<()> {
         let id = self.prefix.id_of(handle)?;
         self.forget(&id);
-        self.pool.run(|s| {
-            let mut primaries = Vec::new();
-            let mut others = objects::find(s, &objects::marker_query(&id))?;
-            for obj in objects::find(s, &objects::id_query(&id))? {
-                match objects::class_of(s, obj)? {
-                    Some(c) if c == ObjectClass::PRIVATE_KEY || c == ObjectClass::SECRET_KEY => {
-                        primaries.push(obj)
-                    }
-                    _ => others.push(obj),
-                }
-            }
-            if primaries.is_empty() && others.is_empty() {
-                return Err(Error::NotFound(format!(
-                    "key {} does not exist on the token",
-                    id.short()
-                )));
-            }
-            for obj in primaries.into_iter().chain(others) {
-                destroy_object(s, obj)?;
-            }
+        let destroyed = self.purge(&id);
+        self.forget(&id);
+        if destroyed? {
             Ok(())
+        } else {
+            Err(Error::NotFound(format!(
+                "key {} does not exist on the token",
+                id.short()
+            )))
+        }
+    }
+
+    /// Destroys every object carrying `id` (primaries first), searching
+    /// again after each round until a search that succeeds finds none; a
+    /// destroy answered with an invalid handle counts only once that search
+    /// confirms it. True if anything was destroyed; false if two searches,
+    /// a moment apart, found nothing. Transient errors are retried.
+    pub(crate) fn purge(&self, id: &KeyId) -> Result<bool> {
+        let destroyed = Cell::new(false);
+        retry::retrying(|| {
+            self.pool.run(|s| {
+                for round in 0..4 {
+                    let objs = self.objects_of(s, id)?;
+                    if objs.is_empty() {
+                        if round == 0 && !destroyed.get() {
+                            // Nothing at all: ask once more before saying so.
+                            std::thread::sleep(std::time::Duration::from_millis(5));
+                            if !self.objects_of(s, id)?.is_empty() {
+                                continue;
+                            }
+                        }
+                        return Ok(destroyed.get());
+                    }
+                    for obj in objs {
+                        destroy_object(s, obj)?;
+                        destroyed.set(true);
+                    }
+                }
+                Err(Error::backend_msg(
+                    COMPONENT,
+                    format!(
+                        "objects of key {} were still found after four rounds of destroying them",
+                        id.short()
+                    ),
+                ))
+            })
+        })
+    }
+
+    /// Every object of the key (marker included), key objects first.
+    fn objects_of(&self, s: &Session, id: &KeyId) -> Result<Vec<ObjectHandle>> {
+        let mut primaries = Vec::new();
+        let mut others = objects::find(s, &objects::marker_query(id))?;
+        for obj in objects::find(s, &objects::id_query(id))? {
+            match vanished_as_none(objects::class_of(s, obj))? {
+                Some(Some(c)) if c == ObjectClass::PRIVATE_KEY || c == ObjectClass::SECRET_KEY => {
+                    primaries.push(obj)
+                }
+                _ => others.push(obj),
+            }
+        }
+        primaries.extend(others);
+        Ok(primaries)
+    }
+
+    /// True if any object of the key (key object, public key or marker) is
+    /// on the token; false only when two searches that succeeded, a moment
+    /// apart, find none. Transient errors are retried for up to
+    /// [`retry::OPERATION_WAIT`], then returned.
+    pub(crate) fn contains_key(&self, handle: &KeyHandle) -> Result<bool> {
+        let Some(id) = self.prefix.parse(handle.as_bytes()) else {
+            return Ok(false);
+        };
+        let any = |s: &Session| -> Result<bool> {
+            Ok(!objects::find(s, &objects::id_query(&id))?.is_empty()
+                || !objects::find(s, &objects::marker_query(&id))?.is_empty())
+        };
+        retry::retrying(|| {
+            self.pool.run(|s| {
+                if any(s)? {
+                    return Ok(true);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+                any(s)
+            })
         })
     }
 
     /// Every key of this namespace that has any object left on the token
     /// (a key whose primary object is damaged is listed: it is still held,
-    /// and using it reports `Integrity`).
+    /// and using it reports `Integrity`). An object that vanishes between
+    /// the search and the reading of its id is being destroyed and is left
+    /// out; any other error makes the whole listing start again (for up to
+    /// [`retry::OPERATION_WAIT`]) and is returned if it lasts, never a
+    /// shorter list.
     pub(crate) fn list_keys(&self) -> Result<Vec<KeyHandle>> {
-        let ids = self
-            .pool
-            .run(|s| Ok(self.scan(s)?.into_keys().collect::<BTreeSet<_>>()))?;
+        let ids = retry::retrying(|| {
+            self.pool
+                .run(|s| Ok(self.scan(s)?.into_keys().collect::<BTreeSet<_>>()))
+        })?;
         Ok(ids.into_iter().map(|id| id.handle()).collect())
     }
 
-    /// Destroys every object of this namespace, primaries first.
+    /// Destroys every object of this namespace, primaries first, until a
+    /// scan that succeeds finds none.
     pub(crate) fn wipe_namespace(&self) -> Result<()> {
         self.handles().clear();
         self.public_keys().clear();
-        self.pool.run(|s| {
-            let scan = self.scan(s)?;
-            let (mut primaries, mut others) = (Vec::new(), Vec::new());
-            for objs in scan.into_values() {
-                for (class, obj) in objs {
-                    if class == ObjectClass::PRIVATE_KEY || class == ObjectClass::SECRET_KEY {
-                        primaries.push(obj);
-                    } else {
-                        others.push(obj);
+        retry::retrying(|| {
+            self.pool.run(|s| {
+                for _ in 0..4 {
+                    let scan = self.scan(s)?;
+                    if scan.is_empty() {
+                        return Ok(());
+                    }
+                    let (mut primaries, mut others) = (Vec::new(), Vec::new());
+                    for objs in scan.into_values() {
+                        for (class, obj) in objs {
+                            if class == ObjectClass::PRIVATE_KEY || class == ObjectClass::SECRET_KEY
+                            {
+                                primaries.push(obj);
+                            } else {
+                                others.push(obj);
+                            }
+                        }
+                    }
+                    for obj in primaries.into_iter().chain(others) {
+                        destroy_object(s, obj)?;
                     }
                 }
-            }
-            for obj in primaries.into_iter().chain(others) {
-                destroy_object(s, obj)?;
-            }
-            Ok(())
+                Err(Error::backend_msg(
+                    COMPONENT,
+                    "objects of this namespace were still found after four rounds of wiping",
+                ))
+            })
         })
     }
 
-    /// Every object of this namespace, by key id, with its class.
+    /// Every object of this namespace, by key id, with its class. An object
+    /// whose handle turns invalid between the search and the reading of its
+    /// id has been destroyed meanwhile (SoftHSM answers so only for an
+    /// object whose file is gone) and is left out; every other error is
+    /// returned.
     pub(crate) fn scan(
         &self,
         s: &Session,
@@ -600,7 +757,8 @@ impl Pkcs11Backend {
         ] {
             let template = [Attribute::Class(class), Attribute::Token(true)];
             for obj in objects::find(s, &template)? {
-                if let Some(id) = objects::bytes_attr(s, obj, AttributeType::Id)?
+                if let Some(id) = vanished_as_none(objects::bytes_attr(s, obj, AttributeType::Id))?
+                    .flatten()
                     .and_then(|v| self.prefix.parse(&v))
                 {
                     out.entry(id).or_default().push((class, obj));
@@ -612,7 +770,8 @@ impl Pkcs11Backend {
             Attribute::Application(objects::APPLICATION.to_vec()),
         ];
         for obj in objects::find(s, &markers)? {
-            if let Some(id) = objects::bytes_attr(s, obj, AttributeType::Value)?
+            if let Some(id) = vanished_as_none(objects::bytes_attr(s, obj, AttributeType::Value))?
+                .flatten()
                 .and_then(|v| self.prefix.parse(&v))
             {
                 out.entry(id).or_default().push((ObjectClass::DATA, obj));
@@ -647,6 +806,27 @@ struct Primary {
     /// No signature made with it has been verified since it was last
     /// checked ([`SignatureCheck::FirstUse`] verifies this one).
     unverified: bool,
+}
+
+/// What one attempt of an operation learnt about retrying it (see
+/// [`Pkcs11Backend::retried`]).
+#[derive(Debug, Default)]
+pub(crate) struct Hints {
+    /// The key's state may be passing (a key object missing while the rest
+    /// of the key remains).
+    settling: Cell<bool>,
+    /// A cached handle turned out not to be the key's.
+    stale: Cell<bool>,
+}
+
+/// `Ok(None)` for an error saying the object's handle is invalid (the
+/// object vanished since it was found), else `r` as `Ok(Some(..))`/`Err`.
+fn vanished_as_none<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if retry::is_handle_invalid(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// `C_DestroyObject`; an object already gone is fine.

@@ -40,6 +40,16 @@
 //!   its companion object remains is [`Error::Integrity`], not `NotFound`;
 //!   a key destroyed by another process while its handle was cached is
 //!   looked up again, so the caller sees `NotFound`.
+//! - **Many processes**: SoftHSM2 rewrites a token's files on every change
+//!   and meanwhile answers other processes with `CKR_GENERAL_ERROR`,
+//!   invalid handles or a hidden token. Such errors are retried with short
+//!   sleeps for a bounded time (open: [`Pkcs11Config::token_wait`],
+//!   re-initialising the library between attempts when no other backend of
+//!   the process uses it; operations, listings and searches: about a
+//!   second), and a key is `NotFound` only when a search that succeeded
+//!   does not find it. An attempt to create a key that failed is retried
+//!   only after its leftovers are confirmed gone. [`Pkcs11Backend::contains`]
+//!   is the per-handle presence check.
 //! - **Reconciliation**: [`Backend::list`] returns every key of this
 //!   store's namespace that has any object left on the token (a key whose
 //!   key object vanished is still listed: using it is `Integrity`), so the
@@ -77,6 +87,7 @@ mod keys;
 mod objects;
 mod pubkey;
 mod reconcile;
+mod retry;
 mod session;
 mod token;
 pub mod uri;
@@ -85,7 +96,8 @@ pub mod uri;
 pub mod testing;
 
 pub use config::{
-    default_module_path, PinSource, Pkcs11Config, SignatureCheck, TokenSelector, MODULE_ENV,
+    default_module_path, PinSource, Pkcs11Config, SignatureCheck, TokenSelector,
+    DEFAULT_TOKEN_WAIT, MODULE_ENV,
 };
 pub use reconcile::ReconcileReport;
 
@@ -172,22 +184,60 @@ impl std::fmt::Debug for Pkcs11Backend {
 impl Pkcs11Backend {
     /// Loads the module (once per process), finds the token, opens the
     /// anchor session and logs the user in. A wrong PIN is
-    /// [`Error::Auth`]; a missing module or token is [`Error::NotFound`].
+    /// [`Error::Auth`]; a missing module is [`Error::NotFound`] at once.
+    ///
+    /// A token that is not found, or a transient failure while finding it
+    /// or logging in, is tried again with growing sleeps for up to
+    /// [`Pkcs11Config::token_wait`] before it is reported (`NotFound`, or
+    /// the last error): SoftHSM hides a token from a process that
+    /// initialises the library while another process rewrites the token's
+    /// files. Between attempts the library is released, so when no other
+    /// backend of this process uses the module it is finalized and
+    /// initialised afresh (SoftHSM only looks for tokens at
+    /// `C_Initialize`).
     pub fn open(config: &Pkcs11Config) -> Result<Pkcs11Backend> {
         config.check()?;
         let pin = config.user_pin.read()?;
-        let lib = context::Library::acquire(&config.module)?;
-        let found = token::find(lib.pkcs11(), &config.token)?;
-        let caps = token::capabilities(lib.pkcs11(), found.slot)?;
+        let mut backoff = retry::Backoff::new(config.token_wait);
+        loop {
+            match Self::open_once(config, &pin) {
+                Ok(backend) => return Ok(backend),
+                Err((e, retryable)) => {
+                    if !retryable || !backoff.wait() {
+                        return Err(backoff.annotate(e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`Self::open`]; the flag says whether another may
+    /// succeed.
+    fn open_once(
+        config: &Pkcs11Config,
+        pin: &SecretBytes,
+    ) -> std::result::Result<Pkcs11Backend, (Error, bool)> {
+        let transient = |e: Error| {
+            let r = retry::is_transient(&e);
+            (e, r)
+        };
+        let lib = context::Library::acquire(&config.module).map_err(|e| (e, false))?;
+        let found = token::find(&lib, &config.token).map_err(|e| {
+            let r = token::lookup_retryable(&e);
+            (e, r)
+        })?;
+        let caps = token::capabilities(lib.pkcs11(), found.slot).map_err(transient)?;
         let module = lib.module().to_path_buf();
-        let pool = Pool::open(
-            lib,
-            found.slot,
-            &found.serial,
-            &pin,
-            config.max_idle_sessions,
-        )?;
-        drop(pin);
+        // A login refused with CKR_USER_PIN_NOT_INITIALIZED can come from
+        // SoftHSM having read the token while another process rewrote it
+        // (the PIN record was missing then): worth an attempt with the
+        // library initialised afresh. CKR_PIN_INCORRECT never is (retries
+        // would use up the token's PIN attempts).
+        let pool = Pool::open(lib, &found, pin, config.max_idle_sessions).map_err(|e| {
+            let r = retry::is_transient(&e)
+                || error::mapped_from(&e, cryptoki::error::RvError::UserPinNotInitialized);
+            (e, r)
+        })?;
         Ok(Pkcs11Backend {
             pool,
             prefix: Prefix::for_namespace(&config.namespace),
@@ -253,6 +303,17 @@ impl Pkcs11Backend {
     #[doc(hidden)]
     pub fn set_protection_recheck_interval(&mut self, every: Duration) {
         self.recheck_interval = every;
+    }
+
+    /// True if any object of the key `handle` names (its key object, public
+    /// key or marker) is on the token: the per-handle re-check for deciding
+    /// that a key's material is missing. `Ok(false)` only when two searches
+    /// that succeeded, a moment apart, find no object with its `CKA_ID` (or
+    /// the handle is not one of this store's); transient token errors are
+    /// retried for up to a second and then returned as [`Error::Backend`],
+    /// never as absence.
+    pub fn contains(&self, handle: &KeyHandle) -> Result<bool> {
+        self.contains_key(handle)
     }
 
     /// The `CKA_ID` of `handle` if it is one of this store's handles (the

@@ -66,7 +66,6 @@ impl Pkcs11Backend {
     /// orphan.
     pub fn reconcile(&self, known: &[KeyHandle], remove_orphans: bool) -> Result<ReconcileReport> {
         let mut report = ReconcileReport::default();
-        let scan = self.pool.run(|s| self.scan(s))?;
         let mut known_ids = BTreeSet::new();
         for h in known {
             match self.prefix.parse(h.as_bytes()) {
@@ -76,11 +75,25 @@ impl Pkcs11Backend {
                 None => report.foreign.push(h.clone()),
             }
         }
+        // One consistent pass: a transient error anywhere (another process
+        // writing the token) starts the scan and the checks again.
+        let (scan, damaged) = crate::retry::retrying(|| {
+            let scan = self.pool.run(|s| self.scan(s))?;
+            let mut damaged = BTreeSet::new();
+            for id in &known_ids {
+                if let Some(objs) = scan.get(id) {
+                    if !self.intact(id, objs)? {
+                        damaged.insert(*id);
+                    }
+                }
+            }
+            Ok((scan, damaged))
+        })?;
         for id in &known_ids {
-            match scan.get(id) {
-                None => report.missing.push(id.handle()),
-                Some(objs) if !self.intact(id, objs)? => report.damaged.push(id.handle()),
-                Some(_) => {}
+            if !scan.contains_key(id) {
+                report.missing.push(id.handle());
+            } else if damaged.contains(id) {
+                report.damaged.push(id.handle());
             }
         }
         let orphans: Vec<KeyId> = scan

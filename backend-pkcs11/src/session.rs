@@ -14,6 +14,7 @@
 
 use crate::context::{Library, LoginTicket};
 use crate::error::ck;
+use crate::token::Found;
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use keystore_api::{Result, SecretBytes};
@@ -45,18 +46,17 @@ impl Pool {
     /// Opens the anchor session on `slot` and logs the user in.
     pub(crate) fn open(
         lib: Library,
-        slot: Slot,
-        serial: &str,
+        token: &Found,
         pin: &SecretBytes,
         max_idle: usize,
     ) -> Result<Pool> {
         let anchor = lib
             .pkcs11()
-            .open_rw_session(slot)
-            .map_err(ck(format!("open a session on token {serial}")))?;
-        let login = lib.login(&anchor, serial, pin)?;
+            .open_rw_session(token.slot)
+            .map_err(ck(format!("open a session on token {}", token.serial)))?;
+        let login = lib.login(&anchor, token, pin)?;
         Ok(Pool {
-            slot,
+            slot: token.slot,
             max_idle,
             opened: AtomicUsize::new(1),
             idle: Mutex::new(Vec::new()),

@@ -245,8 +245,12 @@ impl TestToken {
     /// none is.
     pub fn raw_session(&self) -> Result<RawSession, String> {
         let lib = Library::acquire(&self.module).map_err(|e| e.to_string())?;
-        let found = crate::token::find(lib.pkcs11(), &TokenSelector::Serial(self.serial.clone()))
-            .map_err(|e| e.to_string())?;
+        let found = crate::token::find_waiting(
+            &lib,
+            &TokenSelector::Serial(self.serial.clone()),
+            crate::config::DEFAULT_TOKEN_WAIT,
+        )
+        .map_err(|e| e.to_string())?;
         let session = lib
             .pkcs11()
             .open_rw_session(found.slot)

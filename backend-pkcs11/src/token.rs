@@ -1,11 +1,14 @@
 //! Finding a token by label or serial, and what it can do.
 
 use crate::config::TokenSelector;
+use crate::context::Library;
 use crate::error::{ck, COMPONENT};
+use crate::retry::{is_transient, Backoff};
 use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::MechanismType;
 use cryptoki::slot::Slot;
 use keystore_api::{Algorithm, Capabilities, Error, Result};
+use std::time::Duration;
 
 /// A token present in a slot.
 #[derive(Debug, Clone)]
@@ -23,10 +26,18 @@ pub(crate) struct Found {
 /// `CKR_GENERAL_ERROR` while another process rewrites that token's files)
 /// is asked again a few times, then left out and counted: a busy or broken
 /// token of another application must not make ours unreachable.
-pub(crate) fn present(pkcs11: &Pkcs11) -> Result<Present> {
+///
+/// Tokens that backends of this process are logged in to are taken from
+/// [`Library::known_tokens`] as they are, not asked again.
+pub(crate) fn present(lib: &Library) -> Result<Present> {
+    let (pkcs11, known) = (lib.pkcs11(), lib.known_tokens());
     let slots = pkcs11.get_slots_with_token().map_err(ck("C_GetSlotList"))?;
     let mut out = Present::default();
     for slot in slots {
+        if let Some(k) = known.iter().find(|k| k.slot == slot) {
+            out.tokens.push(k.clone());
+            continue;
+        }
         match token_info(pkcs11, slot) {
             Ok(info) => out.tokens.push(Found {
                 slot,
@@ -85,8 +96,9 @@ fn token_info(pkcs11: &Pkcs11, slot: Slot) -> Result<cryptoki::slot::TokenInfo> 
 /// tokens with the same label are `InvalidInput` (select by serial).
 /// Tokens that cannot be read are not candidates; when nothing matches,
 /// the error says which ones they were.
-pub(crate) fn find(pkcs11: &Pkcs11, selector: &TokenSelector) -> Result<Found> {
-    let present = present(pkcs11)?;
+/// Known tokens are taken as [`present`] says.
+pub(crate) fn find(lib: &Library, selector: &TokenSelector) -> Result<Found> {
+    let present = present(lib)?;
     let note = present.unreadable_note();
     let matching: Vec<Found> = present
         .tokens
@@ -107,6 +119,38 @@ pub(crate) fn find(pkcs11: &Pkcs11, selector: &TokenSelector) -> Result<Found> {
             "{n} tokens match the {selector}; select the token by serial"
         ))),
     }
+}
+
+/// [`find`], asked again with growing sleeps for up to `wait` while the
+/// token is not found or a call fails transiently (SoftHSM hides a token,
+/// or shows it without its label, while another process rewrites it).
+///
+/// This retries within the process only. SoftHSM builds its list of
+/// tokens at `C_Initialize` and never adds one later, so a token that was
+/// hidden then stays hidden until the library is initialised again:
+/// [`crate::Pkcs11Backend::open`] does that between its attempts when no
+/// other backend of the process uses the module.
+pub(crate) fn find_waiting(
+    lib: &Library,
+    selector: &TokenSelector,
+    wait: Duration,
+) -> Result<Found> {
+    let mut backoff = Backoff::new(wait);
+    loop {
+        match find(lib, selector) {
+            Err(e) if lookup_retryable(&e) => {
+                if !backoff.wait() {
+                    return Err(backoff.annotate(e));
+                }
+            }
+            r => return r,
+        }
+    }
+}
+
+/// True if a failed token lookup may succeed when asked again.
+pub(crate) fn lookup_retryable(e: &Error) -> bool {
+    matches!(e, Error::NotFound(_)) || is_transient(e)
 }
 
 /// The mechanisms each algorithm needs.

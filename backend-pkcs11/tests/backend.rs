@@ -45,8 +45,28 @@ fn configuration_errors_are_precise() {
         TokenSelector::Label("no-such-token".into()),
         PinSource::Value(SecretBytes::from_slice(t.user_pin.as_bytes())),
     )
-    .with_module(&t.module);
+    .with_module(&t.module)
+    .with_token_wait(Duration::from_millis(300));
+    // A token that is not there is looked for during the token wait (it
+    // could be hidden by another process's write), then NotFound.
+    let start = std::time::Instant::now();
     assert_eq!(kind(Pkcs11Backend::open(&missing_token)), "NotFound");
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+    // A wrong PIN is not retried (that would use up the token's attempts).
+    let start = std::time::Instant::now();
+    assert_eq!(
+        kind(Pkcs11Backend::open(&t.config_with_pin("111111"))),
+        "Auth"
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        start.elapsed()
+    );
     let missing_module = t.config().with_module("/nonexistent/libpkcs11.so");
     let e = Pkcs11Backend::open(&missing_module).unwrap_err();
     assert_eq!(e.kind(), "NotFound");
@@ -256,6 +276,47 @@ fn a_vanished_key_object_is_integrity_not_notfound() {
     b.destroy(&ec).expect("destroy the rest");
     assert_eq!(kind(b.destroy(&mac)), "NotFound");
     assert!(b.list().expect("list").is_empty());
+}
+
+#[test]
+fn contains_answers_per_handle_from_a_fresh_search() {
+    let Some(t) = token("contains") else { return };
+    let b = t.open().expect("open");
+    let ec = b
+        .generate(Algorithm::EcdsaP256Sha256, "ec")
+        .expect("ec")
+        .handle;
+    let mac = b
+        .generate(Algorithm::HmacSha256, "mac")
+        .expect("mac")
+        .handle;
+    assert!(b.contains(&ec).expect("contains ec"));
+    assert!(b.contains(&mac).expect("contains mac"));
+    // A key whose key object vanished is still held (using it is Integrity).
+    let s = t.raw_session().expect("raw");
+    let objs = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Id(mac.as_bytes().to_vec()),
+        ])
+        .expect("find");
+    s.destroy_object(objs[0])
+        .expect("destroy behind the backend's back");
+    drop(s);
+    assert!(b.contains(&mac).expect("contains damaged mac"));
+    b.destroy(&ec).expect("destroy ec");
+    b.destroy(&mac).expect("destroy the rest of mac");
+    assert!(!b.contains(&ec).expect("contains destroyed ec"));
+    assert!(!b.contains(&mac).expect("contains destroyed mac"));
+    // Not this store's handles: absent, not an error.
+    assert!(!b.contains(&KeyHandle::new(vec![1, 2, 3])).expect("foreign"));
+    let other = Pkcs11Backend::open(&t.config().with_namespace("other")).expect("other ns");
+    let theirs = other
+        .generate(Algorithm::HmacSha256, "theirs")
+        .expect("theirs")
+        .handle;
+    assert!(!b.contains(&theirs).expect("other namespace"));
+    assert!(other.contains(&theirs).expect("own namespace"));
 }
 
 #[test]
