@@ -176,9 +176,10 @@ impl Factory {
             stdout.contains("signed by root 'CN=Test Root CA'"),
             "{stdout}"
         );
-        for f in ["root.pem", "intermediate.pem", "crl.pem"] {
+        for f in ["root.pem", "intermediate.pem", "crl.pem", "root-crl.pem"] {
             assert!(self.store.join("pki").join(f).is_file(), "{f}");
         }
+        assert!(self.root.join("root-crl.pem").is_file());
     }
 
     /// Takes the root's store offline: it is no longer on this machine.
@@ -620,4 +621,152 @@ fn separate_device_store_and_renewal() {
         .output()
         .unwrap();
     assert_fails(&out, 2, "InvalidInput");
+}
+
+/// Item 5 of the security review (REQ-KEY-REV-03, TEST-KEY-07): the root
+/// custodian revokes the production intermediate on the offline root's store
+/// alone; `ca check` (and OpenSSL, checking every CRL on the path) then
+/// rejects devices under it.
+#[test]
+fn revoke_intermediate_rejects_every_device_under_it() {
+    let f = Factory::new();
+    f.ceremony();
+    let out = f
+        .op()
+        .args([
+            "provision",
+            "--device-id",
+            "DEV-UNDER",
+            "--operator",
+            "line-1",
+        ])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let pki = f.store.join("pki");
+    let chain = f.device_dir("DEV-UNDER").join("chain.pem");
+    let check = |extra: &[&str]| {
+        keyctl()
+            .args(["--store", s(&f.store), "ca", "check", "--chain", s(&chain)])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    assert!(assert_ok(&check(&[])).contains("OK: 'DEV-UNDER'"));
+    // The intermediate's CRL alone cannot vouch for the intermediate.
+    let err = assert_fails(&check(&["--crl", s(&pki.join("crl.pem"))]), 6, "KeyState");
+    assert!(
+        err.contains("revocation-unknown") && err.contains("'CN=Test Root CA'"),
+        "{err}"
+    );
+    let inter_pem = std::fs::read_to_string(pki.join("intermediate.pem")).unwrap();
+    let inter_der = provisioning::util::pem_decode_all(&inter_pem, "CERTIFICATE")
+        .unwrap()
+        .remove(0);
+    let inter = provisioning::CertInfo::parse(&inter_der).unwrap();
+    // Move the root's store off this machine, as between ceremonies.
+    f.take_root_offline();
+    let vault = f.path("vault");
+    let published = f.path("published-root-crl.pem");
+    let revoke = |secret: Option<&str>, serial: &str| {
+        let mut c = keyctl();
+        c.args(["ca", "revoke-intermediate", "--root-store", s(&vault)])
+            .args(["--root-key-file", s(&vault.join("root.key"))])
+            .args(["--serial", serial, "--reason", "ca-compromise: token lost"])
+            .args(["--out", s(&published)])
+            .env("KEYCTL_ACTOR", "not-the-custodian")
+            .args(["--root-actor", "custodian-1"]);
+        if let Some(secret) = secret {
+            c.env("KEYCTL_ROOT_SECRET", secret);
+        }
+        c.output().unwrap()
+    };
+    // The custodian's credential is required; a production one does not work.
+    assert_fails(&revoke(None, &inter.serial), 2, "InvalidInput");
+    assert_fails(&revoke(Some(SO_SECRET), &inter.serial), 8, "Auth");
+    assert_fails(&revoke(Some(ROOT_SECRET), "00ff"), 3, "NotFound");
+    assert_fails(&revoke(Some(ROOT_SECRET), "zz"), 2, "InvalidInput");
+    assert!(!published.exists());
+    // Production commands cannot do it: they have no root store to open.
+    let out = f
+        .so()
+        .args(["ca", "revoke", "--serial", &inter.serial, "--reason", "x"])
+        .output()
+        .unwrap();
+    assert_fails(&out, 3, "NotFound");
+    assert!(assert_ok(&check(&[])).contains("OK: 'DEV-UNDER'"));
+
+    let stdout = assert_ok(&revoke(Some(ROOT_SECRET), &inter.serial));
+    assert!(
+        stdout.contains(&format!(
+            "revoked intermediate 'CN=Test Production CA' (serial {})",
+            inter.serial
+        )),
+        "{stdout}"
+    );
+    assert!(published.is_file() && vault.join("root-crl.pem").is_file());
+    assert_eq!(
+        std::fs::read(&published).unwrap(),
+        std::fs::read(vault.join("root-crl.pem")).unwrap()
+    );
+    // Not published yet: production still has the old root CRL.
+    assert_ok(&check(&[]));
+    // Given explicitly, or published to STORE/pki/root-crl.pem: rejected, naming the intermediate.
+    for extra in [&["--root-crl", s(&published)][..], &[][..]] {
+        if extra.is_empty() {
+            std::fs::copy(&published, pki.join("root-crl.pem")).unwrap();
+        }
+        let err = assert_fails(&check(extra), 6, "KeyState");
+        assert!(err.contains("(revoked)"), "{err}");
+        assert!(
+            err.contains("intermediate CA certificate 'CN=Test Production CA'"),
+            "{err}"
+        );
+        assert!(err.contains(&inter.serial), "{err}");
+    }
+    // OpenSSL agrees when it checks every CRL on the path.
+    let out = Command::new(OPENSSL)
+        .args([
+            "verify",
+            "-crl_check_all",
+            "-CAfile",
+            s(&pki.join("root.pem")),
+        ])
+        .args(["-untrusted", s(&pki.join("intermediate.pem"))])
+        .args([
+            "-CRLfile",
+            s(&published),
+            "-CRLfile",
+            s(&pki.join("crl.pem")),
+        ])
+        .arg(f.device_dir("DEV-UNDER").join("cert.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && text(&out).contains("certificate revoked"),
+        "{}",
+        text(&out)
+    );
+    // Revoking twice is a state error; a refreshed root CRL still lists it.
+    assert_fails(&revoke(Some(ROOT_SECRET), &inter.serial), 6, "KeyState");
+    let refreshed = f.path("refreshed-root-crl.pem");
+    let out = keyctl()
+        .args(["ca", "root-crl", "--root-store", s(&vault)])
+        .args(["--root-key-file", s(&vault.join("root.key"))])
+        .args(["--next-update", "30d", "--out", s(&refreshed)])
+        .env("KEYCTL_ROOT_SECRET", ROOT_SECRET)
+        .output()
+        .unwrap();
+    assert!(assert_ok(&out).contains("root CRL issued"));
+    let err = assert_fails(
+        &check(&[
+            "--crl",
+            s(&pki.join("crl.pem")),
+            "--root-crl",
+            s(&refreshed),
+        ]),
+        6,
+        "KeyState",
+    );
+    assert!(err.contains("(revoked)"), "{err}");
 }

@@ -36,6 +36,11 @@ pub const DEFAULT_INTERMEDIATE_VALIDITY: Duration = Duration::days(1095);
 pub const DEFAULT_DEVICE_VALIDITY: Duration = Duration::days(30);
 /// Default time from a CRL's thisUpdate to its nextUpdate.
 pub const DEFAULT_CRL_VALIDITY: Duration = Duration::days(7);
+/// Default time from the offline root's CRL's thisUpdate to its nextUpdate:
+/// the custodian reissues it at a ceremony before then.
+pub const DEFAULT_ROOT_CRL_VALIDITY: Duration = Duration::days(180);
+/// Longest time from a CRL's thisUpdate to its nextUpdate.
+pub const MAX_CRL_VALIDITY: Duration = Duration::days(366);
 /// Longest validity accepted for any certificate.
 pub const MAX_VALIDITY: Duration = Duration::days(7305);
 
@@ -171,6 +176,21 @@ fn issuer_for<'s, 'k, B: Backend>(
     }
     rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(ca.der.as_slice()), signer)
         .map_err(|e| Error::Integrity(format!("cannot read the CA certificate: {e}")))
+}
+
+/// An intermediate the root signed, as its registry holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIntermediate {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// Subject, as text.
+    pub subject: String,
+    /// When signed (RFC 3339).
+    pub signed_at: String,
+    /// When revoked (RFC 3339), if it was.
+    pub revoked_at: Option<String>,
+    /// Why, if revoked.
+    pub reason: Option<String>,
 }
 
 /// The offline root CA: a key in its own keystore and its self-signed
@@ -310,50 +330,80 @@ impl<'a, B: Backend> RootCa<'a, B> {
         Ok(info)
     }
 
-    /// Revokes an intermediate the root signed (listed in the root's next CRL).
+    /// Revokes an intermediate this root signed and issues the root's new
+    /// CRL (returned, DER), valid until `now + next_update_in`: relying
+    /// parties that check the whole path then reject every certificate under
+    /// that intermediate. The revocation and both events (`revoke-intermediate`,
+    /// `crl`) go to the root's event log. Needs the security-officer role of
+    /// the root's store (the custodian); it runs offline, on the root's store
+    /// alone.
     pub fn revoke_intermediate(
         &self,
         actor: &Actor,
         serial: &str,
         reason: &str,
         now: OffsetDateTime,
-    ) -> Result<()> {
+        next_update_in: Duration,
+    ) -> Result<Vec<u8>> {
         require(
             actor,
             &[Role::SecurityOfficer],
             "revoking an intermediate CA",
         )?;
         check_reason(reason)?;
+        check_crl_validity(next_update_in)?;
         let serial = normalise_serial(serial)?;
-        let mut conn = self.db.lock();
-        let tx = db::tx(&mut conn)?;
-        let n = q(tx.execute(
-            "UPDATE signed_intermediates SET revoked_at = ?2, reason = ?3
-             WHERE serial = ?1 AND revoked_at IS NULL",
-            params![serial, rfc3339(now), reason],
-        ))?;
-        if n == 0 {
-            return Err(Error::NotFound(format!(
-                "no unrevoked intermediate with serial {serial} was signed by this root"
-            )));
+        // Everything the CRL needs is checked before anything is recorded.
+        let root = self.certificate()?;
+        let signer = KeystoreSigner::new(self.ks, ROOT_KEY)?;
+        issuer_for(&signer, &root)?;
+        ensure_event_key(self.ks, actor)?;
+        {
+            let mut conn = self.db.lock();
+            let tx = db::tx(&mut conn)?;
+            let row: Option<(String, Option<String>)> = opt(tx.query_row(
+                "SELECT subject, revoked_at FROM signed_intermediates WHERE serial = ?1",
+                params![serial],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            ))?;
+            let subject = match row {
+                None => {
+                    return Err(Error::NotFound(format!(
+                        "no intermediate with serial {serial} was signed by this root"
+                    )))
+                }
+                Some((_, Some(at))) => {
+                    return Err(Error::KeyState(format!(
+                        "intermediate {serial} was already revoked at {at}"
+                    )))
+                }
+                Some((subject, None)) => subject,
+            };
+            q(tx.execute(
+                "UPDATE signed_intermediates SET revoked_at = ?2, reason = ?3 WHERE serial = ?1",
+                params![serial, rfc3339(now), reason],
+            ))?;
+            append_event(
+                &tx,
+                self.ks,
+                actor,
+                now,
+                EventFields {
+                    event: "revoke-intermediate",
+                    serial: Some(&serial),
+                    detail: format!("intermediate '{subject}' revoked: {reason}"),
+                    ..EventFields::default()
+                },
+            )?;
+            commit(tx)?;
         }
-        append_event(
-            &tx,
-            self.ks,
-            actor,
-            now,
-            EventFields {
-                event: "revoke",
-                serial: Some(&serial),
-                detail: format!("intermediate revoked: {reason}"),
-                ..EventFields::default()
-            },
-        )?;
-        commit(tx)
+        self.issue_crl(actor, now, next_update_in)
     }
 
     /// Issues the root's CRL (revoked intermediates), valid until
-    /// `now + next_update_in`. Needs the security-officer role.
+    /// `now + next_update_in`. Needs the security-officer role. Relying
+    /// parties need it to check a device's intermediate, so the custodian
+    /// reissues it at a ceremony before its nextUpdate.
     pub fn issue_crl(
         &self,
         actor: &Actor,
@@ -361,12 +411,15 @@ impl<'a, B: Backend> RootCa<'a, B> {
         next_update_in: Duration,
     ) -> Result<Vec<u8>> {
         require(actor, &[Role::SecurityOfficer], "issuing the root CRL")?;
+        check_crl_validity(next_update_in)?;
         let root = self.certificate()?;
         let signer = KeystoreSigner::new(self.ks, ROOT_KEY)?;
+        ensure_event_key(self.ks, actor)?;
         let revoked = {
             let conn = self.db.lock();
             let mut stmt = q(conn.prepare(
-                "SELECT serial, revoked_at, reason FROM signed_intermediates WHERE revoked_at IS NOT NULL",
+                "SELECT serial, revoked_at, reason FROM signed_intermediates
+                 WHERE revoked_at IS NOT NULL ORDER BY revoked_at, serial",
             ))?;
             let rows = q(stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))?;
             rows.collect::<rusqlite::Result<Vec<(String, String, Option<String>)>>>()
@@ -382,6 +435,37 @@ impl<'a, B: Backend> RootCa<'a, B> {
             now,
             next_update_in,
         )
+    }
+
+    /// The last CRL this root issued, if any.
+    pub fn current_crl(&self) -> Result<Option<Vec<u8>>> {
+        let root = self.certificate()?;
+        Ok(opt(self.db.lock().query_row(
+            "SELECT der FROM crl_state WHERE issuer_serial = ?1",
+            params![root.serial],
+            |r| r.get::<_, Option<Vec<u8>>>(0),
+        ))?
+        .flatten())
+    }
+
+    /// The intermediates this root signed, oldest first.
+    pub fn signed_intermediates(&self) -> Result<Vec<SignedIntermediate>> {
+        let conn = self.db.lock();
+        let mut stmt = q(conn.prepare(
+            "SELECT serial, subject, signed_at, revoked_at, reason FROM signed_intermediates
+             ORDER BY signed_at, rowid",
+        ))?;
+        let rows = q(stmt.query_map([], |r| {
+            Ok(SignedIntermediate {
+                serial: r.get(0)?,
+                subject: r.get(1)?,
+                signed_at: r.get(2)?,
+                revoked_at: r.get(3)?,
+                reason: r.get(4)?,
+            })
+        }))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| Error::backend("pki-db", "PKI database query failed", e))
     }
 
     /// Every event of the root's log, after verifying its chain and MACs.
@@ -416,6 +500,16 @@ fn insert_ca(
             format!("CA certificate {} is already installed", info.serial)
         })
     })?;
+    Ok(())
+}
+
+fn check_crl_validity(next_update_in: Duration) -> Result<()> {
+    if next_update_in <= Duration::ZERO || next_update_in > MAX_CRL_VALIDITY {
+        return Err(Error::InvalidInput(format!(
+            "a CRL's next update is more than 0 and at most {} days away",
+            MAX_CRL_VALIDITY.whole_days()
+        )));
+    }
     Ok(())
 }
 
@@ -481,11 +575,7 @@ fn issue_crl_with<B: Backend>(
     now: OffsetDateTime,
     next_update_in: Duration,
 ) -> Result<Vec<u8>> {
-    if next_update_in <= Duration::ZERO || next_update_in > Duration::days(366) {
-        return Err(Error::InvalidInput(
-            "a CRL's next update is more than 0 and at most 366 days away".into(),
-        ));
-    }
+    check_crl_validity(next_update_in)?;
     let issuer = issuer_for(signer, ca)?;
     let mut entries = Vec::with_capacity(revoked.len());
     for (serial, at, reason) in &revoked {

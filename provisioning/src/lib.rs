@@ -4,7 +4,9 @@
 //! (REQ-KEY-PROV-02, REQ-KEY-SOD-01, REQ-KEY-CERT-01, REQ-KEY-REV-03,
 //! REQ-KEY-PIN-01):
 //!
-//! - [`RootCa`]: the offline root, whose key lives in its own keystore.
+//! - [`RootCa`]: the offline root, whose key lives in its own keystore; it
+//!   signs intermediates, revokes them ([`RootCa::revoke_intermediate`]) and
+//!   issues the root's CRL.
 //! - [`ceremony`]: the production keystore generates the intermediate key and
 //!   CSR, the root signs it, the production side installs it.
 //! - [`Factory`]: the production intermediate, the provisioning registry
@@ -13,8 +15,9 @@
 //! - [`Device`]: the identity key inside the device's backend, its CSR, the
 //!   certificates installed per key version.
 //! - [`Provisioner`]: provisioning and [`Provisioner::renew_if_due`].
-//! - [`PeerVerifier::check_peer`]: path, CRL (nextUpdate enforced), expiry
-//!   and pin checks with rustls-webpki (TEST-KEY-07).
+//! - [`PeerVerifier::check_peer`]: path, CRL (nextUpdate enforced) for every
+//!   certificate on the path, expiry and pin checks with rustls-webpki
+//!   (TEST-KEY-07).
 //! - [`ProvisioningRecord`]: the YAML record.
 //!
 //! Every certificate, CSR and CRL is built by rcgen and signed through
@@ -37,7 +40,8 @@ pub mod verify;
 pub mod x509;
 
 pub use ca::{
-    ceremony, DeviceRequest, Factory, Issued, IssuedCert, RootCa, INTERMEDIATE_KEY, ROOT_KEY,
+    ceremony, DeviceRequest, Factory, Issued, IssuedCert, RootCa, SignedIntermediate,
+    INTERMEDIATE_KEY, ROOT_KEY,
 };
 pub use db::{Event, PkiDb};
 pub use device::{shared_key_name, Device, InstalledCert, DEVICE_KEY};

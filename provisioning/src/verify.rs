@@ -2,6 +2,11 @@
 //! validation and CRL checks with rustls-webpki, CRL expiry (nextUpdate)
 //! enforced, then SPKI pins.
 //!
+//! Revocation covers the whole path: the end entity against its issuer's
+//! CRL, and every intermediate against the CRL of the CA above it (the
+//! offline root's CRL for the production intermediate). A CA on the path
+//! without a CRL from its issuer leaves the status unknown, which rejects.
+//!
 //! ```text
 //! // REQ-KEY-REV-03; TEST-KEY-07
 //! if (cert_is_revoked(peer_cert) || expired(peer_cert)) reject_connection();
@@ -30,7 +35,8 @@ pub(crate) static ALGS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RejectReason {
-    /// A CRL lists the certificate (or, with whole-chain checks, a CA on its path).
+    /// A CRL lists the certificate or a CA on its path (the detail and
+    /// [`Rejection::subject`] name which).
     Revoked,
     /// The certificate's notAfter has passed.
     Expired,
@@ -40,7 +46,8 @@ pub enum RejectReason {
     UnknownIssuer,
     /// The authoritative CRL is past its nextUpdate: revocation status is stale.
     CrlExpired,
-    /// No authoritative CRL was available for a certificate that needs one.
+    /// No authoritative CRL was available for a certificate on the path (the
+    /// end entity or an intermediate).
     RevocationUnknown,
     /// The path validated but no certificate on it carries a pinned key.
     PinMismatch,
@@ -77,6 +84,11 @@ pub struct Rejection {
     pub reason: RejectReason,
     /// What exactly.
     pub detail: String,
+    /// For revocation rejections (revoked, unknown status, stale CRL): the
+    /// subject of the certificate on the path that caused it, when known.
+    pub subject: Option<String>,
+    /// Its serial (lowercase hex), when known.
+    pub serial: Option<String>,
 }
 
 impl fmt::Display for Rejection {
@@ -112,6 +124,8 @@ fn reject(reason: RejectReason, detail: impl Into<String>) -> Rejection {
     Rejection {
         reason,
         detail: detail.into(),
+        subject: None,
+        serial: None,
     }
 }
 
@@ -201,13 +215,32 @@ pub enum PeerRole {
     Server,
 }
 
+/// A CRL given to the verifier, with what is needed to order and name it.
+#[derive(Debug, Clone)]
+struct Crl {
+    der: Vec<u8>,
+    /// thisUpdate (Unix seconds), if x509-parser reads it.
+    this_update: Option<i64>,
+    /// nextUpdate (Unix seconds), if present and read.
+    next_update: Option<i64>,
+    /// The CRL number, big-endian without leading zeros, if present.
+    number: Option<Vec<u8>>,
+    /// The issuer, as text (for messages).
+    issuer: Option<String>,
+}
+
 /// Checks peer certificate chains against trust anchors, CRLs and pins.
+///
+/// Revocation is checked for every certificate on the path
+/// ([`RevocationCheckDepth::Chain`]): a device certificate against the
+/// intermediate's CRL and the intermediate against the root's CRL, so both
+/// CRLs are needed. A missing CRL for any certificate on the path rejects
+/// ([`RejectReason::RevocationUnknown`]).
 #[derive(Debug, Clone)]
 pub struct PeerVerifier {
     anchors: Vec<Vec<u8>>,
-    crls: Vec<Vec<u8>>,
+    crls: Vec<Crl>,
     pins: Option<PinSet>,
-    depth: RevocationCheckDepth,
     role: PeerRole,
 }
 
@@ -218,7 +251,6 @@ impl PeerVerifier {
             anchors: Vec::new(),
             crls: Vec::new(),
             pins: None,
-            depth: RevocationCheckDepth::EndEntity,
             role: PeerRole::Client,
         };
         v.with_anchor(root_der)
@@ -234,27 +266,45 @@ impl PeerVerifier {
         Ok(self)
     }
 
-    /// Adds a CRL (DER). Each certificate that is checked needs an
-    /// authoritative CRL from its issuer; a missing one rejects the peer
-    /// (`RevocationUnknown`), a stale one too (`CrlExpired`).
+    /// Adds a CRL (DER). Every certificate on the path needs an
+    /// authoritative CRL from its issuer (the intermediate's for a device,
+    /// the root's for the intermediate); a missing one rejects the peer
+    /// (`RevocationUnknown`), a stale one too (`CrlExpired`). Of several
+    /// CRLs from one issuer the newest (latest thisUpdate) is the one used,
+    /// whatever the order they were added in.
     pub fn with_crl(mut self, crl_der: &[u8]) -> keystore_api::Result<Self> {
+        if crl_der.len() > crate::x509::MAX_DER_LEN {
+            return Err(keystore_api::Error::InvalidInput(format!(
+                "a CRL is at most {} bytes",
+                crate::x509::MAX_DER_LEN
+            )));
+        }
         BorrowedCertRevocationList::from_der(crl_der)
             .map_err(|e| keystore_api::Error::InvalidInput(format!("not a usable CRL: {e}")))?;
-        self.crls.push(crl_der.to_vec());
+        use x509_parser::prelude::FromDer;
+        let parsed = x509_parser::revocation_list::CertificateRevocationList::from_der(crl_der)
+            .ok()
+            .map(|(_, c)| {
+                (
+                    c.last_update().timestamp(),
+                    c.next_update().map(|t| t.timestamp()),
+                    c.issuer().to_string(),
+                    c.crl_number().map(|n| n.to_bytes_be()),
+                )
+            });
+        self.crls.push(Crl {
+            der: crl_der.to_vec(),
+            this_update: parsed.as_ref().map(|p| p.0),
+            next_update: parsed.as_ref().and_then(|p| p.1),
+            issuer: parsed.as_ref().map(|p| p.2.clone()),
+            number: parsed.and_then(|p| p.3),
+        });
         Ok(self)
     }
 
     /// Requires a pinned key on the path.
     pub fn with_pins(mut self, pins: PinSet) -> Self {
         self.pins = Some(pins);
-        self
-    }
-
-    /// Checks revocation of every CA on the path too (needs a CRL from the
-    /// root, which the offline root issues at its ceremonies), not only of
-    /// the end entity.
-    pub fn check_whole_chain(mut self) -> Self {
-        self.depth = RevocationCheckDepth::Chain;
         self
     }
 
@@ -265,8 +315,9 @@ impl PeerVerifier {
     }
 
     /// Checks `chain` (end entity first, then intermediates, DER) at `now`.
-    /// Rejects revoked certificates, expired or not-yet-valid ones, an
-    /// unknown issuer, a CRL past its nextUpdate, a missing CRL, and a pin
+    /// Rejects revoked certificates (the end entity or any CA on its path),
+    /// expired or not-yet-valid ones, an unknown issuer, a CRL past its
+    /// nextUpdate, a missing CRL for any certificate on the path, and a pin
     /// mismatch. TEST-KEY-07.
     pub fn check_peer(
         &self,
@@ -303,10 +354,20 @@ impl PeerVerifier {
             .iter()
             .map(|d| CertificateDer::from(d.as_slice()))
             .collect();
-        let crls = self
-            .crls
+        // webpki uses the first CRL whose issuer matches: newest first (latest
+        // thisUpdate, then highest CRL number), so an older CRL can never
+        // mask a later revocation.
+        let mut ordered: Vec<&Crl> = self.crls.iter().collect();
+        ordered.sort_by(|a, b| {
+            let key = |c: &Crl| {
+                let n = c.number.as_deref().unwrap_or_default();
+                (c.this_update.unwrap_or(i64::MIN), n.len(), n.to_vec())
+            };
+            key(b).cmp(&key(a))
+        });
+        let crls = ordered
             .iter()
-            .map(|d| BorrowedCertRevocationList::from_der(d).map(CertRevocationList::from))
+            .map(|c| BorrowedCertRevocationList::from_der(&c.der).map(CertRevocationList::from))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| reject(RejectReason::Malformed, format!("CRL: {e}")))?;
         let crl_refs: Vec<&CertRevocationList<'_>> = crls.iter().collect();
@@ -317,7 +378,7 @@ impl PeerVerifier {
                     "no CRL was supplied: revocation status cannot be checked",
                 )
             })?
-            .with_depth(self.depth)
+            .with_depth(RevocationCheckDepth::Chain)
             .with_status_policy(UnknownStatusPolicy::Deny)
             .with_expiration_policy(ExpirationPolicy::Enforce)
             .build();
@@ -330,7 +391,26 @@ impl PeerVerifier {
         };
         let path = ee
             .verify_for_usage(ALGS, &anchors, &inter, time, usage, Some(revocation), None)
-            .map_err(map_webpki)?;
+            .map_err(|e| {
+                let mut r = map_webpki(&e);
+                if matches!(
+                    r.reason,
+                    RejectReason::Revoked
+                        | RejectReason::RevocationUnknown
+                        | RejectReason::CrlExpired
+                ) {
+                    // Name the certificate: the path without revocation checks,
+                    // then the same CRL lookup webpki made, top down.
+                    if let Ok(path) =
+                        ee.verify_for_usage(ALGS, &anchors, &inter, time, usage, None, None)
+                    {
+                        if let Some(found) = locate(&path, &crl_refs, &ordered, r.reason, now) {
+                            r = found;
+                        }
+                    }
+                }
+                r
+            })?;
 
         let info = crate::x509::CertInfo::parse(&ee_der)
             .map_err(|e| reject(RejectReason::Malformed, e.message()))?;
@@ -367,9 +447,77 @@ impl PeerVerifier {
     }
 }
 
-fn map_webpki(e: webpki::Error) -> Rejection {
+/// Finds the certificate on `path` behind a revocation rejection, checking
+/// top down (the CA under the anchor first, the end entity last) as webpki
+/// does, with the first CRL whose issuer matches (as webpki picks it).
+fn locate(
+    path: &webpki::VerifiedPath<'_>,
+    crls: &[&CertRevocationList<'_>],
+    meta: &[&Crl],
+    reason: RejectReason,
+    now: OffsetDateTime,
+) -> Option<Rejection> {
+    let now = now.unix_timestamp();
+    let ee: &webpki::Cert<'_> = path.end_entity();
+    let mut top_down: Vec<(&webpki::Cert<'_>, &str)> = path
+        .intermediate_certificates()
+        .rev()
+        .map(|c| (c, "intermediate CA certificate"))
+        .collect();
+    top_down.push((ee, "end-entity certificate"));
+    for (cert, role) in top_down {
+        let info = crate::x509::CertInfo::parse(cert.der().as_ref()).ok();
+        let subject = info.as_ref().map(|i| i.subject.clone());
+        let issuer = info.as_ref().map(|i| i.issuer.clone());
+        let serial = hex::encode(cert.serial());
+        let name = format!(
+            "{role} '{}' (serial {serial})",
+            subject.as_deref().unwrap_or("?")
+        );
+        let issuer_name = issuer.as_deref().unwrap_or("?");
+        let found = crls
+            .iter()
+            .position(|c| c.issuer() == cert.issuer())
+            .map(|i| (crls[i], meta.get(i).copied()));
+        let detail = match (reason, found) {
+            (RejectReason::RevocationUnknown, None) => format!(
+                "no CRL from its issuer '{issuer_name}' was supplied for the {name}: \
+                 its revocation status is unknown"
+            ),
+            (RejectReason::Revoked, Some((crl, _))) => match crl.find_serial(cert.serial()) {
+                Ok(Some(entry)) => format!(
+                    "the {name} is revoked by its issuer '{issuer_name}'{}",
+                    entry
+                        .reason_code
+                        .map(|r| format!(" (reason {r:?})"))
+                        .unwrap_or_default()
+                ),
+                _ => continue,
+            },
+            (RejectReason::CrlExpired, Some((_, Some(m))))
+                if m.next_update.is_some_and(|n| now >= n) =>
+            {
+                format!(
+                    "the CRL of '{}' that covers the {name} is past its nextUpdate: \
+                     revocation status is stale",
+                    m.issuer.as_deref().unwrap_or(issuer_name)
+                )
+            }
+            _ => continue,
+        };
+        return Some(Rejection {
+            reason,
+            detail,
+            subject,
+            serial: Some(serial),
+        });
+    }
+    None
+}
+
+fn map_webpki(e: &webpki::Error) -> Rejection {
     use webpki::Error as W;
-    let reason = match &e {
+    let reason = match e {
         W::CertRevoked => RejectReason::Revoked,
         W::CertExpired { .. } => RejectReason::Expired,
         W::CertNotValidYet { .. } => RejectReason::NotYetValid,

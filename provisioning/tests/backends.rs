@@ -9,7 +9,7 @@ use backend_pkcs11::testing::softhsm_or_skip;
 use backend_tpm::swtpm::Swtpm;
 use backend_tpm::{TpmBackend, TpmConfig};
 use common::{custodian, officer, operator, Store};
-use keystore_api::{Backend, Keystore, ManualClock, Origin};
+use keystore_api::{Keystore, ManualClock, Origin};
 use provisioning::{
     ceremony, Device, Factory, PeerVerifier, PkiDb, Provisioner, RejectReason, RootCa, DEVICE_KEY,
     INTERMEDIATE_KEY,
@@ -45,7 +45,7 @@ fn provisioning_with_the_intermediate_on_pkcs11_and_the_device_key_in_a_tpm() {
     .unwrap();
     let fdb = PkiDb::open(&tmp.path().join("factory-pki.sqlite")).unwrap();
     let factory = Factory::new(&fks, &fdb);
-    {
+    let root_crl = {
         // The offline root: soft, its own directory, open for the ceremony only.
         let root = Store::open(&tmp.path().join("root"), clock.clone());
         let rca = RootCa::new(&root.ks, &root.db);
@@ -61,8 +61,10 @@ fn provisioning_with_the_intermediate_on_pkcs11_and_the_device_key_in_a_tpm() {
             start,
         )
         .unwrap();
-    }
-    assert_eq!(fks.backend().name(), "pkcs11");
+        rca.issue_crl(&custodian(), start, Duration::days(90))
+            .unwrap()
+    };
+    assert_eq!(fks.backend_name(), "pkcs11");
     let ikey = fks.info(INTERMEDIATE_KEY).unwrap();
     assert_eq!(ikey.active().unwrap().origin, Origin::Generated);
     std::fs::remove_dir_all(tmp.path().join("root")).unwrap();
@@ -94,7 +96,14 @@ fn provisioning_with_the_intermediate_on_pkcs11_and_the_device_key_in_a_tpm() {
         p.issued.intermediate.der.clone(),
     ];
     let root_der = factory.root().unwrap().der;
-    let v = |crl: &[u8]| PeerVerifier::new(&root_der).unwrap().with_crl(crl).unwrap();
+    let v = |crl: &[u8]| {
+        PeerVerifier::new(&root_der)
+            .unwrap()
+            .with_crl(crl)
+            .unwrap()
+            .with_crl(&root_crl)
+            .unwrap()
+    };
     v(&crl).check_peer(&chain, start).unwrap();
     let dir = tmp.path();
     std::fs::write(dir.join("root.pem"), p.issued.root.pem()).unwrap();

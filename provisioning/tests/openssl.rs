@@ -310,10 +310,15 @@ fn openssl_ca_gencrl_is_honoured_by_check_peer() {
         .unwrap()
         .remove(0)
     };
+    let root_crl = root
+        .issue_crl(&custodian(), now(), Duration::days(30))
+        .unwrap();
     let verifier = |crl: &[u8]| {
         PeerVerifier::new(&root.certificate().unwrap().der)
             .unwrap()
             .with_crl(crl)
+            .unwrap()
+            .with_crl(&root_crl)
             .unwrap()
     };
     let t = now() + Duration::seconds(2);
@@ -347,4 +352,142 @@ fn openssl_ca_gencrl_is_honoured_by_check_peer() {
     let crl = gencrl(&[]);
     let err = verifier(&crl).check_peer(&chain, t).unwrap_err();
     assert_eq!(err.reason, RejectReason::Revoked, "{err}");
+}
+
+/// Item 5 of the security review (REQ-KEY-REV-03, TEST-KEY-07): OpenSSL,
+/// checking the CRL of every certificate on the path, agrees with
+/// `check_peer` that a device under an intermediate the root revoked is
+/// revoked, and accepts it before the revocation.
+#[test]
+fn openssl_crl_check_all_rejects_a_device_under_a_revoked_intermediate() {
+    let pki = Pki::at(now());
+    let f = pki.factory();
+    let dir = pki.tmp.path();
+    let key = shared_key_name("DEV-CHAIN").unwrap();
+    let dev = Device::new(&pki.prod.ks, &pki.prod.db, &key).unwrap();
+    let p = Provisioner::new(&f, operator())
+        .provision(&dev, &operator(), "DEV-CHAIN", "line-3", now())
+        .unwrap();
+    let inter = p.issued.intermediate.clone();
+    std::fs::write(dir.join("root.pem"), p.issued.root.pem()).unwrap();
+    std::fs::write(dir.join("intermediate.pem"), inter.pem()).unwrap();
+    std::fs::write(dir.join("device.pem"), p.issued.certificate.pem()).unwrap();
+    let inter_crl = f.issue_crl(&operator(), now(), Duration::days(7)).unwrap();
+    std::fs::write(
+        dir.join("intermediate.crl"),
+        pem_encode("X509 CRL", &inter_crl),
+    )
+    .unwrap();
+    std::fs::write(dir.join("root.crl"), pem_encode("X509 CRL", &pki.root_crl)).unwrap();
+    let check_all = [
+        "verify",
+        "-crl_check_all",
+        "-CAfile",
+        "root.pem",
+        "-untrusted",
+        "intermediate.pem",
+        "-CRLfile",
+        "root.crl",
+        "-CRLfile",
+        "intermediate.crl",
+        "device.pem",
+    ];
+    let output = |out: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let chain = vec![p.issued.certificate.der.clone(), inter.der.clone()];
+    let ours = |root_crl: &[u8]| {
+        PeerVerifier::new(&p.issued.root.der)
+            .unwrap()
+            .with_crl(root_crl)
+            .unwrap()
+            .with_crl(&inter_crl)
+            .unwrap()
+            .check_peer(&chain, now())
+    };
+
+    // Before the revocation both accept the device.
+    let text = ok(&openssl(&check_all, dir));
+    assert!(text.contains("device.pem: OK"), "{text}");
+    ours(&pki.root_crl).expect("accepted before the revocation");
+    // The whole-path check needs the root's CRL: without it OpenSSL fails too.
+    let out = openssl(
+        &[
+            "verify",
+            "-crl_check_all",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "intermediate.pem",
+            "-CRLfile",
+            "intermediate.crl",
+            "device.pem",
+        ],
+        dir,
+    );
+    assert!(!out.status.success(), "{}", output(&out));
+    assert!(
+        output(&out).contains("unable to get certificate CRL"),
+        "{}",
+        output(&out)
+    );
+
+    // The custodian revokes the intermediate at a ceremony (the root's store,
+    // reopened) and publishes the root's new CRL.
+    let root_crl = {
+        let root = pki.root_store();
+        RootCa::new(&root.ks, &root.db)
+            .revoke_intermediate(
+                &custodian(),
+                &inter.serial,
+                "ca-compromise",
+                now(),
+                Duration::days(30),
+            )
+            .unwrap()
+    };
+    std::fs::write(dir.join("root.crl"), pem_encode("X509 CRL", &root_crl)).unwrap();
+    let text = ok(&openssl(
+        &["crl", "-in", "root.crl", "-noout", "-text"],
+        dir,
+    ));
+    assert!(
+        text.to_uppercase().contains(&inter.serial.to_uppercase()),
+        "{text}"
+    );
+    assert!(text.contains("CA Compromise"), "{text}");
+
+    // OpenSSL: the intermediate (depth 1) is revoked, so the device fails.
+    let out = openssl(&check_all, dir);
+    let text = output(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("error 23 at 1 depth lookup: certificate revoked"),
+        "{text}"
+    );
+    // The device's own certificate is not on any CRL: the leaf-only check
+    // (what `check_peer` used to do) would have accepted it.
+    let text = ok(&openssl(
+        &[
+            "verify",
+            "-crl_check",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "intermediate.pem",
+            "-CRLfile",
+            "intermediate.crl",
+            "device.pem",
+        ],
+        dir,
+    ));
+    assert!(text.contains("device.pem: OK"), "{text}");
+    // And our checker agrees with OpenSSL, naming the intermediate.
+    let err = ours(&root_crl).unwrap_err();
+    assert_eq!(err.reason, RejectReason::Revoked, "{err}");
+    assert_eq!(err.serial.as_deref(), Some(inter.serial.as_str()));
 }

@@ -35,6 +35,18 @@ fn verifier(pki: &Pki) -> PeerVerifier {
         .expect("anchor")
         .with_crl(&crl)
         .expect("crl")
+        .with_crl(&pki.root_crl)
+        .expect("root crl")
+}
+
+/// A verifier trusting `pki`'s root with the root's CRL and `crl`.
+fn verifier_with(pki: &Pki, crl: &[u8]) -> PeerVerifier {
+    PeerVerifier::new(&pki.factory().root().expect("root").der)
+        .expect("anchor")
+        .with_crl(&pki.root_crl)
+        .expect("root crl")
+        .with_crl(crl)
+        .expect("crl")
 }
 
 /// Provisions `id` with its identity key in the production store (shared mode).
@@ -514,6 +526,7 @@ fn test_key_07_revoked_certificate_is_rejected() {
     let b = provision(&pki, "DEV-B");
     let v = verifier(&pki);
     v.check_peer(&chain(&a), pki.now()).unwrap();
+    let before = f.current_crl().unwrap().expect("a CRL was issued");
 
     // Only the security officer revokes.
     let err = f
@@ -528,15 +541,31 @@ fn test_key_07_revoked_certificate_is_rejected() {
             pki.now(),
         )
         .unwrap();
-    let v = PeerVerifier::new(&f.root().unwrap().der)
-        .unwrap()
-        .with_crl(&crl)
-        .unwrap();
+    let v = verifier_with(&pki, &crl);
     let err = v.check_peer(&chain(&a), pki.now()).unwrap_err();
     assert_eq!(err.reason, RejectReason::Revoked, "{err}");
+    // The rejection names the device's certificate, not its CA.
+    assert_eq!(
+        err.serial.as_deref(),
+        Some(a.issued.certificate.serial.as_str())
+    );
+    assert!(
+        err.detail.contains("end-entity certificate 'CN=DEV-A"),
+        "{err}"
+    );
     assert!(matches!(Error::from(err), Error::KeyState(_)));
     // Other units are unaffected.
     v.check_peer(&chain(&b), pki.now()).unwrap();
+    // The CRL from before, issued in the same second, cannot mask the
+    // revocation in either order: the higher CRL number counts.
+    for (one, two) in [(&before, &crl), (&crl, &before)] {
+        let err = verifier_with(&pki, one)
+            .with_crl(two)
+            .unwrap()
+            .check_peer(&chain(&a), pki.now())
+            .unwrap_err();
+        assert_eq!(err.reason, RejectReason::Revoked, "{err}");
+    }
     // The CRL lists the serial with its reason, and its number grows.
     let (_, parsed) =
         x509_parser::revocation_list::CertificateRevocationList::from_der(&crl).unwrap();
@@ -564,10 +593,7 @@ fn test_key_07_revoked_certificate_is_rejected() {
         .revoke_device(&officer(), "DEV-B", "decommissioned", pki.now())
         .unwrap();
     assert_eq!(serials, vec![b.issued.certificate.serial.clone()]);
-    let v = PeerVerifier::new(&f.root().unwrap().der)
-        .unwrap()
-        .with_crl(&crl)
-        .unwrap();
+    let v = verifier_with(&pki, &crl);
     assert_eq!(
         v.check_peer(&chain(&b), pki.now()).unwrap_err().reason,
         RejectReason::Revoked
@@ -587,10 +613,7 @@ fn test_key_07_expired_and_not_yet_valid_certificates_are_rejected() {
     let later = cert.not_after + Duration::days(1);
     let f = pki.factory();
     let crl = f.issue_crl(&operator(), later, Duration::days(7)).unwrap();
-    let v_later = PeerVerifier::new(&f.root().unwrap().der)
-        .unwrap()
-        .with_crl(&crl)
-        .unwrap();
+    let v_later = verifier_with(&pki, &crl);
     let err = v_later.check_peer(&chain(&a), later).unwrap_err();
     assert_eq!(err.reason, RejectReason::Expired, "{err}");
     // Not yet valid: before notBefore.
@@ -631,21 +654,56 @@ fn unknown_issuer_stale_or_missing_crl_and_pin_mismatch_are_rejected() {
     let crl = f
         .issue_crl(&operator(), pki.now(), Duration::days(1))
         .unwrap();
-    let v = PeerVerifier::new(&f.root().unwrap().der)
-        .unwrap()
-        .with_crl(&crl)
-        .unwrap();
+    let v = verifier_with(&pki, &crl);
     v.check_peer(&chain(&a), pki.now() + Duration::hours(23))
         .unwrap();
     let err = v
         .check_peer(&chain(&a), pki.now() + Duration::hours(25))
         .unwrap_err();
     assert_eq!(err.reason, RejectReason::CrlExpired, "{err}");
+    assert!(
+        err.detail.contains("'CN=Keystore Test Production CA'"),
+        "{err}"
+    );
+    assert_eq!(
+        err.serial.as_deref(),
+        Some(a.issued.certificate.serial.as_str())
+    );
 
     // No CRL at all, or only another issuer's CRL: status unknown, rejected.
     let v = PeerVerifier::new(&f.root().unwrap().der).unwrap();
     let err = v.check_peer(&chain(&a), pki.now()).unwrap_err();
     assert_eq!(err.reason, RejectReason::RevocationUnknown, "{err}");
+    // The root's CRL alone leaves the device's status unknown ...
+    let err = PeerVerifier::new(&f.root().unwrap().der)
+        .unwrap()
+        .with_crl(&pki.root_crl)
+        .unwrap()
+        .check_peer(&chain(&a), pki.now())
+        .unwrap_err();
+    assert_eq!(err.reason, RejectReason::RevocationUnknown, "{err}");
+    assert_eq!(
+        err.serial.as_deref(),
+        Some(a.issued.certificate.serial.as_str())
+    );
+    // ... and the intermediate's CRL alone leaves the intermediate's unknown.
+    let inter_crl = f.current_crl().unwrap().expect("a CRL was issued");
+    let err = PeerVerifier::new(&f.root().unwrap().der)
+        .unwrap()
+        .with_crl(&inter_crl)
+        .unwrap()
+        .check_peer(&chain(&a), pki.now())
+        .unwrap_err();
+    assert_eq!(err.reason, RejectReason::RevocationUnknown, "{err}");
+    assert_eq!(
+        err.serial.as_deref(),
+        Some(f.intermediate().unwrap().serial.as_str())
+    );
+    assert!(
+        err.detail
+            .contains("no CRL from its issuer 'CN=Keystore Test Root CA'"),
+        "{err}"
+    );
     let foreign_crl = other
         .factory()
         .issue_crl(&operator(), pki.now(), Duration::days(7))
@@ -653,6 +711,8 @@ fn unknown_issuer_stale_or_missing_crl_and_pin_mismatch_are_rejected() {
     let err = PeerVerifier::new(&f.root().unwrap().der)
         .unwrap()
         .with_crl(&foreign_crl)
+        .unwrap()
+        .with_crl(&pki.root_crl)
         .unwrap()
         .check_peer(&chain(&a), pki.now())
         .unwrap_err();
@@ -698,71 +758,203 @@ fn unknown_issuer_stale_or_missing_crl_and_pin_mismatch_are_rejected() {
     assert!(verifier(&pki).with_crl(b"junk").is_err());
 }
 
+/// REQ-KEY-REV-03, TEST-KEY-07 (item 5 of the security review): the root
+/// custodian revokes a production intermediate; every device under it is
+/// rejected, devices under another intermediate of the same root are not.
 #[test]
-fn a_revoked_intermediate_is_rejected_with_whole_chain_checks() {
+fn a_device_under_a_revoked_intermediate_is_rejected() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = Arc::new(keystore_api::ManualClock::new(t0()));
     let root = Store::open(&tmp.path().join("root"), clock.clone());
-    let prod = Store::open(&tmp.path().join("prod"), clock.clone());
+    let line_a = Store::open(&tmp.path().join("line-a"), clock.clone());
+    let line_b = Store::open(&tmp.path().join("line-b"), clock.clone());
     let ca = RootCa::new(&root.ks, &root.db);
     ca.init(&common::custodian(), "Root", Duration::days(3650), t0())
         .unwrap();
-    let f = provisioning::Factory::new(&prod.ks, &prod.db);
-    let inter = provisioning::ceremony(
+    // Two factories, each with its own intermediate under the same root.
+    let fa = provisioning::Factory::new(&line_a.ks, &line_a.db);
+    let fb = provisioning::Factory::new(&line_b.ks, &line_b.db);
+    let inter_a = provisioning::ceremony(
         &ca,
         &common::custodian(),
-        &f,
+        &fa,
         &officer(),
-        "Prod",
+        "Line A CA",
         Duration::days(365),
         t0(),
     )
     .unwrap();
-    let dev = Device::new(&prod.ks, &prod.db, "device.w.identity").unwrap();
-    let p = Provisioner::new(&f, operator())
-        .provision(&dev, &operator(), "W", "line-1", t0())
-        .unwrap();
-    let dev_crl = f.issue_crl(&operator(), t0(), Duration::days(7)).unwrap();
-    let root_crl = ca
-        .issue_crl(&common::custodian(), t0(), Duration::days(30))
-        .unwrap();
-    let v = || {
-        PeerVerifier::new(&ca.certificate().unwrap().der)
+    let inter_b = provisioning::ceremony(
+        &ca,
+        &common::custodian(),
+        &fb,
+        &officer(),
+        "Line B CA",
+        Duration::days(365),
+        t0(),
+    )
+    .unwrap();
+    let provision_on = |f: &provisioning::Factory<'_, _>, store: &Store, id: &str| {
+        let dev = Device::new(&store.ks, &store.db, &shared_key_name(id).unwrap()).unwrap();
+        Provisioner::new(f, operator())
+            .provision(&dev, &operator(), id, "line-1", t0())
             .unwrap()
-            .with_crl(&dev_crl)
-            .unwrap()
-            .check_whole_chain()
     };
-    v().with_crl(&root_crl)
-        .unwrap()
-        .check_peer(&chain(&p), t0())
-        .unwrap();
-    // Whole-chain checks need the root's CRL as well.
-    assert_eq!(
-        v().check_peer(&chain(&p), t0()).unwrap_err().reason,
-        RejectReason::RevocationUnknown
-    );
-    ca.revoke_intermediate(&common::custodian(), &inter.serial, "ca-compromise", t0())
-        .unwrap();
-    let root_crl = ca
+    let a = provision_on(&fa, &line_a, "DEV-UNDER-A");
+    let b = provision_on(&fb, &line_b, "DEV-UNDER-B");
+    let crl_a = fa.issue_crl(&operator(), t0(), Duration::days(7)).unwrap();
+    let crl_b = fb.issue_crl(&operator(), t0(), Duration::days(7)).unwrap();
+    let root_crl_before = ca
         .issue_crl(&common::custodian(), t0(), Duration::days(30))
         .unwrap();
-    let err = v()
-        .with_crl(&root_crl)
+    let v = |root_crls: &[&[u8]]| {
+        let mut v = PeerVerifier::new(&ca.certificate().unwrap().der)
+            .unwrap()
+            .with_crl(&crl_a)
+            .unwrap()
+            .with_crl(&crl_b)
+            .unwrap();
+        for c in root_crls {
+            v = v.with_crl(c).unwrap();
+        }
+        v
+    };
+    let t = t0() + Duration::minutes(1);
+    v(&[&root_crl_before]).check_peer(&chain(&a), t).unwrap();
+    v(&[&root_crl_before]).check_peer(&chain(&b), t).unwrap();
+
+    // Only the root's security officer revokes; a bad serial is refused.
+    assert!(matches!(
+        ca.revoke_intermediate(
+            &operator(),
+            &inter_a.serial,
+            "ca-compromise",
+            t,
+            Duration::days(30)
+        ),
+        Err(Error::Policy(_))
+    ));
+    assert!(matches!(
+        ca.revoke_intermediate(&common::custodian(), "not hex", "x", t, Duration::days(30)),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(matches!(
+        ca.revoke_intermediate(&common::custodian(), "00ff", "x", t, Duration::days(30)),
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        ca.revoke_intermediate(
+            &common::custodian(),
+            &inter_a.serial,
+            "x",
+            t,
+            Duration::ZERO
+        ),
+        Err(Error::InvalidInput(_))
+    ));
+    assert!(ca
+        .signed_intermediates()
         .unwrap()
-        .check_peer(&chain(&p), t0())
-        .unwrap_err();
-    assert_eq!(err.reason, RejectReason::Revoked, "{err}");
-    let events: Vec<String> = ca
-        .verify_events()
-        .unwrap()
-        .into_iter()
-        .map(|e| e.event)
-        .collect();
+        .iter()
+        .all(|i| i.revoked_at.is_none()));
+
+    let root_crl = ca
+        .revoke_intermediate(
+            &common::custodian(),
+            &inter_a.serial,
+            "ca-compromise: line A's token was lost",
+            t,
+            Duration::days(30),
+        )
+        .unwrap();
     assert_eq!(
-        events,
-        ["init-root", "sign-intermediate", "crl", "revoke", "crl"]
+        ca.current_crl().unwrap().as_deref(),
+        Some(root_crl.as_slice())
     );
+    // The root's CRL lists the intermediate, with its reason code.
+    let (_, parsed) =
+        x509_parser::revocation_list::CertificateRevocationList::from_der(&root_crl).unwrap();
+    let listed: Vec<String> = parsed
+        .iter_revoked_certificates()
+        .map(|r| hex::encode(r.raw_serial()))
+        .collect();
+    assert_eq!(listed, vec![inter_a.serial.clone()]);
+
+    // The device under the revoked intermediate: Revoked, naming the intermediate.
+    let err = v(&[&root_crl]).check_peer(&chain(&a), t).unwrap_err();
+    assert_eq!(err.reason, RejectReason::Revoked, "{err}");
+    assert_eq!(err.serial.as_deref(), Some(inter_a.serial.as_str()));
+    assert_eq!(err.subject.as_deref(), Some("CN=Line A CA"));
+    assert!(
+        err.detail
+            .contains("intermediate CA certificate 'CN=Line A CA'")
+            && err.detail.contains("revoked by its issuer 'CN=Root'"),
+        "{err}"
+    );
+    assert!(matches!(Error::from(err), Error::KeyState(_)));
+    // The device under the other intermediate still passes.
+    let info = v(&[&root_crl]).check_peer(&chain(&b), t).unwrap();
+    assert_eq!(info.common_name.as_deref(), Some("DEV-UNDER-B"));
+    // An older root CRL given as well, in either order, cannot mask the revocation.
+    for crls in [[&root_crl_before, &root_crl], [&root_crl, &root_crl_before]] {
+        let crls: Vec<&[u8]> = crls.iter().map(|c| c.as_slice()).collect();
+        let err = v(&crls)
+            .check_peer(&chain(&a), t + Duration::seconds(1))
+            .unwrap_err();
+        assert_eq!(err.reason, RejectReason::Revoked, "{err}");
+    }
+    // Without the root's CRL the intermediate's status is unknown: rejected.
+    let err = v(&[]).check_peer(&chain(&b), t).unwrap_err();
+    assert_eq!(err.reason, RejectReason::RevocationUnknown, "{err}");
+    assert_eq!(err.serial.as_deref(), Some(inter_b.serial.as_str()));
+
+    // Revoking twice is a state error; the registry shows the revocation.
+    assert!(matches!(
+        ca.revoke_intermediate(
+            &common::custodian(),
+            &inter_a.serial,
+            "again",
+            t,
+            Duration::days(30)
+        ),
+        Err(Error::KeyState(_))
+    ));
+    let signed = ca.signed_intermediates().unwrap();
+    assert_eq!(signed.len(), 2);
+    assert_eq!(signed[0].serial, inter_a.serial);
+    assert!(signed[0].revoked_at.is_some() && signed[1].revoked_at.is_none());
+    // Audited in the root's event log.
+    let events = ca.verify_events().unwrap();
+    let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "init-root",
+            "sign-intermediate",
+            "sign-intermediate",
+            "crl",
+            "revoke-intermediate",
+            "crl"
+        ]
+    );
+    let revoke = &events[4];
+    assert_eq!(revoke.actor, "root-custodian");
+    assert_eq!(revoke.serial.as_deref(), Some(inter_a.serial.as_str()));
+    assert!(
+        revoke.detail.contains("line A's token was lost"),
+        "{}",
+        revoke.detail
+    );
+
+    // A stale root CRL is stale for every device under the root.
+    let short = ca
+        .issue_crl(&common::custodian(), t, Duration::days(1))
+        .unwrap();
+    let later = t + Duration::days(2);
+    let err = v(&[&short]).check_peer(&chain(&b), later).unwrap_err();
+    assert_eq!(err.reason, RejectReason::CrlExpired, "{err}");
+    assert!(err.detail.contains("the CRL of 'CN=Root'"), "{err}");
+    assert_eq!(err.serial.as_deref(), Some(inter_b.serial.as_str()));
 }
 
 #[test]

@@ -59,12 +59,14 @@ pub fn operator() -> Actor {
 }
 
 /// A factory whose intermediate was signed by a root in `root_dir`; the root
-/// store is closed when this returns.
+/// store is closed when this returns. The root's CRL from the ceremony (no
+/// entries, valid for 366 days) is in `root_crl`.
 pub struct Pki {
     pub tmp: tempfile::TempDir,
     pub clock: Arc<ManualClock>,
     pub prod: Store,
     pub root_dir: PathBuf,
+    pub root_crl: Vec<u8>,
 }
 
 impl Pki {
@@ -85,7 +87,7 @@ impl Pki {
         let clock = Arc::new(ManualClock::new(start));
         let root_dir = tmp.path().join("root");
         let prod = Store::open(&tmp.path().join("production"), clock.clone());
-        {
+        let root_crl = {
             let root = Store::open(&root_dir, clock.clone());
             let ca = RootCa::new(&root.ks, &root.db);
             ca.init(&custodian(), root_cn, Duration::days(3650), start)
@@ -101,13 +103,21 @@ impl Pki {
                 start,
             )
             .expect("ceremony");
-        }
+            ca.issue_crl(&custodian(), start, Duration::days(366))
+                .expect("root crl")
+        };
         Pki {
             tmp,
             clock,
             prod,
             root_dir,
+            root_crl,
         }
+    }
+
+    /// Reopens the offline root's store (a ceremony).
+    pub fn root_store(&self) -> Store {
+        Store::open(&self.root_dir, self.clock.clone())
     }
 
     pub fn factory(&self) -> Factory<'_, SoftStore> {
