@@ -342,14 +342,8 @@ pub fn create_key_file(path: &Path) -> Result<()> {
     use std::io::Write;
     let mut key = SecretBytes::zeroed(32);
     crate::random(key.expose_mut())?;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| {
+    // Mode 0600 from creation, whatever the umask.
+    let mut f = keystore_api::fsperm::create_private_file(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             Error::AlreadyExists(format!("key file {} already exists", path.display()))
         } else {

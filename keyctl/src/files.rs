@@ -49,7 +49,10 @@ pub fn read_secret(path: &Path, limit: u64, what: &str) -> CliResult<SecretBytes
     Ok(SecretBytes::new(std::mem::take(&mut *buf)))
 }
 
-/// Writes public data (`-` for stdout).
+/// Writes public data (`-` for stdout): signatures, public-key PEM and
+/// ciphertext envelopes, to a path the operator chose; the file gets the
+/// process's default mode (0644 under umask 022). Anything secret, and every
+/// backup or export, goes through [`write_secret`].
 pub fn write_public(path: &Path, bytes: &[u8]) -> CliResult<()> {
     if is_std(path) {
         return write_stdout(bytes);
@@ -57,9 +60,11 @@ pub fn write_public(path: &Path, bytes: &[u8]) -> CliResult<()> {
     std::fs::write(path, bytes).map_err(|e| CliError::io("write", path, e))
 }
 
-/// Writes secret data (`-` for stdout): to a new file of mode 0600 in the
-/// target directory, then renamed over `path`, so that no other user can
-/// read it and no partial file is left on failure.
+/// Writes secret or private data (`-` for stdout): plaintexts, derived
+/// keys, wrapped backups, audit exports and every file inside a store. To a
+/// new file of mode 0600 (whatever the umask: created so, never chmod'ed
+/// after the write) in the target directory, then renamed over `path`, so
+/// that no other user can read it and no partial file is left on failure.
 pub fn write_secret(path: &Path, bytes: &[u8]) -> CliResult<()> {
     if is_std(path) {
         return write_stdout(bytes);

@@ -17,9 +17,10 @@
 //!   heals them;
 //! - the file is required: a process that could write the database without
 //!   raising the counters would leave other processes' caches stale, so
-//!   [`Generation::open`] failing fails the keystore's open. Like SQLite's
-//!   `-wal` and `-shm` files it is created with the database file's
-//!   permissions, so whoever may write the database may write it too;
+//!   [`Generation::open`] failing fails the keystore's open. Like the
+//!   database and SQLite's `-wal` and `-shm` files it is created with mode
+//!   0600 whatever the umask ([`crate::fsperm`]), so only the store's owner
+//!   may map it;
 //! - the file holds no secrets. Truncating it while mapped would fault the
 //!   process, exactly as truncating SQLite's own `-shm` file would: both
 //!   live in the store directory, which only the keystore's users may write.
@@ -30,7 +31,6 @@
 
 use crate::error::{Error, Result};
 use memmap2::MmapRaw;
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -59,8 +59,8 @@ pub(crate) fn path_for(db: &Path) -> PathBuf {
 }
 
 impl Generation {
-    /// Opens (creating if needed, with the permissions of the database
-    /// file at `db`) and maps the generation file of that database.
+    /// Opens (creating if needed, with mode 0600) and maps the generation
+    /// file of the database at `db`.
     pub fn open(db: &Path) -> Result<Generation> {
         let path = path_for(db);
         let fail = |what: &str, e: std::io::Error| {
@@ -74,17 +74,7 @@ impl Generation {
                 e,
             )
         };
-        let mut opts = OpenOptions::new();
-        opts.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-            let mode = std::fs::metadata(db)
-                .map(|m| m.permissions().mode() & 0o666)
-                .unwrap_or(0o600);
-            opts.mode(mode);
-        }
-        let file = opts.open(&path).map_err(|e| fail("open", e))?;
+        let file = crate::fsperm::open_private_file(&path).map_err(|e| fail("open", e))?;
         // Only ever grown, never shrunk: another process may have it mapped.
         let len = file.metadata().map_err(|e| fail("inspect", e))?.len();
         if len < FILE_LEN {
@@ -182,34 +172,17 @@ mod tests {
 
     #[cfg(unix)]
     #[test]
-    fn the_file_gets_the_database_file_permissions() {
+    fn the_file_is_private_whatever_the_database_file_mode() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("m.sqlite");
         std::fs::write(&db, b"").unwrap();
-        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
         let _g = Generation::open(&db).unwrap();
         let mode = std::fs::metadata(path_for(&db))
             .unwrap()
             .permissions()
             .mode();
-        assert_eq!(mode & 0o777, 0o640 & !umask());
-    }
-
-    #[cfg(unix)]
-    fn umask() -> u32 {
-        // The process umask applies to created files; read it back from a
-        // probe file created with 0o777.
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("probe");
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o777)
-            .open(&p)
-            .unwrap();
-        0o777 & !std::fs::metadata(&p).unwrap().permissions().mode()
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -9,6 +9,7 @@
 //! and however many stations share the file.
 
 use crate::util::{random_id, rfc3339};
+use keystore_api::fsperm::{self, PermissionReport};
 use keystore_api::{Actor, Algorithm, Backend, Error, KeySpec, Keystore, Result, Usages};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use sha2::{Digest, Sha256};
@@ -119,6 +120,7 @@ fn head_message(seq: u64, hash: &str) -> String {
 /// The PKI database.
 pub struct PkiDb {
     conn: Mutex<Connection>,
+    permissions: PermissionReport,
 }
 
 impl std::fmt::Debug for PkiDb {
@@ -131,9 +133,35 @@ fn db_err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
     move |e| Error::backend("pki-db", what.to_string(), e)
 }
 
+/// Tightens (and reports) any of the database's files that other users can
+/// reach, and creates a missing database file empty with mode 0600.
+fn secure_files(path: &Path) -> Result<PermissionReport> {
+    let mut report = PermissionReport::new();
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        report.check_path(Path::new(&name));
+    }
+    if !path.exists() {
+        fsperm::open_private_file(path).map_err(|e| {
+            Error::backend(
+                "pki-db",
+                format!("cannot create the PKI database {}", path.display()),
+                e,
+            )
+        })?;
+    }
+    Ok(report)
+}
+
 impl PkiDb {
-    /// Opens (creating if missing) the database at `path`.
+    /// Opens (creating if missing) the database at `path`. The file is
+    /// created with mode 0600 before SQLite opens it, so SQLite's `-wal`,
+    /// `-shm` and `-journal` files get 0600 too, whatever the umask; an
+    /// existing database whose files other users can reach is tightened and
+    /// reported in [`PkiDb::permission_report`].
     pub fn open(path: &Path) -> Result<PkiDb> {
+        let permissions = secure_files(path)?;
         let conn = Connection::open(path).map_err(db_err("cannot open the PKI database"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db_err("cannot configure the PKI database"))?;
@@ -143,7 +171,14 @@ impl PkiDb {
             .map_err(db_err("cannot create the PKI schema"))?;
         Ok(PkiDb {
             conn: Mutex::new(conn),
+            permissions,
         })
+    }
+
+    /// The database's files that other local users could reach at open,
+    /// each tightened to 0600 or reported as not tightenable.
+    pub fn permission_report(&self) -> &PermissionReport {
+        &self.permissions
     }
 
     /// The connection (one writer at a time in this process; SQLite locks
@@ -207,8 +242,8 @@ pub struct Event {
     pub actor: String,
     /// The actor's role.
     pub role: String,
-    /// `init-root`, `sign-intermediate`, `install-intermediate`, `provision`,
-    /// `renew`, `revoke`, `crl`, `refused`.
+    /// `init-root`, `sign-intermediate`, `revoke-intermediate`,
+    /// `install-intermediate`, `provision`, `renew`, `revoke`, `crl`, `refused`.
     pub event: String,
     /// The device concerned.
     pub device_id: Option<String>,
