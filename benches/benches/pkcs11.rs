@@ -128,6 +128,7 @@ fn derive_and_mac(c: &mut Criterion, env: &Env) {
     let ks = &env.ks;
     let s = env.session();
     let key = env.object(&s, "hmac", ObjectClass::SECRET_KEY);
+    let kdf = env.object(&s, "kdf", ObjectClass::SECRET_KEY);
     let salt = b"session-nonce-000000000001";
     let info = b"tls 1.3 exporter";
 
@@ -136,7 +137,7 @@ fn derive_and_mac(c: &mut Criterion, env: &Env) {
         let mut out = [0u8; 32];
         b.iter(|| {
             let prk = s
-                .sign(&Mechanism::Sha256Hmac, key, black_box(salt))
+                .sign(&Mechanism::Sha256Hmac, kdf, black_box(salt))
                 .expect("C_Sign");
             hkdf::Hkdf::<Sha256>::from_prk(&prk)
                 .expect("prk")
@@ -147,7 +148,7 @@ fn derive_and_mac(c: &mut Criterion, env: &Env) {
     });
     g.bench_function("keystore-pkcs11", |b| {
         b.iter(|| {
-            ks.derive_hkdf_sha256("hmac", black_box(salt), info, 32)
+            ks.derive_hkdf_sha256("kdf", black_box(salt), info, 32)
                 .expect("derive")
         })
     });

@@ -1,7 +1,9 @@
 //! The soft backend through the Keystore against raw aws-lc-rs and
 //! RustCrypto in the same run.
 
-use benches::{bench_dir, filler_keys, raw, soft_keystore, spread, standard_keys, K};
+use benches::{
+    bench_dir, filler_keys, raw, soft_keystore, spread, standard_keys, K, STANDARD_KEY_COUNT,
+};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use keystore_api::SignatureFormat;
 use std::hint::black_box;
@@ -73,7 +75,7 @@ fn derive_and_mac(c: &mut Criterion) {
     });
     g.bench_function("keystore-soft", |b| {
         b.iter(|| {
-            ks.derive_hkdf_sha256("hmac", black_box(salt), info, 32)
+            ks.derive_hkdf_sha256("kdf", black_box(salt), info, 32)
                 .expect("derive")
         })
     });
@@ -177,10 +179,10 @@ fn scale(c: &mut Criterion) {
     {
         let ks = soft_keystore(small.path());
         standard_keys(&ks);
-        filler_keys(&ks, 6);
+        filler_keys(&ks, 10 - STANDARD_KEY_COUNT);
         let ks = soft_keystore(large.path());
         standard_keys(&ks);
-        filler_keys(&ks, n - 4);
+        filler_keys(&ks, n - STANDARD_KEY_COUNT);
     }
     let n_label = n.to_string();
     for (label, dir) in [("10", &small), (n_label.as_str(), &large)] {

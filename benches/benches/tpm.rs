@@ -120,6 +120,7 @@ fn sign(c: &mut Criterion, env: &Env) {
 fn derive_and_mac(c: &mut Criterion, env: &Env) {
     let ks = &env.ks;
     let handle = ks.backend_handle("hmac", 1).expect("handle");
+    let kdf = ks.backend_handle("kdf", 1).expect("handle");
     let salt = b"session-nonce-000000000001";
     let info = b"tls 1.3 exporter";
 
@@ -127,7 +128,7 @@ fn derive_and_mac(c: &mut Criterion, env: &Env) {
     {
         let mut key = ks
             .backend()
-            .loaded_key(&handle, Algorithm::HmacSha256)
+            .loaded_key(&kdf, Algorithm::HmacSha256)
             .expect("load");
         g.bench_function("raw-tpm", |b| {
             let mut out = [0u8; 32];
@@ -143,7 +144,7 @@ fn derive_and_mac(c: &mut Criterion, env: &Env) {
     }
     g.bench_function("keystore-tpm", |b| {
         b.iter(|| {
-            ks.derive_hkdf_sha256("hmac", black_box(salt), info, 32)
+            ks.derive_hkdf_sha256("kdf", black_box(salt), info, 32)
                 .expect("derive")
         })
     });

@@ -563,7 +563,7 @@ fn tpm(path: &str, iters: u32) {
             "HKDF: keystore derive (TPM2_HMAC with the PRK encrypted on the bus)",
             simple(move || {
                 black_box(
-                    ks.derive_hkdf_sha256("hmac", b"salt", b"info", 32)
+                    ks.derive_hkdf_sha256("kdf", b"salt", b"info", 32)
                         .expect("derive"),
                 );
             }),
@@ -736,7 +736,7 @@ fn soft(path: &str, iters: u32) {
             "HKDF: keystore derive_hkdf_sha256",
             simple(move || {
                 black_box(
-                    ks.derive_hkdf_sha256("hmac", salt, info, 32)
+                    ks.derive_hkdf_sha256("kdf", salt, info, 32)
                         .expect("derive"),
                 );
             }),
@@ -756,10 +756,10 @@ fn soft_scale(iters: u32) {
     {
         let ks = benches::soft_keystore(small.path());
         standard_keys(&ks);
-        benches::filler_keys(&ks, 6);
+        benches::filler_keys(&ks, 10 - benches::STANDARD_KEY_COUNT);
         let ks = benches::soft_keystore(large.path());
         standard_keys(&ks);
-        benches::filler_keys(&ks, n - 4);
+        benches::filler_keys(&ks, n - benches::STANDARD_KEY_COUNT);
     }
     let mut opens: Vec<f64> = (0..5)
         .map(|_| {

@@ -48,8 +48,12 @@ pub fn soft_keystore(dir: &Path) -> Keystore<SoftStore> {
     Keystore::open(store, &dir.join("metadata.sqlite")).expect("open keystore")
 }
 
+/// How many keys [`standard_keys`] creates.
+pub const STANDARD_KEY_COUNT: usize = 5;
+
 /// Creates the standard benchmark keys: `ecdsa`, `rsa` (RSA-2048 PKCS#1),
-/// `hmac` (imported K) and `aes`.
+/// `hmac` (imported K, usage mac), `kdf` (the same K, usage derive: a key
+/// holds mac or derive, never both) and `aes`.
 pub fn standard_keys<B: keystore_api::Backend>(ks: &Keystore<B>) {
     let so = officer();
     ks.create(&so, "ecdsa", KeySpec::new(Algorithm::EcdsaP256Sha256))
@@ -62,6 +66,13 @@ pub fn standard_keys<B: keystore_api::Backend>(ks: &Keystore<B>) {
         &SecretBytes::from_slice(&K),
     )
     .expect("hmac");
+    ks.import(
+        &so,
+        "kdf",
+        KeySpec::new(Algorithm::HmacSha256).with_usages(keystore_api::Usages::DERIVE),
+        &SecretBytes::from_slice(&K),
+    )
+    .expect("kdf");
     let _ = ks.create(&so, "aes", KeySpec::new(Algorithm::Aes256Gcm));
 }
 

@@ -192,13 +192,14 @@ const BYSTANDER_K: [u8; 32] = [0x5c; 32];
 
 impl Bystanders {
     /// Creates `bystander-ec` (ECDSA P-256, when supported) and
-    /// `bystander-mac` (HMAC-SHA256 imported from a known K).
+    /// `bystander-mac` (HMAC-SHA256 imported from a known K, usage `derive`:
+    /// a key holds `mac` or `derive`, never both).
     pub fn create<F: Fixture>(ks: &Keystore<F::Backend>) -> Bystanders {
         let ec = create_or_prove_unsupported::<F>(ks, "bystander-ec", Algorithm::EcdsaP256Sha256);
         ks.import(
             &so(),
             "bystander-mac",
-            KeySpec::new(Algorithm::HmacSha256),
+            KeySpec::new(Algorithm::HmacSha256).with_usages(keystore_api::Usages::DERIVE),
             &keystore_api::SecretBytes::from_slice(&BYSTANDER_K),
         )
         .expect("import bystander HMAC key");

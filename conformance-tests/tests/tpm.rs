@@ -12,7 +12,7 @@ mod tpm_specific {
     use conformance_tests::fixtures::tpm::TpmFixture;
     use conformance_tests::Fixture;
     use keystore_api::{
-        Actor, Algorithm, Backend, KeySpec, Keystore, Role, SecretBytes, SignatureFormat,
+        Actor, Algorithm, Backend, KeySpec, Keystore, Role, SecretBytes, SignatureFormat, Usages,
     };
     use std::path::Path;
     use std::process::Command;
@@ -75,6 +75,14 @@ mod tpm_specific {
             &SecretBytes::from_slice(&k),
         )
         .expect("import");
+        // A key holds mac or derive, never both: the same K as a derive key.
+        ks.import(
+            &so(),
+            "kdf",
+            KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::DERIVE),
+            &SecretBytes::from_slice(&k),
+        )
+        .expect("import");
         let ec_pk = ks.public_key("ec").expect("pk");
         let rsa_pk = ks.public_key("rsa").expect("pk");
         let port = fx.swtpm_mut().port();
@@ -91,7 +99,7 @@ mod tpm_specific {
             .expect("sign after reset");
         verify(&ks, "rsa", b"after reset", &sig.bytes);
         assert_eq!(
-            ks.derive_hkdf_sha256("mac", b"s", b"i", 32)
+            ks.derive_hkdf_sha256("kdf", b"s", b"i", 32)
                 .expect("derive")
                 .expose(),
             &hkdf(&k, b"s", b"i", 32)[..]
@@ -109,7 +117,7 @@ mod tpm_specific {
         assert_eq!(sig.bytes.len(), 64);
         verify(&ks, "ec", b"reopened", &sig.bytes);
         let be = ks.backend();
-        for name in ["ec", "rsa", "mac"] {
+        for name in ["ec", "rsa", "mac", "kdf"] {
             let h = ks.backend_handle(name, 1).expect("handle");
             assert_eq!(
                 be.try_load(&h).expect("probe"),
@@ -215,6 +223,14 @@ mod tpm_specific {
             &SecretBytes::from_slice(&k),
         )
         .expect("import");
+        // A key holds mac or derive, never both: the same K as a derive key.
+        ks.import(
+            &so(),
+            "kdf",
+            KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::DERIVE),
+            &SecretBytes::from_slice(&k),
+        )
+        .expect("import");
         ks.create(&so(), "gen-mac", KeySpec::new(Algorithm::HmacSha256))
             .expect("gen mac");
         let long = vec![0x5Au8; 5000];
@@ -238,7 +254,7 @@ mod tpm_specific {
                 }
                 3 => {
                     let out = ks
-                        .derive_hkdf_sha256("mac", msg.as_bytes(), b"i", 32)
+                        .derive_hkdf_sha256("kdf", msg.as_bytes(), b"i", 32)
                         .expect("derive");
                     assert_eq!(out.expose(), &hkdf(&k, msg.as_bytes(), b"i", 32)[..]);
                 }

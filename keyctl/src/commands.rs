@@ -173,6 +173,13 @@ fn print_show(k: &KeyInfo) -> CliResult<()> {
     outln!("name:       {}", k.name)?;
     outln!("algorithm:  {}", k.algorithm)?;
     outln!("usages:     {}", k.usages)?;
+    if k.usages.has_mac_and_derive() {
+        outln!(
+            "warning:    this key holds both mac and derive usages, which new keys cannot: {}; \
+             create separate mac and derive keys and retire this one",
+            Usages::MAC_AND_DERIVE_REASON
+        )?;
+    }
     outln!("created:    {}", k.created_at)?;
     outln!(
         "active:     {}",

@@ -5,7 +5,7 @@ use crate::commands;
 use crate::error::{CliError, CliResult};
 use crate::store::{Layout, Store};
 use backend_soft::{Kdf, SoftStore, Unlock};
-use keystore_api::{Actor, Algorithm, KeySpec, Keystore, Role, SignatureFormat};
+use keystore_api::{Actor, Algorithm, KeySpec, Keystore, Role, SignatureFormat, Usages};
 
 struct Steps(u32);
 
@@ -107,14 +107,45 @@ pub fn run() -> CliResult<()> {
         sig.bytes.len()
     ))?;
 
-    step.next("Generate an HMAC-SHA256 key and derive 32 bytes with HKDF-SHA256")?;
-    ks.create(&officer, "tour-hmac", KeySpec::new(Algorithm::HmacSha256))?;
-    let okm = ks.derive_hkdf_sha256("tour-hmac", b"session-nonce-0001", b"tour session key", 32)?;
+    step.next("Generate an HMAC-SHA256 key (usage mac, the default) and MAC a message")?;
+    let info = ks.create(&officer, "tour-hmac", KeySpec::new(Algorithm::HmacSha256))?;
+    let tag = ks.mac("tour-hmac", message)?;
+    ks.verify_mac("tour-hmac", message, &tag)?;
     ok(format!(
-        "{} bytes: {} (a throwaway demo key; real derived keys are secret)",
+        "usages {}; 32-byte tag {}, verified",
+        info.usages,
+        hex::encode(tag)
+    ))?;
+
+    step.next("Generate a derivation key (usage derive) and derive 32 bytes with HKDF-SHA256")?;
+    let info = ks.create(
+        &officer,
+        "tour-kdf",
+        KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::DERIVE),
+    )?;
+    let okm = ks.derive_hkdf_sha256("tour-kdf", b"session-nonce-0001", b"tour session key", 32)?;
+    ok(format!(
+        "usages {}; {} bytes: {} (a throwaway demo key; real derived keys are secret)",
+        info.usages,
         okm.len(),
         hex::encode(okm.expose())
     ))?;
+    let e = expect_err(
+        ks.derive_hkdf_sha256("tour-hmac", b"session-nonce-0001", b"tour session key", 32),
+        "Policy",
+        "deriving with a mac key",
+    )?;
+    ok(format!("the mac key does not derive: {e}"))?;
+    let e = expect_err(
+        ks.create(
+            &officer,
+            "tour-both",
+            KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::MAC | Usages::DERIVE),
+        ),
+        "Policy",
+        "creating a key with both mac and derive",
+    )?;
+    ok(format!("a key holds mac or derive, never both: {e}"))?;
 
     step.next("Generate an AES-256-GCM key, encrypt and decrypt with AAD")?;
     ks.create(&officer, "tour-aes", KeySpec::new(Algorithm::Aes256Gcm))?;
@@ -186,6 +217,12 @@ pub fn run() -> CliResult<()> {
     }
     let trail = ks.export_audit(&auditor)?;
     let events: Vec<&str> = trail.iter().map(|e| e.event.as_str()).collect();
+    if !report.macs_checked() || !report.warnings().is_empty() {
+        return Err(CliError::Internal(format!(
+            "tour: audit verification did not check every MAC or warned: {:?}",
+            report.warnings()
+        )));
+    }
     ok(format!(
         "{} entries, hash chain and MACs intact: {}",
         report.entries,

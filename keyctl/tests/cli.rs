@@ -331,6 +331,8 @@ fn derive_matches_independent_hkdf() {
         "h",
         "--alg",
         "hmac-sha256",
+        "--usages",
+        "derive",
         "--secret-file",
         s(&secret),
     ]);
@@ -391,6 +393,8 @@ fn derive_matches_independent_hkdf() {
         "h2",
         "--alg",
         "hmac-sha256",
+        "--usages",
+        "derive",
         "--secret-file",
         s(&raw),
     ]);
@@ -694,6 +698,182 @@ fn key_lifecycle_commands() {
     assert!(!text(&st.ok(&["key", "list"]).stdout).contains("sig "));
 }
 
+/// Hardening item 1 through the CLI: `mac` and `derive` on one key are
+/// refused at create and import; a key from before the rule (made here by
+/// editing the database) keeps working, and `key show` and `audit verify`
+/// warn about it.
+#[test]
+fn mac_and_derive_on_one_key_are_refused_and_old_keys_warn() {
+    let st = Store::new();
+    let secret = st.write("k.hex", format!("{}\n", "ab".repeat(32)).as_bytes());
+    for args in [
+        &[
+            "key",
+            "create",
+            "both",
+            "--alg",
+            "hmac-sha256",
+            "--usages",
+            "mac,derive",
+        ][..],
+        &[
+            "key",
+            "import",
+            "both",
+            "--alg",
+            "hmac-sha256",
+            "--usages",
+            "derive,mac",
+            "--secret-file",
+            s(&secret),
+        ][..],
+    ] {
+        let out = st.run(args);
+        assert_fails(&out, 7, "Policy");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("never both") && err.contains("usage derive"),
+            "{err}"
+        );
+    }
+    assert_fails(&st.run(&["key", "show", "both"]), 3, "NotFound");
+    // The default hmac-sha256 key is a MAC key and does not derive.
+    let created = text(
+        &st.ok(&["key", "create", "m", "--alg", "hmac-sha256"])
+            .stdout,
+    );
+    assert!(created.contains("usages mac)"), "{created}");
+    assert_fails(&st.run(&["derive", "m", "--len", "32"]), 7, "Policy");
+    let show = text(&st.ok(&["key", "show", "m"]).stdout);
+    assert!(!show.contains("warning"), "{show}");
+    let out = text(&st.ok(&["audit", "verify"]).stdout);
+    assert!(
+        out.contains("chain, MACs and head verify") && !out.contains("warning"),
+        "{out}"
+    );
+
+    // A key created before the rule: both usages in the metadata.
+    st.ok(&[
+        "key",
+        "import",
+        "old",
+        "--alg",
+        "hmac-sha256",
+        "--usages",
+        "derive",
+        "--secret-file",
+        s(&secret),
+    ]);
+    let conn = rusqlite::Connection::open(st.store.join("metadata.sqlite")).expect("db");
+    conn.execute_batch("UPDATE keys SET usages = 'mac,derive' WHERE name = 'old';")
+        .expect("make an old-style key");
+    drop(conn);
+    let show = text(&st.ok(&["key", "show", "old"]).stdout);
+    let warning = show
+        .lines()
+        .find(|l| l.starts_with("warning:"))
+        .unwrap_or_else(|| panic!("no warning line in: {show}"));
+    assert!(
+        warning.contains("both mac and derive") && warning.contains("derived keys"),
+        "{warning}"
+    );
+    assert!(show.contains("usages:     mac,derive"), "{show}");
+    // It keeps working.
+    let okm = text(
+        &st.ok(&["derive", "old", "--len", "16", "--info", "x"])
+            .stdout,
+    );
+    assert_eq!(okm.trim().len(), 32, "{okm}");
+    let out = text(&st.ok(&["audit", "verify"]).stdout);
+    assert!(out.contains("chain, MACs and head verify"), "{out}");
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0].contains("key 'old'") && warnings[0].contains("both mac and derive"),
+        "{out}"
+    );
+}
+
+/// Hardening item 3 through the CLI: with the audit key reference removed
+/// from the database, `audit verify` never prints "MACs ... verify". A live
+/// store is an Integrity failure, also when it is made to look
+/// decommissioned; a trail whose key is really gone says that only the
+/// chain was checked.
+#[test]
+fn audit_verify_never_claims_unchecked_macs() {
+    let st = Store::new();
+    st.ok(&["key", "create", "m", "--alg", "hmac-sha256"]);
+    let db = st.store.join("metadata.sqlite");
+    let sql = |q: &str| {
+        let conn = rusqlite::Connection::open(&db).expect("db");
+        conn.execute_batch(q).expect("tamper");
+    };
+    let handle: Vec<u8> = rusqlite::Connection::open(&db)
+        .expect("db")
+        .query_row("SELECT audit_key FROM store", [], |r| r.get(0))
+        .expect("audit key handle");
+    let restore = format!(
+        "UPDATE store SET audit_key = x'{}', decommissioned_at = NULL;",
+        hex::encode(&handle)
+    );
+    assert!(text(&st.ok(&["audit", "verify"]).stdout).contains("MACs and head verify"));
+
+    // A live store without its reference.
+    sql("UPDATE store SET audit_key = NULL;");
+    let out = st.run(&["audit", "verify"]);
+    assert_fails(&out, 9, "Integrity");
+    assert!(
+        text(&out.stderr).contains("missing from a live store"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stdout).contains("verify"));
+    // Writers refuse too, rather than appending unMAC'd entries.
+    assert_fails(
+        &st.run(&["key", "create", "n", "--alg", "hmac-sha256"]),
+        9,
+        "Integrity",
+    );
+    // The same, made to look decommissioned while it still holds keys.
+    sql("UPDATE store SET decommissioned_at = '2020-01-01T00:00:00Z';");
+    let out = st.run(&["audit", "verify"]);
+    assert_fails(&out, 9, "Integrity");
+    assert!(
+        text(&out.stderr).contains("marked decommissioned"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Putting the reference back restores full verification.
+    sql(&restore);
+    assert!(text(&st.ok(&["audit", "verify"]).stdout).contains("MACs and head verify"));
+
+    // A store whose keys and audit key are really gone: chain only, said so.
+    st.ok(&["key", "destroy", "m", "--yes"]);
+    let record = st
+        .store
+        .join("soft")
+        .join("records")
+        .join(format!("{}.rec", hex::encode(&handle)));
+    assert!(record.exists(), "audit key record {}", record.display());
+    std::fs::remove_file(&record).expect("remove the audit key record");
+    sql("DELETE FROM key_versions; DELETE FROM keys; UPDATE store SET audit_key = NULL, decommissioned_at = '2020-01-01T00:00:00Z';");
+    let out = st.ok(&["audit", "verify"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("chain verifies") && stdout.contains("MACs NOT checked"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("MACs and head verify") && !stdout.contains("intact"),
+        "{stdout}"
+    );
+    // An edit that breaks the chain is still caught.
+    sql("UPDATE audit SET actor = 'someone-else' WHERE seq = 2;");
+    let out = st.run(&["audit", "verify"]);
+    assert_fails(&out, 9, "Integrity");
+    assert!(text(&out.stderr).contains("#2"), "{}", text(&out.stderr));
+}
+
 #[test]
 fn store_and_file_errors_have_their_codes() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -768,6 +948,11 @@ fn tour_exits_zero_and_completes() {
         "-----BEGIN PUBLIC KEY-----",
         "wrong AAD rejected: Integrity",
         "NotFound",
+        "usages mac; 32-byte tag",
+        "usages derive; 32 bytes",
+        "the mac key does not derive: Policy",
+        "a key holds mac or derive, never both: Policy",
+        "hash chain and MACs intact",
     ] {
         assert!(stdout.contains(expected), "tour output lacks '{expected}'");
     }

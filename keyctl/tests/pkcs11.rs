@@ -117,7 +117,16 @@ fn keyctl_keeps_keys_on_the_token_and_openssl_verifies() {
         "no soft store is created for a PKCS#11 keystore"
     );
     env.ok(&["key", "create", "dev-id", "--alg", "ecdsa-p256-sha256"]);
-    env.ok(&["key", "create", "mac", "--alg", "hmac-sha256"]);
+    // A derivation key: a key holds mac or derive, never both.
+    env.ok(&[
+        "key",
+        "create",
+        "mac",
+        "--alg",
+        "hmac-sha256",
+        "--usages",
+        "derive",
+    ]);
     env.ok(&["key", "create", "data", "--alg", "aes-256-gcm"]);
     let listing = text(&env.ok(&["key", "list"]).stdout);
     for n in ["dev-id", "mac", "data"] {

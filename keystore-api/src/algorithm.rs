@@ -21,7 +21,9 @@ pub enum Algorithm {
     Rsa3072Pkcs1Sha256,
     /// AES-256-GCM with a random 96-bit nonce and a 128-bit tag.
     Aes256Gcm,
-    /// HMAC-SHA256 with a 32-byte secret; also the key of HKDF derivation.
+    /// HMAC-SHA256 with a 32-byte secret: a MAC key (`mac`, the default) or
+    /// a key-derivation key for HKDF (`derive`), never both (see
+    /// [`Usages::MAC_AND_DERIVE_REASON`]).
     HmacSha256,
 }
 
@@ -112,7 +114,9 @@ impl Algorithm {
         }
     }
 
-    /// The usages this algorithm can ever have.
+    /// The usages this algorithm can ever have. For `hmac-sha256` that is
+    /// `mac` or `derive`, but one key gets only one of them
+    /// ([`Usages::check_combination`]).
     pub fn permitted_usages(self) -> Usages {
         match self {
             Algorithm::Aes256Gcm => Usages::ENCRYPT | Usages::DECRYPT | Usages::WRAP,
@@ -121,11 +125,14 @@ impl Algorithm {
         }
     }
 
-    /// The usages a key gets unless the caller restricts them: every
-    /// permitted usage except `wrap`, which a backup KEK asks for explicitly.
+    /// The usages a key gets unless the caller chooses them: every permitted
+    /// usage except `wrap`, which a backup KEK asks for explicitly, and except
+    /// `derive` for `hmac-sha256`, whose keys are MAC keys unless created
+    /// for derivation (`derive` only).
     pub fn default_usages(self) -> Usages {
         match self {
             Algorithm::Aes256Gcm => Usages::ENCRYPT | Usages::DECRYPT,
+            Algorithm::HmacSha256 => Usages::MAC,
             other => other.permitted_usages(),
         }
     }
@@ -206,6 +213,31 @@ impl Usages {
     /// True if no usage is set.
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+
+    /// Why one key never holds both `mac` and `derive` (DESIGN.md,
+    /// "Derivation"), for errors and warnings.
+    pub const MAC_AND_DERIVE_REASON: &'static str = "mac(K, S) equals the HKDF PRK that \
+        derive(K, S, ...) expands, so a MAC tag over a value later used as derive input \
+        reveals the derived keys";
+
+    /// True if the set holds both `mac` and `derive`, which no new key may
+    /// (keys created before the rule keep working, with a warning).
+    pub fn has_mac_and_derive(self) -> bool {
+        self.contains(Usages::MAC | Usages::DERIVE)
+    }
+
+    /// Checks that the usages may share one key: `mac` and `derive` together
+    /// are [`Error::Policy`] (see [`Usages::MAC_AND_DERIVE_REASON`]).
+    pub fn check_combination(self) -> Result<()> {
+        if self.has_mac_and_derive() {
+            return Err(Error::Policy(format!(
+                "usages {{{self}}} refused: a key holds mac or derive, never both, because {}; \
+                 create one key with usage mac and another with usage derive",
+                Usages::MAC_AND_DERIVE_REASON
+            )));
+        }
+        Ok(())
     }
 
     /// The usage names, in a stable order.
@@ -338,5 +370,39 @@ impl Capabilities {
             .into_iter()
             .filter(|a| self.supports(*a, Operation::Generate))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_defaults_to_mac_only() {
+        assert_eq!(Algorithm::HmacSha256.default_usages(), Usages::MAC);
+        for alg in Algorithm::ALL {
+            assert!(
+                !alg.default_usages().has_mac_and_derive(),
+                "{alg} defaults to both mac and derive"
+            );
+            assert!(alg.default_usages().check_combination().is_ok());
+        }
+    }
+
+    #[test]
+    fn mac_and_derive_together_is_policy() {
+        let both: Usages = "mac,derive".parse().expect("still parses (old records)");
+        assert!(both.has_mac_and_derive());
+        let err = both.check_combination().expect_err("refused");
+        assert_eq!(err.kind(), "Policy");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("never both") && msg.contains("another with usage derive"),
+            "{msg}"
+        );
+        for one in [Usages::MAC, Usages::DERIVE, Usages::MAC | Usages::VERIFY] {
+            assert!(!one.has_mac_and_derive());
+            assert!(one.check_combination().is_ok());
+        }
     }
 }

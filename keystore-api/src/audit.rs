@@ -8,12 +8,27 @@
 //! head row (last sequence number and hash, MAC'd too) makes truncation
 //! visible. Verification names the first bad entry.
 //!
+//! Verification never claims what it did not check ([`AuditReport::checked`]):
+//! - A live store verifies chain, MACs and head. If its audit-key reference
+//!   is missing, or points at anything but the key that MAC'd the trail (a
+//!   key of the store, an object the backend does not hold, another HMAC
+//!   key), verification fails with [`Error::Integrity`] or names entry #1:
+//!   a removed reference cannot downgrade it to a chain-only check.
+//! - After decommission the audit key is destroyed with everything else, so
+//!   only the chain and head hash can be checked, and the report says so
+//!   ([`AuditCoverage::ChainOnly`]): anyone who can write the database could
+//!   have rewritten entries and recomputed the chain. The trail exported by
+//!   `decommission` (kept off the device) is the evidence then. A store that
+//!   claims to be decommissioned but still holds keys or backend objects is
+//!   a live store with its reference removed: [`Error::Integrity`].
+//!
 //! Limits: rolling back the whole database file to an earlier copy is not
 //! detectable from inside it; export the trail to an external sink
 //! ([`crate::Keystore::export_audit`]) to anchor it.
 
 use crate::backend::{Backend, KeyHandle};
 use crate::error::{Error, Result};
+use crate::metadata as md;
 use crate::secret::ct_eq;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -67,20 +82,76 @@ pub(crate) struct Event {
     pub detail: String,
 }
 
+/// What a verification of the trail checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditCoverage {
+    /// The hash chain, every entry's MAC and the head's MAC, under the
+    /// store's audit key.
+    ChainAndMacs,
+    /// The hash chain and the head hash only, **no MAC**: the audit key was
+    /// destroyed when the store was decommissioned (at `decommissioned_at`).
+    /// Anyone able to write the database could have edited entries and
+    /// recomputed the chain; the trail exported at decommission is the
+    /// evidence.
+    ChainOnly {
+        /// When the store was decommissioned (RFC 3339 UTC, as recorded).
+        decommissioned_at: String,
+    },
+}
+
 /// The result of verifying the trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditReport {
     /// Entries read.
     pub entries: u64,
-    /// The first entry that fails verification, and why. `None` means the
-    /// whole chain, every MAC and the head verify.
+    /// The first entry that fails verification, and why. `None` means that
+    /// everything in [`AuditReport::checked`] verifies.
     pub first_bad: Option<(u64, String)>,
+    /// What was checked: with [`AuditCoverage::ChainOnly`] no MAC was.
+    pub checked: AuditCoverage,
+    /// Keys (not destroyed) that hold both `mac` and `derive` usages. New
+    /// keys cannot ([`crate::Usages::MAC_AND_DERIVE_REASON`]); keys created
+    /// before the rule keep working, and each is a warning here.
+    pub keys_with_mac_and_derive: Vec<String>,
 }
 
 impl AuditReport {
-    /// True if nothing failed.
+    /// True if nothing failed **and** the MACs were checked: the trail is
+    /// intact as far as the keystore can tell. False for a chain-only check
+    /// (see [`AuditReport::chain_intact`]).
     pub fn is_intact(&self) -> bool {
+        self.first_bad.is_none() && self.macs_checked()
+    }
+
+    /// True if nothing that was checked failed, MACs checked or not.
+    pub fn chain_intact(&self) -> bool {
         self.first_bad.is_none()
+    }
+
+    /// True if every entry's MAC and the head's MAC were checked.
+    pub fn macs_checked(&self) -> bool {
+        self.checked == AuditCoverage::ChainAndMacs
+    }
+
+    /// One line per warning (not failures): a chain-only check, and each
+    /// key holding both `mac` and `derive`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let AuditCoverage::ChainOnly { decommissioned_at } = &self.checked {
+            out.push(format!(
+                "MACs NOT checked: the audit key was destroyed at decommission ({decommissioned_at}); \
+                 only the hash chain was verified, which anyone able to write the database can recompute; \
+                 rely on the trail exported at decommission"
+            ));
+        }
+        for name in &self.keys_with_mac_and_derive {
+            out.push(format!(
+                "key '{name}' holds both mac and derive usages, which new keys cannot: {}; \
+                 create separate mac and derive keys and retire it",
+                crate::Usages::MAC_AND_DERIVE_REASON
+            ));
+        }
+        out
     }
 }
 
@@ -201,6 +272,16 @@ pub(crate) fn append<B: Backend>(
     Ok(())
 }
 
+/// True once the trail has an entry or a head (so it had an audit key).
+pub(crate) fn trail_started(conn: &Connection) -> Result<bool> {
+    let n: i64 = conn.query_row(
+        "SELECT (SELECT COUNT(*) FROM audit) + (SELECT COUNT(*) FROM audit_head)",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(n > 0)
+}
+
 /// Every entry, in sequence order.
 pub(crate) fn entries(conn: &Connection) -> Result<Vec<AuditEntry>> {
     let mut st = conn.prepare(
@@ -229,9 +310,82 @@ pub(crate) fn entries(conn: &Connection) -> Result<Vec<AuditEntry>> {
     Ok(rows)
 }
 
-/// Verifies chain, MACs and head. With `key` absent (after a wipe) only the
-/// chain and head hash are checked.
-pub(crate) fn verify<B: Backend>(
+/// Verifies the store's trail: decides from the store's state what can be
+/// checked (see the module documentation), then checks it. Reference
+/// problems that make the MAC check impossible on a store that should have
+/// one are [`Error::Integrity`].
+pub(crate) fn verify_store<B: Backend>(conn: &Connection, backend: &B) -> Result<AuditReport> {
+    let key = md::audit_key(conn)?;
+    let decommissioned = md::decommissioned_at(conn)?;
+    let mut report = match (key, decommissioned) {
+        (Some(key), _) => {
+            check_reference(conn, &key)?;
+            verify(conn, backend, Some(&key))?
+        }
+        (None, None) => {
+            return Err(Error::Integrity(
+                "the audit key reference is missing from a live store (it is not decommissioned): \
+                 the MACs of the trail cannot be checked, so the trail is not verified; the \
+                 metadata database was altered, restore it from a trusted copy"
+                    .into(),
+            ))
+        }
+        (None, Some(at)) => {
+            let keys: i64 = conn.query_row("SELECT COUNT(*) FROM keys", [], |r| r.get(0))?;
+            if keys > 0 {
+                return Err(Error::Integrity(format!(
+                    "the store is marked decommissioned at {at} but still holds {keys} key(s): \
+                     this is a live store whose audit key reference was removed; the trail is not verified"
+                )));
+            }
+            let objects = backend.list()?.len();
+            if objects > 0 {
+                return Err(Error::Integrity(format!(
+                    "the store is marked decommissioned at {at} but the {} backend still holds {objects} \
+                     object(s): this is a live store whose audit key reference was removed; the trail \
+                     is not verified",
+                    backend.name()
+                )));
+            }
+            let mut r = verify(conn, backend, None)?;
+            r.checked = AuditCoverage::ChainOnly {
+                decommissioned_at: at,
+            };
+            r
+        }
+    };
+    report.keys_with_mac_and_derive = md::keys(conn)?
+        .into_iter()
+        .filter(|k| k.destroyed_at.is_none() && k.usages.has_mac_and_derive())
+        .map(|k| k.name)
+        .collect();
+    Ok(report)
+}
+
+/// The audit key reference must not point at one of the store's own keys
+/// (a replaced reference; such a key would also MAC application data).
+fn check_reference(conn: &Connection, key: &KeyHandle) -> Result<()> {
+    let owner: Option<(String, u32)> = conn
+        .query_row(
+            "SELECT k.name, v.version FROM key_versions v JOIN keys k ON k.id = v.key_id
+             WHERE v.handle = ?1 LIMIT 1",
+            [key.as_bytes()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match owner {
+        None => Ok(()),
+        Some((name, version)) => Err(Error::Integrity(format!(
+            "the audit key reference was replaced: it points at key '{name}' version {version}, \
+             not at the store's audit key; the trail is not verified"
+        ))),
+    }
+}
+
+/// Verifies chain, MACs and head. With `key` absent (after decommission)
+/// only the chain and head hash are checked; the caller records that in
+/// [`AuditReport::checked`].
+fn verify<B: Backend>(
     conn: &Connection,
     backend: &B,
     key: Option<&KeyHandle>,
@@ -240,6 +394,20 @@ pub(crate) fn verify<B: Backend>(
     let bad = |seq: u64, why: String| AuditReport {
         entries: all.len() as u64,
         first_bad: Some((seq, why)),
+        checked: AuditCoverage::ChainAndMacs,
+        keys_with_mac_and_derive: Vec::new(),
+    };
+    // A reference to an object the backend does not hold was replaced or
+    // its object removed: never a reason to skip the MACs.
+    let mac = |key: &KeyHandle, domain: &[u8], data: &[&[u8]]| {
+        mac(backend, key, domain, data).map_err(|e| match e {
+            Error::NotFound(_) => Error::Integrity(format!(
+                "the audit key the store references is not in the {} backend (the reference \
+                 was replaced or the key removed); the trail is not verified",
+                backend.name()
+            )),
+            other => other,
+        })
     };
     let mut prev = vec![0u8; 32];
     let mut expected = 1u64;
@@ -284,12 +452,16 @@ pub(crate) fn verify<B: Backend>(
             ));
         }
         if let Some(k) = key {
-            let m = mac(backend, k, MAC_DOMAIN, &[&hash])?;
+            let m = mac(k, MAC_DOMAIN, &[&hash])?;
             if !ct_eq(&m, &stored_mac) {
-                return Ok(bad(
-                    e.seq,
-                    format!("entry #{} has a bad MAC (forged)", e.seq),
-                ));
+                let why = if e.seq == 1 {
+                    "entry #1 has a bad MAC (forged, or the store's audit key reference was \
+                     replaced: entry #1 is the first the audit key ever MAC'd)"
+                        .to_string()
+                } else {
+                    format!("entry #{} has a bad MAC (forged)", e.seq)
+                };
+                return Ok(bad(e.seq, why));
             }
         }
         prev = hash;
@@ -320,7 +492,7 @@ pub(crate) fn verify<B: Backend>(
                 ));
             }
             if let Some(k) = key {
-                let m = mac(backend, k, HEAD_DOMAIN, &[&seq.to_be_bytes(), &hash])?;
+                let m = mac(k, HEAD_DOMAIN, &[&seq.to_be_bytes(), &hash])?;
                 if !ct_eq(&m, &head_mac) {
                     return Ok(bad(seq, "the audit head has a bad MAC (forged)".into()));
                 }
@@ -330,5 +502,7 @@ pub(crate) fn verify<B: Backend>(
     Ok(AuditReport {
         entries: all.len() as u64,
         first_bad: None,
+        checked: AuditCoverage::ChainAndMacs,
+        keys_with_mac_and_derive: Vec::new(),
     })
 }

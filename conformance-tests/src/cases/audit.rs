@@ -207,3 +207,215 @@ pub fn audit_detects_truncation<F: Fixture>(fx: &mut F) -> Outcome {
     let _ = n;
     Outcome::Passed
 }
+
+/// Recomputes the hash chain from entry #1 and the head's hash, as an
+/// attacker with write access to the database and the (public) entry format
+/// would after editing an entry. The MACs cannot be recomputed without the
+/// audit key, and are left as they are.
+fn recompute_chain<F: Fixture>(fx: &F) {
+    use sha2::Digest;
+    fn field(h: &mut sha2::Sha256, v: Option<&[u8]>) {
+        match v {
+            None => h.update([0u8]),
+            Some(b) => {
+                h.update([1u8]);
+                h.update((b.len() as u64).to_be_bytes());
+                h.update(b);
+            }
+        }
+    }
+    type Row = (
+        u64,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        Option<u32>,
+        Option<String>,
+        String,
+    );
+    let conn = rusqlite::Connection::open(fx.metadata_path()).expect("open metadata");
+    let rows: Vec<Row> = conn
+        .prepare(
+            "SELECT seq, id, at, actor, role, event, key_name, key_version, fingerprint, detail
+             FROM audit ORDER BY seq",
+        )
+        .expect("prepare")
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+                r.get(9)?,
+            ))
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let mut prev = vec![0u8; 32];
+    for (seq, id, at, actor, role, event, key_name, key_version, fp, detail) in rows {
+        let mut h = sha2::Sha256::new();
+        h.update(b"keystore-audit-entry-v1");
+        h.update(seq.to_be_bytes());
+        for f in [&id, &at, &actor, &role, &event] {
+            field(&mut h, Some(f.as_bytes()));
+        }
+        field(&mut h, key_name.as_deref().map(str::as_bytes));
+        let v = key_version.map(u32::to_be_bytes);
+        field(&mut h, v.as_ref().map(|v| &v[..]));
+        field(&mut h, fp.as_deref().map(str::as_bytes));
+        field(&mut h, Some(detail.as_bytes()));
+        field(&mut h, Some(&prev));
+        let hash = h.finalize().to_vec();
+        conn.execute(
+            "UPDATE audit SET prev_hash = ?1, hash = ?2 WHERE seq = ?3",
+            rusqlite::params![prev, hash, seq],
+        )
+        .expect("rewrite the chain");
+        prev = hash;
+    }
+    conn.execute("UPDATE audit_head SET hash = ?1", [&prev])
+        .expect("rewrite the head");
+}
+
+/// Edits entry `seq` (its detail) and recomputes the chain after it.
+fn forge_entry<F: Fixture>(fx: &F, seq: u64) {
+    tamper_sql(
+        fx,
+        &format!("UPDATE audit SET detail = 'nothing happened here' WHERE seq = {seq};"),
+    );
+    recompute_chain(fx);
+}
+
+/// Verification must fail with `Error::Integrity` whose message holds `names`.
+#[track_caller]
+fn verify_is_integrity<F: Fixture>(fx: &mut F, names: &str, what: &str) {
+    let ks = fx.open();
+    match ks.verify_audit(&auditor()) {
+        Err(e) => {
+            assert_eq!(e.kind(), "Integrity", "{what}: {e:?}");
+            assert!(e.to_string().contains(names), "{what}: {e}");
+        }
+        Ok(r) => panic!("{what}: verification answered a report {r:?}, not Integrity"),
+    }
+}
+
+/// TEST-KEY-55
+pub fn audit_never_claims_unchecked_macs<F: Fixture>(fx: &mut F) -> Outcome {
+    use keystore_api::AuditCoverage;
+    busy_trail(fx);
+    let handle_of = |fx: &F, sql: &str| -> Vec<u8> {
+        rusqlite::Connection::open(fx.metadata_path())
+            .expect("open metadata")
+            .query_row(sql, [], |r| r.get(0))
+            .expect("a handle")
+    };
+    let audit_key = handle_of(fx, "SELECT audit_key FROM store WHERE id = 1");
+    let put_back = format!(
+        "UPDATE store SET audit_key = x'{}', decommissioned_at = NULL;",
+        hex::encode(&audit_key)
+    );
+
+    // An edited entry with a recomputed chain: only its MAC gives it away
+    // (which also proves the chain was recomputed correctly).
+    forge_entry(fx, 3);
+    let (seq, why) = first_bad(fx);
+    assert_eq!(seq, 3, "{why}");
+    assert!(
+        why.contains("MAC"),
+        "the forged chain itself verifies: {why}"
+    );
+
+    // Live store, audit key reference removed: Integrity, never a
+    // chain-only pass, and no writer appends unMAC'd entries.
+    tamper_sql(fx, "UPDATE store SET audit_key = NULL;");
+    verify_is_integrity(fx, "missing from a live store", "NULL audit_key");
+    {
+        let ks = fx.open();
+        let err = ks
+            .create(&so(), "after-null", KeySpec::new(Algorithm::HmacSha256))
+            .expect_err("no write without the audit key");
+        assert_eq!(err.kind(), "Integrity", "{err:?}");
+        assert!(ks.info("after-null").is_err(), "nothing was recorded");
+    }
+    // The state decommission leaves, faked on a live store.
+    tamper_sql(
+        fx,
+        "UPDATE store SET decommissioned_at = '2020-01-01T00:00:00Z';",
+    );
+    verify_is_integrity(
+        fx,
+        "marked decommissioned",
+        "NULL audit_key + decommissioned_at",
+    );
+    // A reference replaced by one of the store's own keys.
+    tamper_sql(fx, &put_back);
+    let b = handle_of(
+        fx,
+        "SELECT v.handle FROM key_versions v JOIN keys k ON k.id = v.key_id
+         WHERE k.name = 'b' AND v.handle IS NOT NULL LIMIT 1",
+    );
+    tamper_sql(
+        fx,
+        &format!("UPDATE store SET audit_key = x'{}';", hex::encode(&b)),
+    );
+    verify_is_integrity(fx, "replaced", "audit_key = key b's handle");
+    // A reference to an object the backend does not hold.
+    tamper_sql(
+        fx,
+        &format!("UPDATE store SET audit_key = x'{}';", "ee".repeat(16)),
+    );
+    verify_is_integrity(fx, "not in the", "audit_key = an unknown handle");
+    // With the reference back, the forged entry is caught again.
+    tamper_sql(fx, &put_back);
+    let (seq, why) = first_bad(fx);
+    assert_eq!(seq, 3, "{why}");
+
+    // A real decommission destroys the audit key: the chain alone is
+    // checked, and the report says so.
+    let ks = fx.open();
+    ks.decommission(&so()).expect("decommission");
+    forge_entry(fx, 4);
+    let report = ks
+        .verify_audit(&auditor())
+        .expect("a decommissioned trail verifies its chain");
+    assert!(
+        matches!(report.checked, AuditCoverage::ChainOnly { .. }),
+        "{report:?}"
+    );
+    assert!(!report.macs_checked(), "{report:?}");
+    assert!(
+        !report.is_intact(),
+        "a chain-only check never reports the trail intact: {report:?}"
+    );
+    assert!(
+        report.chain_intact(),
+        "the recomputed chain verifies: {report:?}"
+    );
+    assert!(
+        report
+            .warnings()
+            .iter()
+            .any(|w| w.contains("MACs NOT checked")),
+        "{:?}",
+        report.warnings()
+    );
+    // An edit without a recomputed chain is still named.
+    tamper_sql(fx, "UPDATE audit SET actor = 'mallory' WHERE seq = 5;");
+    let report = ks.verify_audit(&auditor()).expect("verification runs");
+    assert_eq!(
+        report.first_bad.as_ref().map(|b| b.0),
+        Some(5),
+        "{report:?}"
+    );
+    assert!(!report.macs_checked() && !report.is_intact());
+    Outcome::Passed
+}
