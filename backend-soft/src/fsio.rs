@@ -1,10 +1,15 @@
-//! Crash-safe file writes.
+//! Crash-safe, owner-only file writes.
 //!
 //! A file is written to a temporary name in the same directory, flushed to
 //! disk, renamed over its final name and the directory is flushed. A crash at
 //! any point leaves either the old file or the new one, plus at worst a
 //! temporary file that [`remove_temporaries`] deletes at the next open.
+//!
+//! Every file and directory of a store is private, whatever the umask
+//! ([`keystore_api::fsperm`]): directories 0700, and files (temporaries
+//! included) created 0600 before their first byte is written.
 
+use keystore_api::fsperm::{self, PermissionReport};
 use keystore_api::{Error, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -22,18 +27,26 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| Error::backend_msg("soft", "record path has no parent directory"))?;
+    write_atomic_via(path, dir, bytes)
+}
+
+/// Writes `bytes` to `path` atomically and durably, through a temporary file
+/// in `tmp_dir` (same file system). Record writes keep their temporaries out
+/// of the records directory, so that clearing crash leftovers at open never
+/// has to list every record.
+pub(crate) fn write_atomic_via(path: &Path, tmp_dir: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::backend_msg("soft", "record path has no parent directory"))?;
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| Error::backend_msg("soft", "record path has no file name"))?;
     let mut rnd = [0u8; 8];
     crate::prim::random(&mut rnd)?;
-    let tmp = dir.join(format!("{TMP_PREFIX}{file_name}-{}", hex::encode(rnd)));
+    let tmp = tmp_dir.join(format!("{TMP_PREFIX}{file_name}-{}", hex::encode(rnd)));
     let result = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
+        let mut f = fsperm::create_private_file(&tmp)
             .map_err(|e| io_err(format!("cannot create {}", tmp.display()), e))?;
         f.write_all(bytes)
             .map_err(|e| io_err(format!("cannot write {}", tmp.display()), e))?;
@@ -48,6 +61,30 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Creates `dir` (and missing parents) with mode 0700; an existing
+/// directory is left to [`secure_store`].
+pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
+    fsperm::ensure_private_dir(dir)
+        .map_err(|e| io_err(format!("cannot create {}", dir.display()), e))
+}
+
+/// The open-time permission check of the store in `dir`: the directory, the
+/// records directory and the store's fixed files (`files`, relative to
+/// `dir`). Any of them that other users can reach is set to 0700/0600 and
+/// reported; a loose directory has everything below it checked too.
+pub(crate) fn secure_store(dir: &Path, records: &str, files: &[&str]) -> PermissionReport {
+    let mut report = PermissionReport::new();
+    if report.check_dir_tree(dir) {
+        // Everything below was checked with it.
+        return report;
+    }
+    report.check_dir_tree(&dir.join(records));
+    for f in files {
+        report.check_path(&dir.join(f));
+    }
+    report
 }
 
 /// Removes `path` durably. A missing file is `NotFound`.

@@ -41,13 +41,13 @@ pub use material::CryptoProvider;
 
 use header::Header;
 use keystore_api::{
-    AeadSealed, Algorithm, Backend, Capabilities, Error, GeneratedKey, KeyHandle, Operation,
-    PublicKey, Result, SecretBytes,
+    fsperm::PermissionReport, AeadSealed, Algorithm, Backend, Capabilities, Error, GeneratedKey,
+    KeyHandle, Operation, PublicKey, Result, SecretBytes,
 };
 use material::Material;
 use record::{Sealer, ID_LEN};
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -74,6 +74,8 @@ pub struct SoftStore {
     sealer: Sealer,
     cache: RwLock<Cache>,
     provider: CryptoProvider,
+    /// Store paths found accessible to other users at open (tightened).
+    permissions: PermissionReport,
     _lock: File,
 }
 
@@ -131,9 +133,13 @@ impl SoftStore {
     /// key-file and provider stores ignore it. An existing store is
     /// [`Error::AlreadyExists`].
     pub fn create(dir: &Path, unlock: &Unlock, kdf: Kdf) -> Result<SoftStore> {
-        fs::create_dir_all(dir.join(RECORDS_DIR))
-            .map_err(|e| fsio::io_err(format!("cannot create {}", dir.display()), e))?;
-        let lock = lock_dir(dir)?;
+        fsio::ensure_private_dir(&dir.join(RECORDS_DIR))?;
+        // A directory that existed before (given by the caller) may be loose.
+        let permissions = fsio::secure_store(dir, RECORDS_DIR, &[HEADER_FILE, LOCK_FILE]);
+        let lock = open_lock(dir)?;
+        // Creation alone is exclusive: two processes creating one store at
+        // once would otherwise each write a header with its own store key.
+        lock_for_creation(&lock, dir)?;
         if dir.join(HEADER_FILE).exists() {
             return Err(Error::AlreadyExists(format!(
                 "a soft store already exists in {}",
@@ -150,7 +156,9 @@ impl SoftStore {
         let (kek, sealed) = kek::Kek::for_new_header(unlock, kdf, &salt)?;
         let header = Header::seal(kdf, salt, sealed, store_id, &kek, &store_key)?;
         fsio::write_atomic(&dir.join(HEADER_FILE), &header.encode())?;
-        Self::assemble(dir, header, store_key, lock)
+        let mut store = Self::assemble(dir, header, store_key, lock)?;
+        store.permissions = permissions;
+        Ok(store)
     }
 
     /// Opens the store in `dir`. The passphrase KDF (or the provider's
@@ -165,17 +173,24 @@ impl SoftStore {
                 dir.display()
             )));
         }
-        let lock = lock_dir(dir)?;
+        // Before anything is read: the header allows offline guessing of a
+        // passphrase, so a loose store is tightened (and reported) first.
+        let permissions = fsio::secure_store(dir, RECORDS_DIR, &[HEADER_FILE, LOCK_FILE]);
+        let lock = open_lock(dir)?;
         let bytes = fs::read(&header_path)
             .map_err(|e| fsio::io_err(format!("cannot read {}", header_path.display()), e))?;
         let header = Header::decode(&bytes)?;
         let kek = kek::Kek::for_header(unlock, &header)?;
         let store_key = header.unwrap_store_key(&kek)?;
-        fs::create_dir_all(dir.join(RECORDS_DIR))
-            .map_err(|e| fsio::io_err(format!("cannot create {}", dir.display()), e))?;
-        fsio::remove_temporaries(dir)?;
-        fsio::remove_temporaries(&dir.join(RECORDS_DIR))?;
-        Self::assemble(dir, header, store_key, lock)
+        fsio::ensure_private_dir(&dir.join(RECORDS_DIR))?;
+        // Temporaries are another process's writes in flight unless no other
+        // process has the store open.
+        if lock.try_lock().is_ok() {
+            fsio::remove_temporaries(dir)?;
+        }
+        let mut store = Self::assemble(dir, header, store_key, lock)?;
+        store.permissions = permissions;
+        Ok(store)
     }
 
     fn assemble(
@@ -185,6 +200,11 @@ impl SoftStore {
         lock: File,
     ) -> Result<SoftStore> {
         let sealer = Sealer::new(&store_key, header.store_id)?;
+        // Held shared for the store's life: it only tells a later open
+        // whether any other process has the store open.
+        lock.lock_shared().map_err(|e| {
+            fsio::io_err(format!("cannot lock {}", dir.join(LOCK_FILE).display()), e)
+        })?;
         Ok(SoftStore {
             dir: dir.to_path_buf(),
             records: dir.join(RECORDS_DIR),
@@ -193,6 +213,7 @@ impl SoftStore {
             sealer,
             cache: RwLock::new(Cache::default()),
             provider: CryptoProvider::default_for_build(),
+            permissions: PermissionReport::default(),
             _lock: lock,
         })
     }
@@ -268,7 +289,7 @@ impl SoftStore {
         let mut id = [0u8; ID_LEN];
         random(&mut id)?;
         let sealed = self.sealer.seal(alg, &id, material)?;
-        fsio::write_atomic(&self.path_of(&id), &sealed)?;
+        fsio::write_atomic_via(&self.path_of(&id), &self.dir, &sealed)?;
         self.cache().insert(id, Arc::clone(&parsed));
         Ok((id, parsed))
     }
@@ -362,25 +383,48 @@ fn new_salt(kdf: Kdf) -> Result<Vec<u8>> {
     Ok(salt)
 }
 
-fn lock_dir(dir: &Path) -> Result<File> {
+/// The store's lock file. Every process that has the store open holds a
+/// shared lock on it; only store creation takes it exclusively.
+fn open_lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK_FILE);
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| fsio::io_err(format!("cannot open {}", path.display()), e))?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::backend_msg(
-            "soft",
-            format!(
-                "the soft store in {} is open in another process",
-                dir.display()
-            ),
-        )),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(fsio::io_err(format!("cannot lock {}", path.display()), e))
+    let mut opts = fs::OpenOptions::new();
+    opts.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(&path)
+        .map_err(|e| fsio::io_err(format!("cannot open {}", path.display()), e))
+}
+
+/// Waits (bounded) for exclusive use of `lock` while a store is created;
+/// a store that exists meanwhile is [`Error::AlreadyExists`].
+fn lock_for_creation(lock: &File, dir: &Path) -> Result<()> {
+    let exists =
+        || Error::AlreadyExists(format!("a soft store already exists in {}", dir.display()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if dir.join(HEADER_FILE).exists() {
+            return Err(exists());
+        }
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::Busy(format!(
+                    "another process is creating the soft store in {}",
+                    dir.display()
+                )))
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(fsio::io_err(
+                    format!("cannot lock {}", dir.join(LOCK_FILE).display()),
+                    e,
+                ))
+            }
         }
     }
 }
@@ -563,5 +607,9 @@ impl Backend for SoftStore {
         let header = self.dir.join(HEADER_FILE);
         fsio::overwrite_in_place(&header)?;
         fsio::remove_durably(&header)
+    }
+
+    fn permission_report(&self) -> PermissionReport {
+        self.permissions.clone()
     }
 }

@@ -125,4 +125,10 @@ cases! {
     "TEST-KEY-48" crash_during_destroy_sweep_revoke_recovers "REQ-KEY-WIPE-01" "a crash in destroy/sweep/revoke reopens in the new state, no dangling handle";
     "TEST-KEY-49" missing_material_is_marked_not_dropped "REQ-KEY-STO-01" "material missing at open is reported, marked compromised and audited, not dropped";
     "TEST-KEY-50" damaged_metadata_never_destroys_a_key "REQ-KEY-STO-01" "a damaged handle in metadata leaves the genuine backend object intact and reported";
+    "TEST-KEY-51" many_processes_share_one_store "REQ-KEY-ROT-01" "4 using processes, 1 rotating and sweeping, 1 re-opening and listing, plus the holder: 0 failed uses, nothing compromised, all material present, audit intact";
+    "TEST-KEY-52" killed_writers_lose_nothing "REQ-KEY-STO-01" "200 writers SIGKILLed at random points under load: nothing compromised, no orphan after a quiet open, every surviving version works, audit intact";
+    "TEST-KEY-53" wrong_backend_fails_open_and_changes_nothing "REQ-KEY-STO-01" "metadata opened over the wrong token, TPM registry or directory fails the open (NotFound) and changes nothing";
+    "TEST-KEY-54" mac_and_derive_never_share_a_key "REQ-KEY-KDF-01" "mac and derive on one key are Policy at create and import; hmac defaults to mac; old keys with both work and are warned about";
+    "TEST-KEY-55" audit_never_claims_unchecked_macs "REQ-KEY-AUD-01" "audit key reference NULLed or replaced on a live store is Integrity; after decommission the chain only is checked and the report says MACs were not";
+    "TEST-KEY-56" store_files_are_private "REQ-KEY-STO-01" "under umask 022 every store directory is 0700 and every file (records, header, lock, metadata and its -wal/-shm/-gen) 0600; loosened modes are tightened and reported at open";
 }

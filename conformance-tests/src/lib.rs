@@ -17,6 +17,7 @@
 pub mod cases;
 pub mod catalog;
 pub mod fixtures;
+pub mod processes;
 pub mod results;
 mod support;
 
@@ -106,6 +107,21 @@ pub trait Fixture: Sized {
     /// Damages the stored record of key `name` (active version) at rest. The
     /// suite restarts the keystore afterwards so no cache hides the damage.
     fn tamper(&self, ks: &Keystore<Self::Backend>, name: &str, how: Tamper<'_>);
+
+    /// How another process opens this fixture's store (the multi-process
+    /// cases hand it to the `conformance-worker` binary).
+    fn worker_spec(&self) -> Result<processes::WorkerSpec, String>;
+
+    /// Opens the store `spec` describes, in a worker process, with
+    /// `check_material` as in [`keystore_api::OpenOptions`].
+    fn open_for_worker(
+        spec: &processes::WorkerSpec,
+        check_material: bool,
+    ) -> Result<Keystore<Self::Backend>, String>;
+
+    /// Opens this fixture's metadata over other, empty backend storage (a
+    /// fresh store directory, token or registry): the wrong device.
+    fn open_elsewhere(&mut self) -> keystore_api::Result<Keystore<Self::Backend>>;
 }
 
 /// Runs `body` as conformance case `case` on fixture `F` and records the result.
@@ -198,6 +214,12 @@ macro_rules! suite {
             crash_during_destroy_sweep_revoke_recovers,
             missing_material_is_marked_not_dropped,
             damaged_metadata_never_destroys_a_key,
+            many_processes_share_one_store,
+            killed_writers_lose_nothing,
+            wrong_backend_fails_open_and_changes_nothing,
+            mac_and_derive_never_share_a_key,
+            audit_never_claims_unchecked_macs,
+            store_files_are_private,
         );
     };
     (@stamp $fixture:ty; $($name:ident),* $(,)?) => {

@@ -7,7 +7,7 @@ use crate::cli::{ActorArgs, AuditCommand, KeyCommand, RoleCommand};
 use crate::error::{CliError, CliResult};
 use crate::files;
 use crate::store::Store;
-use keystore_api::{AuditEntry, KeyInfo, Role};
+use keystore_api::{AuditCoverage, AuditEntry, KeyInfo, Role, Usages};
 use std::path::Path;
 
 /// Largest backup file accepted.
@@ -133,22 +133,36 @@ pub fn audit(ks: &Store, args: &ActorArgs, cmd: &AuditCommand) -> CliResult<()> 
     match cmd {
         AuditCommand::Verify => {
             let report = ks.verify_audit(&actor)?;
-            match report.first_bad {
-                None => outln!(
+            if let Some((seq, why)) = &report.first_bad {
+                return Err(keystore_api::Error::Integrity(format!(
+                    "audit entry #{seq} is bad: {why}"
+                ))
+                .into());
+            }
+            match &report.checked {
+                AuditCoverage::ChainAndMacs => outln!(
                     "audit trail intact: {} entries, chain, MACs and head verify",
                     report.entries
                 )?,
-                Some((seq, why)) => {
-                    return Err(keystore_api::Error::Integrity(format!(
-                        "audit entry #{seq} is bad: {why}"
-                    ))
-                    .into())
-                }
+                AuditCoverage::ChainOnly { decommissioned_at } => outln!(
+                    "audit trail chain verifies: {} entries; MACs NOT checked: the audit key was \
+                     destroyed at decommission ({decommissioned_at}), so edits with a recomputed \
+                     chain cannot be detected here; compare with the trail exported at decommission",
+                    report.entries
+                )?,
+            }
+            for name in &report.keys_with_mac_and_derive {
+                outln!(
+                    "warning: key '{name}' holds both mac and derive usages, which new keys \
+                     cannot: {}; create separate mac and derive keys and retire it",
+                    Usages::MAC_AND_DERIVE_REASON
+                )?;
             }
         }
         AuditCommand::Export { out } => {
             let lines = json_lines(&ks.export_audit(&actor)?)?;
-            files::write_public(out, lines.as_bytes())?;
+            // An export: key names, fingerprints and actors, for its owner.
+            files::write_secret(out, lines.as_bytes())?;
         }
     }
     Ok(())
@@ -183,7 +197,7 @@ pub fn role(ks: &Store, args: &ActorArgs, cmd: &RoleCommand) -> CliResult<()> {
 pub fn decommission(ks: &Store, args: &ActorArgs, audit_out: &Path) -> CliResult<()> {
     let actor = actor::authenticate(ks, args, "decommission")?;
     let exported = ks.decommission(&actor)?;
-    files::write_public(audit_out, json_lines(&exported)?.as_bytes())?;
+    files::write_secret(audit_out, json_lines(&exported)?.as_bytes())?;
     outln!(
         "decommissioned: every key wiped; the final audit trail ({} entries) is in {}",
         exported.len(),

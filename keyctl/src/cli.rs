@@ -31,6 +31,7 @@ Exit codes:
    9  Integrity: a signature, ciphertext, AAD or stored record failed to verify
   10  Backend: the backend or the metadata database failed
   11  Io: a file named on the command line could not be read or written
+  12  Busy: another process held the store's write lock past --lock-timeout
 
 Errors are reported on stderr as one line: `keyctl: <Kind>: <message>`.";
 
@@ -82,6 +83,25 @@ pub struct UnlockArgs {
     /// The backend (soft or pkcs11) and, for PKCS#11, the token and its PIN.
     #[command(flatten)]
     pub backend: crate::backend::BackendArgs,
+
+    /// How long a lifecycle command waits for another process's write to the
+    /// store to finish before failing with exit code 12 (Busy), in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYCTL_LOCK_TIMEOUT",
+        value_name = "SECONDS",
+        default_value_t = 5.0,
+        value_parser = parse_lock_timeout
+    )]
+    pub lock_timeout: f64,
+}
+
+fn parse_lock_timeout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=3600.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a number of seconds from 0 to 3600")),
+    }
 }
 
 /// Who performs lifecycle commands, and the role credential that proves it.
@@ -216,7 +236,9 @@ pub enum KeyCommand {
         #[arg(long, value_parser = algorithm_parser())]
         alg: Algorithm,
         /// Comma-separated usages (sign, verify, encrypt, decrypt, mac, derive,
-        /// wrap); default: the algorithm's usual usages.
+        /// wrap); default: the algorithm's usual usages (hmac-sha256: mac). A
+        /// key holds mac or derive, never both: create a derivation key with
+        /// `--usages derive`.
         #[arg(long)]
         usages: Option<String>,
         /// Allow wrapped backups of this (symmetric) key. Fixed for life.
@@ -236,7 +258,9 @@ pub enum KeyCommand {
         /// File holding 32 raw bytes, or 64 hex characters and an optional newline.
         #[arg(long, value_name = "PATH")]
         secret_file: PathBuf,
-        /// Comma-separated usages; default: every usage the algorithm permits.
+        /// Comma-separated usages; default: the algorithm's usual usages
+        /// (hmac-sha256: mac; `--usages derive` for a derivation key; never
+        /// both).
         #[arg(long)]
         usages: Option<String>,
     },

@@ -57,6 +57,7 @@ impl CliError {
             "Integrity" => 9,
             "Backend" => 10,
             "Io" => 11,
+            "Busy" => 12,
             _ => 1,
         }
     }

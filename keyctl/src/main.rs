@@ -60,12 +60,12 @@ fn run(cli: Cli) -> CliResult<()> {
             }
             admin::decommission(&store::open(&root, &unlock)?, &actor, &audit_out)
         }
-        Command::Sign(a) => commands::sign(&store::open(&root, &unlock)?, a),
-        Command::Verify(a) => commands::verify(&store::open(&root, &unlock)?, a),
-        Command::Pubkey(a) => commands::pubkey(&store::open(&root, &unlock)?, a),
-        Command::Encrypt(a) => commands::encrypt(&store::open(&root, &unlock)?, a),
-        Command::Decrypt(a) => commands::decrypt(&store::open(&root, &unlock)?, a),
-        Command::Derive(a) => commands::derive(&store::open(&root, &unlock)?, a),
+        Command::Sign(a) => commands::sign(&store::open_for_use(&root, &unlock)?, a),
+        Command::Verify(a) => commands::verify(&store::open_for_use(&root, &unlock)?, a),
+        Command::Pubkey(a) => commands::pubkey(&store::open_for_use(&root, &unlock)?, a),
+        Command::Encrypt(a) => commands::encrypt(&store::open_for_use(&root, &unlock)?, a),
+        Command::Decrypt(a) => commands::decrypt(&store::open_for_use(&root, &unlock)?, a),
+        Command::Derive(a) => commands::derive(&store::open_for_use(&root, &unlock)?, a),
         Command::Ca(cmd) => provision::ca(&root, &unlock, &actor, cmd),
         Command::Provision(a) => provision::provision(&root, &unlock, &actor, a),
         Command::Renew(a) => provision::renew(&root, &unlock, &actor, a),

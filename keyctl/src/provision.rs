@@ -1,16 +1,20 @@
-//! Device PKI commands: `ca init-root|sign-intermediate|show|revoke|crl|check|events`,
+//! Device PKI commands: `ca init-root|sign-intermediate|revoke-intermediate|root-crl|show|revoke|crl|check|events`,
 //! `provision` (one device or a batch) and `renew`.
 //!
 //! Separation of duties (REQ-KEY-SOD-01): the root CA's key lives in its own
 //! store (`--root-store`, soft, meant to be kept offline), opened only by
-//! `ca init-root` and the `ca sign-intermediate` ceremony, with the root
-//! custodian's own credential. Every other command works on the production
-//! store (`--store`, any backend) and never opens the root's store.
+//! `ca init-root`, the `ca sign-intermediate` ceremony, and the custodian's
+//! `ca revoke-intermediate` and `ca root-crl`, with the root custodian's own
+//! credential. Every other command works on the production store (`--store`,
+//! any backend) and never opens the root's store; the root's own commands
+//! (other than the ceremony) never open the production store.
 //!
 //! Files: the production store holds `pki.sqlite` (CA certificates, the
 //! provisioning registry, CRL state, the event log) and `pki/` (root.pem,
-//! intermediate.pem, crl.pem); provisioned devices get
-//! `provisioned/<id>/{cert.pem,chain.pem,record.yaml}` unless `--out-dir`.
+//! intermediate.pem, crl.pem, and root-crl.pem, the root's CRL as published
+//! by the custodian); the root's store holds root-ca.pem and root-crl.pem;
+//! provisioned devices get `provisioned/<id>/{cert.pem,chain.pem,record.yaml}`
+//! unless `--out-dir`.
 
 use crate::actor;
 use crate::cli::{parse_duration, ActorArgs, UnlockArgs};
@@ -71,6 +75,41 @@ pub enum CaCommand {
         #[arg(long, default_value_t = 1095)]
         validity_days: u32,
     },
+    /// Root custodian: revoke an intermediate this root signed and issue the
+    /// root's new CRL (ROOT/root-crl.pem, and --out). Opens the root's store
+    /// alone, with the custodian's credential (--root-secret-file or
+    /// KEYCTL_ROOT_SECRET). Publish the CRL to relying parties (for `ca
+    /// check`: STORE/pki/root-crl.pem): every device under the intermediate
+    /// is then rejected.
+    RevokeIntermediate {
+        #[command(flatten)]
+        root: RootArgs,
+        /// The intermediate's serial (hex; `ca show` prints it).
+        #[arg(long)]
+        serial: String,
+        /// Why (recorded; a leading keyword such as ca-compromise,
+        /// key-compromise or superseded sets the CRL reason code).
+        #[arg(long)]
+        reason: String,
+        /// Time to the root CRL's nextUpdate, e.g. 180d (at most 366d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "180d")]
+        next_update: Duration,
+        /// Also write the root's CRL (PEM) here.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Root custodian: reissue the root's CRL (before the last one's
+    /// nextUpdate) to ROOT/root-crl.pem and --out. Opens the root's store alone.
+    RootCrl {
+        #[command(flatten)]
+        root: RootArgs,
+        /// Time to the root CRL's nextUpdate, e.g. 180d (at most 366d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "180d")]
+        next_update: Duration,
+        /// Also write the root's CRL (PEM) here.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Show the production store's root, intermediate, CRL and device count.
     Show,
     /// Revoke a device certificate (by serial, or every certificate of a
@@ -100,10 +139,12 @@ pub enum CaCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Check a peer's chain: path to the root, CRL (nextUpdate enforced),
-    /// validity and pins. Exit 0 if accepted; 6 (KeyState) if revoked,
-    /// expired, not yet valid or the CRL is stale; 8 (Auth) for an unknown
-    /// issuer or a pin mismatch. Needs no unlock.
+    /// Check a peer's chain: path to the root, revocation of every
+    /// certificate on it (the device against the intermediate's CRL, the
+    /// intermediate against the root's CRL; nextUpdate enforced), validity
+    /// and pins. Exit 0 if accepted; 6 (KeyState) if a certificate on the
+    /// path is revoked, expired or not yet valid, or a CRL is missing or
+    /// stale; 8 (Auth) for an unknown issuer or a pin mismatch. Needs no unlock.
     Check {
         /// PEM chain: the peer's certificate first, then intermediates.
         #[arg(long, value_name = "FILE")]
@@ -111,9 +152,16 @@ pub enum CaCommand {
         /// Trust anchor [default: STORE/pki/root.pem].
         #[arg(long, value_name = "FILE")]
         root: Option<PathBuf>,
-        /// CRL files (PEM or DER) [default: STORE/pki/crl.pem].
+        /// CRL files (PEM or DER; repeat, or several in one PEM file). With
+        /// --crl, only the CRLs named here and by --root-crl are used
+        /// [default: STORE/pki/crl.pem and STORE/pki/root-crl.pem; a missing
+        /// default file leaves that CA's status unknown, which rejects].
         #[arg(long, value_name = "FILE")]
         crl: Vec<PathBuf>,
+        /// The root's CRL (PEM or DER), which covers the intermediate
+        /// [default without --crl: STORE/pki/root-crl.pem].
+        #[arg(long, value_name = "FILE")]
+        root_crl: Option<PathBuf>,
         /// Require one of these SPKI pins (sha256:HEX) on the path; repeat
         /// for old and new pins during a transition.
         #[arg(long, value_name = "PIN")]
@@ -216,17 +264,29 @@ fn pki_dir(store: &Path) -> PathBuf {
 }
 
 fn open_db(dir: &Path) -> CliResult<PkiDb> {
-    Ok(PkiDb::open(&dir.join("pki.sqlite"))?)
+    let db = PkiDb::open(&dir.join("pki.sqlite"))?;
+    store::warn_permissions(db.permission_report());
+    Ok(db)
 }
 
+/// Writes a PKI file (certificate, chain, CRL, provisioning record). They
+/// hold nothing secret, but most land inside a store, where everything is
+/// owner-only: new directories are 0700 and the file is 0600 (publish a copy
+/// with the mode you need).
 fn write_file(path: &Path, text: &str) -> CliResult<()> {
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
-            std::fs::create_dir_all(parent)
+            keystore_api::fsperm::ensure_private_dir(parent)
                 .map_err(|e| CliError::io("create directory", parent, e))?;
         }
     }
-    files::write_public(path, text.as_bytes())
+    files::write_secret(path, text.as_bytes())
+}
+
+/// A keystore opened by a PKI command, with its loose paths reported.
+fn warned<B: keystore_api::Backend>(ks: Keystore<B>) -> Keystore<B> {
+    store::warn_permissions(ks.permission_report());
+    ks
 }
 
 fn actor_id(explicit: Option<&str>) -> String {
@@ -280,7 +340,7 @@ fn open_root(root: &RootArgs) -> CliResult<Keystore<SoftStore>> {
         .into());
     }
     let backend = SoftStore::open(&layout.soft, &root_unlock(root)?)?;
-    Ok(Keystore::open(backend, &layout.metadata)?)
+    Ok(warned(Keystore::open(backend, &layout.metadata)?))
 }
 
 fn root_actor(ks: &Keystore<SoftStore>, root: &RootArgs) -> CliResult<Actor> {
@@ -332,7 +392,7 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
             let officer = actor::authenticate(&prod, args, "ca sign-intermediate")?;
             let prod_db = open_db(root)?;
             let factory = Factory::new(&prod, &prod_db);
-            let (inter, root_cert) = {
+            let (inter, root_cert, root_crl) = {
                 let root_ks = open_root(&rargs)?;
                 let custodian = root_actor(&root_ks, &rargs)?;
                 let root_db = open_db(&rargs.root_store)?;
@@ -340,13 +400,20 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
                 let inter = provisioning::ceremony(
                     &rca, &custodian, &factory, &officer, &cn, validity, now,
                 )?;
-                (inter, rca.certificate()?)
+                // The root's CRL, which relying parties need to check the
+                // intermediate; reissued by `ca root-crl` before it is stale.
+                let root_crl =
+                    rca.issue_crl(&custodian, now, provisioning::ca::DEFAULT_ROOT_CRL_VALIDITY)?;
+                let root_crl = pem_encode("X509 CRL", &root_crl);
+                write_file(&rargs.root_store.join("root-crl.pem"), &root_crl)?;
+                (inter, rca.certificate()?, root_crl)
             }; // The root's store is closed here, before anything else happens.
             let crl = factory.issue_crl(&officer, now, provisioning::ca::DEFAULT_CRL_VALIDITY)?;
             let dir = pki_dir(root);
             write_file(&dir.join("root.pem"), &root_cert.pem())?;
             write_file(&dir.join("intermediate.pem"), &inter.pem())?;
             write_file(&dir.join("crl.pem"), &pem_encode("X509 CRL", &crl))?;
+            write_file(&dir.join("root-crl.pem"), &root_crl)?;
             outln!(
                 "intermediate '{}' (serial {}) signed by root '{}', valid until {}",
                 inter.subject,
@@ -355,7 +422,7 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
                 provisioning::util::rfc3339(inter.not_after)
             )?;
             outln!(
-                "its key '{}' is in the production store; wrote {}/{{root,intermediate,crl}}.pem",
+                "its key '{}' is in the production store; wrote {}/{{root,intermediate,crl,root-crl}}.pem",
                 provisioning::INTERMEDIATE_KEY,
                 dir.display()
             )?;
@@ -409,9 +476,43 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
             chain,
             root: anchor,
             crl,
+            root_crl,
             pin,
             at,
-        } => check(root, &chain, anchor, crl, &pin, at.as_deref()),
+        } => check(root, &chain, anchor, crl, root_crl, &pin, at.as_deref()),
+        CaCommand::RevokeIntermediate {
+            root: rargs,
+            serial,
+            reason,
+            next_update,
+            out,
+        } => {
+            let serial = provisioning::ca::normalise_serial(&serial)?;
+            let root_ks = open_root(&rargs)?;
+            let custodian = root_actor(&root_ks, &rargs)?;
+            let root_db = open_db(&rargs.root_store)?;
+            let rca = RootCa::new(&root_ks, &root_db);
+            let crl = rca.revoke_intermediate(&custodian, &serial, &reason, now, next_update)?;
+            let subject = rca
+                .signed_intermediates()?
+                .into_iter()
+                .find(|i| i.serial == serial)
+                .map(|i| i.subject)
+                .unwrap_or_default();
+            outln!("revoked intermediate '{subject}' (serial {serial})")?;
+            write_root_crl(&rargs, &crl, out.as_deref(), now + next_update)
+        }
+        CaCommand::RootCrl {
+            root: rargs,
+            next_update,
+            out,
+        } => {
+            let root_ks = open_root(&rargs)?;
+            let custodian = root_actor(&root_ks, &rargs)?;
+            let root_db = open_db(&rargs.root_store)?;
+            let crl = RootCa::new(&root_ks, &root_db).issue_crl(&custodian, now, next_update)?;
+            write_root_crl(&rargs, &crl, out.as_deref(), now + next_update)
+        }
         CaCommand::Events => {
             let prod = store::open(root, unlock)?;
             actor::authenticate(&prod, args, "ca events")?;
@@ -459,7 +560,7 @@ fn init_root(
     let unlock = match new_key_file {
         Some(path) => {
             if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
+                keystore_api::fsperm::ensure_private_dir(parent)
                     .map_err(|e| CliError::io("create directory", parent, e))?;
             }
             backend_soft::create_key_file(path)?;
@@ -471,8 +572,7 @@ fn init_root(
         Unlock::KeyFile(_) => Kdf::KeyFile,
         _ => Kdf::default_passphrase(),
     };
-    std::fs::create_dir_all(&layout.root)
-        .map_err(|e| CliError::io("create directory", &layout.root, e))?;
+    store::prepare_root(&layout.root)?;
     let backend = SoftStore::create(&layout.soft, &unlock, kdf)?;
     let ks = Keystore::open(backend, &layout.metadata)?;
     ks.set_role_credential(None, Role::SecurityOfficer, &secret)?;
@@ -497,6 +597,30 @@ fn init_root(
         path.display(),
         cert.digest
     )?;
+    Ok(())
+}
+
+/// Writes the root's CRL to ROOT/root-crl.pem and `out`, and says where.
+fn write_root_crl(
+    rargs: &RootArgs,
+    crl: &[u8],
+    out: Option<&Path>,
+    next_update: OffsetDateTime,
+) -> CliResult<()> {
+    let pem = pem_encode("X509 CRL", crl);
+    let path = rargs.root_store.join("root-crl.pem");
+    write_file(&path, &pem)?;
+    if let Some(out) = out {
+        write_file(out, &pem)?;
+    }
+    outln!(
+        "root CRL issued, next update {}; written to {}{}",
+        provisioning::util::rfc3339(next_update),
+        path.display(),
+        out.map(|o| format!(" and {}", o.display()))
+            .unwrap_or_default()
+    )?;
+    outln!("publish it to relying parties (for `keyctl ca check`: STORE/pki/root-crl.pem)")?;
     Ok(())
 }
 
@@ -547,15 +671,24 @@ fn check(
     chain: &Path,
     anchor: Option<PathBuf>,
     crls: Vec<PathBuf>,
+    root_crl: Option<PathBuf>,
     pins: &[String],
     at: Option<&str>,
 ) -> CliResult<()> {
     let anchor = anchor.unwrap_or_else(|| pki_dir(store).join("root.pem"));
-    let crls = if crls.is_empty() {
-        vec![pki_dir(store).join("crl.pem")]
-    } else {
-        crls
-    };
+    // Named files must exist; a missing default file is left out, so the CA
+    // it would cover has an unknown status and the peer is rejected (exit 6).
+    let defaults = crls.is_empty();
+    let mut files = crls;
+    if defaults {
+        files.push(pki_dir(store).join("crl.pem"));
+        if root_crl.is_none() {
+            files.push(pki_dir(store).join("root-crl.pem"));
+        }
+        files.retain(|p| p.exists());
+    }
+    files.extend(root_crl);
+    let crls = files;
     let now = match at {
         Some(s) => keystore_api::clock::parse_rfc3339(s)
             .ok_or_else(|| CliError::invalid(format!("--at needs an RFC 3339 time, got '{s}'")))?,
@@ -623,7 +756,7 @@ fn open_device_store(args: &DeviceStoreArgs) -> CliResult<Option<Keystore<SoftSt
     }
     std::fs::metadata(key_file).map_err(|e| CliError::io("read key file", key_file, e))?;
     let backend = SoftStore::open(&layout.soft, &Unlock::KeyFile(key_file.clone()))?;
-    Ok(Some(Keystore::open(backend, &layout.metadata)?))
+    Ok(Some(warned(Keystore::open(backend, &layout.metadata)?)))
 }
 
 /// `keyctl provision`.
@@ -703,7 +836,7 @@ fn run<P: Backend, D: Backend>(
             device.key_name(),
             done.installed.key_version,
             c.spki_fingerprint,
-            dks.backend().name(),
+            dks.backend_name(),
             c.serial,
             provisioning::util::rfc3339(c.not_after)
         )?;

@@ -5,7 +5,7 @@
 //! (`TPM2TOOLS_TCTI`, `KEYSTORE_TPM_OWNER_AUTH[_FILE]`).
 
 use crate::cli::UnlockArgs;
-use crate::error::{CliError, CliResult};
+use crate::error::CliResult;
 use crate::store::{Layout, Store};
 use keystore_api::{Error, Keystore};
 use std::path::PathBuf;
@@ -15,7 +15,7 @@ fn registry(layout: &Layout) -> PathBuf {
 }
 
 /// Opens an existing TPM store.
-pub fn open(layout: &Layout, unlock_args: &UnlockArgs) -> CliResult<Store> {
+pub fn open(layout: &Layout, unlock_args: &UnlockArgs, check_material: bool) -> CliResult<Store> {
     if !layout.metadata.is_file() || !registry(layout).is_dir() {
         return Err(Error::NotFound(format!(
             "no TPM keystore in {} (create one with `keyctl --backend tpm init`)",
@@ -24,10 +24,12 @@ pub fn open(layout: &Layout, unlock_args: &UnlockArgs) -> CliResult<Store> {
         .into());
     }
     let backend = unlock_args.backend.open_tpm(&registry(layout))?;
-    Ok(Keystore::open(
+    crate::store::open_keystore(
         Box::new(backend) as crate::backend::AnyBackend,
         &layout.metadata,
-    )?)
+        unlock_args,
+        check_material,
+    )
 }
 
 /// `keyctl --backend tpm init`.
@@ -39,8 +41,7 @@ pub fn init(layout: &Layout, unlock_args: &UnlockArgs) -> CliResult<()> {
         ))
         .into());
     }
-    std::fs::create_dir_all(&layout.root)
-        .map_err(|e| CliError::io("create directory", &layout.root, e))?;
+    crate::store::prepare_root(&layout.root)?;
     let backend = match unlock_args.backend.open_tpm(&registry(layout)) {
         Ok(b) => b,
         Err(e) => {

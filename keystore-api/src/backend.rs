@@ -164,6 +164,14 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Destroys every key this backend holds for this store.
     fn wipe(&self) -> Result<()>;
+
+    /// Paths of this backend's store (directories, records, header, lock)
+    /// that were accessible to other local users when it was opened, each
+    /// tightened or reported as not tightenable (see [`crate::fsperm`]).
+    /// Backends that keep no files of their own (PKCS#11) report none.
+    fn permission_report(&self) -> crate::fsperm::PermissionReport {
+        crate::fsperm::PermissionReport::default()
+    }
 }
 
 /// `Box<dyn Backend>` and `Arc<B>` are backends too, forwarding every
@@ -252,6 +260,9 @@ macro_rules! forward_backend {
             }
             fn wipe(&self) -> Result<()> {
                 (**self).wipe()
+            }
+            fn permission_report(&self) -> crate::fsperm::PermissionReport {
+                (**self).permission_report()
             }
         }
     };

@@ -39,6 +39,11 @@ pub enum Error {
     /// record binding, truncation).
     #[error("integrity check failed: {0}")]
     Integrity(String),
+    /// Another process (or thread) held the store's write lock for longer than
+    /// the configured wait; nothing was changed. The message names the holder.
+    /// Retrying later is safe.
+    #[error("busy: {0}")]
+    Busy(String),
     /// The backend or the metadata store failed for a reason of its own.
     #[error("{component}: {message}")]
     Backend {
@@ -85,7 +90,8 @@ impl Error {
             | Error::KeyState(m)
             | Error::Policy(m)
             | Error::Auth(m)
-            | Error::Integrity(m) => m.clone(),
+            | Error::Integrity(m)
+            | Error::Busy(m) => m.clone(),
             Error::Backend {
                 component, message, ..
             } => format!("{component}: {message}"),
@@ -103,6 +109,7 @@ impl Error {
             Error::Policy(_) => "Policy",
             Error::Auth(_) => "Auth",
             Error::Integrity(_) => "Integrity",
+            Error::Busy(_) => "Busy",
             Error::Backend { .. } => "Backend",
         }
     }

@@ -23,6 +23,7 @@ pub mod backend;
 pub mod clock;
 pub mod envelope;
 pub mod error;
+pub mod fsperm;
 mod generation;
 pub mod keystore;
 pub mod lifecycle;
@@ -31,17 +32,21 @@ pub mod public_key;
 pub mod roles;
 pub mod secret;
 pub mod signature;
+mod write_lock;
 
 pub use algorithm::{Algorithm, Capabilities, KeyClass, Operation, Usages};
-pub use audit::{AuditEntry, AuditReport};
+pub use audit::{AuditCoverage, AuditEntry, AuditReport};
 pub use backend::{AeadSealed, Backend, GeneratedKey, KeyHandle};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, Result};
+pub use fsperm::{LoosePermission, PermissionReport};
 pub use keystore::{
-    limits, FaultPoint, KeyInfo, KeySpec, Keystore, ReconcileReport, RotationDue, VersionInfo,
+    limits, FaultPoint, KeyInfo, KeySpec, Keystore, OpenOptions, ReconcileReport, RotationDue,
+    VersionInfo,
 };
 pub use metadata::{KeyState, Origin};
 pub use public_key::PublicKey;
 pub use roles::{Actor, Role};
 pub use secret::SecretBytes;
 pub use signature::{Signature, SignatureFormat};
+pub use write_lock::DEFAULT_LOCK_TIMEOUT;

@@ -9,10 +9,11 @@ use crate::algorithm::{Algorithm, Usages};
 use crate::backend::KeyHandle;
 use crate::clock::parse_rfc3339;
 use crate::error::{Error, Result};
+use crate::fsperm::PermissionReport;
 use crate::generation::Generation;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -264,6 +265,8 @@ pub(crate) struct Metadata {
     writes: u64,
     /// The commit generation shared with other processes.
     generation: Arc<Generation>,
+    /// Metadata files found accessible to other users at open (tightened).
+    permissions: PermissionReport,
 }
 
 /// A write transaction (`BEGIN IMMEDIATE`): it holds the database's write
@@ -348,10 +351,47 @@ fn to_key_row(raw: RawKey) -> Result<KeyRow> {
     })
 }
 
+/// Files beside the database: SQLite's (`-wal`, `-shm`, `-journal`) and
+/// this crate's (`-gen`, `-lock`).
+pub(crate) const SIDE_FILE_SUFFIXES: &[&str] = &["-wal", "-shm", "-journal", "-gen", "-lock"];
+
+/// The database at `path` and the files beside it.
+pub(crate) fn database_files(path: &Path) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    for suffix in SIDE_FILE_SUFFIXES {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(PathBuf::from(name));
+    }
+    files
+}
+
+/// Before SQLite opens `path`: tightens (and reports) any of the database's
+/// files that other users can reach, and creates a missing database file
+/// empty with mode 0600. SQLite gives the `-wal`, `-shm` and `-journal`
+/// files it creates the main file's mode, so they are 0600 too.
+fn secure_files(path: &Path) -> Result<PermissionReport> {
+    let mut report = PermissionReport::new();
+    for file in database_files(path) {
+        report.check_path(&file);
+    }
+    if !path.exists() {
+        crate::fsperm::open_private_file(path).map_err(|e| {
+            Error::backend(
+                "metadata",
+                format!("cannot create the metadata database {}", path.display()),
+                e,
+            )
+        })?;
+    }
+    Ok(report)
+}
+
 impl Metadata {
     /// Opens (creating if needed) the database at `path` for `backend`, and
     /// applies pending migrations in one transaction.
     pub fn open(path: &Path, backend: &str, now: &str) -> Result<Self> {
+        let permissions = secure_files(path)?;
         let conn = Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(
@@ -361,6 +401,7 @@ impl Metadata {
             conn,
             writes: 0,
             generation: Arc::new(Generation::open(path)?),
+            permissions,
         };
         md.migrate()?;
         md.bind_backend(backend, now)?;
@@ -377,8 +418,18 @@ impl Metadata {
                 "metadata schema version {current} is newer than this build understands ({target}); upgrade the software"
             )));
         }
-        // Also heals a generation left in progress by a writer that died.
+        if current == target {
+            return Ok(());
+        }
+        // Another process may be migrating too: decide again inside the
+        // write transaction, which serialises the two.
         let tx = self.tx()?;
+        let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current > target {
+            return Err(Error::Unsupported(format!(
+                "metadata schema version {current} is newer than this build understands ({target}); upgrade the software"
+            )));
+        }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
@@ -398,13 +449,30 @@ impl Metadata {
                 "this metadata database belongs to the '{b}' backend, not '{backend}'"
             ))),
             None => {
+                // Two processes may bind a new store at once: the first wins,
+                // and the other checks what it wrote.
                 self.conn.execute(
-                    "INSERT INTO store (id, backend, created_at) VALUES (1, ?1, ?2)",
+                    "INSERT OR IGNORE INTO store (id, backend, created_at) VALUES (1, ?1, ?2)",
                     params![backend, now],
                 )?;
-                Ok(())
+                let bound: String =
+                    self.conn
+                        .query_row("SELECT backend FROM store WHERE id = 1", [], |r| r.get(0))?;
+                if bound == backend {
+                    Ok(())
+                } else {
+                    Err(Error::InvalidInput(format!(
+                        "this metadata database belongs to the '{bound}' backend, not '{backend}'"
+                    )))
+                }
             }
         }
+    }
+
+    /// Metadata files that were accessible to other users at open, now
+    /// tightened (see [`crate::fsperm`]).
+    pub fn permission_report(&self) -> &PermissionReport {
+        &self.permissions
     }
 
     /// The connection, for reads.

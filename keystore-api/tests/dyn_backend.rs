@@ -21,7 +21,7 @@ fn a_boxed_backend_signs_and_backs_up_like_the_backend() {
     let dir = tempfile::tempdir().unwrap();
     let chosen: Box<dyn Backend> = Box::new(soft(dir.path()));
     let ks = Keystore::open(chosen, &dir.path().join("m.sqlite")).unwrap();
-    assert_eq!(ks.backend().name(), "soft");
+    assert_eq!(ks.backend_name(), "soft");
     let so = Actor::new("test", Role::SecurityOfficer).unwrap();
     ks.create(&so, "id", KeySpec::new(Algorithm::EcdsaP256Sha256))
         .unwrap();

@@ -96,7 +96,7 @@ impl<'f, P: Backend> Provisioner<'f, P> {
                 csr_der: &csr.der,
                 key_version: version,
                 validity: self.validity,
-                device_backend: Some(device.keystore().backend().name()),
+                device_backend: Some(device.keystore().backend_name()),
             },
             now,
         )?;
@@ -159,7 +159,7 @@ impl<'f, P: Backend> Provisioner<'f, P> {
                 csr_der: &csr.der,
                 key_version: version,
                 validity: self.validity,
-                device_backend: Some(device.keystore().backend().name()),
+                device_backend: Some(device.keystore().backend_name()),
             },
             self.grace,
             now,

@@ -86,21 +86,30 @@ pub fn revoked_and_expired_rejected<F: Fixture>(fx: &mut F) -> Outcome {
     );
     fx.assert_material_gone(&ks, &v2_handle)
         .unwrap_or_else(|e| panic!("revoked material remains: {e}"));
-    // Symmetric keys too: a revoked HMAC key neither MACs nor derives.
+    // Symmetric keys too: a revoked HMAC key neither MACs nor derives (a
+    // key holds mac or derive, never both: one key of each).
     ks.import(
         &so(),
-        "session-master",
+        "session-mac",
         KeySpec::new(Algorithm::HmacSha256),
         &SecretBytes::from_slice(&[1; 32]),
     )
     .expect("import");
+    ks.import(
+        &so(),
+        "session-master",
+        KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::DERIVE),
+        &SecretBytes::from_slice(&[1; 32]),
+    )
+    .expect("import");
+    ks.mac("session-mac", b"m").expect("mac before revoke");
+    ks.derive_hkdf_sha256("session-master", b"s", b"i", 32)
+        .expect("derive before revoke");
+    ks.revoke(&so(), "session-mac", 1, "leaked")
+        .expect("revoke");
     ks.revoke(&so(), "session-master", 1, "leaked")
         .expect("revoke");
-    expect_err(
-        ks.mac("session-master", b"m"),
-        "KeyState",
-        "mac after revoke",
-    );
+    expect_err(ks.mac("session-mac", b"m"), "KeyState", "mac after revoke");
     expect_err(
         ks.derive_hkdf_sha256("session-master", b"s", b"i", 32),
         "KeyState",
@@ -317,12 +326,25 @@ pub fn suspend_and_resume<F: Fixture>(fx: &mut F) -> Outcome {
         &SecretBytes::from_slice(&[2; 32]),
     )
     .expect("import");
+    // A key holds mac or derive, never both: a derive key beside it.
+    ks.import(
+        &so(),
+        "s-kdf",
+        KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::DERIVE),
+        &SecretBytes::from_slice(&[2; 32]),
+    )
+    .expect("import");
     let tag = ks.mac("s", b"m").expect("mac");
+    let okm = ks
+        .derive_hkdf_sha256("s-kdf", b"x", b"y", 16)
+        .expect("derive");
     ks.suspend(&operator(), "s", 1)
+        .expect("an operator suspends");
+    ks.suspend(&operator(), "s-kdf", 1)
         .expect("an operator suspends");
     expect_err(ks.mac("s", b"m"), "KeyState", "mac while suspended");
     expect_err(
-        ks.derive_hkdf_sha256("s", b"x", b"y", 16),
+        ks.derive_hkdf_sha256("s-kdf", b"x", b"y", 16),
         "KeyState",
         "derive while suspended",
     );
@@ -333,10 +355,18 @@ pub fn suspend_and_resume<F: Fixture>(fx: &mut F) -> Outcome {
         "still suspended after restart",
     );
     ks.resume(&operator(), "s", 1).expect("an operator resumes");
+    ks.resume(&operator(), "s-kdf", 1)
+        .expect("an operator resumes");
     assert_eq!(
         ks.mac("s", b"m").expect("mac after resume"),
         tag,
         "the same key came back"
+    );
+    assert_eq!(
+        ks.derive_hkdf_sha256("s-kdf", b"x", b"y", 16)
+            .expect("derive after resume"),
+        okm,
+        "the same derive key came back"
     );
     Outcome::Passed
 }
@@ -455,7 +485,9 @@ pub fn backup_restore_round_trip<F: Fixture>(fx: &mut F) -> Outcome {
     ks.import(
         &so(),
         "op-key",
-        KeySpec::new(Algorithm::HmacSha256).backup_eligible(),
+        KeySpec::new(Algorithm::HmacSha256)
+            .with_usages(Usages::DERIVE)
+            .backup_eligible(),
         &SecretBytes::from_slice(&k),
     )
     .expect("import");

@@ -6,6 +6,7 @@ mod audit;
 mod derive;
 mod input;
 mod lifecycle;
+mod processes;
 mod sign;
 mod storage;
 
@@ -14,5 +15,6 @@ pub use audit::*;
 pub use derive::*;
 pub use input::*;
 pub use lifecycle::*;
+pub use processes::*;
 pub use sign::*;
 pub use storage::*;

@@ -39,6 +39,7 @@ impl<B: Backend> Keystore<B> {
                 spec.algorithm, spec.usages
             )));
         }
+        spec.usages.check_combination()?;
         if spec.backup_eligible && spec.algorithm.class() != KeyClass::Symmetric {
             return Err(Error::Policy(format!(
                 "{} keys sign and are never backed up (REQ-KEY-BAK-01); only symmetric keys may be backup-eligible",
@@ -74,6 +75,7 @@ impl<B: Backend> Keystore<B> {
     /// Generates a key named `name` inside the backend (version 1, active).
     /// Needs the security-officer or operator role.
     pub fn create(&self, actor: &Actor, name: &str, spec: KeySpec) -> Result<KeyInfo> {
+        let _w = self.writing("create")?;
         check_name(name)?;
         Self::check_spec(spec)?;
         self.require(actor, Duty::Provision, "create", Some(name))?;
@@ -123,6 +125,7 @@ impl<B: Backend> Keystore<B> {
         spec: KeySpec,
         secret: &SecretBytes,
     ) -> Result<KeyInfo> {
+        let _w = self.writing("import")?;
         check_name(name)?;
         Self::check_spec(spec)?;
         let Some(len) = spec.algorithm.secret_len() else {
@@ -227,6 +230,7 @@ impl<B: Backend> Keystore<B> {
     /// `now + grace` (verify and decrypt only), after which [`Keystore::sweep`]
     /// destroys it. Needs the security-officer role.
     pub fn rotate(&self, actor: &Actor, name: &str, grace: Duration) -> Result<KeyInfo> {
+        let _w = self.writing("rotate")?;
         check_name(name)?;
         if grace < Duration::ZERO {
             return Err(Error::InvalidInput(
@@ -308,6 +312,7 @@ impl<B: Backend> Keystore<B> {
     /// Suspends version `version` of `name`: no use until resumed. Needs the
     /// security-officer or operator role.
     pub fn suspend(&self, actor: &Actor, name: &str, version: u32) -> Result<()> {
+        let _w = self.writing("suspend")?;
         self.require(actor, Duty::Maintain, "suspend", Some(name))?;
         self.change_state(actor, name, version, KeyState::Suspended, None)
     }
@@ -315,6 +320,7 @@ impl<B: Backend> Keystore<B> {
     /// Resumes a suspended version: it becomes active again, provided no
     /// other version is active. Needs the security-officer or operator role.
     pub fn resume(&self, actor: &Actor, name: &str, version: u32) -> Result<()> {
+        let _w = self.writing("resume")?;
         self.require(actor, Duty::Maintain, "resume", Some(name))?;
         self.change_state(actor, name, version, KeyState::Active, None)
     }
@@ -368,6 +374,7 @@ impl<B: Backend> Keystore<B> {
     /// later use is [`Error::KeyState`], and the material is destroyed.
     /// Needs the security-officer role.
     pub fn revoke(&self, actor: &Actor, name: &str, version: u32, reason: &str) -> Result<()> {
+        let _w = self.writing("revoke")?;
         check_name(name)?;
         if reason.is_empty()
             || reason.len() > super::limits::MAX_REASON_LEN
@@ -460,6 +467,7 @@ impl<B: Backend> Keystore<B> {
     /// Afterwards every use of `name` is [`Error::NotFound`]. Needs the
     /// security-officer role.
     pub fn destroy(&self, actor: &Actor, name: &str) -> Result<()> {
+        let _w = self.writing("destroy")?;
         check_name(name)?;
         self.require(actor, Duty::Administer, "destroy", Some(name))?;
         let now = self.now();
@@ -505,6 +513,7 @@ impl<B: Backend> Keystore<B> {
     /// has ended, leaving tombstones. Returns the (name, version) pairs swept.
     /// Needs the security-officer or operator role.
     pub fn sweep(&self, actor: &Actor) -> Result<Vec<(String, u32)>> {
+        let _w = self.writing("sweep")?;
         self.require(actor, Duty::Maintain, "sweep", None)?;
         let now_t = self.now_time();
         let now = self.now();
@@ -572,6 +581,7 @@ impl<B: Backend> Keystore<B> {
         name: &str,
         period: Option<Duration>,
     ) -> Result<()> {
+        let _w = self.writing("set cryptoperiod")?;
         check_name(name)?;
         if period.is_some_and(|p| p <= Duration::ZERO) {
             return Err(Error::InvalidInput(
@@ -637,6 +647,7 @@ impl<B: Backend> Keystore<B> {
         now: OffsetDateTime,
         grace: Duration,
     ) -> Result<Vec<String>> {
+        let _w = self.writing("rotate due")?;
         self.require(actor, Duty::Administer, "scheduled rotation", None)?;
         let mut rotated = Vec::new();
         for due in self.due(now)? {
@@ -652,6 +663,7 @@ impl<B: Backend> Keystore<B> {
     /// it, no key is usable through any API and none can be created. Needs
     /// the security-officer role.
     pub fn decommission(&self, actor: &Actor) -> Result<Vec<AuditEntry>> {
+        let _w = self.writing("decommission")?;
         self.require(actor, Duty::Administer, "decommission", None)?;
         let exported = {
             let mut md = self.md();
@@ -693,6 +705,7 @@ impl<B: Backend> Keystore<B> {
         role: Role,
         secret: &SecretBytes,
     ) -> Result<()> {
+        let _w = self.writing("set role credential")?;
         if secret.len() < 8 || secret.len() > 1024 {
             return Err(Error::InvalidInput(
                 "a role credential is 8 to 1024 bytes".into(),
@@ -768,6 +781,7 @@ impl<B: Backend> Keystore<B> {
         key: Option<(&str, u32)>,
         detail: &str,
     ) -> Result<()> {
+        let _w = self.writing("record event")?;
         const RESERVED: &[&str] = &[
             "audit-init",
             "generate",
@@ -831,12 +845,15 @@ impl<B: Backend> Keystore<B> {
     }
 
     /// Verifies the audit trail (chain, MACs, head). Needs the security-officer
-    /// or auditor role. The report names the first bad entry, if any.
+    /// or auditor role. The report names the first bad entry, if any, says
+    /// what was checked ([`AuditReport::checked`]: after decommission the
+    /// chain only, no MAC) and lists keys holding both `mac` and `derive`. A
+    /// live store whose audit key reference is missing or replaced is
+    /// [`Error::Integrity`].
     pub fn verify_audit(&self, actor: &Actor) -> Result<AuditReport> {
         self.require(actor, Duty::Audit, "audit verification", None)?;
         let md = self.md();
-        let key = md::audit_key(md.conn())?;
-        audit::verify(md.conn(), &self.backend, key.as_ref())
+        audit::verify_store(md.conn(), &self.backend)
     }
 
     /// Every audit entry, in order. Needs the security-officer or auditor role.

@@ -62,6 +62,7 @@ impl<B: Backend> Keystore<B> {
     /// [`Error::Policy`], whatever the role. Needs the security-officer role;
     /// audited.
     pub fn backup(&self, actor: &Actor, name: &str, kek_name: &str) -> Result<Vec<u8>> {
+        let _w = self.writing("backup")?;
         check_name(name)?;
         let (key, versions) = {
             let md = self.md();
@@ -139,6 +140,7 @@ impl<B: Backend> Keystore<B> {
         kek_name: &str,
         as_name: Option<&str>,
     ) -> Result<crate::KeyInfo> {
+        let _w = self.writing("restore")?;
         let doc: BackupDoc = serde_json::from_slice(backup)
             .map_err(|_| Error::InvalidInput("not a keystore backup document".into()))?;
         if doc.format != FORMAT {

@@ -166,17 +166,48 @@ impl<B: Backend> Keystore<B> {
         Ok(*tag)
     }
 
-    /// Checks an HMAC-SHA256 tag in constant time; a mismatch is
-    /// [`Error::Integrity`].
+    /// Checks an HMAC-SHA256 tag in constant time against the active version
+    /// and the deactivated versions still within their grace period (a tag
+    /// made just before a rotation still verifies, as a signature does); a
+    /// tag that matches none is [`Error::Integrity`].
     pub fn verify_mac(&self, name: &str, data: &[u8], tag: &[u8]) -> Result<()> {
-        let expected = self.mac(name, data)?;
-        if ct_eq(&expected, tag) {
-            Ok(())
-        } else {
-            Err(Error::Integrity(format!(
-                "MAC does not verify under key '{name}'"
-            )))
+        check_len("data", data, limits::MAX_DATA_LEN)?;
+        let active = self.resolve_active(name, Some((Usages::MAC, "verify a MAC")))?;
+        let expected = self.backend.hmac_sha256(&active.handle, data)?;
+        if ct_eq(&*expected, tag) {
+            return Ok(());
         }
+        let (_, versions) = self.mac_versions(name)?;
+        for v in versions {
+            if v.version == active.version {
+                continue;
+            }
+            let Some(handle) = v.handle.as_ref() else {
+                continue;
+            };
+            let expected = self.backend.hmac_sha256(handle, data)?;
+            if ct_eq(&*expected, tag) {
+                return Ok(());
+            }
+        }
+        Err(Error::Integrity(format!(
+            "MAC does not verify under key '{name}'"
+        )))
+    }
+
+    /// The versions of MAC key `name` allowed to verify now.
+    fn mac_versions(&self, name: &str) -> Result<(KeyRow, Vec<VersionRow>)> {
+        let md = self.md();
+        let key = live_key(md.conn(), name)?;
+        super::check_usage(&key, Usages::MAC, "verify a MAC")?;
+        let versions = md::versions(md.conn(), key.id)?;
+        drop(md);
+        let now = self.now_time();
+        let vs = versions
+            .into_iter()
+            .filter(|v| may_verify_or_decrypt(v, now))
+            .collect();
+        Ok((key, vs))
     }
 
     /// `HKDF-SHA256(salt = K, IKM = salt, info, len)` (RFC 5869) where K is the

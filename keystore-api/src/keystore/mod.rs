@@ -19,14 +19,60 @@ use crate::audit::{self, Event};
 use crate::backend::{Backend, KeyHandle};
 use crate::clock::{rfc3339, Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::fsperm::PermissionReport;
 use crate::generation::Generation;
 use crate::metadata::{self as md, KeyRow, KeyState, Metadata, Origin, VersionRow};
 use crate::public_key::PublicKey;
 use crate::roles::{Actor, Duty};
+use crate::write_lock::{WriteGuard, WriteLock, DEFAULT_LOCK_TIMEOUT};
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration as StdDuration;
 use time::OffsetDateTime;
+
+/// How [`Keystore::open_with`] opens a store.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// How long a lifecycle operation waits for another process's write to
+    /// finish before it fails with [`Error::Busy`]. Default 5 s.
+    pub lock_timeout: StdDuration,
+    /// Compare every version's material with the backend's objects at open
+    /// (finds material removed behind the keystore's back, and a wrong
+    /// token, TPM or directory). Costs a backend listing, so it grows with
+    /// the store; processes that only use keys can turn it off. Recovery of
+    /// interrupted operations runs either way. Default on.
+    pub check_material: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            lock_timeout: DEFAULT_LOCK_TIMEOUT,
+            check_material: true,
+        }
+    }
+}
+
+impl OpenOptions {
+    /// The defaults: 5 s lock wait, material checked at open.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets how long writers wait for the store's write lock.
+    pub fn lock_timeout(mut self, timeout: StdDuration) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Turns the material check at open on or off.
+    pub fn check_material(mut self, check: bool) -> Self {
+        self.check_material = check;
+        self
+    }
+}
 
 /// Input limits. Larger inputs are [`Error::InvalidInput`].
 pub mod limits {
@@ -144,14 +190,23 @@ impl KeyInfo {
 ///
 /// Metadata (names, versions, states, handles, public keys, audit trail)
 /// lives in an SQLite database; key material lives only in the backend. All
-/// methods take `&self` and are safe to call from several threads; the
-/// metadata lock is held for lookups and commits, and across backend calls
-/// only by lifecycle operations that must be atomic with their audit entry.
+/// methods take `&self` and are safe to call from several threads, and any
+/// number of processes may open the same store at once:
+/// - uses (sign, verify, MAC, derive, encrypt, decrypt, public key) never
+///   wait for each other or for writers beyond one metadata read;
+/// - lifecycle operations hold the store's cross-process write lock for
+///   their whole duration, waiting at most the lock timeout (5 s by default,
+///   [`OpenOptions::lock_timeout`]) and then failing with [`Error::Busy`];
+/// - a key created or rotated by one process is used by the others from
+///   their next call.
 pub struct Keystore<B: Backend> {
     backend: B,
     metadata: Mutex<Metadata>,
+    write_lock: WriteLock,
     clock: Arc<dyn Clock>,
     reconciled: ReconcileReport,
+    /// Store paths found accessible to other users at open (tightened).
+    permissions: PermissionReport,
     active: RwLock<ActiveCache>,
     /// The metadata's commit generation, read without the metadata lock.
     generation: Arc<Generation>,
@@ -230,32 +285,93 @@ impl<B: Backend> Keystore<B> {
         metadata_path: &Path,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
+        Self::open_with(backend, metadata_path, clock, OpenOptions::default())
+    }
+
+    /// Opens the keystore with an injected clock and `options`.
+    ///
+    /// Recovery at open completes or undoes only operations whose owner is
+    /// provably gone (it held the write lock, which is now free), and never
+    /// touches what a live process is doing.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] when most or all of the versions the metadata
+    /// references are missing from the backend (the wrong token, TPM or
+    /// directory): nothing is changed. [`Error::InvalidInput`] when the
+    /// metadata belongs to another kind of backend; [`Error::Backend`] when
+    /// the database or the backend fails.
+    pub fn open_with(
+        backend: B,
+        metadata_path: &Path,
+        clock: Arc<dyn Clock>,
+        options: OpenOptions,
+    ) -> Result<Self> {
         let now = rfc3339(clock.now());
+        let write_lock = WriteLock::open(metadata_path)?;
+        write_lock.set_timeout(options.lock_timeout);
         let metadata = Metadata::open(metadata_path, backend.name(), &now)?;
         let generation = metadata.generation();
+        let mut permissions = backend.permission_report();
+        permissions.extend(metadata.permission_report().clone());
         let mut ks = Keystore {
             backend,
             metadata: Mutex::new(metadata),
+            write_lock,
             clock,
             reconciled: ReconcileReport::default(),
+            permissions,
             active: RwLock::new(ActiveCache::default()),
             generation,
             #[cfg(feature = "fault-injection")]
             fault: Mutex::new(None),
         };
-        ks.reconciled = ks.reconcile()?;
+        ks.reconciled = ks.reconcile(options.check_material)?;
         ks.ensure_audit_key()?;
         Ok(ks)
     }
 
-    /// The backend.
+    /// Sets how long lifecycle operations wait for another process's write
+    /// to finish before failing with [`Error::Busy`].
+    pub fn set_lock_timeout(&self, timeout: StdDuration) {
+        self.write_lock.set_timeout(timeout);
+    }
+
+    /// Takes the store's cross-process write lock for `operation` (re-entrant
+    /// on this thread).
+    pub(crate) fn writing(&self, operation: &str) -> Result<WriteGuard<'_>> {
+        self.write_lock.acquire(operation)
+    }
+
+    /// The raw backend. **Test-only**: available only with the `test-support`
+    /// feature, for the conformance suite, backend tests and benchmarks.
+    ///
+    /// Calls through it bypass everything `Keystore` enforces: key states
+    /// (a suspended or revoked version still signs), usage policy, and the
+    /// audit trail (on soft, `wrap` exports any symmetric key, the audit key
+    /// included). Never enable `test-support` in a shipped build.
+    #[cfg(feature = "test-support")]
     pub fn backend(&self) -> &B {
         &self.backend
+    }
+
+    /// The backend's short stable name (`soft`, `pkcs11`, `tpm`, ...), as
+    /// recorded in the metadata and in provisioning records.
+    pub fn backend_name(&self) -> &'static str {
+        self.backend.name()
     }
 
     /// What reconciliation at open found and did.
     pub fn reconcile_report(&self) -> &ReconcileReport {
         &self.reconciled
+    }
+
+    /// Store paths (the backend's directories and files, the metadata
+    /// database and the files beside it) that other local users could reach
+    /// when the store was opened. Each was tightened to 0700/0600, or is
+    /// reported as not tightenable; see [`crate::fsperm`]. Empty for a store
+    /// whose files are all private. Applications should log each entry.
+    pub fn permission_report(&self) -> &PermissionReport {
+        &self.permissions
     }
 
     pub(crate) fn md(&self) -> MutexGuard<'_, Metadata> {
@@ -336,11 +452,22 @@ impl<B: Backend> Keystore<B> {
 
     /// Creates the audit key (an HMAC key in the backend) on first open.
     fn ensure_audit_key(&self) -> Result<()> {
-        let md = self.md();
-        if md::decommissioned_at(md.conn())?.is_some() || md::audit_key(md.conn())?.is_some() {
+        let has_audit_key = || -> Result<bool> {
+            let md = self.md();
+            // A trail that has begun had a key: if its reference is gone on a
+            // live store, a new key would hide that (verification reports it).
+            Ok(md::decommissioned_at(md.conn())?.is_some()
+                || md::audit_key(md.conn())?.is_some()
+                || audit::trail_started(md.conn())?)
+        };
+        if has_audit_key()? {
             return Ok(());
         }
-        drop(md);
+        let _w = self.writing("create the audit key")?;
+        // Another process may have made it while this one waited.
+        if has_audit_key()? {
+            return Ok(());
+        }
         self.create_in_backend(
             "keystore-audit",
             None,
@@ -375,8 +502,15 @@ impl<B: Backend> Keystore<B> {
         detail: String,
     ) -> Result<()> {
         let Some(audit_key) = md::audit_key(conn)? else {
-            return Err(Error::KeyState(
-                "the store has no audit key (decommissioned?)".into(),
+            if md::decommissioned_at(conn)?.is_some() {
+                return Err(Error::KeyState(
+                    "the store is decommissioned; its audit key was destroyed".into(),
+                ));
+            }
+            return Err(Error::Integrity(
+                "the audit key reference is missing from a live store (it is not decommissioned); \
+                 nothing is changed until the metadata database is restored from a trusted copy"
+                    .into(),
             ));
         };
         let (actor_id, role) = match actor {
