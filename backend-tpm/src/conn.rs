@@ -8,6 +8,9 @@
 //! sequence) first evicts least-recently-used keys. Everything loaded is
 //! flushed on eviction and on drop, so a closed connection leaves the TPM
 //! empty (swtpm and `/dev/tpm0` have no resource manager to do it for us).
+//! Behind a resource manager (`/dev/tpmrm0`, tpm2-abrmd) the same accounting
+//! holds per connection: the manager reports the TPM's slot count and
+//! swaps each connection's objects in for its commands.
 //!
 //! Session accounting (swtpm: 3 loaded sessions): the connection holds one
 //! session for its lifetime, the salted parameter-encryption session (see
@@ -81,7 +84,9 @@ impl Conn {
     /// (authorised by the owner hierarchy auth).
     pub fn open(cfg: &TpmConfig) -> Result<Conn, OpenError> {
         let mut esys = Esys::connect(cfg.tcti()).map_err(OpenError::Connect)?;
-        flush_leftovers(&mut esys);
+        if !behind_resource_manager(cfg.tcti()) {
+            flush_leftovers(&mut esys);
+        }
         let slots = esys
             .property(c::TPM2_PT_HR_TRANSIENT_MIN)
             .ok()
@@ -268,9 +273,25 @@ impl Drop for Conn {
     }
 }
 
+/// True for a TCTI that goes through a resource manager: the kernel's
+/// (`device:/dev/tpmrm*`) or tpm2-abrmd (`tabrmd`). A resource manager
+/// gives every connection its own virtual object handles, context-saves
+/// its objects and sessions between commands and flushes them when the
+/// connection closes, so several connections (and processes) share the
+/// TPM, and a connection finds nothing of anyone else's to flush.
+pub(crate) fn behind_resource_manager(tcti: &str) -> bool {
+    let t = tcti.trim();
+    t == "tabrmd" || t.starts_with("tabrmd:") || t.starts_with("device:/dev/tpmrm")
+}
+
 /// Flushes transient objects and loaded sessions that a previous
 /// connection left behind (a process that died without closing cleanly).
-/// Under the kernel resource manager there are none to see.
+/// Only on a direct TCTI (swtpm, `/dev/tpm0`): there every connection
+/// shares the TPM's slots, so this also flushes what another live
+/// connection holds, which is why a direct TCTI serves one process at a
+/// time (see the crate documentation). Behind a resource manager it is
+/// skipped: there is nothing of ours to see, and the manager cleans up
+/// after a dead client itself.
 fn flush_leftovers(esys: &mut Esys) {
     for first in [
         c::TPM2_TRANSIENT_FIRST,

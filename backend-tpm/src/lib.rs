@@ -28,12 +28,29 @@
 //!   than the TPM's input buffer). AES-GCM is
 //!   [`keystore_api::Error::Unsupported`] (TPMs have no GCM; use a soft
 //!   store sealed by [`TpmSealedKek`] instead).
-//! - **One connection**, behind one mutex (swtpm accepts one connection).
-//!   Loaded keys are cached in an LRU within the TPM's transient slots
-//!   (three on swtpm, one of them the primary) and flushed on eviction and
-//!   on drop; keys are authorised by password sessions, which hold no
-//!   session slot. A connection lost to a TPM or simulator restart is
-//!   re-opened once, transparently.
+//! - **One connection per backend**, behind one mutex. Loaded keys are
+//!   cached in an LRU within the TPM's transient slots (three on swtpm, one
+//!   of them the primary) and flushed on eviction and on drop; keys are
+//!   authorised by password sessions, which hold no session slot. A
+//!   connection lost to a TPM or simulator restart is re-opened once,
+//!   transparently.
+//! - **Many processes, one store.** Any number of backends, in any number
+//!   of processes, may have one registry directory open at once: each
+//!   holds a *shared* lock on `DIR/lock` for its lifetime, and crash
+//!   cleanup (temporaries in `DIR/keys/`) runs only in a process whose
+//!   exclusive try-lock succeeds, i.e. when no other has the store open.
+//!   The registry is the directory: a key created by another process is
+//!   read from disk at its first use here, a cached entry is `stat`ed before
+//!   every use (gone: destroyed elsewhere, `NotFound`), and `list`/`wipe`
+//!   re-read the directory. Several processes need a TCTI with a **resource
+//!   manager**, which gives each connection its own virtual object handles
+//!   and context-saves its objects and sessions between commands: on a
+//!   device the kernel's, `device:/dev/tpmrm0` (the default); in tests
+//!   `tpm2-abrmd` in front of swtpm (`tabrmd:bus_name=…,bus_type=session`,
+//!   see `swtpm::Abrmd`, `test-support` feature). A direct TCTI
+//!   (`swtpm:`, `device:/dev/tpm0`) has one set of slots for everyone and
+//!   each new connection flushes what it finds there, so it serves one
+//!   process (one backend) at a time. See `docs/design/tpm-multi-process.md`.
 //! - **Parameter encryption on the bus.** Each connection holds one salted
 //!   (ECDH with the storage primary), unbound HMAC session with AES-128-CFB,
 //!   started at open and flushed at close, used only to encrypt command and
@@ -111,9 +128,10 @@ use keystore_api::{
 use registry::{Entry, Lookup, Registry};
 use resolved::{Resolved, ResolvedCache};
 use sha2::{Digest as _, Sha256};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tss_esapi::structures::Public;
 use tss_esapi::traits::Marshall;
 use zeroize::Zeroizing;
@@ -127,6 +145,8 @@ pub struct TpmBackend {
     dir: PathBuf,
     state: Mutex<State>,
     caps: Capabilities,
+    /// Paths found reachable by other users at open (tightened).
+    permissions: keystore_api::fsperm::PermissionReport,
     _lock: File,
 }
 
@@ -169,13 +189,20 @@ fn disconnect_slot(slot: &mut Option<Conn>) {
 /// area is the one registered under its id. A handle whose exact bytes
 /// passed this check since the registry last changed is answered from
 /// `cache`; anything else is checked from scratch, and cached if it passes.
+/// Either way the key's entry file is first checked on disk
+/// ([`Registry::sync_id`]: one `stat` in the steady state).
 fn resolve_in<'c>(
-    registry: &Registry,
+    registry: &mut Registry,
     cache: &'c mut ResolvedCache,
     handle: &KeyHandle,
     alg: Algorithm,
 ) -> Result<&'c Resolved> {
     let bytes = handle.as_bytes();
+    // Another process may have destroyed the key (its entry file is gone:
+    // the entry is dropped and the generation bumped, which empties the
+    // cache) or created it (not known here yet: read from disk).
+    let (id, _) = blob::peek(handle)?;
+    registry.sync_id(&id)?;
     let generation = registry.generation();
     let i = match cache.find(bytes, generation) {
         Some(i) => i,
@@ -241,7 +268,7 @@ impl State {
         handle: &KeyHandle,
         alg: Algorithm,
     ) -> Result<(Blob, SecretBytes)> {
-        let r = resolve_in(&self.registry, &mut self.resolved, handle, alg)?;
+        let r = resolve_in(&mut self.registry, &mut self.resolved, handle, alg)?;
         Ok((r.blob.clone(), SecretBytes::from_slice(r.auth.expose())))
     }
 }
@@ -303,12 +330,20 @@ impl TpmBackend {
     /// Opens the store whose registry lives in `dir` (created if missing)
     /// on the TPM that `config` names: connects, re-creates the storage
     /// primary (a wrong owner auth is [`Error::Auth`]) and asks the TPM
-    /// which algorithms it supports. One process at a time may open `dir`.
+    /// which algorithms it supports.
+    ///
+    /// Any number of backends, in this process or others, may have `dir`
+    /// open at once: each holds a shared lock on `DIR/lock` for its
+    /// lifetime, and the one that finds no other holder (its exclusive
+    /// try-lock succeeds) first removes temporaries left by a crash. Several
+    /// processes need a TCTI with a resource manager (`device:/dev/tpmrm0`,
+    /// `tabrmd:`); see the crate documentation.
     pub fn open(config: TpmConfig, dir: &Path) -> Result<TpmBackend> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| fsio::io_err(format!("cannot create {}", dir.display()), e))?;
-        let lock = lock_dir(dir)?;
-        let registry = Registry::open(&dir.join(KEYS_DIR))?;
+        fsio::ensure_private_dir(dir)?;
+        let permissions = fsio::secure_store(dir, KEYS_DIR, &[LOCK_FILE]);
+        let keys = dir.join(KEYS_DIR);
+        let lock = lock_dir(dir, || registry::remove_temporaries(&keys))?;
+        let registry = Registry::open(&keys)?;
         let mut conn = Conn::open(&config).map_err(|e| open_error(&config, e))?;
         let caps = probe_capabilities(&mut conn);
         Ok(TpmBackend {
@@ -320,6 +355,7 @@ impl TpmBackend {
                 resolved: ResolvedCache::new(),
             }),
             caps,
+            permissions,
             _lock: lock,
         })
     }
@@ -369,7 +405,19 @@ impl TpmBackend {
             registry,
             resolved,
         } = &mut *guard;
-        let r = resolve_in(registry, resolved, handle, alg)?;
+        let r = match resolve_in(registry, resolved, handle, alg) {
+            Ok(r) => r,
+            Err(e) => {
+                // A key destroyed by another process may still be loaded
+                // here: free its slot.
+                if let (Error::NotFound(_), Ok((id, _)), Some(conn)) =
+                    (&e, blob::peek(handle), slot.as_mut())
+                {
+                    conn.evict(&id);
+                }
+                return Err(e);
+            }
+        };
         let mut rejected = None;
         for attempt in 1..=2 {
             let conn = connect_slot(slot, &self.config)?;
@@ -495,25 +543,51 @@ fn probe_capabilities(conn: &mut Conn) -> Capabilities {
     caps
 }
 
-fn lock_dir(dir: &Path) -> Result<File> {
+/// How long [`TpmBackend::open`] waits for its shared lock while another
+/// process cleans up after a crash (holding the lock exclusively).
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// Takes the store's lock (`DIR/lock`) for the life of the backend: shared,
+/// so that any number of backends and processes open the store at once. If
+/// an exclusive try-lock succeeds first (no other holder: no other process
+/// has the store open, so nothing of theirs is in flight), `exclusive` runs
+/// under it (crash cleanup), and the lock is then downgraded to shared.
+fn lock_dir(dir: &Path, exclusive: impl FnOnce() -> Result<()>) -> Result<File> {
     let path = dir.join(LOCK_FILE);
-    let f = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| fsio::io_err(format!("cannot open {}", path.display()), e))?;
+    let f = fsio::open_private(&path)?;
+    let lock_err = |e| fsio::io_err(format!("cannot lock {}", path.display()), e);
     match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => Err(Error::backend_msg(
-            "tpm",
-            format!(
-                "the TPM store in {} is open in another process",
-                dir.display()
-            ),
-        )),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(fsio::io_err(format!("cannot lock {}", path.display()), e))
+        Ok(()) => {
+            let cleaned = exclusive();
+            // flock(2) converts in place; on failure the file closes and the
+            // lock goes with it.
+            f.lock_shared().map_err(lock_err)?;
+            cleaned?;
+            return Ok(f);
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {}
+        Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+    }
+    // Another backend has the store open (shared: we join it at once) or is
+    // cleaning up after a crash (exclusive: a short wait).
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match f.try_lock_shared() {
+            Ok(()) => return Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::backend_msg(
+                    "tpm",
+                    format!(
+                        "the TPM store in {} stayed locked exclusively by another process for {} s (crash recovery at its open?)",
+                        dir.display(),
+                        LOCK_WAIT.as_secs()
+                    ),
+                ))
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
         }
     }
 }
@@ -525,6 +599,10 @@ fn unsupported_aead() -> Error {
 }
 
 impl Backend for TpmBackend {
+    fn permission_report(&self) -> keystore_api::fsperm::PermissionReport {
+        self.permissions.clone()
+    }
+
     fn name(&self) -> &'static str {
         "tpm"
     }
@@ -587,7 +665,7 @@ impl Backend for TpmBackend {
         }
         let mut guard = self.lock();
         let st = &mut *guard;
-        let r = resolve_in(&st.registry, &mut st.resolved, handle, algorithm)?;
+        let r = resolve_in(&mut st.registry, &mut st.resolved, handle, algorithm)?;
         pubkey::spki(algorithm, &r.blob.public)
     }
 
@@ -633,20 +711,25 @@ impl Backend for TpmBackend {
     fn destroy(&self, handle: &KeyHandle) -> Result<()> {
         let (id, _) = blob::peek(handle)?;
         let mut st = self.lock();
+        // Flushed even if another process destroyed the key first.
+        if let Some(conn) = st.conn.as_mut() {
+            conn.evict(&id);
+        }
         if !st.registry.remove(&id)? {
             return Err(Error::NotFound(format!(
                 "TPM key {} does not exist",
                 hex::encode(id)
             )));
         }
-        if let Some(conn) = st.conn.as_mut() {
-            conn.evict(&id);
-        }
         Ok(())
     }
 
+    /// The keys whose entry files are in the registry directory now,
+    /// whichever process created them.
     fn list(&self) -> Result<Vec<KeyHandle>> {
-        Ok(self.lock().registry.handles())
+        let mut st = self.lock();
+        st.registry.scan()?;
+        Ok(st.registry.handles())
     }
 
     /// Shreds every registry entry and flushes every loaded key. Blobs of
@@ -657,6 +740,7 @@ impl Backend for TpmBackend {
         if let Some(conn) = st.conn.as_mut() {
             conn.evict_all();
         }
+        st.registry.scan()?;
         for id in st.registry.ids() {
             st.registry.remove(&id)?;
         }

@@ -15,7 +15,8 @@
 //!   the TPM refuses it).
 //! - [`TpmBackend::loaded_handles`]: transient objects and sessions loaded in
 //!   the TPM (a leak check; the backend's own parameter-encryption session,
-//!   [`TpmBackend::parameter_encryption_session`], is not listed).
+//!   [`TpmBackend::parameter_encryption_session`], is not listed; behind a
+//!   resource manager, this connection's objects only and no sessions).
 
 use crate::blob::{self, Blob};
 use crate::esys::Tr;
@@ -201,6 +202,15 @@ impl TpmBackend {
     /// leaving out this backend's own parameter-encryption session (see
     /// [`TpmBackend::parameter_encryption_session`]): any session listed is
     /// one that something started and did not flush.
+    ///
+    /// On a direct TCTI (swtpm, `/dev/tpm0`) this is the whole TPM. Behind a
+    /// resource manager (`/dev/tpmrm0`, tpm2-abrmd) the objects are this
+    /// connection's own, under the manager's virtual handles (the primary
+    /// and the LRU's keys: still `1 + cached_keys()`), but the session list
+    /// is empty whatever this connection holds: the manager context-saves
+    /// every session after each command and does not virtualise the session
+    /// query, so the TPM reports none loaded. A session-leak check is only
+    /// meaningful on a direct TCTI.
     pub fn loaded_handles(&self) -> Result<(Vec<u32>, Vec<u32>)> {
         let mut st = self.lock();
         let conn = st.connect(&self.config)?;

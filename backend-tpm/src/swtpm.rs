@@ -11,11 +11,30 @@
 //! objects; every restart (`startup-clear`) is a TPM Reset: loaded objects
 //! and sessions are gone, the seeds and hierarchy auths (NV state in `D`)
 //! remain.
+//!
+//! [`Abrmd::start`] puts the user-space resource manager `tpm2-abrmd` in
+//! front of one simulator, so that several processes share it as they
+//! share a device's kernel resource manager (`/dev/tpmrm0`): a private D-Bus
+//! session bus (`dbus-daemon` with a configuration of its own, listening on
+//! a socket in a directory of the caller's), then
+//! `tpm2-abrmd --session --dbus-name=N --tcti=swtpm:… --allow-root
+//! --flush-all` on it. Its TCTI is `tabrmd:bus_name=N,bus_type=session`, to
+//! be used by processes whose `DBUS_SESSION_BUS_ADDRESS` is
+//! [`Abrmd::bus_address`]: set it when spawning them ([`Abrmd::env`]).
+//! (The tabrmd TCTI reaches the bus through GLib's per-process session-bus
+//! connection, which reads that variable once and ends the process if the
+//! bus goes away under it; so a test process itself should not talk to
+//! abrmd, its children should.)
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The hint given when the resource manager or D-Bus is not installed.
+pub const ABRMD_INSTALL_HINT: &str =
+    "tpm2-abrmd or dbus-daemon is not installed; install them with \
+     `apt-get install tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon dbus-bin` (Debian/Ubuntu)";
 
 /// The hint given when the simulator is not installed.
 pub const INSTALL_HINT: &str =
@@ -215,5 +234,257 @@ impl Swtpm {
 impl Drop for Swtpm {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A `tpm2-abrmd` resource manager in front of one [`Swtpm`], on a private
+/// D-Bus session bus; both are killed on drop (abrmd first).
+#[derive(Debug)]
+pub struct Abrmd {
+    abrmd: Option<Child>,
+    dbus: Option<Child>,
+    bus_name: String,
+    bus_address: String,
+}
+
+/// True if `tpm2-abrmd`, `dbus-daemon` and `dbus-send` can be run.
+pub fn abrmd_available() -> bool {
+    let runs = |cmd: &str, arg: &str| {
+        Command::new(cmd)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    // `dbus-send --help` exits with 1: being there is enough.
+    let present = |cmd: &str| {
+        Command::new(cmd)
+            .arg("--help")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    runs(&abrmd_program(), "--version") && runs("dbus-daemon", "--version") && present("dbus-send")
+}
+
+/// `tpm2-abrmd` from `PATH`, else from `/usr/sbin` (Debian installs it
+/// there, outside an ordinary user's `PATH`).
+fn abrmd_program() -> String {
+    let in_path = Command::new("tpm2-abrmd")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !in_path && Path::new("/usr/sbin/tpm2-abrmd").exists() {
+        "/usr/sbin/tpm2-abrmd".into()
+    } else {
+        "tpm2-abrmd".into()
+    }
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// Kills `child` and reaps it. (A bus socket left behind lives in the
+/// caller's directory.)
+fn stop(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Abrmd {
+    /// Starts a private session bus and `tpm2-abrmd` on it in front of
+    /// `swtpm`, with the bus's configuration and socket in `work_dir`
+    /// (created if missing; keep the path short, a Unix socket path has
+    /// at most 107 bytes), and waits (at most 15 s) until abrmd owns its
+    /// name on the bus. `Err` says why, with an install hint when a program
+    /// is missing.
+    pub fn start(swtpm: &Swtpm, work_dir: &Path) -> Result<Abrmd, String> {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        if !abrmd_available() {
+            return Err(ABRMD_INSTALL_HINT.to_string());
+        }
+        std::fs::create_dir_all(work_dir)
+            .map_err(|e| format!("cannot create {}: {e}", work_dir.display()))?;
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let socket = work_dir.join(format!("bus-{n}"));
+        let _ = std::fs::remove_file(&socket);
+        let conf = work_dir.join(format!("bus-{n}.conf"));
+        let socket_text = socket
+            .to_str()
+            .ok_or_else(|| format!("{} is not UTF-8", socket.display()))?;
+        std::fs::write(
+            &conf,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+                xml_escape(socket_text)
+            ),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", conf.display()))?;
+        let mut me = Abrmd {
+            abrmd: None,
+            dbus: None,
+            bus_name: format!("com.example.keystore.Tabrmd.p{}.n{n}", std::process::id()),
+            bus_address: String::new(),
+        };
+        me.start_bus(&conf)?;
+        me.start_abrmd(swtpm)?;
+        Ok(me)
+    }
+
+    /// `dbus-daemon --nofork --print-address`: the first line it prints is
+    /// the bus address, once it listens.
+    fn start_bus(&mut self, conf: &Path) -> Result<(), String> {
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .arg("--nofork")
+            .arg("--nopidfile")
+            .arg("--print-address=1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run dbus-daemon: {e}"))?;
+        let out = child.stdout.take();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut line = String::new();
+            if let Some(out) = out {
+                let mut r = std::io::BufReader::new(out);
+                let _ = r.read_line(&mut line);
+                let _ = tx.send(line);
+                // Keep draining so that the daemon never blocks on a pipe.
+                let _ = std::io::copy(&mut r, &mut std::io::sink());
+            }
+        });
+        self.dbus = Some(child);
+        match rx.recv_timeout(Duration::from_secs(15)) {
+            Ok(line) if !line.trim().is_empty() => {
+                self.bus_address = line.trim().to_string();
+                Ok(())
+            }
+            _ => Err("dbus-daemon did not print its address within 15 s".into()),
+        }
+    }
+
+    fn start_abrmd(&mut self, swtpm: &Swtpm) -> Result<(), String> {
+        let mut child = Command::new(abrmd_program())
+            .arg("--session")
+            .arg(format!("--dbus-name={}", self.bus_name))
+            .arg(format!("--tcti={}", swtpm.tcti()))
+            .arg("--allow-root")
+            .arg("--flush-all")
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.bus_address)
+            .env_remove("DBUS_SYSTEM_BUS_ADDRESS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run tpm2-abrmd: {e}"))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                return Err(format!("tpm2-abrmd exited with {status}: {}", err.trim()));
+            }
+            if self.name_has_owner() {
+                // Nothing reads its log from here on: never let it block.
+                drop(child.stderr.take());
+                self.abrmd = Some(child);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                stop(&mut child);
+                return Err(format!(
+                    "tpm2-abrmd did not appear on the bus as {} within 15 s",
+                    self.bus_name
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Asks the bus (with `dbus-send`) whether abrmd owns its name.
+    fn name_has_owner(&self) -> bool {
+        Command::new("dbus-send")
+            .arg(format!("--bus={}", self.bus_address))
+            .arg("--print-reply")
+            .arg("--reply-timeout=2000")
+            .arg("--dest=org.freedesktop.DBus")
+            .arg("/org/freedesktop/DBus")
+            .arg("org.freedesktop.DBus.NameHasOwner")
+            .arg(format!("string:{}", self.bus_name))
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("true"))
+            .unwrap_or(false)
+    }
+
+    /// The TCTI string for processes that use this resource manager (with
+    /// [`Abrmd::bus_address`] as their `DBUS_SESSION_BUS_ADDRESS`).
+    pub fn tcti(&self) -> String {
+        format!("tabrmd:bus_name={},bus_type=session", self.bus_name)
+    }
+
+    /// The name abrmd owns on the bus.
+    pub fn bus_name(&self) -> &str {
+        &self.bus_name
+    }
+
+    /// The private bus's address: the `DBUS_SESSION_BUS_ADDRESS` of every
+    /// process that uses [`Abrmd::tcti`].
+    pub fn bus_address(&self) -> &str {
+        &self.bus_address
+    }
+
+    /// The environment a child process needs to use [`Abrmd::tcti`], for
+    /// `Command::envs`.
+    pub fn env(&self) -> [(&'static str, String); 1] {
+        [("DBUS_SESSION_BUS_ADDRESS", self.bus_address.clone())]
+    }
+
+    /// True while both abrmd and its bus run.
+    pub fn is_running(&mut self) -> bool {
+        let alive =
+            |c: &mut Option<Child>| matches!(c.as_mut().map(|c| c.try_wait()), Some(Ok(None)));
+        alive(&mut self.abrmd) && alive(&mut self.dbus)
+    }
+}
+
+impl Drop for Abrmd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.abrmd.take() {
+            stop(&mut c);
+        }
+        if let Some(mut c) = self.dbus.take() {
+            stop(&mut c);
+        }
     }
 }

@@ -108,9 +108,21 @@ pub trait Fixture: Sized {
     /// suite restarts the keystore afterwards so no cache hides the damage.
     fn tamper(&self, ks: &Keystore<Self::Backend>, name: &str, how: Tamper<'_>);
 
-    /// How another process opens this fixture's store (the multi-process
+    /// Starts what other processes need to share this fixture's store (a
+    /// TPM resource manager) and says how they open it (the multi-process
     /// cases hand it to the `conformance-worker` binary).
-    fn worker_spec(&self) -> Result<processes::WorkerSpec, String>;
+    fn worker_spec(&mut self) -> Result<processes::WorkerSpec, String>;
+
+    /// Stops what [`Fixture::worker_spec`] started; the fixture's own opens
+    /// work again afterwards.
+    fn stop_workers(&mut self) {}
+
+    /// Whether this process may keep a keystore open while workers run (not
+    /// when its device admits one connection and the workers share it
+    /// through a resource manager).
+    fn parent_shares_device(&self) -> bool {
+        true
+    }
 
     /// Opens the store `spec` describes, in a worker process, with
     /// `check_material` as in [`keystore_api::OpenOptions`].

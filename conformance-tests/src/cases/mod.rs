@@ -3,18 +3,26 @@
 
 mod aead;
 mod audit;
+mod backup_rules;
 mod derive;
 mod input;
 mod lifecycle;
 mod processes;
+mod recovery;
+mod roles;
 mod sign;
 mod storage;
+mod wipe_and_files;
 
 pub use aead::*;
 pub use audit::*;
+pub use backup_rules::*;
 pub use derive::*;
 pub use input::*;
 pub use lifecycle::*;
 pub use processes::*;
+pub use recovery::*;
+pub use roles::*;
 pub use sign::*;
 pub use storage::*;
+pub use wipe_and_files::*;

@@ -15,6 +15,9 @@ struct Load {
     uses: u64,
     rotations: u64,
     listings: u64,
+    /// A writer is killed this long (at most, uniformly) after it opened:
+    /// long enough to cover a whole create-rotate-destroy-sweep round.
+    kill_window_us: u64,
 }
 
 fn load(backend: &str) -> Load {
@@ -23,23 +26,26 @@ fn load(backend: &str) -> Load {
             uses: 25,
             rotations: 24,
             listings: 6,
+            kill_window_us: 250_000,
         },
         "soft+tpm-sealed" => Load {
             uses: 120,
             rotations: 40,
             listings: 8,
+            kill_window_us: 30_000,
         },
         _ => Load {
             uses: 120,
             rotations: 60,
             listings: 30,
+            kill_window_us: 30_000,
         },
     }
 }
 
 const WORKER_LIMIT: Duration = Duration::from_secs(600);
 
-fn spec_of<F: Fixture>(fx: &F) -> WorkerSpec {
+fn spec_of<F: Fixture>(fx: &mut F) -> WorkerSpec {
     fx.worker_spec()
         .unwrap_or_else(|e| panic!("{}: no worker spec: {e}", F::NAME))
 }
@@ -126,11 +132,19 @@ fn assert_store_sound<B: Backend>(ks: &Keystore<B>, metadata: &Path) {
 pub fn many_processes_share_one_store<F: Fixture>(fx: &mut F) -> Outcome {
     let ks = fx.open();
     processes::create_keys(&ks);
-    let spec = spec_of(fx);
-    let load = load(F::NAME);
-    // The parent keeps its store open throughout, as a gateway daemon does.
+    // The parent keeps its store open throughout, as a gateway daemon does,
+    // unless its device admits one connection, which the workers then share
+    // through a resource manager (a TPM: the workers hold it open instead).
     let warm = ks.sign(processes::SIGN_KEY, b"warm", SignatureFormat::Der);
     warm.expect("the holder signs before the load");
+    let held = if fx.parent_shares_device() {
+        Some(ks)
+    } else {
+        drop(ks);
+        None
+    };
+    let spec = spec_of(fx);
+    let load = load(F::NAME);
     let users: Vec<Worker> = (0..4)
         .map(|_| Worker::start(&spec, Role::Use, load.uses).expect("start a user"))
         .collect();
@@ -142,6 +156,11 @@ pub fn many_processes_share_one_store<F: Fixture>(fx: &mut F) -> Outcome {
     }
     expect_clean("rotate", rotator.finish(WORKER_LIMIT));
     expect_clean("list", lister.finish(WORKER_LIMIT));
+    fx.stop_workers();
+    let ks = match held {
+        Some(ks) => ks,
+        None => fx.open(),
+    };
     // The holder sees every rotation at its next call.
     let sig = ks
         .sign(processes::SIGN_KEY, b"after", SignatureFormat::Der)
@@ -173,12 +192,13 @@ pub fn killed_writers_lose_nothing<F: Fixture>(fx: &mut F) -> Outcome {
         .collect();
     let lister = Worker::start(&spec, Role::List, 1_000_000).expect("start the lister");
     let mut jitter = Jitter::new();
+    let window = load(F::NAME).kill_window_us;
     for i in 0..KILLS {
         let mut churn = Worker::start(&spec, Role::Churn, 1_000_000).expect("start a writer");
         churn
             .wait_ready(Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("kill {i}: {e}"));
-        std::thread::sleep(Duration::from_micros(jitter.below(30_000)));
+        std::thread::sleep(Duration::from_micros(jitter.below(window)));
         churn.kill();
     }
     std::fs::write(&stop, b"stop").expect("stop file");
@@ -186,6 +206,7 @@ pub fn killed_writers_lose_nothing<F: Fixture>(fx: &mut F) -> Outcome {
         expect_clean("use", u.finish(WORKER_LIMIT));
     }
     expect_clean("list", lister.finish(WORKER_LIMIT));
+    fx.stop_workers();
     // The next quiet open recovers what the kills interrupted...
     let ks = fx.open();
     assert_store_sound(&ks, &fx.metadata_path());
