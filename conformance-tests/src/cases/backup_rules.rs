@@ -1,17 +1,9 @@
 //! Backup: the backup policy's refusals and a backup-restore round trip.
 
-use super::lifecycle::clock;
-use crate::support::{
-    auditor, create_or_prove_unsupported, expect_err, operator, so, spki, unsupported,
-    verify_independently,
-};
+use crate::support::{auditor, create_or_prove_unsupported, expect_err, operator, so, unsupported};
 use crate::{Fixture, Outcome};
-use keystore_api::{
-    Actor, Algorithm, Backend, Clock, FaultPoint, KeySpec, KeyState, ManualClock, Operation, Role,
-    SecretBytes, SignatureFormat, Usages,
-};
-use std::sync::Arc;
-use time::{macros::datetime, Duration};
+use keystore_api::{Algorithm, Backend, KeySpec, KeyState, Operation, SecretBytes, Usages};
+use time::Duration;
 
 /// TEST-KEY-38
 pub fn backup_policy_refusals<F: Fixture>(fx: &mut F) -> Outcome {

@@ -3,13 +3,12 @@
 //! nothing sleeps.
 
 use crate::support::{
-    auditor, create_or_prove_unsupported, expect_err, operator, so, spki, unsupported,
-    verify_independently,
+    create_or_prove_unsupported, expect_err, operator, so, spki, unsupported, verify_independently,
 };
 use crate::{Fixture, Outcome};
 use keystore_api::{
-    Actor, Algorithm, Backend, Clock, FaultPoint, KeySpec, KeyState, ManualClock, Operation, Role,
-    SecretBytes, SignatureFormat, Usages,
+    Algorithm, Backend, Clock, KeySpec, KeyState, ManualClock, Operation, SecretBytes,
+    SignatureFormat, Usages,
 };
 use std::sync::Arc;
 use time::{macros::datetime, Duration};

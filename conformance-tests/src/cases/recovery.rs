@@ -3,17 +3,10 @@
 //! key. Time comes from an injected clock; nothing sleeps.
 
 use super::lifecycle::clock;
-use crate::support::{
-    auditor, create_or_prove_unsupported, expect_err, operator, so, spki, unsupported,
-    verify_independently,
-};
+use crate::support::{auditor, expect_err, so};
 use crate::{Fixture, Outcome};
-use keystore_api::{
-    Actor, Algorithm, Backend, Clock, FaultPoint, KeySpec, KeyState, ManualClock, Operation, Role,
-    SecretBytes, SignatureFormat, Usages,
-};
-use std::sync::Arc;
-use time::{macros::datetime, Duration};
+use keystore_api::{Algorithm, Backend, FaultPoint, KeySpec, KeyState, SecretBytes};
+use time::Duration;
 
 /// TEST-KEY-47
 pub fn crash_during_create_or_rotate_recovers<F: Fixture>(fx: &mut F) -> Outcome {

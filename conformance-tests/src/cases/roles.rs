@@ -1,18 +1,10 @@
 //! Roles and decommission: duties enforced, refusals audited, and nothing
 //! usable after decommission.
 
-use super::lifecycle::clock;
-use crate::support::{
-    auditor, create_or_prove_unsupported, expect_err, operator, so, spki, unsupported,
-    verify_independently,
-};
+use crate::support::{auditor, create_or_prove_unsupported, expect_err, operator, so};
 use crate::{Fixture, Outcome};
-use keystore_api::{
-    Actor, Algorithm, Backend, Clock, FaultPoint, KeySpec, KeyState, ManualClock, Operation, Role,
-    SecretBytes, SignatureFormat, Usages,
-};
-use std::sync::Arc;
-use time::{macros::datetime, Duration};
+use keystore_api::{Actor, Algorithm, Backend, KeySpec, Role, SecretBytes, SignatureFormat};
+use time::Duration;
 
 /// TEST-KEY-40
 pub fn roles_enforced_and_refusals_audited<F: Fixture>(fx: &mut F) -> Outcome {

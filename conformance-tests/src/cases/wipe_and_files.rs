@@ -2,15 +2,9 @@
 //! files and directories are private.
 
 use crate::support::so;
-use crate::support::{
-    create_or_prove_unsupported, expect_err, hkdf_reference, random_key, scan_files, spki,
-    verify_independently, Bystanders,
-};
+use crate::support::{create_or_prove_unsupported, random_key, scan_files};
 use crate::{Fixture, Outcome};
-use keystore_api::{
-    Algorithm, Backend, KeyClass, KeySpec, Origin, SecretBytes, SignatureFormat, Usages,
-};
-use sha2::Digest;
+use keystore_api::{Algorithm, Backend, KeySpec, SecretBytes, SignatureFormat, Usages};
 
 /// TEST-KEY-32
 pub fn backend_wipe_removes_everything<F: Fixture>(fx: &mut F) -> Outcome {

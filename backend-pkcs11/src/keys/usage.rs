@@ -1,0 +1,197 @@
+//! Using keys: public keys, signing, HMAC and AEAD.
+
+use super::{gcm_params, TAG_LEN};
+use crate::error::{map, COMPONENT};
+use crate::objects::Kind;
+use crate::{Pkcs11Backend, SignatureCheck};
+use cryptoki::context::Function;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::types::Ulong;
+use keystore_api::{
+    AeadSealed, Algorithm, Error, KeyClass, KeyHandle, PublicKey, Result, SecretBytes,
+};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::Ordering;
+use zeroize::{Zeroize, Zeroizing};
+
+impl Pkcs11Backend {
+    pub(crate) fn public_key_of(&self, handle: &KeyHandle, alg: Algorithm) -> Result<PublicKey> {
+        if alg.class() != KeyClass::Asymmetric {
+            return Err(Error::Policy(format!("{alg} keys have no public key")));
+        }
+        let id = self.prefix.id_of(handle)?;
+        Ok(self.verifier(&id, alg)?.public().clone())
+    }
+
+    /// Signs on the token; verifies the signature on the host against the
+    /// key's public key object as [`SignatureCheck`] says before returning
+    /// it (a signature that does not verify is `Integrity`, and the key's
+    /// cached handle is forgotten).
+    pub(crate) fn sign_message(
+        &self,
+        handle: &KeyHandle,
+        alg: Algorithm,
+        message: &[u8],
+    ) -> Result<Vec<u8>> {
+        if alg.class() != KeyClass::Asymmetric {
+            return Err(Error::Policy(format!(
+                "sign is not an operation of {alg} keys"
+            )));
+        }
+        let id = self.prefix.id_of(handle)?;
+        let kind = Kind::of(alg);
+        let digest = (kind == Kind::Ec).then(|| Sha256::digest(message));
+        let pss = PkcsPssParams {
+            hash_alg: MechanismType::SHA256,
+            mgf: PkcsMgfType::MGF1_SHA256,
+            s_len: Ulong::from(32u64),
+        };
+        let (sig, used) = self.with_key(
+            &id,
+            alg,
+            |s, key| match &digest {
+                Some(digest) => s.sign(&Mechanism::Ecdsa, key, digest),
+                None if alg.is_rsa_pss() => s.sign(&Mechanism::Sha256RsaPkcsPss(pss), key, message),
+                None => s.sign(&Mechanism::Sha256RsaPkcs, key, message),
+            },
+            |e| map(&format!("sign with {alg} key {}", id.short()), e),
+        )?;
+        if kind == Kind::Ec && sig.len() != 64 {
+            self.forget(&id);
+            return Err(Error::backend_msg(
+                COMPONENT,
+                format!(
+                    "the token returned a {}-byte ECDSA P-256 signature",
+                    sig.len()
+                ),
+            ));
+        }
+        let verify = match self.signature_check {
+            SignatureCheck::Always => true,
+            SignatureCheck::FirstUse => used.unverified,
+        };
+        if verify {
+            let verifier = self.verifier(&id, alg)?;
+            self.verified.fetch_add(1, Ordering::Relaxed);
+            if !verifier.verifies(message, &sig) {
+                self.forget(&id);
+                return Err(Error::Integrity(format!(
+                    "the signature the token made with key {} does not verify under the key's \
+                     public key object: the key pair on the token is damaged or mismatched",
+                    id.short()
+                )));
+            }
+            self.mark_verified(&id, used.handle);
+        }
+        Ok(sig)
+    }
+
+    pub(crate) fn hmac(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        let id = self.prefix.id_of(handle)?;
+        let (mut tag, _) = self.with_key(
+            &id,
+            Algorithm::HmacSha256,
+            |s, key| s.sign(&Mechanism::Sha256Hmac, key, data),
+            |e| map(&format!("HMAC-SHA256 with key {}", id.short()), e),
+        )?;
+        let mut out = Zeroizing::new([0u8; 32]);
+        let ok = tag.len() == 32;
+        if ok {
+            out.copy_from_slice(&tag);
+        }
+        tag.zeroize();
+        if !ok {
+            return Err(Error::backend_msg(
+                COMPONENT,
+                "the token returned an HMAC-SHA256 tag of the wrong length",
+            ));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn aead_encrypt(
+        &self,
+        handle: &KeyHandle,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<AeadSealed> {
+        if aad.is_empty() {
+            // SoftHSM 2.6.1 crashes on AES-GCM with empty AAD.
+            return Err(Error::InvalidInput(
+                "the PKCS#11 backend needs a non-empty AAD for AES-GCM \
+                 (the keystore's AAD always starts with the envelope header)"
+                    .into(),
+            ));
+        }
+        let id = self.prefix.id_of(handle)?;
+        let mut nonce = [0u8; 12];
+        crate::random(&mut nonce)?;
+        let (ciphertext, _) = self.with_key(
+            &id,
+            Algorithm::Aes256Gcm,
+            |s, key| {
+                let mut iv = nonce;
+                let params = gcm_params(&mut iv, aad)?;
+                s.encrypt(&Mechanism::AesGcm(params), key, plaintext)
+            },
+            |e| map(&format!("AES-GCM encrypt with key {}", id.short()), e),
+        )?;
+        if ciphertext.len() != plaintext.len() + TAG_LEN {
+            return Err(Error::backend_msg(
+                COMPONENT,
+                "the token returned an AES-GCM ciphertext of the wrong length",
+            ));
+        }
+        Ok(AeadSealed { nonce, ciphertext })
+    }
+
+    pub(crate) fn aead_decrypt(
+        &self,
+        handle: &KeyHandle,
+        aad: &[u8],
+        nonce: &[u8; 12],
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
+        if aad.is_empty() {
+            return Err(Error::InvalidInput(
+                "the PKCS#11 backend needs a non-empty AAD for AES-GCM".into(),
+            ));
+        }
+        let id = self.prefix.id_of(handle)?;
+        if ciphertext.len() < TAG_LEN {
+            return Err(Error::Integrity(
+                "ciphertext is shorter than its tag".into(),
+            ));
+        }
+        let (plaintext, _) = self.with_key(
+            &id,
+            Algorithm::Aes256Gcm,
+            |s, key| {
+                let mut iv = *nonce;
+                let params = gcm_params(&mut iv, aad)?;
+                s.decrypt(&Mechanism::AesGcm(params), key, ciphertext)
+            },
+            |e| match &e {
+                // A wrong tag, nonce, AAD or ciphertext. SoftHSM reports a
+                // wrong tag as CKR_GENERAL_ERROR from C_Decrypt itself (after
+                // C_DecryptInit read the key): not transient there.
+                CkError::Pkcs11(
+                    rv @ (RvError::EncryptedDataInvalid | RvError::EncryptedDataLenRange),
+                    _,
+                )
+                | CkError::Pkcs11(
+                    rv @ (RvError::FunctionFailed | RvError::GeneralError),
+                    Function::Decrypt | Function::DecryptUpdate | Function::DecryptFinal,
+                ) => Error::Integrity(format!(
+                    "AES-GCM authentication failed with key {} ({})",
+                    id.short(),
+                    crate::error::ckr_name(*rv)
+                )),
+                _ => map(&format!("AES-GCM decrypt with key {}", id.short()), e),
+            },
+        )?;
+        Ok(SecretBytes::new(plaintext))
+    }
+}

@@ -1,0 +1,182 @@
+//! The [`Backend`] implementation of [`SoftStore`]: key management, use,
+//! wrapping and wipe over the sealed records.
+
+use crate::record::ID_LEN;
+use crate::{fsio, material};
+use crate::{record_id, wrap_aad, SoftStore, HEADER_FILE, RECORD_EXT};
+use keystore_api::{
+    fsperm::PermissionReport, AeadSealed, Algorithm, Backend, Capabilities, Error, GeneratedKey,
+    KeyHandle, Operation, PublicKey, Result, SecretBytes,
+};
+use std::fs;
+use zeroize::Zeroizing;
+
+impl Backend for SoftStore {
+    fn name(&self) -> &'static str {
+        "soft"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::all()
+            .with(Algorithm::Aes256Gcm, Operation::Wrap)
+            .with(Algorithm::HmacSha256, Operation::Wrap);
+        for alg in Algorithm::ALL {
+            if !self.provider.supports(alg) {
+                caps = caps.without_algorithm(alg);
+            }
+        }
+        caps
+    }
+
+    /// Wraps with AES-256-GCM under the wrapping key; AAD binds the
+    /// algorithm and `context`. Symmetric keys only.
+    fn wrap(
+        &self,
+        wrapping_key: &KeyHandle,
+        key: &KeyHandle,
+        algorithm: Algorithm,
+        context: &[u8],
+    ) -> Result<Vec<u8>> {
+        if algorithm.class() != keystore_api::KeyClass::Symmetric {
+            return Err(Error::Policy(format!(
+                "{algorithm} keys are never exported"
+            )));
+        }
+        let kek = self.load(wrapping_key, Algorithm::Aes256Gcm)?;
+        let secret = self.read_record(&record_id(key)?, algorithm)?;
+        let sealed = kek.encrypt(&wrap_aad(algorithm, context), secret.expose())?;
+        let mut out = sealed.nonce.to_vec();
+        out.extend_from_slice(&sealed.ciphertext);
+        Ok(out)
+    }
+
+    fn unwrap(
+        &self,
+        wrapping_key: &KeyHandle,
+        algorithm: Algorithm,
+        wrapped: &[u8],
+        context: &[u8],
+        _label: &str,
+    ) -> Result<KeyHandle> {
+        if algorithm.class() != keystore_api::KeyClass::Symmetric {
+            return Err(Error::Policy(format!(
+                "{algorithm} keys are never imported"
+            )));
+        }
+        if wrapped.len() < 12 + 16 {
+            return Err(Error::Integrity("wrapped key is truncated".into()));
+        }
+        let kek = self.load(wrapping_key, Algorithm::Aes256Gcm)?;
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&wrapped[..12]);
+        let secret = kek.decrypt(&wrap_aad(algorithm, context), &nonce, &wrapped[12..])?;
+        if Some(secret.len()) != algorithm.secret_len() {
+            return Err(Error::Integrity("wrapped key has the wrong length".into()));
+        }
+        Ok(KeyHandle::new(self.store(algorithm, &secret)?.0.to_vec()))
+    }
+
+    fn generate(&self, algorithm: Algorithm, _label: &str) -> Result<GeneratedKey> {
+        let secret = material::generate(self.provider, algorithm)?;
+        let (id, m) = self.store(algorithm, &secret)?;
+        let public_key = match algorithm.class() {
+            keystore_api::KeyClass::Asymmetric => Some(m.public_key(algorithm)?),
+            keystore_api::KeyClass::Symmetric => None,
+        };
+        Ok(GeneratedKey {
+            handle: KeyHandle::new(id.to_vec()),
+            public_key,
+        })
+    }
+
+    fn import(
+        &self,
+        algorithm: Algorithm,
+        secret: &SecretBytes,
+        _label: &str,
+    ) -> Result<KeyHandle> {
+        match algorithm.secret_len() {
+            None => Err(Error::Policy(format!(
+                "{algorithm} keys cannot be imported; generate them inside the backend"
+            ))),
+            Some(n) if n != secret.len() => Err(Error::InvalidInput(format!(
+                "{algorithm} needs a {n}-byte secret, got {} bytes",
+                secret.len()
+            ))),
+            Some(_) => Ok(KeyHandle::new(self.store(algorithm, secret)?.0.to_vec())),
+        }
+    }
+
+    fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey> {
+        self.with_material(handle, algorithm, |m| m.public_key(algorithm))
+    }
+
+    fn sign(&self, handle: &KeyHandle, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
+        self.with_material(handle, algorithm, |m| m.sign(algorithm, message))
+    }
+
+    fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        self.with_material(handle, Algorithm::HmacSha256, |m| m.hmac(data))
+    }
+
+    fn encrypt(&self, handle: &KeyHandle, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
+        self.with_material(handle, Algorithm::Aes256Gcm, |m| m.encrypt(aad, plaintext))
+    }
+
+    fn decrypt(
+        &self,
+        handle: &KeyHandle,
+        aad: &[u8],
+        nonce: &[u8; 12],
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
+        self.with_material(handle, Algorithm::Aes256Gcm, |m| {
+            m.decrypt(aad, nonce, ciphertext)
+        })
+    }
+
+    fn destroy(&self, handle: &KeyHandle) -> Result<()> {
+        let id = record_id(handle)?;
+        self.cache().entries.remove(&id);
+        fsio::remove_durably(&self.path_of(&id))
+    }
+
+    fn list(&self) -> Result<Vec<KeyHandle>> {
+        let entries = fs::read_dir(&self.records)
+            .map_err(|e| fsio::io_err(format!("cannot list {}", self.records.display()), e))?;
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| fsio::io_err("cannot list records", e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(stem) = name.strip_suffix(&format!(".{RECORD_EXT}")) {
+                if let Ok(id) = hex::decode(stem) {
+                    if id.len() == ID_LEN {
+                        out.push(KeyHandle::new(id));
+                    }
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Removes every record, then overwrites and removes the header holding
+    /// the wrapped store key. The store cannot be opened afterwards.
+    fn wipe(&self) -> Result<()> {
+        self.cache().entries.clear();
+        for h in self.list()? {
+            match self.destroy(&h) {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let header = self.dir.join(HEADER_FILE);
+        fsio::overwrite_in_place(&header)?;
+        fsio::remove_durably(&header)
+    }
+
+    fn permission_report(&self) -> PermissionReport {
+        self.permissions.clone()
+    }
+}

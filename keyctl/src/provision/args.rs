@@ -1,0 +1,236 @@
+//! The command-line arguments of the PKI commands, and their day counts.
+
+use crate::cli::parse_duration;
+use crate::error::{CliError, CliResult};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use time::Duration;
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the offline root CA: a new store in --root-store holding the
+    /// root key, and a self-signed root certificate (ROOT/root-ca.pem). The
+    /// root custodian's credential (--root-secret-file or KEYCTL_ROOT_SECRET)
+    /// becomes that store's security-officer credential.
+    InitRoot {
+        #[command(flatten)]
+        root: RootArgs,
+        /// Generate a new 32-byte key file here that unlocks the root store
+        /// (otherwise a passphrase: --root-passphrase-file or KEYCTL_ROOT_PASSPHRASE).
+        #[arg(long, value_name = "PATH")]
+        new_root_key_file: Option<PathBuf>,
+        /// The root certificate's common name.
+        #[arg(long, default_value = "Keystore Device Root CA")]
+        cn: String,
+        /// Root certificate validity in days.
+        #[arg(long, default_value_t = 3650)]
+        validity_days: u32,
+    },
+    /// The ceremony: the production store (--store, --as security-officer)
+    /// generates the intermediate key and CSR; the root (--root-store, the
+    /// custodian's credential) signs it; the production store installs it.
+    SignIntermediate {
+        #[command(flatten)]
+        root: RootArgs,
+        /// The intermediate certificate's common name.
+        #[arg(long, default_value = "Keystore Production CA")]
+        cn: String,
+        /// Intermediate certificate validity in days (never beyond the root).
+        #[arg(long, default_value_t = 1095)]
+        validity_days: u32,
+    },
+    /// Root custodian: revoke an intermediate this root signed and issue the
+    /// root's new CRL (ROOT/root-crl.pem, and --out). Opens the root's store
+    /// alone, with the custodian's credential (--root-secret-file or
+    /// KEYCTL_ROOT_SECRET). Publish the CRL to relying parties (for `ca
+    /// check`: STORE/pki/root-crl.pem): every device under the intermediate
+    /// is then rejected.
+    RevokeIntermediate {
+        #[command(flatten)]
+        root: RootArgs,
+        /// The intermediate's serial (hex; `ca show` prints it).
+        #[arg(long)]
+        serial: String,
+        /// Why (recorded; a leading keyword such as ca-compromise,
+        /// key-compromise or superseded sets the CRL reason code).
+        #[arg(long)]
+        reason: String,
+        /// Time to the root CRL's nextUpdate, e.g. 180d (at most 366d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "180d")]
+        next_update: Duration,
+        /// Also write the root's CRL (PEM) here.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Root custodian: reissue the root's CRL (before the last one's
+    /// nextUpdate) to ROOT/root-crl.pem and --out. Opens the root's store alone.
+    RootCrl {
+        #[command(flatten)]
+        root: RootArgs,
+        /// Time to the root CRL's nextUpdate, e.g. 180d (at most 366d).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "180d")]
+        next_update: Duration,
+        /// Also write the root's CRL (PEM) here.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Show the production store's root, intermediate, CRL and device count.
+    Show,
+    /// Revoke a device certificate (by serial, or every certificate of a
+    /// device) and issue a new CRL to STORE/pki/crl.pem. Security officer.
+    Revoke {
+        /// Certificate serial (hex).
+        #[arg(
+            long,
+            conflicts_with = "device_id",
+            required_unless_present = "device_id"
+        )]
+        serial: Option<String>,
+        /// Revoke every unrevoked certificate of this device.
+        #[arg(long)]
+        device_id: Option<String>,
+        /// Why (recorded; a leading keyword such as key-compromise,
+        /// superseded or cessation-of-operation sets the CRL reason code).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Issue a fresh CRL from the intermediate (before the last one's nextUpdate).
+    Crl {
+        /// Time to the CRL's nextUpdate, e.g. 7d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d")]
+        next_update: Duration,
+        /// Also write the CRL (PEM) here.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Check a peer's chain: path to the root, revocation of every
+    /// certificate on it (the device against the intermediate's CRL, the
+    /// intermediate against the root's CRL; nextUpdate enforced), validity
+    /// and pins. Exit 0 if accepted; 6 (KeyState) if a certificate on the
+    /// path is revoked, expired or not yet valid, or a CRL is missing or
+    /// stale; 8 (Auth) for an unknown issuer or a pin mismatch. Needs no unlock.
+    Check {
+        /// PEM chain: the peer's certificate first, then intermediates.
+        #[arg(long, value_name = "FILE")]
+        chain: PathBuf,
+        /// Trust anchor [default: STORE/pki/root.pem].
+        #[arg(long, value_name = "FILE")]
+        root: Option<PathBuf>,
+        /// CRL files (PEM or DER; repeat, or several in one PEM file). With
+        /// --crl, only the CRLs named here and by --root-crl are used
+        /// [default: STORE/pki/crl.pem and STORE/pki/root-crl.pem; a missing
+        /// default file leaves that CA's status unknown, which rejects].
+        #[arg(long, value_name = "FILE")]
+        crl: Vec<PathBuf>,
+        /// The root's CRL (PEM or DER), which covers the intermediate
+        /// [default without --crl: STORE/pki/root-crl.pem].
+        #[arg(long, value_name = "FILE")]
+        root_crl: Option<PathBuf>,
+        /// Require one of these SPKI pins (sha256:HEX) on the path; repeat
+        /// for old and new pins during a transition.
+        #[arg(long, value_name = "PIN")]
+        pin: Vec<String>,
+        /// Check at this RFC 3339 time instead of now.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
+    /// Verify the provisioning event log (hash chain, MACs, head) and print
+    /// it. Any authenticated role (auditors included).
+    Events,
+}
+
+/// The offline root's store.
+#[derive(Debug, Clone, Args)]
+pub struct RootArgs {
+    /// The root CA's store directory (kept offline).
+    #[arg(long, value_name = "DIR")]
+    pub root_store: PathBuf,
+    /// Key file unlocking the root store.
+    #[arg(long, value_name = "PATH")]
+    pub root_key_file: Option<PathBuf>,
+    /// File holding the root store's passphrase (else KEYCTL_ROOT_PASSPHRASE).
+    #[arg(long, value_name = "PATH")]
+    pub root_passphrase_file: Option<PathBuf>,
+    /// File holding the root custodian's credential (else KEYCTL_ROOT_SECRET).
+    #[arg(long, value_name = "PATH")]
+    pub root_secret_file: Option<PathBuf>,
+    /// The root custodian's actor id [default: $USER].
+    #[arg(long, value_name = "ID")]
+    pub root_actor: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ProvisionArgs {
+    /// The unit's id (CN and serialNumber of its certificate).
+    #[arg(long, required_unless_present = "batch", conflicts_with = "batch")]
+    pub device_id: Option<String>,
+    /// Provision every device in FILE: one id per line, or `id,operator`.
+    #[arg(long, value_name = "FILE")]
+    pub batch: Option<PathBuf>,
+    /// The production line or station, recorded in the provisioning record
+    /// (for a batch: the default for lines without one).
+    #[arg(long, value_name = "OP")]
+    pub operator: Option<String>,
+    /// Certificate validity in days.
+    #[arg(long, default_value_t = 30)]
+    pub validity_days: u32,
+    #[command(flatten)]
+    pub device: DeviceStoreArgs,
+    /// Write cert.pem, chain.pem and record.yaml under DIR/<device-id>/
+    /// [default: STORE/provisioned].
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}
+
+/// Where device identity keys live.
+#[derive(Debug, Clone, Args)]
+pub struct DeviceStoreArgs {
+    /// The device's own keystore (soft; created with `keyctl --store DIR init`
+    /// and the same role credential). Default: the production store, with
+    /// one key `device.<id>.identity` per device.
+    #[arg(long, value_name = "DIR", requires = "device_key_file")]
+    pub device_store: Option<PathBuf>,
+    /// Key file unlocking --device-store.
+    #[arg(long, value_name = "PATH")]
+    pub device_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// The unit's id.
+    #[arg(long)]
+    pub device_id: String,
+    /// Renew when the certificate expires within this time.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d")]
+    pub threshold: Duration,
+    /// How long the old key and certificate stay valid after renewal.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d")]
+    pub grace: Duration,
+    /// New certificate validity in days.
+    #[arg(long, default_value_t = 30)]
+    pub validity_days: u32,
+    #[command(flatten)]
+    pub device: DeviceStoreArgs,
+    /// Output directory [default: STORE/provisioned].
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}
+
+pub(super) fn days(n: u32) -> CliResult<Duration> {
+    if n == 0 || n > 7305 {
+        return Err(CliError::invalid("a validity is 1 to 7305 days"));
+    }
+    Ok(Duration::days(i64::from(n)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validity_days_are_bounded() {
+        assert!(days(0).is_err());
+        assert!(days(7306).is_err());
+        assert_eq!(days(30).unwrap(), Duration::days(30));
+    }
+}

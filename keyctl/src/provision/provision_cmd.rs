@@ -1,0 +1,166 @@
+//! `keyctl provision`: one device or a batch.
+
+use crate::actor;
+use crate::cli::{ActorArgs, UnlockArgs};
+use crate::error::{CliError, CliResult};
+use crate::files;
+use crate::store;
+use keystore_api::{Actor, Backend, Keystore};
+use provisioning::{shared_key_name, Device, Factory, PkiDb, Provisioned, Provisioner, DEVICE_KEY};
+use std::path::{Path, PathBuf};
+use time::OffsetDateTime;
+
+use super::args::{days, ProvisionArgs};
+use super::stores::{open_db, open_device_store, same_actor_on, write_file};
+use super::MAX_BATCH_FILE;
+
+pub(super) fn write_outputs(
+    out_dir: &Path,
+    p: &Provisioned,
+    with_record: bool,
+) -> CliResult<PathBuf> {
+    let dir = out_dir.join(&p.installed.device_id);
+    write_file(&dir.join("cert.pem"), &p.issued.certificate.pem())?;
+    write_file(&dir.join("chain.pem"), &p.issued.chain_pem())?;
+    if with_record {
+        write_file(&dir.join("record.yaml"), &p.issued.record.to_yaml()?)?;
+    }
+    Ok(dir)
+}
+
+/// `keyctl provision`.
+pub fn provision(
+    root: &Path,
+    unlock: &UnlockArgs,
+    args: &ActorArgs,
+    p: ProvisionArgs,
+) -> CliResult<()> {
+    let validity = days(p.validity_days)?;
+    // Parse the whole batch before unlocking anything.
+    let batch = match &p.batch {
+        Some(file) => {
+            let text = files::read_input(file, MAX_BATCH_FILE, "batch file")?;
+            let text = String::from_utf8(text)
+                .map_err(|_| CliError::invalid("the batch file is not UTF-8 text"))?;
+            Some(provisioning::parse_batch(&text, p.operator.as_deref())?)
+        }
+        None => None,
+    };
+    let prod = store::open(root, unlock)?;
+    let who = actor::authenticate(&prod, args, "provision")?;
+    let db = open_db(root)?;
+    let factory = Factory::new(&prod, &db);
+    let prov = Provisioner::new(&factory, who.clone()).with_validity(validity);
+    let out_dir = p
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| root.join("provisioned"));
+    let device_ks = open_device_store(&p.device)?;
+    match (&device_ks, batch) {
+        (Some(dks), batch) => {
+            let device_actor = same_actor_on(dks, args, "provisioning into --device-store")?;
+            let ddb = open_db(p.device.device_store.as_deref().unwrap_or(root))?;
+            run(&prov, dks, &ddb, &device_actor, &p, batch, &out_dir)
+        }
+        (None, batch) => run(&prov, &prod, &db, &who, &p, batch, &out_dir),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<P: Backend, D: Backend>(
+    prov: &Provisioner<'_, P>,
+    dks: &Keystore<D>,
+    ddb: &PkiDb,
+    device_actor: &Actor,
+    p: &ProvisionArgs,
+    batch: Option<Vec<provisioning::BatchEntry>>,
+    out_dir: &Path,
+) -> CliResult<()> {
+    let single_in_own_store = p.device.device_store.is_some() && batch.is_none();
+    let key_for = |id: &str| -> CliResult<String> {
+        Ok(if single_in_own_store {
+            DEVICE_KEY.to_string()
+        } else {
+            shared_key_name(id)?
+        })
+    };
+    let Some(entries) = batch else {
+        let id = p.device_id.as_deref().unwrap_or_default();
+        let operator = p
+            .operator
+            .as_deref()
+            .ok_or_else(|| CliError::invalid("provision needs --operator (the line or station)"))?;
+        let device = Device::new(dks, ddb, &key_for(id)?)?;
+        let done = prov.provision(
+            &device,
+            device_actor,
+            id,
+            operator,
+            OffsetDateTime::now_utc(),
+        )?;
+        let dir = write_outputs(out_dir, &done, true)?;
+        let c = &done.issued.certificate;
+        outln!(
+            "provisioned '{id}': key '{}' v{} {} in {}, certificate {} until {}",
+            device.key_name(),
+            done.installed.key_version,
+            c.spki_fingerprint,
+            dks.backend_name(),
+            c.serial,
+            provisioning::util::rfc3339(c.not_after)
+        )?;
+        outln!(
+            "record {} (event {}); files in {}",
+            done.issued.record.keys.identity_cert,
+            done.issued.event_id,
+            dir.display()
+        )?;
+        return Ok(());
+    };
+    let total = entries.len() as u64;
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} devices ({per_sec}, eta {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let start = std::time::Instant::now();
+    let mut done_count = 0u64;
+    for e in &entries {
+        bar.set_message(e.device_id.clone());
+        let res = Device::new(dks, ddb, &key_for(&e.device_id)?).and_then(|device| {
+            prov.provision(
+                &device,
+                device_actor,
+                &e.device_id,
+                &e.operator,
+                OffsetDateTime::now_utc(),
+            )
+        });
+        let done = match res {
+            Ok(d) => d,
+            Err(err) => {
+                bar.abandon();
+                note!(
+                    "keyctl: stopped at batch line {} ('{}'): {} of {total} devices provisioned",
+                    e.line,
+                    e.device_id,
+                    done_count
+                );
+                return Err(err.into());
+            }
+        };
+        write_outputs(out_dir, &done, true)?;
+        done_count += 1;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let secs = start.elapsed().as_secs_f64();
+    outln!(
+        "provisioned {done_count} devices in {secs:.2} s ({:.1} devices/s); files in {}",
+        done_count as f64 / secs.max(1e-9),
+        out_dir.display()
+    )?;
+    Ok(())
+}

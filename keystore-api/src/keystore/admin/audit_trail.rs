@@ -1,0 +1,102 @@
+//! The audit trail: application events, verification and export.
+
+use crate::audit::{self, AuditEntry, AuditReport};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::keystore::{check_name, live_key, Keystore, Subject};
+use crate::metadata as md;
+use crate::roles::{Actor, Duty};
+
+impl<B: Backend> Keystore<B> {
+    /// Appends an application event (e.g. `provision`, `renew`) to the audit
+    /// trail, about `key` (name and version) if given. Event names are
+    /// lower-case words with dashes; the keystore's own event names cannot be
+    /// forged this way. Needs the security-officer or operator role.
+    pub fn record_event(
+        &self,
+        actor: &Actor,
+        event: &str,
+        key: Option<(&str, u32)>,
+        detail: &str,
+    ) -> Result<()> {
+        let _w = self.writing("record event")?;
+        const RESERVED: &[&str] = &[
+            "audit-init",
+            "generate",
+            "import",
+            "rotate",
+            "state",
+            "sweep",
+            "destroy",
+            "backup",
+            "restore",
+            "wipe",
+            "decommission",
+            "refused",
+            "reconcile",
+            "missing",
+            "credential",
+            "policy",
+        ];
+        let well_formed = !event.is_empty()
+            && event.len() <= 32
+            && event.starts_with(|c: char| c.is_ascii_lowercase())
+            && event
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !well_formed || RESERVED.contains(&event) {
+            return Err(Error::InvalidInput(format!(
+                "'{event}' is not an application event name (lower-case words with dashes, not one of the keystore's own)"
+            )));
+        }
+        if detail.len() > crate::keystore::limits::MAX_REASON_LEN || detail.contains(['\n', '\r']) {
+            return Err(Error::InvalidInput(format!(
+                "event detail is one line of at most {} bytes",
+                crate::keystore::limits::MAX_REASON_LEN
+            )));
+        }
+        self.require(actor, Duty::Provision, event, key.map(|k| k.0))?;
+        let subject_fp = match key {
+            Some((name, version)) => {
+                check_name(name)?;
+                let md = self.md();
+                let k = live_key(md.conn(), name)?;
+                let v = md::versions(md.conn(), k.id)?
+                    .into_iter()
+                    .find(|v| v.version == version)
+                    .ok_or_else(|| {
+                        Error::NotFound(format!("key '{name}' has no version {version}"))
+                    })?;
+                v.fingerprint
+            }
+            None => None,
+        };
+        let mut md = self.md();
+        let tx = md.tx()?;
+        let subject = match key {
+            Some((name, version)) => Subject::version(name, version, subject_fp.as_deref()),
+            None => Subject::default(),
+        };
+        self.audit(&tx, Some(actor), event, subject, detail.to_string())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Verifies the audit trail (chain, MACs, head). Needs the security-officer
+    /// or auditor role. The report names the first bad entry, if any, says
+    /// what was checked ([`AuditReport::checked`]: after decommission the
+    /// chain only, no MAC) and lists keys holding both `mac` and `derive`. A
+    /// live store whose audit key reference is missing or replaced is
+    /// [`Error::Integrity`].
+    pub fn verify_audit(&self, actor: &Actor) -> Result<AuditReport> {
+        self.require(actor, Duty::Audit, "audit verification", None)?;
+        let md = self.md();
+        audit::verify_store(md.conn(), &self.backend)
+    }
+
+    /// Every audit entry, in order. Needs the security-officer or auditor role.
+    pub fn export_audit(&self, actor: &Actor) -> Result<Vec<AuditEntry>> {
+        self.require(actor, Duty::Audit, "audit export", None)?;
+        audit::entries(self.md().conn())
+    }
+}

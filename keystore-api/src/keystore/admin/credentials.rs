@@ -1,0 +1,93 @@
+//! Role credentials: setting them and authenticating actors.
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::keystore::{Keystore, Subject};
+use crate::metadata as md;
+use crate::roles::{Actor, Duty, Role};
+use crate::secret::SecretBytes;
+
+/// PBKDF2 iterations for role credentials (checked once per CLI call).
+const CREDENTIAL_ITERATIONS: u32 = 200_000;
+
+impl<B: Backend> Keystore<B> {
+    /// Sets the credential for `role`. Needs the security-officer role,
+    /// except for the very first security-officer credential of a store
+    /// (bootstrap), which anyone may set once.
+    pub fn set_role_credential(
+        &self,
+        actor: Option<&Actor>,
+        role: Role,
+        secret: &SecretBytes,
+    ) -> Result<()> {
+        let _w = self.writing("set role credential")?;
+        if secret.len() < 8 || secret.len() > 1024 {
+            return Err(Error::InvalidInput(
+                "a role credential is 8 to 1024 bytes".into(),
+            ));
+        }
+        let bootstrap = role == Role::SecurityOfficer
+            && md::role_credential(self.md().conn(), Role::SecurityOfficer.id())?.is_none();
+        match actor {
+            Some(a) => {
+                if !bootstrap {
+                    self.require(a, Duty::Administer, "set a role credential", None)?;
+                }
+            }
+            None if bootstrap => {}
+            None => {
+                return Err(Error::Policy(
+                    "setting a role credential needs the security-officer role".into(),
+                ))
+            }
+        }
+        let mut salt = [0u8; 16];
+        getrandom::getrandom(&mut salt)
+            .map_err(|_| Error::backend_msg("keystore", "the OS random generator failed"))?;
+        let verifier = credential_verifier(secret, &salt, CREDENTIAL_ITERATIONS);
+        let now = self.now();
+        let mut md = self.md();
+        let tx = md.tx()?;
+        md::set_role_credential(
+            &tx,
+            role.id(),
+            CREDENTIAL_ITERATIONS,
+            &salt,
+            &verifier,
+            &now,
+        )?;
+        self.audit(
+            &tx,
+            actor,
+            "credential",
+            Subject::default(),
+            format!(
+                "credential for role {role} set{}",
+                if bootstrap { " (bootstrap)" } else { "" }
+            ),
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Authenticates `id` acting as `role` with `secret` against the role's
+    /// credential. A wrong or missing credential is [`Error::Auth`].
+    pub fn authenticate(&self, id: &str, role: Role, secret: &SecretBytes) -> Result<Actor> {
+        let actor = Actor::new(id, role)?;
+        let Some(stored) = md::role_credential(self.md().conn(), role.id())? else {
+            return Err(Error::Auth(format!("no credential is set for role {role}")));
+        };
+        let got = credential_verifier(secret, &stored.salt, stored.iterations);
+        if crate::secret::ct_eq(&got, &stored.verifier) {
+            Ok(actor)
+        } else {
+            Err(Error::Auth(format!("wrong credential for role {role}")))
+        }
+    }
+}
+
+fn credential_verifier(secret: &SecretBytes, salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<sha2::Sha256>(secret.expose(), salt, iterations, &mut out);
+    out
+}

@@ -1,0 +1,13 @@
+//! Lifecycle administration: create, import, rotate, suspend, resume,
+//! revoke, destroy, sweep, scheduled rotation, decommission, role
+//! credentials and the audit trail. Every operation states its actor, is
+//! checked against the actor's role, and is audited in the same transaction
+//! as its metadata change.
+
+mod audit_trail;
+mod create;
+mod credentials;
+mod rotation;
+mod state;
+
+pub use rotation::RotationDue;

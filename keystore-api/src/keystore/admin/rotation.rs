@@ -1,0 +1,191 @@
+//! Rotation: rotating a key, cryptoperiods, and scheduled rotation of the
+//! keys that are due.
+
+use crate::backend::Backend;
+use crate::clock::rfc3339;
+use crate::error::{Error, Result};
+use crate::keystore::{check_name, live_key, KeyInfo, Keystore, Subject};
+use crate::lifecycle::check_transition;
+use crate::metadata::{self as md, KeyState, NewVersion, Origin, StateChange};
+use crate::roles::{Actor, Duty};
+use time::{Duration, OffsetDateTime};
+
+/// A key whose active version has outlived its cryptoperiod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationDue {
+    /// The key.
+    pub name: String,
+    /// Its active version.
+    pub version: u32,
+    /// When the cryptoperiod ended (RFC 3339 UTC).
+    pub due_at: String,
+}
+
+impl<B: Backend> Keystore<B> {
+    /// Rotates `name`: a new version is generated and becomes active; the
+    /// previous active (or suspended) version becomes deactivated until
+    /// `now + grace` (verify and decrypt only), after which [`Keystore::sweep`]
+    /// destroys it. Needs the security-officer role.
+    pub fn rotate(&self, actor: &Actor, name: &str, grace: Duration) -> Result<KeyInfo> {
+        let _w = self.writing("rotate")?;
+        check_name(name)?;
+        if grace < Duration::ZERO {
+            return Err(Error::InvalidInput(
+                "a grace period cannot be negative".into(),
+            ));
+        }
+        self.require(actor, Duty::Administer, "rotate", Some(name))?;
+        let (key, versions) = {
+            let md = self.md();
+            let key = live_key(md.conn(), name)?;
+            let versions = md::versions(md.conn(), key.id)?;
+            (key, versions)
+        };
+        let next = versions.last().map(|v| v.version + 1).unwrap_or(1);
+        let previous: Vec<_> = versions
+            .iter()
+            .filter(|v| matches!(v.state, KeyState::Active | KeyState::Suspended))
+            .collect();
+        let now = self.now();
+        let grace_end = rfc3339(self.now_time() + grace);
+        self.create_in_backend(
+            name,
+            Some(crate::keystore::FaultPoint::AfterBackendRotate),
+            || {
+                let g = self.backend.generate(key.algorithm, name)?;
+                Ok((g.clone(), vec![g.handle]))
+            },
+            |tx, generated| {
+                let public = generated
+                    .public_key
+                    .as_ref()
+                    .map(|pk| (pk.spki_der().to_vec(), pk.fingerprint()));
+                for v in &previous {
+                    check_transition(v.state, KeyState::Deactivated)?;
+                    md::set_state(
+                        tx,
+                        key.id,
+                        v.version,
+                        &StateChange {
+                            grace_end: Some(&grace_end),
+                            ..StateChange::to(KeyState::Deactivated, &now)
+                        },
+                    )?;
+                    self.audit(
+                        tx,
+                        Some(actor),
+                        "state",
+                        Subject::version(name, v.version, v.fingerprint.as_deref()),
+                        format!("{} -> deactivated until {grace_end}", v.state),
+                    )?;
+                }
+                let fp = public.as_ref().map(|p| p.1.as_str());
+                md::insert_version(
+                    tx,
+                    key.id,
+                    &NewVersion {
+                        version: next,
+                        state: KeyState::Active,
+                        origin: Origin::Generated,
+                        handle: &generated.handle,
+                        public_key: public.as_ref().map(|p| p.0.as_slice()),
+                        fingerprint: fp,
+                        created_at: &now,
+                    },
+                )?;
+                self.audit(
+                    tx,
+                    Some(actor),
+                    "rotate",
+                    Subject::version(name, next, fp),
+                    format!("version {next} active; grace {} s", grace.whole_seconds()),
+                )?;
+                Ok(())
+            },
+        )?;
+        self.info(name)
+    }
+
+    /// Sets or clears the cryptoperiod of `name`. Needs the security-officer role.
+    pub fn set_cryptoperiod(
+        &self,
+        actor: &Actor,
+        name: &str,
+        period: Option<Duration>,
+    ) -> Result<()> {
+        let _w = self.writing("set cryptoperiod")?;
+        check_name(name)?;
+        if period.is_some_and(|p| p <= Duration::ZERO) {
+            return Err(Error::InvalidInput(
+                "a cryptoperiod must be positive".into(),
+            ));
+        }
+        self.require(actor, Duty::Administer, "set a cryptoperiod", Some(name))?;
+        let mut md = self.md();
+        let key = live_key(md.conn(), name)?;
+        let tx = md.tx()?;
+        md::set_cryptoperiod(&tx, key.id, period.map(|p| p.whole_seconds()))?;
+        self.audit(
+            &tx,
+            Some(actor),
+            "policy",
+            Subject {
+                name: Some(name),
+                ..Subject::default()
+            },
+            match period {
+                Some(p) => format!("cryptoperiod {} s", p.whole_seconds()),
+                None => "cryptoperiod cleared".into(),
+            },
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Keys whose active version is at least one cryptoperiod old at `now`.
+    pub fn due(&self, now: OffsetDateTime) -> Result<Vec<RotationDue>> {
+        let md = self.md();
+        let mut out = Vec::new();
+        for key in md::keys(md.conn())? {
+            let Some(secs) = key.cryptoperiod_secs.filter(|_| key.destroyed_at.is_none()) else {
+                continue;
+            };
+            let Some(active) = md::versions(md.conn(), key.id)?
+                .into_iter()
+                .find(|v| v.state == KeyState::Active)
+            else {
+                continue;
+            };
+            let Some(created) = crate::clock::parse_rfc3339(&active.created_at) else {
+                continue;
+            };
+            let due_at = created + Duration::seconds(secs);
+            if due_at <= now {
+                out.push(RotationDue {
+                    name: key.name,
+                    version: active.version,
+                    due_at: rfc3339(due_at),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rotates every key [`Keystore::due`] at `now`, with `grace` for the old
+    /// versions. Returns the rotated names. Needs the security-officer role.
+    pub fn rotate_due(
+        &self,
+        actor: &Actor,
+        now: OffsetDateTime,
+        grace: Duration,
+    ) -> Result<Vec<String>> {
+        let _w = self.writing("rotate due")?;
+        self.require(actor, Duty::Administer, "scheduled rotation", None)?;
+        let mut rotated = Vec::new();
+        for due in self.due(now)? {
+            self.rotate(actor, &due.name, grace)?;
+            rotated.push(due.name);
+        }
+        Ok(rotated)
+    }
+}

@@ -1,0 +1,124 @@
+//! The audit key, audit events, and the duty check every operation makes.
+
+use super::{Keystore, Subject, SYSTEM};
+use crate::algorithm::Algorithm;
+use crate::audit::{self, Event};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::metadata as md;
+use crate::roles::{Actor, Duty};
+use rusqlite::Connection;
+
+impl<B: Backend> Keystore<B> {
+    /// Creates the audit key (an HMAC key in the backend) on first open.
+    pub(super) fn ensure_audit_key(&self) -> Result<()> {
+        let has_audit_key = || -> Result<bool> {
+            let md = self.md();
+            // A trail that has begun had a key: if its reference is gone on a
+            // live store, a new key would hide that (verification reports it).
+            Ok(md::decommissioned_at(md.conn())?.is_some()
+                || md::audit_key(md.conn())?.is_some()
+                || audit::trail_started(md.conn())?)
+        };
+        if has_audit_key()? {
+            return Ok(());
+        }
+        let _w = self.writing("create the audit key")?;
+        // Another process may have made it while this one waited.
+        if has_audit_key()? {
+            return Ok(());
+        }
+        self.create_in_backend(
+            "keystore-audit",
+            None,
+            || {
+                let g = self
+                    .backend
+                    .generate(Algorithm::HmacSha256, "keystore-audit")?;
+                Ok((g.handle.clone(), vec![g.handle]))
+            },
+            |tx, handle| {
+                md::set_audit_key(tx, Some(handle))?;
+                let ev = Event {
+                    actor: SYSTEM.0.into(),
+                    role: SYSTEM.1.into(),
+                    event: "audit-init".into(),
+                    detail: format!("audit key created in the {} backend", self.backend.name()),
+                    ..Event::default()
+                };
+                audit::append(tx, &self.backend, handle, &self.now(), &ev)
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Appends an event about `subject` inside `conn`'s transaction.
+    pub(crate) fn audit(
+        &self,
+        conn: &Connection,
+        actor: Option<&Actor>,
+        event: &str,
+        subject: Subject<'_>,
+        detail: String,
+    ) -> Result<()> {
+        let Some(audit_key) = md::audit_key(conn)? else {
+            if md::decommissioned_at(conn)?.is_some() {
+                return Err(Error::KeyState(
+                    "the store is decommissioned; its audit key was destroyed".into(),
+                ));
+            }
+            return Err(Error::Integrity(
+                "the audit key reference is missing from a live store (it is not decommissioned); \
+                 nothing is changed until the metadata database is restored from a trusted copy"
+                    .into(),
+            ));
+        };
+        let (actor_id, role) = match actor {
+            Some(a) => (a.id().to_string(), a.role().id().to_string()),
+            None => (SYSTEM.0.to_string(), SYSTEM.1.to_string()),
+        };
+        let ev = Event {
+            actor: actor_id,
+            role,
+            event: event.into(),
+            key_name: subject.name.map(str::to_string),
+            key_version: subject.version,
+            fingerprint: subject.fingerprint.map(str::to_string),
+            detail,
+        };
+        audit::append(conn, &self.backend, &audit_key, &self.now(), &ev)
+    }
+
+    /// Checks that `actor` may perform `what`; a refusal is audited and is
+    /// [`Error::Policy`].
+    pub(crate) fn require(
+        &self,
+        actor: &Actor,
+        duty: Duty,
+        what: &str,
+        key: Option<&str>,
+    ) -> Result<()> {
+        if duty.allows(actor.role()) {
+            return Ok(());
+        }
+        let mut md = self.md();
+        let tx = md.tx()?;
+        self.audit(
+            &tx,
+            Some(actor),
+            "refused",
+            Subject {
+                name: key,
+                ..Subject::default()
+            },
+            format!("{what} refused: needs {}", duty.describe()),
+        )?;
+        tx.commit()?;
+        Err(Error::Policy(format!(
+            "{what} needs {}; '{}' acts as {}",
+            duty.describe(),
+            actor.id(),
+            actor.role()
+        )))
+    }
+}

@@ -1,0 +1,292 @@
+//! The production side ([`Factory`]): its request types, the intermediate's
+//! installation, and provisioning and renewal entry points.
+
+use super::cert::verify_signed_by;
+use super::registry::insert_ca;
+use super::{require, INTERMEDIATE_KEY};
+use crate::db::{self, append_event, commit, ensure_event_key, opt, EventFields, PkiDb};
+use crate::record::ProvisioningRecord;
+use crate::signer::KeystoreSigner;
+use crate::util::rfc3339;
+use crate::x509::{cn_subject, CertInfo, VerifiedCsr};
+use keystore_api::{
+    Actor, Algorithm, Backend, Error, KeySpec, Keystore, Origin, Result, Role, Usages,
+};
+use rusqlite::params;
+use time::{Duration, OffsetDateTime};
+
+/// A certificate the intermediate issued to a device.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The device certificate.
+    pub certificate: CertInfo,
+    /// The intermediate certificate (the rest of the chain a device presents).
+    pub intermediate: CertInfo,
+    /// The root certificate (the device's bootstrap trust anchor).
+    pub root: CertInfo,
+    /// The provisioning record (for a renewal: the record of the original
+    /// provisioning is kept; this one describes the new certificate).
+    pub record: ProvisioningRecord,
+    /// The id of the registry event.
+    pub event_id: String,
+}
+
+impl Issued {
+    /// The chain a device presents: its certificate, then the intermediate, as PEM.
+    pub fn chain_pem(&self) -> String {
+        format!("{}{}", self.certificate.pem(), self.intermediate.pem())
+    }
+}
+
+/// A request from a device to the factory.
+#[derive(Debug, Clone)]
+pub struct DeviceRequest<'r> {
+    /// The unit's id.
+    pub device_id: &'r str,
+    /// The production line or station.
+    pub operator: &'r str,
+    /// The CSR (DER), signed by the device's identity key.
+    pub csr_der: &'r [u8],
+    /// The identity key's version in the device's keystore.
+    pub key_version: u32,
+    /// Certificate validity.
+    pub validity: Duration,
+    /// The device's backend, for the record.
+    pub device_backend: Option<&'r str>,
+}
+
+/// A revoked or superseded-certificate summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssuedCert {
+    /// Serial, hex.
+    pub serial: String,
+    /// The device.
+    pub device_id: String,
+    /// SPKI fingerprint.
+    pub fingerprint: String,
+    /// Key version.
+    pub key_version: u32,
+    /// Expiry (RFC 3339).
+    pub not_after: String,
+    /// When superseded by a renewal, if it was.
+    pub superseded_at: Option<String>,
+    /// End of the superseded certificate's grace.
+    pub grace_end: Option<String>,
+    /// When revoked, if it was.
+    pub revoked_at: Option<String>,
+    /// The DER certificate.
+    pub der: Vec<u8>,
+}
+
+/// The production side: the intermediate CA, the provisioning registry, CRLs.
+/// Never opens the root's store.
+pub struct Factory<'a, B: Backend> {
+    pub(super) ks: &'a Keystore<B>,
+    pub(super) db: &'a PkiDb,
+}
+
+impl<B: Backend> std::fmt::Debug for Factory<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Factory").finish_non_exhaustive()
+    }
+}
+
+impl<'a, B: Backend> Factory<'a, B> {
+    /// The factory over the production keystore `ks` and its PKI database.
+    pub fn new(ks: &'a Keystore<B>, db: &'a PkiDb) -> Self {
+        Factory { ks, db }
+    }
+
+    /// The production keystore.
+    pub fn keystore(&self) -> &'a Keystore<B> {
+        self.ks
+    }
+
+    /// Generates the intermediate key inside the production backend (or
+    /// reuses one left by an interrupted ceremony) and returns its CSR.
+    /// Needs the security-officer role.
+    pub fn request_intermediate(&self, actor: &Actor, common_name: &str) -> Result<VerifiedCsr> {
+        require(
+            actor,
+            &[Role::SecurityOfficer],
+            "requesting an intermediate CA",
+        )?;
+        let subject = cn_subject(common_name, None)?;
+        match self.ks.info(INTERMEDIATE_KEY) {
+            Ok(info) => {
+                let installed = db::current_ca(&self.db.lock(), "intermediate")?;
+                let active_fp = info.active().and_then(|v| v.fingerprint.clone());
+                if let (Some(row), Some(fp)) = (installed, active_fp) {
+                    if CertInfo::parse(&row)?.spki_fingerprint == fp {
+                        return Err(Error::AlreadyExists(format!(
+                            "the active version of '{INTERMEDIATE_KEY}' already has a certificate; \
+                             rotate the key first to make a new intermediate"
+                        )));
+                    }
+                }
+            }
+            Err(Error::NotFound(_)) => {
+                let spec = KeySpec::new(Algorithm::EcdsaP256Sha256)
+                    .with_usages(Usages::SIGN | Usages::VERIFY);
+                self.ks.create(actor, INTERMEDIATE_KEY, spec)?;
+            }
+            Err(e) => return Err(e),
+        }
+        ensure_event_key(self.ks, actor)?;
+        let signer = KeystoreSigner::new(self.ks, INTERMEDIATE_KEY)?;
+        crate::x509::build_csr(&signer, subject)
+    }
+
+    /// Installs the intermediate certificate the root signed, with the root
+    /// certificate (the trust anchor devices get). Checks that the
+    /// certificate carries the active intermediate key, is a CA, and that
+    /// the root signed it. Needs the security-officer role.
+    pub fn install_intermediate(
+        &self,
+        actor: &Actor,
+        intermediate_der: &[u8],
+        root_der: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        require(
+            actor,
+            &[Role::SecurityOfficer],
+            "installing an intermediate CA",
+        )?;
+        let inter = CertInfo::parse(intermediate_der)?;
+        let root = CertInfo::parse(root_der)?;
+        if !root.is_ca || !inter.is_ca {
+            return Err(Error::InvalidInput(
+                "the root and the intermediate must both be CA certificates".into(),
+            ));
+        }
+        verify_signed_by(&root.der, &root)?;
+        verify_signed_by(&inter.der, &root)?;
+        let signer = KeystoreSigner::new(self.ks, INTERMEDIATE_KEY)?;
+        if signer.spki_der() != inter.spki_der.as_slice() {
+            return Err(Error::Integrity(format!(
+                "the intermediate certificate does not carry the active key of '{INTERMEDIATE_KEY}'"
+            )));
+        }
+        if let Some(current) = db::current_ca(&self.db.lock(), "root")? {
+            if current != root.der {
+                return Err(Error::Policy(
+                    "this store already trusts another root; a new root needs a new store".into(),
+                ));
+            }
+        }
+        ensure_event_key(self.ks, actor)?;
+        let mut conn = self.db.lock();
+        let tx = db::tx(&mut conn)?;
+        let has_root = opt(tx.query_row(
+            "SELECT 1 FROM ca_certs WHERE serial = ?1",
+            params![root.serial],
+            |_| Ok(()),
+        ))?
+        .is_some();
+        if !has_root {
+            insert_ca(&tx, "root", None, &root, now)?;
+        }
+        insert_ca(
+            &tx,
+            "intermediate",
+            Some((INTERMEDIATE_KEY, signer.version())),
+            &inter,
+            now,
+        )?;
+        append_event(
+            &tx,
+            self.ks,
+            actor,
+            now,
+            EventFields {
+                event: "install-intermediate",
+                serial: Some(&inter.serial),
+                fingerprint: Some(&inter.spki_fingerprint),
+                detail: format!(
+                    "intermediate '{}' under root {} until {}",
+                    inter.subject,
+                    root.digest,
+                    rfc3339(inter.not_after)
+                ),
+                ..EventFields::default()
+            },
+        )?;
+        commit(tx)
+    }
+
+    /// The root certificate this factory's devices trust.
+    pub fn root(&self) -> Result<CertInfo> {
+        let row = db::current_ca(&self.db.lock(), "root")?.ok_or_else(|| {
+            Error::NotFound(
+                "no root certificate installed (run the `ca sign-intermediate` ceremony)".into(),
+            )
+        })?;
+        CertInfo::parse(&row)
+    }
+
+    /// The current intermediate certificate.
+    pub fn intermediate(&self) -> Result<CertInfo> {
+        let row = db::current_ca(&self.db.lock(), "intermediate")?.ok_or_else(|| {
+            Error::NotFound(
+                "no intermediate CA installed (run the `ca sign-intermediate` ceremony)".into(),
+            )
+        })?;
+        CertInfo::parse(&row)
+    }
+
+    /// Issues a device's first certificate and registers the unit. Refuses
+    /// (`AlreadyExists`) a second unit with the same device id or the same
+    /// public key. Needs the operator or security-officer role.
+    pub fn provision(
+        &self,
+        actor: &Actor,
+        req: &DeviceRequest<'_>,
+        now: OffsetDateTime,
+    ) -> Result<Issued> {
+        self.issue(actor, req, None, now)
+    }
+
+    /// Issues a renewed certificate for a registered device whose identity
+    /// key was rotated; earlier certificates of the device stay valid (and
+    /// their keys pinned) until `now + grace`.
+    pub fn renew(
+        &self,
+        actor: &Actor,
+        req: &DeviceRequest<'_>,
+        grace: Duration,
+        now: OffsetDateTime,
+    ) -> Result<Issued> {
+        if grace < Duration::ZERO {
+            return Err(Error::InvalidInput(
+                "a grace period cannot be negative".into(),
+            ));
+        }
+        self.issue(actor, req, Some(grace), now)
+    }
+
+    /// Every event of the registry's log, after verifying its chain and MACs.
+    pub fn verify_events(&self) -> Result<Vec<db::Event>> {
+        db::verify_events(&self.db.lock(), self.ks)
+    }
+
+    /// Checks that a device identity key version was generated inside its
+    /// backend (never imported or restored).
+    pub fn check_generated<D: Backend>(
+        device: &Keystore<D>,
+        key: &str,
+        version: u32,
+    ) -> Result<()> {
+        let info = device.info(key)?;
+        let v = info
+            .version(version)
+            .ok_or_else(|| Error::NotFound(format!("key '{key}' has no version {version}")))?;
+        if v.origin != Origin::Generated {
+            return Err(Error::Policy(format!(
+                "key '{key}' version {version} was {}, not generated inside the backend",
+                v.origin
+            )));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! Registry rows: installing CA certificates and reading what the registry
+//! holds about devices.
+
+use super::factory::{Factory, IssuedCert};
+use crate::db::{opt, q, unique_or};
+use crate::record::ProvisioningRecord;
+use crate::util::{check_device_id, rfc3339};
+use crate::x509::CertInfo;
+use keystore_api::{Backend, Error, Result};
+use rusqlite::params;
+use time::OffsetDateTime;
+
+pub(super) fn insert_ca(
+    tx: &rusqlite::Transaction<'_>,
+    role: &str,
+    key: Option<(&str, u32)>,
+    info: &CertInfo,
+    now: OffsetDateTime,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO ca_certs (serial, role, key_name, key_version, der, digest, not_after, installed_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            info.serial,
+            role,
+            key.map(|k| k.0),
+            key.map(|k| k.1),
+            info.der,
+            info.digest,
+            rfc3339(info.not_after),
+            rfc3339(now)
+        ],
+    )
+    .map_err(|e| {
+        unique_or(e, || {
+            format!("CA certificate {} is already installed", info.serial)
+        })
+    })?;
+    Ok(())
+}
+
+impl<'a, B: Backend> Factory<'a, B> {
+    /// The provisioning record of a device.
+    pub fn record(&self, device_id: &str) -> Result<ProvisioningRecord> {
+        check_device_id(device_id)?;
+        let yaml: String = opt(self.db.lock().query_row(
+            "SELECT record_yaml FROM devices WHERE device_id = ?1",
+            params![device_id],
+            |r| r.get(0),
+        ))?
+        .ok_or_else(|| Error::NotFound(format!("device '{device_id}' is not registered")))?;
+        ProvisioningRecord::from_yaml(&yaml)
+    }
+
+    /// Every certificate issued to a device, oldest first.
+    pub fn certificates(&self, device_id: &str) -> Result<Vec<IssuedCert>> {
+        check_device_id(device_id)?;
+        let conn = self.db.lock();
+        let mut stmt = q(conn.prepare(
+            "SELECT serial, device_id, fingerprint, key_version, not_after, superseded_at, grace_end,
+                    revoked_at, der
+             FROM issued WHERE device_id = ?1 ORDER BY issued_at, rowid",
+        ))?;
+        let rows = q(stmt.query_map(params![device_id], |r| {
+            Ok(IssuedCert {
+                serial: r.get(0)?,
+                device_id: r.get(1)?,
+                fingerprint: r.get(2)?,
+                key_version: r.get(3)?,
+                not_after: r.get(4)?,
+                superseded_at: r.get(5)?,
+                grace_end: r.get(6)?,
+                revoked_at: r.get(7)?,
+                der: r.get(8)?,
+            })
+        }))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| Error::backend("pki-db", "PKI database query failed", e))
+    }
+
+    /// Number of registered devices.
+    pub fn device_count(&self) -> Result<u64> {
+        let n: i64 = q(self
+            .db
+            .lock()
+            .query_row("SELECT COUNT(*) FROM devices", [], |r| r.get(0)))?;
+        Ok(n as u64)
+    }
+
+    /// The pins to accept for a device at `now`: the SPKI fingerprints of
+    /// its unrevoked certificates that are current or superseded within
+    /// their grace (old and new during a transition, REQ-KEY-PIN-01).
+    pub fn pins_for_device(&self, device_id: &str, now: OffsetDateTime) -> Result<crate::PinSet> {
+        let mut pins = crate::PinSet::new();
+        for c in self.certificates(device_id)? {
+            if c.revoked_at.is_some() {
+                continue;
+            }
+            let in_grace = match &c.grace_end {
+                None => true,
+                Some(end) => now < crate::util::parse_time(end)?,
+            };
+            if in_grace {
+                pins.insert(&c.fingerprint)?;
+            }
+        }
+        Ok(pins)
+    }
+}

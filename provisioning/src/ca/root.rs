@@ -1,0 +1,310 @@
+//! The offline root CA ([`RootCa`]): its self-signed certificate, the
+//! intermediates it signs and revokes, and its CRL.
+
+use super::cert::{ca_params, issuer_for, verify_signed_by, SubjectKey};
+use super::crl::{check_crl_validity, check_reason, issue_crl_with, normalise_serial};
+use super::registry::insert_ca;
+use super::{check_validity, require, BACKDATE, ROOT_KEY};
+use crate::db::{self, append_event, commit, ensure_event_key, opt, q, EventFields, PkiDb};
+use crate::signer::KeystoreSigner;
+use crate::util::rfc3339;
+use crate::x509::{cn_subject, verify_csr, CertInfo};
+use keystore_api::{Actor, Algorithm, Backend, Error, KeySpec, Keystore, Result, Role, Usages};
+use rusqlite::params;
+use time::{Duration, OffsetDateTime};
+
+/// An intermediate the root signed, as its registry holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIntermediate {
+    /// Serial, lowercase hex.
+    pub serial: String,
+    /// Subject, as text.
+    pub subject: String,
+    /// When signed (RFC 3339).
+    pub signed_at: String,
+    /// When revoked (RFC 3339), if it was.
+    pub revoked_at: Option<String>,
+    /// Why, if revoked.
+    pub reason: Option<String>,
+}
+
+/// The offline root CA: a key in its own keystore and its self-signed
+/// certificate, recorded in that store's PKI database.
+pub struct RootCa<'a, B: Backend> {
+    ks: &'a Keystore<B>,
+    db: &'a PkiDb,
+}
+
+impl<B: Backend> std::fmt::Debug for RootCa<'_, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootCa").finish_non_exhaustive()
+    }
+}
+
+impl<'a, B: Backend> RootCa<'a, B> {
+    /// The root CA over the root keystore `ks` and its PKI database `db`.
+    pub fn new(ks: &'a Keystore<B>, db: &'a PkiDb) -> Self {
+        RootCa { ks, db }
+    }
+
+    /// Generates the root key (ECDSA P-256, inside the root's backend) and a
+    /// self-signed root certificate. Needs the security-officer role.
+    pub fn init(
+        &self,
+        actor: &Actor,
+        common_name: &str,
+        validity: Duration,
+        now: OffsetDateTime,
+    ) -> Result<CertInfo> {
+        require(actor, &[Role::SecurityOfficer], "creating the root CA")?;
+        check_validity(validity, "root")?;
+        let subject = cn_subject(common_name, None)?;
+        if db::current_ca(&self.db.lock(), "root")?.is_some() {
+            return Err(Error::AlreadyExists(
+                "this store already holds a root CA certificate".into(),
+            ));
+        }
+        ensure_event_key(self.ks, actor)?;
+        let spec =
+            KeySpec::new(Algorithm::EcdsaP256Sha256).with_usages(Usages::SIGN | Usages::VERIFY);
+        self.ks.create(actor, ROOT_KEY, spec)?;
+        let signer = KeystoreSigner::new(self.ks, ROOT_KEY)?;
+        let params = ca_params(subject, 1, now - BACKDATE, now + validity)?;
+        let cert = params.self_signed(&signer).map_err(|e| signer.map_err(e))?;
+        let info = CertInfo::parse(cert.der())?;
+        verify_signed_by(&info.der, &info)?;
+        let mut conn = self.db.lock();
+        let tx = db::tx(&mut conn)?;
+        insert_ca(&tx, "root", Some((ROOT_KEY, signer.version())), &info, now)?;
+        append_event(
+            &tx,
+            self.ks,
+            actor,
+            now,
+            EventFields {
+                event: "init-root",
+                serial: Some(&info.serial),
+                fingerprint: Some(&info.spki_fingerprint),
+                detail: format!(
+                    "root CA '{}' until {}",
+                    info.subject,
+                    rfc3339(info.not_after)
+                ),
+                ..EventFields::default()
+            },
+        )?;
+        commit(tx)?;
+        Ok(info)
+    }
+
+    /// The root certificate.
+    pub fn certificate(&self) -> Result<CertInfo> {
+        let row = db::current_ca(&self.db.lock(), "root")?.ok_or_else(|| {
+            Error::NotFound("this store holds no root CA (run `ca init-root`)".into())
+        })?;
+        CertInfo::parse(&row)
+    }
+
+    /// Signs an intermediate CA's CSR (the ceremony's root half): the CSR's
+    /// self-signature is verified, and the certificate is a CA with path
+    /// length 0 (it may issue only end-entity certificates), valid for
+    /// `validity` but never beyond the root. Needs the security-officer role.
+    pub fn sign_intermediate(
+        &self,
+        actor: &Actor,
+        csr_der: &[u8],
+        validity: Duration,
+        now: OffsetDateTime,
+    ) -> Result<CertInfo> {
+        require(
+            actor,
+            &[Role::SecurityOfficer],
+            "signing an intermediate CA",
+        )?;
+        check_validity(validity, "intermediate")?;
+        let csr = verify_csr(csr_der)?;
+        let cn = csr.common_name.clone().ok_or_else(|| {
+            Error::InvalidInput("the intermediate's CSR has no common name".into())
+        })?;
+        let root = self.certificate()?;
+        let signer = KeystoreSigner::new(self.ks, ROOT_KEY)?;
+        let issuer = issuer_for(&signer, &root)?;
+        let not_after = std::cmp::min(now + validity, root.not_after);
+        let mut params = ca_params(cn_subject(&cn, None)?, 0, now - BACKDATE, not_after)?;
+        params.use_authority_key_identifier_extension = true;
+        let subject_key = SubjectKey::from(&csr.public_key)?;
+        let cert = params
+            .signed_by(&subject_key, &issuer)
+            .map_err(|e| signer.map_err(e))?;
+        let info = CertInfo::parse(cert.der())?;
+        verify_signed_by(&info.der, &root)?;
+        let mut conn = self.db.lock();
+        let tx = db::tx(&mut conn)?;
+        q(tx.execute(
+            "INSERT INTO signed_intermediates (serial, der, subject, signed_at) VALUES (?1, ?2, ?3, ?4)",
+            params![info.serial, info.der, info.subject, rfc3339(now)],
+        ))?;
+        append_event(
+            &tx,
+            self.ks,
+            actor,
+            now,
+            EventFields {
+                event: "sign-intermediate",
+                serial: Some(&info.serial),
+                fingerprint: Some(&info.spki_fingerprint),
+                detail: format!(
+                    "intermediate '{}' until {}",
+                    info.subject,
+                    rfc3339(info.not_after)
+                ),
+                ..EventFields::default()
+            },
+        )?;
+        commit(tx)?;
+        Ok(info)
+    }
+
+    /// Revokes an intermediate this root signed and issues the root's new
+    /// CRL (returned, DER), valid until `now + next_update_in`: relying
+    /// parties that check the whole path then reject every certificate under
+    /// that intermediate. The revocation and both events (`revoke-intermediate`,
+    /// `crl`) go to the root's event log. Needs the security-officer role of
+    /// the root's store (the custodian); it runs offline, on the root's store
+    /// alone.
+    pub fn revoke_intermediate(
+        &self,
+        actor: &Actor,
+        serial: &str,
+        reason: &str,
+        now: OffsetDateTime,
+        next_update_in: Duration,
+    ) -> Result<Vec<u8>> {
+        require(
+            actor,
+            &[Role::SecurityOfficer],
+            "revoking an intermediate CA",
+        )?;
+        check_reason(reason)?;
+        check_crl_validity(next_update_in)?;
+        let serial = normalise_serial(serial)?;
+        // Everything the CRL needs is checked before anything is recorded.
+        let root = self.certificate()?;
+        let signer = KeystoreSigner::new(self.ks, ROOT_KEY)?;
+        issuer_for(&signer, &root)?;
+        ensure_event_key(self.ks, actor)?;
+        {
+            let mut conn = self.db.lock();
+            let tx = db::tx(&mut conn)?;
+            let row: Option<(String, Option<String>)> = opt(tx.query_row(
+                "SELECT subject, revoked_at FROM signed_intermediates WHERE serial = ?1",
+                params![serial],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            ))?;
+            let subject = match row {
+                None => {
+                    return Err(Error::NotFound(format!(
+                        "no intermediate with serial {serial} was signed by this root"
+                    )))
+                }
+                Some((_, Some(at))) => {
+                    return Err(Error::KeyState(format!(
+                        "intermediate {serial} was already revoked at {at}"
+                    )))
+                }
+                Some((subject, None)) => subject,
+            };
+            q(tx.execute(
+                "UPDATE signed_intermediates SET revoked_at = ?2, reason = ?3 WHERE serial = ?1",
+                params![serial, rfc3339(now), reason],
+            ))?;
+            append_event(
+                &tx,
+                self.ks,
+                actor,
+                now,
+                EventFields {
+                    event: "revoke-intermediate",
+                    serial: Some(&serial),
+                    detail: format!("intermediate '{subject}' revoked: {reason}"),
+                    ..EventFields::default()
+                },
+            )?;
+            commit(tx)?;
+        }
+        self.issue_crl(actor, now, next_update_in)
+    }
+
+    /// Issues the root's CRL (revoked intermediates), valid until
+    /// `now + next_update_in`. Needs the security-officer role. Relying
+    /// parties need it to check a device's intermediate, so the custodian
+    /// reissues it at a ceremony before its nextUpdate.
+    pub fn issue_crl(
+        &self,
+        actor: &Actor,
+        now: OffsetDateTime,
+        next_update_in: Duration,
+    ) -> Result<Vec<u8>> {
+        require(actor, &[Role::SecurityOfficer], "issuing the root CRL")?;
+        check_crl_validity(next_update_in)?;
+        let root = self.certificate()?;
+        let signer = KeystoreSigner::new(self.ks, ROOT_KEY)?;
+        ensure_event_key(self.ks, actor)?;
+        let revoked = {
+            let conn = self.db.lock();
+            let mut stmt = q(conn.prepare(
+                "SELECT serial, revoked_at, reason FROM signed_intermediates
+                 WHERE revoked_at IS NOT NULL ORDER BY revoked_at, serial",
+            ))?;
+            let rows = q(stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))?;
+            rows.collect::<rusqlite::Result<Vec<(String, String, Option<String>)>>>()
+                .map_err(|e| Error::backend("pki-db", "PKI database query failed", e))?
+        };
+        issue_crl_with(
+            self.ks,
+            self.db,
+            actor,
+            &signer,
+            &root,
+            revoked,
+            now,
+            next_update_in,
+        )
+    }
+
+    /// The last CRL this root issued, if any.
+    pub fn current_crl(&self) -> Result<Option<Vec<u8>>> {
+        let root = self.certificate()?;
+        Ok(opt(self.db.lock().query_row(
+            "SELECT der FROM crl_state WHERE issuer_serial = ?1",
+            params![root.serial],
+            |r| r.get::<_, Option<Vec<u8>>>(0),
+        ))?
+        .flatten())
+    }
+
+    /// The intermediates this root signed, oldest first.
+    pub fn signed_intermediates(&self) -> Result<Vec<SignedIntermediate>> {
+        let conn = self.db.lock();
+        let mut stmt = q(conn.prepare(
+            "SELECT serial, subject, signed_at, revoked_at, reason FROM signed_intermediates
+             ORDER BY signed_at, rowid",
+        ))?;
+        let rows = q(stmt.query_map([], |r| {
+            Ok(SignedIntermediate {
+                serial: r.get(0)?,
+                subject: r.get(1)?,
+                signed_at: r.get(2)?,
+                revoked_at: r.get(3)?,
+                reason: r.get(4)?,
+            })
+        }))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| Error::backend("pki-db", "PKI database query failed", e))
+    }
+
+    /// Every event of the root's log, after verifying its chain and MACs.
+    pub fn verify_events(&self) -> Result<Vec<db::Event>> {
+        db::verify_events(&self.db.lock(), self.ks)
+    }
+}
