@@ -22,15 +22,15 @@ use tss_esapi::structures::{Private, Public};
 const MAGIC: &[u8; 2] = b"KT";
 const FORMAT: u8 = 1;
 /// Length of a key id.
-pub const ID_LEN: usize = 16;
+pub(crate) const ID_LEN: usize = 16;
 const HEADER_LEN: usize = 2 + 1 + 1 + ID_LEN;
 
 /// A key id.
-pub type KeyId = [u8; ID_LEN];
+pub(crate) type KeyId = [u8; ID_LEN];
 
 /// A parsed handle.
 #[derive(Clone)]
-pub struct Blob {
+pub(crate) struct Blob {
     pub id: KeyId,
     pub alg: Algorithm,
     pub public: Public,
@@ -41,7 +41,7 @@ pub struct Blob {
 
 /// The id and algorithm a handle claims, if it has this backend's framing
 /// at all. Anything else is not a TPM key handle ([`Error::NotFound`]).
-pub fn peek(handle: &KeyHandle) -> Result<(KeyId, u8)> {
+pub(crate) fn peek(handle: &KeyHandle) -> Result<(KeyId, u8)> {
     let b = handle.as_bytes();
     if b.len() < HEADER_LEN || &b[..2] != MAGIC || b[2] != FORMAT {
         return Err(Error::NotFound("not a TPM key handle".into()));
@@ -57,7 +57,7 @@ fn damaged(what: &str) -> Error {
 
 /// Parses a whole handle whose header [`peek`] accepted. Malformed framing
 /// is [`Error::Integrity`].
-pub fn parse(handle: &KeyHandle) -> Result<Blob> {
+pub(crate) fn parse(handle: &KeyHandle) -> Result<Blob> {
     let (id, code) = peek(handle)?;
     let alg = Algorithm::from_code(code).ok_or_else(|| damaged("unknown algorithm code"))?;
     let mut rest = &handle.as_bytes()[HEADER_LEN..];
@@ -92,7 +92,12 @@ fn take_sized<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
 }
 
 /// Builds the handle of a freshly created key.
-pub fn encode(id: &KeyId, alg: Algorithm, public: &Public, private: &Private) -> Result<KeyHandle> {
+pub(crate) fn encode(
+    id: &KeyId,
+    alg: Algorithm,
+    public: &Public,
+    private: &Private,
+) -> Result<KeyHandle> {
     let public = marshal_public(public)
         .map_err(|rc| Error::backend("tpm", "marshalling a public area failed", rc))?;
     let mut out = Vec::with_capacity(HEADER_LEN + public.len() + private.len() + 2);
@@ -107,7 +112,7 @@ pub fn encode(id: &KeyId, alg: Algorithm, public: &Public, private: &Private) ->
 }
 
 /// The TPM Name of a public area: `nameAlg (0x000B, SHA-256) ‖ SHA-256(TPMT_PUBLIC)`.
-pub fn name(public_area: &[u8]) -> Vec<u8> {
+pub(crate) fn name(public_area: &[u8]) -> Vec<u8> {
     let mut n = vec![0x00, 0x0B];
     n.extend_from_slice(&Sha256::digest(public_area));
     n
@@ -115,6 +120,7 @@ pub fn name(public_area: &[u8]) -> Vec<u8> {
 
 /// Where the parts of a handle lie, for tests and tools that need the raw
 /// `TPM2B_PUBLIC` / `TPM2B_PRIVATE` bytes (tpm2-tools files, tamper tests).
+#[cfg(feature = "test-support")]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     /// Byte range of the `TPM2B_PUBLIC` (with its size prefix).
@@ -124,6 +130,7 @@ pub struct Layout {
 }
 
 /// The layout of a well-formed handle.
+#[cfg(feature = "test-support")]
 pub fn layout(handle: &[u8]) -> Option<Layout> {
     if handle.len() < HEADER_LEN + 2 {
         return None;

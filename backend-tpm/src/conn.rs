@@ -82,7 +82,7 @@ impl Conn {
     /// Connects, flushes objects and sessions that an earlier connection
     /// left loaded, and re-creates the storage primary from its template
     /// (authorised by the owner hierarchy auth).
-    pub fn open(cfg: &TpmConfig) -> Result<Conn, OpenError> {
+    pub(crate) fn open(cfg: &TpmConfig) -> Result<Conn, OpenError> {
         let mut esys = Esys::connect(cfg.tcti()).map_err(OpenError::Connect)?;
         if !behind_resource_manager(cfg.tcti()) {
             flush_leftovers(&mut esys);
@@ -135,13 +135,13 @@ impl Conn {
     }
 
     /// Marks the connection broken: drop will not talk to the TPM.
-    pub fn mark_dead(&mut self) {
+    pub(crate) fn mark_dead(&mut self) {
         self.dead = true;
     }
 
     /// The loaded object for `blob`, from the cache or freshly loaded under
     /// the primary with `auth` set for password sessions.
-    pub fn key(&mut self, handle: &[u8], blob: &Blob, auth: &[u8]) -> Result<Tr, TpmRc> {
+    pub(crate) fn key(&mut self, handle: &[u8], blob: &Blob, auth: &[u8]) -> Result<Tr, TpmRc> {
         self.tick += 1;
         if let Some(e) = self.cache.iter_mut().find(|e| *e.handle == *handle) {
             e.last_used = self.tick;
@@ -164,7 +164,7 @@ impl Conn {
 
     /// Evicts least-recently-used keys (never `keep`) until `extra` more
     /// objects fit beside the primary and the cache.
-    pub fn make_room(&mut self, extra: usize, keep: Option<Tr>) {
+    pub(crate) fn make_room(&mut self, extra: usize, keep: Option<Tr>) {
         while 1 + self.cache.len() + extra > self.slots {
             let victim = self
                 .cache
@@ -180,7 +180,7 @@ impl Conn {
     }
 
     /// Flushes every loaded copy of key `id`.
-    pub fn evict(&mut self, id: &KeyId) {
+    pub(crate) fn evict(&mut self, id: &KeyId) {
         let mut i = 0;
         while i < self.cache.len() {
             if self.cache[i].id == *id {
@@ -193,7 +193,7 @@ impl Conn {
     }
 
     /// Flushes every cached key (the primary stays).
-    pub fn evict_all(&mut self) {
+    pub(crate) fn evict_all(&mut self) {
         for e in std::mem::take(&mut self.cache) {
             let _ = self.esys.flush(e.tr);
         }
@@ -202,7 +202,7 @@ impl Conn {
     /// HMAC-SHA256 of `data` with the loaded key `key`: one `TPM2_HMAC` for
     /// short data, else an HMAC sequence fed in TPM-sized chunks.
     /// A `secret` result (an HKDF PRK) is encrypted on the bus.
-    pub fn hmac(
+    pub(crate) fn hmac(
         &mut self,
         key: Tr,
         data: &[u8],
@@ -229,7 +229,7 @@ impl Conn {
 
     /// `TPM2_Create` of a child of the primary. The TPM builds the new
     /// object in a transient slot of its own, so one is freed first.
-    pub fn create(
+    pub(crate) fn create(
         &mut self,
         template: &Public,
         auth: &[u8],
@@ -240,7 +240,7 @@ impl Conn {
     }
 
     /// Loads a blob without caching it, runs `f` on it and flushes it.
-    pub fn with_transient<T>(
+    pub(crate) fn with_transient<T>(
         &mut self,
         blob: &Blob,
         auth: &[u8],
@@ -257,7 +257,8 @@ impl Conn {
     }
 
     /// How many keys are loaded (for tests of the slot accounting).
-    pub fn cached(&self) -> usize {
+    #[cfg(feature = "test-support")]
+    pub(crate) fn cached(&self) -> usize {
         self.cache.len()
     }
 }

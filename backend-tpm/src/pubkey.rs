@@ -26,7 +26,7 @@ fn pad_into(out: &mut Vec<u8>, v: &[u8], n: usize) -> Option<()> {
 }
 
 /// The SPKI public key of a TPM key of `alg`.
-pub fn spki(alg: Algorithm, public: &Public) -> Result<PublicKey> {
+pub(crate) fn spki(alg: Algorithm, public: &Public) -> Result<PublicKey> {
     let der = match (alg, public) {
         (Algorithm::EcdsaP256Sha256, Public::Ecc { unique, .. }) => {
             use p256::pkcs8::EncodePublicKey;
@@ -66,7 +66,7 @@ pub fn spki(alg: Algorithm, public: &Public) -> Result<PublicKey> {
 
 /// The signature bytes the keystore expects: ECDSA as fixed `r‖s`
 /// (32 bytes each), RSA as the modulus-length signature.
-pub fn signature_bytes(alg: Algorithm, sig: Signature) -> Result<Vec<u8>> {
+pub(crate) fn signature_bytes(alg: Algorithm, sig: Signature) -> Result<Vec<u8>> {
     let wrong = || {
         Error::backend_msg(
             "tpm",

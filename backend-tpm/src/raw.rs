@@ -14,7 +14,8 @@
 //! thread) waits for it: drop it before using the keystore again.
 
 use crate::esys::Tr;
-use crate::{load_error, templates, State, TpmBackend};
+use crate::ops::load_error;
+use crate::{templates, State, TpmBackend};
 use keystore_api::{Algorithm, Error, KeyHandle, Result};
 use std::sync::MutexGuard;
 use tss_esapi::structures::{Signature, SignatureScheme};

@@ -1,5 +1,10 @@
 //! TSS2 return codes: decoding, names, and their mapping onto the keystore's
 //! [`Error`] variants.
+//!
+//! [`TpmRc`] and the [`code`] table are public (as `TpmRc` and `rc_code`)
+//! with the `test-support` feature only, for probe results and tests.
+
+#![cfg_attr(not(feature = "test-support"), allow(unreachable_pub))]
 
 use keystore_api::Error;
 

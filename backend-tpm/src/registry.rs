@@ -51,7 +51,7 @@ const FORMAT: u8 = 1;
 const EXT: &str = "key";
 
 /// What the registry knows of one key.
-pub struct Entry {
+pub(crate) struct Entry {
     /// The algorithm code the key was made for.
     pub alg_code: u8,
     /// The TPM Name of the key's public area.
@@ -111,7 +111,7 @@ enum Known {
 }
 
 /// The registry directory and the entries this process has seen.
-pub struct Registry {
+pub(crate) struct Registry {
     dir: PathBuf,
     entries: BTreeMap<KeyId, Known>,
     /// Bumped by every change this process makes or observes, so that what
@@ -130,7 +130,7 @@ impl std::fmt::Debug for Registry {
 }
 
 /// The result of looking a key id up.
-pub enum Lookup<'a> {
+pub(crate) enum Lookup<'a> {
     /// A live key.
     Live(&'a Entry),
     /// The entry file is damaged.
@@ -158,7 +158,7 @@ fn id_of_file_name(file_name: &str) -> Option<KeyId> {
 /// left in `dir`: entry files being written or being shredded. Only call this
 /// while no other process has the store open (the store's lock held
 /// exclusively): a live process's temporary is an operation in flight.
-pub fn remove_temporaries(dir: &Path) -> Result<()> {
+pub(crate) fn remove_temporaries(dir: &Path) -> Result<()> {
     let listing = match std::fs::read_dir(dir) {
         Ok(l) => l,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
@@ -179,7 +179,7 @@ pub fn remove_temporaries(dir: &Path) -> Result<()> {
 impl Registry {
     /// Loads every entry under `dir` (created if missing). Temporaries are
     /// left alone (see [`remove_temporaries`]).
-    pub fn open(dir: &Path) -> Result<Registry> {
+    pub(crate) fn open(dir: &Path) -> Result<Registry> {
         fsio::ensure_private_dir(dir)?;
         let mut reg = Registry {
             dir: dir.to_path_buf(),
@@ -262,7 +262,7 @@ impl Registry {
     /// Brings this process's view of `id` up to date with the directory:
     /// one `stat` when the entry is known and unchanged, a read when it is
     /// new, replaced or unknown here. Call before every use of the entry.
-    pub fn sync_id(&mut self, id: &KeyId) -> Result<()> {
+    pub(crate) fn sync_id(&mut self, id: &KeyId) -> Result<()> {
         let path = self.path_of(id);
         let known = match self.entries.get(id) {
             Some(Known::Live(_, s)) => Some(*s),
@@ -288,7 +288,7 @@ impl Registry {
     /// appeared are loaded, vanished ones dropped, changed ones re-read.
     /// Temporaries (another process's write in flight) are ignored, and so
     /// is a file that vanishes between the listing and its read.
-    pub fn scan(&mut self) -> Result<()> {
+    pub(crate) fn scan(&mut self) -> Result<()> {
         let listing = std::fs::read_dir(&self.dir)
             .map_err(|e| fsio::io_err(format!("cannot list {}", self.dir.display()), e))?;
         let mut seen = BTreeSet::new();
@@ -319,12 +319,12 @@ impl Registry {
     }
 
     /// Changes with every change of the registry this process makes or sees.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
     /// The entry for `id`, as last synchronised (see [`Registry::sync_id`]).
-    pub fn get(&self, id: &KeyId) -> Lookup<'_> {
+    pub(crate) fn get(&self, id: &KeyId) -> Lookup<'_> {
         match self.entries.get(id) {
             Some(Known::Live(e, _)) => Lookup::Live(e),
             Some(Known::Damaged(_)) => Lookup::Damaged,
@@ -333,7 +333,7 @@ impl Registry {
     }
 
     /// Records a new key durably. `nonce` names the temporary file.
-    pub fn insert(&mut self, id: KeyId, entry: Entry, nonce: &[u8]) -> Result<()> {
+    pub(crate) fn insert(&mut self, id: KeyId, entry: Entry, nonce: &[u8]) -> Result<()> {
         let bytes = zeroize::Zeroizing::new(encode(&entry));
         self.bump();
         let path = self.path_of(&id);
@@ -352,7 +352,12 @@ impl Registry {
 
     /// Replaces the listing copy of the handle of `id` (test support).
     #[cfg(feature = "test-support")]
-    pub fn replace_handle(&mut self, id: &KeyId, handle: KeyHandle, nonce: &[u8]) -> Result<()> {
+    pub(crate) fn replace_handle(
+        &mut self,
+        id: &KeyId,
+        handle: KeyHandle,
+        nonce: &[u8],
+    ) -> Result<()> {
         self.sync_id(id)?;
         let Some(Known::Live(entry, _)) = self.entries.remove(id) else {
             return Err(Error::NotFound(format!(
@@ -367,14 +372,14 @@ impl Registry {
     /// Shreds the entry of `id` (renamed away, overwritten, removed).
     /// Returns whether there was one on disk (a key another process already
     /// destroyed is `false`).
-    pub fn remove(&mut self, id: &KeyId) -> Result<bool> {
+    pub(crate) fn remove(&mut self, id: &KeyId) -> Result<bool> {
         self.bump();
         self.entries.remove(id);
         fsio::shred(&self.path_of(id), id)
     }
 
     /// Every live key's handle, sorted, as of the last [`Registry::scan`].
-    pub fn handles(&self) -> Vec<KeyHandle> {
+    pub(crate) fn handles(&self) -> Vec<KeyHandle> {
         let mut v: Vec<KeyHandle> = self
             .entries
             .values()
@@ -389,7 +394,7 @@ impl Registry {
 
     /// Every id with an entry file, live or damaged, as of the last
     /// [`Registry::scan`].
-    pub fn ids(&self) -> Vec<KeyId> {
+    pub(crate) fn ids(&self) -> Vec<KeyId> {
         self.entries.keys().copied().collect()
     }
 }
@@ -451,7 +456,7 @@ fn decode(bytes: &[u8]) -> Option<Entry> {
 
 /// A registry file that does not decode is reported as damaged, never as a
 /// panic; this is the error its keys get.
-pub fn damaged_error(id: &KeyId) -> Error {
+pub(crate) fn damaged_error(id: &KeyId) -> Error {
     Error::Integrity(format!(
         "the TPM backend's registry entry for key {} is damaged",
         hex::encode(id)

@@ -41,7 +41,9 @@
 use crate::blob::Blob;
 use keystore_api::SecretBytes;
 
-/// Most resolved handles kept at once.
+/// Most resolved handles kept at once (public as `RESOLVED_CACHE_CAPACITY`
+/// with the `test-support` feature only).
+#[cfg_attr(not(feature = "test-support"), allow(unreachable_pub))]
 pub const CAPACITY: usize = 64;
 
 /// A handle the registry vouched for: its parsed blob and its auth value.
@@ -97,7 +99,7 @@ fn hash(bytes: &[u8]) -> u64 {
 }
 
 impl ResolvedCache {
-    pub fn new() -> ResolvedCache {
+    pub(crate) fn new() -> ResolvedCache {
         ResolvedCache {
             hashes: Vec::with_capacity(CAPACITY),
             entries: Vec::with_capacity(CAPACITY),
@@ -124,7 +126,7 @@ impl ResolvedCache {
 
     /// The index of the entry for exactly these handle bytes, checked
     /// against registry generation `generation`; marks it used.
-    pub fn find(&mut self, handle: &[u8], generation: u64) -> Option<usize> {
+    pub(crate) fn find(&mut self, handle: &[u8], generation: u64) -> Option<usize> {
         self.sync(generation);
         let i = self.position(hash(handle), handle)?;
         self.tick = self.tick.wrapping_add(1);
@@ -136,7 +138,7 @@ impl ResolvedCache {
 
     /// The entry at index `i` (from [`ResolvedCache::find`] or
     /// [`ResolvedCache::insert`], with no mutation in between).
-    pub fn get(&self, i: usize) -> Option<&Resolved> {
+    pub(crate) fn get(&self, i: usize) -> Option<&Resolved> {
         self.entries.get(i)
     }
 
@@ -144,7 +146,7 @@ impl ResolvedCache {
     /// generation `generation`, replacing an entry for the same bytes or
     /// else evicting the least recently used entry if the cache is full.
     /// Returns the entry's index.
-    pub fn insert(
+    pub(crate) fn insert(
         &mut self,
         handle: &[u8],
         generation: u64,
@@ -186,7 +188,7 @@ impl ResolvedCache {
     }
 
     /// Forgets `handle` (its blob was refused by the TPM).
-    pub fn remove(&mut self, handle: &[u8]) {
+    pub(crate) fn remove(&mut self, handle: &[u8]) {
         if let Some(i) = self.position(hash(handle), handle) {
             self.hashes.swap_remove(i);
             self.entries.swap_remove(i);
@@ -194,7 +196,8 @@ impl ResolvedCache {
     }
 
     /// How many handles are cached.
-    pub fn len(&self) -> usize {
+    #[cfg(any(test, feature = "test-support"))]
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 }

@@ -27,11 +27,14 @@ fn built<T>(r: tss_esapi::Result<T>) -> Result<T> {
 const SHA256: HashingAlgorithm = HashingAlgorithm::Sha256;
 
 /// The label hashed into the primary's unique field.
+#[cfg_attr(not(feature = "test-support"), allow(unreachable_pub))]
 pub const PRIMARY_UNIQUE_LABEL: &[u8] = b"keystore backend-tpm storage primary v1";
 
 /// The unique field of the storage primary: x = SHA-256 of
 /// [`PRIMARY_UNIQUE_LABEL`], y = 32 zero bytes (tpm2-tools:
-/// `tpm2_createprimary -u -` with these 64 bytes on stdin).
+/// `tpm2_createprimary -u -` with these 64 bytes on stdin). Public with the
+/// `test-support` feature only.
+#[cfg_attr(not(feature = "test-support"), allow(unreachable_pub))]
 pub fn primary_unique() -> [u8; 64] {
     use sha2::{Digest as _, Sha256};
     let mut out = [0u8; 64];
@@ -47,7 +50,7 @@ pub fn primary_unique() -> [u8; 64] {
 /// The unique field makes it a key of its own rather than the shared SRK
 /// that other software may keep persistent at `0x81000001`: our blobs load
 /// only under a primary that takes the owner auth to create.
-pub fn storage_primary() -> Result<Public> {
+pub(crate) fn storage_primary() -> Result<Public> {
     let attrs = built(
         ObjectAttributesBuilder::new()
             .with_fixed_tpm(true)
@@ -100,7 +103,7 @@ fn key_attributes(generated: bool) -> Result<tss_esapi::attributes::ObjectAttrib
 /// The template of a key of `alg`. `generated` is false only for imported
 /// HMAC keys. `auth_policy` is empty for every stored key; the
 /// non-extractability probe sets it on a throw-away twin.
-pub fn key(alg: Algorithm, generated: bool, auth_policy: Digest) -> Result<Public> {
+pub(crate) fn key(alg: Algorithm, generated: bool, auth_policy: Digest) -> Result<Public> {
     let attrs = key_attributes(generated)?;
     let builder = PublicBuilder::new()
         .with_name_hashing_algorithm(SHA256)
@@ -169,7 +172,7 @@ pub fn key(alg: Algorithm, generated: bool, auth_policy: Digest) -> Result<Publi
 }
 
 /// The scheme `TPM2_Sign` is asked for (the same one the key fixes).
-pub fn signature_scheme(alg: Algorithm) -> SignatureScheme {
+pub(crate) fn signature_scheme(alg: Algorithm) -> SignatureScheme {
     let hash_scheme = HashScheme::new(SHA256);
     match alg {
         Algorithm::EcdsaP256Sha256 => SignatureScheme::EcDsa { hash_scheme },
@@ -181,7 +184,7 @@ pub fn signature_scheme(alg: Algorithm) -> SignatureScheme {
 /// A sealed data object (keyed-hash, NULL scheme, no sign/decrypt) holding a
 /// caller-supplied secret. With a non-empty `policy` the object can be
 /// unsealed only through that policy (`userWithAuth` clear).
-pub fn sealed_data(policy: Option<Digest>) -> Result<Public> {
+pub(crate) fn sealed_data(policy: Option<Digest>) -> Result<Public> {
     let attrs = built(
         ObjectAttributesBuilder::new()
             .with_fixed_tpm(true)
