@@ -2,78 +2,56 @@
 //!
 //! Keys in a PKCS#11 token (an HSM, a smart card, SoftHSM2) through
 //! [`cryptoki`]. The token generates and holds every private and secret key
-//! as a sensitive, non-extractable token object; this crate never sees key
-//! material except a symmetric secret the caller imports, which goes
-//! straight into `C_CreateObject` and is zeroized.
+//! as a sensitive, non-extractable, non-modifiable token object; this crate
+//! never sees key material except a symmetric secret the caller imports,
+//! which goes straight into `C_CreateObject` and is zeroized.
 //!
-//! - **Configuration** ([`Pkcs11Config`]): the module path (default: the
-//!   platform's SoftHSM2, or `$KEYSTORE_PKCS11_MODULE`), the token by label
-//!   or serial (never by slot number), the user PIN from an environment
-//!   variable, a file or the caller, and a namespace that separates stores
-//!   sharing a token. A PKCS#11 URI (RFC 7512) can fill it ([`uri`]).
-//! - **Sessions**: one `C_Initialize` per
-//!   process and module (a shared, counted registry that accepts
-//!   `CKR_CRYPTOKI_ALREADY_INITIALIZED` and finalizes with its last user),
-//!   one long-lived logged-in anchor session per backend, and a pool of
-//!   sessions for concurrent operations. No operation logs in or opens a
-//!   session in steady state.
-//! - **Objects**: every private or secret
-//!   object sets `CKA_TOKEN`, `CKA_PRIVATE`, `CKA_SENSITIVE=true`,
-//!   `CKA_EXTRACTABLE=false`, `CKA_MODIFIABLE=false` and only the usage it
-//!   serves. `CKA_ID` is the key handle (a magic prefix, a namespace tag and
-//!   16 random bytes); `CKA_LABEL` is the key's name.
-//! - **Algorithms**: ECDSA P-256 (SHA-256 on the host, then `CKM_ECDSA`,
-//!   fixed `r‖s` out), RSA-2048/3072 with `CKM_SHA256_RSA_PKCS_PSS`
-//!   (MGF1-SHA256, 32-byte salt) and `CKM_SHA256_RSA_PKCS`, AES-256-GCM
-//!   (`CKM_AES_GCM`, random 96-bit nonce from the OS RNG, 128-bit tag) and
-//!   HMAC-SHA256 (`CKM_SHA256_HMAC` over a 32-byte `CKK_GENERIC_SECRET`),
-//!   which is also the extract step of the keystore's HKDF contract.
-//! - **Defence in depth**: a key object is used only while its `CKA_ID`
-//!   and protection attributes are as this crate set them; a cached object
-//!   handle is re-checked when older than [`PROTECTION_RECHECK_INTERVAL`]
-//!   and right after any failed operation (see `Pkcs11Backend::primary`).
-//!   Signatures are verified on the host with aws-lc-rs against the key's
-//!   public key object as [`SignatureCheck`] says: by default the first one
-//!   after each lookup or re-check, so a damaged or swapped private key
-//!   yields [`Error::Integrity`] instead of bad signatures; with
-//!   [`SignatureCheck::Always`] every one. A key whose object vanished while
-//!   its companion object remains is [`Error::Integrity`], not `NotFound`;
-//!   a key destroyed by another process while its handle was cached is
-//!   looked up again, so the caller sees `NotFound`.
-//! - **Many processes**: SoftHSM2 rewrites a token's files on every change
-//!   and meanwhile answers other processes with `CKR_GENERAL_ERROR`,
-//!   invalid handles or a hidden token. Such errors are retried with short
-//!   sleeps for a bounded time (open: [`Pkcs11Config::token_wait`],
-//!   re-initialising the library between attempts when no other backend of
-//!   the process uses it; operations, listings and searches: about a
-//!   second), and a key is `NotFound` only when a search that succeeded
-//!   does not find it. An attempt to create a key that failed is retried
-//!   only after its leftovers are confirmed gone. [`Pkcs11Backend::contains`]
-//!   is the per-handle presence check.
-//! - **Reconciliation**: [`Backend::list`] returns every key of this
-//!   store's namespace that has any object left on the token (a key whose
-//!   key object vanished is still listed: using it is `Integrity`), so the
-//!   keystore's reconciliation at open removes orphans (a crash between the
-//!   token write and the metadata commit) and marks versions whose objects
-//!   are all gone. [`Pkcs11Backend::reconcile`] reports the same per handle,
-//!   plus damaged keys (a key object missing, or its protection attributes
-//!   changed), for operators.
+//! - [`Pkcs11Config`] names the module (default: the platform's SoftHSM2,
+//!   or `$KEYSTORE_PKCS11_MODULE`), the token by label or serial (never by
+//!   slot number), where the user PIN comes from, and a namespace that
+//!   separates stores sharing a token. A PKCS#11 URI (RFC 7512) can fill it
+//!   ([`uri`]); [`admin`] initialises and erases tokens with the SO PIN.
+//! - `CKA_ID` is the key handle and `CKA_LABEL` the key's name. Algorithms:
+//!   ECDSA P-256, RSA-2048/3072 PSS and PKCS#1 v1.5, AES-256-GCM and
+//!   HMAC-SHA256 (also the extract step of the keystore's HKDF).
+//! - A key object is used only while its `CKA_ID` and protection attributes
+//!   are as this crate set them (re-checked after
+//!   [`PROTECTION_RECHECK_INTERVAL`] and after any failure), and signatures
+//!   are verified on the host as [`SignatureCheck`] says: a damaged or
+//!   swapped key is [`Error::Integrity`], never a bad signature.
+//! - [`Backend::list`] and [`Pkcs11Backend::reconcile`] report every key of
+//!   the namespace with any object left, for the keystore's recovery at open.
 //!
-//! What survives a copy taken before [`Backend::wipe`]: wipe destroys the
-//! store's objects on the token. A hardware token offers no way to copy them
-//! beforehand. SoftHSM2 keeps objects as files encrypted under a key derived
-//! from the user PIN, so a copy of its token directory taken before the wipe
-//! stays usable by anyone who also knows the user PIN; to end that, change
-//! the PIN or re-initialise the token with the SO PIN
-//! ([`admin::reinitialize_token`]).
+//! Sessions, object attributes, mechanisms, the protection re-check,
+//! reconciliation, what a copy survives and the SoftHSM 2.6.1 quirks handled
+//! here: `docs/design/pkcs11-backend.md`; many processes on one token:
+//! `docs/design/pkcs11-concurrency.md`.
 //!
-//! SoftHSM 2.6.1 quirks handled here: AES-GCM with empty AAD (or a NULL IV)
-//! crashes it, so an empty AAD is refused with [`Error::InvalidInput`] (the
-//! keystore always passes a non-empty one: it starts with the envelope
-//! header); its default key attributes enable wrap/unwrap/decrypt, so every
-//! usage is set explicitly; closing the last session of a slot while other
-//! threads work is unsafe, so the anchor session stays open; slot numbers
-//! change after `C_InitToken`, so tokens are found by label or serial.
+//! # Example
+//!
+//! A keystore on a token (compiled, not run: it needs the token):
+//!
+//! ```no_run
+//! use backend_pkcs11::{PinSource, Pkcs11Backend, Pkcs11Config, TokenSelector};
+//! use keystore_api::{Actor, Algorithm, KeySpec, Keystore, Role, SignatureFormat};
+//! use std::path::Path;
+//!
+//! # fn main() -> keystore_api::Result<()> {
+//! let config = Pkcs11Config::new(
+//!     TokenSelector::Label("gateway-hsm".into()), // or TokenSelector::Serial("…".into())
+//!     PinSource::File("/run/secrets/hsm-user-pin".into()), // or PinSource::Env("HSM_USER_PIN".into())
+//! )
+//! .with_module("/usr/lib/softhsm/libsofthsm2.so")
+//! .with_namespace("gateway-42"); // one namespace per keystore when several share a token
+//! let ks = Keystore::open(Pkcs11Backend::open(&config)?, Path::new("/var/lib/gateway/metadata.sqlite"))?;
+//!
+//! let officer = Actor::new("provisioning-station-3", Role::SecurityOfficer)?;
+//! ks.create(&officer, "device-identity", KeySpec::new(Algorithm::EcdsaP256Sha256))?;
+//! let sig = ks.sign("device-identity", b"telemetry", SignatureFormat::Der)?;
+//! # let _ = sig;
+//! # Ok(())
+//! # }
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -1,28 +1,45 @@
 //! # backend-soft
 //!
 //! The embedded default backend: a pure-software sealed key store in a
-//! directory.
+//! directory. Each key is one record file sealed with AES-256-GCM under a
+//! random store key; the store key is wrapped by a KEK from a passphrase
+//! ([`Kdf`]), a 32-byte key file, or a [`KekProvider`] that keeps the KEK
+//! sealed in a device (a TPM). The KDF or the unseal runs once, in
+//! [`SoftStore::open`]. Key operations run in aws-lc-rs, or in RustCrypto on
+//! targets without a C toolchain ([`CryptoProvider`]).
 //!
-//! - Each key is one record file, sealed with AES-256-GCM under a random
-//!   256-bit store key. The AAD binds store id, record id, record format and
-//!   algorithm ([`record`] module docs).
-//! - The store key is wrapped by a KEK from a passphrase (PBKDF2-HMAC-SHA256
-//!   or Argon2id, parameters and salt in a versioned header), from a 32-byte
-//!   key file, or from a [`KekProvider`] that keeps the KEK sealed in a
-//!   device (a TPM); the header then holds only the sealed form. The KDF or
-//!   the unseal runs once, in [`SoftStore::open`].
-//! - Writes are atomic (temp file, fsync, rename, fsync directory).
-//! - Keys come from the OS RNG through aws-lc-rs; private-key operations run
-//!   in aws-lc-rs (constant-time RSA, not the `rsa` crate).
-//! - Decrypted keys are cached in a bounded LRU of aws-lc-rs objects; the
-//!   store never holds every record decrypted at once.
+//! A copy of the directory taken before
+//! [`Backend::wipe`](keystore_api::Backend::wipe) stays readable with the
+//! KEK: protect the passphrase or key file accordingly.
 //!
-//! What survives a copy taken before
-//! [`Backend::wipe`](keystore_api::Backend::wipe): the copy holds the
-//! wrapped store key, so anyone with the passphrase or key file can still
-//! read it. Wipe crypto-erases only the live store. Protect the KEK
-//! accordingly: with a TPM-sealed KEK a copy is readable only through the
-//! same TPM, and not at all after that TPM's owner hierarchy is cleared.
+//! Record format, KEK choices, atomic writes, the key cache and what a copy
+//! survives: `docs/design/soft-store.md`.
+//!
+//! # Example
+//!
+//! A key-file store, reopened, under a [`Keystore`](keystore_api::Keystore):
+//!
+//! ```
+//! use backend_soft::{create_key_file, Kdf, SoftStore, Unlock};
+//! use keystore_api::{Actor, Algorithm, KeySpec, Keystore, Role};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let tmp = tempfile::tempdir()?;
+//! # let dir = tmp.path();
+//! let key_file = dir.join("store.key");
+//! create_key_file(&key_file)?; // 32 random bytes, mode 0600
+//! let unlock = Unlock::KeyFile(key_file);
+//! drop(SoftStore::create(&dir.join("soft"), &unlock, Kdf::KeyFile)?);
+//!
+//! let store = SoftStore::open(&dir.join("soft"), &unlock)?; // a wrong key file is `Error::Auth`
+//! let ks = Keystore::open(store, &dir.join("metadata.sqlite"))?;
+//! let operator = Actor::new("line-3", Role::Operator)?;
+//! ks.create(&operator, "telemetry-mac", KeySpec::new(Algorithm::HmacSha256))?;
+//! let tag = ks.mac("telemetry-mac", b"frame 7")?;
+//! ks.verify_mac("telemetry-mac", b"frame 7", &tag)?;
+//! # Ok(())
+//! # }
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

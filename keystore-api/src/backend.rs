@@ -79,21 +79,56 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Generates a new key of `algorithm` inside the backend, with its RNG.
     /// `label` is the key's name, for backends whose objects carry a
     /// human-readable label (PKCS#11 `CKA_LABEL`); others may ignore it.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when the device cannot generate
+    /// `algorithm`;
+    /// [`Error::Backend`](crate::Error::Backend) when the device, its RNG or its storage fails.
+    /// Nothing is left behind on failure.
     fn generate(&self, algorithm: Algorithm, label: &str) -> Result<GeneratedKey>;
 
     /// Imports secret material for a symmetric algorithm. The backend stores it
     /// non-extractably; `secret` is zeroized by the caller's drop.
+    ///
+    /// # Errors
+    /// [`Error::Policy`](crate::Error::Policy) for an algorithm whose keys cannot be imported
+    /// (private keys are generated inside the backend);
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) when `secret` has the wrong length;
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when the device cannot hold such a
+    /// key;
+    /// [`Error::Backend`](crate::Error::Backend) when the device fails.
     fn import(&self, algorithm: Algorithm, secret: &SecretBytes, label: &str) -> Result<KeyHandle>;
 
     /// The public key of an asymmetric key.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) for a handle the backend does not hold;
+    /// [`Error::Policy`](crate::Error::Policy) for a symmetric algorithm (no public key);
+    /// [`Error::Integrity`](crate::Error::Integrity) when the stored object is damaged or is
+    /// not a key of `algorithm`;
+    /// [`Error::Backend`](crate::Error::Backend) when the device fails.
     fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey>;
 
     /// Signs `message` (the backend hashes it as its device requires). Returns
     /// ECDSA signatures as fixed `r‖s`, RSA signatures as their bytes.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) for a handle the backend does not hold;
+    /// [`Error::Policy`](crate::Error::Policy) when `algorithm` does not sign;
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when the device cannot;
+    /// [`Error::Integrity`](crate::Error::Integrity) when the key object is damaged or a
+    /// host-side check of the signature fails;
+    /// [`Error::Backend`](crate::Error::Backend) when the device fails.
     fn sign(&self, handle: &KeyHandle, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>>;
 
     /// HMAC-SHA256 of `data` under the key. Also the first (extract) step of
     /// HKDF derivation, so the result is treated as secret.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) for a handle the backend does not hold;
+    /// [`Error::Integrity`](crate::Error::Integrity) when the object is damaged or is not an
+    /// HMAC key;
+    /// [`Error::Backend`](crate::Error::Backend) when the device fails.
     fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>>;
 
     /// The HKDF-SHA256 extract step of [`crate::Keystore::derive_hkdf_sha256`]:
@@ -101,6 +136,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Unlike a MAC tag, the PRK is secret: a backend whose transport could
     /// expose results protects it there (the TPM backend encrypts it on the
     /// bus). The default calls `hmac_sha256`.
+    ///
+    /// # Errors
+    /// As [`Backend::hmac_sha256`].
     fn hkdf_extract(&self, handle: &KeyHandle, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
         self.hmac_sha256(handle, salt)
     }
@@ -108,10 +146,23 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// AES-256-GCM encryption under a fresh random 96-bit nonce. The keystore
     /// always passes a non-empty `aad` (it starts with the envelope header);
     /// a backend may answer an empty one with [`crate::Error::InvalidInput`].
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) for a handle the backend does not hold;
+    /// [`Error::Integrity`](crate::Error::Integrity) when the object is damaged or is not an
+    /// AES-256-GCM key;
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an input the device refuses (an
+    /// empty `aad` on some tokens);
+    /// [`Error::Unsupported`](crate::Error::Unsupported) when the device has no AES-GCM (TPM);
+    /// [`Error::Backend`](crate::Error::Backend) when the device fails.
     fn encrypt(&self, handle: &KeyHandle, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed>;
 
     /// AES-256-GCM decryption. A wrong tag, nonce, AAD or ciphertext is
     /// [`crate::Error::Integrity`], and no plaintext is released.
+    ///
+    /// # Errors
+    /// [`Error::Integrity`](crate::Error::Integrity) for a wrong tag, nonce, AAD or ciphertext
+    /// (or one too short to hold a tag); otherwise as [`Backend::encrypt`].
     fn decrypt(
         &self,
         handle: &KeyHandle,
@@ -124,6 +175,15 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// `wrapping_key`, binding `algorithm` and `context` as associated data.
     /// Only backup-eligible keys reach this call. Backends that cannot wrap
     /// answer [`crate::Error::Unsupported`] (the default).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) from backends that cannot wrap (the
+    /// default);
+    /// [`Error::Policy`](crate::Error::Policy) for an asymmetric `algorithm` (never exported);
+    /// [`Error::NotFound`](crate::Error::NotFound) for a handle the backend does not hold;
+    /// [`Error::Integrity`](crate::Error::Integrity) when an object is damaged or is not of the
+    /// expected algorithm;
+    /// [`Error::Backend`](crate::Error::Backend) when the device fails.
     fn wrap(
         &self,
         wrapping_key: &KeyHandle,
@@ -140,6 +200,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Imports a key wrapped by [`Backend::wrap`]; a wrong KEK, algorithm or
     /// context is [`crate::Error::Integrity`].
+    ///
+    /// # Errors
+    /// [`Error::Integrity`](crate::Error::Integrity) for a wrong KEK, algorithm or context, or
+    /// truncated or damaged `wrapped` bytes; otherwise as [`Backend::wrap`].
     fn unwrap(
         &self,
         wrapping_key: &KeyHandle,
@@ -157,12 +221,28 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// Destroys the key material. Destroying a handle that is already gone is
     /// [`crate::Error::NotFound`].
+    ///
+    /// # Errors
+    /// [`Error::NotFound`](crate::Error::NotFound) when the handle is already gone (the
+    /// keystore, finishing an interrupted destruction, treats it as done);
+    /// [`Error::Backend`](crate::Error::Backend) when the device fails, in which case the
+    /// material may still be there.
     fn destroy(&self, handle: &KeyHandle) -> Result<()>;
 
     /// Every key handle this backend holds for this store.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) from a backend that cannot enumerate
+    /// its objects (reconciliation at open then skips the material check);
+    /// [`Error::Backend`](crate::Error::Backend) when the device fails. A failed listing never
+    /// means "no keys".
     fn list(&self) -> Result<Vec<KeyHandle>>;
 
     /// Destroys every key this backend holds for this store.
+    ///
+    /// # Errors
+    /// [`Error::Backend`](crate::Error::Backend) when the device or the file system fails part
+    /// way; keys already destroyed stay destroyed and a later call destroys the rest.
     fn wipe(&self) -> Result<()>;
 
     /// Paths of this backend's store (directories, records, header, lock)

@@ -13,6 +13,43 @@
 //! Derivation follows the fixed contract
 //! `derive_hkdf_sha256(K, S, I, L) = HKDF-SHA256(salt = K, IKM = S, info = I, L)`:
 //! `PRK = HMAC-SHA256(K, S)` runs inside the backend, the expand step on the host.
+//!
+//! # Example
+//!
+//! A soft store in a directory, a signing key, a derivation key and a MAC key
+//! (the README's "Using it"):
+//!
+//! ```
+//! use backend_soft::{Kdf, SoftStore, Unlock};
+//! use keystore_api::{Actor, Algorithm, KeySpec, Keystore, Role, SecretBytes, SignatureFormat, Usages};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let tmp = tempfile::tempdir()?;
+//! # let dir = tmp.path();
+//! let unlock = Unlock::Passphrase(SecretBytes::from_slice(b"from your secret source"));
+//! let store = SoftStore::create(dir.join("soft").as_path(), &unlock, Kdf::default_passphrase())?;
+//! let ks = Keystore::open(store, &dir.join("metadata.sqlite"))?;
+//! let officer = Actor::new("provisioning-station-3", Role::SecurityOfficer)?; // lifecycle ops state their actor
+//!
+//! ks.create(&officer, "device-identity", KeySpec::new(Algorithm::EcdsaP256Sha256))?;
+//! let sig = ks.sign("device-identity", b"telemetry", SignatureFormat::Der)?;
+//! assert_eq!(sig.version, 1);
+//! let verified_by = ks.verify("device-identity", b"telemetry", &sig.bytes, None)?;
+//! assert_eq!(verified_by, sig.version);
+//! let pem = ks.public_key("device-identity")?.to_pem();
+//! assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+//!
+//! // A key holds `mac` or `derive`, never both; hmac-sha256 defaults to `mac`.
+//! let kdf = KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::DERIVE);
+//! ks.create(&officer, "session-master", kdf)?;
+//! let session_key = ks.derive_hkdf_sha256("session-master", b"salt", b"tls 1", 32)?; // zeroizing
+//! assert_eq!(session_key.len(), 32);
+//! ks.create(&officer, "telemetry-mac", KeySpec::new(Algorithm::HmacSha256))?;
+//! let tag = ks.mac("telemetry-mac", b"frame 7")?;
+//! ks.verify_mac("telemetry-mac", b"frame 7", &tag)?;
+//! # Ok(())
+//! # }
+//! ```
 
 #![deny(unsafe_code)] // allowed in one module: `generation` (a shared memory map)
 #![warn(missing_docs)]

@@ -25,6 +25,51 @@
 //! private keys never leave their backend. Everything is generic over
 //! [`keystore_api::Backend`], so the root, the factory and the device can
 //! each sit on soft, PKCS#11 or TPM stores.
+//!
+//! # Example
+//!
+//! A root, a production intermediate and one provisioned unit, each on its
+//! own soft keystore:
+//!
+//! ```
+//! use backend_soft::{create_key_file, Kdf, SoftStore, Unlock};
+//! use keystore_api::{Actor, Keystore, Role};
+//! use provisioning::{ceremony, Device, Factory, PkiDb, Provisioner, RootCa, DEVICE_KEY};
+//! use std::path::Path;
+//! use time::{Duration, OffsetDateTime};
+//!
+//! /// A soft keystore unlocked by a key file, and its PKI database, in `dir`.
+//! fn store(dir: &Path) -> Result<(Keystore<SoftStore>, PkiDb), Box<dyn std::error::Error>> {
+//!     std::fs::create_dir_all(dir)?;
+//!     create_key_file(&dir.join("kek.key"))?;
+//!     let unlock = Unlock::KeyFile(dir.join("kek.key"));
+//!     let soft = SoftStore::create(&dir.join("soft"), &unlock, Kdf::KeyFile)?;
+//!     let ks = Keystore::open(soft, &dir.join("metadata.sqlite"))?;
+//!     Ok((ks, PkiDb::open(&dir.join("pki.sqlite"))?))
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let tmp = tempfile::tempdir()?;
+//! # let dir = tmp.path();
+//! let now = OffsetDateTime::now_utc();
+//! let officer = Actor::new("officer-1", Role::SecurityOfficer)?;
+//! let (root_ks, root_db) = store(&dir.join("root"))?; // offline, in a vault
+//! let (prod_ks, prod_db) = store(&dir.join("factory"))?; // the production store
+//! let (dev_ks, dev_db) = store(&dir.join("device"))?; // the unit's own store
+//!
+//! let root = RootCa::new(&root_ks, &root_db);
+//! root.init(&officer, "Example Root CA", Duration::days(3650), now)?;
+//! let factory = Factory::new(&prod_ks, &prod_db);
+//! ceremony(&root, &officer, &factory, &officer, "Example Production CA", Duration::days(1095), now)?;
+//!
+//! let operator = Actor::new("line-3", Role::Operator)?;
+//! let device = Device::new(&dev_ks, &dev_db, DEVICE_KEY)?;
+//! let unit = Provisioner::new(&factory, operator.clone())
+//!     .provision(&device, &operator, "DEV12345", "line-3", now)?;
+//! assert!(unit.issued.chain_pem().contains("BEGIN CERTIFICATE"));
+//! # Ok(())
+//! # }
+//! ```
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -176,9 +176,13 @@ pub struct ProvisionArgs {
     pub validity_days: u32,
     #[command(flatten)]
     pub device: DeviceStoreArgs,
-    /// Write cert.pem, chain.pem and record.yaml under DIR/<device-id>/
-    /// [default: STORE/provisioned].
-    #[arg(long, value_name = "DIR")]
+    // The help text is an attribute, not a doc comment, because rustdoc
+    // would read `<device-id>` as an HTML tag.
+    #[arg(
+        long,
+        value_name = "DIR",
+        help = "Write cert.pem, chain.pem and record.yaml under DIR/<device-id>/ [default: STORE/provisioned]"
+    )]
     pub out_dir: Option<PathBuf>,
 }
 

@@ -61,6 +61,19 @@ impl<B: Backend> Keystore<B> {
     /// KEK `kek_name`. Signing keys and keys not created backup-eligible are
     /// [`Error::Policy`], whatever the role. Needs the security-officer role;
     /// audited.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::InvalidInput`] for a malformed name;
+    /// [`Error::NotFound`] for an unknown or destroyed key or KEK;
+    /// [`Error::Policy`] for a signing key or one not created backup-eligible (whatever the
+    /// role), a KEK that is not an aes-256-gcm key with `wrap`, and when `actor`'s role lacks
+    /// the duty (the refusal is audited);
+    /// [`Error::KeyState`] when the KEK has no active version, or after decommission;
+    /// [`Error::Unsupported`] when the backend cannot export wrapped keys (PKCS#11, TPM);
+    /// [`Error::Integrity`] when the audit key reference is missing from a live store;
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn backup(&self, actor: &Actor, name: &str, kek_name: &str) -> Result<Vec<u8>> {
         let _w = self.writing("backup")?;
         check_name(name)?;
@@ -133,6 +146,25 @@ impl<B: Backend> Keystore<B> {
     /// the original name), unwrapping each version under `kek_name` (which
     /// must hold the same KEK). Versions keep their numbers and states, with
     /// origin `restored`. Needs the security-officer role; audited.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::InvalidInput`] for bytes that are not a backup document, or one holding a
+    /// malformed name, algorithm or usage, a version without material, or malformed wrapped
+    /// material;
+    /// [`Error::Unsupported`] for another backup format, or a backend that cannot import
+    /// wrapped keys;
+    /// [`Error::Policy`] for a backup of anything but symmetric keys, a KEK that is not an
+    /// aes-256-gcm key with `wrap`, and when `actor`'s role lacks the duty (the refusal is
+    /// audited);
+    /// [`Error::AlreadyExists`] when the target name is taken;
+    /// [`Error::NotFound`] for an unknown KEK;
+    /// [`Error::KeyState`] when the KEK has no active version, or after decommission;
+    /// [`Error::Integrity`] when a version does not unwrap under the KEK with the name, version
+    /// and algorithm it was made for, names an unknown state, or the backup claims more than
+    /// one active version, or when the audit key reference is missing;
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn restore(
         &self,
         actor: &Actor,

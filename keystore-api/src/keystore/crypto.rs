@@ -16,6 +16,16 @@ use crate::signature::{self, Signature, SignatureFormat};
 impl<B: Backend> Keystore<B> {
     /// Signs `message` with the active version of `name`; the signature
     /// carries the version that made it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a malformed name or a message over [`limits::MAX_DATA_LEN`];
+    /// [`Error::NotFound`] for an unknown or destroyed key;
+    /// [`Error::KeyState`] when it has no active version (suspended, revoked, rotated away);
+    /// [`Error::Policy`] when the key may not sign;
+    /// [`Error::Integrity`] when the backend's key object is damaged or its signature fails a
+    /// host-side check;
+    /// [`Error::Backend`] when the backend or the database fails, or the backend returns a
+    /// malformed signature.
     pub fn sign(&self, name: &str, message: &[u8], format: SignatureFormat) -> Result<Signature> {
         check_len("message", message, limits::MAX_DATA_LEN)?;
         let r = self.resolve_active(name, Some((Usages::SIGN, "sign")))?;
@@ -33,6 +43,17 @@ impl<B: Backend> Keystore<B> {
     /// `None` (the active one, and deactivated ones within their grace
     /// period). Returns the version that verified; a signature that verifies
     /// under none is [`Error::Integrity`].
+    ///
+    /// # Errors
+    /// [`Error::Integrity`] when the signature verifies under no candidate version, or the
+    /// metadata holds a malformed public key;
+    /// [`Error::InvalidInput`] for a malformed name, a message over [`limits::MAX_DATA_LEN`] or
+    /// a signature not 1 to 1024 bytes long;
+    /// [`Error::NotFound`] for an unknown or destroyed key, or a `version` it does not have;
+    /// [`Error::Policy`] when the key may not verify;
+    /// [`Error::KeyState`] when `version` (or, with `None`, every version) is in a state that
+    /// may not verify or past its grace end;
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn verify(
         &self,
         name: &str,
@@ -100,6 +121,14 @@ impl<B: Backend> Keystore<B> {
     /// Encrypts `plaintext` with the active version of `name` (AES-256-GCM,
     /// random nonce) and returns a versioned envelope (see [`crate::envelope`]).
     /// The envelope header is authenticated together with `aad`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a malformed name, a plaintext over [`limits::MAX_DATA_LEN`]
+    /// or an `aad` over [`limits::MAX_AAD_LEN`];
+    /// [`Error::NotFound`] for an unknown or destroyed key;
+    /// [`Error::KeyState`] when it has no active version (suspended, revoked, rotated away);
+    /// [`Error::Policy`] when the key may not encrypt;
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn encrypt(&self, name: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         check_len("plaintext", plaintext, limits::MAX_DATA_LEN)?;
         check_len("aad", aad, limits::MAX_AAD_LEN)?;
@@ -115,6 +144,17 @@ impl<B: Backend> Keystore<B> {
     /// its header names (active, or deactivated within its grace period). Any
     /// modification of envelope or `aad` is [`Error::Integrity`] and releases
     /// no plaintext.
+    ///
+    /// # Errors
+    /// [`Error::Integrity`] for a modified envelope or `aad`, an envelope of another algorithm,
+    /// or one naming a version the key does not have (no plaintext is released);
+    /// [`Error::InvalidInput`] for a malformed name, an oversized envelope or `aad`, or an
+    /// envelope too short to be one;
+    /// [`Error::NotFound`] for an unknown or destroyed key;
+    /// [`Error::Policy`] when the key may not decrypt;
+    /// [`Error::KeyState`] when the envelope's version is in a state that may not decrypt, past
+    /// its grace end or without material;
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn decrypt(&self, name: &str, envelope: &[u8], aad: &[u8]) -> Result<SecretBytes> {
         check_len(
             "ciphertext",
@@ -159,6 +199,13 @@ impl<B: Backend> Keystore<B> {
     }
 
     /// HMAC-SHA256 of `data` with the active version of `name`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a malformed name or data over [`limits::MAX_DATA_LEN`];
+    /// [`Error::NotFound`] for an unknown or destroyed key;
+    /// [`Error::KeyState`] when it has no active version (suspended, revoked, rotated away);
+    /// [`Error::Policy`] when the key may not MAC (a `derive` key);
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn mac(&self, name: &str, data: &[u8]) -> Result<[u8; 32]> {
         check_len("data", data, limits::MAX_DATA_LEN)?;
         let r = self.resolve_active(name, Some((Usages::MAC, "mac")))?;
@@ -170,6 +217,15 @@ impl<B: Backend> Keystore<B> {
     /// and the deactivated versions still within their grace period (a tag
     /// made just before a rotation still verifies, as a signature does); a
     /// tag that matches none is [`Error::Integrity`].
+    ///
+    /// # Errors
+    /// [`Error::Integrity`] when the tag matches no version;
+    /// [`Error::InvalidInput`] for a malformed name or data over [`limits::MAX_DATA_LEN`];
+    /// [`Error::NotFound`] for an unknown or destroyed key;
+    /// [`Error::KeyState`] when it has no active version (suspended, revoked, rotated away) (a
+    /// tag is checked only while the key has an active version);
+    /// [`Error::Policy`] when the key may not MAC;
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn verify_mac(&self, name: &str, data: &[u8], tag: &[u8]) -> Result<()> {
         check_len("data", data, limits::MAX_DATA_LEN)?;
         let active = self.resolve_active(name, Some((Usages::MAC, "verify a MAC")))?;
@@ -213,6 +269,14 @@ impl<B: Backend> Keystore<B> {
     /// `HKDF-SHA256(salt = K, IKM = salt, info, len)` (RFC 5869) where K is the
     /// HMAC key `name`. The extract step runs inside the backend; the expand
     /// step runs here in zeroizing memory. `len` must be 1..=8160.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a malformed name, `len` outside
+    /// 1..=[`limits::MAX_DERIVE_LEN`], or a `salt` or `info` over [`limits::MAX_AAD_LEN`];
+    /// [`Error::NotFound`] for an unknown or destroyed key;
+    /// [`Error::KeyState`] when it has no active version (suspended, revoked, rotated away);
+    /// [`Error::Policy`] when the key may not derive (a `mac` key);
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn derive_hkdf_sha256(
         &self,
         name: &str,

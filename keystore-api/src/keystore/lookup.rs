@@ -15,6 +15,12 @@ use time::OffsetDateTime;
 
 impl<B: Backend> Keystore<B> {
     /// Public facts about `name`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a malformed name;
+    /// [`Error::NotFound`] when no key has this name or it was destroyed;
+    /// [`Error::Integrity`] when the metadata holds a malformed public key;
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn info(&self, name: &str) -> Result<KeyInfo> {
         check_name(name)?;
         let md = self.md();
@@ -25,6 +31,10 @@ impl<B: Backend> Keystore<B> {
     }
 
     /// Every live (not destroyed) key, by name.
+    ///
+    /// # Errors
+    /// [`Error::Integrity`] when the metadata holds a malformed public key;
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn list(&self) -> Result<Vec<KeyInfo>> {
         let md = self.md();
         let mut out = Vec::new();
@@ -40,6 +50,12 @@ impl<B: Backend> Keystore<B> {
 
     /// The backend handle of `version` of `name` (not secret: a record id,
     /// `CKA_ID` or TPM blob), for operators and backend-level checks.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a malformed name;
+    /// [`Error::NotFound`] for an unknown or destroyed key, or a version it does not have;
+    /// [`Error::KeyState`] when the version's material was destroyed;
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn backend_handle(&self, name: &str, version: u32) -> Result<KeyHandle> {
         check_name(name)?;
         let md = self.md();
@@ -55,6 +71,14 @@ impl<B: Backend> Keystore<B> {
     }
 
     /// The public key of the active version of `name`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a malformed name;
+    /// [`Error::NotFound`] for an unknown or destroyed key;
+    /// [`Error::KeyState`] when the key has no active version;
+    /// [`Error::Policy`] for a symmetric key (no public key);
+    /// [`Error::Integrity`] when the metadata holds no or a malformed public key;
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn public_key(&self, name: &str) -> Result<PublicKey> {
         let r = self.resolve_active(name, None)?;
         public_of(&r.key, r.public_key.as_deref())

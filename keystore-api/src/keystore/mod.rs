@@ -139,11 +139,17 @@ impl<B: Backend> Keystore<B> {
     /// Opens the keystore whose metadata lives at `metadata_path` (created if
     /// missing), over `backend`, with the system clock. Reconciles metadata
     /// with the backend first (see [`Keystore::reconcile_report`]).
+    ///
+    /// # Errors
+    /// As [`Keystore::open_with`]
     pub fn open(backend: B, metadata_path: &Path) -> Result<Self> {
         Self::open_with_clock(backend, metadata_path, Arc::new(SystemClock))
     }
 
     /// Opens the keystore with an injected clock.
+    ///
+    /// # Errors
+    /// As [`Keystore::open_with`]
     pub fn open_with_clock(
         backend: B,
         metadata_path: &Path,
@@ -159,11 +165,16 @@ impl<B: Backend> Keystore<B> {
     /// touches what a live process is doing.
     ///
     /// # Errors
-    /// [`Error::NotFound`] when most or all of the versions the metadata
-    /// references are missing from the backend (the wrong token, TPM or
-    /// directory): nothing is changed. [`Error::InvalidInput`] when the
-    /// metadata belongs to another kind of backend; [`Error::Backend`] when
-    /// the database or the backend fails.
+    /// [`Error::NotFound`] when most or all of the versions the metadata references are missing
+    /// from the backend (the wrong token, TPM or directory): nothing is changed.
+    /// [`Error::InvalidInput`] when the metadata belongs to another kind of backend;
+    /// [`Error::Backend`] when the database, its write lock or commit-generation file, or the
+    /// backend fails;
+    /// [`Error::Integrity`] when recovery must audit and the audit key reference is missing
+    /// from a live store. A write lock held by another process is not an error for recovery,
+    /// which is put off and said so in [`ReconcileReport::deferred`]; it is [`Error::Busy`]
+    /// only at a store's first open, when the audit key must be created and another process
+    /// holds the lock past the lock timeout.
     pub fn open_with(
         backend: B,
         metadata_path: &Path,

@@ -12,6 +12,20 @@ impl<B: Backend> Keystore<B> {
     /// trail, about `key` (name and version) if given. Event names are
     /// lower-case words with dashes; the keystore's own event names cannot be
     /// forged this way. Needs the security-officer or operator role.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::InvalidInput`] for an event name that is malformed or one of the keystore's
+    /// own, a detail that is not one line of at most
+    /// [`limits::MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN) bytes, or a malformed key
+    /// name;
+    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`Error::NotFound`] when `key` names an unknown or destroyed key or a version it does
+    /// not have;
+    /// [`Error::Integrity`] when the audit key reference is missing from a live store, and
+    /// [`Error::KeyState`] after decommission (nothing is changed);
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn record_event(
         &self,
         actor: &Actor,
@@ -88,6 +102,14 @@ impl<B: Backend> Keystore<B> {
     /// chain only, no MAC) and lists keys holding both `mac` and `derive`. A
     /// live store whose audit key reference is missing or replaced is
     /// [`Error::Integrity`].
+    ///
+    /// # Errors
+    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`Error::Integrity`] when the audit key reference is missing, points at one of the
+    /// store's keys or at an object the backend does not hold, or a store marked decommissioned
+    /// still holds keys or backend objects;
+    /// [`Error::Backend`] when the metadata database or the backend fails. A damaged entry is
+    /// not an error: the report names it.
     pub fn verify_audit(&self, actor: &Actor) -> Result<AuditReport> {
         self.require(actor, Duty::Audit, "audit verification", None)?;
         let md = self.md();
@@ -95,6 +117,10 @@ impl<B: Backend> Keystore<B> {
     }
 
     /// Every audit entry, in order. Needs the security-officer or auditor role.
+    ///
+    /// # Errors
+    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn export_audit(&self, actor: &Actor) -> Result<Vec<AuditEntry>> {
         self.require(actor, Duty::Audit, "audit export", None)?;
         audit::entries(self.md().conn())

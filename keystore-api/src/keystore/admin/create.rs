@@ -53,6 +53,21 @@ impl<B: Backend> Keystore<B> {
 
     /// Generates a key named `name` inside the backend (version 1, active).
     /// Needs the security-officer or operator role.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::InvalidInput`] for a malformed name or a non-positive cryptoperiod;
+    /// [`Error::Policy`] for usages the algorithm does not permit, `mac` with `derive`, or a
+    /// backup-eligible asymmetric key, and when `actor`'s role lacks the duty (the refusal is
+    /// audited);
+    /// [`Error::AlreadyExists`] when the name is taken, by a live key or a tombstone;
+    /// [`Error::KeyState`] after decommission;
+    /// [`Error::Unsupported`] when the backend cannot generate the algorithm;
+    /// [`Error::Integrity`] when the audit key reference is missing from a live store (nothing
+    /// is changed);
+    /// [`Error::Backend`] when the metadata database or the backend fails (the backend object
+    /// is then removed, now or at the next open).
     pub fn create(&self, actor: &Actor, name: &str, spec: KeySpec) -> Result<KeyInfo> {
         let _w = self.writing("create")?;
         check_name(name)?;
@@ -97,6 +112,20 @@ impl<B: Backend> Keystore<B> {
     /// Imports a 32-byte secret for a symmetric key (AES-256-GCM, HMAC-SHA256),
     /// recorded with origin `imported`. Private keys cannot be imported: they
     /// are generated inside the backend ([`Error::Policy`]).
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::InvalidInput`] for a malformed name, a non-positive cryptoperiod or a secret of
+    /// the wrong length;
+    /// [`Error::Policy`] for an asymmetric algorithm, usages the algorithm does not permit, or
+    /// `mac` with `derive`, and when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`Error::AlreadyExists`] when the name is taken;
+    /// [`Error::KeyState`] after decommission;
+    /// [`Error::Unsupported`] when the backend cannot hold the key;
+    /// [`Error::Integrity`] when the audit key reference is missing from a live store (nothing
+    /// is changed);
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn import(
         &self,
         actor: &Actor,

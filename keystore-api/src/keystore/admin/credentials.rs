@@ -14,6 +14,17 @@ impl<B: Backend> Keystore<B> {
     /// Sets the credential for `role`. Needs the security-officer role,
     /// except for the very first security-officer credential of a store
     /// (bootstrap), which anyone may set once.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::InvalidInput`] for a secret not 8 to 1024 bytes long;
+    /// [`Error::Policy`] when `actor` is `None` or lacks the security-officer role (audited
+    /// when an actor is given), outside the bootstrap;
+    /// [`Error::Integrity`] when the audit key reference is missing from a live store, and
+    /// [`Error::KeyState`] after decommission (nothing is changed);
+    /// [`Error::Backend`] when the metadata database or the backend fails or the OS random
+    /// generator fails.
     pub fn set_role_credential(
         &self,
         actor: Option<&Actor>,
@@ -72,6 +83,11 @@ impl<B: Backend> Keystore<B> {
 
     /// Authenticates `id` acting as `role` with `secret` against the role's
     /// credential. A wrong or missing credential is [`Error::Auth`].
+    ///
+    /// # Errors
+    /// [`Error::Auth`] when no credential is set for `role` or `secret` is wrong;
+    /// [`Error::InvalidInput`] for a malformed actor id;
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn authenticate(&self, id: &str, role: Role, secret: &SecretBytes) -> Result<Actor> {
         let actor = Actor::new(id, role)?;
         let Some(stored) = md::role_credential(self.md().conn(), role.id())? else {

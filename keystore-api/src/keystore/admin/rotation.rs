@@ -26,6 +26,17 @@ impl<B: Backend> Keystore<B> {
     /// previous active (or suspended) version becomes deactivated until
     /// `now + grace` (verify and decrypt only), after which [`Keystore::sweep`]
     /// destroys it. Needs the security-officer role.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::InvalidInput`] for a malformed name or a negative grace;
+    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`Error::NotFound`] for an unknown or destroyed key;
+    /// [`Error::KeyState`] when a version cannot be deactivated, or after decommission;
+    /// [`Error::Integrity`] when the audit key reference is missing from a live store;
+    /// [`Error::Backend`] when the metadata database or the backend fails (the new backend
+    /// object is then removed, now or at the next open).
     pub fn rotate(&self, actor: &Actor, name: &str, grace: Duration) -> Result<KeyInfo> {
         let _w = self.writing("rotate")?;
         check_name(name)?;
@@ -107,6 +118,16 @@ impl<B: Backend> Keystore<B> {
     }
 
     /// Sets or clears the cryptoperiod of `name`. Needs the security-officer role.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::InvalidInput`] for a malformed name or a non-positive period;
+    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`Error::NotFound`] for an unknown or destroyed key;
+    /// [`Error::Integrity`] when the audit key reference is missing from a live store, and
+    /// [`Error::KeyState`] after decommission (nothing is changed);
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn set_cryptoperiod(
         &self,
         actor: &Actor,
@@ -143,6 +164,9 @@ impl<B: Backend> Keystore<B> {
     }
 
     /// Keys whose active version is at least one cryptoperiod old at `now`.
+    ///
+    /// # Errors
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn due(&self, now: OffsetDateTime) -> Result<Vec<RotationDue>> {
         let md = self.md();
         let mut out = Vec::new();
@@ -173,6 +197,12 @@ impl<B: Backend> Keystore<B> {
 
     /// Rotates every key [`Keystore::due`] at `now`, with `grace` for the old
     /// versions. Returns the rotated names. Needs the security-officer role.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited); any error
+    /// of [`Keystore::rotate`], which stops the run: keys rotated before it stay rotated.
     pub fn rotate_due(
         &self,
         actor: &Actor,

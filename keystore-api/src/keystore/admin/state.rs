@@ -11,6 +11,17 @@ use crate::roles::{Actor, Duty};
 impl<B: Backend> Keystore<B> {
     /// Suspends version `version` of `name`: no use until resumed. Needs the
     /// security-officer or operator role.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`Error::InvalidInput`] for a malformed name;
+    /// [`Error::NotFound`] for an unknown or destroyed key, or a version it does not have;
+    /// [`Error::KeyState`] when the version's state cannot become suspended, or after
+    /// decommission;
+    /// [`Error::Integrity`] when the audit key reference is missing from a live store;
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn suspend(&self, actor: &Actor, name: &str, version: u32) -> Result<()> {
         let _w = self.writing("suspend")?;
         self.require(actor, Duty::Maintain, "suspend", Some(name))?;
@@ -19,6 +30,17 @@ impl<B: Backend> Keystore<B> {
 
     /// Resumes a suspended version: it becomes active again, provided no
     /// other version is active. Needs the security-officer or operator role.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`Error::InvalidInput`] for a malformed name;
+    /// [`Error::NotFound`] for an unknown or destroyed key, or a version it does not have;
+    /// [`Error::KeyState`] when the version is not suspended, another version is active, or
+    /// after decommission;
+    /// [`Error::Integrity`] when the audit key reference is missing from a live store;
+    /// [`Error::Backend`] when the metadata database or the backend fails.
     pub fn resume(&self, actor: &Actor, name: &str, version: u32) -> Result<()> {
         let _w = self.writing("resume")?;
         self.require(actor, Duty::Maintain, "resume", Some(name))?;
@@ -73,6 +95,19 @@ impl<B: Backend> Keystore<B> {
     /// Revokes version `version` of `name` as compromised, at once: every
     /// later use is [`Error::KeyState`], and the material is destroyed.
     /// Needs the security-officer role.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::InvalidInput`] for a malformed name or a reason that is not one line of 1 to
+    /// [`limits::MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN) bytes;
+    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`Error::NotFound`] for an unknown or destroyed key, or a version it does not have;
+    /// [`Error::KeyState`] when the version cannot become compromised (already compromised or
+    /// destroyed), or after decommission;
+    /// [`Error::Integrity`] when the audit key reference is missing from a live store;
+    /// [`Error::Backend`] when the metadata database or the backend fails; once the revocation
+    /// is committed, a failure to destroy the material is completed at the next open.
     pub fn revoke(&self, actor: &Actor, name: &str, version: u32, reason: &str) -> Result<()> {
         let _w = self.writing("revoke")?;
         check_name(name)?;
@@ -166,6 +201,17 @@ impl<B: Backend> Keystore<B> {
     /// the metadata becomes a tombstone (public data kept, name reserved).
     /// Afterwards every use of `name` is [`Error::NotFound`]. Needs the
     /// security-officer role.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::InvalidInput`] for a malformed name;
+    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`Error::NotFound`] for an unknown or already destroyed key;
+    /// [`Error::Integrity`] when the audit key reference is missing from a live store, and
+    /// [`Error::KeyState`] after decommission (nothing is changed);
+    /// [`Error::Backend`] when the metadata database or the backend fails; once the tombstone
+    /// is committed, material left behind by a failure is destroyed at the next open.
     pub fn destroy(&self, actor: &Actor, name: &str) -> Result<()> {
         let _w = self.writing("destroy")?;
         check_name(name)?;
@@ -212,6 +258,15 @@ impl<B: Backend> Keystore<B> {
     /// Destroys the material of every deactivated version whose grace period
     /// has ended, leaving tombstones. Returns the (name, version) pairs swept.
     /// Needs the security-officer or operator role.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`Error::Integrity`] when the audit key reference is missing from a live store, and
+    /// [`Error::KeyState`] after decommission (nothing is changed);
+    /// [`Error::Backend`] when the metadata database or the backend fails; versions already
+    /// marked are completed at the next open.
     pub fn sweep(&self, actor: &Actor) -> Result<Vec<(String, u32)>> {
         let _w = self.writing("sweep")?;
         self.require(actor, Duty::Maintain, "sweep", None)?;
@@ -279,6 +334,15 @@ impl<B: Backend> Keystore<B> {
     /// wipes every key in the backend, then deletes all key metadata. After
     /// it, no key is usable through any API and none can be created. Needs
     /// the security-officer role.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// lock timeout (nothing is changed);
+    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`Error::KeyState`] when the store is already decommissioned;
+    /// [`Error::Integrity`] when the audit key reference is missing from a live store;
+    /// [`Error::Backend`] when the metadata database or the backend fails (a failed wipe leaves
+    /// the store live, with the final event recorded).
     pub fn decommission(&self, actor: &Actor) -> Result<Vec<AuditEntry>> {
         let _w = self.writing("decommission")?;
         self.require(actor, Duty::Administer, "decommission", None)?;
