@@ -2,9 +2,12 @@
 //! stores, key files (cheap to open) and, where a passphrase is the point,
 //! `KEYCTL_PASSPHRASE` or a passphrase file with stdin set to null.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use test_support::keyctl::{
+    assert_fails, assert_ok, openssl_dgst_verify, s, text, Credential, KeyFileStore, Keyctl,
+};
 
 const OPENSSL: &str = "/usr/bin/openssl";
 
@@ -13,144 +16,32 @@ const SO_SECRET: &str = "officer credential for tests";
 
 /// A `keyctl` command with a clean environment and no stdin.
 fn keyctl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_keyctl"));
-    c.env_remove("KEYCTL_STORE")
-        .env_remove("KEYCTL_KEY_FILE")
-        .env_remove("KEYCTL_PASSPHRASE")
-        .env_remove("KEYCTL_ROLE")
-        .env_remove("KEYCTL_ROLE_SECRET")
-        .env_remove("KEYCTL_ROLE_SECRET_FILE")
-        .env_remove("KEYCTL_NEW_ROLE_SECRET")
-        .stdin(Stdio::null());
-    c
+    Keyctl::new(env!("CARGO_BIN_EXE_keyctl")).command()
 }
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Asserts a failure with `code` and exactly one stderr line `keyctl: <kind>: ...`.
-fn assert_fails(out: &Output, code: i32, kind: &str) {
-    let stderr = text(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "expected exit {code}; stderr: {stderr}"
+/// A store in a temporary directory, unlocked by a (32-byte) key file, the
+/// security officer's credential bootstrapped; `so()` acts as the officer.
+fn new_store() -> KeyFileStore {
+    let st = KeyFileStore::create(
+        Keyctl::new(env!("CARGO_BIN_EXE_keyctl")),
+        "store",
+        "store.key",
+        Credential::officer(SO_SECRET),
     );
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one stderr line, got: {stderr:?}");
-    let prefix = format!("keyctl: {kind}: ");
-    assert!(
-        lines[0].starts_with(&prefix) && lines[0].len() > prefix.len(),
-        "expected '{prefix}<message>', got: {stderr:?}"
-    );
-}
-
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-/// A store in a temporary directory, unlocked by a key file.
-struct Store {
-    dir: tempfile::TempDir,
-    store: PathBuf,
-    key_file: PathBuf,
-}
-
-impl Store {
-    fn new() -> Store {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = dir.path().join("store");
-        let key_file = dir.path().join("store.key");
-        let out = keyctl()
-            .arg("--store")
-            .arg(&store)
-            .arg("init")
-            .arg("--new-key-file")
-            .arg(&key_file)
-            .output()
-            .expect("run keyctl init");
-        assert_ok(&out);
-        assert_eq!(std::fs::read(&key_file).expect("key file").len(), 32);
-        let st = Store {
-            dir,
-            store,
-            key_file,
-        };
-        // Bootstrap the security officer's credential; `cmd()` acts as the officer.
-        let out = st
-            .bare()
-            .args(["role", "set", "security-officer"])
-            .env("KEYCTL_NEW_ROLE_SECRET", SO_SECRET)
-            .output()
-            .expect("run keyctl role set");
-        assert_ok(&out);
-        st
-    }
-
-    /// A command on this store with no role.
-    fn bare(&self) -> Command {
-        let mut c = keyctl();
-        c.arg("--store")
-            .arg(&self.store)
-            .arg("--key-file")
-            .arg(&self.key_file);
-        c
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let p = self.path(name);
-        std::fs::write(&p, bytes).expect("write test file");
-        p
-    }
-
-    /// A command on this store acting as the security officer.
-    fn cmd(&self) -> Command {
-        let mut c = self.bare();
-        c.env("KEYCTL_ROLE", "security-officer")
-            .env("KEYCTL_ROLE_SECRET", SO_SECRET);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("run keyctl")
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert_ok(&out);
-        out
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 temp path")
+    assert_eq!(std::fs::read(&st.key_file).expect("key file").len(), 32);
+    st
 }
 
 fn openssl_verify(pem: &Path, sig: &Path, msg: &Path, extra: &[&str]) -> bool {
-    let out = Command::new(OPENSSL)
-        .args(["dgst", "-sha256", "-verify", s(pem), "-signature", s(sig)])
-        .args(extra)
-        .arg(s(msg))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {OPENSSL} (install openssl): {e}"));
-    out.status.success()
+    openssl_dgst_verify(OPENSSL, pem, sig, msg, extra)
+        .status
+        .success()
 }
 
 /// Creates a key of `alg`, signs with keyctl, and checks the signature with
 /// the OpenSSL CLI against `keyctl pubkey`; a tampered message must fail.
 fn openssl_round_trip(alg: &str, extra: &[&str]) {
-    let st = Store::new();
+    let st = new_store();
     st.ok(&["key", "create", "k", "--alg", alg]);
     let msg = st.write("msg", b"firmware image 1.4.2\n");
     let tampered = st.write("tampered", b"firmware image 1.4.3\n");
@@ -200,7 +91,7 @@ fn openssl_verifies_rsa_2048_pss_signature() {
 
 #[test]
 fn keyctl_verify_accepts_own_signature_and_rejects_tampering() {
-    let st = Store::new();
+    let st = new_store();
     st.ok(&["key", "create", "k", "--alg", "ecdsa-p256-sha256"]);
     let msg = st.write("msg", b"hello");
     let tampered = st.write("tampered", b"hellO");
@@ -267,7 +158,7 @@ fn keyctl_verify_accepts_own_signature_and_rejects_tampering() {
 
 #[test]
 fn encrypt_decrypt_round_trip_and_wrong_aad_fails() {
-    let st = Store::new();
+    let st = new_store();
     st.ok(&["key", "create", "aes", "--alg", "aes-256-gcm"]);
     let plain = st.write("plain", b"patient-id=12345; dose=2.5ml");
     let env = st.path("env");
@@ -320,7 +211,7 @@ fn encrypt_decrypt_round_trip_and_wrong_aad_fails() {
 /// with the imported key as the salt and `--salt-hex` as the IKM.
 #[test]
 fn derive_matches_independent_hkdf() {
-    let st = Store::new();
+    let st = new_store();
     let k: Vec<u8> = (0u8..32)
         .map(|i| i.wrapping_mul(7).wrapping_add(3))
         .collect();
@@ -426,7 +317,7 @@ fn derive_matches_independent_hkdf() {
 
 #[test]
 fn import_rejects_private_keys_and_bad_secret_files() {
-    let st = Store::new();
+    let st = new_store();
     let secret = st.write("k.raw", &[9u8; 32]);
     assert_fails(
         &st.run(&[
@@ -594,7 +485,7 @@ fn passphrase_file_and_env_open_the_same_pbkdf2_store() {
 
 #[test]
 fn key_lifecycle_commands() {
-    let st = Store::new();
+    let st = new_store();
     let out = st.ok(&["key", "list"]);
     assert_eq!(text(&out.stdout).trim(), "no keys");
     st.ok(&[
@@ -704,7 +595,7 @@ fn key_lifecycle_commands() {
 /// warn about it.
 #[test]
 fn mac_and_derive_on_one_key_are_refused_and_old_keys_warn() {
-    let st = Store::new();
+    let st = new_store();
     let secret = st.write("k.hex", format!("{}\n", "ab".repeat(32)).as_bytes());
     for args in [
         &[
@@ -801,7 +692,7 @@ fn mac_and_derive_on_one_key_are_refused_and_old_keys_warn() {
 /// chain was checked.
 #[test]
 fn audit_verify_never_claims_unchecked_macs() {
-    let st = Store::new();
+    let st = new_store();
     st.ok(&["key", "create", "m", "--alg", "hmac-sha256"]);
     let db = st.store.join("metadata.sqlite");
     let sql = |q: &str| {
@@ -886,7 +777,7 @@ fn store_and_file_errors_have_their_codes() {
         .expect("run");
     assert_fails(&out, 3, "NotFound");
 
-    let st = Store::new();
+    let st = new_store();
     // A second init on the same store is refused, and creates no key file.
     let again = st.path("again.key");
     let out = keyctl()
@@ -960,7 +851,7 @@ fn tour_exits_zero_and_completes() {
 
 #[test]
 fn lifecycle_commands_roles_and_audit() {
-    let st = Store::new();
+    let st = new_store();
     st.ok(&["key", "create", "fw", "--alg", "ecdsa-p256-sha256"]);
     st.ok(&[
         "key",
@@ -1047,7 +938,7 @@ fn lifecycle_commands_roles_and_audit() {
     let due = text(&st.ok(&["key", "due"]).stdout);
     assert!(due.contains("no key is due"), "{due}");
     // Operators get their own credential and cannot do officer work.
-    st.cmd()
+    st.so()
         .args(["role", "set", "operator"])
         .env("KEYCTL_NEW_ROLE_SECRET", "operator credential")
         .output()
@@ -1110,7 +1001,7 @@ fn lifecycle_commands_roles_and_audit() {
     let out = text(&st.ok(&["audit", "verify"]).stdout);
     assert!(out.contains("intact"), "{out}");
     // Auditors have their own credential and verify too.
-    st.cmd()
+    st.so()
         .args(["role", "set", "auditor"])
         .env("KEYCTL_NEW_ROLE_SECRET", "auditor credential")
         .output()

@@ -8,50 +8,21 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
+use test_support::keyctl::{run_ok as run, s, Credential, KeyFileStore, Keyctl};
 
-const SO_SECRET: &str = "officer credential for tests";
-const OP_SECRET: &str = "operator credential for tests";
+const SO: Credential = Credential::officer("officer credential for tests");
+const OP: Credential = Credential::operator("operator credential for tests").by("station-3");
 const ROOT_SECRET: &str = "root custodian credential for tests";
 
 /// `keyctl` started by a shell that first sets umask 022, with a clean
 /// environment and no stdin.
+fn harness() -> Keyctl {
+    Keyctl::new(env!("CARGO_BIN_EXE_keyctl")).with_umask("022")
+}
+
 fn keyctl() -> Command {
-    let mut c = Command::new("/bin/sh");
-    c.args(["-c", "umask 022; exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_keyctl"));
-    for v in [
-        "KEYCTL_STORE",
-        "KEYCTL_KEY_FILE",
-        "KEYCTL_PASSPHRASE",
-        "KEYCTL_ROLE",
-        "KEYCTL_ROLE_SECRET",
-        "KEYCTL_ROLE_SECRET_FILE",
-        "KEYCTL_NEW_ROLE_SECRET",
-        "KEYCTL_ROOT_SECRET",
-        "KEYCTL_ROOT_PASSPHRASE",
-        "KEYCTL_BACKEND",
-    ] {
-        c.env_remove(v);
-    }
-    c.stdin(Stdio::null());
-    c
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-fn run(c: &mut Command) -> Output {
-    let out = c.output().expect("run keyctl");
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    harness().command()
 }
 
 fn mode(p: &Path) -> u32 {
@@ -87,63 +58,12 @@ fn assert_private_tree(dir: &Path) -> Vec<PathBuf> {
     paths
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    store: PathBuf,
-    key_file: PathBuf,
-}
-
-impl Env {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn bare(&self) -> Command {
-        let mut c = keyctl();
-        c.args(["--store", s(&self.store), "--key-file", s(&self.key_file)]);
-        c
-    }
-
-    fn so(&self) -> Command {
-        let mut c = self.bare();
-        c.env("KEYCTL_ROLE", "security-officer")
-            .env("KEYCTL_ROLE_SECRET", SO_SECRET);
-        c
-    }
-
-    fn op(&self) -> Command {
-        let mut c = self.bare();
-        c.env("KEYCTL_ROLE", "operator")
-            .env("KEYCTL_ROLE_SECRET", OP_SECRET)
-            .env("KEYCTL_ACTOR", "station-3");
-        c
-    }
-}
-
 #[test]
 fn every_store_path_backup_and_export_is_private_under_umask_022() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let env = Env {
-        store: dir.path().join("store"),
-        key_file: dir.path().join("keys").join("store.key"),
-        dir,
-    };
+    let env = KeyFileStore::new(harness(), "store", "keys/store.key", SO);
     std::fs::create_dir(env.path("keys")).expect("mkdir");
-    run(keyctl().args([
-        "--store",
-        s(&env.store),
-        "init",
-        "--new-key-file",
-        s(&env.key_file),
-    ]));
-    run(env
-        .bare()
-        .args(["role", "set", "security-officer"])
-        .env("KEYCTL_NEW_ROLE_SECRET", SO_SECRET));
-    run(env
-        .so()
-        .args(["role", "set", "operator"])
-        .env("KEYCTL_NEW_ROLE_SECRET", OP_SECRET));
+    env.init();
+    env.set_role(OP);
     run(env
         .so()
         .args(["key", "create", "sig", "--alg", "ecdsa-p256-sha256"]));
@@ -235,7 +155,7 @@ fn every_store_path_backup_and_export_is_private_under_umask_022() {
             "Test Production CA",
         ])
         .env("KEYCTL_ROOT_SECRET", ROOT_SECRET));
-    run(env.op().args([
+    run(env.with(OP).args([
         "provision",
         "--device-id",
         "DEV12345",
@@ -268,23 +188,7 @@ fn every_store_path_backup_and_export_is_private_under_umask_022() {
 
 #[test]
 fn a_loose_store_is_tightened_with_one_warning_per_path() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let env = Env {
-        store: dir.path().join("store"),
-        key_file: dir.path().join("store.key"),
-        dir,
-    };
-    run(keyctl().args([
-        "--store",
-        s(&env.store),
-        "init",
-        "--new-key-file",
-        s(&env.key_file),
-    ]));
-    run(env
-        .bare()
-        .args(["role", "set", "security-officer"])
-        .env("KEYCTL_NEW_ROLE_SECRET", SO_SECRET));
+    let env = KeyFileStore::create(harness(), "store", "store.key", SO);
     let listed = run(env.bare().args(["key", "list"]));
     assert!(
         listed.stderr.is_empty(),

@@ -4,36 +4,14 @@
 //! errors for a wrong PIN and a wrong backend.
 
 use backend_pkcs11::testing::{softhsm_or_skip, TestToken};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use test_support::keyctl::{
+    assert_fails_with as assert_exit, assert_ok, openssl_dgst_verify, s, set_role, text,
+    Credential, Keyctl,
+};
 
-const SO_SECRET: &str = "officer credential for pkcs11 tests";
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-#[track_caller]
-fn assert_exit(out: &Output, code: i32, kind: &str) {
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(code), "stderr: {stderr}");
-    assert!(stderr.starts_with(&format!("keyctl: {kind}: ")), "{stderr}");
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+const SO: Credential = Credential::officer("officer credential for pkcs11 tests");
 
 /// A store in a temporary directory whose keys live on a fresh token.
 /// `SOFTHSM2_CONF` (set by `softhsm()` in this process) is inherited by
@@ -53,13 +31,7 @@ impl Env {
             dir: tempfile::tempdir().expect("tempdir"),
         };
         assert_ok(&env.bare().arg("init").output().expect("init"));
-        let out = env
-            .bare()
-            .args(["role", "set", "security-officer"])
-            .env("KEYCTL_NEW_ROLE_SECRET", SO_SECRET)
-            .output()
-            .expect("role set");
-        assert_ok(&out);
+        set_role(&mut env.bare(), SO);
         Some(env)
     }
 
@@ -69,34 +41,17 @@ impl Env {
 
     /// `keyctl` on this store and token, the PIN from KEYCTL_PKCS11_PIN.
     fn bare(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_keyctl"));
-        for var in [
-            "KEYCTL_KEY_FILE",
-            "KEYCTL_PASSPHRASE",
-            "KEYCTL_ROLE",
-            "KEYCTL_ROLE_SECRET",
-            "KEYCTL_ROLE_SECRET_FILE",
-            "KEYCTL_NEW_ROLE_SECRET",
-            "KEYCTL_TOKEN_SERIAL",
-            "KEYCTL_PKCS11_URI",
-            "KEYCTL_PKCS11_PIN_FILE",
-            "KEYCTL_PKCS11_VERIFY",
-        ] {
-            c.env_remove(var);
-        }
+        let mut c = Keyctl::new(env!("CARGO_BIN_EXE_keyctl")).command();
         c.env("KEYCTL_STORE", self.path("store"))
             .env("KEYCTL_BACKEND", "pkcs11")
             .env("KEYCTL_PKCS11_MODULE", &self.token.module)
             .env("KEYCTL_TOKEN_LABEL", &self.token.label)
-            .env("KEYCTL_PKCS11_PIN", &self.token.user_pin)
-            .stdin(Stdio::null());
+            .env("KEYCTL_PKCS11_PIN", &self.token.user_pin);
         c
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        self.bare()
-            .env("KEYCTL_ROLE", "security-officer")
-            .env("KEYCTL_ROLE_SECRET", SO_SECRET)
+        SO.apply(&mut self.bare())
             .args(args)
             .output()
             .expect("run keyctl")
@@ -137,18 +92,7 @@ fn keyctl_keeps_keys_on_the_token_and_openssl_verifies() {
     let (sig, pem) = (env.path("sig.der"), env.path("pub.pem"));
     env.ok(&["sign", "dev-id", "--in", s(&msg), "--out", s(&sig)]);
     env.ok(&["pubkey", "dev-id", "--out", s(&pem)]);
-    let out = Command::new("openssl")
-        .args([
-            "dgst",
-            "-sha256",
-            "-verify",
-            s(&pem),
-            "-signature",
-            s(&sig),
-            s(&msg),
-        ])
-        .output()
-        .expect("run openssl (install openssl)");
+    let out = openssl_dgst_verify("openssl", &pem, &sig, &msg, &[]);
     assert!(out.status.success(), "openssl: {}", text(&out.stderr));
     env.ok(&["verify", "dev-id", "--in", s(&msg), "--sig", s(&sig)]);
     // Every signature verified on the host, by flag; an unknown policy is

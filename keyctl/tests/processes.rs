@@ -5,26 +5,12 @@
 //! (exit 3) and changes nothing.
 
 use backend_pkcs11::testing::{softhsm_or_skip, TestToken};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use test_support::keyctl::{assert_ok, openssl_dgst_verify, s, set_role, text, Credential, Keyctl};
 
-const SO_SECRET: &str = "officer credential for process tests";
+const SO: Credential = Credential::officer("officer credential for process tests");
 const OPENSSL: &str = "/usr/bin/openssl";
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
 
 /// Where the keys live: a soft store unlocked by a key file, or a token.
 enum Keys {
@@ -69,13 +55,7 @@ impl Env {
     }
 
     fn bootstrap(&self) {
-        let out = self
-            .bare()
-            .args(["role", "set", "security-officer"])
-            .env("KEYCTL_NEW_ROLE_SECRET", SO_SECRET)
-            .output()
-            .expect("role set");
-        assert_ok(&out);
+        set_role(&mut self.bare(), SO);
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -83,24 +63,8 @@ impl Env {
     }
 
     fn bare(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_keyctl"));
-        for var in [
-            "KEYCTL_KEY_FILE",
-            "KEYCTL_PASSPHRASE",
-            "KEYCTL_ROLE",
-            "KEYCTL_ROLE_SECRET",
-            "KEYCTL_ROLE_SECRET_FILE",
-            "KEYCTL_NEW_ROLE_SECRET",
-            "KEYCTL_BACKEND",
-            "KEYCTL_TOKEN_SERIAL",
-            "KEYCTL_PKCS11_URI",
-            "KEYCTL_PKCS11_PIN_FILE",
-            "KEYCTL_LOCK_TIMEOUT",
-        ] {
-            c.env_remove(var);
-        }
-        c.env("KEYCTL_STORE", self.path("store"))
-            .stdin(Stdio::null());
+        let mut c = Keyctl::new(env!("CARGO_BIN_EXE_keyctl")).command();
+        c.env("KEYCTL_STORE", self.path("store"));
         match &self.keys {
             Keys::Soft(key_file) => {
                 c.env("KEYCTL_KEY_FILE", key_file);
@@ -117,8 +81,7 @@ impl Env {
 
     fn officer(&self) -> Command {
         let mut c = self.bare();
-        c.env("KEYCTL_ROLE", "security-officer")
-            .env("KEYCTL_ROLE_SECRET", SO_SECRET);
+        SO.apply(&mut c);
         c
     }
 
@@ -214,24 +177,9 @@ fn sign_while_rotating(env: &Env, rotations: usize, signs: usize) {
     let (sig, pem) = (env.path("last.sig"), env.path("pub.pem"));
     env.ok(&["sign", "dev", "--in", s(&msg), "--out", s(&sig)]);
     env.ok(&["pubkey", "dev", "--out", s(&pem)]);
-    let out = Command::new(OPENSSL)
-        .args([
-            "dgst",
-            "-sha256",
-            "-verify",
-            s(&pem),
-            "-signature",
-            s(&sig),
-            s(&msg),
-        ])
-        .output()
-        .expect("openssl");
+    let out = openssl_dgst_verify(OPENSSL, &pem, &sig, &msg, &[]);
     assert_ok(&out);
     assert_nothing_lost(env, rotations);
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 #[test]

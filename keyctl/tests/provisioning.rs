@@ -2,143 +2,59 @@
 //! soft stores in temporary directories unlocked by key files, the OpenSSL
 //! CLI for interop.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::process::Command;
+use test_support::keyctl::{
+    all_text as text, assert_fails_last_line as assert_fails, assert_ok, s, Credential,
+    KeyFileStore, Keyctl,
+};
 
 const OPENSSL: &str = "/usr/bin/openssl";
 const SO_SECRET: &str = "officer credential for tests";
-const OP_SECRET: &str = "operator credential for tests";
 const ROOT_SECRET: &str = "root custodian credential for tests";
+const SO: Credential = Credential::officer(SO_SECRET).by("officer-1");
+const OP: Credential = Credential::operator("operator credential for tests").by("station-3");
 
 fn keyctl() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_keyctl"));
-    for v in [
-        "KEYCTL_STORE",
-        "KEYCTL_KEY_FILE",
-        "KEYCTL_PASSPHRASE",
-        "KEYCTL_ROLE",
-        "KEYCTL_ROLE_SECRET",
-        "KEYCTL_ROLE_SECRET_FILE",
-        "KEYCTL_NEW_ROLE_SECRET",
-        "KEYCTL_ROOT_SECRET",
-        "KEYCTL_ROOT_PASSPHRASE",
-        "KEYCTL_BACKEND",
-    ] {
-        c.env_remove(v);
-    }
-    c.stdin(Stdio::null());
-    c
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn assert_ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}: {}",
-        o.status.code(),
-        text(o)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-/// Exit `code` and one stderr line `keyctl: <kind>: ...`.
-fn assert_fails(o: &Output, code: i32, kind: &str) -> String {
-    let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(code), "{}", text(o));
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(
-        last.starts_with(&format!("keyctl: {kind}: ")),
-        "expected '{kind}', got: {stderr}"
-    );
-    stderr
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
+    Keyctl::new(env!("CARGO_BIN_EXE_keyctl")).command()
 }
 
 /// A production store with security-officer and operator credentials, and
 /// (once `ceremony` ran) an intermediate signed by an offline root.
 struct Factory {
-    dir: tempfile::TempDir,
-    store: PathBuf,
-    key_file: PathBuf,
+    st: KeyFileStore,
     root: PathBuf,
     root_key: PathBuf,
 }
 
+/// The production store's commands (`bare`, `so`) and paths.
+impl Deref for Factory {
+    type Target = KeyFileStore;
+
+    fn deref(&self) -> &KeyFileStore {
+        &self.st
+    }
+}
+
 impl Factory {
     fn new() -> Factory {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = dir.path().join("production");
-        let key_file = dir.path().join("production.key");
-        let f = Factory {
-            root: dir.path().join("root-ca"),
-            root_key: dir.path().join("root.key"),
-            dir,
-            store,
-            key_file,
-        };
-        assert_ok(
-            &keyctl()
-                .args([
-                    "--store",
-                    s(&f.store),
-                    "init",
-                    "--new-key-file",
-                    s(&f.key_file),
-                ])
-                .output()
-                .unwrap(),
+        let st = KeyFileStore::create(
+            Keyctl::new(env!("CARGO_BIN_EXE_keyctl")),
+            "production",
+            "production.key",
+            SO,
         );
-        assert_ok(
-            &f.bare()
-                .args(["role", "set", "security-officer"])
-                .env("KEYCTL_NEW_ROLE_SECRET", SO_SECRET)
-                .output()
-                .unwrap(),
-        );
-        assert_ok(
-            &f.so()
-                .args(["role", "set", "operator"])
-                .env("KEYCTL_NEW_ROLE_SECRET", OP_SECRET)
-                .output()
-                .unwrap(),
-        );
-        f
-    }
-
-    fn bare(&self) -> Command {
-        let mut c = keyctl();
-        c.args(["--store", s(&self.store), "--key-file", s(&self.key_file)]);
-        c
-    }
-
-    fn so(&self) -> Command {
-        let mut c = self.bare();
-        c.env("KEYCTL_ROLE", "security-officer")
-            .env("KEYCTL_ROLE_SECRET", SO_SECRET)
-            .env("KEYCTL_ACTOR", "officer-1");
-        c
+        st.set_role(OP);
+        Factory {
+            root: st.path("root-ca"),
+            root_key: st.path("root.key"),
+            st,
+        }
     }
 
     fn op(&self) -> Command {
-        let mut c = self.bare();
-        c.env("KEYCTL_ROLE", "operator")
-            .env("KEYCTL_ROLE_SECRET", OP_SECRET)
-            .env("KEYCTL_ACTOR", "station-3");
-        c
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.with(OP)
     }
 
     fn ceremony(&self) {

@@ -8,27 +8,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+use test_support::keyctl::{assert_ok, openssl_dgst_verify, s, set_role, text, Credential, Keyctl};
+use test_support::skip::skip_or_fail;
 
-const SO_SECRET: &str = "officer credential for tpm tests";
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-#[track_caller]
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
+const SO: Credential = Credential::officer("officer credential for tpm tests");
 
 /// A swtpm on a free loopback port pair below the ephemeral range, killed on drop.
 struct Swtpm {
@@ -39,14 +22,10 @@ struct Swtpm {
 impl Swtpm {
     fn start(state: &Path) -> Option<Swtpm> {
         if Command::new("swtpm").arg("--version").output().is_err() {
-            let skip = std::env::var("KEYSTORE_TEST_SKIP")
-                .map(|v| v.split(',').any(|b| b.trim() == "tpm"))
-                .unwrap_or(false);
-            assert!(
-                skip,
-                "swtpm is not installed: apt-get install swtpm swtpm-tools"
+            return skip_or_fail(
+                "tpm",
+                "swtpm is not installed: apt-get install swtpm swtpm-tools",
             );
-            return None;
         }
         std::fs::create_dir_all(state).expect("state dir");
         let base = 12_000 + (std::process::id() % 8_000) as u16 * 2;
@@ -118,13 +97,7 @@ impl Env {
         }
         let env = Env { dir, swtpm };
         assert_ok(&env.bare().arg("init").output().expect("init"));
-        let out = env
-            .bare()
-            .args(["role", "set", "security-officer"])
-            .env("KEYCTL_NEW_ROLE_SECRET", SO_SECRET)
-            .output()
-            .expect("role set");
-        assert_ok(&out);
+        set_role(&mut env.bare(), SO);
         Some(env)
     }
 
@@ -133,33 +106,16 @@ impl Env {
     }
 
     fn bare(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_keyctl"));
-        for var in [
-            "KEYCTL_KEY_FILE",
-            "KEYCTL_PASSPHRASE",
-            "KEYCTL_ROLE",
-            "KEYCTL_ROLE_SECRET",
-            "KEYCTL_ROLE_SECRET_FILE",
-            "KEYCTL_NEW_ROLE_SECRET",
-            "KEYSTORE_TPM_OWNER_AUTH",
-            "KEYSTORE_TPM_OWNER_AUTH_FILE",
-            "TPM2TOOLS_TCTI",
-            "TCTI",
-        ] {
-            c.env_remove(var);
-        }
+        let mut c = Keyctl::new(env!("CARGO_BIN_EXE_keyctl")).command();
         c.env("KEYCTL_STORE", self.path("store"))
             .env("KEYCTL_BACKEND", "tpm")
             .env("KEYCTL_TPM_TCTI", self.swtpm.tcti())
-            .env("KEYSTORE_TPM_OWNER_AUTH_FILE", self.path("owner.auth"))
-            .stdin(Stdio::null());
+            .env("KEYSTORE_TPM_OWNER_AUTH_FILE", self.path("owner.auth"));
         c
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        self.bare()
-            .env("KEYCTL_ROLE", "security-officer")
-            .env("KEYCTL_ROLE_SECRET", SO_SECRET)
+        SO.apply(&mut self.bare())
             .args(args)
             .output()
             .expect("run keyctl")
@@ -191,18 +147,7 @@ fn keyctl_keeps_keys_in_the_tpm_and_openssl_verifies() {
     let (sig, pem) = (env.path("sig.der"), env.path("pub.pem"));
     env.ok(&["sign", "dev-id", "--in", s(&msg), "--out", s(&sig)]);
     env.ok(&["pubkey", "dev-id", "--out", s(&pem)]);
-    let out = Command::new("openssl")
-        .args([
-            "dgst",
-            "-sha256",
-            "-verify",
-            s(&pem),
-            "-signature",
-            s(&sig),
-            s(&msg),
-        ])
-        .output()
-        .expect("openssl");
+    let out = openssl_dgst_verify("openssl", &pem, &sig, &msg, &[]);
     assert_ok(&out);
     let listing = text(&env.ok(&["key", "list"]).stdout);
     assert!(

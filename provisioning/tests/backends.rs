@@ -16,13 +16,8 @@ use provisioning::{
 };
 use std::process::Command;
 use std::sync::Arc;
+use test_support::skip::skip_requested;
 use time::{Duration, OffsetDateTime};
-
-fn skip_requested(backend: &str) -> bool {
-    std::env::var("KEYSTORE_TEST_SKIP")
-        .map(|v| v.split(',').any(|b| b.trim() == backend))
-        .unwrap_or(false)
-}
 
 #[test]
 fn provisioning_with_the_intermediate_on_pkcs11_and_the_device_key_in_a_tpm() {

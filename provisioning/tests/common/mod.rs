@@ -4,10 +4,11 @@
 #![allow(dead_code)]
 
 use backend_soft::{create_key_file, Kdf, SoftStore, Unlock};
-use keystore_api::{Actor, Keystore, ManualClock, Role};
+use keystore_api::{Actor, Keystore, ManualClock};
 use provisioning::{ceremony, Factory, PkiDb, RootCa};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use test_support::actors;
 use time::{Duration, OffsetDateTime};
 
 /// A fixed start time for clocked tests.
@@ -47,15 +48,15 @@ impl Store {
 }
 
 pub fn officer() -> Actor {
-    Actor::new("officer-1", Role::SecurityOfficer).expect("actor")
+    actors::officer("officer-1")
 }
 
 pub fn custodian() -> Actor {
-    Actor::new("root-custodian", Role::SecurityOfficer).expect("actor")
+    actors::officer("root-custodian")
 }
 
 pub fn operator() -> Actor {
-    Actor::new("station-3", Role::Operator).expect("actor")
+    actors::operator("station-3")
 }
 
 /// A factory whose intermediate was signed by a root in `root_dir`; the root

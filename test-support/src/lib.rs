@@ -1,0 +1,16 @@
+//! Test scaffolding shared by the workspace's test suites (never published):
+//!
+//! - [`skip`]: the `KEYSTORE_TEST_SKIP` rule: a missing simulator or tool
+//!   fails the test with an install hint, unless the variable names the
+//!   backend, and then the test reports `SKIPPED` (never passes silently);
+//! - [`actors`]: `Actor` values for the roles;
+//! - [`keyctl`]: the `keyctl` command harness (clean environment, no stdin),
+//!   output assertions, and a soft store unlocked by a key file with the
+//!   security officer bootstrapped.
+//!
+//! The conformance suite's fixtures stay in `conformance-tests`: that crate
+//! is itself the suite.
+
+pub mod actors;
+pub mod keyctl;
+pub mod skip;
