@@ -17,96 +17,6 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use time::OffsetDateTime;
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS ca_certs (
-    serial       TEXT PRIMARY KEY,
-    role         TEXT NOT NULL CHECK (role IN ('root', 'intermediate')),
-    key_name     TEXT,
-    key_version  INTEGER,
-    der          BLOB NOT NULL,
-    digest       TEXT NOT NULL,
-    not_after    TEXT NOT NULL,
-    installed_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS signed_intermediates (
-    serial     TEXT PRIMARY KEY,
-    der        BLOB NOT NULL,
-    subject    TEXT NOT NULL,
-    signed_at  TEXT NOT NULL,
-    revoked_at TEXT,
-    reason     TEXT
-);
-CREATE TABLE IF NOT EXISTS devices (
-    device_id      TEXT PRIMARY KEY,
-    operator       TEXT NOT NULL,
-    provisioned_at TEXT NOT NULL,
-    event_id       TEXT NOT NULL,
-    record_yaml    TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS device_keys (
-    fingerprint   TEXT PRIMARY KEY,
-    device_id     TEXT NOT NULL REFERENCES devices(device_id),
-    key_version   INTEGER NOT NULL,
-    registered_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS issued (
-    serial        TEXT PRIMARY KEY,
-    issuer_serial TEXT NOT NULL,
-    device_id     TEXT NOT NULL REFERENCES devices(device_id),
-    fingerprint   TEXT NOT NULL REFERENCES device_keys(fingerprint),
-    key_version   INTEGER NOT NULL,
-    der           BLOB NOT NULL,
-    digest        TEXT NOT NULL,
-    not_before    TEXT NOT NULL,
-    not_after     TEXT NOT NULL,
-    issued_at     TEXT NOT NULL,
-    superseded_at TEXT,
-    grace_end     TEXT,
-    revoked_at    TEXT,
-    reason        TEXT
-);
-CREATE INDEX IF NOT EXISTS issued_by_device ON issued(device_id);
-CREATE TABLE IF NOT EXISTS crl_state (
-    issuer_serial TEXT PRIMARY KEY,
-    number        INTEGER NOT NULL,
-    der           BLOB,
-    this_update   TEXT,
-    next_update   TEXT
-);
-CREATE TABLE IF NOT EXISTS identity_certs (
-    key_name     TEXT NOT NULL,
-    key_version  INTEGER NOT NULL,
-    serial       TEXT NOT NULL,
-    device_id    TEXT NOT NULL,
-    der          BLOB NOT NULL,
-    chain_pem    TEXT NOT NULL,
-    not_after    TEXT NOT NULL,
-    installed_at TEXT NOT NULL,
-    PRIMARY KEY (key_name, key_version, serial)
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq         INTEGER PRIMARY KEY,
-    id          TEXT NOT NULL UNIQUE,
-    at          TEXT NOT NULL,
-    actor       TEXT NOT NULL,
-    role        TEXT NOT NULL,
-    event       TEXT NOT NULL,
-    device_id   TEXT,
-    serial      TEXT,
-    fingerprint TEXT,
-    detail      TEXT NOT NULL,
-    prev_hash   TEXT NOT NULL,
-    hash        TEXT NOT NULL,
-    mac         TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events_head (
-    id   INTEGER PRIMARY KEY CHECK (id = 1),
-    seq  INTEGER NOT NULL,
-    hash TEXT NOT NULL,
-    mac  TEXT NOT NULL
-);
-";
-
 /// The keystore key (HMAC-SHA256, non-extractable) that MACs the event log.
 pub const EVENT_KEY: &str = "provisioning.events";
 
@@ -129,7 +39,7 @@ impl std::fmt::Debug for PkiDb {
     }
 }
 
-fn db_err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
+pub(crate) fn db_err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
     move |e| Error::backend("pki-db", what.to_string(), e)
 }
 
@@ -162,13 +72,12 @@ impl PkiDb {
     /// reported in [`PkiDb::permission_report`].
     pub fn open(path: &Path) -> Result<PkiDb> {
         let permissions = secure_files(path)?;
-        let conn = Connection::open(path).map_err(db_err("cannot open the PKI database"))?;
+        let mut conn = Connection::open(path).map_err(db_err("cannot open the PKI database"))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db_err("cannot configure the PKI database"))?;
         conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL;")
             .map_err(db_err("cannot configure the PKI database"))?;
-        conn.execute_batch(SCHEMA)
-            .map_err(db_err("cannot create the PKI schema"))?;
+        crate::schema::migrate(&mut conn)?;
         Ok(PkiDb {
             conn: Mutex::new(conn),
             permissions,

@@ -79,6 +79,7 @@ pub mod db;
 pub mod device;
 pub mod provision;
 pub mod record;
+mod schema;
 pub mod signer;
 pub mod util;
 pub mod verify;

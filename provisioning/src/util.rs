@@ -2,6 +2,11 @@
 
 use base64::Engine;
 use keystore_api::{Error, Result};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{
+    CertificateDer, CertificateRevocationListDer, CertificateSigningRequestDer,
+    SubjectPublicKeyInfoDer,
+};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -79,7 +84,8 @@ pub fn random_id() -> Result<String> {
     Ok(hex::encode(random_bytes::<16>()?))
 }
 
-/// Encodes DER as PEM with `label`.
+/// Encodes DER as PEM with `label` (64-character lines). The one PEM
+/// encoder of the crate: `rustls-pki-types` decodes but does not encode.
 pub fn pem_encode(label: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);
     let mut out = format!("-----BEGIN {label}-----\n");
@@ -91,31 +97,47 @@ pub fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
-/// Every PEM block labelled `label` in `text`, decoded. Other blocks and
-/// text around them are ignored.
+/// Every PEM block labelled `label` in `text`, decoded by
+/// `rustls-pki-types`. Blocks with other labels and text around them are
+/// ignored; a malformed block of any label is an error. `label` is one of
+/// `CERTIFICATE`, `X509 CRL`, `CERTIFICATE REQUEST` and `PUBLIC KEY`.
 pub fn pem_decode_all(text: &str, label: &str) -> Result<Vec<Vec<u8>>> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find(&begin) {
-        let after = &rest[start + begin.len()..];
-        let Some(stop) = after.find(&end) else {
-            return Err(Error::InvalidInput(format!(
-                "a PEM block '{label}' has no END line"
-            )));
-        };
-        let b64: String = after[..stop]
-            .chars()
-            .filter(|c| !c.is_ascii_whitespace())
-            .collect();
-        let der = base64::engine::general_purpose::STANDARD
-            .decode(b64.as_bytes())
-            .map_err(|_| Error::InvalidInput(format!("a PEM block '{label}' is not base64")))?;
-        out.push(der);
-        rest = &after[stop + end.len()..];
+    match label {
+        "CERTIFICATE" => pem_blocks::<CertificateDer<'static>>(text, label),
+        "X509 CRL" => pem_blocks::<CertificateRevocationListDer<'static>>(text, label),
+        "CERTIFICATE REQUEST" => pem_blocks::<CertificateSigningRequestDer<'static>>(text, label),
+        "PUBLIC KEY" => pem_blocks::<SubjectPublicKeyInfoDer<'static>>(text, label),
+        _ => Err(Error::InvalidInput(format!(
+            "PEM label '{}' is not supported",
+            shorten(label)
+        ))),
     }
-    Ok(out)
+}
+
+/// The blocks of one type `T` in `text`, as DER.
+fn pem_blocks<T: PemObject + AsRef<[u8]>>(text: &str, label: &str) -> Result<Vec<Vec<u8>>> {
+    T::pem_slice_iter(text.as_bytes())
+        .map(|block| {
+            block
+                .map(|der| der.as_ref().to_vec())
+                .map_err(|e| pem_error(label, e))
+        })
+        .collect()
+}
+
+/// A PEM syntax error, in words an operator can act on.
+fn pem_error(label: &str, e: pem::Error) -> Error {
+    Error::InvalidInput(match e {
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "a PEM block '{}' has no END line (reading '{label}')",
+            shorten(&String::from_utf8_lossy(&end_marker))
+        ),
+        pem::Error::IllegalSectionStart { .. } => {
+            format!("a PEM BEGIN line is malformed (reading '{label}')")
+        }
+        pem::Error::Base64Decode(_) => format!("a PEM block is not base64 (reading '{label}')"),
+        other => format!("malformed PEM (reading '{label}'): {other}"),
+    })
 }
 
 /// DER from `bytes` that may be PEM (one block labelled `label`) or DER.
@@ -186,7 +208,24 @@ mod tests {
         );
         assert_eq!(der_from_pem_or_der(&der, "CERTIFICATE").unwrap(), der);
         assert!(der_from_pem_or_der(b"garbage", "CERTIFICATE").is_err());
-        assert!(pem_decode_all("-----BEGIN X-----\nAAAA", "X").is_err());
+        let err = pem_decode_all("-----BEGIN CERTIFICATE-----\nMAMBAgM=", "CERTIFICATE");
+        assert!(matches!(err, Err(Error::InvalidInput(m)) if m.contains("no END line")));
+        let err = pem_decode_all(
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
+            "CERTIFICATE",
+        );
+        assert!(matches!(err, Err(Error::InvalidInput(m)) if m.contains("not base64")));
+        assert!(pem_decode_all(&pem, "X").is_err());
+        // Blocks of other labels and text around blocks are skipped.
+        let mixed = format!("note\n{}{pem}", pem_encode("X509 CRL", &[0x30, 0]));
+        assert_eq!(
+            pem_decode_all(&mixed, "CERTIFICATE").unwrap(),
+            vec![der.clone()]
+        );
+        assert_eq!(
+            pem_decode_all(&mixed, "X509 CRL").unwrap(),
+            vec![vec![0x30, 0]]
+        );
     }
 
     #[test]

@@ -108,6 +108,67 @@ fn ca_hierarchy_root_is_offline_and_provisioning_runs_without_its_store() {
 }
 
 #[test]
+fn refused_provisioning_operations_are_audited_in_the_store_whose_key_they_would_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = Arc::new(keystore_api::ManualClock::new(t0()));
+    let root = Store::open(&tmp.path().join("root"), clock.clone());
+    let prod = Store::open(&tmp.path().join("prod"), clock);
+    let auditor = Actor::new("eve", Role::Auditor).unwrap();
+    // An operator may record events: the refusal is a pki-refused event.
+    let err = RootCa::new(&root.ks, &root.db)
+        .init(&operator(), "Root", Duration::days(10), t0())
+        .unwrap_err();
+    assert!(matches!(err, Error::Policy(_)), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "policy: creating the root CA needs the security-officer role; 'station-3' acts as operator"
+    );
+    let f = provisioning::Factory::new(&prod.ks, &prod.db);
+    assert!(matches!(
+        f.request_intermediate(&operator(), "Prod CA"),
+        Err(Error::Policy(_))
+    ));
+    // An auditor may not record events: the keystore refuses and audits that.
+    assert!(matches!(
+        f.issue_crl(&auditor, t0(), Duration::days(7)),
+        Err(Error::Policy(_))
+    ));
+    let trail = |s: &Store| s.ks.export_audit(&officer()).expect("export");
+    let root_trail = trail(&root);
+    let refused: Vec<_> = root_trail
+        .iter()
+        .filter(|e| e.event == provisioning::ca::REFUSED_EVENT)
+        .collect();
+    assert_eq!(refused.len(), 1, "{root_trail:?}");
+    assert_eq!(refused[0].role, "operator");
+    assert_eq!(
+        refused[0].detail,
+        "creating the root CA refused: needs the security-officer role"
+    );
+    let prod_trail = trail(&prod);
+    assert!(
+        prod_trail
+            .iter()
+            .any(|e| e.event == provisioning::ca::REFUSED_EVENT
+                && e.detail
+                    == "requesting an intermediate CA refused: needs the security-officer role"),
+        "{prod_trail:?}"
+    );
+    assert!(
+        prod_trail
+            .iter()
+            .any(|e| e.event == "refused" && e.actor == "eve" && e.role == "auditor"),
+        "{prod_trail:?}"
+    );
+    // Neither store's trail holds the other's refusals, and both still verify.
+    assert!(!root_trail.iter().any(|e| e.detail.contains("intermediate")));
+    for s in [&root, &prod] {
+        let report = s.ks.verify_audit(&officer()).expect("verify");
+        assert!(report.first_bad.is_none(), "{report:?}");
+    }
+}
+
+#[test]
 fn root_store_refuses_a_second_root_and_only_officers_run_ceremonies() {
     let tmp = tempfile::tempdir().unwrap();
     let clock = Arc::new(keystore_api::ManualClock::new(t0()));

@@ -159,7 +159,12 @@ impl<'a, B: Backend> Factory<'a, B> {
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<Vec<u8>> {
-        require(actor, &[Role::SecurityOfficer], "revoking a certificate")?;
+        require(
+            self.ks,
+            actor,
+            &[Role::SecurityOfficer],
+            "revoking a certificate",
+        )?;
         check_reason(reason)?;
         let serial = normalise_serial(serial)?;
         ensure_event_key(self.ks, actor)?;
@@ -215,7 +220,12 @@ impl<'a, B: Backend> Factory<'a, B> {
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<(Vec<String>, Vec<u8>)> {
-        require(actor, &[Role::SecurityOfficer], "revoking a certificate")?;
+        require(
+            self.ks,
+            actor,
+            &[Role::SecurityOfficer],
+            "revoking a certificate",
+        )?;
         let serials: Vec<String> = self
             .certificates(device_id)?
             .into_iter()
@@ -244,6 +254,7 @@ impl<'a, B: Backend> Factory<'a, B> {
         next_update_in: Duration,
     ) -> Result<Vec<u8>> {
         require(
+            self.ks,
             actor,
             &[Role::Operator, Role::SecurityOfficer],
             "issuing a CRL",

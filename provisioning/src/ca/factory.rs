@@ -107,6 +107,7 @@ impl<'a, B: Backend> Factory<'a, B> {
     /// Needs the security-officer role.
     pub fn request_intermediate(&self, actor: &Actor, common_name: &str) -> Result<VerifiedCsr> {
         require(
+            self.ks,
             actor,
             &[Role::SecurityOfficer],
             "requesting an intermediate CA",
@@ -149,6 +150,7 @@ impl<'a, B: Backend> Factory<'a, B> {
         now: OffsetDateTime,
     ) -> Result<()> {
         require(
+            self.ks,
             actor,
             &[Role::SecurityOfficer],
             "installing an intermediate CA",

@@ -27,7 +27,12 @@ impl<'a, B: Backend> Factory<'a, B> {
         } else {
             "provisioning a device"
         };
-        require(actor, &[Role::Operator, Role::SecurityOfficer], what)?;
+        require(
+            self.ks,
+            actor,
+            &[Role::Operator, Role::SecurityOfficer],
+            what,
+        )?;
         check_device_id(req.device_id)?;
         check_operator(req.operator)?;
         check_validity(req.validity, "device certificate")?;

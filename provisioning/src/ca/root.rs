@@ -56,7 +56,12 @@ impl<'a, B: Backend> RootCa<'a, B> {
         validity: Duration,
         now: OffsetDateTime,
     ) -> Result<CertInfo> {
-        require(actor, &[Role::SecurityOfficer], "creating the root CA")?;
+        require(
+            self.ks,
+            actor,
+            &[Role::SecurityOfficer],
+            "creating the root CA",
+        )?;
         check_validity(validity, "root")?;
         let subject = cn_subject(common_name, None)?;
         if db::current_ca(&self.db.lock(), "root")?.is_some() {
@@ -117,6 +122,7 @@ impl<'a, B: Backend> RootCa<'a, B> {
         now: OffsetDateTime,
     ) -> Result<CertInfo> {
         require(
+            self.ks,
             actor,
             &[Role::SecurityOfficer],
             "signing an intermediate CA",
@@ -181,6 +187,7 @@ impl<'a, B: Backend> RootCa<'a, B> {
         next_update_in: Duration,
     ) -> Result<Vec<u8>> {
         require(
+            self.ks,
             actor,
             &[Role::SecurityOfficer],
             "revoking an intermediate CA",
@@ -245,7 +252,12 @@ impl<'a, B: Backend> RootCa<'a, B> {
         now: OffsetDateTime,
         next_update_in: Duration,
     ) -> Result<Vec<u8>> {
-        require(actor, &[Role::SecurityOfficer], "issuing the root CRL")?;
+        require(
+            self.ks,
+            actor,
+            &[Role::SecurityOfficer],
+            "issuing the root CRL",
+        )?;
         check_crl_validity(next_update_in)?;
         let root = self.certificate()?;
         let signer = KeystoreSigner::new(self.ks, ROOT_KEY)?;
