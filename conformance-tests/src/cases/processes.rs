@@ -32,13 +32,19 @@ fn load(backend: &str) -> Load {
             uses: 120,
             rotations: 40,
             listings: 8,
-            kill_window_us: 30_000,
+            kill_window_us: 60_000,
+        },
+        "pkcs11" => Load {
+            uses: 120,
+            rotations: 60,
+            listings: 30,
+            kill_window_us: 150_000,
         },
         _ => Load {
             uses: 120,
             rotations: 60,
             listings: 30,
-            kill_window_us: 30_000,
+            kill_window_us: 40_000,
         },
     }
 }
