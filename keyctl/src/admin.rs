@@ -7,6 +7,7 @@ use crate::cli::{ActorArgs, AuditCommand, KeyCommand, RoleCommand};
 use crate::error::{CliError, CliResult};
 use crate::files;
 use crate::store::Store;
+use keystore_api::clock::rfc3339;
 use keystore_api::{AuditCoverage, AuditEntry, KeyInfo, Role, Usages};
 use std::path::Path;
 
@@ -107,8 +108,8 @@ fn print_versions(info: &KeyInfo) -> CliResult<()> {
             v.version,
             v.state.to_string(),
             v.origin.to_string(),
-            v.created_at,
-            v.grace_end.as_deref().unwrap_or("-")
+            rfc3339(v.created_at),
+            v.grace_end.map_or_else(|| "-".to_string(), rfc3339)
         )?;
     }
     Ok(())

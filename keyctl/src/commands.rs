@@ -6,6 +6,7 @@ use crate::cli::{
 use crate::error::{CliError, CliResult};
 use crate::files;
 use crate::store::Store;
+use keystore_api::clock::rfc3339;
 use keystore_api::{limits, Algorithm, KeyInfo, KeySpec, SecretBytes, SignatureFormat, Usages};
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -180,7 +181,7 @@ fn print_show(k: &KeyInfo) -> CliResult<()> {
             Usages::MAC_AND_DERIVE_REASON
         )?;
     }
-    outln!("created:    {}", k.created_at)?;
+    outln!("created:    {}", rfc3339(k.created_at))?;
     outln!(
         "active:     {}",
         k.active()
@@ -191,7 +192,7 @@ fn print_show(k: &KeyInfo) -> CliResult<()> {
         outln!("  - version:     {}", v.version)?;
         outln!("    state:       {}", v.state)?;
         outln!("    origin:      {}", v.origin)?;
-        outln!("    created:     {}", v.created_at)?;
+        outln!("    created:     {}", rfc3339(v.created_at))?;
         outln!(
             "    fingerprint: {}",
             v.fingerprint.as_deref().unwrap_or("- (secret key)")

@@ -178,7 +178,11 @@ pub fn run() -> CliResult<()> {
         "version {} is active and signs (signature by version {}); version 1 is deactivated until {} and still verifies its signature (version {old_ok})",
         rotated.active().map(|v| v.version).unwrap_or(0),
         new_sig.version,
-        rotated.version(1).and_then(|v| v.grace_end.clone()).unwrap_or_default()
+        rotated
+            .version(1)
+            .and_then(|v| v.grace_end)
+            .map(keystore_api::clock::rfc3339)
+            .unwrap_or_default()
     ))?;
 
     step.next("An operator may not revoke; the refusal is audited")?;

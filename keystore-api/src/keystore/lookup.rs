@@ -213,20 +213,30 @@ pub(crate) fn to_info(key: KeyRow, versions: Vec<VersionRow>) -> Result<KeyInfo>
                 origin: v.origin,
                 public_key,
                 fingerprint: v.fingerprint,
-                created_at: v.created_at,
-                state_changed_at: v.state_changed_at,
-                grace_end: v.grace_end,
+                created_at: stored_time(&key.name, &v.created_at)?,
+                state_changed_at: stored_time(&key.name, &v.state_changed_at)?,
+                grace_end: v
+                    .grace_end
+                    .as_deref()
+                    .map(|t| stored_time(&key.name, t))
+                    .transpose()?,
                 reason: v.reason,
             })
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(KeyInfo {
-        name: key.name,
         algorithm: key.algorithm,
         usages: key.usages,
         backup_eligible: key.backup_eligible,
         cryptoperiod: key.cryptoperiod_secs.map(time::Duration::seconds),
-        created_at: key.created_at,
+        created_at: stored_time(&key.name, &key.created_at)?,
+        name: key.name,
         versions,
     })
+}
+
+/// A time as the metadata stores it (RFC 3339); anything else is damage.
+fn stored_time(key: &str, s: &str) -> Result<OffsetDateTime> {
+    crate::clock::parse_rfc3339(s)
+        .ok_or_else(|| Error::Integrity(format!("metadata holds a malformed time for key '{key}'")))
 }

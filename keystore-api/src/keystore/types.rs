@@ -5,6 +5,7 @@ use crate::metadata::{KeyState, Origin};
 use crate::public_key::PublicKey;
 use crate::write_lock::DEFAULT_LOCK_TIMEOUT;
 use std::time::Duration as StdDuration;
+use time::OffsetDateTime;
 
 /// How [`Keystore::open_with`](super::Keystore::open_with) opens a store.
 #[derive(Debug, Clone)]
@@ -106,12 +107,12 @@ pub struct VersionInfo {
     pub public_key: Option<PublicKey>,
     /// `sha256:` fingerprint of the public key, for asymmetric keys.
     pub fingerprint: Option<String>,
-    /// RFC 3339 UTC creation time.
-    pub created_at: String,
-    /// RFC 3339 UTC time of the last state change.
-    pub state_changed_at: String,
+    /// Creation time (UTC, whole seconds).
+    pub created_at: OffsetDateTime,
+    /// Time of the last state change.
+    pub state_changed_at: OffsetDateTime,
     /// End of the grace period, for deactivated versions.
-    pub grace_end: Option<String>,
+    pub grace_end: Option<OffsetDateTime>,
     /// Why the version was revoked or marked missing, if it was.
     pub reason: Option<String>,
 }
@@ -129,8 +130,8 @@ pub struct KeyInfo {
     pub backup_eligible: bool,
     /// The cryptoperiod, if scheduled rotation applies.
     pub cryptoperiod: Option<time::Duration>,
-    /// RFC 3339 UTC creation time.
-    pub created_at: String,
+    /// Creation time (UTC, whole seconds).
+    pub created_at: OffsetDateTime,
     /// Versions, oldest first.
     pub versions: Vec<VersionInfo>,
 }
