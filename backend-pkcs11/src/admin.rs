@@ -10,7 +10,7 @@ use crate::error::ck;
 use crate::token;
 use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
-use keystore_api::{Error, Result, SecretBytes};
+use keystore_backend::{Error, Result, SecretBytes};
 use std::path::Path;
 
 /// A token [`init_token`] initialised.

@@ -6,7 +6,7 @@
 //! not part of this configuration: only [`crate::admin`] takes it.
 
 use crate::error::COMPONENT;
-use keystore_api::{Error, Result, SecretBytes};
+use keystore_backend::{Error, Result, SecretBytes};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -18,7 +18,7 @@ use crate::token::Found;
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::RvError;
 use cryptoki::session::{Session, UserType};
-use keystore_api::{Error, Result, SecretBytes};
+use keystore_backend::{Error, Result, SecretBytes};
 use secrecy::SecretBox;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;

@@ -12,7 +12,7 @@
 //! Messages carry the operation and the return-value name, never data.
 
 use cryptoki::error::{Error as CkError, RvError};
-use keystore_api::Error;
+use keystore_backend::Error;
 
 /// The component name used in [`Error::Backend`].
 pub(crate) const COMPONENT: &str = "pkcs11";

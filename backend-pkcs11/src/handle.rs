@@ -11,7 +11,7 @@
 //! not 24 bytes or does not carry this store's prefix is not ours: every
 //! operation answers it with `NotFound`.
 
-use keystore_api::{Error, KeyHandle, Result};
+use keystore_backend::{Error, KeyHandle, Result};
 use sha2::{Digest, Sha256};
 
 /// `CKA_ID` prefix of every object this crate creates.

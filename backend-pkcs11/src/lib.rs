@@ -81,7 +81,7 @@ pub use reconcile::ReconcileReport;
 
 use cryptoki::object::ObjectHandle;
 use handle::{KeyId, Prefix};
-use keystore_api::{
+use keystore_backend::{
     AeadSealed, Algorithm, Backend, Capabilities, Error, GeneratedKey, KeyHandle, PublicKey,
     Result, SecretBytes,
 };
@@ -315,7 +315,7 @@ impl Pkcs11Backend {
         self.public_keys().remove(id);
     }
 
-    fn require(&self, alg: Algorithm, op: keystore_api::Operation) -> Result<()> {
+    fn require(&self, alg: Algorithm, op: keystore_backend::Operation) -> Result<()> {
         if self.caps.supports(alg, op) {
             Ok(())
         } else {
@@ -337,7 +337,7 @@ impl Backend for Pkcs11Backend {
     }
 
     fn generate(&self, algorithm: Algorithm, label: &str) -> Result<GeneratedKey> {
-        self.require(algorithm, keystore_api::Operation::Generate)?;
+        self.require(algorithm, keystore_backend::Operation::Generate)?;
         self.generate_key(algorithm, label)
     }
 
@@ -351,7 +351,7 @@ impl Backend for Pkcs11Backend {
                 secret.len()
             ))),
             Some(_) => {
-                self.require(algorithm, keystore_api::Operation::Import)?;
+                self.require(algorithm, keystore_backend::Operation::Import)?;
                 self.import_key(algorithm, secret, label)
             }
         }

@@ -33,7 +33,7 @@ use cryptoki::mechanism::MechanismType;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::types::Ulong;
-use keystore_api::{Algorithm, Result};
+use keystore_backend::{Algorithm, Result};
 
 /// `CKA_APPLICATION` of the marker objects.
 pub(crate) const APPLICATION: &[u8] = b"keystore-rs/backend-pkcs11 key marker v1";

@@ -10,7 +10,7 @@
 //! parsed once per key.
 
 use aws_lc_rs::signature::{self as aws, ParsedPublicKey, VerificationAlgorithm};
-use keystore_api::{Algorithm, Error, PublicKey, Result};
+use keystore_backend::{Algorithm, Error, PublicKey, Result};
 
 /// DER of the `prime256v1` (P-256) named-curve OID, the `CKA_EC_PARAMS` we set.
 pub(crate) const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];

@@ -11,7 +11,7 @@
 //! - a **damaged** key: some but not all of its objects remain (its key
 //!   object vanished, or a destroy stopped half-way).
 //!
-//! The keystore reconciles at open through [`keystore_api::Backend::list`]
+//! The keystore reconciles at open through [`keystore_backend::Backend::list`]
 //! and `destroy`: this backend lists every key with any object left, so an
 //! orphan is listed (and destroyed there), a missing key is not (and is
 //! marked there), and a damaged key is listed (using it is `Integrity`).
@@ -28,7 +28,7 @@ use crate::handle::KeyId;
 use crate::objects::{self, Kind};
 use crate::Pkcs11Backend;
 use cryptoki::object::{ObjectClass, ObjectHandle};
-use keystore_api::{KeyHandle, Result};
+use keystore_backend::{KeyHandle, Result};
 use std::collections::BTreeSet;
 
 /// What [`Pkcs11Backend::reconcile`] found and did.
@@ -105,7 +105,7 @@ impl Pkcs11Backend {
         if remove_orphans {
             for id in orphans {
                 match self.destroy_key(&id.handle()) {
-                    Ok(()) | Err(keystore_api::Error::NotFound(_)) => {
+                    Ok(()) | Err(keystore_backend::Error::NotFound(_)) => {
                         report.removed.push(id.handle())
                     }
                     Err(e) => return Err(e),

@@ -6,13 +6,13 @@
 //! `CKR_KEY_HANDLE_INVALID`, a token with a blank label, or no token at
 //! all. None of these means that a key is missing: they are retried with
 //! short sleeps for a bounded time, and a key is reported absent
-//! ([`keystore_api::Error::NotFound`]) only when a search that succeeded
+//! ([`keystore_backend::Error::NotFound`]) only when a search that succeeded
 //! does not find it. Rationale and measurements:
 //! `docs/design/pkcs11-concurrency.md` in the workspace.
 
 use crate::error::rv_of;
 use cryptoki::error::{Error as CkError, RvError};
-use keystore_api::Error;
+use keystore_backend::Error;
 use std::time::{Duration, Instant};
 
 /// How long a key operation, a listing or a search keeps retrying
@@ -138,8 +138,8 @@ impl Backoff {
 /// Runs `f` until it succeeds, fails with a non-transient error, or
 /// [`OPERATION_WAIT`] is spent.
 pub(crate) fn retrying<T>(
-    mut f: impl FnMut() -> keystore_api::Result<T>,
-) -> keystore_api::Result<T> {
+    mut f: impl FnMut() -> keystore_backend::Result<T>,
+) -> keystore_backend::Result<T> {
     let mut backoff = Backoff::new(OPERATION_WAIT);
     loop {
         match f() {
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn retrying_is_bounded_and_stops_on_success_or_a_lasting_error() {
         let mut n = 0;
-        let r: keystore_api::Result<u32> = retrying(|| {
+        let r: keystore_backend::Result<u32> = retrying(|| {
             n += 1;
             if n < 3 {
                 Err(map(
@@ -187,7 +187,7 @@ mod tests {
         assert_eq!(r.expect("third attempt"), 3);
 
         let mut n = 0;
-        let r: keystore_api::Result<()> = retrying(|| {
+        let r: keystore_backend::Result<()> = retrying(|| {
             n += 1;
             Err(Error::NotFound("gone".into()))
         });
@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(n, 1);
 
         let start = Instant::now();
-        let e = retrying(|| -> keystore_api::Result<()> {
+        let e = retrying(|| -> keystore_backend::Result<()> {
             Err(map(
                 "op",
                 CkError::Pkcs11(RvError::GeneralError, Function::Sign),

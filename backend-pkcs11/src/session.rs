@@ -17,7 +17,7 @@ use crate::error::ck;
 use crate::token::Found;
 use cryptoki::session::Session;
 use cryptoki::slot::Slot;
-use keystore_api::{Result, SecretBytes};
+use keystore_backend::{Result, SecretBytes};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -78,7 +78,7 @@ impl Pool {
         let lib = self
             .lib
             .as_ref()
-            .ok_or_else(|| keystore_api::Error::backend_msg("pkcs11", "backend is closed"))?;
+            .ok_or_else(|| keystore_backend::Error::backend_msg("pkcs11", "backend is closed"))?;
         let s = lib
             .pkcs11()
             .open_rw_session(self.slot)

@@ -21,7 +21,7 @@ use crate::context::Library;
 use crate::Pkcs11Backend;
 use cryptoki::object::Attribute;
 use cryptoki::session::{Session, UserType};
-use keystore_api::SecretBytes;
+use keystore_backend::SecretBytes;
 use secrecy::SecretBox;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -235,7 +235,7 @@ impl TestToken {
     }
 
     /// Opens a backend on this token.
-    pub fn open(&self) -> keystore_api::Result<Pkcs11Backend> {
+    pub fn open(&self) -> keystore_backend::Result<Pkcs11Backend> {
         Pkcs11Backend::open(&self.config())
     }
 

@@ -7,7 +7,7 @@ use crate::retry::{is_transient, Backoff};
 use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::MechanismType;
 use cryptoki::slot::Slot;
-use keystore_api::{Algorithm, Capabilities, Error, Result};
+use keystore_backend::{Algorithm, Capabilities, Error, Result};
 use std::time::Duration;
 
 /// A token present in a slot.

@@ -13,7 +13,7 @@
 //! is [`Error::InvalidInput`].
 
 use crate::config::{PinSource, Pkcs11Config, TokenSelector};
-use keystore_api::{Error, Result, SecretBytes};
+use keystore_backend::{Error, Result, SecretBytes};
 use std::path::PathBuf;
 
 /// A parsed `pkcs11:` URI.

@@ -4,7 +4,7 @@
 use crate::record::ID_LEN;
 use crate::{fsio, material};
 use crate::{record_id, wrap_aad, SoftStore, HEADER_FILE, RECORD_EXT};
-use keystore_api::{
+use keystore_backend::{
     fsperm::PermissionReport, AeadSealed, Algorithm, Backend, Capabilities, Error, GeneratedKey,
     KeyHandle, Operation, PublicKey, Result, SecretBytes,
 };
@@ -37,7 +37,7 @@ impl Backend for SoftStore {
         algorithm: Algorithm,
         context: &[u8],
     ) -> Result<Vec<u8>> {
-        if algorithm.class() != keystore_api::KeyClass::Symmetric {
+        if algorithm.class() != keystore_backend::KeyClass::Symmetric {
             return Err(Error::Policy(format!(
                 "{algorithm} keys are never exported"
             )));
@@ -58,7 +58,7 @@ impl Backend for SoftStore {
         context: &[u8],
         _label: &str,
     ) -> Result<KeyHandle> {
-        if algorithm.class() != keystore_api::KeyClass::Symmetric {
+        if algorithm.class() != keystore_backend::KeyClass::Symmetric {
             return Err(Error::Policy(format!(
                 "{algorithm} keys are never imported"
             )));
@@ -80,8 +80,8 @@ impl Backend for SoftStore {
         let secret = material::generate(self.provider, algorithm)?;
         let (id, m) = self.store(algorithm, &secret)?;
         let public_key = match algorithm.class() {
-            keystore_api::KeyClass::Asymmetric => Some(m.public_key(algorithm)?),
-            keystore_api::KeyClass::Symmetric => None,
+            keystore_backend::KeyClass::Asymmetric => Some(m.public_key(algorithm)?),
+            keystore_backend::KeyClass::Symmetric => None,
         };
         Ok(GeneratedKey {
             handle: KeyHandle::new(id.to_vec()),

@@ -6,11 +6,11 @@
 //! temporary file that [`remove_temporaries`] deletes at the next open.
 //!
 //! Every file and directory of a store is private, whatever the umask
-//! ([`keystore_api::fsperm`]): directories 0700, and files (temporaries
+//! ([`keystore_backend::fsperm`]): directories 0700, and files (temporaries
 //! included) created 0600 before their first byte is written.
 
-use keystore_api::fsperm::{self, PermissionReport};
-use keystore_api::{Error, Result};
+use keystore_backend::fsperm::{self, PermissionReport};
+use keystore_backend::{Error, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;

@@ -17,7 +17,7 @@
 
 use crate::kek::{Kdf, Kek};
 use crate::prim::SealKey;
-use keystore_api::{Error, Result, SecretBytes};
+use keystore_backend::{Error, Result, SecretBytes};
 use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 6] = b"KSSOFT";

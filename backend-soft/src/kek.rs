@@ -1,7 +1,7 @@
 //! Key-encryption keys: where the key that wraps the store key comes from.
 
 use crate::header::{Header, Reader, SealedKek};
-use keystore_api::{Error, Result, SecretBytes};
+use keystore_backend::{Error, Result, SecretBytes};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -343,7 +343,7 @@ pub fn create_key_file(path: &Path) -> Result<()> {
     let mut key = SecretBytes::zeroed(32);
     crate::random(key.expose_mut())?;
     // Mode 0600 from creation, whatever the umask.
-    let mut f = keystore_api::fsperm::create_private_file(path).map_err(|e| {
+    let mut f = keystore_backend::fsperm::create_private_file(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             Error::AlreadyExists(format!("key file {} already exists", path.display()))
         } else {
@@ -369,7 +369,7 @@ pub fn create_key_file(path: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::{SoftStore, MAX_SEALED_LEN};
-    use keystore_api::{Algorithm, Backend};
+    use keystore_backend::{Algorithm, Backend};
     use std::sync::Mutex;
 
     /// A provider that "seals" by keeping KEKs in memory under a random id:

@@ -9,7 +9,7 @@
 //! targets without a C toolchain ([`CryptoProvider`]).
 //!
 //! A copy of the directory taken before
-//! [`Backend::wipe`](keystore_api::Backend::wipe) stays readable with the
+//! [`Backend::wipe`](keystore_backend::Backend::wipe) stays readable with the
 //! KEK: protect the passphrase or key file accordingly.
 //!
 //! Record format, KEK choices, atomic writes, the key cache and what a copy
@@ -17,7 +17,7 @@
 //!
 //! # Example
 //!
-//! A key-file store, reopened, under a [`Keystore`](keystore_api::Keystore):
+//! A key-file store, reopened, under a `keystore_api::Keystore`:
 //!
 //! ```
 //! use backend_soft::{create_key_file, Kdf, SoftStore, Unlock};
@@ -59,7 +59,9 @@ pub use kek::{create_key_file, Kdf, KekProvider, Unlock, MAX_SEALED_LEN};
 pub use material::CryptoProvider;
 
 use header::Header;
-use keystore_api::{fsperm::PermissionReport, Algorithm, Error, KeyHandle, Result, SecretBytes};
+use keystore_backend::{
+    fsperm::PermissionReport, Algorithm, Error, KeyHandle, Result, SecretBytes,
+};
 use material::Material;
 use record::{Sealer, ID_LEN};
 use std::collections::HashMap;

@@ -3,7 +3,7 @@
 //! feature is on, else from RustCrypto. Both give the same bytes on disk, so
 //! a store written by one opens with the other.
 
-use keystore_api::{Error, Result};
+use keystore_backend::{Error, Result};
 
 /// Fills `buf` from the OS random generator.
 pub(crate) fn random(buf: &mut [u8]) -> Result<()> {

@@ -9,7 +9,7 @@
 //! between stores, or relabelled with another algorithm fails authentication.
 
 use crate::prim::SealKey;
-use keystore_api::{Algorithm, Error, Result, SecretBytes};
+use keystore_backend::{Algorithm, Error, Result, SecretBytes};
 
 const MAGIC: &[u8; 5] = b"KSREC";
 const FORMAT: u8 = 1;

@@ -9,7 +9,7 @@ use crate::config::check_auth;
 use crate::esys::{parameter_encryption_enabled, Esys, Tr, RH_LOCKOUT, RH_NULL, RH_OWNER};
 use crate::rc::{to_error, TpmRc};
 use crate::templates;
-use keystore_api::{Error, Result, SecretBytes};
+use keystore_backend::{Error, Result, SecretBytes};
 
 fn connect(tcti: &str) -> Result<Esys> {
     Esys::connect(tcti).map_err(|rc: TpmRc| {

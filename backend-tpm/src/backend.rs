@@ -2,7 +2,7 @@
 
 use crate::ops::resolve_in;
 use crate::{blob, pubkey, templates, TpmBackend};
-use keystore_api::{
+use keystore_backend::{
     AeadSealed, Algorithm, Backend, Capabilities, Error, GeneratedKey, KeyClass, KeyHandle,
     PublicKey, Result, SecretBytes,
 };
@@ -16,7 +16,7 @@ fn unsupported_aead() -> Error {
 }
 
 impl Backend for TpmBackend {
-    fn permission_report(&self) -> keystore_api::fsperm::PermissionReport {
+    fn permission_report(&self) -> keystore_backend::fsperm::PermissionReport {
         self.permissions.clone()
     }
 
@@ -34,7 +34,7 @@ impl Backend for TpmBackend {
         }
         if !self
             .caps
-            .supports(algorithm, keystore_api::Operation::Generate)
+            .supports(algorithm, keystore_backend::Operation::Generate)
         {
             return Err(Error::Unsupported(format!(
                 "{algorithm}: this TPM does not support it (TPM2_TestParms refused)"

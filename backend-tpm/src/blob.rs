@@ -15,7 +15,7 @@
 //! holds the key's auth value and the Name of its public area.
 
 use crate::esys::{marshal_public, unmarshal_public};
-use keystore_api::{Algorithm, Error, KeyHandle, Result};
+use keystore_backend::{Algorithm, Error, KeyHandle, Result};
 use sha2::{Digest as _, Sha256};
 use tss_esapi::structures::{Private, Public};
 

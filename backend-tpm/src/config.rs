@@ -1,6 +1,6 @@
 //! How to reach the TPM and authorise to its owner hierarchy.
 
-use keystore_api::{Error, Result, SecretBytes};
+use keystore_backend::{Error, Result, SecretBytes};
 use std::path::Path;
 
 /// Environment variables read for the TCTI, in order (tpm2-tools' own).

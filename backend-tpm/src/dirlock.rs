@@ -2,7 +2,7 @@
 //! exclusive only for crash cleanup when no other process has the store open.
 
 use crate::{fsio, LOCK_FILE};
-use keystore_api::{Error, Result};
+use keystore_backend::{Error, Result};
 use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};

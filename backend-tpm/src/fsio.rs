@@ -1,10 +1,10 @@
 //! Crash-safe file writes for the registry: temp file, fsync, rename, fsync
 //! the directory; shredding renames away first. Files are created with mode
 //! 0600 and directories with mode 0700, whatever the umask
-//! ([`keystore_api::fsperm`]).
+//! ([`keystore_backend::fsperm`]).
 
-use keystore_api::fsperm::{self, PermissionReport};
-use keystore_api::{Error, Result};
+use keystore_backend::fsperm::{self, PermissionReport};
+use keystore_backend::{Error, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;

@@ -11,7 +11,7 @@
 //!   written to the TPM's NV memory, no persistent handle can collide with
 //!   another program's SRK at `0x81000001` (made with a different template),
 //!   and the owner auth is checked at every open (a wrong one is
-//!   [`keystore_api::Error::Auth`]). After an owner clear the seed, hence the
+//!   [`keystore_backend::Error::Auth`]). After an owner clear the seed, hence the
 //!   primary, changes and every blob made before becomes unloadable.
 //! - **Keys** are children of the primary with
 //!   `fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | noDA`
@@ -26,7 +26,7 @@
 //!   v1.5-SHA256 where `TPM2_TestParms` accepts them, HMAC-SHA256
 //!   keyed-hash objects (`TPM2_HMAC`, or an HMAC sequence for data larger
 //!   than the TPM's input buffer). AES-GCM is
-//!   [`keystore_api::Error::Unsupported`] (TPMs have no GCM; use a soft
+//!   [`keystore_backend::Error::Unsupported`] (TPMs have no GCM; use a soft
 //!   store sealed by [`TpmSealedKek`] instead).
 //! - **One connection per backend**, behind one mutex. Loaded keys are
 //!   cached in an LRU within the TPM's transient slots (three on swtpm, one
@@ -84,7 +84,7 @@
 //! TPM until its owner hierarchy is cleared; [`TpmBackend::decommission`]
 //! (`TPM2_Clear`) makes every blob unloadable, copy or not.
 //!
-//! [`KeyHandle`]: keystore_api::KeyHandle
+//! [`KeyHandle`]: keystore_backend::KeyHandle
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
@@ -135,8 +135,8 @@ use blob::Blob;
 use conn::Conn;
 use dirlock::lock_dir;
 #[cfg(feature = "test-support")]
-use keystore_api::KeyHandle;
-use keystore_api::{Algorithm, Backend, Capabilities, Error, Result, SecretBytes};
+use keystore_backend::KeyHandle;
+use keystore_backend::{Algorithm, Backend, Capabilities, Error, Result, SecretBytes};
 #[cfg(feature = "test-support")]
 use ops::resolve_in;
 use ops::{connect_slot, disconnect_slot, open_error};
@@ -157,7 +157,7 @@ pub struct TpmBackend {
     state: Mutex<State>,
     caps: Capabilities,
     /// Paths found reachable by other users at open (tightened).
-    permissions: keystore_api::fsperm::PermissionReport,
+    permissions: keystore_backend::fsperm::PermissionReport,
     _lock: File,
 }
 

@@ -9,7 +9,7 @@ use crate::rc::{self, TpmRc};
 use crate::registry::{self, Entry, Lookup, Registry};
 use crate::resolved::{Resolved, ResolvedCache};
 use crate::{State, TpmBackend, TpmConfig, OWNER_AUTH_ENV, OWNER_AUTH_FILE_ENV};
-use keystore_api::{limits, Algorithm, Error, KeyHandle, Result, SecretBytes};
+use keystore_backend::{limits, Algorithm, Error, KeyHandle, Result, SecretBytes};
 use tss_esapi::structures::Public;
 use tss_esapi::traits::Marshall;
 use zeroize::Zeroizing;

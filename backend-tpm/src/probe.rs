@@ -22,7 +22,7 @@ use crate::blob::{self, Blob};
 use crate::esys::Tr;
 use crate::rc::TpmRc;
 use crate::{templates, TpmBackend};
-use keystore_api::{Algorithm, Error, KeyHandle, Result};
+use keystore_backend::{Algorithm, Error, KeyHandle, Result};
 use sha2::{Digest as _, Sha256};
 use tss_esapi::constants::tss as c;
 use tss_esapi::structures::Digest;

@@ -1,6 +1,6 @@
 //! Public keys and signatures out of TPM structures.
 
-use keystore_api::{Algorithm, Error, PublicKey, Result};
+use keystore_backend::{Algorithm, Error, PublicKey, Result};
 use tss_esapi::structures::{Public, Signature};
 
 fn bad(what: &str) -> Error {

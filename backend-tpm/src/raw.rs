@@ -16,7 +16,7 @@
 use crate::esys::Tr;
 use crate::ops::load_error;
 use crate::{templates, State, TpmBackend};
-use keystore_api::{Algorithm, Error, KeyHandle, Result};
+use keystore_backend::{Algorithm, Error, KeyHandle, Result};
 use std::sync::MutexGuard;
 use tss_esapi::structures::{Signature, SignatureScheme};
 use zeroize::Zeroizing;

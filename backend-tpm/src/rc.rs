@@ -6,7 +6,7 @@
 
 #![cfg_attr(not(feature = "test-support"), allow(unreachable_pub))]
 
-use keystore_api::Error;
+use keystore_backend::Error;
 
 /// A non-success TSS2 return code (`TSS2_RC`): a TPM response code (layer 0)
 /// or an error of a TSS layer (ESYS, TCTI, …).

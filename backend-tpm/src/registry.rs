@@ -40,7 +40,7 @@
 
 use crate::blob::{KeyId, ID_LEN};
 use crate::fsio;
-use keystore_api::{Error, KeyHandle, Result, SecretBytes};
+use keystore_backend::{Error, KeyHandle, Result, SecretBytes};
 use sha2::{Digest as _, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;

@@ -39,7 +39,7 @@
 //! printed: the cache has no `Debug` that shows them.
 
 use crate::blob::Blob;
-use keystore_api::SecretBytes;
+use keystore_backend::SecretBytes;
 
 /// Most resolved handles kept at once (public as `RESOLVED_CACHE_CAPACITY`
 /// with the `test-support` feature only).
@@ -205,7 +205,7 @@ impl ResolvedCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keystore_api::Algorithm;
+    use keystore_backend::Algorithm;
     use tss_esapi::structures::Private;
 
     fn blob(id: u8) -> Blob {

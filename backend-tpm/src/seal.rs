@@ -26,7 +26,7 @@ use crate::esys::{marshal_public, pcr_selection, unmarshal_public};
 use crate::rc::{self, TpmRc};
 use crate::templates;
 use backend_soft::KekProvider;
-use keystore_api::{Error, Result, SecretBytes};
+use keystore_backend::{Error, Result, SecretBytes};
 use tss_esapi::constants::tss as c;
 use tss_esapi::structures::{Digest, Private};
 use tss_esapi::traits::Marshall;
@@ -224,7 +224,7 @@ fn parse(sealed: &[u8]) -> Result<(u32, Blob)> {
         mask,
         Blob {
             id: [0; crate::blob::ID_LEN],
-            alg: keystore_api::Algorithm::HmacSha256,
+            alg: keystore_backend::Algorithm::HmacSha256,
             public,
             private,
             public_area,

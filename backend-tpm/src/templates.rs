@@ -9,7 +9,7 @@
 //! value is 256 random bits (guessing is hopeless), and so that a refused
 //! stale blob never counts towards a lockout of the whole TPM.
 
-use keystore_api::{Algorithm, Error, Result};
+use keystore_backend::{Algorithm, Error, Result};
 use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;

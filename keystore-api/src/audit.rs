@@ -29,6 +29,7 @@
 use crate::backend::{Backend, KeyHandle};
 use crate::error::{Error, Result};
 use crate::metadata as md;
+use crate::metadata::SqlResult;
 use crate::secret::ct_eq;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -210,19 +211,19 @@ struct Head {
 }
 
 fn head(conn: &Connection) -> Result<Option<Head>> {
-    Ok(conn
-        .query_row(
-            "SELECT seq, hash, mac FROM audit_head WHERE id = 1",
-            [],
-            |r| {
-                Ok(Head {
-                    seq: r.get(0)?,
-                    hash: r.get(1)?,
-                    mac: r.get(2)?,
-                })
-            },
-        )
-        .optional()?)
+    conn.query_row(
+        "SELECT seq, hash, mac FROM audit_head WHERE id = 1",
+        [],
+        |r| {
+            Ok(Head {
+                seq: r.get(0)?,
+                hash: r.get(1)?,
+                mac: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+    .sql()
 }
 
 /// Appends `e` at time `at`, MAC'd under `key`, inside the caller's transaction.
@@ -263,31 +264,37 @@ pub(crate) fn append<B: Backend>(
             &hash[..],
             &entry_mac[..]
         ],
-    )?;
+    )
+    .sql()?;
     conn.execute(
         "INSERT INTO audit_head (id, seq, hash, mac) VALUES (1, ?1, ?2, ?3)
          ON CONFLICT(id) DO UPDATE SET seq = ?1, hash = ?2, mac = ?3",
         params![seq, &hash[..], &head_mac[..]],
-    )?;
+    )
+    .sql()?;
     Ok(())
 }
 
 /// True once the trail has an entry or a head (so it had an audit key).
 pub(crate) fn trail_started(conn: &Connection) -> Result<bool> {
-    let n: i64 = conn.query_row(
-        "SELECT (SELECT COUNT(*) FROM audit) + (SELECT COUNT(*) FROM audit_head)",
-        [],
-        |r| r.get(0),
-    )?;
+    let n: i64 = conn
+        .query_row(
+            "SELECT (SELECT COUNT(*) FROM audit) + (SELECT COUNT(*) FROM audit_head)",
+            [],
+            |r| r.get(0),
+        )
+        .sql()?;
     Ok(n > 0)
 }
 
 /// Every entry, in sequence order.
 pub(crate) fn entries(conn: &Connection) -> Result<Vec<AuditEntry>> {
-    let mut st = conn.prepare(
-        "SELECT seq, id, at, actor, role, event, key_name, key_version, fingerprint, detail,
+    let mut st = conn
+        .prepare(
+            "SELECT seq, id, at, actor, role, event, key_name, key_version, fingerprint, detail,
                 prev_hash, hash, mac FROM audit ORDER BY seq",
-    )?;
+        )
+        .sql()?;
     let rows = st
         .query_map([], |r| {
             Ok(AuditEntry {
@@ -305,8 +312,10 @@ pub(crate) fn entries(conn: &Connection) -> Result<Vec<AuditEntry>> {
                 hash: hex::encode(r.get::<_, Vec<u8>>(11)?),
                 mac: hex::encode(r.get::<_, Vec<u8>>(12)?),
             })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        })
+        .sql()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .sql()?;
     Ok(rows)
 }
 
@@ -331,7 +340,9 @@ pub(crate) fn verify_store<B: Backend>(conn: &Connection, backend: &B) -> Result
             ))
         }
         (None, Some(at)) => {
-            let keys: i64 = conn.query_row("SELECT COUNT(*) FROM keys", [], |r| r.get(0))?;
+            let keys: i64 = conn
+                .query_row("SELECT COUNT(*) FROM keys", [], |r| r.get(0))
+                .sql()?;
             if keys > 0 {
                 return Err(Error::Integrity(format!(
                     "the store is marked decommissioned at {at} but still holds {keys} key(s): \
@@ -372,7 +383,8 @@ fn check_reference(conn: &Connection, key: &KeyHandle) -> Result<()> {
             [key.as_bytes()],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .optional()?;
+        .optional()
+        .sql()?;
     match owner {
         None => Ok(()),
         Some((name, version)) => Err(Error::Integrity(format!(

@@ -54,20 +54,20 @@
 #![deny(unsafe_code)] // allowed in one module: `generation` (a shared memory map)
 #![warn(missing_docs)]
 
-pub mod algorithm;
+pub use keystore_backend::algorithm;
 pub mod audit;
-pub mod backend;
+pub use keystore_backend::backend;
 pub mod clock;
 pub mod envelope;
-pub mod error;
-pub mod fsperm;
+pub use keystore_backend::error;
+pub use keystore_backend::fsperm;
 mod generation;
 pub mod keystore;
 pub mod lifecycle;
 pub mod metadata;
-pub mod public_key;
+pub use keystore_backend::public_key;
 pub mod roles;
-pub mod secret;
+pub use keystore_backend::secret;
 pub mod signature;
 mod write_lock;
 

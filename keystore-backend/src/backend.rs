@@ -131,7 +131,7 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// [`Error::Backend`](crate::Error::Backend) when the device fails.
     fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>>;
 
-    /// The HKDF-SHA256 extract step of [`crate::Keystore::derive_hkdf_sha256`]:
+    /// The HKDF-SHA256 extract step of `keystore_api::Keystore::derive_hkdf_sha256`:
     /// `PRK = HMAC-SHA256(K, salt)`, the same bytes as [`Backend::hmac_sha256`].
     /// Unlike a MAC tag, the PRK is secret: a backend whose transport could
     /// expose results protects it there (the TPM backend encrypts it on the

@@ -114,9 +114,3 @@ impl Error {
         }
     }
 }
-
-impl From<rusqlite::Error> for Error {
-    fn from(e: rusqlite::Error) -> Self {
-        Error::backend("metadata", "metadata database operation failed", e)
-    }
-}

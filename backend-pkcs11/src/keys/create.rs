@@ -10,7 +10,7 @@ use crate::Pkcs11Backend;
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
-use keystore_api::{Algorithm, Error, GeneratedKey, KeyHandle, Result, SecretBytes};
+use keystore_backend::{Algorithm, Error, GeneratedKey, KeyHandle, Result, SecretBytes};
 use std::sync::Arc;
 
 impl Pkcs11Backend {

@@ -8,7 +8,7 @@ use crate::retry;
 use crate::Pkcs11Backend;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
-use keystore_api::{Error, KeyHandle, Result};
+use keystore_backend::{Error, KeyHandle, Result};
 use std::cell::Cell;
 use std::collections::BTreeSet;
 

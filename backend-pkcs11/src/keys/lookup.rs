@@ -11,7 +11,7 @@ use crate::{Cached, Pkcs11Backend};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::ObjectHandle;
 use cryptoki::session::Session;
-use keystore_api::{Algorithm, Error, Result};
+use keystore_backend::{Algorithm, Error, Result};
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -14,7 +14,7 @@ use cryptoki::error::RvError;
 use cryptoki::object::{AttributeType, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::types::Ulong;
-use keystore_api::{Algorithm, Error, PublicKey, Result};
+use keystore_backend::{Algorithm, Error, PublicKey, Result};
 use std::cell::Cell;
 
 /// GCM tag length in bytes.

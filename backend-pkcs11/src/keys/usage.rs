@@ -9,7 +9,7 @@ use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::types::Ulong;
-use keystore_api::{
+use keystore_backend::{
     AeadSealed, Algorithm, Error, KeyClass, KeyHandle, PublicKey, Result, SecretBytes,
 };
 use sha2::{Digest, Sha256};

@@ -10,7 +10,7 @@ use aws_lc_rs::signature::{
     RSA_PKCS1_SHA256, RSA_PSS_SHA256,
 };
 use aws_lc_rs::{aead, hmac, rsa::KeySize};
-use keystore_api::{AeadSealed, Algorithm, Error, PublicKey, Result, SecretBytes};
+use keystore_backend::{AeadSealed, Algorithm, Error, PublicKey, Result, SecretBytes};
 use zeroize::Zeroizing;
 
 /// A usable key, parsed from its sealed record. Lives behind an `Arc` in the

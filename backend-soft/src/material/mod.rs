@@ -8,7 +8,7 @@ mod aws;
 #[cfg(feature = "rustcrypto")]
 mod rustcrypto;
 
-use keystore_api::{AeadSealed, Algorithm, Error, PublicKey, Result, SecretBytes};
+use keystore_backend::{AeadSealed, Algorithm, Error, PublicKey, Result, SecretBytes};
 use zeroize::Zeroizing;
 
 /// Which implementation runs the soft store's key operations.

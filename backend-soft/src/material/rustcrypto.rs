@@ -5,7 +5,7 @@
 //! Marvin), so this provider answers RSA with `Error::Unsupported` rather
 //! than sign with it.
 
-use keystore_api::{AeadSealed, Algorithm, Error, PublicKey, Result, SecretBytes};
+use keystore_backend::{AeadSealed, Algorithm, Error, PublicKey, Result, SecretBytes};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use zeroize::Zeroizing;
 

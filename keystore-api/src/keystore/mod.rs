@@ -36,19 +36,7 @@ use std::time::Duration as StdDuration;
 use time::OffsetDateTime;
 pub use types::{KeyInfo, KeySpec, OpenOptions, VersionInfo};
 
-/// Input limits. Larger inputs are [`Error::InvalidInput`].
-pub mod limits {
-    /// Longest key name, in bytes.
-    pub const MAX_NAME_LEN: usize = 128;
-    /// Largest message, plaintext or MAC input, in bytes (16 MiB).
-    pub const MAX_DATA_LEN: usize = 16 * 1024 * 1024;
-    /// Largest AAD, HKDF salt or HKDF info, in bytes (64 KiB).
-    pub const MAX_AAD_LEN: usize = 64 * 1024;
-    /// Largest HKDF-SHA256 output: 255 × 32 bytes (RFC 5869).
-    pub const MAX_DERIVE_LEN: usize = 255 * 32;
-    /// Longest free-text reason (revocation) in bytes.
-    pub const MAX_REASON_LEN: usize = 512;
-}
+pub use keystore_backend::limits;
 
 /// Named, versioned keys over one backend.
 ///

@@ -1,5 +1,6 @@
 //! Intents and pending creations, recorded before the backend acts.
 
+use super::SqlResult;
 use crate::error::Result;
 use rusqlite::{params, Connection};
 
@@ -18,28 +19,34 @@ pub(crate) fn add_pending_create(conn: &Connection, name: &str, now: &str) -> Re
     conn.execute(
         "INSERT INTO pending_creates (name, created_at) VALUES (?1, ?2)",
         params![name, now],
-    )?;
+    )
+    .sql()?;
     Ok(conn.last_insert_rowid())
 }
 
 /// Clears one pending creation (committed or abandoned).
 pub(crate) fn remove_pending_create(conn: &Connection, id: i64) -> Result<()> {
-    conn.execute("DELETE FROM pending_creates WHERE id = ?1", [id])?;
+    conn.execute("DELETE FROM pending_creates WHERE id = ?1", [id])
+        .sql()?;
     Ok(())
 }
 
 /// The names of creations that never completed, oldest first.
 pub(crate) fn pending_creates(conn: &Connection) -> Result<Vec<String>> {
-    let mut st = conn.prepare_cached("SELECT name FROM pending_creates ORDER BY id")?;
+    let mut st = conn
+        .prepare_cached("SELECT name FROM pending_creates ORDER BY id")
+        .sql()?;
     let rows = st
-        .query_map([], |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .query_map([], |r| r.get::<_, String>(0))
+        .sql()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .sql()?;
     Ok(rows)
 }
 
 /// Forgets every pending creation (after reconciliation handled them).
 pub(crate) fn clear_pending_creates(conn: &Connection) -> Result<()> {
-    conn.execute("DELETE FROM pending_creates", [])?;
+    conn.execute("DELETE FROM pending_creates", []).sql()?;
     Ok(())
 }
 
@@ -54,19 +61,23 @@ pub(crate) fn add_intent(
     conn.execute(
         "INSERT INTO intents (op, key_id, version, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![op, key_id, version, now],
-    )?;
+    )
+    .sql()?;
     Ok(conn.last_insert_rowid())
 }
 
 /// Removes a completed intent.
 pub(crate) fn remove_intent(conn: &Connection, id: i64) -> Result<()> {
-    conn.execute("DELETE FROM intents WHERE id = ?1", [id])?;
+    conn.execute("DELETE FROM intents WHERE id = ?1", [id])
+        .sql()?;
     Ok(())
 }
 
 /// Every pending intent, oldest first.
 pub(crate) fn intents(conn: &Connection) -> Result<Vec<Intent>> {
-    let mut st = conn.prepare_cached("SELECT id, op, key_id, version FROM intents ORDER BY id")?;
+    let mut st = conn
+        .prepare_cached("SELECT id, op, key_id, version FROM intents ORDER BY id")
+        .sql()?;
     let rows = st
         .query_map([], |r| {
             Ok(Intent {
@@ -75,7 +86,9 @@ pub(crate) fn intents(conn: &Connection) -> Result<Vec<Intent>> {
                 key_id: r.get(2)?,
                 version: r.get(3)?,
             })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        })
+        .sql()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .sql()?;
     Ok(rows)
 }

@@ -26,7 +26,27 @@ pub(crate) use store_row::{
     audit_key, decommission, decommissioned_at, role_credential, set_audit_key, set_role_credential,
 };
 
-use crate::error::Error;
+use crate::error::{Error, Result};
+
+/// The keystore's one conversion of a SQLite failure into [`Error`]:
+/// `Backend { component: "metadata", .. }` with the SQLite error as its source.
+/// (`Error` lives in `keystore-backend`, which knows no SQLite, so this cannot
+/// be a `From` impl.)
+pub(crate) fn sql_error(e: rusqlite::Error) -> Error {
+    Error::backend("metadata", "metadata database operation failed", e)
+}
+
+/// `.sql()?` on a rusqlite result: [`sql_error`] on failure.
+pub(crate) trait SqlResult<T> {
+    /// The value, or the failure as a metadata [`Error`].
+    fn sql(self) -> Result<T>;
+}
+
+impl<T> SqlResult<T> for rusqlite::Result<T> {
+    fn sql(self) -> Result<T> {
+        self.map_err(sql_error)
+    }
+}
 
 fn corrupt(msg: String) -> Error {
     Error::Integrity(format!("metadata database: {msg}"))

@@ -2,6 +2,7 @@
 
 use super::corrupt;
 use super::states::{KeyState, Origin};
+use super::SqlResult;
 use crate::algorithm::{Algorithm, Usages};
 use crate::backend::KeyHandle;
 use crate::clock::parse_rfc3339;
@@ -114,33 +115,43 @@ fn to_key_row(raw: RawKey) -> Result<KeyRow> {
 
 /// The key row for `name`, destroyed or not.
 pub(crate) fn key(conn: &Connection, name: &str) -> Result<Option<KeyRow>> {
-    let mut st = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = ?1"))?;
-    let row = st.query_row([name], key_row).optional()?;
+    let mut st = conn
+        .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE name = ?1"))
+        .sql()?;
+    let row = st.query_row([name], key_row).optional().sql()?;
     row.map(to_key_row).transpose()
 }
 
 /// The key row with id `id`.
 pub(crate) fn key_by_id(conn: &Connection, id: i64) -> Result<KeyRow> {
-    let mut st = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1"))?;
-    to_key_row(st.query_row([id], key_row)?)
+    let mut st = conn
+        .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1"))
+        .sql()?;
+    to_key_row(st.query_row([id], key_row).sql()?)
 }
 
 /// Every key row, by name.
 pub(crate) fn keys(conn: &Connection) -> Result<Vec<KeyRow>> {
-    let mut st = conn.prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY name"))?;
+    let mut st = conn
+        .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY name"))
+        .sql()?;
     let rows = st
-        .query_map([], key_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .query_map([], key_row)
+        .sql()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .sql()?;
     rows.into_iter().map(to_key_row).collect()
 }
 
 /// Every version of key `key_id`, oldest first.
 pub(crate) fn versions(conn: &Connection, key_id: i64) -> Result<Vec<VersionRow>> {
-    let mut st = conn.prepare_cached(
-        "SELECT version, state, origin, handle, public_key, fingerprint, created_at,
+    let mut st = conn
+        .prepare_cached(
+            "SELECT version, state, origin, handle, public_key, fingerprint, created_at,
                 state_changed_at, grace_end, reason
          FROM key_versions WHERE key_id = ?1 ORDER BY version",
-    )?;
+        )
+        .sql()?;
     let rows = st
         .query_map([key_id], |r| {
             Ok((
@@ -155,8 +166,10 @@ pub(crate) fn versions(conn: &Connection, key_id: i64) -> Result<Vec<VersionRow>
                 r.get::<_, Option<String>>(8)?,
                 r.get::<_, Option<String>>(9)?,
             ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        })
+        .sql()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .sql()?;
     rows.into_iter()
         .map(
             |(version, state, origin, handle, pk, fp, created_at, changed, grace, reason)| {
@@ -180,13 +193,17 @@ pub(crate) fn versions(conn: &Connection, key_id: i64) -> Result<Vec<VersionRow>
 /// Every handle that metadata references (versions holding material, and
 /// the audit key).
 pub(crate) fn referenced_handles(conn: &Connection) -> Result<Vec<KeyHandle>> {
-    let mut st = conn.prepare_cached(
-        "SELECT handle FROM key_versions WHERE handle IS NOT NULL
+    let mut st = conn
+        .prepare_cached(
+            "SELECT handle FROM key_versions WHERE handle IS NOT NULL
          UNION SELECT audit_key FROM store WHERE audit_key IS NOT NULL",
-    )?;
+        )
+        .sql()?;
     let rows = st
-        .query_map([], |r| r.get::<_, Vec<u8>>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .query_map([], |r| r.get::<_, Vec<u8>>(0))
+        .sql()?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .sql()?;
     Ok(rows.into_iter().map(KeyHandle::new).collect())
 }
 
@@ -214,7 +231,7 @@ pub(crate) fn insert_key(conn: &Connection, key: &NewKey<'_>) -> Result<i64> {
             )))
         }
         other => {
-            other?;
+            other.sql()?;
             Ok(conn.last_insert_rowid())
         }
     }
@@ -236,7 +253,7 @@ pub(crate) fn insert_version(conn: &Connection, key_id: i64, v: &NewVersion<'_>)
             v.fingerprint,
             v.created_at
         ],
-    )?;
+    ).sql()?;
     Ok(())
 }
 
@@ -280,22 +297,24 @@ pub(crate) fn set_state(
     version: u32,
     change: &StateChange<'_>,
 ) -> Result<()> {
-    let n = conn.execute(
-        "UPDATE key_versions SET state = ?3, state_changed_at = ?4,
+    let n = conn
+        .execute(
+            "UPDATE key_versions SET state = ?3, state_changed_at = ?4,
              handle = CASE WHEN ?5 THEN NULL ELSE handle END,
              grace_end = COALESCE(?6, grace_end),
              reason = COALESCE(?7, reason)
          WHERE key_id = ?1 AND version = ?2",
-        params![
-            key_id,
-            version,
-            change.state.as_str(),
-            change.at,
-            change.drop_handle,
-            change.grace_end,
-            change.reason
-        ],
-    )?;
+            params![
+                key_id,
+                version,
+                change.state.as_str(),
+                change.at,
+                change.drop_handle,
+                change.grace_end,
+                change.reason
+            ],
+        )
+        .sql()?;
     if n != 1 {
         return Err(corrupt(format!(
             "version {version} of key {key_id} vanished"
@@ -309,7 +328,8 @@ pub(crate) fn mark_key_destroyed(conn: &Connection, key_id: i64, now: &str) -> R
     conn.execute(
         "UPDATE keys SET destroyed_at = ?2 WHERE id = ?1",
         params![key_id, now],
-    )?;
+    )
+    .sql()?;
     Ok(())
 }
 
@@ -318,6 +338,7 @@ pub(crate) fn set_cryptoperiod(conn: &Connection, key_id: i64, secs: Option<i64>
     conn.execute(
         "UPDATE keys SET cryptoperiod_secs = ?2 WHERE id = ?1",
         params![key_id, secs],
-    )?;
+    )
+    .sql()?;
     Ok(())
 }

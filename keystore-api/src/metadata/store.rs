@@ -2,6 +2,7 @@
 //! write transactions.
 
 use super::schema::MIGRATIONS;
+use super::SqlResult;
 use crate::error::{Error, Result};
 use crate::fsperm::PermissionReport;
 use crate::generation::Generation;
@@ -50,7 +51,7 @@ impl WriteTx<'_> {
     /// Commits, then marks the generation finished.
     pub fn commit(self) -> Result<()> {
         let WriteTx { tx, finish } = self;
-        tx.commit()?;
+        tx.commit().sql()?;
         drop(finish);
         Ok(())
     }
@@ -97,11 +98,12 @@ impl Metadata {
     /// applies pending migrations in one transaction.
     pub fn open(path: &Path, backend: &str, now: &str) -> Result<Self> {
         let permissions = secure_files(path)?;
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let conn = Connection::open(path).sql()?;
+        conn.busy_timeout(std::time::Duration::from_secs(5)).sql()?;
         conn.execute_batch(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-        )?;
+        )
+        .sql()?;
         let mut md = Metadata {
             conn,
             writes: 0,
@@ -116,7 +118,8 @@ impl Metadata {
     fn migrate(&mut self) -> Result<()> {
         let current: i64 = self
             .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .sql()?;
         let target = MIGRATIONS.len() as i64;
         if current > target {
             return Err(Error::Unsupported(format!(
@@ -129,15 +132,18 @@ impl Metadata {
         // Another process may be migrating too: decide again inside the
         // write transaction, which serialises the two.
         let tx = self.tx()?;
-        let current: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let current: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .sql()?;
         if current > target {
             return Err(Error::Unsupported(format!(
                 "metadata schema version {current} is newer than this build understands ({target}); upgrade the software"
             )));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-            tx.execute_batch(sql)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.execute_batch(sql).sql()?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .sql()?;
         }
         tx.commit()?;
         Ok(())
@@ -147,7 +153,8 @@ impl Metadata {
         let existing: Option<String> = self
             .conn
             .query_row("SELECT backend FROM store WHERE id = 1", [], |r| r.get(0))
-            .optional()?;
+            .optional()
+            .sql()?;
         match existing {
             Some(b) if b == backend => Ok(()),
             Some(b) => Err(Error::InvalidInput(format!(
@@ -156,13 +163,16 @@ impl Metadata {
             None => {
                 // Two processes may bind a new store at once: the first wins,
                 // and the other checks what it wrote.
-                self.conn.execute(
-                    "INSERT OR IGNORE INTO store (id, backend, created_at) VALUES (1, ?1, ?2)",
-                    params![backend, now],
-                )?;
-                let bound: String =
-                    self.conn
-                        .query_row("SELECT backend FROM store WHERE id = 1", [], |r| r.get(0))?;
+                self.conn
+                    .execute(
+                        "INSERT OR IGNORE INTO store (id, backend, created_at) VALUES (1, ?1, ?2)",
+                        params![backend, now],
+                    )
+                    .sql()?;
+                let bound: String = self
+                    .conn
+                    .query_row("SELECT backend FROM store WHERE id = 1", [], |r| r.get(0))
+                    .sql()?;
                 if bound == backend {
                     Ok(())
                 } else {
@@ -190,7 +200,8 @@ impl Metadata {
         self.writes += 1;
         let tx = self
             .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .sql()?;
         let finish = FinishGeneration(&self.generation, self.generation.begin());
         Ok(WriteTx { tx, finish })
     }
@@ -205,8 +216,10 @@ impl Metadata {
     pub fn change_stamp(&self) -> Result<(i64, u64)> {
         let v: i64 = self
             .conn
-            .prepare_cached("PRAGMA data_version")?
-            .query_row([], |r| r.get(0))?;
+            .prepare_cached("PRAGMA data_version")
+            .sql()?
+            .query_row([], |r| r.get(0))
+            .sql()?;
         Ok((v, self.writes))
     }
 }
