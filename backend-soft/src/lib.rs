@@ -60,7 +60,8 @@ pub use material::CryptoProvider;
 
 use header::Header;
 use keystore_backend::{
-    fsperm::PermissionReport, Algorithm, Error, KeyHandle, Result, SecretBytes,
+    fsperm::{self, PermissionReport},
+    store_lock, Algorithm, Error, KeyHandle, Result, SecretBytes,
 };
 use material::Material;
 use record::{Sealer, ID_LEN};
@@ -153,7 +154,9 @@ impl SoftStore {
         fsio::ensure_private_dir(&dir.join(RECORDS_DIR))?;
         // A directory that existed before (given by the caller) may be loose.
         let permissions = fsio::secure_store(dir, RECORDS_DIR, &[HEADER_FILE, LOCK_FILE]);
-        let lock = open_lock(dir)?;
+        let lock = fsperm::open_private_file(&dir.join(LOCK_FILE)).map_err(|e| {
+            fsio::io_err(format!("cannot open {}", dir.join(LOCK_FILE).display()), e)
+        })?;
         // Creation alone is exclusive: two processes creating one store at
         // once would otherwise each write a header with its own store key.
         lock_for_creation(&lock, dir)?;
@@ -173,6 +176,10 @@ impl SoftStore {
         let (kek, sealed) = kek::Kek::for_new_header(unlock, kdf, &salt)?;
         let header = Header::seal(kdf, salt, sealed, store_id, &kek, &store_key)?;
         fsio::write_atomic(&dir.join(HEADER_FILE), &header.encode())?;
+        // From now on shared, as every open holds it (`store_lock`).
+        lock.lock_shared().map_err(|e| {
+            fsio::io_err(format!("cannot lock {}", dir.join(LOCK_FILE).display()), e)
+        })?;
         let mut store = Self::assemble(dir, header, store_key, lock)?;
         store.permissions = permissions;
         Ok(store)
@@ -193,7 +200,6 @@ impl SoftStore {
         // Before anything is read: the header allows offline guessing of a
         // passphrase, so a loose store is tightened (and reported) first.
         let permissions = fsio::secure_store(dir, RECORDS_DIR, &[HEADER_FILE, LOCK_FILE]);
-        let lock = open_lock(dir)?;
         let bytes = fs::read(&header_path)
             .map_err(|e| fsio::io_err(format!("cannot read {}", header_path.display()), e))?;
         let header = Header::decode(&bytes)?;
@@ -202,14 +208,15 @@ impl SoftStore {
         fsio::ensure_private_dir(&dir.join(RECORDS_DIR))?;
         // Temporaries are another process's writes in flight unless no other
         // process has the store open.
-        if lock.try_lock().is_ok() {
-            fsio::remove_temporaries(dir)?;
-        }
+        let lock = store_lock::lock_shared_for_life(&dir.join(LOCK_FILE), "soft", || {
+            fsio::remove_temporaries(dir)
+        })?;
         let mut store = Self::assemble(dir, header, store_key, lock)?;
         store.permissions = permissions;
         Ok(store)
     }
 
+    /// The store around its `lock`, already held shared.
     fn assemble(
         dir: &Path,
         header: Header,
@@ -217,11 +224,6 @@ impl SoftStore {
         lock: File,
     ) -> Result<SoftStore> {
         let sealer = Sealer::new(&store_key, header.store_id)?;
-        // Held shared for the store's life: it only tells a later open
-        // whether any other process has the store open.
-        lock.lock_shared().map_err(|e| {
-            fsio::io_err(format!("cannot lock {}", dir.join(LOCK_FILE).display()), e)
-        })?;
         Ok(SoftStore {
             dir: dir.to_path_buf(),
             records: dir.join(RECORDS_DIR),
@@ -398,21 +400,6 @@ fn new_salt(kdf: Kdf) -> Result<Vec<u8>> {
     let mut salt = vec![0u8; 32];
     random(&mut salt)?;
     Ok(salt)
-}
-
-/// The store's lock file. Every process that has the store open holds a
-/// shared lock on it; only store creation takes it exclusively.
-fn open_lock(dir: &Path) -> Result<File> {
-    let path = dir.join(LOCK_FILE);
-    let mut opts = fs::OpenOptions::new();
-    opts.create(true).truncate(false).write(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(&path)
-        .map_err(|e| fsio::io_err(format!("cannot open {}", path.display()), e))
 }
 
 /// Waits (bounded) for exclusive use of `lock` while a store is created;

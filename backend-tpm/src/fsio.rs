@@ -28,12 +28,6 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<()> {
         .map_err(|e| io_err(format!("cannot create {}", dir.display()), e))
 }
 
-/// Opens (creating with mode 0600 if missing) the store's lock file.
-pub(crate) fn open_private(path: &Path) -> Result<File> {
-    fsperm::open_private_file(path)
-        .map_err(|e| io_err(format!("cannot open {}", path.display()), e))
-}
-
 /// The open-time permission check of the TPM store in `dir`: the directory,
 /// the registry directory `keys` (relative to `dir`) and the fixed files
 /// `files`. Any that other users can reach is set to 0700/0600 and
@@ -160,7 +154,7 @@ mod permission_tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = tmp.path().join("tpm");
         ensure_private_dir(&store.join("keys")).unwrap();
-        drop(open_private(&store.join("lock")).unwrap());
+        drop(keystore_backend::fsperm::open_private_file(&store.join("lock")).unwrap());
         let entry = store.join("keys").join("00.key");
         write_atomic(&entry, b"entry", b"n1").unwrap();
         write_atomic(&entry, b"entry 2", b"n2").unwrap();

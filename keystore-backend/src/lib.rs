@@ -24,6 +24,7 @@ pub mod error;
 pub mod fsperm;
 pub mod public_key;
 pub mod secret;
+pub mod store_lock;
 
 pub use algorithm::{Algorithm, Capabilities, KeyClass, Operation, Usages};
 pub use backend::{AeadSealed, Backend, GeneratedKey, KeyHandle};
