@@ -24,17 +24,17 @@ pub struct InitializedToken {
 
 fn auth_pin(what: &str, pin: &SecretBytes) -> Result<AuthPin> {
     if pin.is_empty() {
-        return Err(Error::InvalidInput(format!("the {what} is empty")));
+        return Err(Error::invalid_input(format!("the {what} is empty")));
     }
     let s = std::str::from_utf8(pin.expose())
-        .map_err(|_| Error::InvalidInput(format!("the {what} is not UTF-8")))?;
+        .map_err(|_| Error::invalid_input(format!("the {what} is not UTF-8")))?;
     Ok(AuthPin::from(s))
 }
 
 fn check_label(label: &str) -> Result<()> {
     if label.trim_end().is_empty() || label.len() > 32 {
-        return Err(Error::InvalidInput(
-            "a token label is 1 to 32 bytes (not only blanks)".into(),
+        return Err(Error::invalid_input(
+            "a token label is 1 to 32 bytes (not only blanks)",
         ));
     }
     Ok(())
@@ -42,7 +42,7 @@ fn check_label(label: &str) -> Result<()> {
 
 /// Initialises a free (uninitialised) token of `module` as `label` with the
 /// SO PIN, then sets the user PIN. The label must be new among the module's
-/// tokens ([`Error::AlreadyExists`] otherwise). The token is found again by
+/// tokens ([`ErrorKind::AlreadyExists`](keystore_backend::ErrorKind::AlreadyExists) otherwise). The token is found again by
 /// label afterwards: slot numbers can change when a token is initialised.
 pub fn init_token(
     module: &Path,
@@ -60,12 +60,12 @@ pub fn init_token(
         .iter()
         .any(|t| t.initialized && t.label == label.trim_end())
     {
-        return Err(Error::AlreadyExists(format!(
+        return Err(Error::already_exists(format!(
             "a token labelled '{label}' already exists"
         )));
     }
     let free = tokens.iter().find(|t| !t.initialized).ok_or_else(|| {
-        Error::NotFound(format!(
+        Error::not_found(format!(
             "{} has no uninitialised token to initialise{}",
             module.display(),
             present.unreadable_note()
@@ -102,7 +102,7 @@ pub fn init_token(
 /// the SO PIN, which erases every object on it (every namespace) and its
 /// user PIN. The label is kept. Every backend on the token must be closed
 /// first (the token refuses with `CKR_SESSION_EXISTS` otherwise). A wrong
-/// SO PIN is [`Error::Auth`].
+/// SO PIN is [`ErrorKind::Auth`](keystore_backend::ErrorKind::Auth).
 pub fn reinitialize_token(
     module: &Path,
     selector: &TokenSelector,

@@ -88,13 +88,13 @@ impl fmt::Debug for PinSource {
 
 impl PinSource {
     /// Reads the PIN. A missing variable or file, or an empty PIN, is
-    /// [`Error::InvalidInput`]; an unreadable file is [`Error::Backend`].
+    /// [`ErrorKind::InvalidInput`](keystore_backend::ErrorKind::InvalidInput); an unreadable file is [`ErrorKind::Backend`](keystore_backend::ErrorKind::Backend).
     pub fn read(&self) -> Result<SecretBytes> {
         let pin = match self {
             PinSource::Env(var) => match std::env::var_os(var) {
                 Some(v) => SecretBytes::new(v.into_encoded_bytes()),
                 None => {
-                    return Err(Error::InvalidInput(format!(
+                    return Err(Error::invalid_input(format!(
                         "the PIN environment variable {var} is not set"
                     )))
                 }
@@ -102,7 +102,7 @@ impl PinSource {
             PinSource::File(path) => {
                 let bytes = std::fs::read(path).map_err(|e| {
                     if e.kind() == std::io::ErrorKind::NotFound {
-                        Error::InvalidInput(format!("PIN file {} does not exist", path.display()))
+                        Error::invalid_input(format!("PIN file {} does not exist", path.display()))
                     } else {
                         Error::backend(
                             COMPONENT,
@@ -126,7 +126,7 @@ impl PinSource {
             PinSource::Value(v) => SecretBytes::from_slice(v.expose()),
         };
         if pin.is_empty() {
-            return Err(Error::InvalidInput("the user PIN is empty".into()));
+            return Err(Error::invalid_input("the user PIN is empty"));
         }
         Ok(pin)
     }
@@ -229,8 +229,8 @@ impl Pkcs11Config {
     /// Checks the fields that can be checked without the token.
     pub(crate) fn check(&self) -> Result<()> {
         if self.namespace.is_empty() || self.namespace.len() > 64 {
-            return Err(Error::InvalidInput(
-                "a PKCS#11 key namespace is 1 to 64 bytes".into(),
+            return Err(Error::invalid_input(
+                "a PKCS#11 key namespace is 1 to 64 bytes",
             ));
         }
         let empty = match &self.token {
@@ -238,9 +238,7 @@ impl Pkcs11Config {
             TokenSelector::Serial(s) => s.trim_end().is_empty(),
         };
         if empty {
-            return Err(Error::InvalidInput(
-                "the token label or serial is empty".into(),
-            ));
+            return Err(Error::invalid_input("the token label or serial is empty"));
         }
         Ok(())
     }
@@ -249,6 +247,7 @@ impl Pkcs11Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keystore_backend::ErrorKind;
 
     #[test]
     fn pin_file_loses_one_trailing_newline_only() {
@@ -267,7 +266,7 @@ mod tests {
         std::fs::write(&p, b"\n").expect("write");
         assert_eq!(
             PinSource::File(p).read().unwrap_err().kind(),
-            "InvalidInput"
+            ErrorKind::InvalidInput
         );
     }
 
@@ -276,11 +275,11 @@ mod tests {
         let e = PinSource::Env("KEYSTORE_TEST_SURELY_UNSET_PIN_VAR".into())
             .read()
             .unwrap_err();
-        assert_eq!(e.kind(), "InvalidInput");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
         let e = PinSource::File("/nonexistent/pin".into())
             .read()
             .unwrap_err();
-        assert_eq!(e.kind(), "InvalidInput");
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
     }
 
     #[test]

@@ -79,7 +79,7 @@ impl Library {
     /// instance already initialised in this process.
     pub(crate) fn acquire(module: &Path) -> Result<Library> {
         let key = std::fs::canonicalize(module).map_err(|_| {
-            Error::NotFound(format!(
+            Error::not_found(format!(
                 "PKCS#11 module {} does not exist (install SoftHSM2 with \
                  `apt-get install softhsm2`, or point the configuration at your token's module)",
                 module.display()
@@ -140,7 +140,7 @@ impl Library {
     /// Logs the user in on `session` (token `serial`), or, if this process
     /// is already logged in to that token, checks `pin` against the PIN
     /// that did. The returned ticket keeps the login registered until it
-    /// drops. A wrong PIN is [`Error::Auth`].
+    /// drops. A wrong PIN is [`ErrorKind::Auth`](keystore_backend::ErrorKind::Auth).
     pub(crate) fn login(
         &self,
         session: &Session,
@@ -176,7 +176,7 @@ impl Library {
                 if let Some(login) = entry.logins.get_mut(serial) {
                     let d = pin_digest(&login.salt, pin);
                     if !ct_eq(&d, &login.digest) {
-                        return Err(Error::Auth(format!(
+                        return Err(Error::auth(format!(
                             "user login to token {serial}: CKR_PIN_INCORRECT"
                         )));
                     }

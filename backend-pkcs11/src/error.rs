@@ -2,20 +2,20 @@
 //!
 //! | PKCS#11 return value | keystore error |
 //! |---|---|
-//! | `CKR_PIN_INCORRECT`, `CKR_PIN_LEN_RANGE`, `CKR_PIN_LOCKED`, `CKR_PIN_EXPIRED`, `CKR_USER_PIN_NOT_INITIALIZED` | [`Error::Auth`] |
-//! | `CKR_OBJECT_HANDLE_INVALID`, `CKR_KEY_HANDLE_INVALID` | [`Error::Backend`] (transient: the object may have vanished or be rewritten; only a search that succeeds and finds nothing makes a key `NotFound`) |
-//! | `CKR_ENCRYPTED_DATA_INVALID`, `CKR_ENCRYPTED_DATA_LEN_RANGE`, `CKR_SIGNATURE_INVALID` | [`Error::Integrity`] |
-//! | `CKR_MECHANISM_INVALID`, `CKR_MECHANISM_PARAM_INVALID`, `CKR_FUNCTION_NOT_SUPPORTED` | [`Error::Unsupported`] |
-//! | `CKR_KEY_FUNCTION_NOT_PERMITTED`, `CKR_KEY_TYPE_INCONSISTENT` | [`Error::Policy`] |
-//! | anything else | [`Error::Backend`] naming the `CKR_…` value and the call |
+//! | `CKR_PIN_INCORRECT`, `CKR_PIN_LEN_RANGE`, `CKR_PIN_LOCKED`, `CKR_PIN_EXPIRED`, `CKR_USER_PIN_NOT_INITIALIZED` | [`ErrorKind::Auth`](keystore_backend::ErrorKind::Auth) |
+//! | `CKR_OBJECT_HANDLE_INVALID`, `CKR_KEY_HANDLE_INVALID` | [`ErrorKind::Backend`](keystore_backend::ErrorKind::Backend) (transient: the object may have vanished or be rewritten; only a search that succeeds and finds nothing makes a key `NotFound`) |
+//! | `CKR_ENCRYPTED_DATA_INVALID`, `CKR_ENCRYPTED_DATA_LEN_RANGE`, `CKR_SIGNATURE_INVALID` | [`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity) |
+//! | `CKR_MECHANISM_INVALID`, `CKR_MECHANISM_PARAM_INVALID`, `CKR_FUNCTION_NOT_SUPPORTED` | [`ErrorKind::Unsupported`](keystore_backend::ErrorKind::Unsupported) |
+//! | `CKR_KEY_FUNCTION_NOT_PERMITTED`, `CKR_KEY_TYPE_INCONSISTENT` | [`ErrorKind::Policy`](keystore_backend::ErrorKind::Policy) |
+//! | anything else | [`ErrorKind::Backend`](keystore_backend::ErrorKind::Backend) naming the `CKR_…` value and the call |
 //!
 //! Messages carry the operation and the return-value name, never data.
 
 use cryptoki::error::{Error as CkError, RvError};
-use keystore_backend::Error;
+use keystore_backend::{Component, Error, ErrorKind};
 
-/// The component name used in [`Error::Backend`].
-pub(crate) const COMPONENT: &str = "pkcs11";
+/// The component name used in [`ErrorKind::Backend`](keystore_backend::ErrorKind::Backend).
+pub(crate) const COMPONENT: Component = Component::Pkcs11;
 
 /// `CKR_…` name of a return value, e.g. `CKR_PIN_INCORRECT`.
 pub(crate) fn ckr_name(rv: RvError) -> String {
@@ -58,34 +58,32 @@ pub(crate) fn map(what: &str, e: CkError) -> Error {
         | RvError::PinLocked
         | RvError::PinExpired
         | RvError::PinInvalid
-        | RvError::UserPinNotInitialized => Error::Auth(format!("{what}: {name}")),
+        | RvError::UserPinNotInitialized => Error::auth(format!("{what}: {name}")),
         RvError::EncryptedDataInvalid
         | RvError::EncryptedDataLenRange
         | RvError::SignatureInvalid
-        | RvError::SignatureLenRange => Error::Integrity(format!("{what}: {name}")),
+        | RvError::SignatureLenRange => Error::integrity(format!("{what}: {name}")),
         RvError::MechanismInvalid
         | RvError::MechanismParamInvalid
-        | RvError::FunctionNotSupported => Error::Unsupported(format!("{what}: {name}")),
+        | RvError::FunctionNotSupported => Error::unsupported(format!("{what}: {name}")),
         RvError::KeyFunctionNotPermitted | RvError::KeyTypeInconsistent => {
-            Error::Policy(format!("{what}: {name}"))
+            Error::policy(format!("{what}: {name}"))
         }
         _ => Error::backend(COMPONENT, format!("{what}: {name}"), e),
     }
 }
 
 /// True if `e` was mapped by [`map`] from the return value `rv`: the
-/// source of an [`Error::Backend`], or the `CKR_…` name that ends the
+/// source of an [`ErrorKind::Backend`](keystore_backend::ErrorKind::Backend), or the `CKR_…` name that ends the
 /// message of the other variants.
 pub(crate) fn mapped_from(e: &Error, rv: RvError) -> bool {
-    match e {
-        Error::Backend {
-            source: Some(src), ..
-        } => src
-            .downcast_ref::<CkError>()
+    if e.is(ErrorKind::Backend) {
+        std::error::Error::source(e)
+            .and_then(|src| src.downcast_ref::<CkError>())
             .and_then(rv_of)
-            .is_some_and(|r| r == rv),
-        Error::Backend { .. } => false,
-        other => other.message().ends_with(&format!(": {}", ckr_name(rv))),
+            .is_some_and(|r| r == rv)
+    } else {
+        e.detail().ends_with(&format!(": {}", ckr_name(rv)))
     }
 }
 
@@ -116,13 +114,13 @@ mod tests {
     #[test]
     fn kinds() {
         let e = |rv| map("op", CkError::Pkcs11(rv, Function::Sign)).kind();
-        assert_eq!(e(RvError::PinIncorrect), "Auth");
-        assert_eq!(e(RvError::PinLenRange), "Auth");
+        assert_eq!(e(RvError::PinIncorrect), ErrorKind::Auth);
+        assert_eq!(e(RvError::PinLenRange), ErrorKind::Auth);
         // A stale handle is not proof of absence: only a fresh search is.
-        assert_eq!(e(RvError::KeyHandleInvalid), "Backend");
-        assert_eq!(e(RvError::EncryptedDataInvalid), "Integrity");
-        assert_eq!(e(RvError::MechanismInvalid), "Unsupported");
-        assert_eq!(e(RvError::GeneralError), "Backend");
+        assert_eq!(e(RvError::KeyHandleInvalid), ErrorKind::Backend);
+        assert_eq!(e(RvError::EncryptedDataInvalid), ErrorKind::Integrity);
+        assert_eq!(e(RvError::MechanismInvalid), ErrorKind::Unsupported);
+        assert_eq!(e(RvError::GeneralError), ErrorKind::Backend);
         let pin = map(
             "login",
             CkError::Pkcs11(RvError::UserPinNotInitialized, Function::Login),

@@ -53,7 +53,7 @@ impl Prefix {
     /// The id in `handle`, or `NotFound` if the handle is not one of ours.
     pub(crate) fn id_of(&self, handle: &KeyHandle) -> Result<KeyId> {
         self.parse(handle.as_bytes()).ok_or_else(|| {
-            Error::NotFound(format!(
+            Error::not_found(format!(
                 "{handle:?} is not a key handle of this PKCS#11 store"
             ))
         })
@@ -88,6 +88,7 @@ impl std::fmt::Debug for KeyId {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keystore_backend::ErrorKind;
 
     #[test]
     fn ids_carry_their_namespace() {
@@ -101,6 +102,6 @@ mod tests {
         assert_eq!(a.parse(&id.as_bytes()[..20]), None);
         assert_ne!(a.new_id().expect("id"), id);
         let e = a.id_of(&KeyHandle::new(vec![0xEE; 16])).unwrap_err();
-        assert_eq!(e.kind(), "NotFound");
+        assert_eq!(e.kind(), ErrorKind::NotFound);
     }
 }

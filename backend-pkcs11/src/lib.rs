@@ -18,7 +18,7 @@
 //!   are as this crate set them (re-checked after
 //!   [`PROTECTION_RECHECK_INTERVAL`] and after any failure), and signatures
 //!   are verified on the host as [`SignatureCheck`] says: a damaged or
-//!   swapped key is [`Error::Integrity`], never a bad signature.
+//!   swapped key is [`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity), never a bad signature.
 //! - [`Backend::list`] and [`Pkcs11Backend::reconcile`] report every key of
 //!   the namespace with any object left, for the keystore's recovery at open.
 //!
@@ -162,7 +162,7 @@ impl std::fmt::Debug for Pkcs11Backend {
 impl Pkcs11Backend {
     /// Loads the module (once per process), finds the token, opens the
     /// anchor session and logs the user in. A wrong PIN is
-    /// [`Error::Auth`]; a missing module is [`Error::NotFound`] at once.
+    /// [`ErrorKind::Auth`](keystore_backend::ErrorKind::Auth); a missing module is [`ErrorKind::NotFound`](keystore_backend::ErrorKind::NotFound) at once.
     ///
     /// A token that is not found, or a transient failure while finding it
     /// or logging in, is tried again with growing sleeps for up to
@@ -288,7 +288,7 @@ impl Pkcs11Backend {
     /// that a key's material is missing. `Ok(false)` only when two searches
     /// that succeeded, a moment apart, find no object with its `CKA_ID` (or
     /// the handle is not one of this store's); transient token errors are
-    /// retried for up to a second and then returned as [`Error::Backend`],
+    /// retried for up to a second and then returned as [`ErrorKind::Backend`](keystore_backend::ErrorKind::Backend),
     /// never as absence.
     pub fn contains(&self, handle: &KeyHandle) -> Result<bool> {
         self.contains_key(handle)
@@ -319,7 +319,7 @@ impl Pkcs11Backend {
         if self.caps.supports(alg, op) {
             Ok(())
         } else {
-            Err(Error::Unsupported(format!(
+            Err(Error::unsupported(format!(
                 "token '{}' does not offer {alg} {op:?}",
                 self.token_label
             )))
@@ -343,10 +343,10 @@ impl Backend for Pkcs11Backend {
 
     fn import(&self, algorithm: Algorithm, secret: &SecretBytes, label: &str) -> Result<KeyHandle> {
         match algorithm.secret_len() {
-            None => Err(Error::Policy(format!(
+            None => Err(Error::policy(format!(
                 "{algorithm} keys cannot be imported; generate them inside the token"
             ))),
-            Some(n) if n != secret.len() => Err(Error::InvalidInput(format!(
+            Some(n) if n != secret.len() => Err(Error::invalid_input(format!(
                 "{algorithm} needs a {n}-byte secret, got {} bytes",
                 secret.len()
             ))),
@@ -370,7 +370,7 @@ impl Backend for Pkcs11Backend {
     }
 
     /// AES-256-GCM under a fresh random 96-bit nonce. An empty `aad` is
-    /// [`Error::InvalidInput`]: SoftHSM 2.6.1 crashes on it, and the
+    /// [`ErrorKind::InvalidInput`](keystore_backend::ErrorKind::InvalidInput): SoftHSM 2.6.1 crashes on it, and the
     /// keystore never passes one (its AAD starts with the envelope header).
     fn encrypt(&self, handle: &KeyHandle, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
         self.aead_encrypt(handle, aad, plaintext)

@@ -16,7 +16,7 @@ use keystore_backend::{Algorithm, Error, PublicKey, Result};
 pub(crate) const P256_PARAMS: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
 
 fn bad(what: &str) -> Error {
-    Error::Integrity(format!("token public key object: {what}"))
+    Error::integrity(format!("token public key object: {what}"))
 }
 
 /// SPKI of a P-256 key from its `CKA_EC_PARAMS` and `CKA_EC_POINT`.
@@ -61,7 +61,7 @@ pub(crate) struct Verifier {
 impl Verifier {
     /// Parses `public` (SPKI DER, which aws-lc-rs accepts for EC and RSA
     /// keys alongside the raw point and `RSAPublicKey`). A key aws-lc-rs
-    /// rejects is [`Error::Integrity`]: it came from the token's public key
+    /// rejects is [`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity): it came from the token's public key
     /// object.
     pub(crate) fn new(public: PublicKey) -> Result<Verifier> {
         let alg = public.algorithm();
@@ -74,7 +74,7 @@ impl Verifier {
                 &aws::RSA_PKCS1_2048_8192_SHA256
             }
             Algorithm::Aes256Gcm | Algorithm::HmacSha256 => {
-                return Err(Error::Policy(format!("{alg} keys have no public key")))
+                return Err(Error::policy(format!("{alg} keys have no public key")))
             }
         };
         let parsed = ParsedPublicKey::new(scheme, public.spki_der())
@@ -97,6 +97,7 @@ impl Verifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keystore_backend::ErrorKind;
 
     #[test]
     fn ec_point_forms() {
@@ -110,11 +111,11 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(
             ec_spki(P256_PARAMS, &point[..64]).unwrap_err().kind(),
-            "Integrity"
+            ErrorKind::Integrity
         );
         assert_eq!(
             ec_spki(&[0x06, 0x01, 0x00], &point).unwrap_err().kind(),
-            "Integrity"
+            ErrorKind::Integrity
         );
     }
 }

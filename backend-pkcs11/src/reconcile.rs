@@ -105,7 +105,8 @@ impl Pkcs11Backend {
         if remove_orphans {
             for id in orphans {
                 match self.destroy_key(&id.handle()) {
-                    Ok(()) | Err(keystore_backend::Error::NotFound(_)) => {
+                    Ok(()) => report.removed.push(id.handle()),
+                    Err(e) if e.is(keystore_backend::ErrorKind::NotFound) => {
                         report.removed.push(id.handle())
                     }
                     Err(e) => return Err(e),

@@ -6,13 +6,13 @@
 //! `CKR_KEY_HANDLE_INVALID`, a token with a blank label, or no token at
 //! all. None of these means that a key is missing: they are retried with
 //! short sleeps for a bounded time, and a key is reported absent
-//! ([`keystore_backend::Error::NotFound`]) only when a search that succeeded
+//! ([`ErrorKind::NotFound`](keystore_backend::ErrorKind::NotFound)) only when a search that succeeded
 //! does not find it. Rationale and measurements:
 //! `docs/design/pkcs11-concurrency.md` in the workspace.
 
 use crate::error::rv_of;
 use cryptoki::error::{Error as CkError, RvError};
-use keystore_backend::Error;
+use keystore_backend::{Error, ErrorKind};
 use std::time::{Duration, Instant};
 
 /// How long a key operation, a listing or a search keeps retrying
@@ -51,12 +51,12 @@ pub(crate) fn transient_rv(rv: RvError) -> bool {
 
 /// The PKCS#11 return value behind a keystore error, if any.
 pub(crate) fn rv_in(e: &Error) -> Option<RvError> {
-    match e {
-        Error::Backend {
-            source: Some(src), ..
-        } => src.downcast_ref::<CkError>().and_then(rv_of),
-        _ => None,
+    if !e.is(ErrorKind::Backend) {
+        return None;
     }
+    std::error::Error::source(e)
+        .and_then(|src| src.downcast_ref::<CkError>())
+        .and_then(rv_of)
 }
 
 /// True if `e` is worth retrying: a [`transient_rv`] return value.
@@ -119,18 +119,16 @@ impl Backoff {
             " (still failing after {n} attempts over {ms} ms; another process may be writing the \
              token)"
         );
-        match e {
-            Error::NotFound(m) => Error::NotFound(format!("{m} (looked {n} times over {ms} ms)")),
-            Error::Backend {
-                component,
-                message,
-                source,
-            } => Error::Backend {
-                component,
-                message: message + &note,
-                source,
-            },
-            other => other,
+        match e.kind() {
+            ErrorKind::NotFound => {
+                let m = format!("{} (looked {n} times over {ms} ms)", e.detail());
+                e.with_message(m)
+            }
+            ErrorKind::Backend => {
+                let m = format!("{}{note}", e.detail());
+                e.with_message(m)
+            }
+            _ => e,
         }
     }
 }
@@ -167,7 +165,7 @@ mod tests {
         assert!(is_handle_invalid(&e(RvError::KeyHandleInvalid)));
         assert!(!is_transient(&e(RvError::PinIncorrect)));
         assert!(!is_transient(&e(RvError::MechanismInvalid)));
-        assert!(!is_transient(&Error::NotFound("x".into())));
+        assert!(!is_transient(&Error::not_found("x")));
     }
 
     #[test]
@@ -189,9 +187,9 @@ mod tests {
         let mut n = 0;
         let r: keystore_backend::Result<()> = retrying(|| {
             n += 1;
-            Err(Error::NotFound("gone".into()))
+            Err(Error::not_found("gone"))
         });
-        assert_eq!(r.unwrap_err().kind(), "NotFound");
+        assert_eq!(r.unwrap_err().kind(), ErrorKind::NotFound);
         assert_eq!(n, 1);
 
         let start = Instant::now();
@@ -208,7 +206,7 @@ mod tests {
             took <= OPERATION_WAIT + Duration::from_millis(200),
             "{took:?}"
         );
-        assert_eq!(e.kind(), "Backend");
+        assert_eq!(e.kind(), ErrorKind::Backend);
         assert!(e.to_string().contains("attempts"), "{e}");
     }
 }

@@ -75,10 +75,12 @@ impl Pool {
         if let Some(s) = self.idle().pop() {
             return Ok(s);
         }
-        let lib = self
-            .lib
-            .as_ref()
-            .ok_or_else(|| keystore_backend::Error::backend_msg("pkcs11", "backend is closed"))?;
+        let lib = self.lib.as_ref().ok_or_else(|| {
+            keystore_backend::Error::backend_msg(
+                keystore_backend::Component::Pkcs11,
+                "backend is closed",
+            )
+        })?;
         let s = lib
             .pkcs11()
             .open_rw_session(self.slot)

@@ -7,7 +7,7 @@ use crate::retry::{is_transient, Backoff};
 use cryptoki::context::Pkcs11;
 use cryptoki::mechanism::MechanismType;
 use cryptoki::slot::Slot;
-use keystore_backend::{Algorithm, Capabilities, Error, Result};
+use keystore_backend::{Algorithm, Capabilities, Error, ErrorKind, Result};
 use std::time::Duration;
 
 /// A token present in a slot.
@@ -110,12 +110,12 @@ pub(crate) fn find(lib: &Library, selector: &TokenSelector) -> Result<Found> {
         })
         .collect();
     match matching.len() {
-        0 => Err(Error::NotFound(format!("no initialised {selector}{note}"))),
+        0 => Err(Error::not_found(format!("no initialised {selector}{note}"))),
         1 => Ok(matching
             .into_iter()
             .next()
             .ok_or_else(|| Error::backend_msg(COMPONENT, "token list changed while reading it"))?),
-        n => Err(Error::InvalidInput(format!(
+        n => Err(Error::invalid_input(format!(
             "{n} tokens match the {selector}; select the token by serial"
         ))),
     }
@@ -150,7 +150,7 @@ pub(crate) fn find_waiting(
 
 /// True if a failed token lookup may succeed when asked again.
 pub(crate) fn lookup_retryable(e: &Error) -> bool {
-    matches!(e, Error::NotFound(_)) || is_transient(e)
+    e.is(ErrorKind::NotFound) || is_transient(e)
 }
 
 /// The mechanisms each algorithm needs.

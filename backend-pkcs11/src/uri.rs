@@ -10,7 +10,7 @@
 //! or serial only). Query attributes: `module-path`, `pin-source` (`file:`
 //! URI or path) and `pin-value` (discouraged: the PIN ends up in process
 //! listings and shell history). Values are percent-decoded; anything else
-//! is [`Error::InvalidInput`].
+//! is [`ErrorKind::InvalidInput`](keystore_backend::ErrorKind::InvalidInput).
 
 use crate::config::{PinSource, Pkcs11Config, TokenSelector};
 use keystore_backend::{Error, Result, SecretBytes};
@@ -36,7 +36,7 @@ pub struct Pkcs11Uri {
 }
 
 fn bad(msg: impl Into<String>) -> Error {
-    Error::InvalidInput(format!("PKCS#11 URI: {}", msg.into()))
+    Error::invalid_input(format!("PKCS#11 URI: {}", msg.into()))
 }
 
 fn decode(s: &str) -> Result<Vec<u8>> {
@@ -171,6 +171,7 @@ pub fn key_uri(label: &str, serial: &str, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keystore_backend::ErrorKind;
 
     #[test]
     fn parses_the_rfc_forms() {
@@ -211,7 +212,7 @@ mod tests {
         ] {
             assert_eq!(
                 Pkcs11Uri::parse(bad).unwrap_err().kind(),
-                "InvalidInput",
+                ErrorKind::InvalidInput,
                 "{bad}"
             );
         }

@@ -5,8 +5,8 @@ use crate::record::ID_LEN;
 use crate::{fsio, material};
 use crate::{record_id, wrap_aad, SoftStore, HEADER_FILE, RECORD_EXT};
 use keystore_backend::{
-    fsperm::PermissionReport, AeadSealed, Algorithm, Backend, Capabilities, Error, GeneratedKey,
-    KeyHandle, Operation, PublicKey, Result, SecretBytes,
+    fsperm::PermissionReport, AeadSealed, Algorithm, Backend, Capabilities, Error, ErrorKind,
+    GeneratedKey, KeyHandle, Operation, PublicKey, Result, SecretBytes,
 };
 use std::fs;
 use zeroize::Zeroizing;
@@ -38,7 +38,7 @@ impl Backend for SoftStore {
         context: &[u8],
     ) -> Result<Vec<u8>> {
         if algorithm.class() != keystore_backend::KeyClass::Symmetric {
-            return Err(Error::Policy(format!(
+            return Err(Error::policy(format!(
                 "{algorithm} keys are never exported"
             )));
         }
@@ -59,19 +59,19 @@ impl Backend for SoftStore {
         _label: &str,
     ) -> Result<KeyHandle> {
         if algorithm.class() != keystore_backend::KeyClass::Symmetric {
-            return Err(Error::Policy(format!(
+            return Err(Error::policy(format!(
                 "{algorithm} keys are never imported"
             )));
         }
         if wrapped.len() < 12 + 16 {
-            return Err(Error::Integrity("wrapped key is truncated".into()));
+            return Err(Error::integrity("wrapped key is truncated"));
         }
         let kek = self.load(wrapping_key, Algorithm::Aes256Gcm)?;
         let mut nonce = [0u8; 12];
         nonce.copy_from_slice(&wrapped[..12]);
         let secret = kek.decrypt(&wrap_aad(algorithm, context), &nonce, &wrapped[12..])?;
         if Some(secret.len()) != algorithm.secret_len() {
-            return Err(Error::Integrity("wrapped key has the wrong length".into()));
+            return Err(Error::integrity("wrapped key has the wrong length"));
         }
         Ok(KeyHandle::new(self.store(algorithm, &secret)?.0.to_vec()))
     }
@@ -96,10 +96,10 @@ impl Backend for SoftStore {
         _label: &str,
     ) -> Result<KeyHandle> {
         match algorithm.secret_len() {
-            None => Err(Error::Policy(format!(
+            None => Err(Error::policy(format!(
                 "{algorithm} keys cannot be imported; generate them inside the backend"
             ))),
-            Some(n) if n != secret.len() => Err(Error::InvalidInput(format!(
+            Some(n) if n != secret.len() => Err(Error::invalid_input(format!(
                 "{algorithm} needs a {n}-byte secret, got {} bytes",
                 secret.len()
             ))),
@@ -167,7 +167,8 @@ impl Backend for SoftStore {
         self.cache().entries.clear();
         for h in self.list()? {
             match self.destroy(&h) {
-                Ok(()) | Err(Error::NotFound(_)) => {}
+                Ok(()) => {}
+                Err(e) if e.is(ErrorKind::NotFound) => {}
                 Err(e) => return Err(e),
             }
         }

@@ -10,7 +10,7 @@
 //! included) created 0600 before their first byte is written.
 
 use keystore_backend::fsperm::{self, PermissionReport};
-use keystore_backend::{Error, Result};
+use keystore_backend::{Component, Error, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -19,14 +19,14 @@ use std::path::Path;
 pub(crate) const TMP_PREFIX: &str = ".tmp-";
 
 pub(crate) fn io_err(what: impl Into<String>, e: std::io::Error) -> Error {
-    Error::backend("soft", what, e)
+    Error::backend(Component::Soft, what, e)
 }
 
 /// Writes `bytes` to `path` atomically and durably.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::backend_msg("soft", "record path has no parent directory"))?;
+    let dir = path.parent().ok_or_else(|| {
+        Error::backend_msg(Component::Soft, "record path has no parent directory")
+    })?;
     write_atomic_via(path, dir, bytes)
 }
 
@@ -35,13 +35,13 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// of the records directory, so that clearing crash leftovers at open never
 /// has to list every record.
 pub(crate) fn write_atomic_via(path: &Path, tmp_dir: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::backend_msg("soft", "record path has no parent directory"))?;
+    let dir = path.parent().ok_or_else(|| {
+        Error::backend_msg(Component::Soft, "record path has no parent directory")
+    })?;
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::backend_msg("soft", "record path has no file name"))?;
+        .ok_or_else(|| Error::backend_msg(Component::Soft, "record path has no file name"))?;
     let mut rnd = [0u8; 8];
     crate::prim::random(&mut rnd)?;
     let tmp = tmp_dir.join(format!("{TMP_PREFIX}{file_name}-{}", hex::encode(rnd)));
@@ -92,7 +92,7 @@ pub(crate) fn remove_durably(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::NotFound(format!(
+            return Err(Error::not_found(format!(
                 "no soft record at {}",
                 path.display()
             )))

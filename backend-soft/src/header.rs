@@ -10,14 +10,14 @@
 //! ```
 //! The wrap authenticates every preceding header byte as AAD, so parameters
 //! cannot be lowered without the KEK. The trailing digest tells a corrupted
-//! header ([`Error::Integrity`]) apart from a wrong passphrase ([`Error::Auth`]).
+//! header ([`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity)) apart from a wrong passphrase ([`ErrorKind::Auth`](keystore_backend::ErrorKind::Auth)).
 //! Format 1 headers (passphrase and key-file stores) are written and read
 //! exactly as before; format 2 exists only for provider-sealed KEKs, so a
 //! build without providers reports such a store as unsupported.
 
 use crate::kek::{Kdf, Kek};
 use crate::prim::SealKey;
-use keystore_backend::{Error, Result, SecretBytes};
+use keystore_backend::{Component, Error, Result, SecretBytes};
 use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 6] = b"KSSOFT";
@@ -55,7 +55,7 @@ impl Header {
     ) -> Result<Header> {
         if (kdf == Kdf::Provider) != sealed.is_some() {
             return Err(Error::backend_msg(
-                "soft",
+                Component::Soft,
                 "a provider KEK needs its sealed form, and only it has one",
             ));
         }
@@ -77,7 +77,7 @@ impl Header {
         Ok(h)
     }
 
-    /// Unwraps the store key. A wrong KEK is [`Error::Auth`].
+    /// Unwraps the store key. A wrong KEK is [`ErrorKind::Auth`](keystore_backend::ErrorKind::Auth).
     pub fn unwrap_store_key(&self, kek: &Kek) -> Result<SecretBytes> {
         let aad = self.authenticated_prefix();
         let key = SealKey::new(kek.expose())?;
@@ -86,7 +86,7 @@ impl Header {
         let mut buf = SecretBytes::from_slice(&self.wrapped[12..]);
         let n = key
             .open(nonce, &aad, buf.expose_mut())
-            .map_err(|_| Error::Auth("wrong passphrase or key file for this soft store".into()))?;
+            .map_err(|_| Error::auth("wrong passphrase or key file for this soft store"))?;
         Ok(SecretBytes::from_slice(&buf.expose()[..n]))
     }
 
@@ -122,9 +122,9 @@ impl Header {
         out
     }
 
-    /// Parses stored header bytes. Anything malformed is [`Error::Integrity`].
+    /// Parses stored header bytes. Anything malformed is [`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity).
     pub fn decode(bytes: &[u8]) -> Result<Header> {
-        let bad = |what: &str| Error::Integrity(format!("soft store header is corrupted: {what}"));
+        let bad = |what: &str| Error::integrity(format!("soft store header is corrupted: {what}"));
         if bytes.len() < 32 {
             return Err(bad("too short"));
         }
@@ -138,7 +138,7 @@ impl Header {
         }
         let format = r.u8()?;
         if format != FORMAT && format != FORMAT_SEALED {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::unsupported(format!(
                 "soft store header format {format} is not supported by this build"
             )));
         }
@@ -181,7 +181,7 @@ pub(crate) struct Reader<'a>(pub &'a [u8]);
 impl<'a> Reader<'a> {
     pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.0.len() < n {
-            return Err(Error::Integrity("soft store header is truncated".into()));
+            return Err(Error::integrity("soft store header is truncated"));
         }
         let (head, tail) = self.0.split_at(n);
         self.0 = tail;

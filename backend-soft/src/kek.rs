@@ -1,7 +1,7 @@
 //! Key-encryption keys: where the key that wraps the store key comes from.
 
 use crate::header::{Header, Reader, SealedKek};
-use keystore_backend::{Error, Result, SecretBytes};
+use keystore_backend::{Component, Error, Result, SecretBytes};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -34,7 +34,7 @@ impl std::fmt::Debug for Unlock {
 ///   with its sealed form (at most [`MAX_SEALED_LEN`] bytes, not secret).
 /// - [`KekProvider::unseal`] recovers that KEK from the sealed form. When the
 ///   device cannot (another device, a cleared device, a changed policy such
-///   as PCR values, a wrong device credential) it answers [`Error::Auth`].
+///   as PCR values, a wrong device credential) it answers [`ErrorKind::Auth`](keystore_backend::ErrorKind::Auth).
 /// - [`KekProvider::kind`] names the provider (ASCII, 1 to 32 bytes); it is
 ///   recorded in the header and checked before unsealing.
 /// - `Debug` output redacts every credential.
@@ -102,7 +102,7 @@ impl Kdf {
     pub fn check(self) -> Result<()> {
         match self {
             Kdf::Pbkdf2Sha256 { iterations } if iterations < Self::MIN_PBKDF2_ITERATIONS => {
-                Err(Error::Policy(format!(
+                Err(Error::policy(format!(
                     "PBKDF2 needs at least {} iterations, got {iterations}",
                     Self::MIN_PBKDF2_ITERATIONS
                 )))
@@ -116,7 +116,7 @@ impl Kdf {
                 || parallelism == 0
                 || parallelism > 16 =>
             {
-                Err(Error::Policy(format!(
+                Err(Error::policy(format!(
                     "Argon2id needs at least {} KiB of memory, 1 pass and 1..=16 lanes",
                     Self::MIN_ARGON2_MEMORY_KIB
                 )))
@@ -159,7 +159,7 @@ impl Kdf {
             3 => Kdf::KeyFile,
             4 => Kdf::Provider,
             other => {
-                return Err(Error::Integrity(format!(
+                return Err(Error::integrity(format!(
                     "soft store header names unknown KEK kind {other}"
                 )))
             }
@@ -188,7 +188,7 @@ impl Kek {
                 let (kek, blob) = p.create()?;
                 if blob.is_empty() || blob.len() > MAX_SEALED_LEN {
                     return Err(Error::backend_msg(
-                        "soft",
+                        Component::Soft,
                         format!(
                             "KEK provider '{kind}' returned a sealed KEK of {} bytes (1..={MAX_SEALED_LEN} allowed)",
                             blob.len()
@@ -207,18 +207,17 @@ impl Kek {
             (Unlock::Provider(p), Some(sealed)) => {
                 let kind = provider_kind(p.as_ref())?;
                 if kind != sealed.kind {
-                    return Err(Error::Auth(format!(
+                    return Err(Error::auth(format!(
                         "this soft store's KEK is sealed by a '{}' provider, not '{kind}'",
                         sealed.kind
                     )));
                 }
                 Kek::checked(p.unseal(&sealed.blob)?, &kind)
             }
-            (Unlock::Provider(_), None) => Err(Error::Auth(
-                "this soft store is unlocked with a passphrase or key file, not a KEK provider"
-                    .into(),
+            (Unlock::Provider(_), None) => Err(Error::auth(
+                "this soft store is unlocked with a passphrase or key file, not a KEK provider",
             )),
-            (_, Some(sealed)) => Err(Error::Auth(format!(
+            (_, Some(sealed)) => Err(Error::auth(format!(
                 "this soft store is unlocked by a '{}' KEK provider",
                 sealed.kind
             ))),
@@ -229,7 +228,7 @@ impl Kek {
     fn checked(kek: SecretBytes, kind: &str) -> Result<Kek> {
         if kek.len() != 32 {
             return Err(Error::backend_msg(
-                "soft",
+                Component::Soft,
                 format!(
                     "KEK provider '{kind}' returned a {}-byte KEK, not 32",
                     kek.len()
@@ -266,7 +265,7 @@ impl Kek {
                 check_passphrase(pw)?;
                 let params = argon2::Params::new(memory_kib, iterations, parallelism, Some(32))
                     .map_err(|_| {
-                        Error::Integrity("soft store header has invalid Argon2id parameters".into())
+                        Error::integrity("soft store header has invalid Argon2id parameters")
                     })?;
                 let a2 = argon2::Argon2::new(
                     argon2::Algorithm::Argon2id,
@@ -276,18 +275,18 @@ impl Kek {
                 let mut out = SecretBytes::zeroed(32);
                 a2.hash_password_into(pw.expose(), salt, out.expose_mut())
                     .map_err(|_| {
-                        Error::InvalidInput("Argon2id rejected the passphrase or salt".into())
+                        Error::invalid_input("Argon2id rejected the passphrase or salt")
                     })?;
                 Ok(Kek(out))
             }
-            (Unlock::Passphrase(_), Kdf::KeyFile) => Err(Error::Auth(
-                "this soft store is unlocked with a key file, not a passphrase".into(),
+            (Unlock::Passphrase(_), Kdf::KeyFile) => Err(Error::auth(
+                "this soft store is unlocked with a key file, not a passphrase",
             )),
-            (Unlock::KeyFile(_), _) => Err(Error::Auth(
-                "this soft store is unlocked with a passphrase, not a key file".into(),
+            (Unlock::KeyFile(_), _) => Err(Error::auth(
+                "this soft store is unlocked with a passphrase, not a key file",
             )),
-            (_, Kdf::Provider) | (Unlock::Provider(_), _) => Err(Error::Auth(
-                "this soft store's KEK and its unlock source do not match".into(),
+            (_, Kdf::Provider) | (Unlock::Provider(_), _) => Err(Error::auth(
+                "this soft store's KEK and its unlock source do not match",
             )),
         }
     }
@@ -296,7 +295,7 @@ impl Kek {
 fn provider_kind(p: &dyn KekProvider) -> Result<String> {
     let kind = p.kind();
     if kind.is_empty() || kind.len() > 32 || !kind.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::invalid_input(format!(
             "a KEK provider kind is 1 to 32 printable ASCII bytes, got {kind:?}"
         )));
     }
@@ -305,11 +304,11 @@ fn provider_kind(p: &dyn KekProvider) -> Result<String> {
 
 fn check_passphrase(pw: &SecretBytes) -> Result<()> {
     if pw.is_empty() {
-        return Err(Error::InvalidInput("the passphrase is empty".into()));
+        return Err(Error::invalid_input("the passphrase is empty"));
     }
     if pw.len() > 4096 {
-        return Err(Error::InvalidInput(
-            "the passphrase is longer than 4096 bytes".into(),
+        return Err(Error::invalid_input(
+            "the passphrase is longer than 4096 bytes",
         ));
     }
     Ok(())
@@ -318,17 +317,17 @@ fn check_passphrase(pw: &SecretBytes) -> Result<()> {
 fn read_key_file(path: &Path) -> Result<Kek> {
     let bytes = std::fs::read(path).map(SecretBytes::new).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::NotFound(format!("key file {} does not exist", path.display()))
+            Error::not_found(format!("key file {} does not exist", path.display()))
         } else {
             Error::backend(
-                "soft",
+                Component::Soft,
                 format!("cannot read key file {}", path.display()),
                 e,
             )
         }
     })?;
     if bytes.len() != 32 {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::invalid_input(format!(
             "key file {} must hold exactly 32 bytes, it holds {}",
             path.display(),
             bytes.len()
@@ -345,10 +344,10 @@ pub fn create_key_file(path: &Path) -> Result<()> {
     // Mode 0600 from creation, whatever the umask.
     let mut f = keystore_backend::fsperm::create_private_file(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            Error::AlreadyExists(format!("key file {} already exists", path.display()))
+            Error::already_exists(format!("key file {} already exists", path.display()))
         } else {
             Error::backend(
-                "soft",
+                Component::Soft,
                 format!("cannot create key file {}", path.display()),
                 e,
             )
@@ -358,7 +357,7 @@ pub fn create_key_file(path: &Path) -> Result<()> {
         .and_then(|_| f.sync_all())
         .map_err(|e| {
             Error::backend(
-                "soft",
+                Component::Soft,
                 format!("cannot write key file {}", path.display()),
                 e,
             )
@@ -369,6 +368,7 @@ pub fn create_key_file(path: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::{SoftStore, MAX_SEALED_LEN};
+    use keystore_backend::ErrorKind;
     use keystore_backend::{Algorithm, Backend};
     use std::sync::Mutex;
 
@@ -412,13 +412,15 @@ mod tests {
                 .iter()
                 .find(|(id, _)| id == sealed)
                 .map(|(_, k)| SecretBytes::from_slice(k))
-                .ok_or_else(|| Error::Auth("not sealed by this provider".into()))
+                .ok_or_else(|| Error::auth("not sealed by this provider"))
         }
     }
 
-    fn kind<T>(r: Result<T>) -> &'static str {
+    /// The kind of `r`'s error; an `Ok` fails the test.
+    #[track_caller]
+    fn kind<T>(r: Result<T>) -> ErrorKind {
         match r {
-            Ok(_) => "Ok",
+            Ok(_) => panic!("expected an error, got Ok"),
             Err(e) => e.kind(),
         }
     }
@@ -444,21 +446,21 @@ mod tests {
 
         // Another provider instance of the same kind cannot unseal: Auth.
         let other = Unlock::Provider(Arc::new(MemoryProvider::default()));
-        assert_eq!(kind(SoftStore::open(&d, &other)), "Auth");
+        assert_eq!(kind(SoftStore::open(&d, &other)), ErrorKind::Auth);
         // A provider of another kind: Auth, without asking it to unseal.
         let foreign = Unlock::Provider(Arc::new(MemoryProvider {
             kind: "other",
             ..Default::default()
         }));
-        assert_eq!(kind(SoftStore::open(&d, &foreign)), "Auth");
+        assert_eq!(kind(SoftStore::open(&d, &foreign)), ErrorKind::Auth);
         // A passphrase or key file on a provider store: Auth.
         let pw = Unlock::Passphrase(SecretBytes::from_slice(b"pw"));
-        assert_eq!(kind(SoftStore::open(&d, &pw)), "Auth");
+        assert_eq!(kind(SoftStore::open(&d, &pw)), ErrorKind::Auth);
         let kf = dir.path().join("kf");
         create_key_file(&kf).unwrap();
         assert_eq!(
             kind(SoftStore::open(&d, &Unlock::KeyFile(kf.clone()))),
-            "Auth"
+            ErrorKind::Auth
         );
 
         // Re-keying to a key file and back to the provider.
@@ -467,7 +469,7 @@ mod tests {
             .change_unlock(&Unlock::KeyFile(kf.clone()), Kdf::KeyFile)
             .unwrap();
         drop(store);
-        assert_eq!(kind(SoftStore::open(&d, &unlock)), "Auth");
+        assert_eq!(kind(SoftStore::open(&d, &unlock)), ErrorKind::Auth);
         let store = SoftStore::open(&d, &Unlock::KeyFile(kf)).unwrap();
         assert_eq!(store.kdf(), Kdf::KeyFile);
         store.change_unlock(&unlock, Kdf::KeyFile).unwrap();
@@ -486,7 +488,7 @@ mod tests {
         let header = std::fs::read(d.join("store.hdr")).unwrap();
         assert!(header.starts_with(b"KSSOFT\x01\x03"), "format 1 unchanged");
         let p = Unlock::Provider(Arc::new(MemoryProvider::default()));
-        assert_eq!(kind(SoftStore::open(&d, &p)), "Auth");
+        assert_eq!(kind(SoftStore::open(&d, &p)), ErrorKind::Auth);
     }
 
     #[derive(Debug)]
@@ -519,7 +521,7 @@ mod tests {
             let unlock = Unlock::Provider(Arc::new(p));
             assert_eq!(
                 kind(SoftStore::create(&d, &unlock, Kdf::KeyFile)),
-                "Backend"
+                ErrorKind::Backend
             );
         }
     }

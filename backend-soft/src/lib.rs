@@ -149,7 +149,7 @@ impl SoftStore {
     /// Creates a new store in `dir` (created if missing), unlocked by
     /// `unlock`. Passphrase stores use `kdf` (see [`Kdf::default_passphrase`]);
     /// key-file and provider stores ignore it. An existing store is
-    /// [`Error::AlreadyExists`].
+    /// [`ErrorKind::AlreadyExists`](keystore_backend::ErrorKind::AlreadyExists).
     pub fn create(dir: &Path, unlock: &Unlock, kdf: Kdf) -> Result<SoftStore> {
         fsio::ensure_private_dir(&dir.join(RECORDS_DIR))?;
         // A directory that existed before (given by the caller) may be loose.
@@ -161,7 +161,7 @@ impl SoftStore {
         // once would otherwise each write a header with its own store key.
         lock_for_creation(&lock, dir)?;
         if dir.join(HEADER_FILE).exists() {
-            return Err(Error::AlreadyExists(format!(
+            return Err(Error::already_exists(format!(
                 "a soft store already exists in {}",
                 dir.display()
             )));
@@ -187,12 +187,12 @@ impl SoftStore {
 
     /// Opens the store in `dir`. The passphrase KDF (or the provider's
     /// unseal) runs here, once. A wrong passphrase, key file or provider is
-    /// [`Error::Auth`]; a damaged header is [`Error::Integrity`]; no store is
-    /// [`Error::NotFound`].
+    /// [`ErrorKind::Auth`](keystore_backend::ErrorKind::Auth); a damaged header is [`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity); no store is
+    /// [`ErrorKind::NotFound`](keystore_backend::ErrorKind::NotFound).
     pub fn open(dir: &Path, unlock: &Unlock) -> Result<SoftStore> {
         let header_path = dir.join(HEADER_FILE);
         if !header_path.exists() {
-            return Err(Error::NotFound(format!(
+            return Err(Error::not_found(format!(
                 "no soft store in {} (create one with `keyctl init`)",
                 dir.display()
             )));
@@ -208,9 +208,11 @@ impl SoftStore {
         fsio::ensure_private_dir(&dir.join(RECORDS_DIR))?;
         // Temporaries are another process's writes in flight unless no other
         // process has the store open.
-        let lock = store_lock::lock_shared_for_life(&dir.join(LOCK_FILE), "soft", || {
-            fsio::remove_temporaries(dir)
-        })?;
+        let lock = store_lock::lock_shared_for_life(
+            &dir.join(LOCK_FILE),
+            keystore_backend::Component::Soft,
+            || fsio::remove_temporaries(dir),
+        )?;
         let mut store = Self::assemble(dir, header, store_key, lock)?;
         store.permissions = permissions;
         Ok(store)
@@ -362,7 +364,7 @@ impl SoftStore {
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::NotFound(format!(
+                return Err(Error::not_found(format!(
                     "soft record {} does not exist",
                     hex::encode(id)
                 )))
@@ -371,7 +373,7 @@ impl SoftStore {
         };
         let (stored_alg, secret) = self.sealer.open(id, &bytes)?;
         if stored_alg != alg {
-            return Err(Error::Integrity(format!(
+            return Err(Error::integrity(format!(
                 "soft record {} holds a {stored_alg} key, not {alg}",
                 hex::encode(id)
             )));
@@ -403,10 +405,10 @@ fn new_salt(kdf: Kdf) -> Result<Vec<u8>> {
 }
 
 /// Waits (bounded) for exclusive use of `lock` while a store is created;
-/// a store that exists meanwhile is [`Error::AlreadyExists`].
+/// a store that exists meanwhile is [`ErrorKind::AlreadyExists`](keystore_backend::ErrorKind::AlreadyExists).
 fn lock_for_creation(lock: &File, dir: &Path) -> Result<()> {
     let exists =
-        || Error::AlreadyExists(format!("a soft store already exists in {}", dir.display()));
+        || Error::already_exists(format!("a soft store already exists in {}", dir.display()));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         if dir.join(HEADER_FILE).exists() {
@@ -418,7 +420,7 @@ fn lock_for_creation(lock: &File, dir: &Path) -> Result<()> {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Busy(format!(
+                return Err(Error::busy(format!(
                     "another process is creating the soft store in {}",
                     dir.display()
                 )))
@@ -445,5 +447,5 @@ fn record_id(handle: &KeyHandle) -> Result<[u8; ID_LEN]> {
     handle
         .as_bytes()
         .try_into()
-        .map_err(|_| Error::NotFound("not a soft key handle".into()))
+        .map_err(|_| Error::not_found("not a soft key handle"))
 }

@@ -3,7 +3,7 @@
 //! feature is on, else from RustCrypto. Both give the same bytes on disk, so
 //! a store written by one opens with the other.
 
-use keystore_backend::{Error, Result};
+use keystore_backend::{Component, Error, Result};
 
 /// Fills `buf` from the OS random generator.
 pub(crate) fn random(buf: &mut [u8]) -> Result<()> {
@@ -14,7 +14,10 @@ pub(crate) fn random(buf: &mut [u8]) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::backend_msg("soft", "the OS random generator failed"))
+        Err(Error::backend_msg(
+            Component::Soft,
+            "the OS random generator failed",
+        ))
     }
 }
 
@@ -29,7 +32,7 @@ pub(crate) struct SealKey {
 impl SealKey {
     /// A key from 32 bytes.
     pub fn new(bytes: &[u8]) -> Result<SealKey> {
-        let bad = || Error::backend_msg("soft", "AES-256-GCM rejected a 32-byte key");
+        let bad = || Error::backend_msg(Component::Soft, "AES-256-GCM rejected a 32-byte key");
         #[cfg(feature = "aws-lc")]
         {
             use aws_lc_rs::aead::{LessSafeKey, UnboundKey, AES_256_GCM};
@@ -49,7 +52,7 @@ impl SealKey {
 
     /// Encrypts `buf` in place and appends the 16-byte tag.
     pub fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
-        let failed = || Error::backend_msg("soft", "AES-256-GCM sealing failed");
+        let failed = || Error::backend_msg(Component::Soft, "AES-256-GCM sealing failed");
         #[cfg(feature = "aws-lc")]
         {
             use aws_lc_rs::aead::{Aad, Nonce};

@@ -9,7 +9,7 @@
 //! between stores, or relabelled with another algorithm fails authentication.
 
 use crate::prim::SealKey;
-use keystore_backend::{Algorithm, Error, Result, SecretBytes};
+use keystore_backend::{Algorithm, Component, Error, Result, SecretBytes};
 
 const MAGIC: &[u8; 5] = b"KSREC";
 const FORMAT: u8 = 1;
@@ -60,17 +60,20 @@ impl Sealer {
         let sealed = self.key.seal(nonce, &self.aad(alg, id), &mut body);
         if sealed.is_err() {
             zeroize::Zeroize::zeroize(&mut body);
-            return Err(Error::backend_msg("soft", "sealing a key record failed"));
+            return Err(Error::backend_msg(
+                Component::Soft,
+                "sealing a key record failed",
+            ));
         }
         out.extend_from_slice(&body);
         Ok(out)
     }
 
     /// Opens record `id`, returning its algorithm and material. Any damage,
-    /// truncation or swap is [`Error::Integrity`].
+    /// truncation or swap is [`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity).
     pub fn open(&self, id: &[u8; ID_LEN], bytes: &[u8]) -> Result<(Algorithm, SecretBytes)> {
         let bad =
-            |what: &str| Error::Integrity(format!("soft record {} is {what}", hex::encode(id)));
+            |what: &str| Error::integrity(format!("soft record {} is {what}", hex::encode(id)));
         if bytes.len() < PREFIX_LEN + 16 {
             return Err(bad("truncated"));
         }

@@ -3,15 +3,18 @@
 
 use backend_soft::{create_key_file, Kdf, SoftStore, Unlock};
 use keystore_api::{Algorithm, Backend, Error, SecretBytes};
+use keystore_backend::ErrorKind;
 use std::path::Path;
 
 fn pass(p: &str) -> Unlock {
     Unlock::Passphrase(SecretBytes::from_slice(p.as_bytes()))
 }
 
-fn kind<T>(r: Result<T, Error>) -> &'static str {
+/// The kind of `r`'s error; an `Ok` fails the test.
+#[track_caller]
+fn kind<T>(r: Result<T, Error>) -> ErrorKind {
     match r {
-        Ok(_) => "Ok",
+        Ok(_) => panic!("expected an error, got Ok"),
         Err(e) => e.kind(),
     }
 }
@@ -31,11 +34,20 @@ fn passphrase_store_round_trip_and_wrong_passphrase() {
         .sign(&key.handle, Algorithm::EcdsaP256Sha256, b"m")
         .unwrap();
     drop(store);
-    assert_eq!(kind(SoftStore::open(&d, &pass("wrong horse"))), "Auth");
-    assert_eq!(kind(SoftStore::open(&d, &pass(""))), "InvalidInput");
+    assert_eq!(
+        kind(SoftStore::open(&d, &pass("wrong horse"))),
+        ErrorKind::Auth
+    );
+    assert_eq!(
+        kind(SoftStore::open(&d, &pass(""))),
+        ErrorKind::InvalidInput
+    );
     let kf = dir.path().join("k");
     create_key_file(&kf).unwrap();
-    assert_eq!(kind(SoftStore::open(&d, &Unlock::KeyFile(kf))), "Auth");
+    assert_eq!(
+        kind(SoftStore::open(&d, &Unlock::KeyFile(kf))),
+        ErrorKind::Auth
+    );
     let store = SoftStore::open(&d, &pass("correct horse")).unwrap();
     let pk = store
         .public_key(&key.handle, Algorithm::EcdsaP256Sha256)
@@ -53,7 +65,7 @@ fn argon2id_store_and_parameter_floors() {
             &pass("pw"),
             low_pbkdf2
         )),
-        "Policy"
+        ErrorKind::Policy
     );
     let low_argon = Kdf::Argon2id {
         memory_kib: 1024,
@@ -66,7 +78,7 @@ fn argon2id_store_and_parameter_floors() {
             &pass("pw"),
             low_argon
         )),
-        "Policy"
+        ErrorKind::Policy
     );
     let kdf = Kdf::Argon2id {
         memory_kib: Kdf::MIN_ARGON2_MEMORY_KIB,
@@ -84,7 +96,10 @@ fn argon2id_store_and_parameter_floors() {
         .unwrap();
     let tag = store.hmac_sha256(&h, b"x").unwrap();
     drop(store);
-    assert_eq!(kind(SoftStore::open(&d, &pass("argon pasS"))), "Auth");
+    assert_eq!(
+        kind(SoftStore::open(&d, &pass("argon pasS"))),
+        ErrorKind::Auth
+    );
     let store = SoftStore::open(&d, &pass("argon pass")).unwrap();
     assert_eq!(store.kdf(), kdf);
     assert_eq!(store.hmac_sha256(&h, b"x").unwrap(), tag);
@@ -109,10 +124,10 @@ fn change_unlock_raises_parameters_and_keeps_keys() {
     store.change_unlock(&pass("new"), raised).unwrap();
     assert_eq!(
         kind(store.change_unlock(&pass("x"), Kdf::Pbkdf2Sha256 { iterations: 10 })),
-        "Policy"
+        ErrorKind::Policy
     );
     drop(store);
-    assert_eq!(kind(SoftStore::open(&d, &pass("old"))), "Auth");
+    assert_eq!(kind(SoftStore::open(&d, &pass("old"))), ErrorKind::Auth);
     let store = SoftStore::open(&d, &pass("new")).unwrap();
     assert_eq!(store.kdf(), raised);
     assert_eq!(store.hmac_sha256(&h, b"x").unwrap(), tag);
@@ -137,14 +152,14 @@ fn damaged_header_is_integrity_not_auth() {
         std::fs::write(&hdr, &bad).unwrap();
         assert_eq!(
             kind(SoftStore::open(&d, &unlock)),
-            "Integrity",
+            ErrorKind::Integrity,
             "flipped byte {i}"
         );
     }
     std::fs::write(&hdr, &good[..good.len() - 5]).unwrap();
-    assert_eq!(kind(SoftStore::open(&d, &unlock)), "Integrity");
+    assert_eq!(kind(SoftStore::open(&d, &unlock)), ErrorKind::Integrity);
     std::fs::write(&hdr, b"").unwrap();
-    assert_eq!(kind(SoftStore::open(&d, &unlock)), "Integrity");
+    assert_eq!(kind(SoftStore::open(&d, &unlock)), ErrorKind::Integrity);
     std::fs::write(&hdr, &good).unwrap();
     SoftStore::open(&d, &unlock).unwrap();
 }
@@ -153,11 +168,11 @@ fn damaged_header_is_integrity_not_auth() {
 fn missing_store_and_existing_store() {
     let dir = tempfile::tempdir().unwrap();
     let (d, unlock) = key_file_store(dir.path(), "s");
-    assert_eq!(kind(SoftStore::open(&d, &unlock)), "NotFound");
+    assert_eq!(kind(SoftStore::open(&d, &unlock)), ErrorKind::NotFound);
     drop(SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap());
     assert_eq!(
         kind(SoftStore::create(&d, &unlock, Kdf::KeyFile)),
-        "AlreadyExists"
+        ErrorKind::AlreadyExists
     );
 }
 
@@ -181,11 +196,11 @@ fn several_openers_share_a_store_and_see_each_others_keys() {
     );
     assert_eq!(second.list().unwrap(), vec![h.clone()]);
     second.destroy(&h).unwrap();
-    assert_eq!(kind(first.destroy(&h)), "NotFound");
+    assert_eq!(kind(first.destroy(&h)), ErrorKind::NotFound);
     // Creating over a store that exists is refused, open or not.
     assert_eq!(
         kind(SoftStore::create(&d, &unlock, Kdf::KeyFile)),
-        "AlreadyExists"
+        ErrorKind::AlreadyExists
     );
 }
 
@@ -252,7 +267,7 @@ fn record_from_another_store_does_not_open() {
         )
         .unwrap();
     std::fs::copy(a.record_path(&ha).unwrap(), b.record_path(&ha).unwrap()).unwrap();
-    assert_eq!(kind(b.hmac_sha256(&ha, b"x")), "Integrity");
+    assert_eq!(kind(b.hmac_sha256(&ha, b"x")), ErrorKind::Integrity);
     assert!(a.hmac_sha256(&ha, b"x").is_ok());
 }
 
@@ -272,9 +287,9 @@ fn wrong_algorithm_for_a_handle_is_refused() {
     let store = SoftStore::open(&d, &unlock).unwrap();
     assert_eq!(
         kind(store.sign(&h, Algorithm::EcdsaP256Sha256, b"m")),
-        "Integrity"
+        ErrorKind::Integrity
     );
-    assert_eq!(kind(store.encrypt(&h, b"", b"m")), "Integrity");
+    assert_eq!(kind(store.encrypt(&h, b"", b"m")), ErrorKind::Integrity);
 }
 
 #[test]
@@ -290,11 +305,11 @@ fn wipe_crypto_erases_the_store() {
     assert!(store.list().unwrap().is_empty());
     assert_eq!(
         kind(store.sign(&h, Algorithm::EcdsaP256Sha256, b"m")),
-        "NotFound"
+        ErrorKind::NotFound
     );
     assert!(!d.join("store.hdr").exists());
     drop(store);
-    assert_eq!(kind(SoftStore::open(&d, &unlock)), "NotFound");
+    assert_eq!(kind(SoftStore::open(&d, &unlock)), ErrorKind::NotFound);
 }
 
 #[test]

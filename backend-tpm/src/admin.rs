@@ -9,12 +9,12 @@ use crate::config::check_auth;
 use crate::esys::{parameter_encryption_enabled, Esys, Tr, RH_LOCKOUT, RH_NULL, RH_OWNER};
 use crate::rc::{to_error, TpmRc};
 use crate::templates;
-use keystore_backend::{Error, Result, SecretBytes};
+use keystore_backend::{Component, Error, Result, SecretBytes};
 
 fn connect(tcti: &str) -> Result<Esys> {
     Esys::connect(tcti).map_err(|rc: TpmRc| {
         Error::backend(
-            "tpm",
+            Component::Tpm,
             format!("cannot connect to the TPM through TCTI '{tcti}'"),
             rc,
         )
@@ -56,7 +56,7 @@ fn start_salted_session(esys: &mut Esys) -> std::result::Result<(), TpmRc> {
 }
 
 /// Changes the owner hierarchy auth from `current` to `new`
-/// (`TPM2_HierarchyChangeAuth`). A wrong `current` is [`Error::Auth`].
+/// (`TPM2_HierarchyChangeAuth`). A wrong `current` is [`ErrorKind::Auth`](keystore_backend::ErrorKind::Auth).
 pub fn change_owner_auth(tcti: &str, current: &SecretBytes, new: &SecretBytes) -> Result<()> {
     change_auth(tcti, RH_OWNER, "owner", current, new)
 }

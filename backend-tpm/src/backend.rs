@@ -10,8 +10,8 @@ use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
 fn unsupported_aead() -> Error {
-    Error::Unsupported(
-        "aes-256-gcm: TPM 2.0 has no AES-GCM; use a TPM-sealed soft store for AEAD keys".into(),
+    Error::unsupported(
+        "aes-256-gcm: TPM 2.0 has no AES-GCM; use a TPM-sealed soft store for AEAD keys",
     )
 }
 
@@ -36,7 +36,7 @@ impl Backend for TpmBackend {
             .caps
             .supports(algorithm, keystore_backend::Operation::Generate)
         {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::unsupported(format!(
                 "{algorithm}: this TPM does not support it (TPM2_TestParms refused)"
             )));
         }
@@ -59,13 +59,13 @@ impl Backend for TpmBackend {
             Algorithm::HmacSha256 => {}
             Algorithm::Aes256Gcm => return Err(unsupported_aead()),
             a => {
-                return Err(Error::Policy(format!(
+                return Err(Error::policy(format!(
                     "{a} keys cannot be imported; generate them inside the backend"
                 )))
             }
         }
         if secret.len() != 32 {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "{algorithm} needs a 32-byte secret, got {} bytes",
                 secret.len()
             )));
@@ -76,7 +76,7 @@ impl Backend for TpmBackend {
 
     fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey> {
         if algorithm.class() != KeyClass::Asymmetric {
-            return Err(Error::Policy(format!(
+            return Err(Error::policy(format!(
                 "{algorithm} keys have no public key"
             )));
         }
@@ -88,7 +88,7 @@ impl Backend for TpmBackend {
 
     fn sign(&self, handle: &KeyHandle, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
         if algorithm.class() != KeyClass::Asymmetric {
-            return Err(Error::Policy(format!("{algorithm} keys do not sign")));
+            return Err(Error::policy(format!("{algorithm} keys do not sign")));
         }
         let digest = Sha256::digest(message);
         let scheme = templates::signature_scheme(algorithm);
@@ -135,7 +135,7 @@ impl Backend for TpmBackend {
             conn.evict(&id);
         }
         if !st.registry.remove(&id)? {
-            return Err(Error::NotFound(format!(
+            return Err(Error::not_found(format!(
                 "TPM key {} does not exist",
                 hex::encode(id)
             )));

@@ -15,7 +15,7 @@
 //! holds the key's auth value and the Name of its public area.
 
 use crate::esys::{marshal_public, unmarshal_public};
-use keystore_backend::{Algorithm, Error, KeyHandle, Result};
+use keystore_backend::{Algorithm, Component, Error, KeyHandle, Result};
 use sha2::{Digest as _, Sha256};
 use tss_esapi::structures::{Private, Public};
 
@@ -40,11 +40,11 @@ pub(crate) struct Blob {
 }
 
 /// The id and algorithm a handle claims, if it has this backend's framing
-/// at all. Anything else is not a TPM key handle ([`Error::NotFound`]).
+/// at all. Anything else is not a TPM key handle ([`ErrorKind::NotFound`](keystore_backend::ErrorKind::NotFound)).
 pub(crate) fn peek(handle: &KeyHandle) -> Result<(KeyId, u8)> {
     let b = handle.as_bytes();
     if b.len() < HEADER_LEN || &b[..2] != MAGIC || b[2] != FORMAT {
-        return Err(Error::NotFound("not a TPM key handle".into()));
+        return Err(Error::not_found("not a TPM key handle"));
     }
     let mut id = [0u8; ID_LEN];
     id.copy_from_slice(&b[4..HEADER_LEN]);
@@ -52,11 +52,11 @@ pub(crate) fn peek(handle: &KeyHandle) -> Result<(KeyId, u8)> {
 }
 
 fn damaged(what: &str) -> Error {
-    Error::Integrity(format!("TPM key blob is damaged: {what}"))
+    Error::integrity(format!("TPM key blob is damaged: {what}"))
 }
 
 /// Parses a whole handle whose header [`peek`] accepted. Malformed framing
-/// is [`Error::Integrity`].
+/// is [`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity).
 pub(crate) fn parse(handle: &KeyHandle) -> Result<Blob> {
     let (id, code) = peek(handle)?;
     let alg = Algorithm::from_code(code).ok_or_else(|| damaged("unknown algorithm code"))?;
@@ -99,7 +99,7 @@ pub(crate) fn encode(
     private: &Private,
 ) -> Result<KeyHandle> {
     let public = marshal_public(public)
-        .map_err(|rc| Error::backend("tpm", "marshalling a public area failed", rc))?;
+        .map_err(|rc| Error::backend(Component::Tpm, "marshalling a public area failed", rc))?;
     let mut out = Vec::with_capacity(HEADER_LEN + public.len() + private.len() + 2);
     out.extend_from_slice(MAGIC);
     out.push(FORMAT);

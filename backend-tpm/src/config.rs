@@ -1,6 +1,6 @@
 //! How to reach the TPM and authorise to its owner hierarchy.
 
-use keystore_backend::{Error, Result, SecretBytes};
+use keystore_backend::{Component, Error, Result, SecretBytes};
 use std::path::Path;
 
 /// Environment variables read for the TCTI, in order (tpm2-tools' own).
@@ -119,7 +119,7 @@ pub fn default_tcti() -> String {
 
 pub(crate) fn check_auth(auth: &SecretBytes, which: &str) -> Result<()> {
     if auth.len() > MAX_AUTH_LEN {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::invalid_input(format!(
             "the TPM {which} auth value is {} bytes; a TPM accepts at most {MAX_AUTH_LEN}",
             auth.len()
         )));
@@ -131,20 +131,20 @@ pub(crate) fn check_auth(auth: &SecretBytes, which: &str) -> Result<()> {
 pub fn read_auth_file(path: &Path) -> Result<SecretBytes> {
     let meta = std::fs::metadata(path).map_err(|e| {
         Error::backend(
-            "tpm",
+            Component::Tpm,
             format!("cannot read auth file {}", path.display()),
             e,
         )
     })?;
     if meta.len() > 4 * MAX_AUTH_LEN as u64 {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::invalid_input(format!(
             "auth file {} is too large for a TPM auth value",
             path.display()
         )));
     }
     let bytes = std::fs::read(path).map(SecretBytes::new).map_err(|e| {
         Error::backend(
-            "tpm",
+            Component::Tpm,
             format!("cannot read auth file {}", path.display()),
             e,
         )

@@ -11,5 +11,9 @@ use std::path::Path;
 /// Takes the store's lock (`DIR/lock`) for the life of the backend; runs
 /// `exclusive` (crash cleanup) first when no other process has the store open.
 pub(crate) fn lock_dir(dir: &Path, exclusive: impl FnOnce() -> Result<()>) -> Result<File> {
-    lock_shared_for_life(&dir.join(LOCK_FILE), "tpm", exclusive)
+    lock_shared_for_life(
+        &dir.join(LOCK_FILE),
+        keystore_backend::Component::Tpm,
+        exclusive,
+    )
 }

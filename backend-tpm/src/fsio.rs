@@ -4,7 +4,7 @@
 //! ([`keystore_backend::fsperm`]).
 
 use keystore_backend::fsperm::{self, PermissionReport};
-use keystore_backend::{Error, Result};
+use keystore_backend::{Component, Error, Result};
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
@@ -13,7 +13,7 @@ use std::path::Path;
 pub(crate) const TMP_PREFIX: &str = ".tmp-";
 
 pub(crate) fn io_err(what: impl Into<String>, e: std::io::Error) -> Error {
-    Error::backend("tpm", what, e)
+    Error::backend(Component::Tpm, what, e)
 }
 
 fn create_new(path: &Path) -> std::io::Result<File> {
@@ -48,13 +48,13 @@ pub(crate) fn secure_store(dir: &Path, keys: &str, files: &[&str]) -> Permission
 /// Writes `bytes` to `path` atomically and durably. `nonce` makes the
 /// temporary name unique.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], nonce: &[u8]) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::backend_msg("tpm", "registry path has no parent directory"))?;
+    let dir = path.parent().ok_or_else(|| {
+        Error::backend_msg(Component::Tpm, "registry path has no parent directory")
+    })?;
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::backend_msg("tpm", "registry path has no file name"))?;
+        .ok_or_else(|| Error::backend_msg(Component::Tpm, "registry path has no file name"))?;
     let tmp = dir.join(format!("{TMP_PREFIX}{file_name}-{}", hex::encode(nonce)));
     let result = (|| {
         let mut f =
@@ -80,13 +80,13 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], nonce: &[u8]) -> Result<()
 /// name unique. A missing file is `Ok(false)` (another process may have
 /// shredded it first).
 pub(crate) fn shred(path: &Path, nonce: &[u8]) -> Result<bool> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::backend_msg("tpm", "registry path has no parent directory"))?;
+    let dir = path.parent().ok_or_else(|| {
+        Error::backend_msg(Component::Tpm, "registry path has no parent directory")
+    })?;
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::backend_msg("tpm", "registry path has no file name"))?;
+        .ok_or_else(|| Error::backend_msg(Component::Tpm, "registry path has no file name"))?;
     let doomed = dir.join(format!(
         "{TMP_PREFIX}{file_name}-shred-{}-{}",
         std::process::id(),

@@ -11,7 +11,7 @@
 //!   written to the TPM's NV memory, no persistent handle can collide with
 //!   another program's SRK at `0x81000001` (made with a different template),
 //!   and the owner auth is checked at every open (a wrong one is
-//!   [`keystore_backend::Error::Auth`]). After an owner clear the seed, hence the
+//!   [`ErrorKind::Auth`](keystore_backend::ErrorKind::Auth)). After an owner clear the seed, hence the
 //!   primary, changes and every blob made before becomes unloadable.
 //! - **Keys** are children of the primary with
 //!   `fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | noDA`
@@ -26,7 +26,7 @@
 //!   v1.5-SHA256 where `TPM2_TestParms` accepts them, HMAC-SHA256
 //!   keyed-hash objects (`TPM2_HMAC`, or an HMAC sequence for data larger
 //!   than the TPM's input buffer). AES-GCM is
-//!   [`keystore_backend::Error::Unsupported`] (TPMs have no GCM; use a soft
+//!   [`ErrorKind::Unsupported`](keystore_backend::ErrorKind::Unsupported) (TPMs have no GCM; use a soft
 //!   store sealed by [`TpmSealedKek`] instead).
 //! - **One connection per backend**, behind one mutex. Loaded keys are
 //!   cached in an LRU within the TPM's transient slots (three on swtpm, one
@@ -136,7 +136,7 @@ use conn::Conn;
 use dirlock::lock_dir;
 #[cfg(feature = "test-support")]
 use keystore_backend::KeyHandle;
-use keystore_backend::{Algorithm, Backend, Capabilities, Error, Result, SecretBytes};
+use keystore_backend::{Algorithm, Backend, Capabilities, Component, Error, Result, SecretBytes};
 #[cfg(feature = "test-support")]
 use ops::resolve_in;
 use ops::{connect_slot, disconnect_slot, open_error};
@@ -207,7 +207,7 @@ impl State {
 impl TpmBackend {
     /// Opens the store whose registry lives in `dir` (created if missing)
     /// on the TPM that `config` names: connects, re-creates the storage
-    /// primary (a wrong owner auth is [`Error::Auth`]) and asks the TPM
+    /// primary (a wrong owner auth is [`ErrorKind::Auth`](keystore_backend::ErrorKind::Auth)) and asks the TPM
     /// which algorithms it supports.
     ///
     /// Any number of backends, in this process or others, may have `dir`
@@ -256,7 +256,7 @@ impl TpmBackend {
         let area = conn
             .primary_public
             .marshall()
-            .map_err(|e| Error::backend("tpm", "marshalling a public area failed", e))?;
+            .map_err(|e| Error::backend(Component::Tpm, "marshalling a public area failed", e))?;
         Ok(blob::name(&area))
     }
 

@@ -9,7 +9,9 @@ use crate::rc::{self, TpmRc};
 use crate::registry::{self, Entry, Lookup, Registry};
 use crate::resolved::{Resolved, ResolvedCache};
 use crate::{State, TpmBackend, TpmConfig, OWNER_AUTH_ENV, OWNER_AUTH_FILE_ENV};
-use keystore_backend::{limits, Algorithm, Error, KeyHandle, Result, SecretBytes};
+use keystore_backend::{
+    limits, Algorithm, Component, Error, ErrorKind, KeyHandle, Result, SecretBytes,
+};
 use tss_esapi::structures::Public;
 use tss_esapi::traits::Marshall;
 use zeroize::Zeroizing;
@@ -24,7 +26,7 @@ pub(crate) fn connect_slot<'a>(
     }
     match slot.as_mut() {
         Some(c) => Ok(c),
-        None => Err(Error::backend_msg("tpm", "no TPM connection")),
+        None => Err(Error::backend_msg(Component::Tpm, "no TPM connection")),
     }
 }
 
@@ -61,11 +63,11 @@ pub(crate) fn resolve_in<'c>(
             cache.insert(bytes, generation, blob, auth)
         }
     };
-    let r = cache
-        .get(i)
-        .ok_or_else(|| Error::backend_msg("tpm", "the resolved-handle cache lost an entry"))?;
+    let r = cache.get(i).ok_or_else(|| {
+        Error::backend_msg(Component::Tpm, "the resolved-handle cache lost an entry")
+    })?;
     if r.blob.alg != alg {
-        return Err(Error::Integrity(format!(
+        return Err(Error::integrity(format!(
             "TPM key {} holds a {} key, not {alg}",
             hex::encode(r.blob.id),
             r.blob.alg
@@ -82,7 +84,7 @@ fn resolve_uncached(registry: &Registry, handle: &KeyHandle) -> Result<(Blob, Se
         Lookup::Live(e) => e,
         Lookup::Damaged => return Err(registry::damaged_error(&id)),
         Lookup::Absent => {
-            return Err(Error::NotFound(format!(
+            return Err(Error::not_found(format!(
                 "TPM key {} does not exist (never made here, or destroyed)",
                 hex::encode(id)
             )))
@@ -90,7 +92,7 @@ fn resolve_uncached(registry: &Registry, handle: &KeyHandle) -> Result<(Blob, Se
     };
     let blob = blob::parse(handle)?;
     if blob.alg.code() != entry.alg_code || blob::name(&blob.public_area) != entry.name {
-        return Err(Error::Integrity(format!(
+        return Err(Error::integrity(format!(
             "the stored blob of TPM key {} is not the key registered under this id (swapped or altered)",
             hex::encode(id)
         )));
@@ -101,14 +103,14 @@ fn resolve_uncached(registry: &Registry, handle: &KeyHandle) -> Result<(Blob, Se
 pub(crate) fn open_error(config: &TpmConfig, e: OpenError) -> Error {
     match e {
         OpenError::Connect(rc) => Error::backend(
-            "tpm",
+            Component::Tpm,
             format!(
                 "cannot connect to the TPM through TCTI '{}' (is the TPM present, or the simulator running?)",
                 config.tcti()
             ),
             rc,
         ),
-        OpenError::OwnerAuth(rc) => Error::Auth(format!(
+        OpenError::OwnerAuth(rc) => Error::auth(format!(
             "the TPM owner hierarchy refused its auth value ({rc}); check {OWNER_AUTH_ENV} or {OWNER_AUTH_FILE_ENV}"
         )),
         OpenError::Tpm(what, rc) => rc::to_error(what, rc),
@@ -118,7 +120,7 @@ pub(crate) fn open_error(config: &TpmConfig, e: OpenError) -> Error {
 /// A `TPM2_Load` failure on a stored blob.
 pub(crate) fn load_error(blob: &Blob, rc: TpmRc) -> Error {
     if rc::is_blob_rejection(rc) {
-        Error::Integrity(format!(
+        Error::integrity(format!(
             "the TPM rejected the stored blob of key {} ({rc}): corrupted, truncated, or made before an owner clear",
             hex::encode(blob.id)
         ))
@@ -138,7 +140,7 @@ impl TpmBackend {
         secret: bool,
     ) -> Result<Zeroizing<[u8; 32]>> {
         if data.len() > limits::MAX_DATA_LEN {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "{what} is {} bytes; the limit is {}",
                 data.len(),
                 limits::MAX_DATA_LEN
@@ -174,8 +176,8 @@ impl TpmBackend {
             Err(e) => {
                 // A key destroyed by another process may still be loaded
                 // here: free its slot.
-                if let (Error::NotFound(_), Ok((id, _)), Some(conn)) =
-                    (&e, blob::peek(handle), slot.as_mut())
+                if let (true, Ok((id, _)), Some(conn)) =
+                    (e.is(ErrorKind::NotFound), blob::peek(handle), slot.as_mut())
                 {
                     conn.evict(&id);
                 }
@@ -210,7 +212,7 @@ impl TpmBackend {
                 Err(e)
             }
             None => Err(Error::backend_msg(
-                "tpm",
+                Component::Tpm,
                 "the TPM connection was lost twice",
             )),
         }
@@ -242,16 +244,16 @@ impl TpmBackend {
                 Err(rc) => return Err(rc::to_error(&format!("create a {alg} key"), rc)),
             }
         }
-        let (auth, id, public, private) =
-            made.ok_or_else(|| Error::backend_msg("tpm", "the TPM connection was lost twice"))?;
-        let id: KeyId = id
-            .as_slice()
-            .try_into()
-            .map_err(|_| Error::backend_msg("tpm", "the TPM returned too few random bytes"))?;
+        let (auth, id, public, private) = made.ok_or_else(|| {
+            Error::backend_msg(Component::Tpm, "the TPM connection was lost twice")
+        })?;
+        let id: KeyId = id.as_slice().try_into().map_err(|_| {
+            Error::backend_msg(Component::Tpm, "the TPM returned too few random bytes")
+        })?;
         let handle = blob::encode(&id, alg, &public, &private)?;
         let area = public
             .marshall()
-            .map_err(|e| Error::backend("tpm", "marshalling a public area failed", e))?;
+            .map_err(|e| Error::backend(Component::Tpm, "marshalling a public area failed", e))?;
         let entry = Entry {
             alg_code: alg.code(),
             name: blob::name(&area),

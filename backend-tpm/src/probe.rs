@@ -22,6 +22,7 @@ use crate::blob::{self, Blob};
 use crate::esys::Tr;
 use crate::rc::TpmRc;
 use crate::{templates, TpmBackend};
+use keystore_backend::Component;
 use keystore_backend::{Algorithm, Error, KeyHandle, Result};
 use sha2::{Digest as _, Sha256};
 use tss_esapi::constants::tss as c;
@@ -98,7 +99,7 @@ impl Attempt {
 }
 
 fn tpm_err(what: &str, rc: TpmRc) -> Error {
-    Error::backend("tpm", format!("probe: cannot {what}"), rc)
+    Error::backend(Component::Tpm, format!("probe: cannot {what}"), rc)
 }
 
 impl TpmBackend {
@@ -113,7 +114,7 @@ impl TpmBackend {
             .map_err(|rc| tpm_err("read the public area", rc))?;
         let area = public
             .marshall()
-            .map_err(|e| Error::backend("tpm", "marshalling a public area failed", e))?;
+            .map_err(|e| Error::backend(Component::Tpm, "marshalling a public area failed", e))?;
         Ok(ReadPublic {
             attributes: Attributes::from_raw(public.object_attributes().into()),
             matches_blob: area == blob.public_area && name == blob::name(&area),
@@ -151,14 +152,14 @@ impl TpmBackend {
         let _ = conn.esys.flush(trial);
         let digest = digest.map_err(|rc| tpm_err("compute a policy digest", rc))?;
         let policy = Digest::try_from(digest)
-            .map_err(|e| Error::backend("tpm", "policy digest too long", e))?;
+            .map_err(|e| Error::backend(Component::Tpm, "policy digest too long", e))?;
         let template = templates::key(alg, true, policy)?;
         let (public, private) = conn
             .create(&template, &[], &[])
             .map_err(|rc| tpm_err("create the twin", rc))?;
         let area = public
             .marshall()
-            .map_err(|e| Error::backend("tpm", "marshalling a public area failed", e))?;
+            .map_err(|e| Error::backend(Component::Tpm, "marshalling a public area failed", e))?;
         let twin = Blob {
             id: [0; blob::ID_LEN],
             alg,
@@ -253,7 +254,7 @@ impl TpmBackend {
 fn handle_alg(handle: &KeyHandle) -> Result<Algorithm> {
     let (_, code) = blob::peek(handle)?;
     Algorithm::from_code(code)
-        .ok_or_else(|| Error::Integrity("TPM key handle names an unknown algorithm".into()))
+        .ok_or_else(|| Error::integrity("TPM key handle names an unknown algorithm"))
 }
 
 /// Duplicate `tr` under a policy session allowing `TPM2_Duplicate`; the

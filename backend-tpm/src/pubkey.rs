@@ -1,10 +1,10 @@
 //! Public keys and signatures out of TPM structures.
 
-use keystore_backend::{Algorithm, Error, PublicKey, Result};
+use keystore_backend::{Algorithm, Component, Error, PublicKey, Result};
 use tss_esapi::structures::{Public, Signature};
 
 fn bad(what: &str) -> Error {
-    Error::Integrity(format!("TPM public area: {what}"))
+    Error::integrity(format!("TPM public area: {what}"))
 }
 
 /// Left-pads a big-endian integer to `n` bytes.
@@ -69,7 +69,7 @@ pub(crate) fn spki(alg: Algorithm, public: &Public) -> Result<PublicKey> {
 pub(crate) fn signature_bytes(alg: Algorithm, sig: Signature) -> Result<Vec<u8>> {
     let wrong = || {
         Error::backend_msg(
-            "tpm",
+            Component::Tpm,
             format!("the TPM returned a signature of the wrong kind for {alg}"),
         )
     };

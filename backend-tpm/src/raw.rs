@@ -16,7 +16,7 @@
 use crate::esys::Tr;
 use crate::ops::load_error;
 use crate::{templates, State, TpmBackend};
-use keystore_backend::{Algorithm, Error, KeyHandle, Result};
+use keystore_backend::{Algorithm, Component, Error, KeyHandle, Result};
 use std::sync::MutexGuard;
 use tss_esapi::structures::{Signature, SignatureScheme};
 use zeroize::Zeroizing;
@@ -63,7 +63,7 @@ impl LoadedKey<'_> {
             .conn
             .as_mut()
             .map(|c| &mut c.esys)
-            .ok_or_else(|| Error::backend_msg("tpm", "no TPM connection"))
+            .ok_or_else(|| Error::backend_msg(Component::Tpm, "no TPM connection"))
     }
 
     /// `TPM2_Sign` of a SHA-256 `digest` (computed by the caller) with the

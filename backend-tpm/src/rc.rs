@@ -6,7 +6,7 @@
 
 #![cfg_attr(not(feature = "test-support"), allow(unreachable_pub))]
 
-use keystore_backend::Error;
+use keystore_backend::{Component, Error};
 
 /// A non-success TSS2 return code (`TSS2_RC`): a TPM response code (layer 0)
 /// or an error of a TSS layer (ESYS, TCTI, …).
@@ -223,14 +223,18 @@ impl std::fmt::Debug for TpmRc {
 impl std::error::Error for TpmRc {}
 
 /// A TPM failure while doing `what`, as a keystore error. Authorisation
-/// refusals are [`Error::Auth`]; everything else is [`Error::Backend`] with
+/// refusals are [`ErrorKind::Auth`](keystore_backend::ErrorKind::Auth); everything else is [`ErrorKind::Backend`](keystore_backend::ErrorKind::Backend) with
 /// the code as its source. Call sites that know better (a blob that fails to
-/// load is [`Error::Integrity`]) map before calling this.
+/// load is [`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity)) map before calling this.
 pub(crate) fn to_error(what: &str, rc: TpmRc) -> Error {
     if rc.is_auth() {
-        Error::Auth(format!("the TPM refused the authorisation to {what}: {rc}"))
+        Error::auth(format!("the TPM refused the authorisation to {what}: {rc}"))
     } else {
-        Error::backend("tpm", format!("TPM failure while trying to {what}"), rc)
+        Error::backend(
+            Component::Tpm,
+            format!("TPM failure while trying to {what}"),
+            rc,
+        )
     }
 }
 

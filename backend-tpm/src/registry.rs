@@ -360,7 +360,7 @@ impl Registry {
     ) -> Result<()> {
         self.sync_id(id)?;
         let Some(Known::Live(entry, _)) = self.entries.remove(id) else {
-            return Err(Error::NotFound(format!(
+            return Err(Error::not_found(format!(
                 "TPM key {} does not exist",
                 hex::encode(id)
             )));
@@ -457,7 +457,7 @@ fn decode(bytes: &[u8]) -> Option<Entry> {
 /// A registry file that does not decode is reported as damaged, never as a
 /// panic; this is the error its keys get.
 pub(crate) fn damaged_error(id: &KeyId) -> Error {
-    Error::Integrity(format!(
+    Error::integrity(format!(
         "the TPM backend's registry entry for key {} is damaged",
         hex::encode(id)
     ))

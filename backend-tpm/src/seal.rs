@@ -26,7 +26,7 @@ use crate::esys::{marshal_public, pcr_selection, unmarshal_public};
 use crate::rc::{self, TpmRc};
 use crate::templates;
 use backend_soft::KekProvider;
-use keystore_backend::{Error, Result, SecretBytes};
+use keystore_backend::{Component, Error, Result, SecretBytes};
 use tss_esapi::constants::tss as c;
 use tss_esapi::structures::{Digest, Private};
 use tss_esapi::traits::Marshall;
@@ -48,16 +48,14 @@ impl PcrBinding {
         let mut mask = 0u32;
         for &p in pcrs {
             if p > 23 {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::invalid_input(format!(
                     "PCR {p} does not exist (0..=23)"
                 )));
             }
             mask |= 1 << p;
         }
         if mask == 0 {
-            return Err(Error::InvalidInput(
-                "a PCR binding needs at least one PCR".into(),
-            ));
+            return Err(Error::invalid_input("a PCR binding needs at least one PCR"));
         }
         Ok(PcrBinding { mask })
     }
@@ -100,14 +98,14 @@ impl TpmSealedKek {
     fn connect(&self) -> Result<Conn> {
         Conn::open(&self.config).map_err(|e| match e {
             OpenError::Connect(rc) => Error::backend(
-                "tpm",
+                Component::Tpm,
                 format!(
                     "cannot connect to the TPM through TCTI '{}' to unseal the store key",
                     self.config.tcti()
                 ),
                 rc,
             ),
-            OpenError::OwnerAuth(rc) => Error::Auth(format!(
+            OpenError::OwnerAuth(rc) => Error::auth(format!(
                 "the TPM owner hierarchy refused its auth value ({rc})"
             )),
             OpenError::Tpm(what, rc) => rc::to_error(what, rc),
@@ -144,7 +142,10 @@ impl KekProvider for TpmSealedKek {
         } else {
             let d = pcr_policy(&mut conn, mask)
                 .map_err(|rc| rc::to_error("compute the PCR policy", rc))?;
-            Some(Digest::try_from(d).map_err(|e| Error::backend("tpm", "policy digest", e))?)
+            Some(
+                Digest::try_from(d)
+                    .map_err(|e| Error::backend(Component::Tpm, "policy digest", e))?,
+            )
         };
         let template = templates::sealed_data(policy)?;
         let (public, private) = conn
@@ -154,10 +155,9 @@ impl KekProvider for TpmSealedKek {
         blob.extend_from_slice(MAGIC);
         blob.push(FORMAT);
         blob.extend_from_slice(&mask.to_be_bytes());
-        blob.extend(
-            marshal_public(&public)
-                .map_err(|rc| Error::backend("tpm", "marshalling a public area failed", rc))?,
-        );
+        blob.extend(marshal_public(&public).map_err(|rc| {
+            Error::backend(Component::Tpm, "marshalling a public area failed", rc)
+        })?);
         blob.extend_from_slice(&(private.len() as u16).to_be_bytes());
         blob.extend_from_slice(private.value());
         Ok((SecretBytes::from_slice(&kek), blob))
@@ -180,10 +180,10 @@ impl KekProvider for TpmSealedKek {
         });
         match out {
             Ok(kek) => Ok(SecretBytes::from_slice(&kek)),
-            Err(rc) if rc::is_blob_rejection(rc) => Err(Error::Auth(format!(
+            Err(rc) if rc::is_blob_rejection(rc) => Err(Error::auth(format!(
                 "this TPM cannot load the sealed store key ({rc}): the TPM was cleared since, or it is another TPM"
             ))),
-            Err(rc) if rc.is_auth() => Err(Error::Auth(format!(
+            Err(rc) if rc.is_auth() => Err(Error::auth(format!(
                 "the TPM refused to unseal the store key ({rc}): the bound PCR values have changed"
             ))),
             Err(rc) => Err(rc::to_error("unseal the store key", rc)),
@@ -192,7 +192,7 @@ impl KekProvider for TpmSealedKek {
 }
 
 fn parse(sealed: &[u8]) -> Result<(u32, Blob)> {
-    let bad = |what: &str| Error::Integrity(format!("the TPM-sealed KEK is damaged: {what}"));
+    let bad = |what: &str| Error::integrity(format!("the TPM-sealed KEK is damaged: {what}"));
     if sealed.len() < 11 || &sealed[..6] != MAGIC || sealed[6] != FORMAT {
         return Err(bad("not a TPM-sealed KEK"));
     }
@@ -219,7 +219,7 @@ fn parse(sealed: &[u8]) -> Result<(u32, Blob)> {
     }
     let public_area = public
         .marshall()
-        .map_err(|e| Error::backend("tpm", "marshalling a public area failed", e))?;
+        .map_err(|e| Error::backend(Component::Tpm, "marshalling a public area failed", e))?;
     Ok((
         mask,
         Blob {

@@ -9,7 +9,7 @@
 //! value is 256 random bits (guessing is hopeless), and so that a refused
 //! stale blob never counts towards a lockout of the whole TPM.
 
-use keystore_backend::{Algorithm, Error, Result};
+use keystore_backend::{Algorithm, Component, Error, Result};
 use tss_esapi::attributes::ObjectAttributesBuilder;
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
@@ -21,7 +21,7 @@ use tss_esapi::structures::{
 };
 
 fn built<T>(r: tss_esapi::Result<T>) -> Result<T> {
-    r.map_err(|e| Error::backend("tpm", "building a TPM public template failed", e))
+    r.map_err(|e| Error::backend(Component::Tpm, "building a TPM public template failed", e))
 }
 
 const SHA256: HashingAlgorithm = HashingAlgorithm::Sha256;
@@ -165,8 +165,8 @@ pub(crate) fn key(alg: Algorithm, generated: bool, auth_policy: Digest) -> Resul
                 .with_keyed_hash_unique_identifier(Digest::default())
                 .build(),
         ),
-        Algorithm::Aes256Gcm => Err(Error::Unsupported(
-            "aes-256-gcm: TPM 2.0 has no AES-GCM; use a TPM-sealed soft store for AEAD keys".into(),
+        Algorithm::Aes256Gcm => Err(Error::unsupported(
+            "aes-256-gcm: TPM 2.0 has no AES-GCM; use a TPM-sealed soft store for AEAD keys",
         )),
     }
 }

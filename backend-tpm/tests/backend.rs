@@ -7,6 +7,7 @@ use backend_tpm::probe::Attempt;
 use backend_tpm::swtpm::Swtpm;
 use backend_tpm::{admin, rc_code, TpmBackend, TpmConfig};
 use keystore_api::{Algorithm, Backend, KeyHandle, SecretBytes};
+use keystore_backend::ErrorKind;
 use std::path::PathBuf;
 use tempfile::TempDir;
 
@@ -41,10 +42,12 @@ impl Env {
     }
 }
 
-fn kind<T>(r: keystore_api::Result<T>) -> String {
+/// The kind of `r`'s error; an `Ok` fails the test.
+#[track_caller]
+fn kind<T>(r: keystore_api::Result<T>) -> ErrorKind {
     match r {
-        Ok(_) => "Ok".into(),
-        Err(e) => e.kind().into(),
+        Ok(_) => panic!("expected an error, got Ok"),
+        Err(e) => e.kind(),
     }
 }
 
@@ -61,10 +64,13 @@ fn every_supported_algorithm_signs_and_verifies_independently() {
     let be = env.open();
     let caps = be.capabilities();
     assert!(!caps.supports(Algorithm::Aes256Gcm, keystore_api::Operation::Generate));
-    assert_eq!(kind(be.generate(Algorithm::Aes256Gcm, "a")), "Unsupported");
+    assert_eq!(
+        kind(be.generate(Algorithm::Aes256Gcm, "a")),
+        ErrorKind::Unsupported
+    );
     assert_eq!(
         kind(be.import(Algorithm::Aes256Gcm, &SecretBytes::zeroed(32), "a")),
-        "Unsupported"
+        ErrorKind::Unsupported
     );
     for alg in [
         Algorithm::EcdsaP256Sha256,
@@ -74,7 +80,7 @@ fn every_supported_algorithm_signs_and_verifies_independently() {
         Algorithm::Rsa3072Pkcs1Sha256,
     ] {
         if !caps.supports(alg, keystore_api::Operation::Generate) {
-            assert_eq!(kind(be.generate(alg, "x")), "Unsupported", "{alg}");
+            assert_eq!(kind(be.generate(alg, "x")), ErrorKind::Unsupported, "{alg}");
             continue;
         }
         let g = be.generate(alg, "x").expect("generate");
@@ -95,7 +101,7 @@ fn every_supported_algorithm_signs_and_verifies_independently() {
         assert!(rp.attributes.sensitive_data_origin && rp.attributes.sign);
         assert!(rp.matches_blob);
         // A signing key cannot MAC: the handle names its algorithm.
-        assert_eq!(kind(be.hmac_sha256(&g.handle, b"m")), "Integrity");
+        assert_eq!(kind(be.hmac_sha256(&g.handle, b"m")), ErrorKind::Integrity);
     }
 }
 
@@ -127,7 +133,7 @@ fn hmac_matches_reference_across_chunk_boundaries_up_to_16_mib() {
         hmac_ref(&k, &big)
     );
     let too_big = vec![0u8; keystore_api::limits::MAX_DATA_LEN + 1];
-    assert_eq!(kind(be.hmac_sha256(&h, &too_big)), "InvalidInput");
+    assert_eq!(kind(be.hmac_sha256(&h, &too_big)), ErrorKind::InvalidInput);
     let (objects, sessions) = be.loaded_handles().expect("handles");
     assert!(
         objects.len() <= 3 && sessions.is_empty(),
@@ -154,13 +160,13 @@ fn import_rules() {
     for alg in [Algorithm::EcdsaP256Sha256, Algorithm::Rsa2048PssSha256] {
         assert_eq!(
             kind(be.import(alg, &SecretBytes::zeroed(32), "p")),
-            "Policy"
+            ErrorKind::Policy
         );
     }
     for n in [0, 31, 33] {
         assert_eq!(
             kind(be.import(Algorithm::HmacSha256, &SecretBytes::zeroed(n), "p")),
-            "InvalidInput"
+            ErrorKind::InvalidInput
         );
     }
     assert!(be.list().expect("list").is_empty());
@@ -203,7 +209,7 @@ fn damaged_handles_are_refused_with_the_right_error() {
     // A flipped bit in the encrypted private area: TPM2_Load's integrity check.
     let flipped = with_private(&a, |v, r| v[r.start + 2 + (r.len() - 2) / 2] ^= 1);
     let e = be.hmac_sha256(&flipped, b"m").expect_err("flipped");
-    assert_eq!(e.kind(), "Integrity", "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e:?}");
     assert!(e.to_string().contains("TPM_RC_INTEGRITY"), "{e}");
 
     // Another key's private area under a's public area: the TPM binds the
@@ -221,7 +227,7 @@ fn damaged_handles_are_refused_with_the_right_error() {
     let e = be
         .hmac_sha256(&swapped_private, b"m")
         .expect_err("swapped private");
-    assert_eq!(e.kind(), "Integrity", "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e:?}");
     assert!(e.to_string().contains("TPM_RC_INTEGRITY"), "{e}");
 
     // b's whole blob pair under a's id: the registry's Name binding.
@@ -235,39 +241,45 @@ fn damaged_handles_are_refused_with_the_right_error() {
     let e = be
         .hmac_sha256(&swapped_pair, b"m")
         .expect_err("swapped pair");
-    assert_eq!(e.kind(), "Integrity", "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e:?}");
 
     // Truncated, or with trailing bytes: the framing.
     let truncated = KeyHandle::new(a.as_bytes()[..a.as_bytes().len() / 2].to_vec());
-    assert_eq!(kind(be.hmac_sha256(&truncated, b"m")), "Integrity");
+    assert_eq!(kind(be.hmac_sha256(&truncated, b"m")), ErrorKind::Integrity);
     let mut longer = a.as_bytes().to_vec();
     longer.push(0);
     assert_eq!(
         kind(be.hmac_sha256(&KeyHandle::new(longer), b"m")),
-        "Integrity"
+        ErrorKind::Integrity
     );
 
     // Not a TPM handle at all, or an unknown id: NotFound.
     for bogus in [vec![], vec![0xEE; 16], b"KT\x01\x07".to_vec()] {
         assert_eq!(
             kind(be.hmac_sha256(&KeyHandle::new(bogus.clone()), b"m")),
-            "NotFound"
+            ErrorKind::NotFound
         );
-        assert_eq!(kind(be.destroy(&KeyHandle::new(bogus))), "NotFound");
+        assert_eq!(
+            kind(be.destroy(&KeyHandle::new(bogus))),
+            ErrorKind::NotFound
+        );
     }
     let mut unknown = a.as_bytes().to_vec();
     unknown[10] ^= 0xFF;
     assert_eq!(
         kind(be.hmac_sha256(&KeyHandle::new(unknown), b"m")),
-        "NotFound"
+        ErrorKind::NotFound
     );
 
     // Wrong algorithm for the handle.
     assert_eq!(
         kind(be.sign(&a, Algorithm::EcdsaP256Sha256, b"m")),
-        "Integrity"
+        ErrorKind::Integrity
     );
-    assert_eq!(kind(be.public_key(&a, Algorithm::HmacSha256)), "Policy");
+    assert_eq!(
+        kind(be.public_key(&a, Algorithm::HmacSha256)),
+        ErrorKind::Policy
+    );
 
     // Nothing else was harmed, and nothing leaked into the TPM.
     assert_eq!(be.hmac_sha256(&a, b"m").expect("mac"), tag_a);
@@ -297,8 +309,8 @@ fn destroy_list_wipe_and_a_damaged_registry_entry() {
     assert_eq!(listed, want);
 
     be.destroy(&a).expect("destroy");
-    assert_eq!(kind(be.destroy(&a)), "NotFound");
-    assert_eq!(kind(be.hmac_sha256(&a, b"m")), "NotFound");
+    assert_eq!(kind(be.destroy(&a)), ErrorKind::NotFound);
+    assert_eq!(kind(be.hmac_sha256(&a, b"m")), ErrorKind::NotFound);
     assert!(!be.list().expect("list").contains(&a));
     // The blob still loads, but the TPM refuses it without the shredded auth.
     match be.try_use_without_auth(&a).expect("probe") {
@@ -314,7 +326,7 @@ fn destroy_list_wipe_and_a_damaged_registry_entry() {
     bytes[10] ^= 1;
     std::fs::write(&entry, bytes).expect("write");
     let be = env.open();
-    assert_eq!(kind(be.hmac_sha256(&c, b"m")), "Integrity");
+    assert_eq!(kind(be.hmac_sha256(&c, b"m")), ErrorKind::Integrity);
     be.sign(&b, Algorithm::EcdsaP256Sha256, b"m")
         .expect("b still signs");
     be.destroy(&c)
@@ -324,7 +336,7 @@ fn destroy_list_wipe_and_a_damaged_registry_entry() {
     assert!(be.list().expect("list").is_empty());
     assert_eq!(
         kind(be.sign(&b, Algorithm::EcdsaP256Sha256, b"m")),
-        "NotFound"
+        ErrorKind::NotFound
     );
     let keys_dir = env.store().join("keys");
     assert_eq!(std::fs::read_dir(keys_dir).expect("dir").count(), 0);
@@ -388,7 +400,7 @@ fn reconnects_after_a_simulator_restart() {
     let e = be
         .sign(&g.handle, Algorithm::EcdsaP256Sha256, b"gone")
         .expect_err("sign without a TPM");
-    assert_eq!(e.kind(), "Backend", "{e:?}");
+    assert_eq!(e.kind(), ErrorKind::Backend, "{e:?}");
     env.swtpm.restart().expect("restart");
     be.sign(&g.handle, Algorithm::EcdsaP256Sha256, b"back")
         .expect("sign once the TPM is back");
@@ -406,13 +418,16 @@ fn credentials_lock_and_redaction() {
     let wrong = TpmConfig::new(env.swtpm.tcti())
         .with_owner_auth(SecretBytes::from_slice(b"not the owner secret"))
         .expect("config");
-    assert_eq!(kind(TpmBackend::open(wrong, &env.store())), "Auth");
+    assert_eq!(kind(TpmBackend::open(wrong, &env.store())), ErrorKind::Auth);
     assert_eq!(
         kind(TpmConfig::new("x").with_owner_auth(SecretBytes::zeroed(65))),
-        "InvalidInput"
+        ErrorKind::InvalidInput
     );
     let unreachable = TpmConfig::new("swtpm:host=127.0.0.1,port=1");
-    assert_eq!(kind(TpmBackend::open(unreachable, &env.store())), "Backend");
+    assert_eq!(
+        kind(TpmBackend::open(unreachable, &env.store())),
+        ErrorKind::Backend
+    );
     let be = env.open();
     for text in [format!("{be:?}"), format!("{:?}", env.config())] {
         assert!(!text.contains("owner secret"), "{text}");
@@ -440,9 +455,9 @@ fn resolved_handles_are_exact_bounded_and_follow_the_registry() {
     // Cached, yet the algorithm is still checked.
     assert_eq!(
         kind(be.sign(&e, Algorithm::Rsa2048PssSha256, b"m")),
-        "Integrity"
+        ErrorKind::Integrity
     );
-    assert_eq!(kind(be.hmac_sha256(&e, b"m")), "Integrity");
+    assert_eq!(kind(be.hmac_sha256(&e, b"m")), ErrorKind::Integrity);
     assert_eq!(
         be.public_key(&e, Algorithm::EcdsaP256Sha256).expect("pk"),
         pk
@@ -459,15 +474,15 @@ fn resolved_handles_are_exact_bounded_and_follow_the_registry() {
         let err = be
             .sign(&flipped, Algorithm::EcdsaP256Sha256, b"m")
             .expect_err("flipped");
-        assert_eq!(err.kind(), "Integrity", "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
         assert!(err.to_string().contains("TPM_RC_INTEGRITY"), "{err}");
         assert_eq!(
             kind(be.sign(&longer, Algorithm::EcdsaP256Sha256, b"m")),
-            "Integrity"
+            ErrorKind::Integrity
         );
         assert_eq!(
             kind(be.sign(&shorter, Algorithm::EcdsaP256Sha256, b"m")),
-            "Integrity"
+            ErrorKind::Integrity
         );
         let sig = be
             .sign(&e, Algorithm::EcdsaP256Sha256, b"m")
@@ -508,7 +523,7 @@ fn resolved_handles_are_exact_bounded_and_follow_the_registry() {
     // Destroy takes effect on the next use of the cached handle.
     let (_, last) = &keys[n - 1];
     be.destroy(last).expect("destroy");
-    assert_eq!(kind(be.hmac_sha256(last, b"m")), "NotFound");
+    assert_eq!(kind(be.hmac_sha256(last, b"m")), ErrorKind::NotFound);
     let sig = be
         .sign(&e, Algorithm::EcdsaP256Sha256, b"m")
         .expect("others still work");
@@ -516,11 +531,11 @@ fn resolved_handles_are_exact_bounded_and_follow_the_registry() {
     be.destroy(&e).expect("destroy");
     assert_eq!(
         kind(be.sign(&e, Algorithm::EcdsaP256Sha256, b"m")),
-        "NotFound"
+        ErrorKind::NotFound
     );
     assert_eq!(
         kind(be.public_key(&e, Algorithm::EcdsaP256Sha256)),
-        "NotFound"
+        ErrorKind::NotFound
     );
 
     // So does wipe, for every handle, and nothing stays cached or loaded.
@@ -531,7 +546,7 @@ fn resolved_handles_are_exact_bounded_and_follow_the_registry() {
     );
     be.wipe().expect("wipe");
     for (_, h) in &keys {
-        assert_eq!(kind(be.hmac_sha256(h, b"m")), "NotFound");
+        assert_eq!(kind(be.hmac_sha256(h, b"m")), ErrorKind::NotFound);
     }
     assert_eq!(be.resolved_handles(), 0);
     assert_eq!(be.cached_keys(), 0);

@@ -22,6 +22,7 @@
 use backend_tpm::swtpm::{Abrmd, Swtpm};
 use backend_tpm::{admin, TpmBackend, TpmConfig};
 use keystore_api::{Algorithm, Backend, KeyHandle, PublicKey, SecretBytes};
+use keystore_backend::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -211,10 +212,12 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-fn kind<T>(r: keystore_api::Result<T>) -> String {
+/// The kind of `r`'s error; an `Ok` fails the test.
+#[track_caller]
+fn kind<T>(r: keystore_api::Result<T>) -> ErrorKind {
     match r {
-        Ok(_) => "Ok".into(),
-        Err(e) => e.kind().into(),
+        Ok(_) => panic!("expected an error, got Ok"),
+        Err(e) => e.kind(),
     }
 }
 
@@ -380,7 +383,7 @@ fn churn(env: &ChildEnv) {
         put(&env.x, &format!("destroying-{i}"), b"");
         be.destroy(&g.handle).expect("destroy");
         put(&env.x, &format!("destroyed-{i}"), b"");
-        assert_eq!(kind(be.sign(&g.handle, ECDSA, b"m")), "NotFound");
+        assert_eq!(kind(be.sign(&g.handle, ECDSA, b"m")), ErrorKind::NotFound);
         for s in SIGNERS {
             wait_for(&format!("{s} to see key {i} gone"), || {
                 has(&env.x, &format!("gone-{s}-{i}"))
@@ -429,10 +432,10 @@ fn signer(env: &ChildEnv) {
                         put(&env.x, &format!("ack-{me}-{i}"), b"");
                     }
                 }
-                Err(keystore_api::Error::NotFound(m)) => {
+                Err(e) if e.is(ErrorKind::NotFound) => {
                     assert!(
                         has(&env.x, &format!("destroying-{i}")),
-                        "{me}: key {i} NotFound while alive: {m}"
+                        "{me}: key {i} NotFound while alive: {e}"
                     );
                     if destroyed_before {
                         gone[i] = true;
@@ -521,12 +524,12 @@ fn pair(env: &ChildEnv) {
 
     // Destroyed in one: NotFound in the other at once.
     a.destroy(&kb).expect("destroy");
-    assert_eq!(kind(b.hmac_sha256(&kb, b"m")), "NotFound");
-    assert_eq!(kind(b.destroy(&kb)), "NotFound");
+    assert_eq!(kind(b.hmac_sha256(&kb, b"m")), ErrorKind::NotFound);
+    assert_eq!(kind(b.destroy(&kb)), ErrorKind::NotFound);
     assert!(!b.list().expect("list").contains(&kb));
     b.destroy(&ka.handle).expect("destroy");
-    assert_eq!(kind(a.sign(&ka.handle, ECDSA, b"m")), "NotFound");
-    assert_eq!(kind(a.public_key(&ka.handle, ECDSA)), "NotFound");
+    assert_eq!(kind(a.sign(&ka.handle, ECDSA, b"m")), ErrorKind::NotFound);
+    assert_eq!(kind(a.public_key(&ka.handle, ECDSA)), ErrorKind::NotFound);
 
     // Behind the resource manager each connection sees only its own
     // objects: its primary and its loaded keys (the other backend's are

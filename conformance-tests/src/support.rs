@@ -2,6 +2,7 @@
 //! capability-aware key creation.
 
 use crate::{Fixture, Outcome};
+use keystore_api::ErrorKind;
 use keystore_api::{Actor, Algorithm, Error, KeyInfo, KeySpec, Keystore, Operation, Result, Role};
 
 /// The security officer the suite acts as for lifecycle operations.
@@ -19,14 +20,13 @@ pub fn auditor() -> Actor {
     Actor::new("suite-auditor", Role::Auditor).expect("valid actor")
 }
 
-/// Asserts that `res` failed with the error variant `kind` (see
-/// `Error::kind`), and returns the error.
+/// Asserts that `res` failed with an error of `kind`, and returns the error.
 #[track_caller]
-pub fn expect_err<T: std::fmt::Debug>(res: Result<T>, kind: &str, what: &str) -> Error {
+pub fn expect_err<T: std::fmt::Debug>(res: Result<T>, kind: ErrorKind, what: &str) -> Error {
     match res {
-        Ok(v) => panic!("{what}: expected Error::{kind}, got Ok({v:?})"),
+        Ok(v) => panic!("{what}: expected {kind}, got Ok({v:?})"),
         Err(e) => {
-            assert_eq!(e.kind(), kind, "{what}: expected Error::{kind}, got {e:?}");
+            assert_eq!(e.kind(), kind, "{what}: expected {kind}, got {e:?}");
             e
         }
     }
@@ -53,7 +53,7 @@ pub fn create_or_prove_unsupported<F: Fixture>(
     } else {
         expect_err(
             ks.create(&so(), name, KeySpec::new(alg)),
-            "Unsupported",
+            ErrorKind::Unsupported,
             &format!("{} claims no {alg} generation", F::NAME),
         );
         None
@@ -176,7 +176,7 @@ pub fn sign_verify_case<F: Fixture>(fx: &mut F, alg: Algorithm) -> Outcome {
     // A symmetric operation on a signing key is a policy refusal.
     expect_err(
         ks.encrypt("signer", b"x", b"aad"),
-        "Policy",
+        ErrorKind::Policy,
         "encrypt with a signing key",
     );
     Outcome::Passed

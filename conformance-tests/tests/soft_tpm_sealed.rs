@@ -10,6 +10,7 @@ mod sealed_specific {
     use backend_tpm::{admin, PcrBinding, TpmConfig, TpmSealedKek};
     use conformance_tests::fixtures::tpm_sealed::TpmSealedFixture;
     use conformance_tests::Fixture;
+    use keystore_api::ErrorKind;
     use keystore_api::{Actor, Algorithm, KeySpec, Role};
     use std::process::Command;
     use std::sync::Arc;
@@ -35,10 +36,12 @@ mod sealed_specific {
         }
     }
 
-    fn kind<T>(r: keystore_api::Result<T>) -> String {
+    /// The kind of `r`'s error; an `Ok` fails the test.
+    #[track_caller]
+    fn kind<T>(r: keystore_api::Result<T>) -> ErrorKind {
         match r {
-            Ok(_) => "Ok".into(),
-            Err(e) => e.kind().into(),
+            Ok(_) => panic!("expected an error, got Ok"),
+            Err(e) => e.kind(),
         }
     }
 
@@ -63,11 +66,11 @@ mod sealed_specific {
         drop(ks);
         admin::clear(&fx.tcti(), &fx.lockout_auth()).expect("TPM2_Clear");
         // With the old owner auth: the owner hierarchy refuses it.
-        assert_eq!(kind(fx.open_store()), "Auth");
+        assert_eq!(kind(fx.open_store()), ErrorKind::Auth);
         // With the (now empty) owner auth: the sealed KEK does not load.
         let cleared = Unlock::Provider(Arc::new(TpmSealedKek::new(TpmConfig::new(fx.tcti()))));
         let e = SoftStore::open(&fx.store_path(), &cleared).expect_err("opens after clear");
-        assert_eq!(e.kind(), "Auth", "{e:?}");
+        assert_eq!(e.kind(), ErrorKind::Auth, "{e:?}");
         assert!(e.to_string().contains("cleared"), "{e}");
     }
 
@@ -108,12 +111,12 @@ mod sealed_specific {
             &tcti,
         );
         let e = SoftStore::open(&dir, &unlock).expect_err("opens after PCR 16 changed");
-        assert_eq!(e.kind(), "Auth", "{e:?}");
+        assert_eq!(e.kind(), ErrorKind::Auth, "{e:?}");
         assert!(e.to_string().contains("PCR"), "{e}");
 
         tpm2(&["tpm2_pcrreset", "16"], &tcti);
         drop(SoftStore::open(&dir, &unlock).expect("opens again once PCR 16 is back"));
-        assert_eq!(kind(PcrBinding::sha256(&[24])), "InvalidInput");
-        assert_eq!(kind(PcrBinding::sha256(&[])), "InvalidInput");
+        assert_eq!(kind(PcrBinding::sha256(&[24])), ErrorKind::InvalidInput);
+        assert_eq!(kind(PcrBinding::sha256(&[])), ErrorKind::InvalidInput);
     }
 }

@@ -12,7 +12,8 @@ mod tpm_specific {
     use conformance_tests::fixtures::tpm::TpmFixture;
     use conformance_tests::Fixture;
     use keystore_api::{
-        Actor, Algorithm, Backend, KeySpec, Keystore, Role, SecretBytes, SignatureFormat, Usages,
+        Actor, Algorithm, Backend, ErrorKind, KeySpec, Keystore, Role, SecretBytes,
+        SignatureFormat, Usages,
     };
     use std::path::Path;
     use std::process::Command;
@@ -191,15 +192,15 @@ mod tpm_specific {
         let err = backend
             .hmac_sha256(&saved[1], b"m")
             .expect_err("a restored key works after the clear");
-        assert_eq!(err.kind(), "Integrity", "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
         let err = backend
             .sign(&saved[0], Algorithm::EcdsaP256Sha256, b"m")
             .expect_err("a restored key signs after the clear");
-        assert_eq!(err.kind(), "Integrity", "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
         // The old owner auth no longer opens the TPM either.
         drop(backend);
         let err = fx.open_backend().expect_err("old owner auth after clear");
-        assert_eq!(err.kind(), "Auth", "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Auth, "{err:?}");
         let _ = metadata_copy;
     }
 
@@ -464,7 +465,7 @@ mod tpm_specific {
             .backend()
             .hmac_sha256(&bad, b"m")
             .expect_err("damaged blob works");
-        assert_eq!(err.kind(), "Integrity", "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
         assert!(err.to_string().contains("TPM_RC_INTEGRITY"), "{err}");
         conformance_tests::fixtures::tpm::rewrite_handle(
             &fx.metadata_path(),
@@ -477,7 +478,7 @@ mod tpm_specific {
             vec![("victim".to_string(), 1)]
         );
         let err = ks.mac("victim", b"m").expect_err("damaged key works");
-        assert_eq!(err.kind(), "KeyState", "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::KeyState, "{err:?}");
         let sig = ks
             .sign("bystander", b"m", SignatureFormat::Der)
             .expect("bystander");

@@ -135,7 +135,7 @@ pub fn audit(ks: &Store, args: &ActorArgs, cmd: &AuditCommand) -> CliResult<()> 
         AuditCommand::Verify => {
             let report = ks.verify_audit(&actor)?;
             if let Some((seq, why)) = &report.first_bad {
-                return Err(keystore_api::Error::Integrity(format!(
+                return Err(keystore_api::Error::integrity(format!(
                     "audit entry #{seq} is bad: {why}"
                 ))
                 .into());

@@ -1,5 +1,6 @@
 //! The CLI's error type, its one-line report and its exit codes.
 
+use keystore_api::ErrorKind;
 use std::fmt;
 use std::path::Path;
 
@@ -22,9 +23,9 @@ pub enum CliError {
 pub type CliResult<T> = Result<T, CliError>;
 
 impl CliError {
-    /// An [`keystore_api::Error::InvalidInput`] with `msg`.
+    /// An [`ErrorKind::InvalidInput`] with `msg`.
     pub fn invalid(msg: impl Into<String>) -> Self {
-        CliError::Api(keystore_api::Error::InvalidInput(msg.into()))
+        CliError::Api(keystore_api::Error::invalid_input(msg))
     }
 
     /// An I/O error on `path`.
@@ -38,7 +39,7 @@ impl CliError {
     /// The stable kind name printed in the report.
     pub fn kind(&self) -> &'static str {
         match self {
-            CliError::Api(e) => e.kind(),
+            CliError::Api(e) => e.kind().as_str(),
             CliError::Io { .. } => "Io",
             CliError::Internal(_) => "Internal",
         }
@@ -46,19 +47,10 @@ impl CliError {
 
     /// The process exit code for this error (see `keyctl --help`).
     pub fn exit_code(&self) -> u8 {
-        match self.kind() {
-            "InvalidInput" => 2,
-            "NotFound" => 3,
-            "AlreadyExists" => 4,
-            "Unsupported" => 5,
-            "KeyState" => 6,
-            "Policy" => 7,
-            "Auth" => 8,
-            "Integrity" => 9,
-            "Backend" => 10,
-            "Io" => 11,
-            "Busy" => 12,
-            _ => 1,
+        match self {
+            CliError::Api(e) => exit_code_of(e.kind()),
+            CliError::Io { .. } => 11,
+            CliError::Internal(_) => 1,
         }
     }
 
@@ -70,6 +62,23 @@ impl CliError {
             CliError::Internal(m) => m.clone(),
         };
         one_line(&msg)
+    }
+}
+
+/// The exit code of a keystore error kind; a kind added later exits 1.
+fn exit_code_of(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::InvalidInput => 2,
+        ErrorKind::NotFound => 3,
+        ErrorKind::AlreadyExists => 4,
+        ErrorKind::Unsupported => 5,
+        ErrorKind::KeyState => 6,
+        ErrorKind::Policy => 7,
+        ErrorKind::Auth => 8,
+        ErrorKind::Integrity => 9,
+        ErrorKind::Backend => 10,
+        ErrorKind::Busy => 12,
+        _ => 1,
     }
 }
 
@@ -109,20 +118,20 @@ impl From<keystore_api::Error> for CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keystore_api::Error as E;
+    use keystore_api::{Component, Error as E};
 
     #[test]
     fn kinds_map_to_distinct_codes() {
         let cases: Vec<(CliError, u8)> = vec![
-            (E::InvalidInput("x".into()).into(), 2),
-            (E::NotFound("x".into()).into(), 3),
-            (E::AlreadyExists("x".into()).into(), 4),
-            (E::Unsupported("x".into()).into(), 5),
-            (E::KeyState("x".into()).into(), 6),
-            (E::Policy("x".into()).into(), 7),
-            (E::Auth("x".into()).into(), 8),
-            (E::Integrity("x".into()).into(), 9),
-            (E::backend_msg("soft", "x").into(), 10),
+            (E::invalid_input("x").into(), 2),
+            (E::not_found("x").into(), 3),
+            (E::already_exists("x").into(), 4),
+            (E::unsupported("x").into(), 5),
+            (E::key_state("x").into(), 6),
+            (E::policy("x").into(), 7),
+            (E::auth("x").into(), 8),
+            (E::integrity("x").into(), 9),
+            (E::backend_msg(Component::Soft, "x").into(), 10),
             (
                 CliError::io("read", Path::new("f"), std::io::Error::other("x")),
                 11,
@@ -136,9 +145,14 @@ mod tests {
 
     #[test]
     fn report_is_one_line_without_duplicated_kind() {
-        let e: CliError = E::NotFound("no key named 'k'\nsecond line".into()).into();
+        let e: CliError = E::not_found("no key named 'k'\nsecond line").into();
         assert_eq!(e.to_string(), "NotFound: no key named 'k' second line");
-        let e: CliError = E::backend("soft", "cannot read", std::io::Error::other("boom")).into();
+        let e: CliError = E::backend(
+            Component::Soft,
+            "cannot read",
+            std::io::Error::other("boom"),
+        )
+        .into();
         assert_eq!(e.to_string(), "Backend: soft: cannot read: boom");
     }
 }

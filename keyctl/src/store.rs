@@ -110,14 +110,14 @@ fn open_store(root: &Path, unlock_args: &UnlockArgs, check_material: bool) -> Cl
         return crate::tpm::open(&layout, unlock_args, check_material);
     }
     if !layout.soft.is_dir() {
-        return Err(Error::NotFound(format!(
+        return Err(Error::not_found(format!(
             "no keystore in {} (create one with `keyctl init`)",
             root.display()
         ))
         .into());
     }
     if !layout.metadata.is_file() {
-        return Err(Error::NotFound(format!(
+        return Err(Error::not_found(format!(
             "{} is missing; the store in {} is incomplete",
             layout.metadata.display(),
             root.display()
@@ -141,7 +141,7 @@ fn open_pkcs11(
     check_material: bool,
 ) -> CliResult<Store> {
     if !layout.metadata.is_file() {
-        return Err(Error::NotFound(format!(
+        return Err(Error::not_found(format!(
             "no keystore in {} (create one with `keyctl --backend pkcs11 init`)",
             layout.root.display()
         ))
@@ -161,7 +161,7 @@ fn open_pkcs11(
 /// `softhsm2-util --init-token`).
 fn init_pkcs11(layout: &Layout, unlock_args: &UnlockArgs) -> CliResult<()> {
     if layout.metadata.exists() || layout.soft.exists() {
-        return Err(Error::AlreadyExists(format!(
+        return Err(Error::already_exists(format!(
             "a keystore already exists in {}",
             layout.root.display()
         ))
@@ -195,7 +195,7 @@ pub fn init(root: &Path, unlock_args: &UnlockArgs, args: &InitArgs) -> CliResult
         return crate::tpm::init(&layout, unlock_args);
     }
     if layout.metadata.exists() || !dir_is_empty_or_missing(&layout.soft)? {
-        return Err(Error::AlreadyExists(format!(
+        return Err(Error::already_exists(format!(
             "a keystore already exists in {}",
             root.display()
         ))

@@ -5,7 +5,7 @@ use crate::commands;
 use crate::error::{CliError, CliResult};
 use crate::store::{Layout, Store};
 use backend_soft::{Kdf, SoftStore, Unlock};
-use keystore_api::{Actor, Algorithm, KeySpec, Keystore, Role, SignatureFormat, Usages};
+use keystore_api::{Actor, Algorithm, ErrorKind, KeySpec, Keystore, Role, SignatureFormat, Usages};
 
 struct Steps(u32);
 
@@ -22,7 +22,11 @@ fn ok(line: impl AsRef<str>) -> CliResult<()> {
 }
 
 /// Requires `result` to fail with `kind`; anything else fails the tour.
-fn expect_err<T>(result: keystore_api::Result<T>, kind: &str, what: &str) -> CliResult<CliError> {
+fn expect_err<T>(
+    result: keystore_api::Result<T>,
+    kind: ErrorKind,
+    what: &str,
+) -> CliResult<CliError> {
     match result {
         Err(e) if e.kind() == kind => Ok(CliError::Api(e)),
         Err(e) => Err(CliError::Internal(format!(
@@ -84,7 +88,7 @@ pub fn run() -> CliResult<()> {
     ok(format!("OK (version {v})"))?;
     let e = expect_err(
         ks.verify("tour-ecdsa", b"tampered message", &sig.bytes, None),
-        "Integrity",
+        ErrorKind::Integrity,
         "verifying a tampered message",
     )?;
     ok(format!("tampered message rejected: {e}"))?;
@@ -132,7 +136,7 @@ pub fn run() -> CliResult<()> {
     ))?;
     let e = expect_err(
         ks.derive_hkdf_sha256("tour-hmac", b"session-nonce-0001", b"tour session key", 32),
-        "Policy",
+        ErrorKind::Policy,
         "deriving with a mac key",
     )?;
     ok(format!("the mac key does not derive: {e}"))?;
@@ -142,7 +146,7 @@ pub fn run() -> CliResult<()> {
             "tour-both",
             KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::MAC | Usages::DERIVE),
         ),
-        "Policy",
+        ErrorKind::Policy,
         "creating a key with both mac and derive",
     )?;
     ok(format!("a key holds mac or derive, never both: {e}"))?;
@@ -165,7 +169,7 @@ pub fn run() -> CliResult<()> {
     ))?;
     let e = expect_err(
         ks.decrypt("tour-aes", &envelope, b"device=pump-9999"),
-        "Integrity",
+        ErrorKind::Integrity,
         "decrypting with a wrong AAD",
     )?;
     ok(format!("wrong AAD rejected: {e}"))?;
@@ -189,7 +193,7 @@ pub fn run() -> CliResult<()> {
     let operator = Actor::new("tour-operator", Role::Operator)?;
     let e = expect_err(
         ks.revoke(&operator, "tour-ecdsa", 2, "demo"),
-        "Policy",
+        ErrorKind::Policy,
         "an operator revoking",
     )?;
     ok(format!("refused: {e}"))?;
@@ -205,7 +209,7 @@ pub fn run() -> CliResult<()> {
     ok("destroyed")?;
     let e = expect_err(
         ks.sign("tour-rsa-pss", message, SignatureFormat::Der),
-        "NotFound",
+        ErrorKind::NotFound,
         "signing with a destroyed key",
     )?;
     ok(format!("signing now fails: {e}"))?;

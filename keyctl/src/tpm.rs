@@ -17,7 +17,7 @@ fn registry(layout: &Layout) -> PathBuf {
 /// Opens an existing TPM store.
 pub fn open(layout: &Layout, unlock_args: &UnlockArgs, check_material: bool) -> CliResult<Store> {
     if !layout.metadata.is_file() || !registry(layout).is_dir() {
-        return Err(Error::NotFound(format!(
+        return Err(Error::not_found(format!(
             "no TPM keystore in {} (create one with `keyctl --backend tpm init`)",
             layout.root.display()
         ))
@@ -35,7 +35,7 @@ pub fn open(layout: &Layout, unlock_args: &UnlockArgs, check_material: bool) -> 
 /// `keyctl --backend tpm init`.
 pub fn init(layout: &Layout, unlock_args: &UnlockArgs) -> CliResult<()> {
     if layout.metadata.exists() || layout.soft.exists() || registry(layout).exists() {
-        return Err(Error::AlreadyExists(format!(
+        return Err(Error::already_exists(format!(
             "a keystore already exists in {}",
             layout.root.display()
         ))

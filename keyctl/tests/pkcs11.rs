@@ -250,5 +250,8 @@ fn a_rotation_and_revocation_by_keyctl_reach_a_running_gateway_at_once() {
         "--reason",
         "unit stolen",
     ]);
-    assert_eq!(sign().expect_err("revoked").kind(), "KeyState");
+    assert_eq!(
+        sign().expect_err("revoked").kind(),
+        keystore_api::ErrorKind::KeyState
+    );
 }

@@ -12,7 +12,7 @@
 //! - A live store verifies chain, MACs and head. If its audit-key reference
 //!   is missing, or points at anything but the key that MAC'd the trail (a
 //!   key of the store, an object the backend does not hold, another HMAC
-//!   key), verification fails with [`Error::Integrity`] or names entry #1:
+//!   key), verification fails with [`ErrorKind::Integrity`] or names entry #1:
 //!   a removed reference cannot downgrade it to a chain-only check.
 //! - After decommission the audit key is destroyed with everything else, so
 //!   only the chain and head hash can be checked, and the report says so
@@ -20,14 +20,14 @@
 //!   have rewritten entries and recomputed the chain. The trail exported by
 //!   `decommission` (kept off the device) is the evidence then. A store that
 //!   claims to be decommissioned but still holds keys or backend objects is
-//!   a live store with its reference removed: [`Error::Integrity`].
+//!   a live store with its reference removed: [`ErrorKind::Integrity`].
 //!
 //! Limits: rolling back the whole database file to an earlier copy is not
 //! detectable from inside it; export the trail to an external sink
 //! ([`crate::Keystore::export_audit`]) to anchor it.
 
 use crate::backend::{Backend, KeyHandle};
-use crate::error::{Error, Result};
+use crate::error::{Component, Error, ErrorKind, Result};
 use crate::metadata as md;
 use crate::metadata::SqlResult;
 use crate::secret::ct_eq;
@@ -240,7 +240,7 @@ pub(crate) fn append<B: Backend>(
     };
     let mut idb = [0u8; 16];
     getrandom::getrandom(&mut idb)
-        .map_err(|_| Error::backend_msg("keystore", "the OS random generator failed"))?;
+        .map_err(|_| Error::backend_msg(Component::Keystore, "the OS random generator failed"))?;
     let id = hex::encode(idb);
     let hash = chain_hash(seq, &id, at, e, &prev);
     let entry_mac = mac(backend, key, MAC_DOMAIN, &[&hash])?;
@@ -322,7 +322,7 @@ pub(crate) fn entries(conn: &Connection) -> Result<Vec<AuditEntry>> {
 /// Verifies the store's trail: decides from the store's state what can be
 /// checked (see the module documentation), then checks it. Reference
 /// problems that make the MAC check impossible on a store that should have
-/// one are [`Error::Integrity`].
+/// one are [`ErrorKind::Integrity`](crate::ErrorKind::Integrity).
 pub(crate) fn verify_store<B: Backend>(conn: &Connection, backend: &B) -> Result<AuditReport> {
     let key = md::audit_key(conn)?;
     let decommissioned = md::decommissioned_at(conn)?;
@@ -332,11 +332,10 @@ pub(crate) fn verify_store<B: Backend>(conn: &Connection, backend: &B) -> Result
             verify(conn, backend, Some(&key))?
         }
         (None, None) => {
-            return Err(Error::Integrity(
+            return Err(Error::integrity(
                 "the audit key reference is missing from a live store (it is not decommissioned): \
                  the MACs of the trail cannot be checked, so the trail is not verified; the \
-                 metadata database was altered, restore it from a trusted copy"
-                    .into(),
+                 metadata database was altered, restore it from a trusted copy",
             ))
         }
         (None, Some(at)) => {
@@ -344,14 +343,14 @@ pub(crate) fn verify_store<B: Backend>(conn: &Connection, backend: &B) -> Result
                 .query_row("SELECT COUNT(*) FROM keys", [], |r| r.get(0))
                 .sql()?;
             if keys > 0 {
-                return Err(Error::Integrity(format!(
+                return Err(Error::integrity(format!(
                     "the store is marked decommissioned at {at} but still holds {keys} key(s): \
                      this is a live store whose audit key reference was removed; the trail is not verified"
                 )));
             }
             let objects = backend.list()?.len();
             if objects > 0 {
-                return Err(Error::Integrity(format!(
+                return Err(Error::integrity(format!(
                     "the store is marked decommissioned at {at} but the {} backend still holds {objects} \
                      object(s): this is a live store whose audit key reference was removed; the trail \
                      is not verified",
@@ -387,7 +386,7 @@ fn check_reference(conn: &Connection, key: &KeyHandle) -> Result<()> {
         .sql()?;
     match owner {
         None => Ok(()),
-        Some((name, version)) => Err(Error::Integrity(format!(
+        Some((name, version)) => Err(Error::integrity(format!(
             "the audit key reference was replaced: it points at key '{name}' version {version}, \
              not at the store's audit key; the trail is not verified"
         ))),
@@ -412,13 +411,16 @@ fn verify<B: Backend>(
     // A reference to an object the backend does not hold was replaced or
     // its object removed: never a reason to skip the MACs.
     let mac = |key: &KeyHandle, domain: &[u8], data: &[&[u8]]| {
-        mac(backend, key, domain, data).map_err(|e| match e {
-            Error::NotFound(_) => Error::Integrity(format!(
-                "the audit key the store references is not in the {} backend (the reference \
-                 was replaced or the key removed); the trail is not verified",
-                backend.name()
-            )),
-            other => other,
+        mac(backend, key, domain, data).map_err(|e| {
+            if e.is(ErrorKind::NotFound) {
+                Error::integrity(format!(
+                    "the audit key the store references is not in the {} backend (the reference \
+                     was replaced or the key removed); the trail is not verified",
+                    backend.name()
+                ))
+            } else {
+                e
+            }
         })
     };
     let mut prev = vec![0u8; 32];

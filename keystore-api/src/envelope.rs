@@ -68,11 +68,11 @@ pub(crate) struct Parsed<'a> {
     pub ciphertext: &'a [u8],
 }
 
-/// Splits an envelope. Too short is [`Error::InvalidInput`]; a header that is
-/// not ours is [`Error::Integrity`]. The caller checks the algorithm code.
+/// Splits an envelope. Too short is [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput); a header that is
+/// not ours is [`ErrorKind::Integrity`](crate::ErrorKind::Integrity). The caller checks the algorithm code.
 pub(crate) fn open(envelope: &[u8]) -> Result<Parsed<'_>> {
     if envelope.len() < MIN_LEN {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::invalid_input(format!(
             "ciphertext envelope is {} bytes; at least {MIN_LEN} are required",
             envelope.len()
         )));
@@ -80,8 +80,8 @@ pub(crate) fn open(envelope: &[u8]) -> Result<Parsed<'_>> {
     let mut header = [0u8; HEADER_LEN];
     header.copy_from_slice(&envelope[..HEADER_LEN]);
     if header[..2] != MAGIC || header[2] != FORMAT {
-        return Err(Error::Integrity(
-            "ciphertext envelope header is not a keystore envelope (corrupted?)".into(),
+        return Err(Error::integrity(
+            "ciphertext envelope header is not a keystore envelope (corrupted?)",
         ));
     }
     let version = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);

@@ -29,7 +29,7 @@
 // two aligned words of the mapping as atomics.
 #![allow(unsafe_code)]
 
-use crate::error::{Error, Result};
+use crate::error::{Component, Error, Result};
 use memmap2::MmapRaw;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -65,7 +65,7 @@ impl Generation {
         let path = path_for(db);
         let fail = |what: &str, e: std::io::Error| {
             Error::backend(
-                "metadata",
+                Component::Metadata,
                 format!(
                     "cannot {what} {} (the metadata's commit generation, required \
                      beside the database; check its permissions)",
@@ -83,7 +83,7 @@ impl Generation {
         let map = MmapRaw::map_raw(&file).map_err(|e| fail("map", e))?;
         if map.len() < 16 || map.as_ptr().align_offset(std::mem::align_of::<AtomicU64>()) != 0 {
             return Err(Error::backend_msg(
-                "metadata",
+                Component::Metadata,
                 format!("{} is mapped too short or misaligned", path.display()),
             ));
         }

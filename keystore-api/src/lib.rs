@@ -75,7 +75,7 @@ pub use algorithm::{Algorithm, Capabilities, KeyClass, Operation, Usages};
 pub use audit::{AuditCoverage, AuditEntry, AuditReport};
 pub use backend::{AeadSealed, Backend, GeneratedKey, KeyHandle};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use error::{Error, Result};
+pub use error::{Component, Error, ErrorKind, Result};
 pub use fsperm::{LoosePermission, PermissionReport};
 pub use keystore::{
     limits, FaultPoint, KeyInfo, KeySpec, Keystore, OpenOptions, ReconcileReport, RotationDue,

@@ -7,7 +7,7 @@
 //!   ▼  │
 //! Suspended ──revoke──▶ Compromised        any live state ──destroy──▶ Destroyed
 //! ```
-//! Anything else is [`Error::KeyState`] and changes nothing.
+//! Anything else is [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) and changes nothing.
 
 use crate::error::{Error, Result};
 use crate::metadata::KeyState;
@@ -31,7 +31,7 @@ pub fn check_transition(from: KeyState, to: KeyState) -> Result<()> {
     if legal {
         Ok(())
     } else {
-        Err(Error::KeyState(format!(
+        Err(Error::key_state(format!(
             "a {from} key version cannot become {to}"
         )))
     }

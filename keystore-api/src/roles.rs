@@ -58,7 +58,7 @@ impl FromStr for Role {
             .into_iter()
             .find(|r| r.id() == s || (s == "so" && *r == Role::SecurityOfficer))
             .ok_or_else(|| {
-                Error::InvalidInput(format!(
+                Error::invalid_input(format!(
                     "unknown role '{s}'; expected security-officer (so), operator, auditor or application"
                 ))
             })
@@ -76,8 +76,8 @@ impl Actor {
     /// An actor `id` (1..=64 printable ASCII characters, no spaces) acting in `role`.
     pub fn new(id: &str, role: Role) -> Result<Actor> {
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(Error::InvalidInput(
-                "an actor id is 1 to 64 printable ASCII characters without spaces".into(),
+            return Err(Error::invalid_input(
+                "an actor id is 1 to 64 printable ASCII characters without spaces",
             ));
         }
         Ok(Actor {

@@ -1,7 +1,7 @@
 //! Signatures in their standard encodings, tagged with the key version that made them.
 
 use crate::algorithm::Algorithm;
-use crate::error::{Error, Result};
+use crate::error::{Component, Error, Result};
 
 /// Encoding of an ECDSA signature. RSA signatures have one encoding and
 /// ignore this choice.
@@ -31,14 +31,17 @@ pub(crate) fn encode(alg: Algorithm, raw: Vec<u8>, format: SignatureFormat) -> R
     match (alg, format) {
         (Algorithm::EcdsaP256Sha256, SignatureFormat::Der) => {
             let sig = p256::ecdsa::Signature::from_slice(&raw).map_err(|_| {
-                Error::backend_msg("keystore", "backend returned a malformed ECDSA signature")
+                Error::backend_msg(
+                    Component::Keystore,
+                    "backend returned a malformed ECDSA signature",
+                )
             })?;
             Ok(sig.to_der().as_bytes().to_vec())
         }
         (Algorithm::EcdsaP256Sha256, SignatureFormat::Fixed) => {
             if raw.len() != 64 {
                 return Err(Error::backend_msg(
-                    "keystore",
+                    Component::Keystore,
                     "backend returned a malformed ECDSA signature",
                 ));
             }

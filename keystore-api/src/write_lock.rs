@@ -15,7 +15,7 @@
 //! program, operation, since) into the file, so that a writer that gives up
 //! waiting can say what held the store.
 
-use crate::error::{Error, Result};
+use crate::error::{Component, Error, Result};
 use std::fs::{File, OpenOptions};
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
@@ -83,7 +83,7 @@ impl WriteLock {
         }
         let file = opts.open(&path).map_err(|e| {
             Error::backend(
-                "metadata",
+                Component::Metadata,
                 format!(
                     "cannot open the store's write lock {} (check the directory's permissions)",
                     path.display()
@@ -115,8 +115,8 @@ impl WriteLock {
     /// that already holds it gets a re-entrant guard at once.
     ///
     /// # Errors
-    /// [`Error::Busy`] naming the holder when the wait runs out;
-    /// [`Error::Backend`] if the lock file cannot be locked at all.
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) naming the holder when the wait runs out;
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) if the lock file cannot be locked at all.
     pub(crate) fn acquire(&self, operation: &str) -> Result<WriteGuard<'_>> {
         self.acquire_within(operation, self.timeout())
     }
@@ -168,7 +168,7 @@ impl WriteLock {
                 }
                 Err(std::fs::TryLockError::Error(e)) => {
                     return Err(Error::backend(
-                        "metadata",
+                        Component::Metadata,
                         format!("cannot lock {}", self.path.display()),
                         e,
                     ))
@@ -184,7 +184,7 @@ impl WriteLock {
     }
 
     fn busy(&self, operation: &str, waited: Duration, holder: &str) -> Error {
-        Error::Busy(format!(
+        Error::busy(format!(
             "{operation}: the store is being written by {holder}; gave up after {:.1} s \
              (retry, or wait longer with --lock-timeout / Keystore::set_lock_timeout)",
             waited.as_secs_f64()
@@ -228,6 +228,7 @@ fn read_holder(file: &mut File) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[test]
     fn a_second_holder_waits_then_is_told_who_holds_it() {
@@ -242,7 +243,7 @@ mod tests {
             .acquire_within("create", Duration::from_millis(50))
             .err()
             .expect("busy");
-        assert_eq!(err.kind(), "Busy");
+        assert_eq!(err.kind(), ErrorKind::Busy);
         let msg = err.to_string();
         assert!(
             msg.contains(&format!("pid {}", std::process::id())),

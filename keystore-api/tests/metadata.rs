@@ -1,6 +1,7 @@
 //! Metadata-store behaviour that needs no backend material: schema
 //! versioning, backend binding and parsing of user-facing strings.
 
+use keystore_api::ErrorKind;
 use keystore_api::{Algorithm, Usages};
 use std::str::FromStr;
 
@@ -13,15 +14,18 @@ fn algorithm_and_usage_strings_round_trip() {
     }
     assert_eq!(
         Algorithm::from_str("des").unwrap_err().kind(),
-        "InvalidInput"
+        ErrorKind::InvalidInput
     );
     let u = Usages::from_str("sign, verify").unwrap();
     assert_eq!(u, Usages::SIGN | Usages::VERIFY);
     assert_eq!(u.to_string(), "sign,verify");
-    assert_eq!(Usages::from_str("").unwrap_err().kind(), "InvalidInput");
+    assert_eq!(
+        Usages::from_str("").unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
     assert_eq!(
         Usages::from_str("sign,fly").unwrap_err().kind(),
-        "InvalidInput"
+        ErrorKind::InvalidInput
     );
 }
 
@@ -34,7 +38,7 @@ fn key_names_are_checked() {
     for bad in ["", ".x", "-x", "a/b", "a b", "é", &"x".repeat(129)] {
         assert_eq!(
             check_name(bad).unwrap_err().kind(),
-            "InvalidInput",
+            ErrorKind::InvalidInput,
             "{bad:?}"
         );
     }
@@ -136,7 +140,7 @@ fn metadata_is_bound_to_its_backend() {
         &db,
     )
     .unwrap_err();
-    assert_eq!(err.kind(), "InvalidInput");
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.to_string().contains("'soft'"), "{err}");
 }
 
@@ -150,7 +154,7 @@ fn newer_schema_is_refused_not_rewritten() {
         .execute_batch("PRAGMA user_version = 99;")
         .unwrap();
     let err = keystore_api::Keystore::open(soft(dir.path()), &db).unwrap_err();
-    assert_eq!(err.kind(), "Unsupported");
+    assert_eq!(err.kind(), ErrorKind::Unsupported);
     let v: i64 = rusqlite::Connection::open(&db)
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -181,7 +185,7 @@ fn a_crash_between_backend_and_metadata_never_dangles() {
             keystore_api::KeySpec::new(Algorithm::HmacSha256),
         )
         .unwrap_err();
-    assert_eq!(err.kind(), "Backend");
+    assert_eq!(err.kind(), ErrorKind::Backend);
     assert_eq!(
         keystore_api::Backend::list(ks.backend()).unwrap(),
         before,
@@ -212,7 +216,16 @@ fn a_change_by_another_process_is_seen_at_once() {
         .unwrap();
     gateway.mac("k", b"warm the cache").unwrap();
     console.revoke(&officer(), "k", 1, "stolen").unwrap();
-    assert_eq!(gateway.mac("k", b"m").unwrap_err().kind(), "KeyState");
+    let err = gateway.mac("k", b"m").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::KeyState);
+    // The error names its key as data, not only in the message.
+    assert_eq!(err.key(), Some("k"), "{err:?}");
+    let err = gateway.backend_handle("k", 9).unwrap_err();
+    assert_eq!(
+        (err.kind(), err.key(), err.version()),
+        (ErrorKind::NotFound, Some("k"), Some(9)),
+        "{err:?}"
+    );
     // And a rotation by the console is picked up: the gateway signs with v2.
     gateway
         .create(

@@ -161,7 +161,7 @@ impl FromStr for Algorithm {
             .find(|a| a.id() == s)
             .ok_or_else(|| {
                 let known: Vec<&str> = Algorithm::ALL.iter().map(|a| a.id()).collect();
-                Error::InvalidInput(format!(
+                Error::invalid_input(format!(
                     "unknown algorithm '{s}'; expected one of: {}",
                     known.join(", ")
                 ))
@@ -228,10 +228,10 @@ impl Usages {
     }
 
     /// Checks that the usages may share one key: `mac` and `derive` together
-    /// are [`Error::Policy`] (see [`Usages::MAC_AND_DERIVE_REASON`]).
+    /// are [`ErrorKind::Policy`](crate::ErrorKind::Policy) (see [`Usages::MAC_AND_DERIVE_REASON`]).
     pub fn check_combination(self) -> Result<()> {
         if self.has_mac_and_derive() {
-            return Err(Error::Policy(format!(
+            return Err(Error::policy(format!(
                 "usages {{{self}}} refused: a key holds mac or derive, never both, because {}; \
                  create one key with usage mac and another with usage derive",
                 Usages::MAC_AND_DERIVE_REASON
@@ -279,14 +279,14 @@ impl FromStr for Usages {
                 .iter()
                 .find(|(_, n)| *n == part)
                 .ok_or_else(|| {
-                    Error::InvalidInput(format!(
+                    Error::invalid_input(format!(
                         "unknown usage '{part}'; expected sign, verify, encrypt, decrypt, mac, derive or wrap"
                     ))
                 })?;
             out = out | *u;
         }
         if out.is_empty() {
-            return Err(Error::InvalidInput("a key needs at least one usage".into()));
+            return Err(Error::invalid_input("a key needs at least one usage"));
         }
         Ok(out)
     }
@@ -312,7 +312,7 @@ pub enum Operation {
 }
 
 /// What a backend can do, per algorithm. A pair missing from the set means
-/// the backend answers that operation with [`Error::Unsupported`]; the
+/// the backend answers that operation with [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported); the
 /// conformance suite checks that it does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Capabilities {
@@ -376,6 +376,7 @@ impl Capabilities {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[test]
     fn hmac_defaults_to_mac_only() {
@@ -394,7 +395,7 @@ mod tests {
         let both: Usages = "mac,derive".parse().expect("still parses (old records)");
         assert!(both.has_mac_and_derive());
         let err = both.check_combination().expect_err("refused");
-        assert_eq!(err.kind(), "Policy");
+        assert_eq!(err.kind(), ErrorKind::Policy);
         let msg = err.to_string();
         assert!(
             msg.contains("never both") && msg.contains("another with usage derive"),

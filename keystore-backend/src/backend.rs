@@ -65,8 +65,8 @@ pub struct AeadSealed {
 /// anything secret. Each does its own locking.
 ///
 /// Unless stated otherwise, a method given a handle the backend does not hold
-/// returns [`crate::Error::NotFound`]; an operation the backend cannot do
-/// returns [`crate::Error::Unsupported`]; and a failed call leaves every
+/// returns [`ErrorKind::NotFound`](crate::ErrorKind::NotFound); an operation the backend cannot do
+/// returns [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported); and a failed call leaves every
 /// other key intact.
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// A short stable name (`soft`, `pkcs11`, `tpm`) used in errors, metadata
@@ -81,9 +81,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// human-readable label (PKCS#11 `CKA_LABEL`); others may ignore it.
     ///
     /// # Errors
-    /// [`Error::Unsupported`](crate::Error::Unsupported) when the device cannot generate
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) when the device cannot generate
     /// `algorithm`;
-    /// [`Error::Backend`](crate::Error::Backend) when the device, its RNG or its storage fails.
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the device, its RNG or its storage fails.
     /// Nothing is left behind on failure.
     fn generate(&self, algorithm: Algorithm, label: &str) -> Result<GeneratedKey>;
 
@@ -91,44 +91,44 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// non-extractably; `secret` is zeroized by the caller's drop.
     ///
     /// # Errors
-    /// [`Error::Policy`](crate::Error::Policy) for an algorithm whose keys cannot be imported
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) for an algorithm whose keys cannot be imported
     /// (private keys are generated inside the backend);
-    /// [`Error::InvalidInput`](crate::Error::InvalidInput) when `secret` has the wrong length;
-    /// [`Error::Unsupported`](crate::Error::Unsupported) when the device cannot hold such a
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) when `secret` has the wrong length;
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) when the device cannot hold such a
     /// key;
-    /// [`Error::Backend`](crate::Error::Backend) when the device fails.
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the device fails.
     fn import(&self, algorithm: Algorithm, secret: &SecretBytes, label: &str) -> Result<KeyHandle>;
 
     /// The public key of an asymmetric key.
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) for a handle the backend does not hold;
-    /// [`Error::Policy`](crate::Error::Policy) for a symmetric algorithm (no public key);
-    /// [`Error::Integrity`](crate::Error::Integrity) when the stored object is damaged or is
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a handle the backend does not hold;
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) for a symmetric algorithm (no public key);
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the stored object is damaged or is
     /// not a key of `algorithm`;
-    /// [`Error::Backend`](crate::Error::Backend) when the device fails.
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the device fails.
     fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey>;
 
     /// Signs `message` (the backend hashes it as its device requires). Returns
     /// ECDSA signatures as fixed `r‖s`, RSA signatures as their bytes.
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) for a handle the backend does not hold;
-    /// [`Error::Policy`](crate::Error::Policy) when `algorithm` does not sign;
-    /// [`Error::Unsupported`](crate::Error::Unsupported) when the device cannot;
-    /// [`Error::Integrity`](crate::Error::Integrity) when the key object is damaged or a
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a handle the backend does not hold;
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when `algorithm` does not sign;
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) when the device cannot;
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the key object is damaged or a
     /// host-side check of the signature fails;
-    /// [`Error::Backend`](crate::Error::Backend) when the device fails.
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the device fails.
     fn sign(&self, handle: &KeyHandle, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>>;
 
     /// HMAC-SHA256 of `data` under the key. Also the first (extract) step of
     /// HKDF derivation, so the result is treated as secret.
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) for a handle the backend does not hold;
-    /// [`Error::Integrity`](crate::Error::Integrity) when the object is damaged or is not an
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a handle the backend does not hold;
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the object is damaged or is not an
     /// HMAC key;
-    /// [`Error::Backend`](crate::Error::Backend) when the device fails.
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the device fails.
     fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>>;
 
     /// The HKDF-SHA256 extract step of `keystore_api::Keystore::derive_hkdf_sha256`:
@@ -145,23 +145,23 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 
     /// AES-256-GCM encryption under a fresh random 96-bit nonce. The keystore
     /// always passes a non-empty `aad` (it starts with the envelope header);
-    /// a backend may answer an empty one with [`crate::Error::InvalidInput`].
+    /// a backend may answer an empty one with [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput).
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) for a handle the backend does not hold;
-    /// [`Error::Integrity`](crate::Error::Integrity) when the object is damaged or is not an
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a handle the backend does not hold;
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the object is damaged or is not an
     /// AES-256-GCM key;
-    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for an input the device refuses (an
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for an input the device refuses (an
     /// empty `aad` on some tokens);
-    /// [`Error::Unsupported`](crate::Error::Unsupported) when the device has no AES-GCM (TPM);
-    /// [`Error::Backend`](crate::Error::Backend) when the device fails.
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) when the device has no AES-GCM (TPM);
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the device fails.
     fn encrypt(&self, handle: &KeyHandle, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed>;
 
     /// AES-256-GCM decryption. A wrong tag, nonce, AAD or ciphertext is
-    /// [`crate::Error::Integrity`], and no plaintext is released.
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity), and no plaintext is released.
     ///
     /// # Errors
-    /// [`Error::Integrity`](crate::Error::Integrity) for a wrong tag, nonce, AAD or ciphertext
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) for a wrong tag, nonce, AAD or ciphertext
     /// (or one too short to hold a tag); otherwise as [`Backend::encrypt`].
     fn decrypt(
         &self,
@@ -174,16 +174,16 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Exports the symmetric key `key` wrapped (AEAD) under the AES key
     /// `wrapping_key`, binding `algorithm` and `context` as associated data.
     /// Only backup-eligible keys reach this call. Backends that cannot wrap
-    /// answer [`crate::Error::Unsupported`] (the default).
+    /// answer [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) (the default).
     ///
     /// # Errors
-    /// [`Error::Unsupported`](crate::Error::Unsupported) from backends that cannot wrap (the
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) from backends that cannot wrap (the
     /// default);
-    /// [`Error::Policy`](crate::Error::Policy) for an asymmetric `algorithm` (never exported);
-    /// [`Error::NotFound`](crate::Error::NotFound) for a handle the backend does not hold;
-    /// [`Error::Integrity`](crate::Error::Integrity) when an object is damaged or is not of the
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) for an asymmetric `algorithm` (never exported);
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a handle the backend does not hold;
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when an object is damaged or is not of the
     /// expected algorithm;
-    /// [`Error::Backend`](crate::Error::Backend) when the device fails.
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the device fails.
     fn wrap(
         &self,
         wrapping_key: &KeyHandle,
@@ -192,17 +192,17 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         context: &[u8],
     ) -> Result<Vec<u8>> {
         let _ = (wrapping_key, key, context);
-        Err(crate::Error::Unsupported(format!(
+        Err(crate::Error::unsupported(format!(
             "the {} backend cannot export wrapped {algorithm} keys",
             self.name()
         )))
     }
 
     /// Imports a key wrapped by [`Backend::wrap`]; a wrong KEK, algorithm or
-    /// context is [`crate::Error::Integrity`].
+    /// context is [`ErrorKind::Integrity`](crate::ErrorKind::Integrity).
     ///
     /// # Errors
-    /// [`Error::Integrity`](crate::Error::Integrity) for a wrong KEK, algorithm or context, or
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) for a wrong KEK, algorithm or context, or
     /// truncated or damaged `wrapped` bytes; otherwise as [`Backend::wrap`].
     fn unwrap(
         &self,
@@ -213,35 +213,35 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         label: &str,
     ) -> Result<KeyHandle> {
         let _ = (wrapping_key, wrapped, context, label);
-        Err(crate::Error::Unsupported(format!(
+        Err(crate::Error::unsupported(format!(
             "the {} backend cannot import wrapped {algorithm} keys",
             self.name()
         )))
     }
 
     /// Destroys the key material. Destroying a handle that is already gone is
-    /// [`crate::Error::NotFound`].
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound).
     ///
     /// # Errors
-    /// [`Error::NotFound`](crate::Error::NotFound) when the handle is already gone (the
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when the handle is already gone (the
     /// keystore, finishing an interrupted destruction, treats it as done);
-    /// [`Error::Backend`](crate::Error::Backend) when the device fails, in which case the
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the device fails, in which case the
     /// material may still be there.
     fn destroy(&self, handle: &KeyHandle) -> Result<()>;
 
     /// Every key handle this backend holds for this store.
     ///
     /// # Errors
-    /// [`Error::Unsupported`](crate::Error::Unsupported) from a backend that cannot enumerate
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) from a backend that cannot enumerate
     /// its objects (reconciliation at open then skips the material check);
-    /// [`Error::Backend`](crate::Error::Backend) when the device fails. A failed listing never
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the device fails. A failed listing never
     /// means "no keys".
     fn list(&self) -> Result<Vec<KeyHandle>>;
 
     /// Destroys every key this backend holds for this store.
     ///
     /// # Errors
-    /// [`Error::Backend`](crate::Error::Backend) when the device or the file system fails part
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the device or the file system fails part
     /// way; keys already destroyed stay destroyed and a later call destroys the rest.
     fn wipe(&self) -> Result<()>;
 

@@ -28,12 +28,12 @@ pub mod store_lock;
 
 pub use algorithm::{Algorithm, Capabilities, KeyClass, Operation, Usages};
 pub use backend::{AeadSealed, Backend, GeneratedKey, KeyHandle};
-pub use error::{Error, Result};
+pub use error::{Component, Error, ErrorKind, Result};
 pub use fsperm::{LoosePermission, PermissionReport};
 pub use public_key::PublicKey;
 pub use secret::SecretBytes;
 
-/// Input limits. Larger inputs are [`Error::InvalidInput`].
+/// Input limits. Larger inputs are [`ErrorKind::InvalidInput`].
 pub mod limits {
     /// Longest key name, in bytes.
     pub const MAX_NAME_LEN: usize = 128;

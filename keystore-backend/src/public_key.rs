@@ -30,7 +30,7 @@ impl PublicKey {
     fn check(&self) -> Result<()> {
         use p256::pkcs8::DecodePublicKey;
         let bad = |what: &str| {
-            Error::InvalidInput(format!(
+            Error::invalid_input(format!(
                 "public key is not a valid {} SPKI: {what}",
                 self.algorithm
             ))
@@ -82,9 +82,9 @@ impl PublicKey {
 
     /// Verifies `signature` over `message`. ECDSA signatures are accepted in
     /// DER or fixed `r‖s` form. A signature that does not verify is
-    /// [`Error::Integrity`].
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()> {
-        let fail = || Error::Integrity("signature does not verify".into());
+        let fail = || Error::integrity("signature does not verify");
         match self.algorithm {
             Algorithm::EcdsaP256Sha256 => {
                 use p256::ecdsa::signature::Verifier;

@@ -1,7 +1,7 @@
 //! A store directory's lock file, held shared by every process that has the
 //! store open, so that one process can tell whether it is alone.
 
-use crate::error::{Error, Result};
+use crate::error::{Component, Error, Result};
 use crate::fsperm;
 use std::fs::File;
 use std::path::Path;
@@ -18,12 +18,12 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(5);
 /// (crash clean-up), which is then downgraded to shared.
 ///
 /// # Errors
-/// [`Error::Busy`] when another process holds the lock exclusively for longer
-/// than [`LOCK_WAIT`]; [`Error::Backend`] (as `component`) when the file cannot
+/// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process holds the lock exclusively for longer
+/// than [`LOCK_WAIT`]; [`ErrorKind::Backend`](crate::ErrorKind::Backend) (as `component`) when the file cannot
 /// be opened or locked; whatever `when_alone` returns.
 pub fn lock_shared_for_life(
     path: &Path,
-    component: &'static str,
+    component: Component,
     when_alone: impl FnOnce() -> Result<()>,
 ) -> Result<File> {
     let io =
@@ -51,7 +51,7 @@ pub fn lock_shared_for_life(
                 std::thread::sleep(Duration::from_millis(10));
             }
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::Busy(format!(
+                return Err(Error::busy(format!(
                     "{} stayed locked exclusively by another process for {} s (a store being created, or crash clean-up at its open)",
                     path.display(),
                     LOCK_WAIT.as_secs()
@@ -65,25 +65,27 @@ pub fn lock_shared_for_life(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ErrorKind;
 
     #[test]
     fn only_a_lone_opener_cleans_up_and_everyone_shares() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lock");
         let mut ran = false;
-        let first = lock_shared_for_life(&path, "test", || {
+        let first = lock_shared_for_life(&path, Component::Keystore, || {
             ran = true;
             Ok(())
         })
         .unwrap();
         assert!(ran, "the first opener is alone");
-        let second = lock_shared_for_life(&path, "test", || panic!("not alone")).unwrap();
+        let second =
+            lock_shared_for_life(&path, Component::Keystore, || panic!("not alone")).unwrap();
         drop((first, second));
         let exclusive = fsperm::open_private_file(&path).unwrap();
         exclusive.lock().unwrap();
         let started = Instant::now();
-        let err = lock_shared_for_life(&path, "test", || Ok(())).unwrap_err();
-        assert_eq!(err.kind(), "Busy");
+        let err = lock_shared_for_life(&path, Component::Keystore, || Ok(())).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Busy);
         assert!(started.elapsed() >= LOCK_WAIT);
     }
 }

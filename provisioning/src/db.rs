@@ -10,7 +10,9 @@
 
 use crate::util::{random_id, rfc3339};
 use keystore_api::fsperm::{self, PermissionReport};
-use keystore_api::{Actor, Algorithm, Backend, Error, KeySpec, Keystore, Result, Usages};
+use keystore_api::{
+    Actor, Algorithm, Backend, Component, Error, ErrorKind, KeySpec, Keystore, Result, Usages,
+};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -40,7 +42,7 @@ impl std::fmt::Debug for PkiDb {
 }
 
 pub(crate) fn db_err(what: &str) -> impl FnOnce(rusqlite::Error) -> Error + '_ {
-    move |e| Error::backend("pki-db", what.to_string(), e)
+    move |e| Error::backend(Component::PkiDb, what.to_string(), e)
 }
 
 /// Tightens (and reports) any of the database's files that other users can
@@ -55,7 +57,7 @@ fn secure_files(path: &Path) -> Result<PermissionReport> {
     if !path.exists() {
         fsperm::open_private_file(path).map_err(|e| {
             Error::backend(
-                "pki-db",
+                Component::PkiDb,
                 format!("cannot create the PKI database {}", path.display()),
                 e,
             )
@@ -115,9 +117,9 @@ pub(crate) fn unique_or(e: rusqlite::Error, msg: impl FnOnce() -> String) -> Err
         rusqlite::Error::SqliteFailure(f, _)
             if f.code == rusqlite::ErrorCode::ConstraintViolation =>
         {
-            Error::AlreadyExists(msg())
+            Error::already_exists(msg())
         }
-        _ => Error::backend("pki-db", "PKI database write failed", e),
+        _ => Error::backend(Component::PkiDb, "PKI database write failed", e),
     }
 }
 
@@ -211,10 +213,11 @@ fn event_hash(e: &Event, prev: &str) -> String {
 pub(crate) fn ensure_event_key<B: Backend>(ks: &Keystore<B>, actor: &Actor) -> Result<()> {
     match ks.info(EVENT_KEY) {
         Ok(_) => Ok(()),
-        Err(Error::NotFound(_)) => {
+        Err(ref e) if e.is(ErrorKind::NotFound) => {
             let spec = KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::MAC);
             match ks.create(actor, EVENT_KEY, spec) {
-                Ok(_) | Err(Error::AlreadyExists(_)) => Ok(()),
+                Ok(_) => Ok(()),
+                Err(e) if e.is(ErrorKind::AlreadyExists) => Ok(()),
                 Err(e) => Err(e),
             }
         }
@@ -318,7 +321,7 @@ pub(crate) fn verify_events<B: Backend>(conn: &Connection, ks: &Keystore<B>) -> 
     let mut prev = "0".repeat(64);
     let mut out = Vec::with_capacity(rows.len());
     for (i, (e, prev_hash, hash, mac)) in rows.into_iter().enumerate() {
-        let bad = |why: &str| Error::Integrity(format!("provisioning event #{} {why}", e.seq));
+        let bad = |why: &str| Error::integrity(format!("provisioning event #{} {why}", e.seq));
         if e.seq != i as u64 + 1 {
             return Err(bad("is out of sequence (deleted or reordered entries)"));
         }
@@ -342,8 +345,8 @@ pub(crate) fn verify_events<B: Backend>(conn: &Connection, ks: &Keystore<B>) -> 
     match head {
         None if out.is_empty() => {}
         None => {
-            return Err(Error::Integrity(
-                "the provisioning event log has no head (tampered)".into(),
+            return Err(Error::integrity(
+                "the provisioning event log has no head (tampered)",
             ))
         }
         Some((seq, hash, mac)) => {
@@ -352,7 +355,7 @@ pub(crate) fn verify_events<B: Backend>(conn: &Connection, ks: &Keystore<B>) -> 
                 .verify_mac(EVENT_KEY, head_message(seq as u64, &hash).as_bytes(), &tag)
                 .is_ok();
             if !mac_ok || seq as u64 != last || hash != prev {
-                return Err(Error::Integrity(format!(
+                return Err(Error::integrity(format!(
                     "the provisioning event log ends at #{last} but its head names #{seq} (truncated or tampered)"
                 )));
             }

@@ -6,7 +6,9 @@ use crate::db::{self, opt, q, unique_or, PkiDb};
 use crate::signer::KeystoreSigner;
 use crate::util::{check_device_id, rfc3339};
 use crate::x509::{build_csr, device_subject, CertInfo, VerifiedCsr};
-use keystore_api::{Actor, Algorithm, Backend, Error, KeySpec, Keystore, Result, Usages};
+use keystore_api::{
+    Actor, Algorithm, Backend, Component, Error, ErrorKind, KeySpec, Keystore, Result, Usages,
+};
 use rusqlite::params;
 use time::{Duration, OffsetDateTime};
 
@@ -83,16 +85,16 @@ impl<'a, D: Backend> Device<'a, D> {
         match self.ks.info(&self.key_name) {
             Ok(info) => {
                 let active = info.active().map(|v| v.version).ok_or_else(|| {
-                    Error::KeyState(format!("key '{}' has no active version", self.key_name))
+                    Error::key_state(format!("key '{}' has no active version", self.key_name))
                 })?;
                 if self.installed_for(active)?.is_some() {
-                    return Err(Error::AlreadyExists(format!(
+                    return Err(Error::already_exists(format!(
                         "identity key '{}' version {active} already has a certificate",
                         self.key_name
                     )));
                 }
             }
-            Err(Error::NotFound(_)) => {
+            Err(ref e) if e.is(ErrorKind::NotFound) => {
                 let spec = KeySpec::new(Algorithm::EcdsaP256Sha256)
                     .with_usages(Usages::SIGN | Usages::VERIFY);
                 self.ks.create(actor, &self.key_name, spec)?;
@@ -136,19 +138,19 @@ impl<'a, D: Backend> Device<'a, D> {
         let cert = CertInfo::parse(cert_der)?;
         let info = self.ks.info(&self.key_name)?;
         let v = info.version(key_version).ok_or_else(|| {
-            Error::NotFound(format!(
+            Error::not_found(format!(
                 "key '{}' has no version {key_version}",
                 self.key_name
             ))
         })?;
         if v.fingerprint.as_deref() != Some(cert.spki_fingerprint.as_str()) {
-            return Err(Error::Integrity(format!(
+            return Err(Error::integrity(format!(
                 "the certificate does not carry the public key of '{}' version {key_version}",
                 self.key_name
             )));
         }
         if cert.common_name.as_deref() != Some(device_id) {
-            return Err(Error::Integrity(format!(
+            return Err(Error::integrity(format!(
                 "the certificate names {:?}, not device '{device_id}'",
                 cert.common_name
             )));
@@ -245,7 +247,7 @@ impl<'a, D: Backend> Device<'a, D> {
         }))?;
         let rows = rows
             .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| Error::backend("pki-db", "PKI database query failed", e))?;
+            .map_err(|e| Error::backend(Component::PkiDb, "PKI database query failed", e))?;
         rows.into_iter()
             .map(
                 |(key_version, serial, device_id, der, chain_pem, not_after)| {

@@ -81,7 +81,7 @@ impl<'f, P: Backend> Provisioner<'f, P> {
         check_operator(operator)?;
         // Fail before generating a key when the unit is already registered.
         if let Ok(r) = self.factory.record(device_id) {
-            return Err(Error::AlreadyExists(format!(
+            return Err(Error::already_exists(format!(
                 "device '{device_id}' was already provisioned at {} by {}; a unit is provisioned once",
                 r.provisioned_at, r.operator
             )));
@@ -135,12 +135,12 @@ impl<'f, P: Backend> Provisioner<'f, P> {
         threshold: Duration,
     ) -> Result<Option<Provisioned>> {
         if threshold < Duration::ZERO {
-            return Err(Error::InvalidInput(
-                "a renewal threshold cannot be negative".into(),
+            return Err(Error::invalid_input(
+                "a renewal threshold cannot be negative",
             ));
         }
         let current = device.current()?.ok_or_else(|| {
-            Error::NotFound(format!(
+            Error::not_found(format!(
                 "identity key '{}' has no certificate for its active version; provision it first",
                 device.key_name()
             ))
@@ -205,7 +205,7 @@ pub fn parse_batch(text: &str, default_operator: Option<&str>) -> Result<Vec<Bat
         let id = cols.next().unwrap_or_default();
         let op = cols.next();
         if cols.next().is_some() {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "batch line {}: expected 'device_id' or 'device_id,operator'",
                 i + 1
             )));
@@ -213,12 +213,12 @@ pub fn parse_batch(text: &str, default_operator: Option<&str>) -> Result<Vec<Bat
         if out.is_empty() && id.eq_ignore_ascii_case("device_id") {
             continue;
         }
-        let bad = |e: Error| Error::InvalidInput(format!("batch line {}: {}", i + 1, e.message()));
+        let bad = |e: Error| Error::invalid_input(format!("batch line {}: {}", i + 1, e.message()));
         check_device_id(id).map_err(bad)?;
         let operator = match (op.filter(|o| !o.is_empty()), default_operator) {
             (Some(o), _) | (None, Some(o)) => o.to_string(),
             (None, None) => {
-                return Err(Error::InvalidInput(format!(
+                return Err(Error::invalid_input(format!(
                     "batch line {}: no operator on the line and no --operator given",
                     i + 1
                 )))
@@ -226,13 +226,13 @@ pub fn parse_batch(text: &str, default_operator: Option<&str>) -> Result<Vec<Bat
         };
         check_operator(&operator).map_err(bad)?;
         if !seen.insert(id.to_string()) {
-            return Err(Error::AlreadyExists(format!(
+            return Err(Error::already_exists(format!(
                 "batch line {}: device '{id}' appears twice in the batch",
                 i + 1
             )));
         }
         if out.len() >= MAX_BATCH {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "a batch holds at most {MAX_BATCH} devices"
             )));
         }
@@ -243,7 +243,7 @@ pub fn parse_batch(text: &str, default_operator: Option<&str>) -> Result<Vec<Bat
         });
     }
     if out.is_empty() {
-        return Err(Error::InvalidInput("the batch file names no device".into()));
+        return Err(Error::invalid_input("the batch file names no device"));
     }
     Ok(out)
 }

@@ -14,7 +14,7 @@
 //! certificate's serial and expiry, and the id and time of the provisioning
 //! event, so that the record can be traced to the registry and the audit log.
 
-use keystore_api::{Error, Result};
+use keystore_api::{Component, Error, Result};
 use serde::{Deserialize, Serialize};
 
 /// The digests of a record.
@@ -61,19 +61,24 @@ pub struct ProvisioningRecord {
 impl ProvisioningRecord {
     /// The record as YAML.
     pub fn to_yaml(&self) -> Result<String> {
-        let body = serde_yaml_ng::to_string(self)
-            .map_err(|e| Error::backend("provisioning", "cannot encode the record as YAML", e))?;
+        let body = serde_yaml_ng::to_string(self).map_err(|e| {
+            Error::backend(
+                Component::Provisioning,
+                "cannot encode the record as YAML",
+                e,
+            )
+        })?;
         Ok(format!("# REQ-KEY-PROV-02 provisioning record\n{body}"))
     }
 
     /// Parses a record written by [`ProvisioningRecord::to_yaml`].
     pub fn from_yaml(text: &str) -> Result<Self> {
         if text.len() > 64 * 1024 {
-            return Err(Error::InvalidInput(
-                "a provisioning record is at most 64 KiB".into(),
+            return Err(Error::invalid_input(
+                "a provisioning record is at most 64 KiB",
             ));
         }
         serde_yaml_ng::from_str(text)
-            .map_err(|e| Error::InvalidInput(format!("not a provisioning record: {e}")))
+            .map_err(|e| Error::invalid_input(format!("not a provisioning record: {e}")))
     }
 }

@@ -129,7 +129,7 @@ fn user_version(conn: &Connection) -> Result<i64> {
 
 fn check_not_newer(current: i64, target: i64) -> Result<()> {
     if current > target {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::unsupported(format!(
             "PKI database schema version {current} is newer than this build understands \
              ({target}); upgrade the software"
         )));
@@ -189,6 +189,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keystore_api::ErrorKind;
 
     fn schema(conn: &Connection) -> Vec<(String, String)> {
         let mut st = conn
@@ -260,6 +261,6 @@ mod tests {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.pragma_update(None, "user_version", MIGRATIONS.len() as i64 + 1)
             .unwrap();
-        assert!(matches!(migrate(&mut conn), Err(Error::Unsupported(_))));
+        assert!(matches!(migrate(&mut conn), Err(ref e) if e.is(ErrorKind::Unsupported)));
     }
 }

@@ -46,7 +46,7 @@ pub fn rcgen_algorithm(alg: Algorithm) -> Result<&'static rcgen::SignatureAlgori
         Algorithm::Rsa2048Pkcs1Sha256 | Algorithm::Rsa3072Pkcs1Sha256 => {
             Ok(&rcgen::PKCS_RSA_SHA256)
         }
-        other => Err(Error::Unsupported(format!(
+        other => Err(Error::unsupported(format!(
             "{other} keys cannot sign X.509 certificates, CSRs or CRLs here; \
              use ecdsa-p256-sha256 or an rsa-*-pkcs1-sha256 key"
         ))),
@@ -59,13 +59,13 @@ impl<'a, B: Backend> KeystoreSigner<'a, B> {
         let info = ks.info(name)?;
         let rcgen_alg = rcgen_algorithm(info.algorithm)?;
         let active = info.active().ok_or_else(|| {
-            Error::KeyState(format!(
+            Error::key_state(format!(
                 "key '{name}' has no active version (suspended, revoked or rotated away)"
             ))
         })?;
         debug_assert_eq!(active.state, KeyState::Active);
         let pk = active.public_key.as_ref().ok_or_else(|| {
-            Error::Integrity(format!("metadata holds no public key for '{name}'"))
+            Error::integrity(format!("metadata holds no public key for '{name}'"))
         })?;
         let spki_der = pk.spki_der().to_vec();
         let raw_public_key = spki_bit_string(&spki_der)?;
@@ -84,7 +84,7 @@ impl<'a, B: Backend> KeystoreSigner<'a, B> {
         // would carry a key the keystore does not hold.
         use rcgen::PublicKeyData;
         if signer.subject_public_key_info() != signer.spki_der {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::unsupported(format!(
                 "the public key of '{name}' does not re-encode to the same SubjectPublicKeyInfo"
             )));
         }
@@ -129,7 +129,7 @@ impl<'a, B: Backend> KeystoreSigner<'a, B> {
                 return inner;
             }
         }
-        Error::InvalidInput(format!("cannot encode the X.509 structure: {e}"))
+        Error::invalid_input(format!("cannot encode the X.509 structure: {e}"))
     }
 }
 
@@ -154,7 +154,7 @@ impl<B: Backend> rcgen::SigningKey for KeystoreSigner<'_, B> {
             .sign(&self.name, msg, SignatureFormat::Der)
             .map_err(fail)?;
         if sig.version != self.version {
-            return Err(fail(Error::KeyState(format!(
+            return Err(fail(Error::key_state(format!(
                 "key '{}' was rotated while signing (version {} signed, the certificate names version {})",
                 self.name, sig.version, self.version
             ))));
@@ -167,10 +167,10 @@ impl<B: Backend> rcgen::SigningKey for KeystoreSigner<'_, B> {
 pub(crate) fn spki_bit_string(spki_der: &[u8]) -> Result<Vec<u8>> {
     use x509_parser::prelude::FromDer;
     let (rest, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
-        .map_err(|_| Error::InvalidInput("a public key is not a valid SPKI".into()))?;
+        .map_err(|_| Error::invalid_input("a public key is not a valid SPKI"))?;
     if !rest.is_empty() {
-        return Err(Error::InvalidInput(
-            "a public key has trailing bytes after its SPKI".into(),
+        return Err(Error::invalid_input(
+            "a public key has trailing bytes after its SPKI",
         ));
     }
     Ok(spki.subject_public_key.data.to_vec())

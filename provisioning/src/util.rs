@@ -1,7 +1,7 @@
 //! Small helpers: PEM, digests, random serials and ids, device ids, times.
 
 use base64::Engine;
-use keystore_api::{Error, Result};
+use keystore_api::{Component, Error, Result};
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{
     CertificateDer, CertificateRevocationListDer, CertificateSigningRequestDer,
@@ -27,7 +27,7 @@ pub fn check_device_id(id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidInput(format!(
+        Err(Error::invalid_input(format!(
             "a device id is 1 to {MAX_DEVICE_ID_LEN} characters of A-Z, a-z, 0-9, '.' and '-', \
              starting with a letter or digit; got {:?}",
             shorten(id)
@@ -39,7 +39,7 @@ pub fn check_device_id(id: &str) -> Result<()> {
 /// characters without spaces.
 pub fn check_operator(op: &str) -> Result<()> {
     if op.is_empty() || op.len() > 64 || !op.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::invalid_input(format!(
             "an operator label is 1 to 64 printable ASCII characters without spaces; got {:?}",
             shorten(op)
         )));
@@ -65,8 +65,9 @@ pub fn sha256_tag(bytes: &[u8]) -> String {
 /// `n` random bytes from the operating system.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
-    getrandom::getrandom(&mut b)
-        .map_err(|e| Error::backend("provisioning", "the OS random generator failed", e))?;
+    getrandom::getrandom(&mut b).map_err(|e| {
+        Error::backend(Component::Provisioning, "the OS random generator failed", e)
+    })?;
     Ok(b)
 }
 
@@ -107,7 +108,7 @@ pub fn pem_decode_all(text: &str, label: &str) -> Result<Vec<Vec<u8>>> {
         "X509 CRL" => pem_blocks::<CertificateRevocationListDer<'static>>(text, label),
         "CERTIFICATE REQUEST" => pem_blocks::<CertificateSigningRequestDer<'static>>(text, label),
         "PUBLIC KEY" => pem_blocks::<SubjectPublicKeyInfoDer<'static>>(text, label),
-        _ => Err(Error::InvalidInput(format!(
+        _ => Err(Error::invalid_input(format!(
             "PEM label '{}' is not supported",
             shorten(label)
         ))),
@@ -127,7 +128,7 @@ fn pem_blocks<T: PemObject + AsRef<[u8]>>(text: &str, label: &str) -> Result<Vec
 
 /// A PEM syntax error, in words an operator can act on.
 fn pem_error(label: &str, e: pem::Error) -> Error {
-    Error::InvalidInput(match e {
+    Error::invalid_input(match e {
         pem::Error::MissingSectionEnd { end_marker } => format!(
             "a PEM block '{}' has no END line (reading '{label}')",
             shorten(&String::from_utf8_lossy(&end_marker))
@@ -147,8 +148,10 @@ pub fn der_from_pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>> {
             let mut blocks = pem_decode_all(text, label)?;
             return match blocks.len() {
                 1 => Ok(blocks.remove(0)),
-                0 => Err(Error::InvalidInput(format!("no PEM block '{label}' found"))),
-                n => Err(Error::InvalidInput(format!(
+                0 => Err(Error::invalid_input(format!(
+                    "no PEM block '{label}' found"
+                ))),
+                n => Err(Error::invalid_input(format!(
                     "expected one PEM block '{label}', found {n}"
                 ))),
             };
@@ -157,7 +160,7 @@ pub fn der_from_pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>> {
     if bytes.first() == Some(&0x30) {
         Ok(bytes.to_vec())
     } else {
-        Err(Error::InvalidInput(format!(
+        Err(Error::invalid_input(format!(
             "expected a DER or PEM '{label}'"
         )))
     }
@@ -172,7 +175,7 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 /// is an integrity failure of the database that holds it.
 pub fn parse_time(s: &str) -> Result<OffsetDateTime> {
     keystore_api::clock::parse_rfc3339(s)
-        .ok_or_else(|| Error::Integrity(format!("stored time '{}' is malformed", shorten(s))))
+        .ok_or_else(|| Error::integrity(format!("stored time '{}' is malformed", shorten(s))))
 }
 
 /// Certificate times have a resolution of one second.
@@ -183,6 +186,7 @@ pub fn to_second(t: OffsetDateTime) -> OffsetDateTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keystore_api::ErrorKind;
 
     #[test]
     fn device_ids() {
@@ -190,7 +194,7 @@ mod tests {
             check_device_id(ok).expect(ok);
         }
         for bad in ["", "-x", ".x", "a b", "a_b", "ü", &"x".repeat(65), "a/b"] {
-            assert!(matches!(check_device_id(bad), Err(Error::InvalidInput(_))));
+            assert!(matches!(check_device_id(bad), Err(ref e) if e.is(ErrorKind::InvalidInput)));
         }
     }
 
@@ -209,12 +213,16 @@ mod tests {
         assert_eq!(der_from_pem_or_der(&der, "CERTIFICATE").unwrap(), der);
         assert!(der_from_pem_or_der(b"garbage", "CERTIFICATE").is_err());
         let err = pem_decode_all("-----BEGIN CERTIFICATE-----\nMAMBAgM=", "CERTIFICATE");
-        assert!(matches!(err, Err(Error::InvalidInput(m)) if m.contains("no END line")));
+        assert!(
+            matches!(err, Err(ref e) if e.is(ErrorKind::InvalidInput) && e.detail().contains("no END line"))
+        );
         let err = pem_decode_all(
             "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n",
             "CERTIFICATE",
         );
-        assert!(matches!(err, Err(Error::InvalidInput(m)) if m.contains("not base64")));
+        assert!(
+            matches!(err, Err(ref e) if e.is(ErrorKind::InvalidInput) && e.detail().contains("not base64"))
+        );
         assert!(pem_decode_all(&pem, "X").is_err());
         // Blocks of other labels and text around blocks are skipped.
         let mixed = format!("note\n{}{pem}", pem_encode("X509 CRL", &[0x30, 0]));

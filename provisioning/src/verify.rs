@@ -112,10 +112,10 @@ impl From<Rejection> for keystore_api::Error {
             | RejectReason::Expired
             | RejectReason::NotYetValid
             | RejectReason::CrlExpired
-            | RejectReason::RevocationUnknown => E::KeyState(msg),
-            RejectReason::UnknownIssuer | RejectReason::PinMismatch => E::Auth(msg),
-            RejectReason::BadSignature | RejectReason::Invalid => E::Integrity(msg),
-            RejectReason::Malformed => E::InvalidInput(msg),
+            | RejectReason::RevocationUnknown => E::key_state(msg),
+            RejectReason::UnknownIssuer | RejectReason::PinMismatch => E::auth(msg),
+            RejectReason::BadSignature | RejectReason::Invalid => E::integrity(msg),
+            RejectReason::Malformed => E::invalid_input(msg),
         }
     }
 }
@@ -156,7 +156,7 @@ impl PinSet {
             .strip_prefix("sha256:")
             .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()));
         if !ok {
-            return Err(keystore_api::Error::InvalidInput(format!(
+            return Err(keystore_api::Error::invalid_input(format!(
                 "a pin is 'sha256:' and 64 hex digits, got {:?}",
                 shorten(pin)
             )));
@@ -260,7 +260,7 @@ impl PeerVerifier {
     pub fn with_anchor(mut self, root_der: &[u8]) -> keystore_api::Result<Self> {
         let der = CertificateDer::from(root_der);
         webpki::anchor_from_trusted_cert(&der).map_err(|e| {
-            keystore_api::Error::InvalidInput(format!("not a usable trust anchor: {e}"))
+            keystore_api::Error::invalid_input(format!("not a usable trust anchor: {e}"))
         })?;
         self.anchors.push(root_der.to_vec());
         Ok(self)
@@ -274,13 +274,13 @@ impl PeerVerifier {
     /// whatever the order they were added in.
     pub fn with_crl(mut self, crl_der: &[u8]) -> keystore_api::Result<Self> {
         if crl_der.len() > crate::x509::MAX_DER_LEN {
-            return Err(keystore_api::Error::InvalidInput(format!(
+            return Err(keystore_api::Error::invalid_input(format!(
                 "a CRL is at most {} bytes",
                 crate::x509::MAX_DER_LEN
             )));
         }
         BorrowedCertRevocationList::from_der(crl_der)
-            .map_err(|e| keystore_api::Error::InvalidInput(format!("not a usable CRL: {e}")))?;
+            .map_err(|e| keystore_api::Error::invalid_input(format!("not a usable CRL: {e}")))?;
         use x509_parser::prelude::FromDer;
         let parsed = x509_parser::revocation_list::CertificateRevocationList::from_der(crl_der)
             .ok()

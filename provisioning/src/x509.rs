@@ -50,11 +50,9 @@ impl CertInfo {
     pub fn parse(der: &[u8]) -> Result<CertInfo> {
         check_size(der, "certificate")?;
         let (rest, cert) = X509Certificate::from_der(der)
-            .map_err(|e| Error::InvalidInput(format!("not a valid X.509 certificate: {e}")))?;
+            .map_err(|e| Error::invalid_input(format!("not a valid X.509 certificate: {e}")))?;
         if !rest.is_empty() {
-            return Err(Error::InvalidInput(
-                "a certificate has trailing bytes".into(),
-            ));
+            return Err(Error::invalid_input("a certificate has trailing bytes"));
         }
         let tbs = &cert.tbs_certificate;
         let spki_der = tbs.subject_pki.raw.to_vec();
@@ -94,7 +92,7 @@ fn first_attr(name: &X509Name<'_>, oid: &x509_parser::oid_registry::Oid<'_>) -> 
 
 fn check_size(der: &[u8], what: &str) -> Result<()> {
     if der.is_empty() || der.len() > MAX_DER_LEN {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::invalid_input(format!(
             "a {what} is 1 to {MAX_DER_LEN} bytes, got {}",
             der.len()
         )));
@@ -135,8 +133,8 @@ pub fn build_csr<B: Backend>(
         .map_err(|e| signer.map_err(e))?;
     let verified = verify_csr(csr.der())?;
     if verified.public_key.spki_der() != signer.spki_der() {
-        return Err(Error::Integrity(
-            "the CSR does not carry the signing key's public key".into(),
+        return Err(Error::integrity(
+            "the CSR does not carry the signing key's public key",
         ));
     }
     Ok(verified)
@@ -147,7 +145,7 @@ pub fn device_subject(device_id: &str) -> Result<rcgen::DistinguishedName> {
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(rcgen::DnType::CommonName, device_id);
     let printable = rcgen::string::PrintableString::try_from(device_id).map_err(|_| {
-        Error::InvalidInput(format!(
+        Error::invalid_input(format!(
             "device id {:?} is not a PrintableString",
             shorten(device_id)
         ))
@@ -162,8 +160,8 @@ pub fn device_subject(device_id: &str) -> Result<rcgen::DistinguishedName> {
 /// A subject with a common name only (CA certificates).
 pub fn cn_subject(cn: &str, organization: Option<&str>) -> Result<rcgen::DistinguishedName> {
     if cn.is_empty() || cn.len() > 64 || cn.chars().any(char::is_control) {
-        return Err(Error::InvalidInput(
-            "a common name is 1 to 64 characters without control characters".into(),
+        return Err(Error::invalid_input(
+            "a common name is 1 to 64 characters without control characters",
         ));
     }
     let mut dn = rcgen::DistinguishedName::new();
@@ -181,9 +179,9 @@ pub fn cn_subject(cn: &str, organization: Option<&str>) -> Result<rcgen::Disting
 pub fn verify_csr(der: &[u8]) -> Result<VerifiedCsr> {
     check_size(der, "CSR")?;
     let (rest, csr) = X509CertificationRequest::from_der(der)
-        .map_err(|e| Error::InvalidInput(format!("not a valid PKCS#10 CSR: {e}")))?;
+        .map_err(|e| Error::invalid_input(format!("not a valid PKCS#10 CSR: {e}")))?;
     if !rest.is_empty() {
-        return Err(Error::InvalidInput("a CSR has trailing bytes".into()));
+        return Err(Error::invalid_input("a CSR has trailing bytes"));
     }
     let info = &csr.certification_request_info;
     let spki = &info.subject_pki;
@@ -197,20 +195,20 @@ pub fn verify_csr(der: &[u8]) -> Result<VerifiedCsr> {
             .and_then(|p| p.as_oid().ok())
             .is_some_and(|c| c == OID_EC_P256);
         if !curve_ok || *sig_oid != OID_SIG_ECDSA_WITH_SHA256 {
-            return Err(Error::Unsupported(
-                "only P-256 keys with ecdsa-with-SHA256 signatures are accepted for EC CSRs".into(),
+            return Err(Error::unsupported(
+                "only P-256 keys with ecdsa-with-SHA256 signatures are accepted for EC CSRs",
             ));
         }
         &[Algorithm::EcdsaP256Sha256]
     } else if *key_oid == OID_PKCS1_RSAENCRYPTION {
         if *sig_oid != OID_PKCS1_SHA256WITHRSA {
-            return Err(Error::Unsupported(
-                "RSA CSRs must be signed with sha256WithRSAEncryption".into(),
+            return Err(Error::unsupported(
+                "RSA CSRs must be signed with sha256WithRSAEncryption",
             ));
         }
         &[Algorithm::Rsa2048Pkcs1Sha256, Algorithm::Rsa3072Pkcs1Sha256]
     } else {
-        return Err(Error::Unsupported(format!(
+        return Err(Error::unsupported(format!(
             "CSR public key algorithm {key_oid} is not supported"
         )));
     };
@@ -218,13 +216,11 @@ pub fn verify_csr(der: &[u8]) -> Result<VerifiedCsr> {
         .iter()
         .find_map(|alg| PublicKey::from_spki_der(*alg, spki.raw.to_vec()).ok())
         .ok_or_else(|| {
-            Error::InvalidInput(
-                "the CSR's public key is malformed or of an unsupported size".into(),
-            )
+            Error::invalid_input("the CSR's public key is malformed or of an unsupported size")
         })?;
     public_key
         .verify(info.raw, &csr.signature_value.data)
-        .map_err(|_| Error::Integrity("the CSR's self-signature does not verify".into()))?;
+        .map_err(|_| Error::integrity("the CSR's self-signature does not verify"))?;
     Ok(VerifiedCsr {
         der: der.to_vec(),
         common_name: first_attr(&info.subject, &OID_X509_COMMON_NAME),

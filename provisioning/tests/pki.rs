@@ -6,7 +6,7 @@ mod common;
 
 use common::{officer, operator, t0, Pki, Store};
 use keystore_api::{
-    Actor, Algorithm, Clock, Error, KeySpec, KeyState, Origin, Role, SignatureFormat,
+    Actor, Algorithm, Clock, Error, ErrorKind, KeySpec, KeyState, Origin, Role, SignatureFormat,
 };
 use provisioning::{
     shared_key_name, verify_csr, CertInfo, Device, DeviceRequest, PeerVerifier, PinSet,
@@ -75,7 +75,7 @@ fn ca_hierarchy_root_is_offline_and_provisioning_runs_without_its_store() {
     // The root key is not in the production keystore; the intermediate key is.
     assert!(matches!(
         pki.prod.ks.info(ROOT_KEY),
-        Err(Error::NotFound(_))
+        Err(ref e) if e.is(ErrorKind::NotFound)
     ));
     let ikey = pki
         .prod
@@ -118,7 +118,7 @@ fn refused_provisioning_operations_are_audited_in_the_store_whose_key_they_would
     let err = RootCa::new(&root.ks, &root.db)
         .init(&operator(), "Root", Duration::days(10), t0())
         .unwrap_err();
-    assert!(matches!(err, Error::Policy(_)), "{err}");
+    assert!(err.is(ErrorKind::Policy), "{err}");
     assert_eq!(
         err.to_string(),
         "policy: creating the root CA needs the security-officer role; 'station-3' acts as operator"
@@ -126,12 +126,12 @@ fn refused_provisioning_operations_are_audited_in_the_store_whose_key_they_would
     let f = provisioning::Factory::new(&prod.ks, &prod.db);
     assert!(matches!(
         f.request_intermediate(&operator(), "Prod CA"),
-        Err(Error::Policy(_))
+        Err(ref e) if e.is(ErrorKind::Policy)
     ));
     // An auditor may not record events: the keystore refuses and audits that.
     assert!(matches!(
         f.issue_crl(&auditor, t0(), Duration::days(7)),
-        Err(Error::Policy(_))
+        Err(ref e) if e.is(ErrorKind::Policy)
     ));
     let trail = |s: &Store| s.ks.export_audit(&officer()).expect("export");
     let root_trail = trail(&root);
@@ -177,25 +177,25 @@ fn root_store_refuses_a_second_root_and_only_officers_run_ceremonies() {
     let err = ca
         .init(&operator(), "Root", Duration::days(10), t0())
         .unwrap_err();
-    assert!(matches!(err, Error::Policy(_)), "{err}");
+    assert!(err.is(ErrorKind::Policy), "{err}");
     ca.init(&common::custodian(), "Root", Duration::days(10), t0())
         .expect("init");
     assert!(matches!(
         ca.init(&common::custodian(), "Root", Duration::days(10), t0()),
-        Err(Error::AlreadyExists(_))
+        Err(ref e) if e.is(ErrorKind::AlreadyExists)
     ));
     let prod = Store::open(&tmp.path().join("prod"), clock);
     let f = provisioning::Factory::new(&prod.ks, &prod.db);
     assert!(matches!(
         f.request_intermediate(&operator(), "Prod CA"),
-        Err(Error::Policy(_))
+        Err(ref e) if e.is(ErrorKind::Policy)
     ));
     // Nothing can be provisioned before the ceremony.
     let dev = Device::new(&prod.ks, &prod.db, "device.a.identity").unwrap();
     let err = Provisioner::new(&f, operator())
         .provision(&dev, &operator(), "a", "line-1", t0())
         .unwrap_err();
-    assert!(matches!(err, Error::NotFound(_)), "{err}");
+    assert!(err.is(ErrorKind::NotFound), "{err}");
     let events = ca.verify_events().expect("root events verify");
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event, "init-root");
@@ -235,7 +235,7 @@ fn device_provisioning_csr_certificate_record_and_audit() {
     assert_eq!(key.algorithm, Algorithm::EcdsaP256Sha256);
     assert!(matches!(
         pki.prod.ks.info(DEVICE_KEY),
-        Err(Error::NotFound(_))
+        Err(ref e) if e.is(ErrorKind::NotFound)
     ));
 
     // A CSR from the key names the device in CN and serialNumber and verifies.
@@ -338,7 +338,7 @@ fn req5_registry_refuses_a_second_unit_with_the_same_id_or_key() {
     let err = Provisioner::new(&f, operator())
         .provision(&dev, &operator(), "DEV-1", "line-4", pki.now())
         .unwrap_err();
-    assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
+    assert!(err.is(ErrorKind::AlreadyExists), "{err}");
     assert!(err.to_string().contains("DEV-1"), "{err}");
     assert_eq!(pki.prod.ks.list().unwrap().len(), keys_before);
 
@@ -365,7 +365,7 @@ fn req5_registry_refuses_a_second_unit_with_the_same_id_or_key() {
             pki.now(),
         )
         .unwrap_err();
-    assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
+    assert!(err.is(ErrorKind::AlreadyExists), "{err}");
     assert!(err.to_string().contains("DEV-1"), "{err}");
     assert!(f.record("DEV-2").is_err());
 
@@ -386,7 +386,7 @@ fn req5_registry_refuses_a_second_unit_with_the_same_id_or_key() {
             pki.now(),
         )
         .unwrap_err();
-    assert!(matches!(err, Error::AlreadyExists(_)), "{err}");
+    assert!(err.is(ErrorKind::AlreadyExists), "{err}");
 
     // The schema itself refuses duplicates, whatever the code above does.
     let conn = rusqlite::Connection::open(pki.prod.dir.join("pki.sqlite")).unwrap();
@@ -415,7 +415,7 @@ fn req5_registry_refuses_a_second_unit_with_the_same_id_or_key() {
             pki.now(),
         )
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    assert!(err.is(ErrorKind::InvalidInput), "{err}");
 }
 
 #[test]
@@ -434,10 +434,7 @@ fn imported_or_foreign_keys_are_not_provisioned_and_bad_input_never_panics() {
         let err = p
             .provision(&dev, &operator(), id, op, pki.now())
             .unwrap_err();
-        assert!(
-            matches!(err, Error::InvalidInput(_)),
-            "{id:?}/{op:?}: {err}"
-        );
+        assert!(err.is(ErrorKind::InvalidInput), "{id:?}/{op:?}: {err}");
     }
     // An HMAC key cannot be an identity key.
     pki.prod
@@ -452,7 +449,7 @@ fn imported_or_foreign_keys_are_not_provisioned_and_bad_input_never_panics() {
     let err = p
         .provision(&hdev, &operator(), "h", "line-1", pki.now())
         .unwrap_err();
-    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+    assert!(err.is(ErrorKind::Unsupported), "{err}");
     // Garbage CSRs and certificates are errors, not panics.
     for junk in [
         &b""[..],
@@ -477,13 +474,13 @@ fn imported_or_foreign_keys_are_not_provisioned_and_bad_input_never_panics() {
     let err = Provisioner::new(&f, app)
         .provision(&dev, &operator(), "k", "line-1", pki.now())
         .unwrap_err();
-    assert!(matches!(err, Error::Policy(_)), "{err}");
+    assert!(err.is(ErrorKind::Policy), "{err}");
     // Validity bounds.
     let err = Provisioner::new(&f, operator())
         .with_validity(Duration::ZERO)
         .provision(&dev, &operator(), "k", "line-1", pki.now())
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidInput(_)), "{err}");
+    assert!(err.is(ErrorKind::InvalidInput), "{err}");
 }
 
 #[test]
@@ -569,13 +566,13 @@ fn renew_if_due_rotates_the_key_and_the_old_certificate_verifies_during_grace() 
         dev_store
             .ks
             .verify(DEVICE_KEY, b"telemetry", &sig.bytes, None),
-        Err(Error::Integrity(_) | Error::KeyState(_))
+        Err(ref e) if e.is(ErrorKind::Integrity) || e.is(ErrorKind::KeyState)
     ));
     // Renewal needs a provisioned identity.
     let fresh = Device::new(&dev_store.ks, &dev_store.db, "device.none").unwrap();
     assert!(matches!(
         prov.renew_if_due(&fresh, &officer(), pki.now(), Duration::days(7)),
-        Err(Error::NotFound(_))
+        Err(ref e) if e.is(ErrorKind::NotFound)
     ));
 }
 
@@ -593,7 +590,7 @@ fn test_key_07_revoked_certificate_is_rejected() {
     let err = f
         .revoke(&operator(), &a.issued.certificate.serial, "lost", pki.now())
         .unwrap_err();
-    assert!(matches!(err, Error::Policy(_)), "{err}");
+    assert!(err.is(ErrorKind::Policy), "{err}");
     let crl = f
         .revoke(
             &officer(),
@@ -614,7 +611,7 @@ fn test_key_07_revoked_certificate_is_rejected() {
         err.detail.contains("end-entity certificate 'CN=DEV-A"),
         "{err}"
     );
-    assert!(matches!(Error::from(err), Error::KeyState(_)));
+    assert!(Error::from(err).is(ErrorKind::KeyState));
     // Other units are unaffected.
     v.check_peer(&chain(&b), pki.now()).unwrap();
     // The CRL from before, issued in the same second, cannot mask the
@@ -639,15 +636,15 @@ fn test_key_07_revoked_certificate_is_rejected() {
     // Revoking twice, or an unknown serial, is an error.
     assert!(matches!(
         f.revoke(&officer(), &a.issued.certificate.serial, "again", pki.now()),
-        Err(Error::KeyState(_))
+        Err(ref e) if e.is(ErrorKind::KeyState)
     ));
     assert!(matches!(
         f.revoke(&officer(), "00ff", "x", pki.now()),
-        Err(Error::NotFound(_))
+        Err(ref e) if e.is(ErrorKind::NotFound)
     ));
     assert!(matches!(
         f.revoke(&officer(), "not hex", "x", pki.now()),
-        Err(Error::InvalidInput(_))
+        Err(ref e) if e.is(ErrorKind::InvalidInput)
     ));
     // Revoking a device revokes its certificates; pins drop the revoked key.
     let (serials, crl) = f
@@ -697,7 +694,7 @@ fn unknown_issuer_stale_or_missing_crl_and_pin_mismatch_are_rejected() {
         .check_peer(&chain(&stranger), pki.now())
         .unwrap_err();
     assert_eq!(err.reason, RejectReason::UnknownIssuer, "{err}");
-    assert!(matches!(Error::from(err), Error::Auth(_)));
+    assert!(Error::from(err).is(ErrorKind::Auth));
     // An impostor CA that copies our CA names does not verify either.
     let impostor = Pki::new();
     let forged = provision(&impostor, "DEV-U");
@@ -893,15 +890,15 @@ fn a_device_under_a_revoked_intermediate_is_rejected() {
             t,
             Duration::days(30)
         ),
-        Err(Error::Policy(_))
+        Err(ref e) if e.is(ErrorKind::Policy)
     ));
     assert!(matches!(
         ca.revoke_intermediate(&common::custodian(), "not hex", "x", t, Duration::days(30)),
-        Err(Error::InvalidInput(_))
+        Err(ref e) if e.is(ErrorKind::InvalidInput)
     ));
     assert!(matches!(
         ca.revoke_intermediate(&common::custodian(), "00ff", "x", t, Duration::days(30)),
-        Err(Error::NotFound(_))
+        Err(ref e) if e.is(ErrorKind::NotFound)
     ));
     assert!(matches!(
         ca.revoke_intermediate(
@@ -911,7 +908,7 @@ fn a_device_under_a_revoked_intermediate_is_rejected() {
             t,
             Duration::ZERO
         ),
-        Err(Error::InvalidInput(_))
+        Err(ref e) if e.is(ErrorKind::InvalidInput)
     ));
     assert!(ca
         .signed_intermediates()
@@ -952,7 +949,7 @@ fn a_device_under_a_revoked_intermediate_is_rejected() {
             && err.detail.contains("revoked by its issuer 'CN=Root'"),
         "{err}"
     );
-    assert!(matches!(Error::from(err), Error::KeyState(_)));
+    assert!(Error::from(err).is(ErrorKind::KeyState));
     // The device under the other intermediate still passes.
     let info = v(&[&root_crl]).check_peer(&chain(&b), t).unwrap();
     assert_eq!(info.common_name.as_deref(), Some("DEV-UNDER-B"));
@@ -978,7 +975,7 @@ fn a_device_under_a_revoked_intermediate_is_rejected() {
             t,
             Duration::days(30)
         ),
-        Err(Error::KeyState(_))
+        Err(ref e) if e.is(ErrorKind::KeyState)
     ));
     let signed = ca.signed_intermediates().unwrap();
     assert_eq!(signed.len(), 2);
@@ -1033,7 +1030,7 @@ fn the_event_log_detects_edits_and_deletions() {
     )
     .unwrap();
     let err = f.verify_events().unwrap_err();
-    assert!(matches!(err, Error::Integrity(_)), "{err}");
+    assert!(err.is(ErrorKind::Integrity), "{err}");
     let pki2 = Pki::new();
     provision(&pki2, "DEV-M1");
     provision(&pki2, "DEV-M2");
@@ -1042,7 +1039,7 @@ fn the_event_log_detects_edits_and_deletions() {
         .unwrap();
     assert!(matches!(
         pki2.factory().verify_events(),
-        Err(Error::Integrity(_))
+        Err(ref e) if e.is(ErrorKind::Integrity)
     ));
     // Cutting off the tail is visible through the MAC'd head.
     let pki3 = Pki::new();
@@ -1073,7 +1070,7 @@ fn interrupted_provisioning_reuses_the_generated_key() {
     // Once certified, the key is not handed out again.
     assert!(matches!(
         dev.generate(&operator(), "DEV-I"),
-        Err(Error::AlreadyExists(_))
+        Err(ref e) if e.is(ErrorKind::AlreadyExists)
     ));
     let _ = pki.clock.now();
 }

@@ -23,7 +23,7 @@ impl Pkcs11Backend {
         if destroyed? {
             Ok(())
         } else {
-            Err(Error::NotFound(format!(
+            Err(Error::not_found(format!(
                 "key {} does not exist on the token",
                 id.short()
             )))

@@ -222,10 +222,10 @@ impl Pkcs11Backend {
         let left = objects::find(s, &objects::id_query(id))?.len()
             + objects::find(s, &objects::marker_query(id))?.len();
         Ok(if left == 0 {
-            Error::NotFound(format!("key {} does not exist on the token", id.short()))
+            Error::not_found(format!("key {} does not exist on the token", id.short()))
         } else {
             hints.settling.set(true);
-            Error::Integrity(format!(
+            Error::integrity(format!(
                 "key {}: its {} object is missing, damaged, of another type or lacks its \
                  protection attributes, while {left} other object(s) of the key remain on the token",
                 id.short(),
@@ -263,10 +263,10 @@ impl Pkcs11Backend {
         else {
             let private = objects::find(s, &objects::id_query(id))?;
             return Err(if private.is_empty() {
-                Error::NotFound(format!("key {} does not exist on the token", id.short()))
+                Error::not_found(format!("key {} does not exist on the token", id.short()))
             } else {
                 hints.settling.set(true);
-                Error::Integrity(format!(
+                Error::integrity(format!(
                     "key {}: its public key object is missing or of another type",
                     id.short()
                 ))

@@ -21,7 +21,7 @@ use std::cell::Cell;
 const TAG_LEN: usize = 16;
 
 fn damaged(id: &KeyId, kind: Kind, why: &str) -> Error {
-    Error::Integrity(format!(
+    Error::integrity(format!(
         "key {}: its {} object is damaged or was altered ({why}); not using it",
         id.short(),
         kind.name()
@@ -87,7 +87,7 @@ fn destroy_object(s: &Session, obj: ObjectHandle) -> Result<()> {
 /// Reads the public key of a public key object.
 fn read_public(s: &Session, obj: ObjectHandle, alg: Algorithm) -> Result<PublicKey> {
     let missing =
-        |what: &str| Error::Integrity(format!("the token's public key object has no {what}"));
+        |what: &str| Error::integrity(format!("the token's public key object has no {what}"));
     match Kind::of(alg) {
         Kind::Ec => {
             let params = objects::bytes_attr(s, obj, AttributeType::EcParams)?

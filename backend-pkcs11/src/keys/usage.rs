@@ -19,7 +19,7 @@ use zeroize::{Zeroize, Zeroizing};
 impl Pkcs11Backend {
     pub(crate) fn public_key_of(&self, handle: &KeyHandle, alg: Algorithm) -> Result<PublicKey> {
         if alg.class() != KeyClass::Asymmetric {
-            return Err(Error::Policy(format!("{alg} keys have no public key")));
+            return Err(Error::policy(format!("{alg} keys have no public key")));
         }
         let id = self.prefix.id_of(handle)?;
         Ok(self.verifier(&id, alg)?.public().clone())
@@ -36,7 +36,7 @@ impl Pkcs11Backend {
         message: &[u8],
     ) -> Result<Vec<u8>> {
         if alg.class() != KeyClass::Asymmetric {
-            return Err(Error::Policy(format!(
+            return Err(Error::policy(format!(
                 "sign is not an operation of {alg} keys"
             )));
         }
@@ -77,7 +77,7 @@ impl Pkcs11Backend {
             self.verified.fetch_add(1, Ordering::Relaxed);
             if !verifier.verifies(message, &sig) {
                 self.forget(&id);
-                return Err(Error::Integrity(format!(
+                return Err(Error::integrity(format!(
                     "the signature the token made with key {} does not verify under the key's \
                      public key object: the key pair on the token is damaged or mismatched",
                     id.short()
@@ -119,10 +119,9 @@ impl Pkcs11Backend {
     ) -> Result<AeadSealed> {
         if aad.is_empty() {
             // SoftHSM 2.6.1 crashes on AES-GCM with empty AAD.
-            return Err(Error::InvalidInput(
+            return Err(Error::invalid_input(
                 "the PKCS#11 backend needs a non-empty AAD for AES-GCM \
-                 (the keystore's AAD always starts with the envelope header)"
-                    .into(),
+                 (the keystore's AAD always starts with the envelope header)",
             ));
         }
         let id = self.prefix.id_of(handle)?;
@@ -155,15 +154,13 @@ impl Pkcs11Backend {
         ciphertext: &[u8],
     ) -> Result<SecretBytes> {
         if aad.is_empty() {
-            return Err(Error::InvalidInput(
-                "the PKCS#11 backend needs a non-empty AAD for AES-GCM".into(),
+            return Err(Error::invalid_input(
+                "the PKCS#11 backend needs a non-empty AAD for AES-GCM",
             ));
         }
         let id = self.prefix.id_of(handle)?;
         if ciphertext.len() < TAG_LEN {
-            return Err(Error::Integrity(
-                "ciphertext is shorter than its tag".into(),
-            ));
+            return Err(Error::integrity("ciphertext is shorter than its tag"));
         }
         let (plaintext, _) = self.with_key(
             &id,
@@ -184,7 +181,7 @@ impl Pkcs11Backend {
                 | CkError::Pkcs11(
                     rv @ (RvError::FunctionFailed | RvError::GeneralError),
                     Function::Decrypt | Function::DecryptUpdate | Function::DecryptFinal,
-                ) => Error::Integrity(format!(
+                ) => Error::integrity(format!(
                     "AES-GCM authentication failed with key {} ({})",
                     id.short(),
                     crate::error::ckr_name(*rv)

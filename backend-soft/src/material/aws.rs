@@ -10,7 +10,7 @@ use aws_lc_rs::signature::{
     RSA_PKCS1_SHA256, RSA_PSS_SHA256,
 };
 use aws_lc_rs::{aead, hmac, rsa::KeySize};
-use keystore_backend::{AeadSealed, Algorithm, Error, PublicKey, Result, SecretBytes};
+use keystore_backend::{AeadSealed, Algorithm, Component, Error, PublicKey, Result, SecretBytes};
 use zeroize::Zeroizing;
 
 /// A usable key, parsed from its sealed record. Lives behind an `Arc` in the
@@ -35,7 +35,7 @@ impl std::fmt::Debug for Key {
 }
 
 fn crypto_err(what: &str) -> Error {
-    Error::backend_msg("soft", what.to_string())
+    Error::backend_msg(Component::Soft, what.to_string())
 }
 
 /// Generates fresh material for `alg` with the OS RNG and returns its
@@ -71,9 +71,9 @@ pub(crate) fn generate(alg: Algorithm) -> Result<SecretBytes> {
 }
 
 /// Parses sealed-record plaintext into usable material. Failure means the
-/// record is damaged ([`Error::Integrity`]).
+/// record is damaged ([`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity)).
 pub(crate) fn parse(alg: Algorithm, bytes: &SecretBytes) -> Result<Key> {
-    let bad = || Error::Integrity(format!("soft record does not hold a valid {alg} key"));
+    let bad = || Error::integrity(format!("soft record does not hold a valid {alg} key"));
     match alg {
         Algorithm::EcdsaP256Sha256 => {
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, bytes.expose())
@@ -101,7 +101,7 @@ pub(crate) fn parse(alg: Algorithm, bytes: &SecretBytes) -> Result<Key> {
 
 impl Key {
     fn mismatch(&self, op: &str) -> Error {
-        Error::Policy(format!("{op} is not an operation of this key's algorithm"))
+        Error::policy(format!("{op} is not an operation of this key's algorithm"))
     }
 
     /// The public key, for private keys.
@@ -119,7 +119,7 @@ impl Key {
                 .map_err(|_| crypto_err("public key encoding failed"))?
                 .as_ref()
                 .to_vec(),
-            _ => return Err(Error::Policy(format!("{alg} keys have no public key"))),
+            _ => return Err(Error::policy(format!("{alg} keys have no public key"))),
         };
         PublicKey::from_spki_der(alg, der)
     }
@@ -181,15 +181,13 @@ impl Key {
         })
     }
 
-    /// AES-256-GCM decryption; any mismatch is [`Error::Integrity`].
+    /// AES-256-GCM decryption; any mismatch is [`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity).
     pub fn decrypt(&self, aad: &[u8], nonce: &[u8; 12], ciphertext: &[u8]) -> Result<SecretBytes> {
         let Key::Aes(k) = self else {
             return Err(self.mismatch("decrypt"));
         };
         if ciphertext.len() < 16 {
-            return Err(Error::Integrity(
-                "ciphertext is shorter than its tag".into(),
-            ));
+            return Err(Error::integrity("ciphertext is shorter than its tag"));
         }
         let mut buf = SecretBytes::from_slice(ciphertext);
         let n = k
@@ -198,7 +196,7 @@ impl Key {
                 aead::Aad::from(aad),
                 buf.expose_mut(),
             )
-            .map_err(|_| Error::Integrity("AES-GCM authentication failed".into()))?
+            .map_err(|_| Error::integrity("AES-GCM authentication failed"))?
             .len();
         Ok(SecretBytes::from_slice(&buf.expose()[..n]))
     }

@@ -41,7 +41,7 @@ impl CryptoProvider {
         if available {
             Ok(())
         } else {
-            Err(Error::Unsupported(format!(
+            Err(Error::unsupported(format!(
                 "the {self:?} crypto provider is not compiled into this build of backend-soft"
             )))
         }
@@ -95,8 +95,8 @@ pub(crate) fn parse(
 }
 
 fn unreachable_provider<T>() -> Result<T> {
-    Err(Error::Unsupported(
-        "no crypto provider is compiled into backend-soft".into(),
+    Err(Error::unsupported(
+        "no crypto provider is compiled into backend-soft",
     ))
 }
 

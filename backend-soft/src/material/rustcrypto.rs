@@ -5,7 +5,7 @@
 //! Marvin), so this provider answers RSA with `Error::Unsupported` rather
 //! than sign with it.
 
-use keystore_backend::{AeadSealed, Algorithm, Error, PublicKey, Result, SecretBytes};
+use keystore_backend::{AeadSealed, Algorithm, Component, Error, PublicKey, Result, SecretBytes};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
 use zeroize::Zeroizing;
 
@@ -27,7 +27,7 @@ impl std::fmt::Debug for Key {
 }
 
 fn rsa_unsupported(alg: Algorithm) -> Error {
-    Error::Unsupported(format!(
+    Error::unsupported(format!(
         "{alg}: the RustCrypto provider does not sign with RSA (the rsa crate is variable-time, \
          RUSTSEC-2023-0071); use the aws-lc-rs provider"
     ))
@@ -43,9 +43,9 @@ pub(crate) fn generate(alg: Algorithm) -> Result<SecretBytes> {
             // A uniformly random 256-bit string is a valid scalar except with
             // probability about 2^-32; draw again if not.
             if let Ok(sk) = p256::SecretKey::from_slice(&scalar[..]) {
-                let doc = sk
-                    .to_pkcs8_der()
-                    .map_err(|_| Error::backend_msg("soft", "ECDSA key serialisation failed"))?;
+                let doc = sk.to_pkcs8_der().map_err(|_| {
+                    Error::backend_msg(Component::Soft, "ECDSA key serialisation failed")
+                })?;
                 return Ok(SecretBytes::from_slice(doc.as_bytes()));
             }
         },
@@ -60,7 +60,7 @@ pub(crate) fn generate(alg: Algorithm) -> Result<SecretBytes> {
 
 /// Parses record plaintext; failure means the record is damaged.
 pub(crate) fn parse(alg: Algorithm, bytes: &SecretBytes) -> Result<Key> {
-    let bad = || Error::Integrity(format!("soft record does not hold a valid {alg} key"));
+    let bad = || Error::integrity(format!("soft record does not hold a valid {alg} key"));
     match alg {
         Algorithm::EcdsaP256Sha256 => p256::SecretKey::from_pkcs8_der(bytes.expose())
             .map(|sk| Key::Ecdsa(Box::new(sk.into())))
@@ -85,17 +85,17 @@ pub(crate) fn parse(alg: Algorithm, bytes: &SecretBytes) -> Result<Key> {
 
 impl Key {
     fn mismatch(&self, op: &str) -> Error {
-        Error::Policy(format!("{op} is not an operation of this key's algorithm"))
+        Error::policy(format!("{op} is not an operation of this key's algorithm"))
     }
 
     pub fn public_key(&self, alg: Algorithm) -> Result<PublicKey> {
         let Key::Ecdsa(sk) = self else {
-            return Err(Error::Policy(format!("{alg} keys have no public key")));
+            return Err(Error::policy(format!("{alg} keys have no public key")));
         };
         let der = sk
             .verifying_key()
             .to_public_key_der()
-            .map_err(|_| Error::backend_msg("soft", "public key encoding failed"))?;
+            .map_err(|_| Error::backend_msg(Component::Soft, "public key encoding failed"))?;
         PublicKey::from_spki_der(alg, der.as_bytes().to_vec())
     }
 
@@ -105,7 +105,7 @@ impl Key {
             Key::Ecdsa(sk) => {
                 let sig: p256::ecdsa::Signature = sk
                     .try_sign(message)
-                    .map_err(|_| Error::backend_msg("soft", "ECDSA signing failed"))?;
+                    .map_err(|_| Error::backend_msg(Component::Soft, "ECDSA signing failed"))?;
                 Ok(sig.to_bytes().to_vec())
             }
             _ if alg.rsa_bits().is_some() => Err(rsa_unsupported(alg)),
@@ -119,7 +119,7 @@ impl Key {
             return Err(self.mismatch("HMAC"));
         };
         let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&k[..])
-            .map_err(|_| Error::backend_msg("soft", "HMAC rejected a 32-byte key"))?;
+            .map_err(|_| Error::backend_msg(Component::Soft, "HMAC rejected a 32-byte key"))?;
         mac.update(data);
         let mut out = Zeroizing::new([0u8; 32]);
         out.copy_from_slice(&mac.finalize().into_bytes());
@@ -136,7 +136,7 @@ impl Key {
         let mut buf = Vec::with_capacity(plaintext.len() + 16);
         buf.extend_from_slice(plaintext);
         k.encrypt_in_place(&nonce.into(), aad, &mut buf)
-            .map_err(|_| Error::backend_msg("soft", "AES-GCM encryption failed"))?;
+            .map_err(|_| Error::backend_msg(Component::Soft, "AES-GCM encryption failed"))?;
         Ok(AeadSealed {
             nonce,
             ciphertext: buf,
@@ -149,17 +149,15 @@ impl Key {
             return Err(self.mismatch("decrypt"));
         };
         if ciphertext.len() < 16 {
-            return Err(Error::Integrity(
-                "ciphertext is shorter than its tag".into(),
-            ));
+            return Err(Error::integrity("ciphertext is shorter than its tag"));
         }
         let (ct, tag) = ciphertext.split_at(ciphertext.len() - 16);
         let tag: [u8; 16] = tag
             .try_into()
-            .map_err(|_| Error::Integrity("ciphertext is shorter than its tag".into()))?;
+            .map_err(|_| Error::integrity("ciphertext is shorter than its tag"))?;
         let mut buf = SecretBytes::from_slice(ct);
         k.decrypt_in_place_detached(&(*nonce).into(), aad, buf.expose_mut(), &tag.into())
-            .map_err(|_| Error::Integrity("AES-GCM authentication failed".into()))?;
+            .map_err(|_| Error::integrity("AES-GCM authentication failed"))?;
         Ok(buf)
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::support::{auditor, expect_err, operator, so};
 use crate::{Fixture, Outcome};
+use keystore_api::ErrorKind;
 use keystore_api::{Algorithm, KeySpec, SecretBytes, SignatureFormat};
 use time::Duration;
 
@@ -69,22 +70,22 @@ pub fn audit_records_lifecycle_events<F: Fixture>(fx: &mut F) -> Outcome {
     .expect("record an application event");
     expect_err(
         ks.record_event(&so(), "rotate", None, "forged"),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "a reserved event name",
     );
     expect_err(
         ks.record_event(&so(), "Bad Name", None, "x"),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "a malformed event name",
     );
     expect_err(
         ks.record_event(&so(), "note", None, "two\nlines"),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "a multi-line detail",
     );
     expect_err(
         ks.record_event(&auditor(), "note", None, "x"),
-        "Policy",
+        ErrorKind::Policy,
         "an auditor writing events",
     );
     // Use operations are not audited (hot path) and do not disturb the chain.
@@ -135,7 +136,7 @@ pub fn audit_records_lifecycle_events<F: Fixture>(fx: &mut F) -> Outcome {
     assert!(ks.verify_audit(&auditor()).expect("verify").is_intact());
     expect_err(
         ks.export_audit(&operator()),
-        "Policy",
+        ErrorKind::Policy,
         "operators do not read the trail",
     );
     Outcome::Passed
@@ -301,7 +302,7 @@ fn verify_is_integrity<F: Fixture>(fx: &mut F, names: &str, what: &str) {
     let ks = fx.open();
     match ks.verify_audit(&auditor()) {
         Err(e) => {
-            assert_eq!(e.kind(), "Integrity", "{what}: {e:?}");
+            assert_eq!(e.kind(), ErrorKind::Integrity, "{what}: {e:?}");
             assert!(e.to_string().contains(names), "{what}: {e}");
         }
         Ok(r) => panic!("{what}: verification answered a report {r:?}, not Integrity"),
@@ -343,7 +344,7 @@ pub fn audit_never_claims_unchecked_macs<F: Fixture>(fx: &mut F) -> Outcome {
         let err = ks
             .create(&so(), "after-null", KeySpec::new(Algorithm::HmacSha256))
             .expect_err("no write without the audit key");
-        assert_eq!(err.kind(), "Integrity", "{err:?}");
+        assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
         assert!(ks.info("after-null").is_err(), "nothing was recorded");
     }
     // The state decommission leaves, faked on a live store.

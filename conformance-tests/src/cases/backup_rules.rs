@@ -2,6 +2,7 @@
 
 use crate::support::{auditor, create_or_prove_unsupported, expect_err, operator, so, unsupported};
 use crate::{Fixture, Outcome};
+use keystore_api::ErrorKind;
 use keystore_api::{Algorithm, Backend, KeySpec, KeyState, Operation, SecretBytes, Usages};
 use time::Duration;
 
@@ -14,14 +15,14 @@ pub fn backup_policy_refusals<F: Fixture>(fx: &mut F) -> Outcome {
             "bad",
             KeySpec::new(Algorithm::EcdsaP256Sha256).backup_eligible(),
         ),
-        "Policy",
+        ErrorKind::Policy,
         "a backup-eligible signing key",
     );
     if create_or_prove_unsupported::<F>(&ks, "signer", Algorithm::EcdsaP256Sha256).is_some() {
         for actor in [so(), operator(), auditor()] {
             expect_err(
                 ks.backup(&actor, "signer", "kek"),
-                "Policy",
+                ErrorKind::Policy,
                 "backing up a signing key",
             );
         }
@@ -35,7 +36,7 @@ pub fn backup_policy_refusals<F: Fixture>(fx: &mut F) -> Outcome {
     .expect("import");
     expect_err(
         ks.backup(&so(), "not-eligible", "kek"),
-        "Policy",
+        ErrorKind::Policy,
         "a key not created backup-eligible",
     );
     ks.import(
@@ -48,19 +49,19 @@ pub fn backup_policy_refusals<F: Fixture>(fx: &mut F) -> Outcome {
     assert!(ks.info("eligible").expect("info").backup_eligible);
     expect_err(
         ks.backup(&operator(), "eligible", "kek"),
-        "Policy",
+        ErrorKind::Policy,
         "an operator backing up",
     );
     expect_err(
         ks.backup(&so(), "eligible", "no-such-kek"),
-        "NotFound",
+        ErrorKind::NotFound,
         "a missing KEK",
     );
     // A KEK needs the wrap usage: a plain AES key is refused.
     if create_or_prove_unsupported::<F>(&ks, "plain-aes", Algorithm::Aes256Gcm).is_some() {
         expect_err(
             ks.backup(&so(), "eligible", "plain-aes"),
-            "Policy",
+            ErrorKind::Policy,
             "a KEK without the wrap usage",
         );
     }
@@ -73,7 +74,7 @@ pub fn backup_restore_round_trip<F: Fixture>(fx: &mut F) -> Outcome {
     let kek_bytes = [0x4b; 32];
     let kek_spec = KeySpec::new(Algorithm::Aes256Gcm).with_usages(Usages::WRAP);
     if let Err(e) = ks.import(&so(), "kek", kek_spec, &SecretBytes::from_slice(&kek_bytes)) {
-        assert_eq!(e.kind(), "Unsupported", "{e:?}");
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:?}");
         return unsupported(Algorithm::Aes256Gcm, "import (backup KEK)");
     }
     let k = [0x33; 32];
@@ -98,7 +99,7 @@ pub fn backup_restore_round_trip<F: Fixture>(fx: &mut F) -> Outcome {
     {
         expect_err(
             ks.backup(&so(), "op-key", "kek"),
-            "Unsupported",
+            ErrorKind::Unsupported,
             "backup on a backend that cannot wrap",
         );
         return unsupported(Algorithm::HmacSha256, "wrap (backup)");
@@ -116,7 +117,7 @@ pub fn backup_restore_round_trip<F: Fixture>(fx: &mut F) -> Outcome {
         .expect("import kek");
     expect_err(
         ks2.restore(&operator(), &blob, "kek", None),
-        "Policy",
+        ErrorKind::Policy,
         "an operator restoring",
     );
     let restored = ks2.restore(&so(), &blob, "kek", None).expect("restore");
@@ -140,17 +141,17 @@ pub fn backup_restore_round_trip<F: Fixture>(fx: &mut F) -> Outcome {
         .replace("\"op-key\"", "\"evil-key\"");
     expect_err(
         ks2.restore(&so(), tampered.as_bytes(), "kek", None),
-        "Integrity",
+        ErrorKind::Integrity,
         "a relabelled backup",
     );
     expect_err(
         ks2.restore(&so(), &blob, "kek", None),
-        "AlreadyExists",
+        ErrorKind::AlreadyExists,
         "restoring over an existing key",
     );
     expect_err(
         ks2.restore(&so(), b"{not json", "kek", None),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "garbage",
     );
     // The wrong KEK does not unwrap.
@@ -163,7 +164,7 @@ pub fn backup_restore_round_trip<F: Fixture>(fx: &mut F) -> Outcome {
     .expect("import kek2");
     expect_err(
         ks2.restore(&so(), &blob, "kek2", Some("copy")),
-        "Integrity",
+        ErrorKind::Integrity,
         "the wrong KEK",
     );
     let events: Vec<String> = ks2

@@ -4,6 +4,7 @@
 use crate::support::so;
 use crate::support::{expect_err, hkdf_reference, unsupported};
 use crate::{Fixture, Outcome};
+use keystore_api::ErrorKind;
 use keystore_api::{Algorithm, Backend, KeySpec, Keystore, Operation, SecretBytes, Usages};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -26,7 +27,7 @@ fn import_k<F: Fixture>(ks: &Keystore<F::Backend>, name: &str, k: &[u8]) -> bool
     } else {
         expect_err(
             ks.import(&so(), name, spec, &SecretBytes::from_slice(k)),
-            "Unsupported",
+            ErrorKind::Unsupported,
             "HMAC import",
         );
         false
@@ -132,17 +133,17 @@ pub fn derive_length_bounds<F: Fixture>(fx: &mut F) -> Outcome {
     }
     expect_err(
         ks.derive_hkdf_sha256("kdf", b"s", b"i", 0),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "L = 0",
     );
     expect_err(
         ks.derive_hkdf_sha256("kdf", b"s", b"i", 8161),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "L = 8161",
     );
     expect_err(
         ks.derive_hkdf_sha256("kdf", b"s", b"i", usize::MAX),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "L = usize::MAX",
     );
     for len in [1, 32, 8160] {
@@ -169,14 +170,18 @@ pub fn mac_and_derive_never_share_a_key<F: Fixture>(fx: &mut F) -> Outcome {
         ),
     ] {
         let err = res.expect_err(what);
-        assert_eq!(err.kind(), "Policy", "{what}: {err:?}");
+        assert_eq!(err.kind(), ErrorKind::Policy, "{what}: {err:?}");
         let msg = err.to_string();
         assert!(
             msg.contains("never both") && msg.contains("usage derive"),
             "{what}: the message says why and what to do: {msg}"
         );
     }
-    expect_err(ks.info("both"), "NotFound", "a refused key is not recorded");
+    expect_err(
+        ks.info("both"),
+        ErrorKind::NotFound,
+        "a refused key is not recorded",
+    );
     assert_eq!(
         ks.backend().list().expect("list").len(),
         objects,
@@ -193,7 +198,7 @@ pub fn mac_and_derive_never_share_a_key<F: Fixture>(fx: &mut F) -> Outcome {
     ks.verify_mac("mac-key", b"m", &tag).expect("verify_mac");
     expect_err(
         ks.derive_hkdf_sha256("mac-key", b"s", b"i", 32),
-        "Policy",
+        ErrorKind::Policy,
         "derive with a default hmac key",
     );
     // A derive key derives, and does not MAC.
@@ -208,10 +213,14 @@ pub fn mac_and_derive_never_share_a_key<F: Fixture>(fx: &mut F) -> Outcome {
     let okm = ks
         .derive_hkdf_sha256("kdf-key", b"s", b"i", 32)
         .expect("derive");
-    expect_err(ks.mac("kdf-key", b"m"), "Policy", "mac with a derive key");
+    expect_err(
+        ks.mac("kdf-key", b"m"),
+        ErrorKind::Policy,
+        "mac with a derive key",
+    );
     expect_err(
         ks.verify_mac("kdf-key", b"m", &tag),
-        "Policy",
+        ErrorKind::Policy,
         "verify_mac with a derive key",
     );
     // Imported keys follow the same rule (where the backend imports).
@@ -229,7 +238,7 @@ pub fn mac_and_derive_never_share_a_key<F: Fixture>(fx: &mut F) -> Outcome {
         );
         expect_err(
             ks.mac("kdf-imported", b"s"),
-            "Policy",
+            ErrorKind::Policy,
             "mac with an imported derive key",
         );
         ks.import(
@@ -241,7 +250,7 @@ pub fn mac_and_derive_never_share_a_key<F: Fixture>(fx: &mut F) -> Outcome {
         .expect("import a mac key");
         expect_err(
             ks.derive_hkdf_sha256("mac-imported", b"s", b"i", 32),
-            "Policy",
+            ErrorKind::Policy,
             "derive with an imported mac key",
         );
     }
@@ -283,7 +292,7 @@ pub fn mac_and_derive_never_share_a_key<F: Fixture>(fx: &mut F) -> Outcome {
     // A new key still cannot have both.
     expect_err(
         ks.create(&so(), "both", both),
-        "Policy",
+        ErrorKind::Policy,
         "create with both, after an old key",
     );
     Outcome::Passed

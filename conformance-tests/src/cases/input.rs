@@ -1,8 +1,9 @@
-//! Bad input: the right `Error` variant, never a panic, every other key intact.
+//! Bad input: the right `ErrorKind`, never a panic, every other key intact.
 
 use crate::support::so;
 use crate::support::{expect_err, unsupported, Bystanders};
 use crate::{Fixture, Outcome, Tamper};
+use keystore_api::ErrorKind;
 use keystore_api::{
     envelope, limits, Algorithm, Backend, KeySpec, SecretBytes, SignatureFormat, Usages,
 };
@@ -13,36 +14,52 @@ pub fn unknown_key_not_found<F: Fixture>(fx: &mut F) -> Outcome {
     let by = Bystanders::create::<F>(&ks);
     let n = "no-such-key";
     let env = vec![0u8; envelope::MIN_LEN + 4];
-    expect_err(ks.info(n), "NotFound", "info");
-    expect_err(ks.public_key(n), "NotFound", "public_key");
-    expect_err(ks.sign(n, b"m", SignatureFormat::Der), "NotFound", "sign");
-    expect_err(ks.verify(n, b"m", &[1; 64], None), "NotFound", "verify");
-    expect_err(ks.encrypt(n, b"m", b""), "NotFound", "encrypt");
-    expect_err(ks.decrypt(n, &env, b""), "NotFound", "decrypt");
-    expect_err(ks.mac(n, b"m"), "NotFound", "mac");
-    expect_err(ks.verify_mac(n, b"m", &[0; 32]), "NotFound", "verify_mac");
+    expect_err(ks.info(n), ErrorKind::NotFound, "info");
+    expect_err(ks.public_key(n), ErrorKind::NotFound, "public_key");
+    expect_err(
+        ks.sign(n, b"m", SignatureFormat::Der),
+        ErrorKind::NotFound,
+        "sign",
+    );
+    expect_err(
+        ks.verify(n, b"m", &[1; 64], None),
+        ErrorKind::NotFound,
+        "verify",
+    );
+    expect_err(ks.encrypt(n, b"m", b""), ErrorKind::NotFound, "encrypt");
+    expect_err(ks.decrypt(n, &env, b""), ErrorKind::NotFound, "decrypt");
+    expect_err(ks.mac(n, b"m"), ErrorKind::NotFound, "mac");
+    expect_err(
+        ks.verify_mac(n, b"m", &[0; 32]),
+        ErrorKind::NotFound,
+        "verify_mac",
+    );
     expect_err(
         ks.derive_hkdf_sha256(n, b"s", b"i", 32),
-        "NotFound",
+        ErrorKind::NotFound,
         "derive",
     );
-    expect_err(ks.destroy(&so(), n), "NotFound", "destroy");
-    expect_err(ks.backend_handle(n, 1), "NotFound", "backend_handle");
+    expect_err(ks.destroy(&so(), n), ErrorKind::NotFound, "destroy");
+    expect_err(
+        ks.backend_handle(n, 1),
+        ErrorKind::NotFound,
+        "backend_handle",
+    );
     expect_err(
         ks.backend_handle("bystander-mac", 9),
-        "NotFound",
+        ErrorKind::NotFound,
         "unknown version",
     );
     // The backend answers unknown handles with NotFound too.
     let bogus = keystore_api::KeyHandle::new(vec![0xEE; 16]);
     expect_err(
         ks.backend().hmac_sha256(&bogus, b"x"),
-        "NotFound",
+        ErrorKind::NotFound,
         "backend hmac on an unknown handle",
     );
     expect_err(
         ks.backend().destroy(&bogus),
-        "NotFound",
+        ErrorKind::NotFound,
         "backend destroy of an unknown handle",
     );
     by.assert_intact::<F>(&ks);
@@ -57,34 +74,38 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
     // A signing key cannot encrypt, decrypt, MAC or derive.
     expect_err(
         ks.encrypt("bystander-ec", b"m", b""),
-        "Policy",
+        ErrorKind::Policy,
         "encrypt with ECDSA",
     );
     expect_err(
         ks.decrypt("bystander-ec", &env, b""),
-        "Policy",
+        ErrorKind::Policy,
         "decrypt with ECDSA",
     );
-    expect_err(ks.mac("bystander-ec", b"m"), "Policy", "mac with ECDSA");
+    expect_err(
+        ks.mac("bystander-ec", b"m"),
+        ErrorKind::Policy,
+        "mac with ECDSA",
+    );
     expect_err(
         ks.derive_hkdf_sha256("bystander-ec", b"s", b"i", 32),
-        "Policy",
+        ErrorKind::Policy,
         "derive with ECDSA",
     );
     // A secret key cannot sign and has no public key.
     expect_err(
         ks.sign("bystander-mac", b"m", SignatureFormat::Der),
-        "Policy",
+        ErrorKind::Policy,
         "sign with HMAC",
     );
     expect_err(
         ks.public_key("bystander-mac"),
-        "Policy",
+        ErrorKind::Policy,
         "public key of HMAC",
     );
     expect_err(
         ks.encrypt("bystander-mac", b"m", b""),
-        "Policy",
+        ErrorKind::Policy,
         "encrypt with HMAC",
     );
     // Restricted usages hold within one algorithm.
@@ -98,7 +119,7 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
     .expect("import derive-only");
     expect_err(
         ks.mac("derive-only", b"m"),
-        "Policy",
+        ErrorKind::Policy,
         "mac with a derive-only key",
     );
     ks.derive_hkdf_sha256("derive-only", b"s", b"i", 16)
@@ -112,7 +133,7 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
     .expect("import mac-only");
     expect_err(
         ks.derive_hkdf_sha256("mac-only", b"s", b"i", 16),
-        "Policy",
+        ErrorKind::Policy,
         "derive with a mac-only key",
     );
     ks.create(
@@ -126,7 +147,7 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
         .expect("sign");
     expect_err(
         ks.verify("sign-only", b"m", &sig.bytes, None),
-        "Policy",
+        ErrorKind::Policy,
         "verify with a sign-only key",
     );
     // Usages an algorithm does not permit are refused at creation, before the backend.
@@ -137,7 +158,7 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
             "bad",
             KeySpec::new(Algorithm::EcdsaP256Sha256).with_usages(Usages::ENCRYPT),
         ),
-        "Policy",
+        ErrorKind::Policy,
         "ECDSA with encrypt",
     );
     expect_err(
@@ -146,7 +167,7 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
             "bad",
             KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::empty()),
         ),
-        "Policy",
+        ErrorKind::Policy,
         "no usages",
     );
     expect_err(
@@ -156,7 +177,7 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
             KeySpec::new(Algorithm::Aes256Gcm).with_usages(Usages::SIGN),
             &k,
         ),
-        "Policy",
+        ErrorKind::Policy,
         "AES with sign",
     );
     assert_eq!(
@@ -164,7 +185,11 @@ pub fn wrong_usage_is_policy<F: Fixture>(fx: &mut F) -> Outcome {
         before,
         "refused creations left no backend object"
     );
-    expect_err(ks.info("bad"), "NotFound", "refused key is not recorded");
+    expect_err(
+        ks.info("bad"),
+        ErrorKind::NotFound,
+        "refused key is not recorded",
+    );
     by.assert_intact::<F>(&ks);
     Outcome::Passed
 }
@@ -179,19 +204,19 @@ pub fn empty_and_oversized_inputs<F: Fixture>(fx: &mut F) -> Outcome {
     ] {
         expect_err(
             ks.create(&so(), bad_name, spec),
-            "InvalidInput",
+            ErrorKind::InvalidInput,
             &format!("name {bad_name:?}"),
         );
     }
     let long = "n".repeat(limits::MAX_NAME_LEN + 1);
     expect_err(
         ks.create(&so(), &long, spec),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "name too long",
     );
     expect_err(
         ks.sign(&long, b"m", SignatureFormat::Der),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "sign with a too-long name",
     );
     ks.create(&so(), &"n".repeat(limits::MAX_NAME_LEN), spec)
@@ -200,27 +225,27 @@ pub fn empty_and_oversized_inputs<F: Fixture>(fx: &mut F) -> Outcome {
     let big_aad = vec![0u8; limits::MAX_AAD_LEN + 1];
     expect_err(
         ks.sign("bystander-ec", &big, SignatureFormat::Der),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "oversized message",
     );
     expect_err(
         ks.verify("bystander-ec", &big, &[1; 64], None),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "oversized verify message",
     );
     expect_err(
         ks.mac("bystander-mac", &big),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "oversized MAC input",
     );
     expect_err(
         ks.derive_hkdf_sha256("bystander-mac", &big_aad, b"i", 32),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "oversized salt",
     );
     expect_err(
         ks.derive_hkdf_sha256("bystander-mac", b"s", &big_aad, 32),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "oversized info",
     );
     ks.import(
@@ -230,7 +255,7 @@ pub fn empty_and_oversized_inputs<F: Fixture>(fx: &mut F) -> Outcome {
         &SecretBytes::from_slice(&[1; 32]),
     )
     .or_else(|e| {
-        if e.kind() == "Unsupported" {
+        if e.kind() == ErrorKind::Unsupported {
             Ok(ks.info("bystander-mac").expect("info"))
         } else {
             Err(e)
@@ -240,49 +265,49 @@ pub fn empty_and_oversized_inputs<F: Fixture>(fx: &mut F) -> Outcome {
     if ks.info("aes").is_ok() {
         expect_err(
             ks.encrypt("aes", &big, b""),
-            "InvalidInput",
+            ErrorKind::InvalidInput,
             "oversized plaintext",
         );
         expect_err(
             ks.encrypt("aes", b"m", &big_aad),
-            "InvalidInput",
+            ErrorKind::InvalidInput,
             "oversized AAD",
         );
         expect_err(
             ks.decrypt("aes", &[], b""),
-            "InvalidInput",
+            ErrorKind::InvalidInput,
             "empty envelope",
         );
         expect_err(
             ks.decrypt("aes", &[0u8; envelope::MIN_LEN - 1], b""),
-            "InvalidInput",
+            ErrorKind::InvalidInput,
             "short envelope",
         );
         expect_err(
             ks.decrypt("aes", &[0u8; envelope::MIN_LEN], b""),
-            "Integrity",
+            ErrorKind::Integrity,
             "garbage envelope",
         );
     }
     // Secrets of the wrong size.
     expect_err(
         ks.import(&so(), "s0", spec, &SecretBytes::new(Vec::new())),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "empty secret",
     );
     expect_err(
         ks.import(&so(), "s1", spec, &SecretBytes::from_slice(&[1; 31])),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "31-byte secret",
     );
     expect_err(
         ks.import(&so(), "s2", spec, &SecretBytes::from_slice(&[1; 33])),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "33-byte secret",
     );
     expect_err(
         ks.import(&so(), "s3", spec, &SecretBytes::from_slice(&big)),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "oversized secret",
     );
     by.assert_intact::<F>(&ks);
@@ -301,7 +326,7 @@ fn tamper_case<F: Fixture>(fx: &mut F, how: Tamper<'_>, victim_alg: Algorithm) -
         _ => ks.create(&so(), "victim", spec).map(|_| ()),
     };
     if let Err(e) = created {
-        assert_eq!(e.kind(), "Unsupported", "{e:?}");
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:?}");
         return unsupported(victim_alg, "generate");
     }
     if let Tamper::SwapWith(other) = how {
@@ -314,7 +339,11 @@ fn tamper_case<F: Fixture>(fx: &mut F, how: Tamper<'_>, victim_alg: Algorithm) -
         Algorithm::HmacSha256 => ks.mac("victim", b"m").map(|_| ()),
         _ => ks.sign("victim", b"m", SignatureFormat::Der).map(|_| ()),
     };
-    expect_err(res, "Integrity", &format!("using a record after {how:?}"));
+    expect_err(
+        res,
+        ErrorKind::Integrity,
+        &format!("using a record after {how:?}"),
+    );
     if let Tamper::SwapWith(other) = how {
         ks.mac(other, b"m").expect("the swap source is intact");
     }
@@ -348,7 +377,7 @@ pub fn duplicate_name_rejected<F: Fixture>(fx: &mut F) -> Outcome {
             "bystander-ec",
             KeySpec::new(Algorithm::EcdsaP256Sha256),
         ),
-        "AlreadyExists",
+        ErrorKind::AlreadyExists,
         "create over a key",
     );
     expect_err(
@@ -358,7 +387,7 @@ pub fn duplicate_name_rejected<F: Fixture>(fx: &mut F) -> Outcome {
             KeySpec::new(Algorithm::HmacSha256),
             &SecretBytes::from_slice(&[9; 32]),
         ),
-        "AlreadyExists",
+        ErrorKind::AlreadyExists,
         "import over a key",
     );
     assert_eq!(
@@ -378,7 +407,7 @@ pub fn duplicate_name_rejected<F: Fixture>(fx: &mut F) -> Outcome {
     ks.destroy(&so(), "gone").expect("destroy");
     expect_err(
         ks.create(&so(), "gone", KeySpec::new(Algorithm::HmacSha256)),
-        "AlreadyExists",
+        ErrorKind::AlreadyExists,
         "reuse a tombstoned name",
     );
     by.assert_intact::<F>(&ks);

@@ -6,6 +6,7 @@ use crate::support::{
     create_or_prove_unsupported, expect_err, operator, so, spki, unsupported, verify_independently,
 };
 use crate::{Fixture, Outcome};
+use keystore_api::ErrorKind;
 use keystore_api::{
     Algorithm, Backend, Clock, KeySpec, KeyState, ManualClock, Operation, SecretBytes,
     SignatureFormat, Usages,
@@ -43,12 +44,12 @@ pub fn revoked_and_expired_rejected<F: Fixture>(fx: &mut F) -> Outcome {
     clock.advance(Duration::minutes(61));
     expect_err(
         ks.verify("peer-id", msg, &v1_sig, Some(1)),
-        "KeyState",
+        ErrorKind::KeyState,
         "verify with an expired version",
     );
     expect_err(
         ks.verify("peer-id", msg, &v1_sig, None),
-        "Integrity",
+        ErrorKind::Integrity,
         "no allowed version verifies the old signature",
     );
     // Revoked: version 2 is compromised at once; every use is KeyState.
@@ -61,17 +62,17 @@ pub fn revoked_and_expired_rejected<F: Fixture>(fx: &mut F) -> Outcome {
         .expect("revoke");
     expect_err(
         ks.sign("peer-id", msg, SignatureFormat::Der),
-        "KeyState",
+        ErrorKind::KeyState,
         "sign after revoke",
     );
     expect_err(
         ks.verify("peer-id", msg, &v2_sig.bytes, Some(2)),
-        "KeyState",
+        ErrorKind::KeyState,
         "verify with a revoked version",
     );
     expect_err(
         ks.public_key("peer-id"),
-        "KeyState",
+        ErrorKind::KeyState,
         "public key of a revoked active version",
     );
     let info2 = ks.info("peer-id").expect("info");
@@ -108,10 +109,14 @@ pub fn revoked_and_expired_rejected<F: Fixture>(fx: &mut F) -> Outcome {
         .expect("revoke");
     ks.revoke(&so(), "session-master", 1, "leaked")
         .expect("revoke");
-    expect_err(ks.mac("session-mac", b"m"), "KeyState", "mac after revoke");
+    expect_err(
+        ks.mac("session-mac", b"m"),
+        ErrorKind::KeyState,
+        "mac after revoke",
+    );
     expect_err(
         ks.derive_hkdf_sha256("session-master", b"s", b"i", 32),
-        "KeyState",
+        ErrorKind::KeyState,
         "derive after revoke",
     );
     // Revoked state survives a restart.
@@ -119,7 +124,7 @@ pub fn revoked_and_expired_rejected<F: Fixture>(fx: &mut F) -> Outcome {
     let ks = fx.open_with_clock(clock.clone());
     expect_err(
         ks.sign("peer-id", msg, SignatureFormat::Der),
-        "KeyState",
+        ErrorKind::KeyState,
         "sign after restart",
     );
     let _ = (info, v1_handle);
@@ -199,7 +204,7 @@ pub fn rotation_with_grace_period<F: Fixture>(fx: &mut F) -> Outcome {
         .unwrap_or_else(|e| panic!("swept material remains: {e}"));
     expect_err(
         ks.verify("fw-signer", b"image 1", &old_sig.bytes, Some(1)),
-        "KeyState",
+        ErrorKind::KeyState,
         "verify with a destroyed version",
     );
     // Symmetric rotation: an envelope made under v1 decrypts during grace, never after.
@@ -228,7 +233,7 @@ pub fn rotation_with_grace_period<F: Fixture>(fx: &mut F) -> Outcome {
         clock.advance(Duration::hours(2));
         expect_err(
             ks.decrypt("disk", &env1, b"ctx"),
-            "KeyState",
+            ErrorKind::KeyState,
             "old envelope after grace",
         );
         assert_eq!(
@@ -240,7 +245,7 @@ pub fn rotation_with_grace_period<F: Fixture>(fx: &mut F) -> Outcome {
     } else {
         expect_err(
             ks.create(&so(), "disk", KeySpec::new(Algorithm::Aes256Gcm)),
-            "Unsupported",
+            ErrorKind::Unsupported,
             "AES",
         );
     }
@@ -255,12 +260,12 @@ pub fn illegal_transitions_change_nothing<F: Fixture>(fx: &mut F) -> Outcome {
     let before = ks.info("t").expect("info");
     expect_err(
         ks.resume(&so(), "t", 1),
-        "KeyState",
+        ErrorKind::KeyState,
         "resume an active version",
     );
     expect_err(
         ks.suspend(&so(), "t", 2),
-        "NotFound",
+        ErrorKind::NotFound,
         "suspend a missing version",
     );
     assert_eq!(ks.info("t").expect("info"), before, "nothing changed");
@@ -268,12 +273,12 @@ pub fn illegal_transitions_change_nothing<F: Fixture>(fx: &mut F) -> Outcome {
     let rotated = ks.info("t").expect("info");
     expect_err(
         ks.resume(&so(), "t", 1),
-        "KeyState",
+        ErrorKind::KeyState,
         "resume a deactivated version",
     );
     expect_err(
         ks.suspend(&so(), "t", 1),
-        "KeyState",
+        ErrorKind::KeyState,
         "suspend a deactivated version",
     );
     ks.revoke(&so(), "t", 1, "test")
@@ -281,17 +286,17 @@ pub fn illegal_transitions_change_nothing<F: Fixture>(fx: &mut F) -> Outcome {
     let revoked = ks.info("t").expect("info");
     expect_err(
         ks.revoke(&so(), "t", 1, "again"),
-        "KeyState",
+        ErrorKind::KeyState,
         "revoke twice",
     );
     expect_err(
         ks.resume(&so(), "t", 1),
-        "KeyState",
+        ErrorKind::KeyState,
         "resume a compromised version",
     );
     expect_err(
         ks.suspend(&so(), "t", 1),
-        "KeyState",
+        ErrorKind::KeyState,
         "suspend a compromised version",
     );
     assert_eq!(
@@ -302,15 +307,19 @@ pub fn illegal_transitions_change_nothing<F: Fixture>(fx: &mut F) -> Outcome {
     ks.suspend(&so(), "t", 2).expect("suspend v2");
     ks.create(&so(), "u", KeySpec::new(Algorithm::HmacSha256))
         .expect("create");
-    expect_err(ks.revoke(&so(), "u", 1, ""), "InvalidInput", "empty reason");
+    expect_err(
+        ks.revoke(&so(), "u", 1, ""),
+        ErrorKind::InvalidInput,
+        "empty reason",
+    );
     expect_err(
         ks.revoke(&so(), "u", 1, "two\nlines"),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "multi-line reason",
     );
     expect_err(
         ks.rotate(&so(), "u", Duration::seconds(-1)),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "negative grace",
     );
     assert_eq!(ks.info("u").expect("info").versions.len(), 1);
@@ -344,16 +353,20 @@ pub fn suspend_and_resume<F: Fixture>(fx: &mut F) -> Outcome {
         .expect("an operator suspends");
     ks.suspend(&operator(), "s-kdf", 1)
         .expect("an operator suspends");
-    expect_err(ks.mac("s", b"m"), "KeyState", "mac while suspended");
+    expect_err(
+        ks.mac("s", b"m"),
+        ErrorKind::KeyState,
+        "mac while suspended",
+    );
     expect_err(
         ks.derive_hkdf_sha256("s-kdf", b"x", b"y", 16),
-        "KeyState",
+        ErrorKind::KeyState,
         "derive while suspended",
     );
     let ks = fx.restart(ks);
     expect_err(
         ks.mac("s", b"m"),
-        "KeyState",
+        ErrorKind::KeyState,
         "still suspended after restart",
     );
     ks.resume(&operator(), "s", 1).expect("an operator resumes");
@@ -406,7 +419,7 @@ pub fn scheduled_rotation_when_due<F: Fixture>(fx: &mut F) -> Outcome {
     assert_eq!(ks.info("forever").expect("info").versions.len(), 1);
     expect_err(
         ks.rotate_due(&operator(), clock.now(), Duration::ZERO),
-        "Policy",
+        ErrorKind::Policy,
         "operator rotation",
     );
     Outcome::Passed

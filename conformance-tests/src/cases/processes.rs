@@ -4,6 +4,7 @@
 use crate::processes::{self, Jitter, Role, Summary, Worker, WorkerSpec};
 use crate::support::{auditor, expect_err, so, verify_independently};
 use crate::{Fixture, Outcome};
+use keystore_api::ErrorKind;
 use keystore_api::{Algorithm, Backend, KeySpec, KeyState, Keystore, SignatureFormat};
 use std::collections::HashSet;
 use std::path::Path;
@@ -105,7 +106,7 @@ fn assert_store_sound<B: Backend>(ks: &Keystore<B>, metadata: &Path) {
                     if verify_independently(alg, pk.spki_der(), b"probe", &sig) {
                         Ok(())
                     } else {
-                        Err(keystore_api::Error::Integrity("independent verify".into()))
+                        Err(keystore_api::Error::integrity("independent verify"))
                     }
                 }),
             };
@@ -245,7 +246,7 @@ pub fn wrong_backend_fails_open_and_changes_nothing<F: Fixture>(fx: &mut F) -> O
     drop(ks);
     let err = expect_err(
         fx.open_elsewhere(),
-        "NotFound",
+        ErrorKind::NotFound,
         "metadata over the wrong backend storage",
     );
     assert!(

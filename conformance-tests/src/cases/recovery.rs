@@ -5,6 +5,7 @@
 use super::lifecycle::clock;
 use crate::support::{auditor, expect_err, so};
 use crate::{Fixture, Outcome};
+use keystore_api::ErrorKind;
 use keystore_api::{Algorithm, Backend, FaultPoint, KeySpec, KeyState, SecretBytes};
 use time::Duration;
 
@@ -14,7 +15,7 @@ pub fn crash_during_create_or_rotate_recovers<F: Fixture>(fx: &mut F) -> Outcome
     ks.inject_fault(FaultPoint::AfterBackendCreate);
     expect_err(
         ks.create(&so(), "half-made", KeySpec::new(Algorithm::HmacSha256)),
-        "Backend",
+        ErrorKind::Backend,
         "crash in create",
     );
     let ks = fx.restart(ks);
@@ -25,7 +26,7 @@ pub fn crash_during_create_or_rotate_recovers<F: Fixture>(fx: &mut F) -> Outcome
     );
     expect_err(
         ks.info("half-made"),
-        "NotFound",
+        ErrorKind::NotFound,
         "the half-made key is not there (old state)",
     );
     ks.create(&so(), "half-made", KeySpec::new(Algorithm::HmacSha256))
@@ -34,7 +35,7 @@ pub fn crash_during_create_or_rotate_recovers<F: Fixture>(fx: &mut F) -> Outcome
     ks.inject_fault(FaultPoint::AfterBackendRotate);
     expect_err(
         ks.rotate(&so(), "half-made", Duration::hours(1)),
-        "Backend",
+        ErrorKind::Backend,
         "crash in rotate",
     );
     let ks = fx.restart(ks);
@@ -72,7 +73,11 @@ pub fn crash_during_destroy_sweep_revoke_recovers<F: Fixture>(fx: &mut F) -> Out
     // destroy
     let h = ks.backend_handle("d", 1).expect("handle");
     ks.inject_fault(FaultPoint::AfterBackendDestroy);
-    expect_err(ks.destroy(&so(), "d"), "Backend", "crash in destroy");
+    expect_err(
+        ks.destroy(&so(), "d"),
+        ErrorKind::Backend,
+        "crash in destroy",
+    );
     drop(ks);
     let ks = fx.open_with_clock(clock.clone());
     assert!(
@@ -80,7 +85,11 @@ pub fn crash_during_destroy_sweep_revoke_recovers<F: Fixture>(fx: &mut F) -> Out
         "{:?}",
         ks.reconcile_report()
     );
-    expect_err(ks.info("d"), "NotFound", "destroy completed (new state)");
+    expect_err(
+        ks.info("d"),
+        ErrorKind::NotFound,
+        "destroy completed (new state)",
+    );
     fx.assert_material_gone(&ks, &h)
         .unwrap_or_else(|e| panic!("{e}"));
     // sweep
@@ -88,7 +97,7 @@ pub fn crash_during_destroy_sweep_revoke_recovers<F: Fixture>(fx: &mut F) -> Out
     let h = ks.backend_handle("sw", 1).expect("handle");
     clock.advance(Duration::hours(2));
     ks.inject_fault(FaultPoint::AfterBackendSweep);
-    expect_err(ks.sweep(&so()), "Backend", "crash in sweep");
+    expect_err(ks.sweep(&so()), ErrorKind::Backend, "crash in sweep");
     drop(ks);
     let ks = fx.open_with_clock(clock.clone());
     let v1 = ks
@@ -98,7 +107,11 @@ pub fn crash_during_destroy_sweep_revoke_recovers<F: Fixture>(fx: &mut F) -> Out
         .cloned()
         .expect("v1");
     assert_eq!(v1.state, KeyState::Destroyed, "sweep completed (new state)");
-    expect_err(ks.backend_handle("sw", 1), "KeyState", "no dangling handle");
+    expect_err(
+        ks.backend_handle("sw", 1),
+        ErrorKind::KeyState,
+        "no dangling handle",
+    );
     fx.assert_material_gone(&ks, &h)
         .unwrap_or_else(|e| panic!("{e}"));
     ks.mac("sw", b"m").expect("version 2 works");
@@ -107,12 +120,12 @@ pub fn crash_during_destroy_sweep_revoke_recovers<F: Fixture>(fx: &mut F) -> Out
     ks.inject_fault(FaultPoint::AfterBackendRevoke);
     expect_err(
         ks.revoke(&so(), "rv", 1, "stolen"),
-        "Backend",
+        ErrorKind::Backend,
         "crash in revoke",
     );
     expect_err(
         ks.mac("rv", b"m"),
-        "KeyState",
+        ErrorKind::KeyState,
         "refused at once, before the crash",
     );
     drop(ks);
@@ -121,7 +134,11 @@ pub fn crash_during_destroy_sweep_revoke_recovers<F: Fixture>(fx: &mut F) -> Out
         ks.info("rv").expect("info").versions[0].state,
         KeyState::Compromised
     );
-    expect_err(ks.backend_handle("rv", 1), "KeyState", "no dangling handle");
+    expect_err(
+        ks.backend_handle("rv", 1),
+        ErrorKind::KeyState,
+        "no dangling handle",
+    );
     fx.assert_material_gone(&ks, &h)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
@@ -142,7 +159,7 @@ pub fn missing_material_is_marked_not_dropped<F: Fixture>(fx: &mut F) -> Outcome
         .expect("create");
     let tag = ks.mac("staying", b"m").expect("mac");
     if let Err(e) = ks.backend().list() {
-        assert_eq!(e.kind(), "Unsupported", "{e:?}");
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:?}");
         return Outcome::UnsupportedVerified(
             "backend object listing (no reconciliation of missing material)".into(),
         );
@@ -165,7 +182,7 @@ pub fn missing_material_is_marked_not_dropped<F: Fixture>(fx: &mut F) -> Outcome
     );
     expect_err(
         ks.mac("vanishing", b"m"),
-        "KeyState",
+        ErrorKind::KeyState,
         "use of a missing key",
     );
     assert_eq!(ks.mac("staying", b"m").expect("mac"), tag);
@@ -193,7 +210,7 @@ pub fn damaged_metadata_never_destroys_a_key<F: Fixture>(fx: &mut F) -> Outcome 
         .hmac_sha256(&genuine, b"m")
         .expect("backend mac");
     if let Err(e) = ks.backend().list() {
-        assert_eq!(e.kind(), "Unsupported", "{e:?}");
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:?}");
         return Outcome::UnsupportedVerified("backend object listing (reconciliation)".into());
     }
     drop(ks);

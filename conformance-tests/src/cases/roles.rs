@@ -3,6 +3,7 @@
 
 use crate::support::{auditor, create_or_prove_unsupported, expect_err, operator, so};
 use crate::{Fixture, Outcome};
+use keystore_api::ErrorKind;
 use keystore_api::{Actor, Algorithm, Backend, KeySpec, Role, SecretBytes, SignatureFormat};
 use time::Duration;
 
@@ -14,12 +15,12 @@ pub fn roles_enforced_and_refusals_audited<F: Fixture>(fx: &mut F) -> Outcome {
         .expect("operators create keys");
     expect_err(
         ks.create(&app, "k2", KeySpec::new(Algorithm::HmacSha256)),
-        "Policy",
+        ErrorKind::Policy,
         "application creates",
     );
     expect_err(
         ks.create(&auditor(), "k2", KeySpec::new(Algorithm::HmacSha256)),
-        "Policy",
+        ErrorKind::Policy,
         "auditor creates",
     );
     for (what, res) in [
@@ -33,7 +34,7 @@ pub fn roles_enforced_and_refusals_audited<F: Fixture>(fx: &mut F) -> Outcome {
         ("verify audit", ks.verify_audit(&operator()).map(|_| ())),
         ("cryptoperiod", ks.set_cryptoperiod(&operator(), "k", None)),
     ] {
-        expect_err(res, "Policy", &format!("operator {what}"));
+        expect_err(res, ErrorKind::Policy, &format!("operator {what}"));
     }
     ks.mac("k", b"m").expect("the key is untouched by refusals");
     // Credentials: the first security-officer credential bootstraps; later
@@ -43,7 +44,7 @@ pub fn roles_enforced_and_refusals_audited<F: Fixture>(fx: &mut F) -> Outcome {
         .expect("bootstrap");
     expect_err(
         ks.set_role_credential(None, Role::Operator, &so_secret),
-        "Policy",
+        ErrorKind::Policy,
         "credential without an actor",
     );
     expect_err(
@@ -52,7 +53,7 @@ pub fn roles_enforced_and_refusals_audited<F: Fixture>(fx: &mut F) -> Outcome {
             Role::Operator,
             &SecretBytes::from_slice(b"operator pass"),
         ),
-        "Policy",
+        ErrorKind::Policy,
         "an operator setting credentials",
     );
     let officer = ks
@@ -64,12 +65,12 @@ pub fn roles_enforced_and_refusals_audited<F: Fixture>(fx: &mut F) -> Outcome {
             Role::SecurityOfficer,
             &SecretBytes::from_slice(b"guess guess"),
         ),
-        "Auth",
+        ErrorKind::Auth,
         "wrong credential",
     );
     expect_err(
         ks.authenticate("bob", Role::Operator, &so_secret),
-        "Auth",
+        ErrorKind::Auth,
         "no operator credential yet",
     );
     ks.set_role_credential(
@@ -119,7 +120,7 @@ pub fn decommission_leaves_nothing_usable<F: Fixture>(fx: &mut F) -> Outcome {
     }
     expect_err(
         ks.decommission(&operator()),
-        "Policy",
+        ErrorKind::Policy,
         "operator decommission",
     );
     let exported = ks.decommission(&so()).expect("decommission");
@@ -132,26 +133,30 @@ pub fn decommission_leaves_nothing_usable<F: Fixture>(fx: &mut F) -> Outcome {
     // No key is usable through any API.
     expect_err(
         ks.mac("session", b"m"),
-        "NotFound",
+        ErrorKind::NotFound,
         "mac after decommission",
     );
     expect_err(
         ks.derive_hkdf_sha256("session", b"s", b"i", 32),
-        "NotFound",
+        ErrorKind::NotFound,
         "derive after decommission",
     );
     expect_err(
         ks.sign("identity", b"m", SignatureFormat::Der),
-        "NotFound",
+        ErrorKind::NotFound,
         "sign after decommission",
     );
     assert!(ks.list().expect("list").is_empty());
     expect_err(
         ks.create(&so(), "new", KeySpec::new(Algorithm::HmacSha256)),
-        "KeyState",
+        ErrorKind::KeyState,
         "create after decommission",
     );
-    expect_err(ks.decommission(&so()), "KeyState", "decommission twice");
+    expect_err(
+        ks.decommission(&so()),
+        ErrorKind::KeyState,
+        "decommission twice",
+    );
     for h in &handles {
         assert!(
             ks.backend().hmac_sha256(h, b"m").is_err(),

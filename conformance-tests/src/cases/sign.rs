@@ -5,6 +5,7 @@ use crate::support::{
     verify_independently,
 };
 use crate::{Fixture, Outcome};
+use keystore_api::ErrorKind;
 use keystore_api::{Algorithm, SignatureFormat};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -95,7 +96,7 @@ pub fn verify_rejects_forgeries<F: Fixture>(fx: &mut F) -> Outcome {
     assert_eq!(ks.verify("alice", msg, &sig, Some(1)).expect("verify"), 1);
     expect_err(
         ks.verify("alice", b"firmware image digesT", &sig, None),
-        "Integrity",
+        ErrorKind::Integrity,
         "wrong message",
     );
     let mut bad = sig.clone();
@@ -103,7 +104,7 @@ pub fn verify_rejects_forgeries<F: Fixture>(fx: &mut F) -> Outcome {
     bad[last] ^= 1;
     expect_err(
         ks.verify("alice", msg, &bad, None),
-        "Integrity",
+        ErrorKind::Integrity,
         "tampered signature",
     );
     let other = ks
@@ -112,22 +113,22 @@ pub fn verify_rejects_forgeries<F: Fixture>(fx: &mut F) -> Outcome {
         .bytes;
     expect_err(
         ks.verify("alice", msg, &other, None),
-        "Integrity",
+        ErrorKind::Integrity,
         "another key's signature",
     );
     expect_err(
         ks.verify("alice", msg, &sig, Some(2)),
-        "NotFound",
+        ErrorKind::NotFound,
         "a version that does not exist",
     );
     expect_err(
         ks.verify("alice", msg, &[], None),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "empty signature",
     );
     expect_err(
         ks.verify("alice", msg, &[0u8; 2000], None),
-        "InvalidInput",
+        ErrorKind::InvalidInput,
         "oversized signature",
     );
     Outcome::Passed

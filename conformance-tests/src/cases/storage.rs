@@ -7,6 +7,7 @@ use crate::support::{
     verify_independently, Bystanders,
 };
 use crate::{Fixture, Outcome};
+use keystore_api::ErrorKind;
 use keystore_api::{
     Algorithm, Backend, KeyClass, KeySpec, Origin, SecretBytes, SignatureFormat, Usages,
 };
@@ -57,7 +58,7 @@ pub fn no_plaintext_at_rest<F: Fixture>(fx: &mut F) -> Outcome {
             &SecretBytes::from_slice(&k),
         ) {
             Ok(_) => secrets.push((alg, k)),
-            Err(e) => assert_eq!(e.kind(), "Unsupported", "{e:?}"),
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:?}"),
         }
     }
     assert!(
@@ -183,26 +184,30 @@ pub fn destroy_removes_material<F: Fixture>(fx: &mut F) -> Outcome {
             "backend lists the key"
         );
         ks.destroy(&so(), name).expect("destroy");
-        expect_err(ks.info(name), "NotFound", "info after destroy");
+        expect_err(ks.info(name), ErrorKind::NotFound, "info after destroy");
         expect_err(
             ks.sign(name, b"m", SignatureFormat::Der),
-            "NotFound",
+            ErrorKind::NotFound,
             "sign after destroy",
         );
-        expect_err(ks.mac(name, b"m"), "NotFound", "mac after destroy");
+        expect_err(ks.mac(name, b"m"), ErrorKind::NotFound, "mac after destroy");
         expect_err(
             ks.derive_hkdf_sha256(name, b"s", b"i", 32),
-            "NotFound",
+            ErrorKind::NotFound,
             "derive after destroy",
         );
-        expect_err(ks.destroy(&so(), name), "NotFound", "destroy twice");
+        expect_err(
+            ks.destroy(&so(), name),
+            ErrorKind::NotFound,
+            "destroy twice",
+        );
         assert!(
             !ks.backend().list().expect("list").contains(&handle),
             "backend no longer lists the key"
         );
         expect_err(
             ks.backend().hmac_sha256(&handle, b"m"),
-            "NotFound",
+            ErrorKind::NotFound,
             "backend use of a destroyed handle",
         );
         fx.assert_material_gone(&ks, &handle)
@@ -216,7 +221,7 @@ pub fn destroy_removes_material<F: Fixture>(fx: &mut F) -> Outcome {
     for name in &doomed {
         expect_err(
             ks.info(name),
-            "NotFound",
+            ErrorKind::NotFound,
             "destroyed key stays destroyed after restart",
         );
     }
@@ -235,12 +240,12 @@ pub fn wrong_credentials_rejected<F: Fixture>(fx: &mut F) -> Outcome {
     drop(ks);
     expect_err(
         fx.open_with_wrong_credentials(),
-        "Auth",
+        ErrorKind::Auth,
         "open with wrong credentials",
     );
     expect_err(
         fx.open_with_wrong_credentials(),
-        "Auth",
+        ErrorKind::Auth,
         "a second wrong attempt",
     );
     let ks = fx.open();
@@ -260,12 +265,12 @@ pub fn import_symmetric_only<F: Fixture>(fx: &mut F) -> Outcome {
     {
         expect_err(
             ks.import(&so(), "private", KeySpec::new(alg), &k),
-            "Policy",
+            ErrorKind::Policy,
             &format!("import {alg}"),
         );
         expect_err(
             ks.backend().import(alg, &k, "private"),
-            "Policy",
+            ErrorKind::Policy,
             &format!("backend import {alg}"),
         );
     }
@@ -409,7 +414,7 @@ pub fn generated_keys_are_unique<F: Fixture>(fx: &mut F) -> Outcome {
         let env = ks.encrypt("u-aes-1", b"x", b"").expect("encrypt");
         expect_err(
             ks.decrypt("u-aes-2", &env, b""),
-            "Integrity",
+            ErrorKind::Integrity,
             "another generated AES key decrypts",
         );
     }

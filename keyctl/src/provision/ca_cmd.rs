@@ -202,7 +202,7 @@ fn init_root(
 ) -> CliResult<()> {
     let layout = store::Layout::new(&rargs.root_store);
     if layout.metadata.exists() || layout.soft.exists() {
-        return Err(Error::AlreadyExists(format!(
+        return Err(Error::already_exists(format!(
             "a store already exists in {}",
             rargs.root_store.display()
         ))

@@ -89,7 +89,7 @@ pub(super) fn root_secret(root: &RootArgs) -> CliResult<SecretBytes> {
 pub(super) fn open_root(root: &RootArgs) -> CliResult<Keystore<SoftStore>> {
     let layout = store::Layout::new(&root.root_store);
     if !layout.soft.is_dir() || !layout.metadata.is_file() {
-        return Err(Error::NotFound(format!(
+        return Err(Error::not_found(format!(
             "no root CA store in {} (create it with `keyctl ca init-root`)",
             root.root_store.display()
         ))
@@ -136,7 +136,7 @@ pub(super) fn open_device_store(args: &DeviceStoreArgs) -> CliResult<Option<Keys
         .ok_or_else(|| CliError::invalid("--device-store needs --device-key-file"))?;
     let layout = store::Layout::new(dir);
     if !layout.soft.is_dir() || !layout.metadata.is_file() {
-        return Err(Error::NotFound(format!(
+        return Err(Error::not_found(format!(
             "no device keystore in {} (create it with `keyctl --store DIR init`)",
             dir.display()
         ))

@@ -63,14 +63,13 @@ impl<B: Backend> Keystore<B> {
     ) -> Result<()> {
         let Some(audit_key) = md::audit_key(conn)? else {
             if md::decommissioned_at(conn)?.is_some() {
-                return Err(Error::KeyState(
-                    "the store is decommissioned; its audit key was destroyed".into(),
+                return Err(Error::key_state(
+                    "the store is decommissioned; its audit key was destroyed",
                 ));
             }
-            return Err(Error::Integrity(
+            return Err(Error::integrity(
                 "the audit key reference is missing from a live store (it is not decommissioned); \
-                 nothing is changed until the metadata database is restored from a trusted copy"
-                    .into(),
+                 nothing is changed until the metadata database is restored from a trusted copy",
             ));
         };
         let (actor_id, role) = match actor {
@@ -90,7 +89,7 @@ impl<B: Backend> Keystore<B> {
     }
 
     /// Checks that `actor` may perform `what`; a refusal is audited and is
-    /// [`Error::Policy`].
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy).
     pub(crate) fn require(
         &self,
         actor: &Actor,
@@ -114,7 +113,7 @@ impl<B: Backend> Keystore<B> {
             format!("{what} refused: needs {}", duty.describe()),
         )?;
         tx.commit()?;
-        Err(Error::Policy(format!(
+        Err(Error::policy(format!(
             "{what} needs {}; '{}' acts as {}",
             duty.describe(),
             actor.id(),

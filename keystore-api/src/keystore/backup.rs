@@ -10,7 +10,7 @@
 use super::{check_name, live_key, Keystore, Subject};
 use crate::algorithm::{Algorithm, KeyClass, Usages};
 use crate::backend::{Backend, KeyHandle};
-use crate::error::{Error, Result};
+use crate::error::{Component, Error, Result};
 use crate::lifecycle::has_material;
 use crate::metadata::{self as md, KeyState, NewKey, NewVersion, Origin, StateChange};
 use crate::roles::{Actor, Duty};
@@ -50,7 +50,7 @@ impl<B: Backend> Keystore<B> {
     fn backup_kek(&self, kek_name: &str) -> Result<KeyHandle> {
         let r = self.resolve_active(kek_name, Some((Usages::WRAP, "wrap keys for backup")))?;
         if r.key.algorithm != Algorithm::Aes256Gcm {
-            return Err(Error::Policy(format!(
+            return Err(Error::policy(format!(
                 "backup KEK '{kek_name}' must be an aes-256-gcm key with the wrap usage"
             )));
         }
@@ -59,21 +59,21 @@ impl<B: Backend> Keystore<B> {
 
     /// Exports `name` (every version with material) wrapped under the backup
     /// KEK `kek_name`. Signing keys and keys not created backup-eligible are
-    /// [`Error::Policy`], whatever the role. Needs the security-officer role;
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy), whatever the role. Needs the security-officer role;
     /// audited.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::InvalidInput`] for a malformed name;
-    /// [`Error::NotFound`] for an unknown or destroyed key or KEK;
-    /// [`Error::Policy`] for a signing key or one not created backup-eligible (whatever the
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name;
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key or KEK;
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) for a signing key or one not created backup-eligible (whatever the
     /// role), a KEK that is not an aes-256-gcm key with `wrap`, and when `actor`'s role lacks
     /// the duty (the refusal is audited);
-    /// [`Error::KeyState`] when the KEK has no active version, or after decommission;
-    /// [`Error::Unsupported`] when the backend cannot export wrapped keys (PKCS#11, TPM);
-    /// [`Error::Integrity`] when the audit key reference is missing from a live store;
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when the KEK has no active version, or after decommission;
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) when the backend cannot export wrapped keys (PKCS#11, TPM);
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the audit key reference is missing from a live store;
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn backup(&self, actor: &Actor, name: &str, kek_name: &str) -> Result<Vec<u8>> {
         let _w = self.writing("backup")?;
         check_name(name)?;
@@ -84,13 +84,13 @@ impl<B: Backend> Keystore<B> {
             (key, versions)
         };
         if key.algorithm.class() == KeyClass::Asymmetric {
-            return Err(Error::Policy(format!(
+            return Err(Error::policy(format!(
                 "'{name}' is a signing key; signing keys are never exported in any form (REQ-KEY-BAK-01)"
             )));
         }
         self.require(actor, Duty::Administer, "backup", Some(name))?;
         if !key.backup_eligible {
-            return Err(Error::Policy(format!(
+            return Err(Error::policy(format!(
                 "'{name}' was not created backup-eligible; eligibility is fixed at creation"
             )));
         }
@@ -139,7 +139,7 @@ impl<B: Backend> Keystore<B> {
         )?;
         tx.commit()?;
         serde_json::to_vec_pretty(&doc)
-            .map_err(|e| Error::backend("keystore", "cannot encode the backup", e))
+            .map_err(|e| Error::backend(Component::Keystore, "cannot encode the backup", e))
     }
 
     /// Restores a backup made by [`Keystore::backup`] as `as_name` (default:
@@ -148,23 +148,23 @@ impl<B: Backend> Keystore<B> {
     /// origin `restored`. Needs the security-officer role; audited.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::InvalidInput`] for bytes that are not a backup document, or one holding a
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for bytes that are not a backup document, or one holding a
     /// malformed name, algorithm or usage, a version without material, or malformed wrapped
     /// material;
-    /// [`Error::Unsupported`] for another backup format, or a backend that cannot import
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) for another backup format, or a backend that cannot import
     /// wrapped keys;
-    /// [`Error::Policy`] for a backup of anything but symmetric keys, a KEK that is not an
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) for a backup of anything but symmetric keys, a KEK that is not an
     /// aes-256-gcm key with `wrap`, and when `actor`'s role lacks the duty (the refusal is
     /// audited);
-    /// [`Error::AlreadyExists`] when the target name is taken;
-    /// [`Error::NotFound`] for an unknown KEK;
-    /// [`Error::KeyState`] when the KEK has no active version, or after decommission;
-    /// [`Error::Integrity`] when a version does not unwrap under the KEK with the name, version
+    /// [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists) when the target name is taken;
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown KEK;
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when the KEK has no active version, or after decommission;
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when a version does not unwrap under the KEK with the name, version
     /// and algorithm it was made for, names an unknown state, or the backup claims more than
     /// one active version, or when the audit key reference is missing;
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn restore(
         &self,
         actor: &Actor,
@@ -174,9 +174,9 @@ impl<B: Backend> Keystore<B> {
     ) -> Result<crate::KeyInfo> {
         let _w = self.writing("restore")?;
         let doc: BackupDoc = serde_json::from_slice(backup)
-            .map_err(|_| Error::InvalidInput("not a keystore backup document".into()))?;
+            .map_err(|_| Error::invalid_input("not a keystore backup document"))?;
         if doc.format != FORMAT {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::unsupported(format!(
                 "backup format '{}' is not supported",
                 doc.format
             )));
@@ -189,13 +189,13 @@ impl<B: Backend> Keystore<B> {
         if algorithm.class() != KeyClass::Symmetric
             || !algorithm.permitted_usages().contains(usages)
         {
-            return Err(Error::Policy(
-                "a backup can only hold symmetric keys".into(),
-            ));
+            return Err(Error::policy("a backup can only hold symmetric keys"));
         }
         self.require(actor, Duty::Administer, "restore", Some(name))?;
         if md::key(self.md().conn(), name)?.is_some() {
-            return Err(Error::AlreadyExists(format!("key '{name}' already exists")));
+            return Err(Error::already_exists(format!(
+                "key '{name}' already exists"
+            )));
         }
         let kek = self.backup_kek(kek_name)?;
         let b64 = base64::engine::general_purpose::STANDARD;
@@ -210,12 +210,10 @@ impl<B: Backend> Keystore<B> {
                 let parsed = (|| -> Result<Restored> {
                     let state: KeyState = v.state.parse()?;
                     if !has_material(state) {
-                        return Err(Error::InvalidInput(
-                            "a backup version without material".into(),
-                        ));
+                        return Err(Error::invalid_input("a backup version without material"));
                     }
                     let wrapped = b64.decode(&v.wrapped).map_err(|_| {
-                        Error::InvalidInput("backup holds malformed wrapped material".into())
+                        Error::invalid_input("backup holds malformed wrapped material")
                     })?;
                     let h = self.backend.unwrap(
                         &kek,
@@ -242,8 +240,8 @@ impl<B: Backend> Keystore<B> {
             }
             if restored.iter().filter(|r| r.1 == KeyState::Active).count() > 1 {
                 discard_all(&restored);
-                return Err(Error::Integrity(
-                    "backup claims more than one active version".into(),
+                return Err(Error::integrity(
+                    "backup claims more than one active version",
                 ));
             }
             let handles = restored.iter().map(|r| r.4.clone()).collect();

@@ -8,7 +8,7 @@ use crate::metadata::KeyRow;
 /// Key names are 1..=128 bytes of `[A-Za-z0-9._-]`, not starting with `.` or `-`.
 pub fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > limits::MAX_NAME_LEN {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::invalid_input(format!(
             "a key name is 1 to {} characters, got {}",
             limits::MAX_NAME_LEN,
             name.len()
@@ -16,9 +16,8 @@ pub fn check_name(name: &str) -> Result<()> {
     }
     let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     if !name.chars().all(ok_char) || name.starts_with(['.', '-']) {
-        return Err(Error::InvalidInput(
-            "a key name uses only A-Z, a-z, 0-9, '.', '_' and '-', and does not start with '.' or '-'"
-                .into(),
+        return Err(Error::invalid_input(
+            "a key name uses only A-Z, a-z, 0-9, '.', '_' and '-', and does not start with '.' or '-'",
         ));
     }
     Ok(())
@@ -28,16 +27,17 @@ pub(crate) fn check_usage(key: &KeyRow, usage: Usages, what: &str) -> Result<()>
     if key.usages.contains(usage) {
         Ok(())
     } else {
-        Err(Error::Policy(format!(
+        Err(Error::policy(format!(
             "key '{}' ({}, usages {{{}}}) may not {what}",
             key.name, key.algorithm, key.usages
-        )))
+        ))
+        .with_key(&key.name))
     }
 }
 
 pub(crate) fn check_len(what: &str, data: &[u8], max: usize) -> Result<()> {
     if data.len() > max {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::invalid_input(format!(
             "{what} is {} bytes; the limit is {max}",
             data.len()
         )));

@@ -8,7 +8,7 @@ use super::{
 use crate::algorithm::Usages;
 use crate::backend::Backend;
 use crate::envelope;
-use crate::error::{Error, Result};
+use crate::error::{Component, Error, Result};
 use crate::metadata::{self as md, KeyRow, VersionRow};
 use crate::secret::{ct_eq, SecretBytes};
 use crate::signature::{self, Signature, SignatureFormat};
@@ -18,13 +18,13 @@ impl<B: Backend> Keystore<B> {
     /// carries the version that made it.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a malformed name or a message over [`limits::MAX_DATA_LEN`];
-    /// [`Error::NotFound`] for an unknown or destroyed key;
-    /// [`Error::KeyState`] when it has no active version (suspended, revoked, rotated away);
-    /// [`Error::Policy`] when the key may not sign;
-    /// [`Error::Integrity`] when the backend's key object is damaged or its signature fails a
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name or a message over [`limits::MAX_DATA_LEN`];
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key;
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when it has no active version (suspended, revoked, rotated away);
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when the key may not sign;
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the backend's key object is damaged or its signature fails a
     /// host-side check;
-    /// [`Error::Backend`] when the backend or the database fails, or the backend returns a
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the backend or the database fails, or the backend returns a
     /// malformed signature.
     pub fn sign(&self, name: &str, message: &[u8], format: SignatureFormat) -> Result<Signature> {
         check_len("message", message, limits::MAX_DATA_LEN)?;
@@ -42,18 +42,18 @@ impl<B: Backend> Keystore<B> {
     /// `version`, or of every version allowed to verify when `version` is
     /// `None` (the active one, and deactivated ones within their grace
     /// period). Returns the version that verified; a signature that verifies
-    /// under none is [`Error::Integrity`].
+    /// under none is [`ErrorKind::Integrity`](crate::ErrorKind::Integrity).
     ///
     /// # Errors
-    /// [`Error::Integrity`] when the signature verifies under no candidate version, or the
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the signature verifies under no candidate version, or the
     /// metadata holds a malformed public key;
-    /// [`Error::InvalidInput`] for a malformed name, a message over [`limits::MAX_DATA_LEN`] or
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name, a message over [`limits::MAX_DATA_LEN`] or
     /// a signature not 1 to 1024 bytes long;
-    /// [`Error::NotFound`] for an unknown or destroyed key, or a `version` it does not have;
-    /// [`Error::Policy`] when the key may not verify;
-    /// [`Error::KeyState`] when `version` (or, with `None`, every version) is in a state that
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key, or a `version` it does not have;
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when the key may not verify;
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when `version` (or, with `None`, every version) is in a state that
     /// may not verify or past its grace end;
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn verify(
         &self,
         name: &str,
@@ -63,7 +63,7 @@ impl<B: Backend> Keystore<B> {
     ) -> Result<u32> {
         check_len("message", message, limits::MAX_DATA_LEN)?;
         if signature.is_empty() || signature.len() > 1024 {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "a signature is 1 to 1024 bytes, got {}",
                 signature.len()
             )));
@@ -75,7 +75,7 @@ impl<B: Backend> Keystore<B> {
                 return Ok(v.version);
             }
         }
-        Err(Error::Integrity(format!(
+        Err(Error::integrity(format!(
             "signature does not verify under key '{name}'"
         )))
     }
@@ -97,7 +97,7 @@ impl<B: Backend> Keystore<B> {
                 let v = versions
                     .into_iter()
                     .find(|v| v.version == n)
-                    .ok_or_else(|| Error::NotFound(format!("key '{name}' has no version {n}")))?;
+                    .ok_or_else(|| Error::not_found(format!("key '{name}' has no version {n}")))?;
                 if !may_verify_or_decrypt(&v, now) {
                     return Err(version_state_error(name, &v));
                 }
@@ -109,7 +109,7 @@ impl<B: Backend> Keystore<B> {
                     .filter(|v| may_verify_or_decrypt(v, now))
                     .collect();
                 if vs.is_empty() {
-                    return Err(Error::KeyState(format!(
+                    return Err(Error::key_state(format!(
                         "key '{name}' has no version allowed to verify"
                     )));
                 }
@@ -123,12 +123,12 @@ impl<B: Backend> Keystore<B> {
     /// The envelope header is authenticated together with `aad`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a malformed name, a plaintext over [`limits::MAX_DATA_LEN`]
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name, a plaintext over [`limits::MAX_DATA_LEN`]
     /// or an `aad` over [`limits::MAX_AAD_LEN`];
-    /// [`Error::NotFound`] for an unknown or destroyed key;
-    /// [`Error::KeyState`] when it has no active version (suspended, revoked, rotated away);
-    /// [`Error::Policy`] when the key may not encrypt;
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key;
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when it has no active version (suspended, revoked, rotated away);
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when the key may not encrypt;
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn encrypt(&self, name: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         check_len("plaintext", plaintext, limits::MAX_DATA_LEN)?;
         check_len("aad", aad, limits::MAX_AAD_LEN)?;
@@ -142,19 +142,19 @@ impl<B: Backend> Keystore<B> {
 
     /// Decrypts an envelope made by [`Keystore::encrypt`] with the key version
     /// its header names (active, or deactivated within its grace period). Any
-    /// modification of envelope or `aad` is [`Error::Integrity`] and releases
+    /// modification of envelope or `aad` is [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) and releases
     /// no plaintext.
     ///
     /// # Errors
-    /// [`Error::Integrity`] for a modified envelope or `aad`, an envelope of another algorithm,
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) for a modified envelope or `aad`, an envelope of another algorithm,
     /// or one naming a version the key does not have (no plaintext is released);
-    /// [`Error::InvalidInput`] for a malformed name, an oversized envelope or `aad`, or an
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name, an oversized envelope or `aad`, or an
     /// envelope too short to be one;
-    /// [`Error::NotFound`] for an unknown or destroyed key;
-    /// [`Error::Policy`] when the key may not decrypt;
-    /// [`Error::KeyState`] when the envelope's version is in a state that may not decrypt, past
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key;
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when the key may not decrypt;
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when the envelope's version is in a state that may not decrypt, past
     /// its grace end or without material;
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn decrypt(&self, name: &str, envelope: &[u8], aad: &[u8]) -> Result<SecretBytes> {
         check_len(
             "ciphertext",
@@ -172,7 +172,7 @@ impl<B: Backend> Keystore<B> {
         super::check_usage(&key, Usages::DECRYPT, "decrypt")?;
         let parsed = envelope::open(envelope)?;
         if parsed.algorithm != key.algorithm.code() {
-            return Err(Error::Integrity(format!(
+            return Err(Error::integrity(format!(
                 "ciphertext envelope is not an envelope of {} key '{name}' (corrupted?)",
                 key.algorithm
             )));
@@ -181,7 +181,7 @@ impl<B: Backend> Keystore<B> {
             .into_iter()
             .find(|v| v.version == parsed.version)
             .ok_or_else(|| {
-                Error::Integrity(format!(
+                Error::integrity(format!(
                     "ciphertext names version {} which key '{name}' does not have (corrupted?)",
                     parsed.version
                 ))
@@ -201,11 +201,11 @@ impl<B: Backend> Keystore<B> {
     /// HMAC-SHA256 of `data` with the active version of `name`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a malformed name or data over [`limits::MAX_DATA_LEN`];
-    /// [`Error::NotFound`] for an unknown or destroyed key;
-    /// [`Error::KeyState`] when it has no active version (suspended, revoked, rotated away);
-    /// [`Error::Policy`] when the key may not MAC (a `derive` key);
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name or data over [`limits::MAX_DATA_LEN`];
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key;
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when it has no active version (suspended, revoked, rotated away);
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when the key may not MAC (a `derive` key);
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn mac(&self, name: &str, data: &[u8]) -> Result<[u8; 32]> {
         check_len("data", data, limits::MAX_DATA_LEN)?;
         let r = self.resolve_active(name, Some((Usages::MAC, "mac")))?;
@@ -216,16 +216,16 @@ impl<B: Backend> Keystore<B> {
     /// Checks an HMAC-SHA256 tag in constant time against the active version
     /// and the deactivated versions still within their grace period (a tag
     /// made just before a rotation still verifies, as a signature does); a
-    /// tag that matches none is [`Error::Integrity`].
+    /// tag that matches none is [`ErrorKind::Integrity`](crate::ErrorKind::Integrity).
     ///
     /// # Errors
-    /// [`Error::Integrity`] when the tag matches no version;
-    /// [`Error::InvalidInput`] for a malformed name or data over [`limits::MAX_DATA_LEN`];
-    /// [`Error::NotFound`] for an unknown or destroyed key;
-    /// [`Error::KeyState`] when it has no active version (suspended, revoked, rotated away) (a
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the tag matches no version;
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name or data over [`limits::MAX_DATA_LEN`];
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key;
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when it has no active version (suspended, revoked, rotated away) (a
     /// tag is checked only while the key has an active version);
-    /// [`Error::Policy`] when the key may not MAC;
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when the key may not MAC;
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn verify_mac(&self, name: &str, data: &[u8], tag: &[u8]) -> Result<()> {
         check_len("data", data, limits::MAX_DATA_LEN)?;
         let active = self.resolve_active(name, Some((Usages::MAC, "verify a MAC")))?;
@@ -246,7 +246,7 @@ impl<B: Backend> Keystore<B> {
                 return Ok(());
             }
         }
-        Err(Error::Integrity(format!(
+        Err(Error::integrity(format!(
             "MAC does not verify under key '{name}'"
         )))
     }
@@ -271,12 +271,12 @@ impl<B: Backend> Keystore<B> {
     /// step runs here in zeroizing memory. `len` must be 1..=8160.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a malformed name, `len` outside
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name, `len` outside
     /// 1..=[`limits::MAX_DERIVE_LEN`], or a `salt` or `info` over [`limits::MAX_AAD_LEN`];
-    /// [`Error::NotFound`] for an unknown or destroyed key;
-    /// [`Error::KeyState`] when it has no active version (suspended, revoked, rotated away);
-    /// [`Error::Policy`] when the key may not derive (a `mac` key);
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key;
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when it has no active version (suspended, revoked, rotated away);
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when the key may not derive (a `mac` key);
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn derive_hkdf_sha256(
         &self,
         name: &str,
@@ -285,7 +285,7 @@ impl<B: Backend> Keystore<B> {
         len: usize,
     ) -> Result<SecretBytes> {
         if len == 0 || len > limits::MAX_DERIVE_LEN {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "HKDF-SHA256 output length must be 1..={}, got {len}",
                 limits::MAX_DERIVE_LEN
             )));
@@ -299,21 +299,24 @@ impl<B: Backend> Keystore<B> {
 }
 
 fn version_state_error(name: &str, v: &VersionRow) -> Error {
-    match v.grace_end.as_deref() {
-        Some(end) if v.state == crate::metadata::KeyState::Deactivated => Error::KeyState(format!(
-            "key '{name}' version {} was deactivated and its grace period ended at {end}",
-            v.version
-        )),
-        _ => Error::KeyState(format!("key '{name}' version {} is {}", v.version, v.state)),
-    }
+    let e = match v.grace_end.as_deref() {
+        Some(end) if v.state == crate::metadata::KeyState::Deactivated => {
+            Error::key_state(format!(
+                "key '{name}' version {} was deactivated and its grace period ended at {end}",
+                v.version
+            ))
+        }
+        _ => Error::key_state(format!("key '{name}' version {} is {}", v.version, v.state)),
+    };
+    e.with_key(name).with_version(v.version)
 }
 
 /// HKDF-Expand(PRK, info, len) into zeroizing memory.
 fn hkdf_expand(prk: &[u8; 32], info: &[u8], len: usize) -> Result<SecretBytes> {
     let hk = hkdf::Hkdf::<sha2::Sha256>::from_prk(prk)
-        .map_err(|_| Error::backend_msg("keystore", "HKDF rejected a 32-byte PRK"))?;
+        .map_err(|_| Error::backend_msg(Component::Keystore, "HKDF rejected a 32-byte PRK"))?;
     let mut out = SecretBytes::zeroed(len);
     hk.expand(info, out.expose_mut())
-        .map_err(|_| Error::InvalidInput(format!("HKDF-SHA256 cannot produce {len} bytes")))?;
+        .map_err(|_| Error::invalid_input(format!("HKDF-SHA256 cannot produce {len} bytes")))?;
     Ok(out)
 }

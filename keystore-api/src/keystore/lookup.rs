@@ -17,10 +17,10 @@ impl<B: Backend> Keystore<B> {
     /// Public facts about `name`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a malformed name;
-    /// [`Error::NotFound`] when no key has this name or it was destroyed;
-    /// [`Error::Integrity`] when the metadata holds a malformed public key;
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name;
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when no key has this name or it was destroyed;
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the metadata holds a malformed public key;
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn info(&self, name: &str) -> Result<KeyInfo> {
         check_name(name)?;
         let md = self.md();
@@ -33,8 +33,8 @@ impl<B: Backend> Keystore<B> {
     /// Every live (not destroyed) key, by name.
     ///
     /// # Errors
-    /// [`Error::Integrity`] when the metadata holds a malformed public key;
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the metadata holds a malformed public key;
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn list(&self) -> Result<Vec<KeyInfo>> {
         let md = self.md();
         let mut out = Vec::new();
@@ -52,10 +52,10 @@ impl<B: Backend> Keystore<B> {
     /// `CKA_ID` or TPM blob), for operators and backend-level checks.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a malformed name;
-    /// [`Error::NotFound`] for an unknown or destroyed key, or a version it does not have;
-    /// [`Error::KeyState`] when the version's material was destroyed;
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name;
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key, or a version it does not have;
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when the version's material was destroyed;
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn backend_handle(&self, name: &str, version: u32) -> Result<KeyHandle> {
         check_name(name)?;
         let md = self.md();
@@ -63,22 +63,28 @@ impl<B: Backend> Keystore<B> {
         md::versions(md.conn(), key.id)?
             .into_iter()
             .find(|v| v.version == version)
-            .ok_or_else(|| Error::NotFound(format!("key '{name}' has no version {version}")))?
+            .ok_or_else(|| {
+                Error::not_found(format!("key '{name}' has no version {version}"))
+                    .with_key(name)
+                    .with_version(version)
+            })?
             .handle
             .ok_or_else(|| {
-                Error::KeyState(format!("key '{name}' version {version} has no material"))
+                Error::key_state(format!("key '{name}' version {version} has no material"))
+                    .with_key(name)
+                    .with_version(version)
             })
     }
 
     /// The public key of the active version of `name`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for a malformed name;
-    /// [`Error::NotFound`] for an unknown or destroyed key;
-    /// [`Error::KeyState`] when the key has no active version;
-    /// [`Error::Policy`] for a symmetric key (no public key);
-    /// [`Error::Integrity`] when the metadata holds no or a malformed public key;
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name;
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key;
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when the key has no active version;
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) for a symmetric key (no public key);
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the metadata holds no or a malformed public key;
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn public_key(&self, name: &str) -> Result<PublicKey> {
         let r = self.resolve_active(name, None)?;
         public_of(&r.key, r.public_key.as_deref())
@@ -125,9 +131,10 @@ impl<B: Backend> Keystore<B> {
                     if let Some((usage, what)) = usage {
                         check_usage(&key, usage, what)?;
                     }
-                    return Err(Error::KeyState(format!(
+                    return Err(Error::key_state(format!(
                         "key '{name}' has no active version (suspended, revoked or rotated away); rotate or resume it"
-                    )));
+                    ))
+                    .with_key(name));
                 };
                 let r = Arc::new(resolved(key, v)?);
                 let mut cache = self.active.write().unwrap_or_else(|p| p.into_inner());
@@ -158,10 +165,12 @@ pub(crate) fn may_verify_or_decrypt(v: &VersionRow, now: OffsetDateTime) -> bool
 
 pub(crate) fn resolved(key: KeyRow, v: VersionRow) -> Result<Resolved> {
     let handle = v.handle.ok_or_else(|| {
-        Error::KeyState(format!(
+        Error::key_state(format!(
             "key '{}' version {} has no material ({})",
             key.name, v.version, v.state
         ))
+        .with_key(&key.name)
+        .with_version(v.version)
     })?;
     Ok(Resolved {
         key,
@@ -174,25 +183,25 @@ pub(crate) fn resolved(key: KeyRow, v: VersionRow) -> Result<Resolved> {
 pub(crate) fn live_key(conn: &Connection, name: &str) -> Result<KeyRow> {
     match md::key(conn, name)? {
         Some(k) if k.destroyed_at.is_none() => Ok(k),
-        Some(_) => Err(Error::NotFound(format!("key '{name}' was destroyed"))),
-        None => Err(Error::NotFound(format!("no key named '{name}'"))),
+        Some(_) => Err(Error::not_found(format!("key '{name}' was destroyed")).with_key(name)),
+        None => Err(Error::not_found(format!("no key named '{name}'")).with_key(name)),
     }
 }
 
 pub(crate) fn public_of(key: &KeyRow, spki: Option<&[u8]>) -> Result<PublicKey> {
     match (key.algorithm.class(), spki) {
-        (KeyClass::Symmetric, _) => Err(Error::Policy(format!(
+        (KeyClass::Symmetric, _) => Err(Error::policy(format!(
             "key '{}' is a {} secret key and has no public key",
             key.name, key.algorithm
         ))),
         (KeyClass::Asymmetric, Some(der)) => PublicKey::from_spki_der(key.algorithm, der.to_vec())
             .map_err(|_| {
-                Error::Integrity(format!(
+                Error::integrity(format!(
                     "metadata holds a malformed public key for '{}'",
                     key.name
                 ))
             }),
-        (KeyClass::Asymmetric, None) => Err(Error::Integrity(format!(
+        (KeyClass::Asymmetric, None) => Err(Error::integrity(format!(
             "metadata holds no public key for '{}'",
             key.name
         ))),
@@ -238,5 +247,5 @@ pub(crate) fn to_info(key: KeyRow, versions: Vec<VersionRow>) -> Result<KeyInfo>
 /// A time as the metadata stores it (RFC 3339); anything else is damage.
 fn stored_time(key: &str, s: &str) -> Result<OffsetDateTime> {
     crate::clock::parse_rfc3339(s)
-        .ok_or_else(|| Error::Integrity(format!("metadata holds a malformed time for key '{key}'")))
+        .ok_or_else(|| Error::integrity(format!("metadata holds a malformed time for key '{key}'")))
 }

@@ -20,7 +20,7 @@ pub use reconcile::{FaultPoint, ReconcileReport};
 
 use crate::backend::{Backend, KeyHandle};
 use crate::clock::{rfc3339, Clock, SystemClock};
-use crate::error::{Error, Result};
+use crate::error::{ErrorKind, Result};
 use crate::fsperm::PermissionReport;
 use crate::generation::Generation;
 use crate::metadata::{self as md, KeyRow, Metadata};
@@ -48,7 +48,7 @@ pub use keystore_backend::limits;
 ///   wait for each other or for writers beyond one metadata read;
 /// - lifecycle operations hold the store's cross-process write lock for
 ///   their whole duration, waiting at most the lock timeout (5 s by default,
-///   [`OpenOptions::lock_timeout`]) and then failing with [`Error::Busy`];
+///   [`OpenOptions::lock_timeout`]) and then failing with [`ErrorKind::Busy`];
 /// - a key created or rotated by one process is used by the others from
 ///   their next call.
 pub struct Keystore<B: Backend> {
@@ -153,14 +153,14 @@ impl<B: Backend> Keystore<B> {
     /// touches what a live process is doing.
     ///
     /// # Errors
-    /// [`Error::NotFound`] when most or all of the versions the metadata references are missing
+    /// [`ErrorKind::NotFound`] when most or all of the versions the metadata references are missing
     /// from the backend (the wrong token, TPM or directory): nothing is changed.
-    /// [`Error::InvalidInput`] when the metadata belongs to another kind of backend;
-    /// [`Error::Backend`] when the database, its write lock or commit-generation file, or the
+    /// [`ErrorKind::InvalidInput`] when the metadata belongs to another kind of backend;
+    /// [`ErrorKind::Backend`] when the database, its write lock or commit-generation file, or the
     /// backend fails;
-    /// [`Error::Integrity`] when recovery must audit and the audit key reference is missing
+    /// [`ErrorKind::Integrity`] when recovery must audit and the audit key reference is missing
     /// from a live store. A write lock held by another process is not an error for recovery,
-    /// which is put off and said so in [`ReconcileReport::deferred`]; it is [`Error::Busy`]
+    /// which is put off and said so in [`ReconcileReport::deferred`]; it is [`ErrorKind::Busy`]
     /// only at a store's first open, when the audit key must be created and another process
     /// holds the lock past the lock timeout.
     pub fn open_with(
@@ -194,7 +194,7 @@ impl<B: Backend> Keystore<B> {
     }
 
     /// Sets how long lifecycle operations wait for another process's write
-    /// to finish before failing with [`Error::Busy`].
+    /// to finish before failing with [`ErrorKind::Busy`].
     pub fn set_lock_timeout(&self, timeout: StdDuration) {
         self.write_lock.set_timeout(timeout);
     }
@@ -302,9 +302,10 @@ impl<B: Backend> Keystore<B> {
         if let Err(e) = res {
             // Undo in the backend; if that fails too, the pending record stays
             // and reconciliation at the next open removes the orphans.
-            let undone = handles
-                .iter()
-                .all(|h| matches!(self.backend.destroy(h), Ok(()) | Err(Error::NotFound(_))));
+            let undone = handles.iter().all(|h| match self.backend.destroy(h) {
+                Ok(()) => true,
+                Err(e) => e.is(ErrorKind::NotFound),
+            });
             if undone {
                 abandon();
             }

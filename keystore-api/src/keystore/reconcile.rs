@@ -29,9 +29,10 @@
 
 use super::{Keystore, Subject};
 use crate::backend::{Backend, KeyHandle};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::has_material;
 use crate::metadata::{self as md, KeyState, StateChange};
+use crate::Component;
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -122,8 +123,8 @@ impl<B: Backend> Keystore<B> {
         // Then act, under the write lock, on a fresh reading.
         let _w = match self.writing("recover at open") {
             Ok(w) => w,
-            Err(Error::Busy(m)) => {
-                report.deferred = Some(m);
+            Err(e) if e.is(ErrorKind::Busy) => {
+                report.deferred = Some(e.detail().to_string());
                 return Ok(report);
             }
             Err(e) => return Err(e),
@@ -139,7 +140,7 @@ impl<B: Backend> Keystore<B> {
             attempt += 1;
             match self.backend.list() {
                 Ok(l) => return Ok(Some(l.into_iter().collect())),
-                Err(Error::Unsupported(_)) => return Ok(None),
+                Err(ref e) if e.is(ErrorKind::Unsupported) => return Ok(None),
                 Err(_) if attempt < LIST_ATTEMPTS => {
                     std::thread::sleep(RECHECK_PAUSE * attempt);
                 }
@@ -233,7 +234,7 @@ impl<B: Backend> Keystore<B> {
             (total, missing.len() + usize::from(audit_missing))
         };
         if !missing.is_empty() && missing_count * 2 > total {
-            return Err(Error::NotFound(format!(
+            return Err(Error::not_found(format!(
                 "{missing_count} of the {total} keys this metadata references (audit key included) are missing \
                  from the {} backend: is this the right token, TPM or store directory? Nothing was changed",
                 self.backend.name()
@@ -252,7 +253,8 @@ impl<B: Backend> Keystore<B> {
                 continue;
             }
             match self.backend.destroy(&orphan) {
-                Ok(()) | Err(Error::NotFound(_)) => report.orphans_removed.push(orphan),
+                Ok(()) => report.orphans_removed.push(orphan),
+                Err(e) if e.is(ErrorKind::NotFound) => report.orphans_removed.push(orphan),
                 Err(e) => return Err(e),
             }
         }
@@ -360,7 +362,7 @@ impl<B: Backend> Keystore<B> {
         if *armed == Some(point) {
             *armed = None;
             return Err(Error::backend_msg(
-                "keystore",
+                Component::Keystore,
                 format!("injected crash at {point:?}"),
             ));
         }

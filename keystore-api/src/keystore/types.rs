@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 #[non_exhaustive]
 pub struct OpenOptions {
     /// How long a lifecycle operation waits for another process's write to
-    /// finish before it fails with [`Error::Busy`](crate::Error::Busy). Default 5 s.
+    /// finish before it fails with [`ErrorKind::Busy`](crate::ErrorKind::Busy). Default 5 s.
     pub lock_timeout: StdDuration,
     /// Compare every version's material with the backend's objects at open
     /// (finds material removed behind the keystore's back, and a wrong

@@ -26,14 +26,14 @@ pub(crate) use store_row::{
     audit_key, decommission, decommissioned_at, role_credential, set_audit_key, set_role_credential,
 };
 
-use crate::error::{Error, Result};
+use crate::error::{Component, Error, Result};
 
 /// The keystore's one conversion of a SQLite failure into [`Error`]:
 /// `Backend { component: "metadata", .. }` with the SQLite error as its source.
 /// (`Error` lives in `keystore-backend`, which knows no SQLite, so this cannot
 /// be a `From` impl.)
 pub(crate) fn sql_error(e: rusqlite::Error) -> Error {
-    Error::backend("metadata", "metadata database operation failed", e)
+    Error::backend(Component::Metadata, "metadata database operation failed", e)
 }
 
 /// `.sql()?` on a rusqlite result: [`sql_error`] on failure.
@@ -49,5 +49,5 @@ impl<T> SqlResult<T> for rusqlite::Result<T> {
 }
 
 fn corrupt(msg: String) -> Error {
-    Error::Integrity(format!("metadata database: {msg}"))
+    Error::integrity(format!("metadata database: {msg}"))
 }

@@ -207,7 +207,7 @@ pub(crate) fn referenced_handles(conn: &Connection) -> Result<Vec<KeyHandle>> {
     Ok(rows.into_iter().map(KeyHandle::new).collect())
 }
 
-/// Inserts a key row. A taken name is [`Error::AlreadyExists`].
+/// Inserts a key row. A taken name is [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists).
 pub(crate) fn insert_key(conn: &Connection, key: &NewKey<'_>) -> Result<i64> {
     let inserted = conn.execute(
         "INSERT INTO keys (name, algorithm, usages, backup_eligible, cryptoperiod_secs, created_at)
@@ -225,7 +225,7 @@ pub(crate) fn insert_key(conn: &Connection, key: &NewKey<'_>) -> Result<i64> {
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE =>
         {
-            Err(Error::AlreadyExists(format!(
+            Err(Error::already_exists(format!(
                 "key '{}' already exists",
                 key.name
             )))

@@ -3,7 +3,7 @@
 
 use super::schema::MIGRATIONS;
 use super::SqlResult;
-use crate::error::{Error, Result};
+use crate::error::{Component, Error, Result};
 use crate::fsperm::PermissionReport;
 use crate::generation::Generation;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -84,7 +84,7 @@ fn secure_files(path: &Path) -> Result<PermissionReport> {
     if !path.exists() {
         crate::fsperm::open_private_file(path).map_err(|e| {
             Error::backend(
-                "metadata",
+                Component::Metadata,
                 format!("cannot create the metadata database {}", path.display()),
                 e,
             )
@@ -122,7 +122,7 @@ impl Metadata {
             .sql()?;
         let target = MIGRATIONS.len() as i64;
         if current > target {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::unsupported(format!(
                 "metadata schema version {current} is newer than this build understands ({target}); upgrade the software"
             )));
         }
@@ -136,7 +136,7 @@ impl Metadata {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .sql()?;
         if current > target {
-            return Err(Error::Unsupported(format!(
+            return Err(Error::unsupported(format!(
                 "metadata schema version {current} is newer than this build understands ({target}); upgrade the software"
             )));
         }
@@ -157,7 +157,7 @@ impl Metadata {
             .sql()?;
         match existing {
             Some(b) if b == backend => Ok(()),
-            Some(b) => Err(Error::InvalidInput(format!(
+            Some(b) => Err(Error::invalid_input(format!(
                 "this metadata database belongs to the '{b}' backend, not '{backend}'"
             ))),
             None => {
@@ -176,7 +176,7 @@ impl Metadata {
                 if bound == backend {
                     Ok(())
                 } else {
-                    Err(Error::InvalidInput(format!(
+                    Err(Error::invalid_input(format!(
                         "this metadata database belongs to the '{bound}' backend, not '{backend}'"
                     )))
                 }

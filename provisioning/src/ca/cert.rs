@@ -22,9 +22,8 @@ impl SubjectKey {
         };
         use rcgen::PublicKeyData;
         if key.subject_public_key_info() != pk.spki_der() {
-            return Err(Error::Unsupported(
-                "the requested public key does not re-encode to the same SubjectPublicKeyInfo"
-                    .into(),
+            return Err(Error::unsupported(
+                "the requested public key does not re-encode to the same SubjectPublicKeyInfo",
             ));
         }
         Ok(key)
@@ -70,7 +69,7 @@ fn issuer_public_key(issuer: &CertInfo) -> Result<PublicKey> {
     ]
     .into_iter()
     .find_map(|alg| PublicKey::from_spki_der(alg, issuer.spki_der.clone()).ok())
-    .ok_or_else(|| Error::Unsupported("the issuer's key type is not supported".into()))
+    .ok_or_else(|| Error::unsupported("the issuer's key type is not supported"))
 }
 
 /// Checks that `cert_der` names `issuer` as its issuer and carries a
@@ -78,9 +77,9 @@ fn issuer_public_key(issuer: &CertInfo) -> Result<PublicKey> {
 pub fn verify_signed_by(cert_der: &[u8], issuer: &CertInfo) -> Result<()> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(cert_der)
-        .map_err(|e| Error::InvalidInput(format!("not a valid X.509 certificate: {e}")))?;
+        .map_err(|e| Error::invalid_input(format!("not a valid X.509 certificate: {e}")))?;
     if cert.tbs_certificate.issuer.as_raw() != issuer_subject_raw(&issuer.der)?.as_slice() {
-        return Err(Error::Integrity(format!(
+        return Err(Error::integrity(format!(
             "the certificate is issued by '{}', not by '{}'",
             cert.tbs_certificate.issuer, issuer.subject
         )));
@@ -88,7 +87,7 @@ pub fn verify_signed_by(cert_der: &[u8], issuer: &CertInfo) -> Result<()> {
     issuer_public_key(issuer)?
         .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
         .map_err(|_| {
-            Error::Integrity(format!(
+            Error::integrity(format!(
                 "the certificate's signature does not verify under '{}'",
                 issuer.subject
             ))
@@ -98,7 +97,7 @@ pub fn verify_signed_by(cert_der: &[u8], issuer: &CertInfo) -> Result<()> {
 fn issuer_subject_raw(der: &[u8]) -> Result<Vec<u8>> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(der)
-        .map_err(|e| Error::InvalidInput(format!("not a valid X.509 certificate: {e}")))?;
+        .map_err(|e| Error::invalid_input(format!("not a valid X.509 certificate: {e}")))?;
     Ok(cert.tbs_certificate.subject.as_raw().to_vec())
 }
 
@@ -109,12 +108,12 @@ pub(super) fn issuer_for<'s, 'k, B: Backend>(
     ca: &CertInfo,
 ) -> Result<rcgen::Issuer<'static, &'s KeystoreSigner<'k, B>>> {
     if signer.spki_der() != ca.spki_der.as_slice() {
-        return Err(Error::KeyState(format!(
+        return Err(Error::key_state(format!(
             "the active version of '{}' is not the key of the CA certificate '{}' (rotated since the ceremony?)",
             signer.name(),
             ca.subject
         )));
     }
     rcgen::Issuer::from_ca_cert_der(&CertificateDer::from(ca.der.as_slice()), signer)
-        .map_err(|e| Error::Integrity(format!("cannot read the CA certificate: {e}")))
+        .map_err(|e| Error::integrity(format!("cannot read the CA certificate: {e}")))
 }

@@ -8,13 +8,13 @@ use crate::db::{self, append_event, commit, ensure_event_key, opt, q, EventField
 use crate::signer::KeystoreSigner;
 use crate::util::{rfc3339, shorten, to_second};
 use crate::x509::CertInfo;
-use keystore_api::{Actor, Backend, Error, Keystore, Result, Role};
+use keystore_api::{Actor, Backend, Component, Error, Keystore, Result, Role};
 use rusqlite::params;
 use time::{Duration, OffsetDateTime};
 
 pub(super) fn check_crl_validity(next_update_in: Duration) -> Result<()> {
     if next_update_in <= Duration::ZERO || next_update_in > MAX_CRL_VALIDITY {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::invalid_input(format!(
             "a CRL's next update is more than 0 and at most {} days away",
             MAX_CRL_VALIDITY.whole_days()
         )));
@@ -24,8 +24,8 @@ pub(super) fn check_crl_validity(next_update_in: Duration) -> Result<()> {
 
 pub(super) fn check_reason(reason: &str) -> Result<()> {
     if reason.trim().is_empty() || reason.len() > 512 || reason.chars().any(char::is_control) {
-        return Err(Error::InvalidInput(
-            "a revocation reason is 1 to 512 characters without control characters".into(),
+        return Err(Error::invalid_input(
+            "a revocation reason is 1 to 512 characters without control characters",
         ));
     }
     Ok(())
@@ -45,7 +45,7 @@ pub fn normalise_serial(s: &str) -> Result<String> {
         || !t.bytes().all(|b| b.is_ascii_hexdigit())
         || !t.len().is_multiple_of(2)
     {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::invalid_input(format!(
             "a certificate serial is an even number of hex digits (at most 21 bytes), got {:?}",
             shorten(s)
         )));
@@ -89,7 +89,7 @@ pub(super) fn issue_crl_with<B: Backend>(
     let mut entries = Vec::with_capacity(revoked.len());
     for (serial, at, reason) in &revoked {
         let bytes = hex::decode(serial)
-            .map_err(|_| Error::Integrity(format!("stored serial '{serial}' is not hex")))?;
+            .map_err(|_| Error::integrity(format!("stored serial '{serial}' is not hex")))?;
         entries.push(rcgen::RevokedCertParams {
             serial_number: rcgen::SerialNumber::from_slice(&bytes),
             revocation_time: to_second(crate::util::parse_time(at)?),
@@ -178,12 +178,12 @@ impl<'a, B: Backend> Factory<'a, B> {
             ))?;
             let device = match row {
                 None => {
-                    return Err(Error::NotFound(format!(
+                    return Err(Error::not_found(format!(
                         "no certificate with serial {serial} was issued here"
                     )))
                 }
                 Some((_, Some(at))) => {
-                    return Err(Error::KeyState(format!(
+                    return Err(Error::key_state(format!(
                         "certificate {serial} was already revoked at {at}"
                     )))
                 }
@@ -233,7 +233,7 @@ impl<'a, B: Backend> Factory<'a, B> {
             .map(|c| c.serial)
             .collect();
         if serials.is_empty() {
-            return Err(Error::NotFound(format!(
+            return Err(Error::not_found(format!(
                 "device '{device_id}' has no unrevoked certificate"
             )));
         }
@@ -272,7 +272,7 @@ impl<'a, B: Backend> Factory<'a, B> {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             }))?;
             rows.collect::<rusqlite::Result<Vec<(String, String, Option<String>)>>>()
-                .map_err(|e| Error::backend("pki-db", "PKI database query failed", e))?
+                .map_err(|e| Error::backend(Component::PkiDb, "PKI database query failed", e))?
         };
         issue_crl_with(
             self.ks,

@@ -10,7 +10,7 @@ use crate::signer::KeystoreSigner;
 use crate::util::rfc3339;
 use crate::x509::{cn_subject, CertInfo, VerifiedCsr};
 use keystore_api::{
-    Actor, Algorithm, Backend, Error, KeySpec, Keystore, Origin, Result, Role, Usages,
+    Actor, Algorithm, Backend, Error, ErrorKind, KeySpec, Keystore, Origin, Result, Role, Usages,
 };
 use rusqlite::params;
 use time::{Duration, OffsetDateTime};
@@ -119,14 +119,14 @@ impl<'a, B: Backend> Factory<'a, B> {
                 let active_fp = info.active().and_then(|v| v.fingerprint.clone());
                 if let (Some(row), Some(fp)) = (installed, active_fp) {
                     if CertInfo::parse(&row)?.spki_fingerprint == fp {
-                        return Err(Error::AlreadyExists(format!(
+                        return Err(Error::already_exists(format!(
                             "the active version of '{INTERMEDIATE_KEY}' already has a certificate; \
                              rotate the key first to make a new intermediate"
                         )));
                     }
                 }
             }
-            Err(Error::NotFound(_)) => {
+            Err(ref e) if e.is(ErrorKind::NotFound) => {
                 let spec = KeySpec::new(Algorithm::EcdsaP256Sha256)
                     .with_usages(Usages::SIGN | Usages::VERIFY);
                 self.ks.create(actor, INTERMEDIATE_KEY, spec)?;
@@ -158,22 +158,22 @@ impl<'a, B: Backend> Factory<'a, B> {
         let inter = CertInfo::parse(intermediate_der)?;
         let root = CertInfo::parse(root_der)?;
         if !root.is_ca || !inter.is_ca {
-            return Err(Error::InvalidInput(
-                "the root and the intermediate must both be CA certificates".into(),
+            return Err(Error::invalid_input(
+                "the root and the intermediate must both be CA certificates",
             ));
         }
         verify_signed_by(&root.der, &root)?;
         verify_signed_by(&inter.der, &root)?;
         let signer = KeystoreSigner::new(self.ks, INTERMEDIATE_KEY)?;
         if signer.spki_der() != inter.spki_der.as_slice() {
-            return Err(Error::Integrity(format!(
+            return Err(Error::integrity(format!(
                 "the intermediate certificate does not carry the active key of '{INTERMEDIATE_KEY}'"
             )));
         }
         if let Some(current) = db::current_ca(&self.db.lock(), "root")? {
             if current != root.der {
-                return Err(Error::Policy(
-                    "this store already trusts another root; a new root needs a new store".into(),
+                return Err(Error::policy(
+                    "this store already trusts another root; a new root needs a new store",
                 ));
             }
         }
@@ -220,8 +220,8 @@ impl<'a, B: Backend> Factory<'a, B> {
     /// The root certificate this factory's devices trust.
     pub fn root(&self) -> Result<CertInfo> {
         let row = db::current_ca(&self.db.lock(), "root")?.ok_or_else(|| {
-            Error::NotFound(
-                "no root certificate installed (run the `ca sign-intermediate` ceremony)".into(),
+            Error::not_found(
+                "no root certificate installed (run the `ca sign-intermediate` ceremony)",
             )
         })?;
         CertInfo::parse(&row)
@@ -230,8 +230,8 @@ impl<'a, B: Backend> Factory<'a, B> {
     /// The current intermediate certificate.
     pub fn intermediate(&self) -> Result<CertInfo> {
         let row = db::current_ca(&self.db.lock(), "intermediate")?.ok_or_else(|| {
-            Error::NotFound(
-                "no intermediate CA installed (run the `ca sign-intermediate` ceremony)".into(),
+            Error::not_found(
+                "no intermediate CA installed (run the `ca sign-intermediate` ceremony)",
             )
         })?;
         CertInfo::parse(&row)
@@ -260,9 +260,7 @@ impl<'a, B: Backend> Factory<'a, B> {
         now: OffsetDateTime,
     ) -> Result<Issued> {
         if grace < Duration::ZERO {
-            return Err(Error::InvalidInput(
-                "a grace period cannot be negative".into(),
-            ));
+            return Err(Error::invalid_input("a grace period cannot be negative"));
         }
         self.issue(actor, req, Some(grace), now)
     }
@@ -282,9 +280,9 @@ impl<'a, B: Backend> Factory<'a, B> {
         let info = device.info(key)?;
         let v = info
             .version(version)
-            .ok_or_else(|| Error::NotFound(format!("key '{key}' has no version {version}")))?;
+            .ok_or_else(|| Error::not_found(format!("key '{key}' has no version {version}")))?;
         if v.origin != Origin::Generated {
-            return Err(Error::Policy(format!(
+            return Err(Error::policy(format!(
                 "key '{key}' version {version} was {}, not generated inside the backend",
                 v.origin
             )));

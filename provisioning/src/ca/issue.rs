@@ -40,7 +40,7 @@ impl<'a, B: Backend> Factory<'a, B> {
         if csr.common_name.as_deref() != Some(req.device_id)
             || csr.subject_serial_number.as_deref() != Some(req.device_id)
         {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "the CSR's subject (CN {:?}, serialNumber {:?}) does not name device '{}'",
                 csr.common_name.as_deref().map(shorten),
                 csr.subject_serial_number.as_deref().map(shorten),
@@ -63,13 +63,13 @@ impl<'a, B: Backend> Factory<'a, B> {
         ))?;
         match (&existing, renewal_grace) {
             (Some((op, at)), None) => {
-                return Err(Error::AlreadyExists(format!(
+                return Err(Error::already_exists(format!(
                 "device '{}' was already provisioned at {at} by {op}; a unit is provisioned once",
                 req.device_id
             )))
             }
             (None, Some(_)) => {
-                return Err(Error::NotFound(format!(
+                return Err(Error::not_found(format!(
                     "device '{}' is not registered; provision it first",
                     req.device_id
                 )))
@@ -82,7 +82,7 @@ impl<'a, B: Backend> Factory<'a, B> {
             |r| r.get(0),
         ))?;
         if let Some(owner) = owner {
-            return Err(Error::AlreadyExists(format!(
+            return Err(Error::already_exists(format!(
                 "public key {fingerprint} is already registered to device '{owner}'; \
                  a key is never issued to two units"
             )));
@@ -218,13 +218,13 @@ fn self_check(
 ) -> Result<()> {
     let ee_der = CertificateDer::from(cert.der.as_slice());
     let ee = webpki::EndEntityCert::try_from(&ee_der)
-        .map_err(|e| Error::Integrity(format!("issued certificate does not parse: {e}")))?;
+        .map_err(|e| Error::integrity(format!("issued certificate does not parse: {e}")))?;
     let root_der = CertificateDer::from(root.der.as_slice());
     let anchor = webpki::anchor_from_trusted_cert(&root_der)
-        .map_err(|e| Error::Integrity(format!("root certificate unusable: {e}")))?;
+        .map_err(|e| Error::integrity(format!("root certificate unusable: {e}")))?;
     let inters = [CertificateDer::from(inter.der.as_slice())];
     let secs = u64::try_from(now.unix_timestamp())
-        .map_err(|_| Error::InvalidInput("the issuance time is before 1970".into()))?;
+        .map_err(|_| Error::invalid_input("the issuance time is before 1970"))?;
     ee.verify_for_usage(
         crate::verify::ALGS,
         &[anchor],
@@ -234,6 +234,6 @@ fn self_check(
         None,
         None,
     )
-    .map_err(|e| Error::Integrity(format!("the issued certificate does not validate: {e}")))?;
+    .map_err(|e| Error::integrity(format!("the issued certificate does not validate: {e}")))?;
     Ok(())
 }

@@ -17,7 +17,7 @@ pub use cert::verify_signed_by;
 pub use crl::normalise_serial;
 pub use factory::{DeviceRequest, Factory, Issued, IssuedCert};
 
-use keystore_api::{Actor, Backend, Error, Keystore, Result, Role};
+use keystore_api::{Actor, Backend, Error, ErrorKind, Keystore, Result, Role};
 pub use root::{RootCa, SignedIntermediate};
 
 use time::{Duration, OffsetDateTime};
@@ -53,7 +53,7 @@ pub const REFUSED_EVENT: &str = "pki-refused";
 
 /// Checks that `actor` may perform `what`, which needs one of `roles`. A
 /// refusal is audited in `ks`, the store whose key the operation would use,
-/// and is [`Error::Policy`] in the keystore's message shape.
+/// and is [`ErrorKind::Policy`](keystore_api::ErrorKind::Policy) in the keystore's message shape.
 ///
 /// The keystore's own duty check is private to it, so the refusal goes
 /// through [`Keystore::record_event`] as the [`REFUSED_EVENT`] event with
@@ -74,11 +74,12 @@ fn require<B: Backend>(ks: &Keystore<B>, actor: &Actor, roles: &[Role], what: &s
     ) {
         // Audited as an application event, or refused and audited by the
         // keystore itself.
-        Ok(()) | Err(Error::Policy(_)) => {}
+        Ok(()) => {}
+        Err(e) if e.is(ErrorKind::Policy) => {}
         // The refusal could not be audited: say so rather than refuse silently.
         Err(e) => return Err(e),
     }
-    Err(Error::Policy(format!(
+    Err(Error::policy(format!(
         "{what} needs {needs}; '{}' acts as {}",
         actor.id(),
         actor.role()
@@ -98,7 +99,7 @@ fn needs(roles: &[Role]) -> String {
 
 fn check_validity(v: Duration, what: &str) -> Result<()> {
     if v <= Duration::ZERO || v > MAX_VALIDITY {
-        return Err(Error::InvalidInput(format!(
+        return Err(Error::invalid_input(format!(
             "a {what} validity is more than 0 and at most {} days",
             MAX_VALIDITY.whole_days()
         )));

@@ -6,7 +6,7 @@ use crate::db::{opt, q, unique_or};
 use crate::record::ProvisioningRecord;
 use crate::util::{check_device_id, rfc3339};
 use crate::x509::CertInfo;
-use keystore_api::{Backend, Error, Result};
+use keystore_api::{Backend, Component, Error, Result};
 use rusqlite::params;
 use time::OffsetDateTime;
 
@@ -48,7 +48,7 @@ impl<'a, B: Backend> Factory<'a, B> {
             params![device_id],
             |r| r.get(0),
         ))?
-        .ok_or_else(|| Error::NotFound(format!("device '{device_id}' is not registered")))?;
+        .ok_or_else(|| Error::not_found(format!("device '{device_id}' is not registered")))?;
         ProvisioningRecord::from_yaml(&yaml)
     }
 
@@ -75,7 +75,7 @@ impl<'a, B: Backend> Factory<'a, B> {
             })
         }))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| Error::backend("pki-db", "PKI database query failed", e))
+            .map_err(|e| Error::backend(Component::PkiDb, "PKI database query failed", e))
     }
 
     /// Number of registered devices.

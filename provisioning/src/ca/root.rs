@@ -9,7 +9,9 @@ use crate::db::{self, append_event, commit, ensure_event_key, opt, q, EventField
 use crate::signer::KeystoreSigner;
 use crate::util::rfc3339;
 use crate::x509::{cn_subject, verify_csr, CertInfo};
-use keystore_api::{Actor, Algorithm, Backend, Error, KeySpec, Keystore, Result, Role, Usages};
+use keystore_api::{
+    Actor, Algorithm, Backend, Component, Error, KeySpec, Keystore, Result, Role, Usages,
+};
 use rusqlite::params;
 use time::{Duration, OffsetDateTime};
 
@@ -65,8 +67,8 @@ impl<'a, B: Backend> RootCa<'a, B> {
         check_validity(validity, "root")?;
         let subject = cn_subject(common_name, None)?;
         if db::current_ca(&self.db.lock(), "root")?.is_some() {
-            return Err(Error::AlreadyExists(
-                "this store already holds a root CA certificate".into(),
+            return Err(Error::already_exists(
+                "this store already holds a root CA certificate",
             ));
         }
         ensure_event_key(self.ks, actor)?;
@@ -104,9 +106,8 @@ impl<'a, B: Backend> RootCa<'a, B> {
 
     /// The root certificate.
     pub fn certificate(&self) -> Result<CertInfo> {
-        let row = db::current_ca(&self.db.lock(), "root")?.ok_or_else(|| {
-            Error::NotFound("this store holds no root CA (run `ca init-root`)".into())
-        })?;
+        let row = db::current_ca(&self.db.lock(), "root")?
+            .ok_or_else(|| Error::not_found("this store holds no root CA (run `ca init-root`)"))?;
         CertInfo::parse(&row)
     }
 
@@ -129,9 +130,10 @@ impl<'a, B: Backend> RootCa<'a, B> {
         )?;
         check_validity(validity, "intermediate")?;
         let csr = verify_csr(csr_der)?;
-        let cn = csr.common_name.clone().ok_or_else(|| {
-            Error::InvalidInput("the intermediate's CSR has no common name".into())
-        })?;
+        let cn = csr
+            .common_name
+            .clone()
+            .ok_or_else(|| Error::invalid_input("the intermediate's CSR has no common name"))?;
         let root = self.certificate()?;
         let signer = KeystoreSigner::new(self.ks, ROOT_KEY)?;
         let issuer = issuer_for(&signer, &root)?;
@@ -210,12 +212,12 @@ impl<'a, B: Backend> RootCa<'a, B> {
             ))?;
             let subject = match row {
                 None => {
-                    return Err(Error::NotFound(format!(
+                    return Err(Error::not_found(format!(
                         "no intermediate with serial {serial} was signed by this root"
                     )))
                 }
                 Some((_, Some(at))) => {
-                    return Err(Error::KeyState(format!(
+                    return Err(Error::key_state(format!(
                         "intermediate {serial} was already revoked at {at}"
                     )))
                 }
@@ -270,7 +272,7 @@ impl<'a, B: Backend> RootCa<'a, B> {
             ))?;
             let rows = q(stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))))?;
             rows.collect::<rusqlite::Result<Vec<(String, String, Option<String>)>>>()
-                .map_err(|e| Error::backend("pki-db", "PKI database query failed", e))?
+                .map_err(|e| Error::backend(Component::PkiDb, "PKI database query failed", e))?
         };
         issue_crl_with(
             self.ks,
@@ -312,7 +314,7 @@ impl<'a, B: Backend> RootCa<'a, B> {
             })
         }))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| Error::backend("pki-db", "PKI database query failed", e))
+            .map_err(|e| Error::backend(Component::PkiDb, "PKI database query failed", e))
     }
 
     /// Every event of the root's log, after verifying its chain and MACs.

@@ -14,18 +14,18 @@ impl<B: Backend> Keystore<B> {
     /// forged this way. Needs the security-officer or operator role.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::InvalidInput`] for an event name that is malformed or one of the keystore's
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for an event name that is malformed or one of the keystore's
     /// own, a detail that is not one line of at most
     /// [`limits::MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN) bytes, or a malformed key
     /// name;
-    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
-    /// [`Error::NotFound`] when `key` names an unknown or destroyed key or a version it does
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) when `key` names an unknown or destroyed key or a version it does
     /// not have;
-    /// [`Error::Integrity`] when the audit key reference is missing from a live store, and
-    /// [`Error::KeyState`] after decommission (nothing is changed);
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the audit key reference is missing from a live store, and
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) after decommission (nothing is changed);
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn record_event(
         &self,
         actor: &Actor,
@@ -59,12 +59,12 @@ impl<B: Backend> Keystore<B> {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !well_formed || RESERVED.contains(&event) {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "'{event}' is not an application event name (lower-case words with dashes, not one of the keystore's own)"
             )));
         }
         if detail.len() > crate::keystore::limits::MAX_REASON_LEN || detail.contains(['\n', '\r']) {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "event detail is one line of at most {} bytes",
                 crate::keystore::limits::MAX_REASON_LEN
             )));
@@ -79,7 +79,7 @@ impl<B: Backend> Keystore<B> {
                     .into_iter()
                     .find(|v| v.version == version)
                     .ok_or_else(|| {
-                        Error::NotFound(format!("key '{name}' has no version {version}"))
+                        Error::not_found(format!("key '{name}' has no version {version}"))
                     })?;
                 v.fingerprint
             }
@@ -101,14 +101,14 @@ impl<B: Backend> Keystore<B> {
     /// what was checked ([`AuditReport::checked`]: after decommission the
     /// chain only, no MAC) and lists keys holding both `mac` and `derive`. A
     /// live store whose audit key reference is missing or replaced is
-    /// [`Error::Integrity`].
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity).
     ///
     /// # Errors
-    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
-    /// [`Error::Integrity`] when the audit key reference is missing, points at one of the
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the audit key reference is missing, points at one of the
     /// store's keys or at an object the backend does not hold, or a store marked decommissioned
     /// still holds keys or backend objects;
-    /// [`Error::Backend`] when the metadata database or the backend fails. A damaged entry is
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails. A damaged entry is
     /// not an error: the report names it.
     pub fn verify_audit(&self, actor: &Actor) -> Result<AuditReport> {
         self.require(actor, Duty::Audit, "audit verification", None)?;
@@ -119,8 +119,8 @@ impl<B: Backend> Keystore<B> {
     /// Every audit entry, in order. Needs the security-officer or auditor role.
     ///
     /// # Errors
-    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn export_audit(&self, actor: &Actor) -> Result<Vec<AuditEntry>> {
         self.require(actor, Duty::Audit, "audit export", None)?;
         audit::entries(self.md().conn())

@@ -2,7 +2,7 @@
 
 use crate::algorithm::KeyClass;
 use crate::backend::{Backend, KeyHandle};
-use crate::error::{Error, Result};
+use crate::error::{Component, Error, Result};
 use crate::keystore::{check_name, KeyInfo, KeySpec, Keystore, Subject};
 use crate::metadata::{self as md, KeyState, NewKey, NewVersion, Origin};
 use crate::roles::{Actor, Duty};
@@ -13,23 +13,21 @@ impl<B: Backend> Keystore<B> {
     fn check_spec(spec: KeySpec) -> Result<()> {
         let permitted = spec.algorithm.permitted_usages();
         if spec.usages.is_empty() || !permitted.contains(spec.usages) {
-            return Err(Error::Policy(format!(
+            return Err(Error::policy(format!(
                 "{} keys permit usages {{{permitted}}}; requested {{{}}}",
                 spec.algorithm, spec.usages
             )));
         }
         spec.usages.check_combination()?;
         if spec.backup_eligible && spec.algorithm.class() != KeyClass::Symmetric {
-            return Err(Error::Policy(format!(
+            return Err(Error::policy(format!(
                 "{} keys sign and are never backed up (REQ-KEY-BAK-01); only symmetric keys may be backup-eligible",
                 spec.algorithm
             )));
         }
         if let Some(p) = spec.cryptoperiod {
             if p <= Duration::ZERO {
-                return Err(Error::InvalidInput(
-                    "a cryptoperiod must be positive".into(),
-                ));
+                return Err(Error::invalid_input("a cryptoperiod must be positive"));
             }
         }
         Ok(())
@@ -38,16 +36,18 @@ impl<B: Backend> Keystore<B> {
     fn check_name_free(&self, name: &str) -> Result<()> {
         let md = self.md();
         if md::decommissioned_at(md.conn())?.is_some() {
-            return Err(Error::KeyState(
-                "this store was decommissioned; no key can be created".into(),
+            return Err(Error::key_state(
+                "this store was decommissioned; no key can be created",
             ));
         }
         match md::key(md.conn(), name)? {
             None => Ok(()),
-            Some(k) if k.destroyed_at.is_some() => Err(Error::AlreadyExists(format!(
+            Some(k) if k.destroyed_at.is_some() => Err(Error::already_exists(format!(
                 "key '{name}' was destroyed and its tombstone keeps the name; choose another name"
             ))),
-            Some(_) => Err(Error::AlreadyExists(format!("key '{name}' already exists"))),
+            Some(_) => Err(Error::already_exists(format!(
+                "key '{name}' already exists"
+            ))),
         }
     }
 
@@ -55,18 +55,18 @@ impl<B: Backend> Keystore<B> {
     /// Needs the security-officer or operator role.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::InvalidInput`] for a malformed name or a non-positive cryptoperiod;
-    /// [`Error::Policy`] for usages the algorithm does not permit, `mac` with `derive`, or a
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name or a non-positive cryptoperiod;
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) for usages the algorithm does not permit, `mac` with `derive`, or a
     /// backup-eligible asymmetric key, and when `actor`'s role lacks the duty (the refusal is
     /// audited);
-    /// [`Error::AlreadyExists`] when the name is taken, by a live key or a tombstone;
-    /// [`Error::KeyState`] after decommission;
-    /// [`Error::Unsupported`] when the backend cannot generate the algorithm;
-    /// [`Error::Integrity`] when the audit key reference is missing from a live store (nothing
+    /// [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists) when the name is taken, by a live key or a tombstone;
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) after decommission;
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) when the backend cannot generate the algorithm;
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the audit key reference is missing from a live store (nothing
     /// is changed);
-    /// [`Error::Backend`] when the metadata database or the backend fails (the backend object
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails (the backend object
     /// is then removed, now or at the next open).
     pub fn create(&self, actor: &Actor, name: &str, spec: KeySpec) -> Result<KeyInfo> {
         let _w = self.writing("create")?;
@@ -87,8 +87,12 @@ impl<B: Backend> Keystore<B> {
                     _ => {
                         self.discard(&g.handle);
                         return Err(Error::backend_msg(
-                            self.backend.name(),
-                            "backend returned a public key that does not match the algorithm",
+                            Component::Keystore,
+                            format!(
+                                "the {} backend returned a public key that does not match the \
+                                 algorithm",
+                                self.backend.name()
+                            ),
                         ));
                     }
                 };
@@ -111,21 +115,21 @@ impl<B: Backend> Keystore<B> {
 
     /// Imports a 32-byte secret for a symmetric key (AES-256-GCM, HMAC-SHA256),
     /// recorded with origin `imported`. Private keys cannot be imported: they
-    /// are generated inside the backend ([`Error::Policy`]).
+    /// are generated inside the backend ([`ErrorKind::Policy`](crate::ErrorKind::Policy)).
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::InvalidInput`] for a malformed name, a non-positive cryptoperiod or a secret of
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name, a non-positive cryptoperiod or a secret of
     /// the wrong length;
-    /// [`Error::Policy`] for an asymmetric algorithm, usages the algorithm does not permit, or
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) for an asymmetric algorithm, usages the algorithm does not permit, or
     /// `mac` with `derive`, and when `actor`'s role lacks the duty (the refusal is audited);
-    /// [`Error::AlreadyExists`] when the name is taken;
-    /// [`Error::KeyState`] after decommission;
-    /// [`Error::Unsupported`] when the backend cannot hold the key;
-    /// [`Error::Integrity`] when the audit key reference is missing from a live store (nothing
+    /// [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists) when the name is taken;
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) after decommission;
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) when the backend cannot hold the key;
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the audit key reference is missing from a live store (nothing
     /// is changed);
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn import(
         &self,
         actor: &Actor,
@@ -137,13 +141,13 @@ impl<B: Backend> Keystore<B> {
         check_name(name)?;
         Self::check_spec(spec)?;
         let Some(len) = spec.algorithm.secret_len() else {
-            return Err(Error::Policy(format!(
+            return Err(Error::policy(format!(
                 "{} keys cannot be imported; generate them inside the backend",
                 spec.algorithm
             )));
         };
         if secret.len() != len {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "{} needs a {len}-byte secret, got {} bytes",
                 spec.algorithm,
                 secret.len()

@@ -1,7 +1,7 @@
 //! Role credentials: setting them and authenticating actors.
 
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::{Component, Error, Result};
 use crate::keystore::{Keystore, Subject};
 use crate::metadata as md;
 use crate::roles::{Actor, Duty, Role};
@@ -16,14 +16,14 @@ impl<B: Backend> Keystore<B> {
     /// (bootstrap), which anyone may set once.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::InvalidInput`] for a secret not 8 to 1024 bytes long;
-    /// [`Error::Policy`] when `actor` is `None` or lacks the security-officer role (audited
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a secret not 8 to 1024 bytes long;
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when `actor` is `None` or lacks the security-officer role (audited
     /// when an actor is given), outside the bootstrap;
-    /// [`Error::Integrity`] when the audit key reference is missing from a live store, and
-    /// [`Error::KeyState`] after decommission (nothing is changed);
-    /// [`Error::Backend`] when the metadata database or the backend fails or the OS random
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the audit key reference is missing from a live store, and
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) after decommission (nothing is changed);
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails or the OS random
     /// generator fails.
     pub fn set_role_credential(
         &self,
@@ -33,9 +33,7 @@ impl<B: Backend> Keystore<B> {
     ) -> Result<()> {
         let _w = self.writing("set role credential")?;
         if secret.len() < 8 || secret.len() > 1024 {
-            return Err(Error::InvalidInput(
-                "a role credential is 8 to 1024 bytes".into(),
-            ));
+            return Err(Error::invalid_input("a role credential is 8 to 1024 bytes"));
         }
         let bootstrap = role == Role::SecurityOfficer
             && md::role_credential(self.md().conn(), Role::SecurityOfficer.id())?.is_none();
@@ -47,14 +45,15 @@ impl<B: Backend> Keystore<B> {
             }
             None if bootstrap => {}
             None => {
-                return Err(Error::Policy(
-                    "setting a role credential needs the security-officer role".into(),
+                return Err(Error::policy(
+                    "setting a role credential needs the security-officer role",
                 ))
             }
         }
         let mut salt = [0u8; 16];
-        getrandom::getrandom(&mut salt)
-            .map_err(|_| Error::backend_msg("keystore", "the OS random generator failed"))?;
+        getrandom::getrandom(&mut salt).map_err(|_| {
+            Error::backend_msg(Component::Keystore, "the OS random generator failed")
+        })?;
         let verifier = credential_verifier(secret, &salt, CREDENTIAL_ITERATIONS);
         let now = self.now();
         let mut md = self.md();
@@ -82,22 +81,22 @@ impl<B: Backend> Keystore<B> {
     }
 
     /// Authenticates `id` acting as `role` with `secret` against the role's
-    /// credential. A wrong or missing credential is [`Error::Auth`].
+    /// credential. A wrong or missing credential is [`ErrorKind::Auth`](crate::ErrorKind::Auth).
     ///
     /// # Errors
-    /// [`Error::Auth`] when no credential is set for `role` or `secret` is wrong;
-    /// [`Error::InvalidInput`] for a malformed actor id;
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::Auth`](crate::ErrorKind::Auth) when no credential is set for `role` or `secret` is wrong;
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed actor id;
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn authenticate(&self, id: &str, role: Role, secret: &SecretBytes) -> Result<Actor> {
         let actor = Actor::new(id, role)?;
         let Some(stored) = md::role_credential(self.md().conn(), role.id())? else {
-            return Err(Error::Auth(format!("no credential is set for role {role}")));
+            return Err(Error::auth(format!("no credential is set for role {role}")));
         };
         let got = credential_verifier(secret, &stored.salt, stored.iterations);
         if crate::secret::ct_eq(&got, &stored.verifier) {
             Ok(actor)
         } else {
-            Err(Error::Auth(format!("wrong credential for role {role}")))
+            Err(Error::auth(format!("wrong credential for role {role}")))
         }
     }
 }

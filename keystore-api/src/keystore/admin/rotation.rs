@@ -28,22 +28,20 @@ impl<B: Backend> Keystore<B> {
     /// destroys it. Needs the security-officer role.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::InvalidInput`] for a malformed name or a negative grace;
-    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
-    /// [`Error::NotFound`] for an unknown or destroyed key;
-    /// [`Error::KeyState`] when a version cannot be deactivated, or after decommission;
-    /// [`Error::Integrity`] when the audit key reference is missing from a live store;
-    /// [`Error::Backend`] when the metadata database or the backend fails (the new backend
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name or a negative grace;
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key;
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when a version cannot be deactivated, or after decommission;
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the audit key reference is missing from a live store;
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails (the new backend
     /// object is then removed, now or at the next open).
     pub fn rotate(&self, actor: &Actor, name: &str, grace: Duration) -> Result<KeyInfo> {
         let _w = self.writing("rotate")?;
         check_name(name)?;
         if grace < Duration::ZERO {
-            return Err(Error::InvalidInput(
-                "a grace period cannot be negative".into(),
-            ));
+            return Err(Error::invalid_input("a grace period cannot be negative"));
         }
         self.require(actor, Duty::Administer, "rotate", Some(name))?;
         let (key, versions) = {
@@ -120,14 +118,14 @@ impl<B: Backend> Keystore<B> {
     /// Sets or clears the cryptoperiod of `name`. Needs the security-officer role.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::InvalidInput`] for a malformed name or a non-positive period;
-    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
-    /// [`Error::NotFound`] for an unknown or destroyed key;
-    /// [`Error::Integrity`] when the audit key reference is missing from a live store, and
-    /// [`Error::KeyState`] after decommission (nothing is changed);
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name or a non-positive period;
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key;
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the audit key reference is missing from a live store, and
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) after decommission (nothing is changed);
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn set_cryptoperiod(
         &self,
         actor: &Actor,
@@ -137,9 +135,7 @@ impl<B: Backend> Keystore<B> {
         let _w = self.writing("set cryptoperiod")?;
         check_name(name)?;
         if period.is_some_and(|p| p <= Duration::ZERO) {
-            return Err(Error::InvalidInput(
-                "a cryptoperiod must be positive".into(),
-            ));
+            return Err(Error::invalid_input("a cryptoperiod must be positive"));
         }
         self.require(actor, Duty::Administer, "set a cryptoperiod", Some(name))?;
         let mut md = self.md();
@@ -166,7 +162,7 @@ impl<B: Backend> Keystore<B> {
     /// Keys whose active version is at least one cryptoperiod old at `now`.
     ///
     /// # Errors
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn due(&self, now: OffsetDateTime) -> Result<Vec<RotationDue>> {
         let md = self.md();
         let mut out = Vec::new();
@@ -199,9 +195,9 @@ impl<B: Backend> Keystore<B> {
     /// versions. Returns the rotated names. Needs the security-officer role.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited); any error
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when `actor`'s role lacks the duty (the refusal is audited); any error
     /// of [`Keystore::rotate`], which stops the run: keys rotated before it stay rotated.
     pub fn rotate_due(
         &self,

@@ -2,7 +2,7 @@
 
 use crate::audit::{self, AuditEntry};
 use crate::backend::{Backend, KeyHandle};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::keystore::{check_name, live_key, Keystore, Subject};
 use crate::lifecycle::{check_transition, has_material};
 use crate::metadata::{self as md, KeyState, StateChange};
@@ -13,15 +13,15 @@ impl<B: Backend> Keystore<B> {
     /// security-officer or operator role.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`] when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
-    /// [`Error::InvalidInput`] for a malformed name;
-    /// [`Error::NotFound`] for an unknown or destroyed key, or a version it does not have;
-    /// [`Error::KeyState`] when the version's state cannot become suspended, or after
+    /// [`ErrorKind::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`ErrorKind::InvalidInput`] for a malformed name;
+    /// [`ErrorKind::NotFound`] for an unknown or destroyed key, or a version it does not have;
+    /// [`ErrorKind::KeyState`] when the version's state cannot become suspended, or after
     /// decommission;
-    /// [`Error::Integrity`] when the audit key reference is missing from a live store;
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::Integrity`] when the audit key reference is missing from a live store;
+    /// [`ErrorKind::Backend`] when the metadata database or the backend fails.
     pub fn suspend(&self, actor: &Actor, name: &str, version: u32) -> Result<()> {
         let _w = self.writing("suspend")?;
         self.require(actor, Duty::Maintain, "suspend", Some(name))?;
@@ -32,15 +32,15 @@ impl<B: Backend> Keystore<B> {
     /// other version is active. Needs the security-officer or operator role.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`] when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
-    /// [`Error::InvalidInput`] for a malformed name;
-    /// [`Error::NotFound`] for an unknown or destroyed key, or a version it does not have;
-    /// [`Error::KeyState`] when the version is not suspended, another version is active, or
+    /// [`ErrorKind::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`ErrorKind::InvalidInput`] for a malformed name;
+    /// [`ErrorKind::NotFound`] for an unknown or destroyed key, or a version it does not have;
+    /// [`ErrorKind::KeyState`] when the version is not suspended, another version is active, or
     /// after decommission;
-    /// [`Error::Integrity`] when the audit key reference is missing from a live store;
-    /// [`Error::Backend`] when the metadata database or the backend fails.
+    /// [`ErrorKind::Integrity`] when the audit key reference is missing from a live store;
+    /// [`ErrorKind::Backend`] when the metadata database or the backend fails.
     pub fn resume(&self, actor: &Actor, name: &str, version: u32) -> Result<()> {
         let _w = self.writing("resume")?;
         self.require(actor, Duty::Maintain, "resume", Some(name))?;
@@ -64,10 +64,10 @@ impl<B: Backend> Keystore<B> {
         let v = versions
             .iter()
             .find(|v| v.version == version)
-            .ok_or_else(|| Error::NotFound(format!("key '{name}' has no version {version}")))?;
+            .ok_or_else(|| Error::not_found(format!("key '{name}' has no version {version}")))?;
         check_transition(v.state, to)?;
         if to == KeyState::Active && versions.iter().any(|o| o.state == KeyState::Active) {
-            return Err(Error::KeyState(format!(
+            return Err(Error::key_state(format!(
                 "key '{name}' already has an active version; only one version is active at a time"
             )));
         }
@@ -93,20 +93,20 @@ impl<B: Backend> Keystore<B> {
     }
 
     /// Revokes version `version` of `name` as compromised, at once: every
-    /// later use is [`Error::KeyState`], and the material is destroyed.
+    /// later use is [`ErrorKind::KeyState`], and the material is destroyed.
     /// Needs the security-officer role.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`] when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::InvalidInput`] for a malformed name or a reason that is not one line of 1 to
+    /// [`ErrorKind::InvalidInput`] for a malformed name or a reason that is not one line of 1 to
     /// [`limits::MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN) bytes;
-    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
-    /// [`Error::NotFound`] for an unknown or destroyed key, or a version it does not have;
-    /// [`Error::KeyState`] when the version cannot become compromised (already compromised or
+    /// [`ErrorKind::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`ErrorKind::NotFound`] for an unknown or destroyed key, or a version it does not have;
+    /// [`ErrorKind::KeyState`] when the version cannot become compromised (already compromised or
     /// destroyed), or after decommission;
-    /// [`Error::Integrity`] when the audit key reference is missing from a live store;
-    /// [`Error::Backend`] when the metadata database or the backend fails; once the revocation
+    /// [`ErrorKind::Integrity`] when the audit key reference is missing from a live store;
+    /// [`ErrorKind::Backend`] when the metadata database or the backend fails; once the revocation
     /// is committed, a failure to destroy the material is completed at the next open.
     pub fn revoke(&self, actor: &Actor, name: &str, version: u32, reason: &str) -> Result<()> {
         let _w = self.writing("revoke")?;
@@ -115,7 +115,7 @@ impl<B: Backend> Keystore<B> {
             || reason.len() > crate::keystore::limits::MAX_REASON_LEN
             || reason.contains(['\n', '\r'])
         {
-            return Err(Error::InvalidInput(format!(
+            return Err(Error::invalid_input(format!(
                 "a revocation reason is one line of 1 to {} bytes",
                 crate::keystore::limits::MAX_REASON_LEN
             )));
@@ -129,7 +129,9 @@ impl<B: Backend> Keystore<B> {
             let v = md::versions(md.conn(), key.id)?
                 .into_iter()
                 .find(|v| v.version == version)
-                .ok_or_else(|| Error::NotFound(format!("key '{name}' has no version {version}")))?;
+                .ok_or_else(|| {
+                    Error::not_found(format!("key '{name}' has no version {version}"))
+                })?;
             check_transition(v.state, KeyState::Compromised)?;
             let tx = md.tx()?;
             md::set_state(
@@ -174,7 +176,8 @@ impl<B: Backend> Keystore<B> {
     ) -> Result<()> {
         if let Some(h) = handle {
             match self.backend.destroy(h) {
-                Ok(()) | Err(Error::NotFound(_)) => {}
+                Ok(()) => {}
+                Err(e) if e.is(ErrorKind::NotFound) => {}
                 Err(e) => return Err(e),
             }
         }
@@ -199,18 +202,18 @@ impl<B: Backend> Keystore<B> {
 
     /// Destroys every version of `name`: material first in the backend, then
     /// the metadata becomes a tombstone (public data kept, name reserved).
-    /// Afterwards every use of `name` is [`Error::NotFound`]. Needs the
+    /// Afterwards every use of `name` is [`ErrorKind::NotFound`]. Needs the
     /// security-officer role.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`] when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::InvalidInput`] for a malformed name;
-    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
-    /// [`Error::NotFound`] for an unknown or already destroyed key;
-    /// [`Error::Integrity`] when the audit key reference is missing from a live store, and
-    /// [`Error::KeyState`] after decommission (nothing is changed);
-    /// [`Error::Backend`] when the metadata database or the backend fails; once the tombstone
+    /// [`ErrorKind::InvalidInput`] for a malformed name;
+    /// [`ErrorKind::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`ErrorKind::NotFound`] for an unknown or already destroyed key;
+    /// [`ErrorKind::Integrity`] when the audit key reference is missing from a live store, and
+    /// [`ErrorKind::KeyState`] after decommission (nothing is changed);
+    /// [`ErrorKind::Backend`] when the metadata database or the backend fails; once the tombstone
     /// is committed, material left behind by a failure is destroyed at the next open.
     pub fn destroy(&self, actor: &Actor, name: &str) -> Result<()> {
         let _w = self.writing("destroy")?;
@@ -260,12 +263,12 @@ impl<B: Backend> Keystore<B> {
     /// Needs the security-officer or operator role.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`] when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
-    /// [`Error::Integrity`] when the audit key reference is missing from a live store, and
-    /// [`Error::KeyState`] after decommission (nothing is changed);
-    /// [`Error::Backend`] when the metadata database or the backend fails; versions already
+    /// [`ErrorKind::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`ErrorKind::Integrity`] when the audit key reference is missing from a live store, and
+    /// [`ErrorKind::KeyState`] after decommission (nothing is changed);
+    /// [`ErrorKind::Backend`] when the metadata database or the backend fails; versions already
     /// marked are completed at the next open.
     pub fn sweep(&self, actor: &Actor) -> Result<Vec<(String, u32)>> {
         let _w = self.writing("sweep")?;
@@ -309,7 +312,8 @@ impl<B: Backend> Keystore<B> {
         for (key_id, name, version, handle, intent) in todo {
             if let Some(h) = &handle {
                 match self.backend.destroy(h) {
-                    Ok(()) | Err(Error::NotFound(_)) => {}
+                    Ok(()) => {}
+                    Err(e) if e.is(ErrorKind::NotFound) => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -336,12 +340,12 @@ impl<B: Backend> Keystore<B> {
     /// the security-officer role.
     ///
     /// # Errors
-    /// [`Error::Busy`] when another process or thread holds the store's write lock past the
+    /// [`ErrorKind::Busy`] when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`Error::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
-    /// [`Error::KeyState`] when the store is already decommissioned;
-    /// [`Error::Integrity`] when the audit key reference is missing from a live store;
-    /// [`Error::Backend`] when the metadata database or the backend fails (a failed wipe leaves
+    /// [`ErrorKind::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
+    /// [`ErrorKind::KeyState`] when the store is already decommissioned;
+    /// [`ErrorKind::Integrity`] when the audit key reference is missing from a live store;
+    /// [`ErrorKind::Backend`] when the metadata database or the backend fails (a failed wipe leaves
     /// the store live, with the final event recorded).
     pub fn decommission(&self, actor: &Actor) -> Result<Vec<AuditEntry>> {
         let _w = self.writing("decommission")?;
@@ -349,9 +353,7 @@ impl<B: Backend> Keystore<B> {
         let exported = {
             let mut md = self.md();
             if md::decommissioned_at(md.conn())?.is_some() {
-                return Err(Error::KeyState(
-                    "this store is already decommissioned".into(),
-                ));
+                return Err(Error::key_state("this store is already decommissioned"));
             }
             let tx = md.tx()?;
             let keys = md::keys(&tx)?.len();
