@@ -19,7 +19,7 @@
 //!   [`PROTECTION_RECHECK_INTERVAL`] and after any failure), and signatures
 //!   are verified on the host as [`SignatureCheck`] says: a damaged or
 //!   swapped key is [`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity), never a bad signature.
-//! - [`Backend::list`] and [`Pkcs11Backend::reconcile`] report every key of
+//! - [`KeyManagement::list`](keystore_backend::KeyManagement::list) and [`Pkcs11Backend::reconcile`] report every key of
 //!   the namespace with any object left, for the keystore's recovery at open.
 //!
 //! Sessions, object attributes, mechanisms, the protection re-check,
@@ -82,8 +82,8 @@ pub use reconcile::ReconcileReport;
 use cryptoki::object::ObjectHandle;
 use handle::{KeyId, Prefix};
 use keystore_backend::{
-    AeadSealed, Algorithm, Backend, Capabilities, Error, GeneratedKey, KeyHandle, PublicKey,
-    Result, SecretBytes,
+    Aead, AeadSealed, Algorithm, BackendKey, Capabilities, Error, GeneratedKey, KeyHandle,
+    KeyManagement, KeyWrap, Mac, NewKey, PublicKey, Result, SecretBytes, Signing,
 };
 use pubkey::Verifier;
 use session::Pool;
@@ -327,7 +327,7 @@ impl Pkcs11Backend {
     }
 }
 
-impl Backend for Pkcs11Backend {
+impl KeyManagement for Pkcs11Backend {
     fn name(&self) -> &'static str {
         "pkcs11"
     }
@@ -336,12 +336,14 @@ impl Backend for Pkcs11Backend {
         self.caps.clone()
     }
 
-    fn generate(&self, algorithm: Algorithm, label: &str) -> Result<GeneratedKey> {
-        self.require(algorithm, keystore_backend::Operation::Generate)?;
-        self.generate_key(algorithm, label)
+    /// The key's objects carry `new.name` as their `CKA_LABEL`.
+    fn generate(&self, new: &NewKey<'_>) -> Result<GeneratedKey> {
+        self.require(new.algorithm, keystore_backend::Operation::Generate)?;
+        self.generate_key(new.algorithm, new.name)
     }
 
-    fn import(&self, algorithm: Algorithm, secret: &SecretBytes, label: &str) -> Result<KeyHandle> {
+    fn import(&self, new: &NewKey<'_>, secret: &SecretBytes) -> Result<KeyHandle> {
+        let algorithm = new.algorithm;
         match algorithm.secret_len() {
             None => Err(Error::policy(format!(
                 "{algorithm} keys cannot be imported; generate them inside the token"
@@ -352,38 +354,9 @@ impl Backend for Pkcs11Backend {
             ))),
             Some(_) => {
                 self.require(algorithm, keystore_backend::Operation::Import)?;
-                self.import_key(algorithm, secret, label)
+                self.import_key(algorithm, secret, new.name)
             }
         }
-    }
-
-    fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey> {
-        self.public_key_of(handle, algorithm)
-    }
-
-    fn sign(&self, handle: &KeyHandle, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
-        self.sign_message(handle, algorithm, message)
-    }
-
-    fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
-        self.hmac(handle, data)
-    }
-
-    /// AES-256-GCM under a fresh random 96-bit nonce. An empty `aad` is
-    /// [`ErrorKind::InvalidInput`](keystore_backend::ErrorKind::InvalidInput): SoftHSM 2.6.1 crashes on it, and the
-    /// keystore never passes one (its AAD starts with the envelope header).
-    fn encrypt(&self, handle: &KeyHandle, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
-        self.aead_encrypt(handle, aad, plaintext)
-    }
-
-    fn decrypt(
-        &self,
-        handle: &KeyHandle,
-        aad: &[u8],
-        nonce: &[u8; 12],
-        ciphertext: &[u8],
-    ) -> Result<SecretBytes> {
-        self.aead_decrypt(handle, aad, nonce, ciphertext)
     }
 
     fn destroy(&self, handle: &KeyHandle) -> Result<()> {
@@ -401,3 +374,42 @@ impl Backend for Pkcs11Backend {
         self.wipe_namespace()
     }
 }
+
+impl Signing for Pkcs11Backend {
+    fn public_key(&self, key: &BackendKey) -> Result<PublicKey> {
+        self.public_key_of(key.handle(), key.algorithm())
+    }
+
+    fn sign(&self, key: &BackendKey, message: &[u8]) -> Result<Vec<u8>> {
+        self.sign_message(key.handle(), key.algorithm(), message)
+    }
+}
+
+impl Mac for Pkcs11Backend {
+    fn hmac_sha256(&self, key: &BackendKey, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        self.hmac(key.handle(), data)
+    }
+}
+
+impl Aead for Pkcs11Backend {
+    /// AES-256-GCM under a fresh random 96-bit nonce. An empty `aad` is
+    /// [`ErrorKind::InvalidInput`](keystore_backend::ErrorKind::InvalidInput): SoftHSM 2.6.1 crashes on it, and the
+    /// keystore never passes one (its AAD starts with the envelope header).
+    fn encrypt(&self, key: &BackendKey, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
+        self.aead_encrypt(key.handle(), aad, plaintext)
+    }
+
+    fn decrypt(
+        &self,
+        key: &BackendKey,
+        aad: &[u8],
+        nonce: &[u8; 12],
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
+        self.aead_decrypt(key.handle(), aad, nonce, ciphertext)
+    }
+}
+
+/// Key export is not offered on tokens: wrap and unwrap are
+/// [`ErrorKind::Unsupported`](keystore_backend::ErrorKind::Unsupported).
+impl KeyWrap for Pkcs11Backend {}

@@ -11,7 +11,7 @@
 //! - a **damaged** key: some but not all of its objects remain (its key
 //!   object vanished, or a destroy stopped half-way).
 //!
-//! The keystore reconciles at open through [`keystore_backend::Backend::list`]
+//! The keystore reconciles at open through [`KeyManagement::list`](keystore_backend::KeyManagement::list)
 //! and `destroy`: this backend lists every key with any object left, so an
 //! orphan is listed (and destroyed there), a missing key is not (and is
 //! marked there), and a damaged key is listed (using it is `Integrity`).

@@ -4,8 +4,14 @@
 use backend_pkcs11::testing::{self, softhsm_or_skip, TestToken, CKO_PRIVATE_KEY, CKO_SECRET_KEY};
 use backend_pkcs11::{admin, PinSource, Pkcs11Backend, Pkcs11Config, TokenSelector};
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass};
-use keystore_api::{Algorithm, Backend, KeyHandle, SecretBytes};
+use keystore_api::{Algorithm, KeyHandle, SecretBytes};
+use keystore_backend::Aead;
+use keystore_backend::BackendKey;
 use keystore_backend::ErrorKind;
+use keystore_backend::KeyManagement;
+use keystore_backend::Mac;
+use keystore_backend::NewKey;
+use keystore_backend::Signing;
 use std::time::Duration;
 
 /// A fresh token, or `None` when SoftHSM2 is missing and
@@ -111,15 +117,18 @@ fn a_second_backend_on_a_logged_in_token_still_needs_the_right_pin() {
     );
     let b = t.open().expect("second backend, right PIN");
     let h = a
-        .generate(Algorithm::HmacSha256, "shared")
+        .generate(&NewKey::new(Algorithm::HmacSha256, "shared"))
         .expect("generate")
         .handle;
     assert_eq!(
-        *a.hmac_sha256(&h, b"x").expect("mac"),
-        *b.hmac_sha256(&h, b"x").expect("mac")
+        *a.hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"x")
+            .expect("mac"),
+        *b.hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"x")
+            .expect("mac")
     );
     drop(a);
-    b.hmac_sha256(&h, b"x").expect("still logged in through b");
+    b.hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"x")
+        .expect("still logged in through b");
     drop(b);
     // Everything closed: a wrong PIN is checked by the token again.
     assert_eq!(
@@ -134,15 +143,21 @@ fn operations_reuse_pooled_sessions() {
     let Some(t) = token("pool") else { return };
     let b = t.open().expect("open");
     let h = b
-        .generate(Algorithm::EcdsaP256Sha256, "p")
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "p"))
         .expect("generate")
         .handle;
-    b.sign(&h, Algorithm::EcdsaP256Sha256, b"warm")
-        .expect("sign");
+    b.sign(
+        &BackendKey::new(h.clone(), Algorithm::EcdsaP256Sha256),
+        b"warm",
+    )
+    .expect("sign");
     let warm = b.sessions_opened();
     for i in 0..200u32 {
-        b.sign(&h, Algorithm::EcdsaP256Sha256, &i.to_be_bytes())
-            .expect("sign");
+        b.sign(
+            &BackendKey::new(h.clone(), Algorithm::EcdsaP256Sha256),
+            &i.to_be_bytes(),
+        )
+        .expect("sign");
     }
     assert_eq!(b.sessions_opened(), warm, "no session opened per operation");
     b.close().expect("close");
@@ -153,27 +168,56 @@ fn aes_gcm_refuses_empty_aad_at_the_backend() {
     let Some(t) = token("aad") else { return };
     let b = t.open().expect("open");
     let h = b
-        .generate(Algorithm::Aes256Gcm, "aes")
+        .generate(&NewKey::new(Algorithm::Aes256Gcm, "aes"))
         .expect("generate")
         .handle;
-    assert_eq!(kind(b.encrypt(&h, b"", b"pt")), ErrorKind::InvalidInput);
     assert_eq!(
-        kind(b.decrypt(&h, b"", &[0; 12], &[0; 16])),
+        kind(b.encrypt(
+            &BackendKey::new(h.clone(), Algorithm::Aes256Gcm),
+            b"",
+            b"pt"
+        )),
         ErrorKind::InvalidInput
     );
-    let sealed = b.encrypt(&h, b"a", b"").expect("empty plaintext");
+    assert_eq!(
+        kind(b.decrypt(
+            &BackendKey::new(h.clone(), Algorithm::Aes256Gcm),
+            b"",
+            &[0; 12],
+            &[0; 16]
+        )),
+        ErrorKind::InvalidInput
+    );
+    let sealed = b
+        .encrypt(&BackendKey::new(h.clone(), Algorithm::Aes256Gcm), b"a", b"")
+        .expect("empty plaintext");
     assert_eq!(sealed.ciphertext.len(), 16);
     assert!(b
-        .decrypt(&h, b"a", &sealed.nonce, &sealed.ciphertext)
+        .decrypt(
+            &BackendKey::new(h.clone(), Algorithm::Aes256Gcm),
+            b"a",
+            &sealed.nonce,
+            &sealed.ciphertext
+        )
         .expect("decrypt")
         .is_empty());
     // SoftHSM reports a wrong tag as CKR_GENERAL_ERROR: still Integrity.
     assert_eq!(
-        kind(b.decrypt(&h, b"b", &sealed.nonce, &sealed.ciphertext)),
+        kind(b.decrypt(
+            &BackendKey::new(h.clone(), Algorithm::Aes256Gcm),
+            b"b",
+            &sealed.nonce,
+            &sealed.ciphertext
+        )),
         ErrorKind::Integrity
     );
     assert_eq!(
-        kind(b.decrypt(&h, b"a", &sealed.nonce, &[0; 15])),
+        kind(b.decrypt(
+            &BackendKey::new(h.clone(), Algorithm::Aes256Gcm),
+            b"a",
+            &sealed.nonce,
+            &[0; 15]
+        )),
         ErrorKind::Integrity
     );
 }
@@ -182,42 +226,52 @@ fn aes_gcm_refuses_empty_aad_at_the_backend() {
 fn keys_are_bound_to_one_algorithm() {
     let Some(t) = token("bind") else { return };
     let b = t.open().expect("open");
-    let aes = b.generate(Algorithm::Aes256Gcm, "aes").expect("aes").handle;
+    let aes = b
+        .generate(&NewKey::new(Algorithm::Aes256Gcm, "aes"))
+        .expect("aes")
+        .handle;
     let pss = b
-        .generate(Algorithm::Rsa2048PssSha256, "pss")
+        .generate(&NewKey::new(Algorithm::Rsa2048PssSha256, "pss"))
         .expect("rsa")
         .handle;
     // An AES handle is not an HMAC key, and vice versa.
-    assert_eq!(kind(b.hmac_sha256(&aes, b"x")), ErrorKind::Integrity);
+    assert_eq!(
+        kind(b.hmac_sha256(&BackendKey::new(aes.clone(), Algorithm::HmacSha256), b"x")),
+        ErrorKind::Integrity
+    );
     // A PSS key does not sign PKCS#1 v1.5 (CKA_ALLOWED_MECHANISMS).
     let e = b
-        .sign(&pss, Algorithm::Rsa2048Pkcs1Sha256, b"x")
+        .sign(
+            &BackendKey::new(pss.clone(), Algorithm::Rsa2048Pkcs1Sha256),
+            b"x",
+        )
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
     assert!(e.to_string().contains("CKA_ALLOWED_MECHANISMS"), "{e}");
-    b.sign(&pss, Algorithm::Rsa2048PssSha256, b"x")
-        .expect("PSS signs");
+    b.sign(
+        &BackendKey::new(pss.clone(), Algorithm::Rsa2048PssSha256),
+        b"x",
+    )
+    .expect("PSS signs");
     assert_eq!(
-        kind(b.sign(&aes, Algorithm::Aes256Gcm, b"x")),
+        kind(b.sign(&BackendKey::new(aes.clone(), Algorithm::Aes256Gcm), b"x")),
         ErrorKind::Policy
     );
     assert_eq!(
-        kind(b.public_key(&aes, Algorithm::Aes256Gcm)),
+        kind(b.public_key(&BackendKey::new(aes.clone(), Algorithm::Aes256Gcm))),
         ErrorKind::Policy
     );
     assert_eq!(
         kind(b.import(
-            Algorithm::EcdsaP256Sha256,
-            &SecretBytes::from_slice(&[1; 32]),
-            "x"
+            &NewKey::new(Algorithm::EcdsaP256Sha256, "x"),
+            &SecretBytes::from_slice(&[1; 32])
         )),
         ErrorKind::Policy
     );
     assert_eq!(
         kind(b.import(
-            Algorithm::HmacSha256,
-            &SecretBytes::from_slice(&[1; 31]),
-            "x"
+            &NewKey::new(Algorithm::HmacSha256, "x"),
+            &SecretBytes::from_slice(&[1; 31])
         )),
         ErrorKind::InvalidInput
     );
@@ -229,16 +283,19 @@ fn namespaces_separate_stores_on_one_token() {
     let a = Pkcs11Backend::open(&t.config().with_namespace("store-a")).expect("a");
     let b = Pkcs11Backend::open(&t.config().with_namespace("store-b")).expect("b");
     let ha = a
-        .generate(Algorithm::HmacSha256, "k")
+        .generate(&NewKey::new(Algorithm::HmacSha256, "k"))
         .expect("generate")
         .handle;
     let hb = b
-        .generate(Algorithm::EcdsaP256Sha256, "k")
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "k"))
         .expect("generate")
         .handle;
     assert_eq!(a.list().expect("list"), vec![ha.clone()]);
     assert_eq!(b.list().expect("list"), vec![hb.clone()]);
-    assert_eq!(kind(a.hmac_sha256(&hb, b"x")), ErrorKind::NotFound);
+    assert_eq!(
+        kind(a.hmac_sha256(&BackendKey::new(hb.clone(), Algorithm::HmacSha256), b"x")),
+        ErrorKind::NotFound
+    );
     assert_eq!(kind(b.destroy(&ha)), ErrorKind::NotFound);
     a.wipe().expect("wipe a");
     assert!(a.list().expect("list").is_empty());
@@ -247,8 +304,11 @@ fn namespaces_separate_stores_on_one_token() {
         vec![hb.clone()],
         "b's keys survive a's wipe"
     );
-    b.sign(&hb, Algorithm::EcdsaP256Sha256, b"m")
-        .expect("b still signs");
+    b.sign(
+        &BackendKey::new(hb.clone(), Algorithm::EcdsaP256Sha256),
+        b"m",
+    )
+    .expect("b still signs");
 }
 
 #[test]
@@ -256,11 +316,11 @@ fn a_vanished_key_object_is_integrity_not_notfound() {
     let Some(t) = token("vanish") else { return };
     let b = t.open().expect("open");
     let mac = b
-        .generate(Algorithm::HmacSha256, "mac")
+        .generate(&NewKey::new(Algorithm::HmacSha256, "mac"))
         .expect("mac")
         .handle;
     let ec = b
-        .generate(Algorithm::EcdsaP256Sha256, "ec")
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "ec"))
         .expect("ec")
         .handle;
     let s = t.raw_session().expect("raw");
@@ -278,9 +338,15 @@ fn a_vanished_key_object_is_integrity_not_notfound() {
         s.destroy_object(objs[0])
             .expect("destroy behind the backend's back");
     }
-    assert_eq!(kind(b.hmac_sha256(&mac, b"x")), ErrorKind::Integrity);
     assert_eq!(
-        kind(b.sign(&ec, Algorithm::EcdsaP256Sha256, b"x")),
+        kind(b.hmac_sha256(&BackendKey::new(mac.clone(), Algorithm::HmacSha256), b"x")),
+        ErrorKind::Integrity
+    );
+    assert_eq!(
+        kind(b.sign(
+            &BackendKey::new(ec.clone(), Algorithm::EcdsaP256Sha256),
+            b"x"
+        )),
         ErrorKind::Integrity
     );
     // Still listed (held, damaged), so the keystore does not mistake it for
@@ -297,11 +363,11 @@ fn contains_answers_per_handle_from_a_fresh_search() {
     let Some(t) = token("contains") else { return };
     let b = t.open().expect("open");
     let ec = b
-        .generate(Algorithm::EcdsaP256Sha256, "ec")
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "ec"))
         .expect("ec")
         .handle;
     let mac = b
-        .generate(Algorithm::HmacSha256, "mac")
+        .generate(&NewKey::new(Algorithm::HmacSha256, "mac"))
         .expect("mac")
         .handle;
     assert!(b.contains(&ec).expect("contains ec"));
@@ -326,7 +392,7 @@ fn contains_answers_per_handle_from_a_fresh_search() {
     assert!(!b.contains(&KeyHandle::new(vec![1, 2, 3])).expect("foreign"));
     let other = Pkcs11Backend::open(&t.config().with_namespace("other")).expect("other ns");
     let theirs = other
-        .generate(Algorithm::HmacSha256, "theirs")
+        .generate(&NewKey::new(Algorithm::HmacSha256, "theirs"))
         .expect("theirs")
         .handle;
     assert!(!b.contains(&theirs).expect("other namespace"));
@@ -338,7 +404,7 @@ fn a_missing_public_key_object_stops_signing() {
     let Some(t) = token("pub") else { return };
     let h = {
         let b = t.open().expect("open");
-        b.generate(Algorithm::EcdsaP256Sha256, "ec")
+        b.generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "ec"))
             .expect("ec")
             .handle
     };
@@ -355,11 +421,14 @@ fn a_missing_public_key_object_stops_signing() {
     drop(s);
     let b = t.open().expect("reopen");
     assert_eq!(
-        kind(b.sign(&h, Algorithm::EcdsaP256Sha256, b"x")),
+        kind(b.sign(
+            &BackendKey::new(h.clone(), Algorithm::EcdsaP256Sha256),
+            b"x"
+        )),
         ErrorKind::Integrity
     );
     assert_eq!(
-        kind(b.public_key(&h, Algorithm::EcdsaP256Sha256)),
+        kind(b.public_key(&BackendKey::new(h.clone(), Algorithm::EcdsaP256Sha256))),
         ErrorKind::Integrity
     );
 }
@@ -397,27 +466,34 @@ fn damaged_key_objects_are_detected() {
     // PROTECTION_RECHECK_INTERVAL, or at the next open: see the end).
     b.set_protection_recheck_interval(Duration::ZERO);
     let ec = b
-        .generate(Algorithm::EcdsaP256Sha256, "ec")
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "ec"))
         .expect("ec")
         .handle;
     let mac = b
-        .generate(Algorithm::HmacSha256, "mac")
+        .generate(&NewKey::new(Algorithm::HmacSha256, "mac"))
         .expect("mac")
         .handle;
     let mac2 = b
-        .generate(Algorithm::HmacSha256, "mac2")
+        .generate(&NewKey::new(Algorithm::HmacSha256, "mac2"))
         .expect("mac2")
         .handle;
     let bystander = b
         .import(
-            Algorithm::HmacSha256,
+            &NewKey::new(Algorithm::HmacSha256, "by"),
             &SecretBytes::from_slice(&[7; 32]),
-            "by",
         )
         .expect("import");
-    let by_tag = b.hmac_sha256(&bystander, b"x").expect("mac");
-    b.sign(&ec, Algorithm::EcdsaP256Sha256, b"before")
-        .expect("sign");
+    let by_tag = b
+        .hmac_sha256(
+            &BackendKey::new(bystander.clone(), Algorithm::HmacSha256),
+            b"x",
+        )
+        .expect("mac");
+    b.sign(
+        &BackendKey::new(ec.clone(), Algorithm::EcdsaP256Sha256),
+        b"before",
+    )
+    .expect("sign");
 
     // A bit flipped in the stored private value: the token signs with
     // another scalar, and the host-side check of the first signature after
@@ -433,14 +509,20 @@ fn damaged_key_objects_are_detected() {
         },
     );
     assert_eq!(
-        kind(b.sign(&ec, Algorithm::EcdsaP256Sha256, b"after")),
+        kind(b.sign(
+            &BackendKey::new(ec.clone(), Algorithm::EcdsaP256Sha256),
+            b"after"
+        )),
         ErrorKind::Integrity
     );
     // A backend opened now, with the default settings, notices it on its
     // first signature.
     let fresh = t.open().expect("open again");
     assert_eq!(
-        kind(fresh.sign(&ec, Algorithm::EcdsaP256Sha256, b"after")),
+        kind(fresh.sign(
+            &BackendKey::new(ec.clone(), Algorithm::EcdsaP256Sha256),
+            b"after"
+        )),
         ErrorKind::Integrity
     );
     drop(fresh);
@@ -462,7 +544,9 @@ fn damaged_key_objects_are_detected() {
             bytes.truncate(cut);
         },
     );
-    let e = b.hmac_sha256(&mac, b"x").unwrap_err();
+    let e = b
+        .hmac_sha256(&BackendKey::new(mac.clone(), Algorithm::HmacSha256), b"x")
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
     assert!(e.to_string().contains("CKA_ALLOWED_MECHANISMS"), "{e}");
 
@@ -477,10 +561,17 @@ fn damaged_key_objects_are_detected() {
             bytes.truncate(v.offset + 5);
         },
     );
-    assert_eq!(kind(b.hmac_sha256(&mac2, b"x")), ErrorKind::Integrity);
+    assert_eq!(
+        kind(b.hmac_sha256(&BackendKey::new(mac2.clone(), Algorithm::HmacSha256), b"x")),
+        ErrorKind::Integrity
+    );
 
     assert_eq!(
-        *b.hmac_sha256(&bystander, b"x").expect("bystander"),
+        *b.hmac_sha256(
+            &BackendKey::new(bystander.clone(), Algorithm::HmacSha256),
+            b"x"
+        )
+        .expect("bystander"),
         *by_tag
     );
     let report = b
@@ -501,19 +592,19 @@ fn reconcile_reports_missing_damaged_orphans_and_foreign() {
     let Some(t) = token("recon") else { return };
     let b = t.open().expect("open");
     let kept = b
-        .generate(Algorithm::EcdsaP256Sha256, "kept")
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "kept"))
         .expect("gen")
         .handle;
     let orphan = b
-        .generate(Algorithm::HmacSha256, "orphan")
+        .generate(&NewKey::new(Algorithm::HmacSha256, "orphan"))
         .expect("gen")
         .handle;
     let gone = b
-        .generate(Algorithm::Aes256Gcm, "gone")
+        .generate(&NewKey::new(Algorithm::Aes256Gcm, "gone"))
         .expect("gen")
         .handle;
     let half = b
-        .generate(Algorithm::HmacSha256, "half")
+        .generate(&NewKey::new(Algorithm::HmacSha256, "half"))
         .expect("gen")
         .handle;
     b.destroy(&gone).expect("destroy");
@@ -539,8 +630,11 @@ fn reconcile_reports_missing_damaged_orphans_and_foreign() {
     let report = b.reconcile(&known, true).expect("reconcile");
     assert_eq!(report.removed, vec![orphan.clone()]);
     assert_eq!(objects_with_id(&t, &orphan), 0);
-    b.sign(&kept, Algorithm::EcdsaP256Sha256, b"m")
-        .expect("kept key intact");
+    b.sign(
+        &BackendKey::new(kept.clone(), Algorithm::EcdsaP256Sha256),
+        b"m",
+    )
+    .expect("kept key intact");
     assert!(!b
         .reconcile(&[kept.clone(), half.clone()], true)
         .expect("again")
@@ -554,7 +648,7 @@ fn destroy_and_wipe_leave_no_object_and_no_file() {
     let mut handles = Vec::new();
     for alg in Algorithm::ALL {
         handles.push(
-            b.generate(alg, &format!("w-{}", alg.id()))
+            b.generate(&NewKey::new(alg, &format!("w-{}", alg.id())))
                 .expect("generate")
                 .handle,
         );
@@ -596,7 +690,7 @@ fn admin_initialises_and_decommissions_tokens() {
     assert_eq!(e.kind(), ErrorKind::AlreadyExists);
     let h = {
         let b = t.open().expect("open");
-        b.generate(Algorithm::HmacSha256, "k")
+        b.generate(&NewKey::new(Algorithm::HmacSha256, "k"))
             .expect("generate")
             .handle
     };
@@ -645,20 +739,28 @@ fn first_use_verifies_the_first_signature_and_catches_a_mismatched_pair() {
     let Some(t) = token("first") else { return };
     let mut b = t.open().expect("open");
     b.set_protection_recheck_interval(NO_RECHECK);
-    let a = b.generate(Algorithm::EcdsaP256Sha256, "a").expect("a");
+    let a = b
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "a"))
+        .expect("a");
     let other = b
-        .generate(Algorithm::EcdsaP256Sha256, "other")
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "other"))
         .expect("other");
     let a_pk = a.public_key.clone().expect("public key");
     for i in 0..5u8 {
         let sig = b
-            .sign(&a.handle, Algorithm::EcdsaP256Sha256, &[i])
+            .sign(
+                &BackendKey::new(a.handle.clone(), Algorithm::EcdsaP256Sha256),
+                &[i],
+            )
             .expect("sign");
         a_pk.verify(&[i], &sig).expect("a valid signature");
     }
     assert_eq!(b.signatures_verified(), 1, "only the first one is verified");
-    b.sign(&other.handle, Algorithm::EcdsaP256Sha256, b"m")
-        .expect("sign");
+    b.sign(
+        &BackendKey::new(other.handle.clone(), Algorithm::EcdsaP256Sha256),
+        b"m",
+    )
+    .expect("sign");
     assert_eq!(b.signatures_verified(), 2, "the first one of each key");
 
     // Pair a's private key with other's public key: a's public key object
@@ -700,13 +802,19 @@ fn first_use_verifies_the_first_signature_and_catches_a_mismatched_pair() {
     let fresh = t.open().expect("open again");
     for _ in 0..2 {
         let e = fresh
-            .sign(&a.handle, Algorithm::EcdsaP256Sha256, b"m")
+            .sign(
+                &BackendKey::new(a.handle.clone(), Algorithm::EcdsaP256Sha256),
+                b"m",
+            )
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
         assert!(e.to_string().contains("mismatched"), "{e}");
     }
     fresh
-        .sign(&other.handle, Algorithm::EcdsaP256Sha256, b"m")
+        .sign(
+            &BackendKey::new(other.handle.clone(), Algorithm::EcdsaP256Sha256),
+            b"m",
+        )
         .expect("the other key is intact");
 }
 
@@ -723,28 +831,41 @@ fn always_verifies_every_signature() {
     .expect("open");
     b.set_protection_recheck_interval(NO_RECHECK);
     let ec = b
-        .generate(Algorithm::EcdsaP256Sha256, "ec")
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "ec"))
         .expect("ec")
         .handle;
     let rsa = b
-        .generate(Algorithm::Rsa2048PssSha256, "rsa")
+        .generate(&NewKey::new(Algorithm::Rsa2048PssSha256, "rsa"))
         .expect("rsa")
         .handle;
     for i in 0..3u8 {
-        b.sign(&ec, Algorithm::EcdsaP256Sha256, &[i]).expect("ec");
-        b.sign(&rsa, Algorithm::Rsa2048PssSha256, &[i])
-            .expect("rsa");
+        b.sign(
+            &BackendKey::new(ec.clone(), Algorithm::EcdsaP256Sha256),
+            &[i],
+        )
+        .expect("ec");
+        b.sign(
+            &BackendKey::new(rsa.clone(), Algorithm::Rsa2048PssSha256),
+            &[i],
+        )
+        .expect("rsa");
     }
     assert_eq!(b.signatures_verified(), 6);
     // Damage made after the key's first use is caught on the next
     // signature, with no re-check of the key object in between.
     flip_private_value(&t, &ec);
     assert_eq!(
-        kind(b.sign(&ec, Algorithm::EcdsaP256Sha256, b"after")),
+        kind(b.sign(
+            &BackendKey::new(ec.clone(), Algorithm::EcdsaP256Sha256),
+            b"after"
+        )),
         ErrorKind::Integrity
     );
-    b.sign(&rsa, Algorithm::Rsa2048PssSha256, b"after")
-        .expect("rsa intact");
+    b.sign(
+        &BackendKey::new(rsa.clone(), Algorithm::Rsa2048PssSha256),
+        b"after",
+    )
+    .expect("rsa intact");
 }
 
 #[test]
@@ -754,18 +875,31 @@ fn a_key_destroyed_elsewhere_is_not_found_not_a_wrong_key() {
     // Cached handles are trusted throughout, so each use below runs into
     // the destroyed object rather than a fresh lookup.
     b.set_protection_recheck_interval(NO_RECHECK);
-    let gen = |alg, label| b.generate(alg, label).expect("generate");
+    let gen = |alg, label| b.generate(&NewKey::new(alg, label)).expect("generate");
     let by_backend = gen(Algorithm::EcdsaP256Sha256, "by-backend").handle;
     let by_raw = gen(Algorithm::EcdsaP256Sha256, "by-raw").handle;
     let mac = gen(Algorithm::HmacSha256, "mac").handle;
     let aes = gen(Algorithm::Aes256Gcm, "aes").handle;
     let kept = gen(Algorithm::EcdsaP256Sha256, "kept");
     for h in [&by_backend, &by_raw, &kept.handle] {
-        b.sign(h, Algorithm::EcdsaP256Sha256, b"warm")
-            .expect("sign");
+        b.sign(
+            &BackendKey::new(h.clone(), Algorithm::EcdsaP256Sha256),
+            b"warm",
+        )
+        .expect("sign");
     }
-    b.hmac_sha256(&mac, b"warm").expect("mac");
-    let sealed = b.encrypt(&aes, b"aad", b"pt").expect("encrypt");
+    b.hmac_sha256(
+        &BackendKey::new(mac.clone(), Algorithm::HmacSha256),
+        b"warm",
+    )
+    .expect("mac");
+    let sealed = b
+        .encrypt(
+            &BackendKey::new(aes.clone(), Algorithm::Aes256Gcm),
+            b"aad",
+            b"pt",
+        )
+        .expect("encrypt");
 
     // Another backend instance on the token (another process, as far as
     // `b` knows) destroys one key; raw sessions destroy every object of
@@ -795,31 +929,58 @@ fn a_key_destroyed_elsewhere_is_not_found_not_a_wrong_key() {
     }
     for _ in 0..2 {
         assert_eq!(
-            kind(b.sign(&by_backend, Algorithm::EcdsaP256Sha256, b"m")),
+            kind(b.sign(
+                &BackendKey::new(by_backend.clone(), Algorithm::EcdsaP256Sha256),
+                b"m"
+            )),
             ErrorKind::NotFound
         );
         assert_eq!(
-            kind(b.sign(&by_raw, Algorithm::EcdsaP256Sha256, b"m")),
+            kind(b.sign(
+                &BackendKey::new(by_raw.clone(), Algorithm::EcdsaP256Sha256),
+                b"m"
+            )),
             ErrorKind::NotFound
         );
-        assert_eq!(kind(b.hmac_sha256(&mac, b"m")), ErrorKind::NotFound);
-        assert_eq!(kind(b.encrypt(&aes, b"aad", b"pt")), ErrorKind::NotFound);
         assert_eq!(
-            kind(b.decrypt(&aes, b"aad", &sealed.nonce, &sealed.ciphertext)),
+            kind(b.hmac_sha256(&BackendKey::new(mac.clone(), Algorithm::HmacSha256), b"m")),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(b.encrypt(
+                &BackendKey::new(aes.clone(), Algorithm::Aes256Gcm),
+                b"aad",
+                b"pt"
+            )),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(b.decrypt(
+                &BackendKey::new(aes.clone(), Algorithm::Aes256Gcm),
+                b"aad",
+                &sealed.nonce,
+                &sealed.ciphertext
+            )),
             ErrorKind::NotFound
         );
     }
     // The survivor and a new key still sign with their own keys.
     let pk = kept.public_key.expect("public key");
     let sig = b
-        .sign(&kept.handle, Algorithm::EcdsaP256Sha256, b"m")
+        .sign(
+            &BackendKey::new(kept.handle.clone(), Algorithm::EcdsaP256Sha256),
+            b"m",
+        )
         .expect("kept");
     pk.verify(b"m", &sig).expect("kept's own key");
     let new = b
-        .generate(Algorithm::EcdsaP256Sha256, "new")
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "new"))
         .expect("generate");
     let sig = b
-        .sign(&new.handle, Algorithm::EcdsaP256Sha256, b"m")
+        .sign(
+            &BackendKey::new(new.handle.clone(), Algorithm::EcdsaP256Sha256),
+            b"m",
+        )
         .expect("new");
     new.public_key
         .expect("public key")

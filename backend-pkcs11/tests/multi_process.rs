@@ -20,7 +20,13 @@
 
 use backend_pkcs11::testing::softhsm_or_skip;
 use backend_pkcs11::{PinSource, Pkcs11Backend, Pkcs11Config, TokenSelector};
-use keystore_api::{Algorithm, Backend, KeyHandle, SecretBytes};
+use keystore_api::{Algorithm, KeyHandle, SecretBytes};
+use keystore_backend::Aead;
+use keystore_backend::BackendKey;
+use keystore_backend::KeyManagement;
+use keystore_backend::Mac;
+use keystore_backend::NewKey;
+use keystore_backend::Signing;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -61,17 +67,18 @@ fn stable_keys_survive_other_processes_creating_and_destroying_keys() {
     let token = hsm.new_token("mp").expect("token");
     let b = token.open().expect("open");
     let ec = b
-        .generate(Algorithm::EcdsaP256Sha256, "stable-ec")
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "stable-ec"))
         .expect("ec");
     let ec_spki = ec.public_key.clone().expect("spki");
     let mac = b
         .import(
-            Algorithm::HmacSha256,
+            &NewKey::new(Algorithm::HmacSha256, "stable-mac"),
             &SecretBytes::from_slice(&MAC_KEY),
-            "stable-mac",
         )
         .expect("mac");
-    let aes = b.generate(Algorithm::Aes256Gcm, "stable-aes").expect("aes");
+    let aes = b
+        .generate(&NewKey::new(Algorithm::Aes256Gcm, "stable-aes"))
+        .expect("aes");
     let stable = [ec.handle.clone(), mac.clone(), aes.handle.clone()];
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -152,9 +159,16 @@ fn stable_keys_survive_other_processes_creating_and_destroying_keys() {
     let mut want = stable.to_vec();
     want.sort();
     assert_eq!(listed, want);
-    b.sign(&ec.handle, Algorithm::EcdsaP256Sha256, b"after")
-        .expect("sign after");
-    b.hmac_sha256(&mac, b"after").expect("mac after");
+    b.sign(
+        &BackendKey::new(ec.handle.clone(), Algorithm::EcdsaP256Sha256),
+        b"after",
+    )
+    .expect("sign after");
+    b.hmac_sha256(
+        &BackendKey::new(mac.clone(), Algorithm::HmacSha256),
+        b"after",
+    )
+    .expect("mac after");
 }
 
 /// What a child printed and how it ended.
@@ -333,11 +347,24 @@ fn churn<F: Fn() -> Pkcs11Config>(ctx: &Ctx<F>) {
             }
         };
         let alg = algs[i % algs.len()];
-        let r = b.generate(alg, "churn").and_then(|k| {
+        let r = b.generate(&NewKey::new(alg, "churn")).and_then(|k| {
             let used = match alg {
-                Algorithm::EcdsaP256Sha256 => b.sign(&k.handle, alg, b"m").map(|_| ()),
-                Algorithm::HmacSha256 => b.hmac_sha256(&k.handle, b"m").map(|_| ()),
-                _ => b.encrypt(&k.handle, b"aad", b"m").map(|_| ()),
+                Algorithm::EcdsaP256Sha256 => b
+                    .sign(&BackendKey::new(k.handle.clone(), alg), b"m")
+                    .map(|_| ()),
+                Algorithm::HmacSha256 => b
+                    .hmac_sha256(
+                        &BackendKey::new(k.handle.clone(), Algorithm::HmacSha256),
+                        b"m",
+                    )
+                    .map(|_| ()),
+                _ => b
+                    .encrypt(
+                        &BackendKey::new(k.handle.clone(), Algorithm::Aes256Gcm),
+                        b"aad",
+                        b"m",
+                    )
+                    .map(|_| ()),
             };
             used.and_then(|()| b.destroy(&k.handle))
         });
@@ -431,7 +458,10 @@ fn user<F: Fn() -> Pkcs11Config>(ctx: &Ctx<F>) {
         }
         let mut ok = true;
         let msg = format!("message {i}");
-        match b.sign(&ctx.ec, Algorithm::EcdsaP256Sha256, msg.as_bytes()) {
+        match b.sign(
+            &BackendKey::new(ctx.ec.clone(), Algorithm::EcdsaP256Sha256),
+            msg.as_bytes(),
+        ) {
             Ok(sig) => {
                 let good = p256::ecdsa::Signature::from_slice(&sig)
                     .is_ok_and(|s| vk.verify(msg.as_bytes(), &s).is_ok());
@@ -445,7 +475,10 @@ fn user<F: Fn() -> Pkcs11Config>(ctx: &Ctx<F>) {
                 ok = false;
             }
         }
-        match b.hmac_sha256(&ctx.mac, msg.as_bytes()) {
+        match b.hmac_sha256(
+            &BackendKey::new(ctx.mac.clone(), Algorithm::HmacSha256),
+            msg.as_bytes(),
+        ) {
             Ok(tag) => {
                 let mut r =
                     hmac::Hmac::<sha2::Sha256>::new_from_slice(&ctx.mac_secret).expect("hmac key");
@@ -461,9 +494,19 @@ fn user<F: Fn() -> Pkcs11Config>(ctx: &Ctx<F>) {
             }
         }
         match b
-            .encrypt(&ctx.aes, b"aad", msg.as_bytes())
-            .and_then(|sealed| b.decrypt(&ctx.aes, b"aad", &sealed.nonce, &sealed.ciphertext))
-        {
+            .encrypt(
+                &BackendKey::new(ctx.aes.clone(), Algorithm::Aes256Gcm),
+                b"aad",
+                msg.as_bytes(),
+            )
+            .and_then(|sealed| {
+                b.decrypt(
+                    &BackendKey::new(ctx.aes.clone(), Algorithm::Aes256Gcm),
+                    b"aad",
+                    &sealed.nonce,
+                    &sealed.ciphertext,
+                )
+            }) {
             Ok(pt) if pt.expose() == msg.as_bytes() => {}
             Ok(_) => {
                 fail(
@@ -478,7 +521,7 @@ fn user<F: Fn() -> Pkcs11Config>(ctx: &Ctx<F>) {
             }
         }
         if i % 10 == 0 {
-            match b.public_key(&ctx.ec, Algorithm::EcdsaP256Sha256) {
+            match b.public_key(&BackendKey::new(ctx.ec.clone(), Algorithm::EcdsaP256Sha256)) {
                 Ok(pk) if pk.spki_der() == ctx.ec_spki.as_slice() => {}
                 Ok(_) => {
                     fail("user", format_args!("public key {i} changed"));

@@ -1,17 +1,19 @@
-//! The [`Backend`] implementation of [`SoftStore`]: key management, use,
+//! The backend families ([`KeyManagement`], [`Signing`], [`Mac`], [`Aead`],
+//! [`KeyWrap`]) of [`SoftStore`]: key management, use,
 //! wrapping and wipe over the sealed records.
 
 use crate::record::ID_LEN;
 use crate::{fsio, material};
 use crate::{record_id, wrap_aad, SoftStore, HEADER_FILE, RECORD_EXT};
 use keystore_backend::{
-    fsperm::PermissionReport, AeadSealed, Algorithm, Backend, Capabilities, Error, ErrorKind,
-    GeneratedKey, KeyHandle, Operation, PublicKey, Result, SecretBytes,
+    fsperm::PermissionReport, Aead, AeadSealed, Algorithm, BackendKey, Capabilities, Error,
+    ErrorKind, GeneratedKey, KeyHandle, KeyManagement, KeyWrap, Mac, NewKey, Operation, PublicKey,
+    Result, SecretBytes, Signing,
 };
 use std::fs;
 use zeroize::Zeroizing;
 
-impl Backend for SoftStore {
+impl KeyManagement for SoftStore {
     fn name(&self) -> &'static str {
         "soft"
     }
@@ -28,55 +30,8 @@ impl Backend for SoftStore {
         caps
     }
 
-    /// Wraps with AES-256-GCM under the wrapping key; AAD binds the
-    /// algorithm and `context`. Symmetric keys only.
-    fn wrap(
-        &self,
-        wrapping_key: &KeyHandle,
-        key: &KeyHandle,
-        algorithm: Algorithm,
-        context: &[u8],
-    ) -> Result<Vec<u8>> {
-        if algorithm.class() != keystore_backend::KeyClass::Symmetric {
-            return Err(Error::policy(format!(
-                "{algorithm} keys are never exported"
-            )));
-        }
-        let kek = self.load(wrapping_key, Algorithm::Aes256Gcm)?;
-        let secret = self.read_record(&record_id(key)?, algorithm)?;
-        let sealed = kek.encrypt(&wrap_aad(algorithm, context), secret.expose())?;
-        let mut out = sealed.nonce.to_vec();
-        out.extend_from_slice(&sealed.ciphertext);
-        Ok(out)
-    }
-
-    fn unwrap(
-        &self,
-        wrapping_key: &KeyHandle,
-        algorithm: Algorithm,
-        wrapped: &[u8],
-        context: &[u8],
-        _label: &str,
-    ) -> Result<KeyHandle> {
-        if algorithm.class() != keystore_backend::KeyClass::Symmetric {
-            return Err(Error::policy(format!(
-                "{algorithm} keys are never imported"
-            )));
-        }
-        if wrapped.len() < 12 + 16 {
-            return Err(Error::integrity("wrapped key is truncated"));
-        }
-        let kek = self.load(wrapping_key, Algorithm::Aes256Gcm)?;
-        let mut nonce = [0u8; 12];
-        nonce.copy_from_slice(&wrapped[..12]);
-        let secret = kek.decrypt(&wrap_aad(algorithm, context), &nonce, &wrapped[12..])?;
-        if Some(secret.len()) != algorithm.secret_len() {
-            return Err(Error::integrity("wrapped key has the wrong length"));
-        }
-        Ok(KeyHandle::new(self.store(algorithm, &secret)?.0.to_vec()))
-    }
-
-    fn generate(&self, algorithm: Algorithm, _label: &str) -> Result<GeneratedKey> {
+    fn generate(&self, new: &NewKey<'_>) -> Result<GeneratedKey> {
+        let algorithm = new.algorithm;
         let secret = material::generate(self.provider, algorithm)?;
         let (id, m) = self.store(algorithm, &secret)?;
         let public_key = match algorithm.class() {
@@ -89,12 +44,8 @@ impl Backend for SoftStore {
         })
     }
 
-    fn import(
-        &self,
-        algorithm: Algorithm,
-        secret: &SecretBytes,
-        _label: &str,
-    ) -> Result<KeyHandle> {
+    fn import(&self, new: &NewKey<'_>, secret: &SecretBytes) -> Result<KeyHandle> {
+        let algorithm = new.algorithm;
         match algorithm.secret_len() {
             None => Err(Error::policy(format!(
                 "{algorithm} keys cannot be imported; generate them inside the backend"
@@ -105,34 +56,6 @@ impl Backend for SoftStore {
             ))),
             Some(_) => Ok(KeyHandle::new(self.store(algorithm, secret)?.0.to_vec())),
         }
-    }
-
-    fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey> {
-        self.with_material(handle, algorithm, |m| m.public_key(algorithm))
-    }
-
-    fn sign(&self, handle: &KeyHandle, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
-        self.with_material(handle, algorithm, |m| m.sign(algorithm, message))
-    }
-
-    fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
-        self.with_material(handle, Algorithm::HmacSha256, |m| m.hmac(data))
-    }
-
-    fn encrypt(&self, handle: &KeyHandle, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
-        self.with_material(handle, Algorithm::Aes256Gcm, |m| m.encrypt(aad, plaintext))
-    }
-
-    fn decrypt(
-        &self,
-        handle: &KeyHandle,
-        aad: &[u8],
-        nonce: &[u8; 12],
-        ciphertext: &[u8],
-    ) -> Result<SecretBytes> {
-        self.with_material(handle, Algorithm::Aes256Gcm, |m| {
-            m.decrypt(aad, nonce, ciphertext)
-        })
     }
 
     fn destroy(&self, handle: &KeyHandle) -> Result<()> {
@@ -179,5 +102,88 @@ impl Backend for SoftStore {
 
     fn permission_report(&self) -> PermissionReport {
         self.permissions.clone()
+    }
+}
+
+impl Signing for SoftStore {
+    fn public_key(&self, key: &BackendKey) -> Result<PublicKey> {
+        let algorithm = key.algorithm();
+        self.with_material(key.handle(), algorithm, |m| m.public_key(algorithm))
+    }
+
+    fn sign(&self, key: &BackendKey, message: &[u8]) -> Result<Vec<u8>> {
+        let algorithm = key.algorithm();
+        self.with_material(key.handle(), algorithm, |m| m.sign(algorithm, message))
+    }
+}
+
+impl Mac for SoftStore {
+    fn hmac_sha256(&self, key: &BackendKey, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        self.with_material(key.handle(), Algorithm::HmacSha256, |m| m.hmac(data))
+    }
+}
+
+impl Aead for SoftStore {
+    fn encrypt(&self, key: &BackendKey, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
+        self.with_material(key.handle(), Algorithm::Aes256Gcm, |m| {
+            m.encrypt(aad, plaintext)
+        })
+    }
+
+    fn decrypt(
+        &self,
+        key: &BackendKey,
+        aad: &[u8],
+        nonce: &[u8; 12],
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
+        self.with_material(key.handle(), Algorithm::Aes256Gcm, |m| {
+            m.decrypt(aad, nonce, ciphertext)
+        })
+    }
+}
+
+impl KeyWrap for SoftStore {
+    /// Wraps with AES-256-GCM under the wrapping key; AAD binds the
+    /// algorithm and `context`. Symmetric keys only.
+    fn wrap(&self, wrapping_key: &BackendKey, key: &BackendKey, context: &[u8]) -> Result<Vec<u8>> {
+        let algorithm = key.algorithm();
+        if algorithm.class() != keystore_backend::KeyClass::Symmetric {
+            return Err(Error::policy(format!(
+                "{algorithm} keys are never exported"
+            )));
+        }
+        let kek = self.load(wrapping_key.handle(), Algorithm::Aes256Gcm)?;
+        let secret = self.read_record(&record_id(key.handle())?, algorithm)?;
+        let sealed = kek.encrypt(&wrap_aad(algorithm, context), secret.expose())?;
+        let mut out = sealed.nonce.to_vec();
+        out.extend_from_slice(&sealed.ciphertext);
+        Ok(out)
+    }
+
+    fn unwrap(
+        &self,
+        wrapping_key: &BackendKey,
+        new: &NewKey<'_>,
+        wrapped: &[u8],
+        context: &[u8],
+    ) -> Result<KeyHandle> {
+        let algorithm = new.algorithm;
+        if algorithm.class() != keystore_backend::KeyClass::Symmetric {
+            return Err(Error::policy(format!(
+                "{algorithm} keys are never imported"
+            )));
+        }
+        if wrapped.len() < 12 + 16 {
+            return Err(Error::integrity("wrapped key is truncated"));
+        }
+        let kek = self.load(wrapping_key.handle(), Algorithm::Aes256Gcm)?;
+        let mut nonce = [0u8; 12];
+        nonce.copy_from_slice(&wrapped[..12]);
+        let secret = kek.decrypt(&wrap_aad(algorithm, context), &nonce, &wrapped[12..])?;
+        if Some(secret.len()) != algorithm.secret_len() {
+            return Err(Error::integrity("wrapped key has the wrong length"));
+        }
+        Ok(KeyHandle::new(self.store(algorithm, &secret)?.0.to_vec()))
     }
 }

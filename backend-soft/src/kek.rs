@@ -368,8 +368,12 @@ pub fn create_key_file(path: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use crate::{SoftStore, MAX_SEALED_LEN};
+    use keystore_backend::Algorithm;
+    use keystore_backend::BackendKey;
     use keystore_backend::ErrorKind;
-    use keystore_backend::{Algorithm, Backend};
+    use keystore_backend::KeyManagement;
+    use keystore_backend::Mac;
+    use keystore_backend::NewKey;
     use std::sync::Mutex;
 
     /// A provider that "seals" by keeping KEKs in memory under a random id:
@@ -433,15 +437,25 @@ mod tests {
         let unlock = Unlock::Provider(p.clone());
         let store = SoftStore::create(&d, &unlock, Kdf::default_passphrase()).unwrap();
         assert_eq!(store.kdf(), Kdf::Provider);
-        let h = store.generate(Algorithm::HmacSha256, "k").unwrap().handle;
-        let tag = store.hmac_sha256(&h, b"m").unwrap();
+        let h = store
+            .generate(&NewKey::new(Algorithm::HmacSha256, "k"))
+            .unwrap()
+            .handle;
+        let tag = store
+            .hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"m")
+            .unwrap();
         drop(store);
 
         let header = std::fs::read(d.join("store.hdr")).unwrap();
         assert!(header.starts_with(b"KSSOFT\x02\x04\x06memory"));
 
         let store = SoftStore::open(&d, &unlock).unwrap();
-        assert_eq!(store.hmac_sha256(&h, b"m").unwrap(), tag);
+        assert_eq!(
+            store
+                .hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"m")
+                .unwrap(),
+            tag
+        );
         drop(store);
 
         // Another provider instance of the same kind cannot unseal: Auth.
@@ -475,7 +489,12 @@ mod tests {
         store.change_unlock(&unlock, Kdf::KeyFile).unwrap();
         drop(store);
         let store = SoftStore::open(&d, &unlock).unwrap();
-        assert_eq!(store.hmac_sha256(&h, b"m").unwrap(), tag);
+        assert_eq!(
+            store
+                .hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"m")
+                .unwrap(),
+            tag
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! targets without a C toolchain ([`CryptoProvider`]).
 //!
 //! A copy of the directory taken before
-//! [`Backend::wipe`](keystore_backend::Backend::wipe) stays readable with the
+//! [`KeyManagement::wipe`](keystore_backend::KeyManagement::wipe) stays readable with the
 //! KEK: protect the passphrase or key file accordingly.
 //!
 //! Record format, KEK choices, atomic writes, the key cache and what a copy

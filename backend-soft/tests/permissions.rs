@@ -5,7 +5,11 @@
 
 use backend_soft::{Kdf, SoftStore, Unlock};
 use keystore_api::fsperm::{PathKind, Tightening};
-use keystore_api::{Algorithm, Backend, SecretBytes};
+use keystore_api::{Algorithm, SecretBytes};
+use keystore_backend::BackendKey;
+use keystore_backend::KeyManagement;
+use keystore_backend::NewKey;
+use keystore_backend::Signing;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -62,16 +66,19 @@ fn every_store_path_is_private_under_umask_022() {
         "{}",
         store.permission_report()
     );
-    let k = store.generate(Algorithm::EcdsaP256Sha256, "k").unwrap();
+    let k = store
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "k"))
+        .unwrap();
     let s = store
         .import(
-            Algorithm::HmacSha256,
+            &NewKey::new(Algorithm::HmacSha256, "m"),
             &SecretBytes::from_slice(&[7; 32]),
-            "m",
         )
         .unwrap();
     store.destroy(&s).unwrap();
-    store.generate(Algorithm::Aes256Gcm, "a").unwrap();
+    store
+        .generate(&NewKey::new(Algorithm::Aes256Gcm, "a"))
+        .unwrap();
     // Rewrites the header through a temporary file.
     store.change_unlock(&pass(), CHEAP_PBKDF2).unwrap();
     drop(store);
@@ -82,7 +89,10 @@ fn every_store_path_is_private_under_umask_022() {
         store.permission_report()
     );
     store
-        .sign(&k.handle, Algorithm::EcdsaP256Sha256, b"m")
+        .sign(
+            &BackendKey::new(k.handle.clone(), Algorithm::EcdsaP256Sha256),
+            b"m",
+        )
         .unwrap();
     // The directory, records/, the header, the lock file and two records.
     assert!(assert_private(&d) >= 6, "{:?}", walk(&d));
@@ -94,7 +104,9 @@ fn a_loose_store_is_tightened_and_reported_at_open() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("store");
     let store = SoftStore::create(&d, &pass(), CHEAP_PBKDF2).unwrap();
-    let k = store.generate(Algorithm::EcdsaP256Sha256, "k").unwrap();
+    let k = store
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "k"))
+        .unwrap();
     let record = store.record_path(&k.handle).unwrap();
     drop(store);
     // What an older release left behind under umask 022.

@@ -5,8 +5,14 @@
 #![cfg(all(feature = "aws-lc", feature = "rustcrypto"))]
 
 use backend_soft::{create_key_file, CryptoProvider, Kdf, SoftStore, Unlock};
-use keystore_api::{Algorithm, Backend, KeyHandle, SecretBytes};
+use keystore_api::{Algorithm, KeyHandle, SecretBytes};
+use keystore_backend::Aead;
+use keystore_backend::BackendKey;
 use keystore_backend::ErrorKind;
+use keystore_backend::KeyManagement;
+use keystore_backend::Mac;
+use keystore_backend::NewKey;
+use keystore_backend::Signing;
 use std::path::Path;
 
 fn open(dir: &Path, provider: CryptoProvider) -> SoftStore {
@@ -49,17 +55,21 @@ fn providers_verify_each_other_and_agree_on_every_byte() {
         let (ec, hmac, aes, spki): (KeyHandle, KeyHandle, KeyHandle, Vec<u8>);
         {
             let s = open(dir.path(), creator);
-            let g = s.generate(Algorithm::EcdsaP256Sha256, "ec").unwrap();
+            let g = s
+                .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "ec"))
+                .unwrap();
             spki = g.public_key.unwrap().spki_der().to_vec();
             ec = g.handle;
             hmac = s
                 .import(
-                    Algorithm::HmacSha256,
+                    &NewKey::new(Algorithm::HmacSha256, "h"),
                     &SecretBytes::from_slice(&[9; 32]),
-                    "h",
                 )
                 .unwrap();
-            aes = s.generate(Algorithm::Aes256Gcm, "a").unwrap().handle;
+            aes = s
+                .generate(&NewKey::new(Algorithm::Aes256Gcm, "a"))
+                .unwrap()
+                .handle;
         }
         let mut sigs = Vec::new();
         let mut tags = Vec::new();
@@ -68,15 +78,35 @@ fn providers_verify_each_other_and_agree_on_every_byte() {
             let s = open(dir.path(), user);
             assert_eq!(s.provider(), user);
             assert_eq!(
-                s.public_key(&ec, Algorithm::EcdsaP256Sha256)
+                s.public_key(&BackendKey::new(ec.clone(), Algorithm::EcdsaP256Sha256))
                     .unwrap()
                     .spki_der(),
                 &spki[..],
                 "{user:?} reads the same public key from a {creator:?} record"
             );
-            sigs.push(s.sign(&ec, Algorithm::EcdsaP256Sha256, msg).unwrap());
-            tags.push(*s.hmac_sha256(&hmac, b"salt").unwrap());
-            sealed.push((user, s.encrypt(&aes, b"aad", b"plaintext").unwrap()));
+            sigs.push(
+                s.sign(
+                    &BackendKey::new(ec.clone(), Algorithm::EcdsaP256Sha256),
+                    msg,
+                )
+                .unwrap(),
+            );
+            tags.push(
+                *s.hmac_sha256(
+                    &BackendKey::new(hmac.clone(), Algorithm::HmacSha256),
+                    b"salt",
+                )
+                .unwrap(),
+            );
+            sealed.push((
+                user,
+                s.encrypt(
+                    &BackendKey::new(aes.clone(), Algorithm::Aes256Gcm),
+                    b"aad",
+                    b"plaintext",
+                )
+                .unwrap(),
+            ));
         }
         for sig in &sigs {
             assert!(
@@ -95,7 +125,14 @@ fn providers_verify_each_other_and_agree_on_every_byte() {
         for (made_by, ct) in &sealed {
             for user in [CryptoProvider::AwsLc, CryptoProvider::RustCrypto] {
                 let s = open(dir.path(), user);
-                let pt = s.decrypt(&aes, b"aad", &ct.nonce, &ct.ciphertext).unwrap();
+                let pt = s
+                    .decrypt(
+                        &BackendKey::new(aes.clone(), Algorithm::Aes256Gcm),
+                        b"aad",
+                        &ct.nonce,
+                        &ct.ciphertext,
+                    )
+                    .unwrap();
                 assert_eq!(
                     pt.expose(),
                     b"plaintext",
@@ -115,7 +152,7 @@ fn rustcrypto_refuses_rsa_rather_than_sign_in_variable_time() {
         keystore_api::Operation::Generate
     ));
     assert_eq!(
-        s.generate(Algorithm::Rsa2048PssSha256, "r")
+        s.generate(&NewKey::new(Algorithm::Rsa2048PssSha256, "r"))
             .unwrap_err()
             .kind(),
         ErrorKind::Unsupported
@@ -123,14 +160,17 @@ fn rustcrypto_refuses_rsa_rather_than_sign_in_variable_time() {
     drop(s);
     // An RSA key made by aws-lc-rs is not silently used by RustCrypto either.
     let h = open(dir.path(), CryptoProvider::AwsLc)
-        .generate(Algorithm::Rsa2048Pkcs1Sha256, "r")
+        .generate(&NewKey::new(Algorithm::Rsa2048Pkcs1Sha256, "r"))
         .unwrap()
         .handle;
     let s = open(dir.path(), CryptoProvider::RustCrypto);
     assert_eq!(
-        s.sign(&h, Algorithm::Rsa2048Pkcs1Sha256, b"m")
-            .unwrap_err()
-            .kind(),
+        s.sign(
+            &BackendKey::new(h.clone(), Algorithm::Rsa2048Pkcs1Sha256),
+            b"m"
+        )
+        .unwrap_err()
+        .kind(),
         ErrorKind::Unsupported
     );
 }

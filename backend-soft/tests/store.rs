@@ -2,8 +2,14 @@
 //! locking and record binding. (The conformance suite covers the rest.)
 
 use backend_soft::{create_key_file, Kdf, SoftStore, Unlock};
-use keystore_api::{Algorithm, Backend, Error, SecretBytes};
+use keystore_api::{Algorithm, Error, SecretBytes};
+use keystore_backend::Aead;
+use keystore_backend::BackendKey;
 use keystore_backend::ErrorKind;
+use keystore_backend::KeyManagement;
+use keystore_backend::Mac;
+use keystore_backend::NewKey;
+use keystore_backend::Signing;
 use std::path::Path;
 
 fn pass(p: &str) -> Unlock {
@@ -29,9 +35,14 @@ fn passphrase_store_round_trip_and_wrong_passphrase() {
     let d = dir.path().join("s");
     let store = SoftStore::create(&d, &pass("correct horse"), Kdf::default_passphrase()).unwrap();
     assert_eq!(store.kdf(), Kdf::default_passphrase());
-    let key = store.generate(Algorithm::EcdsaP256Sha256, "k").unwrap();
+    let key = store
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "k"))
+        .unwrap();
     let sig = store
-        .sign(&key.handle, Algorithm::EcdsaP256Sha256, b"m")
+        .sign(
+            &BackendKey::new(key.handle.clone(), Algorithm::EcdsaP256Sha256),
+            b"m",
+        )
         .unwrap();
     drop(store);
     assert_eq!(
@@ -50,7 +61,10 @@ fn passphrase_store_round_trip_and_wrong_passphrase() {
     );
     let store = SoftStore::open(&d, &pass("correct horse")).unwrap();
     let pk = store
-        .public_key(&key.handle, Algorithm::EcdsaP256Sha256)
+        .public_key(&BackendKey::new(
+            key.handle.clone(),
+            Algorithm::EcdsaP256Sha256,
+        ))
         .unwrap();
     pk.verify(b"m", &sig).unwrap();
 }
@@ -89,12 +103,13 @@ fn argon2id_store_and_parameter_floors() {
     let store = SoftStore::create(&d, &pass("argon pass"), kdf).unwrap();
     let h = store
         .import(
-            Algorithm::HmacSha256,
+            &NewKey::new(Algorithm::HmacSha256, "k"),
             &SecretBytes::from_slice(&[1; 32]),
-            "k",
         )
         .unwrap();
-    let tag = store.hmac_sha256(&h, b"x").unwrap();
+    let tag = store
+        .hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"x")
+        .unwrap();
     drop(store);
     assert_eq!(
         kind(SoftStore::open(&d, &pass("argon pasS"))),
@@ -102,7 +117,12 @@ fn argon2id_store_and_parameter_floors() {
     );
     let store = SoftStore::open(&d, &pass("argon pass")).unwrap();
     assert_eq!(store.kdf(), kdf);
-    assert_eq!(store.hmac_sha256(&h, b"x").unwrap(), tag);
+    assert_eq!(
+        store
+            .hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"x")
+            .unwrap(),
+        tag
+    );
 }
 
 #[test]
@@ -112,12 +132,13 @@ fn change_unlock_raises_parameters_and_keeps_keys() {
     let store = SoftStore::create(&d, &pass("old"), CHEAP_PBKDF2).unwrap();
     let h = store
         .import(
-            Algorithm::HmacSha256,
+            &NewKey::new(Algorithm::HmacSha256, "k"),
             &SecretBytes::from_slice(&[2; 32]),
-            "k",
         )
         .unwrap();
-    let tag = store.hmac_sha256(&h, b"x").unwrap();
+    let tag = store
+        .hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"x")
+        .unwrap();
     let raised = Kdf::Pbkdf2Sha256 {
         iterations: 200_000,
     };
@@ -130,7 +151,12 @@ fn change_unlock_raises_parameters_and_keeps_keys() {
     assert_eq!(kind(SoftStore::open(&d, &pass("old"))), ErrorKind::Auth);
     let store = SoftStore::open(&d, &pass("new")).unwrap();
     assert_eq!(store.kdf(), raised);
-    assert_eq!(store.hmac_sha256(&h, b"x").unwrap(), tag);
+    assert_eq!(
+        store
+            .hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"x")
+            .unwrap(),
+        tag
+    );
 }
 
 fn key_file_store(root: &Path, name: &str) -> (std::path::PathBuf, Unlock) {
@@ -184,14 +210,17 @@ fn several_openers_share_a_store_and_see_each_others_keys() {
     let second = SoftStore::open(&d, &unlock).expect("a second opener is not refused");
     let h = first
         .import(
-            Algorithm::HmacSha256,
+            &NewKey::new(Algorithm::HmacSha256, "k"),
             &SecretBytes::from_slice(&[5; 32]),
-            "k",
         )
         .unwrap();
     assert_eq!(
-        second.hmac_sha256(&h, b"m").unwrap(),
-        first.hmac_sha256(&h, b"m").unwrap(),
+        second
+            .hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"m")
+            .unwrap(),
+        first
+            .hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"m")
+            .unwrap(),
         "a key made by one opener is used by the other at its next call"
     );
     assert_eq!(second.list().unwrap(), vec![h.clone()]);
@@ -224,9 +253,8 @@ fn crash_leftovers_are_removed_and_ignored() {
     let store = SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap();
     let h = store
         .import(
-            Algorithm::Aes256Gcm,
+            &NewKey::new(Algorithm::Aes256Gcm, "k"),
             &SecretBytes::from_slice(&[3; 32]),
-            "k",
         )
         .unwrap();
     drop(store);
@@ -241,10 +269,21 @@ fn crash_leftovers_are_removed_and_ignored() {
     let store = SoftStore::open(&d, &unlock).unwrap();
     assert!(!tmp.exists(), "temporary file removed at open");
     assert_eq!(store.list().unwrap(), vec![h.clone()]);
-    let sealed = store.encrypt(&h, b"aad", b"pt").unwrap();
+    let sealed = store
+        .encrypt(
+            &BackendKey::new(h.clone(), Algorithm::Aes256Gcm),
+            b"aad",
+            b"pt",
+        )
+        .unwrap();
     assert_eq!(
         store
-            .decrypt(&h, b"aad", &sealed.nonce, &sealed.ciphertext)
+            .decrypt(
+                &BackendKey::new(h.clone(), Algorithm::Aes256Gcm),
+                b"aad",
+                &sealed.nonce,
+                &sealed.ciphertext
+            )
             .unwrap()
             .expose(),
         b"pt"
@@ -261,14 +300,18 @@ fn record_from_another_store_does_not_open() {
     let b = SoftStore::create(&dir.path().join("b"), &unlock, Kdf::KeyFile).unwrap();
     let ha = a
         .import(
-            Algorithm::HmacSha256,
+            &NewKey::new(Algorithm::HmacSha256, "k"),
             &SecretBytes::from_slice(&[4; 32]),
-            "k",
         )
         .unwrap();
     std::fs::copy(a.record_path(&ha).unwrap(), b.record_path(&ha).unwrap()).unwrap();
-    assert_eq!(kind(b.hmac_sha256(&ha, b"x")), ErrorKind::Integrity);
-    assert!(a.hmac_sha256(&ha, b"x").is_ok());
+    assert_eq!(
+        kind(b.hmac_sha256(&BackendKey::new(ha.clone(), Algorithm::HmacSha256), b"x")),
+        ErrorKind::Integrity
+    );
+    assert!(a
+        .hmac_sha256(&BackendKey::new(ha.clone(), Algorithm::HmacSha256), b"x")
+        .is_ok());
 }
 
 #[test]
@@ -278,18 +321,23 @@ fn wrong_algorithm_for_a_handle_is_refused() {
     let store = SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap();
     let h = store
         .import(
-            Algorithm::HmacSha256,
+            &NewKey::new(Algorithm::HmacSha256, "k"),
             &SecretBytes::from_slice(&[5; 32]),
-            "k",
         )
         .unwrap();
     drop(store);
     let store = SoftStore::open(&d, &unlock).unwrap();
     assert_eq!(
-        kind(store.sign(&h, Algorithm::EcdsaP256Sha256, b"m")),
+        kind(store.sign(
+            &BackendKey::new(h.clone(), Algorithm::EcdsaP256Sha256),
+            b"m"
+        )),
         ErrorKind::Integrity
     );
-    assert_eq!(kind(store.encrypt(&h, b"", b"m")), ErrorKind::Integrity);
+    assert_eq!(
+        kind(store.encrypt(&BackendKey::new(h.clone(), Algorithm::Aes256Gcm), b"", b"m")),
+        ErrorKind::Integrity
+    );
 }
 
 #[test]
@@ -298,13 +346,16 @@ fn wipe_crypto_erases_the_store() {
     let (d, unlock) = key_file_store(dir.path(), "s");
     let store = SoftStore::create(&d, &unlock, Kdf::KeyFile).unwrap();
     let h = store
-        .generate(Algorithm::EcdsaP256Sha256, "k")
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "k"))
         .unwrap()
         .handle;
     store.wipe().unwrap();
     assert!(store.list().unwrap().is_empty());
     assert_eq!(
-        kind(store.sign(&h, Algorithm::EcdsaP256Sha256, b"m")),
+        kind(store.sign(
+            &BackendKey::new(h.clone(), Algorithm::EcdsaP256Sha256),
+            b"m"
+        )),
         ErrorKind::NotFound
     );
     assert!(!d.join("store.hdr").exists());
@@ -337,7 +388,10 @@ fn more_keys_than_the_cache_holds_stay_right_across_threads() {
             let mut k = [0u8; 32];
             k[..2].copy_from_slice(&i.to_be_bytes());
             let h = store
-                .import(Algorithm::HmacSha256, &SecretBytes::from_slice(&k), "k")
+                .import(
+                    &NewKey::new(Algorithm::HmacSha256, "k"),
+                    &SecretBytes::from_slice(&k),
+                )
                 .unwrap();
             (k, h)
         })
@@ -349,7 +403,9 @@ fn more_keys_than_the_cache_holds_stay_right_across_threads() {
                 for round in 0..2 {
                     for (i, (k, h)) in keys.iter().enumerate().skip(t) {
                         let msg = [round as u8, i as u8];
-                        let tag = store.hmac_sha256(h, &msg).unwrap();
+                        let tag = store
+                            .hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), &msg)
+                            .unwrap();
                         let mut mac = Hmac::<sha2::Sha256>::new_from_slice(k).unwrap();
                         mac.update(&msg);
                         assert_eq!(&tag[..], &mac.finalize().into_bytes()[..], "key {i}");

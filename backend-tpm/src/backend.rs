@@ -1,10 +1,11 @@
-//! The keystore [`Backend`] contract for [`TpmBackend`].
+//! The keystore's backend families ([`KeyManagement`], [`Signing`],
+//! [`Mac`], [`Aead`], [`KeyWrap`]) for [`TpmBackend`].
 
 use crate::ops::resolve_in;
 use crate::{blob, pubkey, templates, TpmBackend};
 use keystore_backend::{
-    AeadSealed, Algorithm, Backend, Capabilities, Error, GeneratedKey, KeyClass, KeyHandle,
-    PublicKey, Result, SecretBytes,
+    Aead, AeadSealed, Algorithm, BackendKey, Capabilities, Error, GeneratedKey, KeyClass,
+    KeyHandle, KeyManagement, KeyWrap, Mac, NewKey, PublicKey, Result, SecretBytes, Signing,
 };
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
@@ -15,7 +16,7 @@ fn unsupported_aead() -> Error {
     )
 }
 
-impl Backend for TpmBackend {
+impl KeyManagement for TpmBackend {
     fn permission_report(&self) -> keystore_backend::fsperm::PermissionReport {
         self.permissions.clone()
     }
@@ -28,7 +29,8 @@ impl Backend for TpmBackend {
         self.caps.clone()
     }
 
-    fn generate(&self, algorithm: Algorithm, _label: &str) -> Result<GeneratedKey> {
+    fn generate(&self, new: &NewKey<'_>) -> Result<GeneratedKey> {
+        let algorithm = new.algorithm;
         if algorithm == Algorithm::Aes256Gcm {
             return Err(unsupported_aead());
         }
@@ -49,12 +51,8 @@ impl Backend for TpmBackend {
         Ok(GeneratedKey { handle, public_key })
     }
 
-    fn import(
-        &self,
-        algorithm: Algorithm,
-        secret: &SecretBytes,
-        _label: &str,
-    ) -> Result<KeyHandle> {
+    fn import(&self, new: &NewKey<'_>, secret: &SecretBytes) -> Result<KeyHandle> {
+        let algorithm = new.algorithm;
         match algorithm {
             Algorithm::HmacSha256 => {}
             Algorithm::Aes256Gcm => return Err(unsupported_aead()),
@@ -72,57 +70,6 @@ impl Backend for TpmBackend {
         }
         let template = templates::key(algorithm, false, Default::default())?;
         Ok(self.create_key(algorithm, &template, secret.expose())?.0)
-    }
-
-    fn public_key(&self, handle: &KeyHandle, algorithm: Algorithm) -> Result<PublicKey> {
-        if algorithm.class() != KeyClass::Asymmetric {
-            return Err(Error::policy(format!(
-                "{algorithm} keys have no public key"
-            )));
-        }
-        let mut guard = self.lock();
-        let st = &mut *guard;
-        let r = resolve_in(&mut st.registry, &mut st.resolved, handle, algorithm)?;
-        pubkey::spki(algorithm, &r.blob.public)
-    }
-
-    fn sign(&self, handle: &KeyHandle, algorithm: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
-        if algorithm.class() != KeyClass::Asymmetric {
-            return Err(Error::policy(format!("{algorithm} keys do not sign")));
-        }
-        let digest = Sha256::digest(message);
-        let scheme = templates::signature_scheme(algorithm);
-        let sig = self.run(handle, algorithm, "sign", |conn, key| {
-            conn.esys.sign(key, &digest, scheme)
-        })?;
-        pubkey::signature_bytes(algorithm, sig)
-    }
-
-    fn hmac_sha256(&self, handle: &KeyHandle, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
-        self.hmac(handle, "MAC input", data, false)
-    }
-
-    /// As [`Backend::hmac_sha256`], with the result (a secret PRK)
-    /// encrypted on the bus unless the configuration says otherwise
-    /// ([`TpmConfig::with_prk_in_clear_on_the_bus`]).
-    ///
-    /// [`TpmConfig::with_prk_in_clear_on_the_bus`]: crate::TpmConfig::with_prk_in_clear_on_the_bus
-    fn hkdf_extract(&self, handle: &KeyHandle, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
-        self.hmac(handle, "HKDF salt", salt, !self.config.prk_in_clear())
-    }
-
-    fn encrypt(&self, _handle: &KeyHandle, _aad: &[u8], _plaintext: &[u8]) -> Result<AeadSealed> {
-        Err(unsupported_aead())
-    }
-
-    fn decrypt(
-        &self,
-        _handle: &KeyHandle,
-        _aad: &[u8],
-        _nonce: &[u8; 12],
-        _ciphertext: &[u8],
-    ) -> Result<SecretBytes> {
-        Err(unsupported_aead())
     }
 
     /// Shreds the key's registry entry (its auth value) and flushes any
@@ -166,3 +113,68 @@ impl Backend for TpmBackend {
         Ok(())
     }
 }
+
+impl Signing for TpmBackend {
+    fn public_key(&self, key: &BackendKey) -> Result<PublicKey> {
+        let algorithm = key.algorithm();
+        if algorithm.class() != KeyClass::Asymmetric {
+            return Err(Error::policy(format!(
+                "{algorithm} keys have no public key"
+            )));
+        }
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let r = resolve_in(&mut st.registry, &mut st.resolved, key.handle(), algorithm)?;
+        pubkey::spki(algorithm, &r.blob.public)
+    }
+
+    fn sign(&self, key: &BackendKey, message: &[u8]) -> Result<Vec<u8>> {
+        let algorithm = key.algorithm();
+        if algorithm.class() != KeyClass::Asymmetric {
+            return Err(Error::policy(format!("{algorithm} keys do not sign")));
+        }
+        let digest = Sha256::digest(message);
+        let scheme = templates::signature_scheme(algorithm);
+        let sig = self.run(key.handle(), algorithm, "sign", |conn, loaded| {
+            conn.esys.sign(loaded, &digest, scheme)
+        })?;
+        pubkey::signature_bytes(algorithm, sig)
+    }
+}
+
+impl Mac for TpmBackend {
+    fn hmac_sha256(&self, key: &BackendKey, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        self.hmac(key.handle(), "MAC input", data, false)
+    }
+
+    /// As [`Mac::hmac_sha256`], with the result (a secret PRK)
+    /// encrypted on the bus unless the configuration says otherwise
+    /// ([`TpmConfig::with_prk_in_clear_on_the_bus`]).
+    ///
+    /// [`TpmConfig::with_prk_in_clear_on_the_bus`]: crate::TpmConfig::with_prk_in_clear_on_the_bus
+    fn hkdf_extract(&self, key: &BackendKey, salt: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+        self.hmac(key.handle(), "HKDF salt", salt, !self.config.prk_in_clear())
+    }
+}
+
+/// TPM 2.0 has no AES-GCM: both methods are
+/// [`ErrorKind::Unsupported`](keystore_backend::ErrorKind::Unsupported).
+impl Aead for TpmBackend {
+    fn encrypt(&self, _key: &BackendKey, _aad: &[u8], _plaintext: &[u8]) -> Result<AeadSealed> {
+        Err(unsupported_aead())
+    }
+
+    fn decrypt(
+        &self,
+        _key: &BackendKey,
+        _aad: &[u8],
+        _nonce: &[u8; 12],
+        _ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
+        Err(unsupported_aead())
+    }
+}
+
+/// Wrapped export is not offered: wrap and unwrap are
+/// [`ErrorKind::Unsupported`](keystore_backend::ErrorKind::Unsupported).
+impl KeyWrap for TpmBackend {}

@@ -1,6 +1,6 @@
 //! # backend-tpm
 //!
-//! A keystore [`Backend`] on a TPM 2.0, through the TSS2 ESAPI (`libtss2`,
+//! A keystore [`Backend`](keystore_backend::Backend) on a TPM 2.0, through the TSS2 ESAPI (`libtss2`,
 //! via `tss-esapi` 7). Tested against swtpm.
 //!
 //! - **Storage primary**: an ECC NIST P-256 storage key under the owner
@@ -56,7 +56,7 @@
 //!   started at open and flushed at close, used only to encrypt command and
 //!   response parameters: key auth values and imported key bytes going into
 //!   `TPM2_Create`, the PRK of HKDF derivation (`TPM2_HMAC`,
-//!   `TPM2_SequenceComplete` for [`Backend::hkdf_extract`], unless
+//!   `TPM2_SequenceComplete` for [`Mac::hkdf_extract`](keystore_backend::Mac::hkdf_extract), unless
 //!   [`TpmConfig::with_prk_in_clear_on_the_bus`]), random bytes from
 //!   `TPM2_GetRandom`, the KEK out of
 //!   `TPM2_Unseal` ([`TpmSealedKek`]) and new hierarchy auths
@@ -79,7 +79,7 @@
 //!   bytes, so a steady-state operation is a lookup by handle bytes, the
 //!   loaded object, and the TPM command.
 //!
-//! What survives a copy taken before [`Backend::wipe`]: a copy of the
+//! What survives a copy taken before [`KeyManagement::wipe`](keystore_backend::KeyManagement::wipe): a copy of the
 //! registry directory plus the metadata database still works on the same
 //! TPM until its owner hierarchy is cleared; [`TpmBackend::decommission`]
 //! (`TPM2_Clear`) makes every blob unloadable, copy or not.
@@ -136,7 +136,9 @@ use conn::Conn;
 use dirlock::lock_dir;
 #[cfg(feature = "test-support")]
 use keystore_backend::KeyHandle;
-use keystore_backend::{Algorithm, Backend, Capabilities, Component, Error, Result, SecretBytes};
+use keystore_backend::{
+    Algorithm, Capabilities, Component, Error, KeyManagement, Result, SecretBytes,
+};
 #[cfg(feature = "test-support")]
 use ops::resolve_in;
 use ops::{connect_slot, disconnect_slot, open_error};

@@ -6,8 +6,13 @@
 use backend_tpm::probe::Attempt;
 use backend_tpm::swtpm::Swtpm;
 use backend_tpm::{admin, rc_code, TpmBackend, TpmConfig};
-use keystore_api::{Algorithm, Backend, KeyHandle, SecretBytes};
+use keystore_api::{Algorithm, KeyHandle, SecretBytes};
+use keystore_backend::BackendKey;
 use keystore_backend::ErrorKind;
+use keystore_backend::KeyManagement;
+use keystore_backend::Mac;
+use keystore_backend::NewKey;
+use keystore_backend::Signing;
 use std::path::PathBuf;
 use tempfile::TempDir;
 
@@ -65,11 +70,14 @@ fn every_supported_algorithm_signs_and_verifies_independently() {
     let caps = be.capabilities();
     assert!(!caps.supports(Algorithm::Aes256Gcm, keystore_api::Operation::Generate));
     assert_eq!(
-        kind(be.generate(Algorithm::Aes256Gcm, "a")),
+        kind(be.generate(&NewKey::new(Algorithm::Aes256Gcm, "a"))),
         ErrorKind::Unsupported
     );
     assert_eq!(
-        kind(be.import(Algorithm::Aes256Gcm, &SecretBytes::zeroed(32), "a")),
+        kind(be.import(
+            &NewKey::new(Algorithm::Aes256Gcm, "a"),
+            &SecretBytes::zeroed(32)
+        )),
         ErrorKind::Unsupported
     );
     for alg in [
@@ -80,14 +88,24 @@ fn every_supported_algorithm_signs_and_verifies_independently() {
         Algorithm::Rsa3072Pkcs1Sha256,
     ] {
         if !caps.supports(alg, keystore_api::Operation::Generate) {
-            assert_eq!(kind(be.generate(alg, "x")), ErrorKind::Unsupported, "{alg}");
+            assert_eq!(
+                kind(be.generate(&NewKey::new(alg, "x"))),
+                ErrorKind::Unsupported,
+                "{alg}"
+            );
             continue;
         }
-        let g = be.generate(alg, "x").expect("generate");
+        let g = be.generate(&NewKey::new(alg, "x")).expect("generate");
         let pk = g.public_key.clone().expect("public key");
-        assert_eq!(be.public_key(&g.handle, alg).expect("public key"), pk);
+        assert_eq!(
+            be.public_key(&BackendKey::new(g.handle.clone(), alg))
+                .expect("public key"),
+            pk
+        );
         for msg in [&b""[..], b"abc", &[7u8; 5000][..]] {
-            let sig = be.sign(&g.handle, alg, msg).expect("sign");
+            let sig = be
+                .sign(&BackendKey::new(g.handle.clone(), alg), msg)
+                .expect("sign");
             pk.verify(msg, &sig).expect("verifies");
             assert!(pk.verify(b"other", &sig).is_err());
             if alg == Algorithm::EcdsaP256Sha256 {
@@ -101,7 +119,13 @@ fn every_supported_algorithm_signs_and_verifies_independently() {
         assert!(rp.attributes.sensitive_data_origin && rp.attributes.sign);
         assert!(rp.matches_blob);
         // A signing key cannot MAC: the handle names its algorithm.
-        assert_eq!(kind(be.hmac_sha256(&g.handle, b"m")), ErrorKind::Integrity);
+        assert_eq!(
+            kind(be.hmac_sha256(
+                &BackendKey::new(g.handle.clone(), Algorithm::HmacSha256),
+                b"m"
+            )),
+            ErrorKind::Integrity
+        );
     }
 }
 
@@ -111,7 +135,10 @@ fn hmac_matches_reference_across_chunk_boundaries_up_to_16_mib() {
     let be = env.open();
     let k = [0xC3u8; 32];
     let h = be
-        .import(Algorithm::HmacSha256, &SecretBytes::from_slice(&k), "m")
+        .import(
+            &NewKey::new(Algorithm::HmacSha256, "m"),
+            &SecretBytes::from_slice(&k),
+        )
         .expect("import");
     let rp = be.read_public(&h).expect("read public");
     assert!(
@@ -122,25 +149,32 @@ fn hmac_matches_reference_across_chunk_boundaries_up_to_16_mib() {
     for n in [0usize, 1, 1023, 1024, 1025, 2047, 2048, 2049, 10_000] {
         let data: Vec<u8> = (0..n).map(|i| (i * 7 + 3) as u8).collect();
         assert_eq!(
-            *be.hmac_sha256(&h, &data).expect("hmac"),
+            *be.hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), &data)
+                .expect("hmac"),
             hmac_ref(&k, &data),
             "length {n}"
         );
     }
     let big = vec![0x5Au8; keystore_api::limits::MAX_DATA_LEN];
     assert_eq!(
-        *be.hmac_sha256(&h, &big).expect("16 MiB"),
+        *be.hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), &big)
+            .expect("16 MiB"),
         hmac_ref(&k, &big)
     );
     let too_big = vec![0u8; keystore_api::limits::MAX_DATA_LEN + 1];
-    assert_eq!(kind(be.hmac_sha256(&h, &too_big)), ErrorKind::InvalidInput);
+    assert_eq!(
+        kind(be.hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), &too_big)),
+        ErrorKind::InvalidInput
+    );
     let (objects, sessions) = be.loaded_handles().expect("handles");
     assert!(
         objects.len() <= 3 && sessions.is_empty(),
         "{objects:x?} {sessions:x?}"
     );
     // Generated HMAC keys are TPM-generated.
-    let g = be.generate(Algorithm::HmacSha256, "g").expect("generate");
+    let g = be
+        .generate(&NewKey::new(Algorithm::HmacSha256, "g"))
+        .expect("generate");
     assert!(
         be.read_public(&g.handle)
             .expect("rp")
@@ -148,8 +182,13 @@ fn hmac_matches_reference_across_chunk_boundaries_up_to_16_mib() {
             .sensitive_data_origin
     );
     assert_ne!(
-        be.hmac_sha256(&g.handle, b"x").unwrap(),
-        be.hmac_sha256(&h, b"x").unwrap()
+        be.hmac_sha256(
+            &BackendKey::new(g.handle.clone(), Algorithm::HmacSha256),
+            b"x"
+        )
+        .unwrap(),
+        be.hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"x")
+            .unwrap()
     );
 }
 
@@ -159,13 +198,16 @@ fn import_rules() {
     let be = env.open();
     for alg in [Algorithm::EcdsaP256Sha256, Algorithm::Rsa2048PssSha256] {
         assert_eq!(
-            kind(be.import(alg, &SecretBytes::zeroed(32), "p")),
+            kind(be.import(&NewKey::new(alg, "p"), &SecretBytes::zeroed(32))),
             ErrorKind::Policy
         );
     }
     for n in [0, 31, 33] {
         assert_eq!(
-            kind(be.import(Algorithm::HmacSha256, &SecretBytes::zeroed(n), "p")),
+            kind(be.import(
+                &NewKey::new(Algorithm::HmacSha256, "p"),
+                &SecretBytes::zeroed(n)
+            )),
             ErrorKind::InvalidInput
         );
     }
@@ -188,27 +230,32 @@ fn damaged_handles_are_refused_with_the_right_error() {
     let be = env.open();
     let a = be
         .import(
-            Algorithm::HmacSha256,
+            &NewKey::new(Algorithm::HmacSha256, "a"),
             &SecretBytes::from_slice(&[1; 32]),
-            "a",
         )
         .expect("a");
     let b = be
         .import(
-            Algorithm::HmacSha256,
+            &NewKey::new(Algorithm::HmacSha256, "b"),
             &SecretBytes::from_slice(&[2; 32]),
-            "b",
         )
         .expect("b");
     let ec = be
-        .generate(Algorithm::EcdsaP256Sha256, "e")
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "e"))
         .expect("ec")
         .handle;
-    let tag_a = be.hmac_sha256(&a, b"m").expect("mac");
+    let tag_a = be
+        .hmac_sha256(&BackendKey::new(a.clone(), Algorithm::HmacSha256), b"m")
+        .expect("mac");
 
     // A flipped bit in the encrypted private area: TPM2_Load's integrity check.
     let flipped = with_private(&a, |v, r| v[r.start + 2 + (r.len() - 2) / 2] ^= 1);
-    let e = be.hmac_sha256(&flipped, b"m").expect_err("flipped");
+    let e = be
+        .hmac_sha256(
+            &BackendKey::new(flipped.clone(), Algorithm::HmacSha256),
+            b"m",
+        )
+        .expect_err("flipped");
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e:?}");
     assert!(e.to_string().contains("TPM_RC_INTEGRITY"), "{e}");
 
@@ -225,7 +272,10 @@ fn damaged_handles_are_refused_with_the_right_error() {
         KeyHandle::new(v)
     };
     let e = be
-        .hmac_sha256(&swapped_private, b"m")
+        .hmac_sha256(
+            &BackendKey::new(swapped_private.clone(), Algorithm::HmacSha256),
+            b"m",
+        )
         .expect_err("swapped private");
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e:?}");
     assert!(e.to_string().contains("TPM_RC_INTEGRITY"), "{e}");
@@ -239,24 +289,39 @@ fn damaged_handles_are_refused_with_the_right_error() {
         KeyHandle::new(v)
     };
     let e = be
-        .hmac_sha256(&swapped_pair, b"m")
+        .hmac_sha256(
+            &BackendKey::new(swapped_pair.clone(), Algorithm::HmacSha256),
+            b"m",
+        )
         .expect_err("swapped pair");
     assert_eq!(e.kind(), ErrorKind::Integrity, "{e:?}");
 
     // Truncated, or with trailing bytes: the framing.
     let truncated = KeyHandle::new(a.as_bytes()[..a.as_bytes().len() / 2].to_vec());
-    assert_eq!(kind(be.hmac_sha256(&truncated, b"m")), ErrorKind::Integrity);
+    assert_eq!(
+        kind(be.hmac_sha256(
+            &BackendKey::new(truncated.clone(), Algorithm::HmacSha256),
+            b"m"
+        )),
+        ErrorKind::Integrity
+    );
     let mut longer = a.as_bytes().to_vec();
     longer.push(0);
     assert_eq!(
-        kind(be.hmac_sha256(&KeyHandle::new(longer), b"m")),
+        kind(be.hmac_sha256(
+            &BackendKey::new(KeyHandle::new(longer), Algorithm::HmacSha256),
+            b"m"
+        )),
         ErrorKind::Integrity
     );
 
     // Not a TPM handle at all, or an unknown id: NotFound.
     for bogus in [vec![], vec![0xEE; 16], b"KT\x01\x07".to_vec()] {
         assert_eq!(
-            kind(be.hmac_sha256(&KeyHandle::new(bogus.clone()), b"m")),
+            kind(be.hmac_sha256(
+                &BackendKey::new(KeyHandle::new(bogus.clone()), Algorithm::HmacSha256),
+                b"m"
+            )),
             ErrorKind::NotFound
         );
         assert_eq!(
@@ -267,24 +332,37 @@ fn damaged_handles_are_refused_with_the_right_error() {
     let mut unknown = a.as_bytes().to_vec();
     unknown[10] ^= 0xFF;
     assert_eq!(
-        kind(be.hmac_sha256(&KeyHandle::new(unknown), b"m")),
+        kind(be.hmac_sha256(
+            &BackendKey::new(KeyHandle::new(unknown), Algorithm::HmacSha256),
+            b"m"
+        )),
         ErrorKind::NotFound
     );
 
     // Wrong algorithm for the handle.
     assert_eq!(
-        kind(be.sign(&a, Algorithm::EcdsaP256Sha256, b"m")),
+        kind(be.sign(
+            &BackendKey::new(a.clone(), Algorithm::EcdsaP256Sha256),
+            b"m"
+        )),
         ErrorKind::Integrity
     );
     assert_eq!(
-        kind(be.public_key(&a, Algorithm::HmacSha256)),
+        kind(be.public_key(&BackendKey::new(a.clone(), Algorithm::HmacSha256))),
         ErrorKind::Policy
     );
 
     // Nothing else was harmed, and nothing leaked into the TPM.
-    assert_eq!(be.hmac_sha256(&a, b"m").expect("mac"), tag_a);
-    be.sign(&ec, Algorithm::EcdsaP256Sha256, b"m")
-        .expect("sign");
+    assert_eq!(
+        be.hmac_sha256(&BackendKey::new(a.clone(), Algorithm::HmacSha256), b"m")
+            .expect("mac"),
+        tag_a
+    );
+    be.sign(
+        &BackendKey::new(ec.clone(), Algorithm::EcdsaP256Sha256),
+        b"m",
+    )
+    .expect("sign");
     let (objects, sessions) = be.loaded_handles().expect("handles");
     assert!(
         objects.len() <= 3 && sessions.is_empty(),
@@ -296,12 +374,18 @@ fn damaged_handles_are_refused_with_the_right_error() {
 fn destroy_list_wipe_and_a_damaged_registry_entry() {
     let env = Env::new();
     let be = env.open();
-    let a = be.generate(Algorithm::HmacSha256, "a").expect("a").handle;
+    let a = be
+        .generate(&NewKey::new(Algorithm::HmacSha256, "a"))
+        .expect("a")
+        .handle;
     let b = be
-        .generate(Algorithm::EcdsaP256Sha256, "b")
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "b"))
         .expect("b")
         .handle;
-    let c = be.generate(Algorithm::HmacSha256, "c").expect("c").handle;
+    let c = be
+        .generate(&NewKey::new(Algorithm::HmacSha256, "c"))
+        .expect("c")
+        .handle;
     let mut listed = be.list().expect("list");
     listed.sort();
     let mut want = vec![a.clone(), b.clone(), c.clone()];
@@ -310,7 +394,10 @@ fn destroy_list_wipe_and_a_damaged_registry_entry() {
 
     be.destroy(&a).expect("destroy");
     assert_eq!(kind(be.destroy(&a)), ErrorKind::NotFound);
-    assert_eq!(kind(be.hmac_sha256(&a, b"m")), ErrorKind::NotFound);
+    assert_eq!(
+        kind(be.hmac_sha256(&BackendKey::new(a.clone(), Algorithm::HmacSha256), b"m")),
+        ErrorKind::NotFound
+    );
     assert!(!be.list().expect("list").contains(&a));
     // The blob still loads, but the TPM refuses it without the shredded auth.
     match be.try_use_without_auth(&a).expect("probe") {
@@ -326,16 +413,25 @@ fn destroy_list_wipe_and_a_damaged_registry_entry() {
     bytes[10] ^= 1;
     std::fs::write(&entry, bytes).expect("write");
     let be = env.open();
-    assert_eq!(kind(be.hmac_sha256(&c, b"m")), ErrorKind::Integrity);
-    be.sign(&b, Algorithm::EcdsaP256Sha256, b"m")
-        .expect("b still signs");
+    assert_eq!(
+        kind(be.hmac_sha256(&BackendKey::new(c.clone(), Algorithm::HmacSha256), b"m")),
+        ErrorKind::Integrity
+    );
+    be.sign(
+        &BackendKey::new(b.clone(), Algorithm::EcdsaP256Sha256),
+        b"m",
+    )
+    .expect("b still signs");
     be.destroy(&c)
         .expect("a damaged entry can still be destroyed");
 
     be.wipe().expect("wipe");
     assert!(be.list().expect("list").is_empty());
     assert_eq!(
-        kind(be.sign(&b, Algorithm::EcdsaP256Sha256, b"m")),
+        kind(be.sign(
+            &BackendKey::new(b.clone(), Algorithm::EcdsaP256Sha256),
+            b"m"
+        )),
         ErrorKind::NotFound
     );
     let keys_dir = env.store().join("keys");
@@ -348,7 +444,7 @@ fn slots_are_never_exceeded_and_nothing_leaks() {
     let be = env.open();
     let keys: Vec<_> = (0..6)
         .map(|i| {
-            be.generate(Algorithm::HmacSha256, &format!("k{i}"))
+            be.generate(&NewKey::new(Algorithm::HmacSha256, &format!("k{i}")))
                 .expect("gen")
                 .handle
         })
@@ -357,9 +453,11 @@ fn slots_are_never_exceeded_and_nothing_leaks() {
     for round in 0..30 {
         for (i, k) in keys.iter().enumerate() {
             if (round + i) % 3 == 0 {
-                be.hmac_sha256(k, &long).expect("sequence");
+                be.hmac_sha256(&BackendKey::new(k.clone(), Algorithm::HmacSha256), &long)
+                    .expect("sequence");
             } else {
-                be.hmac_sha256(k, b"short").expect("hmac");
+                be.hmac_sha256(&BackendKey::new(k.clone(), Algorithm::HmacSha256), b"short")
+                    .expect("hmac");
             }
         }
         let (objects, sessions) = be.loaded_handles().expect("handles");
@@ -389,21 +487,32 @@ fn slots_are_never_exceeded_and_nothing_leaks() {
 fn reconnects_after_a_simulator_restart() {
     let mut env = Env::new();
     let be = env.open();
-    let g = be.generate(Algorithm::EcdsaP256Sha256, "e").expect("gen");
+    let g = be
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "e"))
+        .expect("gen");
     let pk = g.public_key.expect("pk");
     env.swtpm.restart().expect("restart");
     let sig = be
-        .sign(&g.handle, Algorithm::EcdsaP256Sha256, b"after")
+        .sign(
+            &BackendKey::new(g.handle.clone(), Algorithm::EcdsaP256Sha256),
+            b"after",
+        )
         .expect("sign after restart");
     pk.verify(b"after", &sig).expect("verifies");
     env.swtpm.kill();
     let e = be
-        .sign(&g.handle, Algorithm::EcdsaP256Sha256, b"gone")
+        .sign(
+            &BackendKey::new(g.handle.clone(), Algorithm::EcdsaP256Sha256),
+            b"gone",
+        )
         .expect_err("sign without a TPM");
     assert_eq!(e.kind(), ErrorKind::Backend, "{e:?}");
     env.swtpm.restart().expect("restart");
-    be.sign(&g.handle, Algorithm::EcdsaP256Sha256, b"back")
-        .expect("sign once the TPM is back");
+    be.sign(
+        &BackendKey::new(g.handle.clone(), Algorithm::EcdsaP256Sha256),
+        b"back",
+    )
+    .expect("sign once the TPM is back");
 }
 
 #[test]
@@ -445,21 +554,35 @@ fn credentials_lock_and_redaction() {
 fn resolved_handles_are_exact_bounded_and_follow_the_registry() {
     let env = Env::new();
     let be = env.open();
-    let ec = be.generate(Algorithm::EcdsaP256Sha256, "e").expect("ec");
+    let ec = be
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "e"))
+        .expect("ec");
     let pk = ec.public_key.clone().expect("pk");
     let e = ec.handle;
-    let sig = be.sign(&e, Algorithm::EcdsaP256Sha256, b"m").expect("sign");
+    let sig = be
+        .sign(
+            &BackendKey::new(e.clone(), Algorithm::EcdsaP256Sha256),
+            b"m",
+        )
+        .expect("sign");
     pk.verify(b"m", &sig).expect("verifies");
     assert_eq!(be.resolved_handles(), 1);
 
     // Cached, yet the algorithm is still checked.
     assert_eq!(
-        kind(be.sign(&e, Algorithm::Rsa2048PssSha256, b"m")),
+        kind(be.sign(
+            &BackendKey::new(e.clone(), Algorithm::Rsa2048PssSha256),
+            b"m"
+        )),
         ErrorKind::Integrity
     );
-    assert_eq!(kind(be.hmac_sha256(&e, b"m")), ErrorKind::Integrity);
     assert_eq!(
-        be.public_key(&e, Algorithm::EcdsaP256Sha256).expect("pk"),
+        kind(be.hmac_sha256(&BackendKey::new(e.clone(), Algorithm::HmacSha256), b"m")),
+        ErrorKind::Integrity
+    );
+    assert_eq!(
+        be.public_key(&BackendKey::new(e.clone(), Algorithm::EcdsaP256Sha256))
+            .expect("pk"),
         pk
     );
 
@@ -472,20 +595,32 @@ fn resolved_handles_are_exact_bounded_and_follow_the_registry() {
     let shorter = KeyHandle::new(e.as_bytes()[..e.as_bytes().len() - 1].to_vec());
     for _ in 0..3 {
         let err = be
-            .sign(&flipped, Algorithm::EcdsaP256Sha256, b"m")
+            .sign(
+                &BackendKey::new(flipped.clone(), Algorithm::EcdsaP256Sha256),
+                b"m",
+            )
             .expect_err("flipped");
         assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
         assert!(err.to_string().contains("TPM_RC_INTEGRITY"), "{err}");
         assert_eq!(
-            kind(be.sign(&longer, Algorithm::EcdsaP256Sha256, b"m")),
+            kind(be.sign(
+                &BackendKey::new(longer.clone(), Algorithm::EcdsaP256Sha256),
+                b"m"
+            )),
             ErrorKind::Integrity
         );
         assert_eq!(
-            kind(be.sign(&shorter, Algorithm::EcdsaP256Sha256, b"m")),
+            kind(be.sign(
+                &BackendKey::new(shorter.clone(), Algorithm::EcdsaP256Sha256),
+                b"m"
+            )),
             ErrorKind::Integrity
         );
         let sig = be
-            .sign(&e, Algorithm::EcdsaP256Sha256, b"m")
+            .sign(
+                &BackendKey::new(e.clone(), Algorithm::EcdsaP256Sha256),
+                b"m",
+            )
             .expect("genuine");
         pk.verify(b"m", &sig).expect("verifies");
     }
@@ -499,9 +634,8 @@ fn resolved_handles_are_exact_bounded_and_follow_the_registry() {
             let secret = [i as u8; 32];
             let h = be
                 .import(
-                    Algorithm::HmacSha256,
+                    &NewKey::new(Algorithm::HmacSha256, "k"),
                     &SecretBytes::from_slice(&secret),
-                    "k",
                 )
                 .expect("import");
             (secret, h)
@@ -509,7 +643,12 @@ fn resolved_handles_are_exact_bounded_and_follow_the_registry() {
         .collect();
     for round in 0..2 {
         for (secret, h) in &keys {
-            let tag = be.hmac_sha256(h, b"round robin").expect("mac");
+            let tag = be
+                .hmac_sha256(
+                    &BackendKey::new(h.clone(), Algorithm::HmacSha256),
+                    b"round robin",
+                )
+                .expect("mac");
             assert_eq!(*tag, hmac_ref(secret, b"round robin"), "round {round}");
             assert!(be.resolved_handles() <= backend_tpm::RESOLVED_CACHE_CAPACITY);
         }
@@ -523,30 +662,43 @@ fn resolved_handles_are_exact_bounded_and_follow_the_registry() {
     // Destroy takes effect on the next use of the cached handle.
     let (_, last) = &keys[n - 1];
     be.destroy(last).expect("destroy");
-    assert_eq!(kind(be.hmac_sha256(last, b"m")), ErrorKind::NotFound);
+    assert_eq!(
+        kind(be.hmac_sha256(&BackendKey::new(last.clone(), Algorithm::HmacSha256), b"m")),
+        ErrorKind::NotFound
+    );
     let sig = be
-        .sign(&e, Algorithm::EcdsaP256Sha256, b"m")
+        .sign(
+            &BackendKey::new(e.clone(), Algorithm::EcdsaP256Sha256),
+            b"m",
+        )
         .expect("others still work");
     pk.verify(b"m", &sig).expect("verifies");
     be.destroy(&e).expect("destroy");
     assert_eq!(
-        kind(be.sign(&e, Algorithm::EcdsaP256Sha256, b"m")),
+        kind(be.sign(
+            &BackendKey::new(e.clone(), Algorithm::EcdsaP256Sha256),
+            b"m"
+        )),
         ErrorKind::NotFound
     );
     assert_eq!(
-        kind(be.public_key(&e, Algorithm::EcdsaP256Sha256)),
+        kind(be.public_key(&BackendKey::new(e.clone(), Algorithm::EcdsaP256Sha256))),
         ErrorKind::NotFound
     );
 
     // So does wipe, for every handle, and nothing stays cached or loaded.
     let (secret, first) = &keys[0];
     assert_eq!(
-        *be.hmac_sha256(first, b"m").expect("mac"),
+        *be.hmac_sha256(&BackendKey::new(first.clone(), Algorithm::HmacSha256), b"m")
+            .expect("mac"),
         hmac_ref(secret, b"m")
     );
     be.wipe().expect("wipe");
     for (_, h) in &keys {
-        assert_eq!(kind(be.hmac_sha256(h, b"m")), ErrorKind::NotFound);
+        assert_eq!(
+            kind(be.hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"m")),
+            ErrorKind::NotFound
+        );
     }
     assert_eq!(be.resolved_handles(), 0);
     assert_eq!(be.cached_keys(), 0);

@@ -19,7 +19,7 @@ use backend_soft::KekProvider;
 use backend_tpm::swtpm::Swtpm;
 use backend_tpm::{admin, PcrBinding, TpmBackend, TpmConfig, TpmSealedKek};
 use hmac::{Hmac, Mac};
-use keystore_api::{Algorithm, Backend, SecretBytes};
+use keystore_api::{Algorithm, BackendKey, KeyManagement, Mac as _, NewKey, SecretBytes};
 use sha2::Sha256;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
@@ -181,17 +181,29 @@ fn run(encrypted: bool) -> Seen {
     proxy.take();
     // TPM2_Create with the key bytes in inSensitive.
     let h = be
-        .import(Algorithm::HmacSha256, &SecretBytes::from_slice(&key), "k")
+        .import(
+            &NewKey::new(Algorithm::HmacSha256, "k"),
+            &SecretBytes::from_slice(&key),
+        )
         .expect("import");
-    let t = be.hkdf_extract(&h, msg).expect("hmac");
+    let t = be
+        .hkdf_extract(&BackendKey::new(h.clone(), Algorithm::HmacSha256), msg)
+        .expect("hmac");
     assert_eq!(*t, hmac_ref(&key, msg), "TPM2_HMAC is right");
-    let t_long = be.hkdf_extract(&h, &long).expect("hmac sequence");
+    let t_long = be
+        .hkdf_extract(&BackendKey::new(h.clone(), Algorithm::HmacSha256), &long)
+        .expect("hmac sequence");
     assert_eq!(*t_long, hmac_ref(&key, &long), "the HMAC sequence is right");
     let traffic = proxy.take();
     let imported_key = leaks(&traffic, &key);
     let hmac = leaks(&traffic, &*t);
     let hmac_sequence = leaks(&traffic, &*t_long);
-    let tag = be.hmac_sha256(&h, b"a MAC tag").expect("mac");
+    let tag = be
+        .hmac_sha256(
+            &BackendKey::new(h.clone(), Algorithm::HmacSha256),
+            b"a MAC tag",
+        )
+        .expect("mac");
     assert_eq!(*tag, hmac_ref(&key, b"a MAC tag"));
     let mac_tag = leaks(&proxy.take(), &*tag);
 
@@ -199,14 +211,20 @@ fn run(encrypted: bool) -> Seen {
     // reconnects, starts a new one and retries once.
     swtpm.restart().expect("restart");
     let msg2 = b"after the reset";
-    let t2 = be.hkdf_extract(&h, msg2).expect("hmac after reset");
+    let t2 = be
+        .hkdf_extract(&BackendKey::new(h.clone(), Algorithm::HmacSha256), msg2)
+        .expect("hmac after reset");
     assert_eq!(*t2, hmac_ref(&key, msg2));
     let key2: [u8; 32] = std::array::from_fn(|i| 0x5C ^ (i as u8).wrapping_mul(13));
     swtpm.restart().expect("restart");
     let h2 = be
-        .import(Algorithm::HmacSha256, &SecretBytes::from_slice(&key2), "k2")
+        .import(
+            &NewKey::new(Algorithm::HmacSha256, "k2"),
+            &SecretBytes::from_slice(&key2),
+        )
         .expect("import after reset");
-    be.hmac_sha256(&h2, msg).expect("hmac with the new key");
+    be.hmac_sha256(&BackendKey::new(h2.clone(), Algorithm::HmacSha256), msg)
+        .expect("hmac with the new key");
     let traffic = proxy.take();
     let hmac_after_reset = leaks(&traffic, &*t2);
     let imported_key_after_reset = leaks(&traffic, &key2);
@@ -224,7 +242,12 @@ fn run(encrypted: bool) -> Seen {
         &dir.path().join("store"),
     )
     .expect("open, PRK in clear");
-    let t3 = be.hkdf_extract(&h, b"opted out").expect("extract");
+    let t3 = be
+        .hkdf_extract(
+            &BackendKey::new(h.clone(), Algorithm::HmacSha256),
+            b"opted out",
+        )
+        .expect("extract");
     assert_eq!(*t3, hmac_ref(&key, b"opted out"));
     let prk_when_opted_out = leaks(&proxy.take(), &*t3);
     drop(be);

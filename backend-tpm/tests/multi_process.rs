@@ -21,8 +21,13 @@
 
 use backend_tpm::swtpm::{Abrmd, Swtpm};
 use backend_tpm::{admin, TpmBackend, TpmConfig};
-use keystore_api::{Algorithm, Backend, KeyHandle, PublicKey, SecretBytes};
+use keystore_api::{Algorithm, KeyHandle, PublicKey, SecretBytes};
+use keystore_backend::BackendKey;
 use keystore_backend::ErrorKind;
+use keystore_backend::KeyManagement;
+use keystore_backend::Mac;
+use keystore_backend::NewKey;
+use keystore_backend::Signing;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -93,7 +98,7 @@ impl World {
     /// Creates the long-lived key every process signs with.
     fn make_fixed_key(&self) -> (KeyHandle, PublicKey) {
         let be = self.direct();
-        let g = be.generate(ECDSA, "fixed").expect("generate");
+        let g = be.generate(&NewKey::new(ECDSA, "fixed")).expect("generate");
         let pk = g.public_key.expect("public key");
         put(&self.exchange(), "fixed.spki", pk.spki_der());
         put(&self.exchange(), "fixed.handle", g.handle.as_bytes());
@@ -251,7 +256,9 @@ fn processes_share_one_store_through_a_resource_manager() {
     w.stop_abrmd();
     let be = w.direct();
     assert_eq!(be.list().expect("list"), vec![fixed.clone()]);
-    let sig = be.sign(&fixed, ECDSA, b"after").expect("sign");
+    let sig = be
+        .sign(&BackendKey::new(fixed.clone(), ECDSA), b"after")
+        .expect("sign");
     fixed_pk.verify(b"after", &sig).expect("verifies");
     let leftovers: Vec<_> = std::fs::read_dir(w.store().join("keys"))
         .expect("keys dir")
@@ -290,10 +297,12 @@ fn sign_cost_through_abrmd_against_direct() {
         let t0 = Instant::now();
         let be = w.direct();
         let open = t0.elapsed();
-        be.sign(&fixed, ECDSA, b"warm").expect("sign");
+        be.sign(&BackendKey::new(fixed.clone(), ECDSA), b"warm")
+            .expect("sign");
         let t = Instant::now();
         for _ in 0..rounds {
-            be.sign(&fixed, ECDSA, b"bench").expect("sign");
+            be.sign(&BackendKey::new(fixed.clone(), ECDSA), b"bench")
+                .expect("sign");
         }
         (open, t.elapsed() / rounds as u32)
     };
@@ -366,11 +375,15 @@ fn churn(env: &ChildEnv) {
     let be = env.open();
     let (fixed, fixed_pk) = env.key("fixed");
     for i in 0..KEYS {
-        let sig = be.sign(&fixed, ECDSA, b"churn").expect("sign fixed");
+        let sig = be
+            .sign(&BackendKey::new(fixed.clone(), ECDSA), b"churn")
+            .expect("sign fixed");
         fixed_pk.verify(b"churn", &sig).expect("verifies");
-        let g = be.generate(ECDSA, "churn").expect("generate");
+        let g = be.generate(&NewKey::new(ECDSA, "churn")).expect("generate");
         let pk = g.public_key.expect("public key");
-        let sig = be.sign(&g.handle, ECDSA, b"own").expect("sign own");
+        let sig = be
+            .sign(&BackendKey::new(g.handle.clone(), ECDSA), b"own")
+            .expect("sign own");
         pk.verify(b"own", &sig).expect("verifies");
         assert!(be.list().expect("list").contains(&g.handle));
         put(&env.x, &format!("key-{i}.spki"), pk.spki_der());
@@ -383,7 +396,10 @@ fn churn(env: &ChildEnv) {
         put(&env.x, &format!("destroying-{i}"), b"");
         be.destroy(&g.handle).expect("destroy");
         put(&env.x, &format!("destroyed-{i}"), b"");
-        assert_eq!(kind(be.sign(&g.handle, ECDSA, b"m")), ErrorKind::NotFound);
+        assert_eq!(
+            kind(be.sign(&BackendKey::new(g.handle.clone(), ECDSA), b"m")),
+            ErrorKind::NotFound
+        );
         for s in SIGNERS {
             wait_for(&format!("{s} to see key {i} gone"), || {
                 has(&env.x, &format!("gone-{s}-{i}"))
@@ -410,7 +426,9 @@ fn signer(env: &ChildEnv) {
             Instant::now() < deadline,
             "{me}: ran out of time: acked {acked:?}, gone {gone:?}"
         );
-        let sig = be.sign(&fixed, ECDSA, me.as_bytes()).expect("sign fixed");
+        let sig = be
+            .sign(&BackendKey::new(fixed.clone(), ECDSA), me.as_bytes())
+            .expect("sign fixed");
         fixed_pk.verify(me.as_bytes(), &sig).expect("verifies");
         uses += 1;
         for i in 0..KEYS {
@@ -419,7 +437,7 @@ fn signer(env: &ChildEnv) {
             }
             let destroyed_before = has(&env.x, &format!("destroyed-{i}"));
             let (h, pk) = env.key(&format!("key-{i}"));
-            match be.sign(&h, ECDSA, me.as_bytes()) {
+            match be.sign(&BackendKey::new(h.clone(), ECDSA), me.as_bytes()) {
                 Ok(sig) => {
                     assert!(
                         !destroyed_before,
@@ -484,21 +502,24 @@ fn pair(env: &ChildEnv) {
     assert!(a.parameter_encryption_session().expect("a").is_some());
     assert!(b.parameter_encryption_session().expect("b").is_some());
     for be in [&a, &b] {
-        let sig = be.sign(&fixed, ECDSA, b"both").expect("sign fixed");
+        let sig = be
+            .sign(&BackendKey::new(fixed.clone(), ECDSA), b"both")
+            .expect("sign fixed");
         fixed_pk.verify(b"both", &sig).expect("verifies");
     }
 
     // Made in one, used in the other.
-    let ka = a.generate(ECDSA, "a").expect("generate");
+    let ka = a.generate(&NewKey::new(ECDSA, "a")).expect("generate");
     let pka = ka.public_key.clone().expect("pk");
-    let sig = b.sign(&ka.handle, ECDSA, b"m").expect("b signs a's key");
+    let sig = b
+        .sign(&BackendKey::new(ka.handle.clone(), ECDSA), b"m")
+        .expect("b signs a's key");
     pka.verify(b"m", &sig).expect("verifies");
     let secret = [0x5Au8; 32];
     let kb = b
         .import(
-            Algorithm::HmacSha256,
+            &NewKey::new(Algorithm::HmacSha256, "b"),
             &SecretBytes::from_slice(&secret),
-            "b",
         )
         .expect("import");
     let long = vec![7u8; 3000];
@@ -509,13 +530,23 @@ fn pair(env: &ChildEnv) {
             m.update(data);
             <[u8; 32]>::from(m.finalize().into_bytes())
         };
-        assert_eq!(*a.hmac_sha256(&kb, data).expect("a mac"), want);
-        assert_eq!(*b.hmac_sha256(&kb, data).expect("b mac"), want);
+        assert_eq!(
+            *a.hmac_sha256(&BackendKey::new(kb.clone(), Algorithm::HmacSha256), data)
+                .expect("a mac"),
+            want
+        );
+        assert_eq!(
+            *b.hmac_sha256(&BackendKey::new(kb.clone(), Algorithm::HmacSha256), data)
+                .expect("b mac"),
+            want
+        );
     }
     // The encrypted response path (the PRK) on both connections.
     assert_eq!(
-        *a.hkdf_extract(&kb, b"salt").expect("a"),
-        *b.hkdf_extract(&kb, b"salt").expect("b")
+        *a.hkdf_extract(&BackendKey::new(kb.clone(), Algorithm::HmacSha256), b"salt")
+            .expect("a"),
+        *b.hkdf_extract(&BackendKey::new(kb.clone(), Algorithm::HmacSha256), b"salt")
+            .expect("b")
     );
     for be in [&a, &b] {
         let l = be.list().expect("list");
@@ -524,19 +555,29 @@ fn pair(env: &ChildEnv) {
 
     // Destroyed in one: NotFound in the other at once.
     a.destroy(&kb).expect("destroy");
-    assert_eq!(kind(b.hmac_sha256(&kb, b"m")), ErrorKind::NotFound);
+    assert_eq!(
+        kind(b.hmac_sha256(&BackendKey::new(kb.clone(), Algorithm::HmacSha256), b"m")),
+        ErrorKind::NotFound
+    );
     assert_eq!(kind(b.destroy(&kb)), ErrorKind::NotFound);
     assert!(!b.list().expect("list").contains(&kb));
     b.destroy(&ka.handle).expect("destroy");
-    assert_eq!(kind(a.sign(&ka.handle, ECDSA, b"m")), ErrorKind::NotFound);
-    assert_eq!(kind(a.public_key(&ka.handle, ECDSA)), ErrorKind::NotFound);
+    assert_eq!(
+        kind(a.sign(&BackendKey::new(ka.handle.clone(), ECDSA), b"m")),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        kind(a.public_key(&BackendKey::new(ka.handle.clone(), ECDSA))),
+        ErrorKind::NotFound
+    );
 
     // Behind the resource manager each connection sees only its own
     // objects: its primary and its loaded keys (the other backend's are
     // not listed). Sessions are context-saved by abrmd between commands, so
     // none is ever listed here (see `loaded_handles`).
     for (name, be) in [("a", &a), ("b", &b)] {
-        be.sign(&fixed, ECDSA, b"load").expect("sign");
+        be.sign(&BackendKey::new(fixed.clone(), ECDSA), b"load")
+            .expect("sign");
         let (objects, sessions) = be.loaded_handles().expect("handles");
         eprintln!("pair: {name}: objects {objects:x?}, sessions {sessions:x?}");
         assert_eq!(objects.len(), 1 + be.cached_keys(), "{name}: {objects:x?}");
@@ -548,7 +589,8 @@ fn pair(env: &ChildEnv) {
     let c = env.open();
     assert!(!inflight.exists(), "alone again: cleaned up");
     assert_eq!(c.list().expect("list"), vec![fixed.clone()]);
-    c.sign(&fixed, ECDSA, b"c").expect("sign");
+    c.sign(&BackendKey::new(fixed.clone(), ECDSA), b"c")
+        .expect("sign");
     put(&env.x, "pair.ok", b"");
 }
 
@@ -558,10 +600,12 @@ fn bench(env: &ChildEnv, rounds: usize) {
     let t0 = Instant::now();
     let be = env.open();
     let open = t0.elapsed();
-    be.sign(&fixed, ECDSA, b"warm").expect("sign");
+    be.sign(&BackendKey::new(fixed.clone(), ECDSA), b"warm")
+        .expect("sign");
     let t = Instant::now();
     for _ in 0..rounds {
-        be.sign(&fixed, ECDSA, b"bench").expect("sign");
+        be.sign(&BackendKey::new(fixed.clone(), ECDSA), b"bench")
+            .expect("sign");
     }
     let sign = t.elapsed() / rounds as u32;
     put(

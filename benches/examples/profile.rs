@@ -33,7 +33,10 @@ use backend_tpm::{TpmBackend, TpmConfig};
 use benches::{bench_dir, standard_keys};
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
-use keystore_api::{Algorithm, Backend, KeyHandle, Keystore, SignatureFormat};
+use keystore_api::BackendKey;
+use keystore_api::Mac;
+use keystore_api::Signing;
+use keystore_api::{Algorithm, KeyHandle, Keystore, SignatureFormat};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -226,10 +229,18 @@ fn pkcs11(path: &str, iters: u32) {
         AttributeType::Copyable,
         AttributeType::AllowedMechanisms,
     ];
-    let ec_sig = be.sign(&ec_h, EC, MSG).expect("sign");
-    let ec_pk = be.public_key(&ec_h, EC).expect("public key");
-    let rsa_sig = be.sign(&rsa_h, RSA, MSG).expect("sign");
-    let rsa_pk = be.public_key(&rsa_h, RSA).expect("public key");
+    let ec_sig = be
+        .sign(&BackendKey::new(ec_h.clone(), EC), MSG)
+        .expect("sign");
+    let ec_pk = be
+        .public_key(&BackendKey::new(ec_h.clone(), EC))
+        .expect("public key");
+    let rsa_sig = be
+        .sign(&BackendKey::new(rsa_h.clone(), RSA), MSG)
+        .expect("sign");
+    let rsa_pk = be
+        .public_key(&BackendKey::new(rsa_h.clone(), RSA))
+        .expect("public key");
     let aws_pk = aws_lc_rs::signature::UnparsedPublicKey::new(
         &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
         ec_pk.spki_der()[ec_pk.spki_der().len() - 65..].to_vec(),
@@ -268,7 +279,10 @@ fn pkcs11(path: &str, iters: u32) {
         (
             "HMAC: backend (session pool, protection check, C_Sign)",
             simple(move || {
-                black_box(be.hmac_sha256(&mac_h, MSG).expect("hmac"));
+                black_box(
+                    be.hmac_sha256(&BackendKey::new(mac_h.clone(), Algorithm::HmacSha256), MSG)
+                        .expect("hmac"),
+                );
             }),
         ),
     );
@@ -312,7 +326,10 @@ fn pkcs11(path: &str, iters: u32) {
         (
             "ECDSA: backend (pool, check, C_Sign, host verify)",
             simple(move || {
-                black_box(be.sign(&ec_h, EC, MSG).expect("sign"));
+                black_box(
+                    be.sign(&BackendKey::new(ec_h.clone(), EC), MSG)
+                        .expect("sign"),
+                );
             }),
         ),
     );
@@ -544,7 +561,10 @@ fn tpm(path: &str, iters: u32) {
         (
             "HMAC: backend (registry check, key cache, TPM2_HMAC)",
             simple(move || {
-                black_box(be.hmac_sha256(&mac_h, MSG).expect("hmac"));
+                black_box(
+                    be.hmac_sha256(&BackendKey::new(mac_h.clone(), Algorithm::HmacSha256), MSG)
+                        .expect("hmac"),
+                );
             }),
         ),
     );
@@ -587,7 +607,10 @@ fn tpm(path: &str, iters: u32) {
         (
             "ECDSA: backend (registry check, key cache, TPM2_Sign)",
             simple(move || {
-                black_box(be.sign(&ec_h, EC, MSG).expect("sign"));
+                black_box(
+                    be.sign(&BackendKey::new(ec_h.clone(), EC), MSG)
+                        .expect("sign"),
+                );
             }),
         ),
     );
@@ -663,7 +686,10 @@ fn soft(path: &str, iters: u32) {
         (
             "ECDSA: soft backend (record cache, aws-lc-rs sign)",
             simple(move || {
-                black_box(be.sign(&ec_h, EC, MSG).expect("sign"));
+                black_box(
+                    be.sign(&BackendKey::new(ec_h.clone(), EC), MSG)
+                        .expect("sign"),
+                );
             }),
         ),
     );
@@ -691,7 +717,10 @@ fn soft(path: &str, iters: u32) {
         (
             "HMAC: soft backend (record cache, aws-lc-rs HMAC)",
             simple(move || {
-                black_box(be.hmac_sha256(&mac_h2, MSG).expect("hmac"));
+                black_box(
+                    be.hmac_sha256(&BackendKey::new(mac_h2.clone(), Algorithm::HmacSha256), MSG)
+                        .expect("hmac"),
+                );
             }),
         ),
     );
@@ -720,7 +749,9 @@ fn soft(path: &str, iters: u32) {
         (
             "HKDF: backend HMAC (extract) + hkdf crate expand from the PRK",
             simple(move || {
-                let prk = be.hmac_sha256(&mac_h, salt).expect("hmac");
+                let prk = be
+                    .hmac_sha256(&BackendKey::new(mac_h.clone(), Algorithm::HmacSha256), salt)
+                    .expect("hmac");
                 let mut out = [0u8; 32];
                 hkdf::Hkdf::<Sha256>::from_prk(&prk[..])
                     .expect("prk")

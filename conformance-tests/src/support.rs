@@ -3,6 +3,7 @@
 
 use crate::{Fixture, Outcome};
 use keystore_api::ErrorKind;
+use keystore_api::KeyManagement;
 use keystore_api::{Actor, Algorithm, Error, KeyInfo, KeySpec, Keystore, Operation, Result, Role};
 
 /// The security officer the suite acts as for lifecycle operations.
@@ -40,7 +41,6 @@ pub fn create_or_prove_unsupported<F: Fixture>(
     name: &str,
     alg: Algorithm,
 ) -> Option<KeyInfo> {
-    use keystore_api::Backend;
     if ks
         .backend()
         .capabilities()

@@ -11,9 +11,11 @@ mod tpm_specific {
     use backend_tpm::{rc_code, TpmBackend, TpmConfig};
     use conformance_tests::fixtures::tpm::TpmFixture;
     use conformance_tests::Fixture;
+    use keystore_api::BackendKey;
+    use keystore_api::Mac;
+    use keystore_api::Signing;
     use keystore_api::{
-        Actor, Algorithm, Backend, ErrorKind, KeySpec, Keystore, Role, SecretBytes,
-        SignatureFormat, Usages,
+        Actor, Algorithm, ErrorKind, KeySpec, Keystore, Role, SecretBytes, SignatureFormat, Usages,
     };
     use std::path::Path;
     use std::process::Command;
@@ -190,11 +192,17 @@ mod tpm_specific {
             }
         }
         let err = backend
-            .hmac_sha256(&saved[1], b"m")
+            .hmac_sha256(
+                &BackendKey::new(saved[1].clone(), Algorithm::HmacSha256),
+                b"m",
+            )
             .expect_err("a restored key works after the clear");
         assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
         let err = backend
-            .sign(&saved[0], Algorithm::EcdsaP256Sha256, b"m")
+            .sign(
+                &BackendKey::new(saved[0].clone(), Algorithm::EcdsaP256Sha256),
+                b"m",
+            )
             .expect_err("a restored key signs after the clear");
         assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
         // The old owner auth no longer opens the TPM either.
@@ -463,7 +471,7 @@ mod tpm_specific {
         let bad = keystore_api::KeyHandle::new(bad);
         let err = ks
             .backend()
-            .hmac_sha256(&bad, b"m")
+            .hmac_sha256(&BackendKey::new(bad.clone(), Algorithm::HmacSha256), b"m")
             .expect_err("damaged blob works");
         assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
         assert!(err.to_string().contains("TPM_RC_INTEGRITY"), "{err}");

@@ -576,7 +576,7 @@ fn revoke_intermediate_rejects_every_device_under_it() {
         "{err}"
     );
     let inter_pem = std::fs::read_to_string(pki.join("intermediate.pem")).unwrap();
-    let inter_der = provisioning::util::pem_decode_all(&inter_pem, "CERTIFICATE")
+    let inter_der = provisioning::pem_decode_all(&inter_pem, "CERTIFICATE")
         .unwrap()
         .remove(0);
     let inter = provisioning::CertInfo::parse(&inter_der).unwrap();

@@ -2,11 +2,12 @@
 //!
 //! Every lifecycle event is appended with a random id, an RFC 3339 UTC time,
 //! the actor and role, the key name and version, the public fingerprint and a
-//! detail line. Entries form a hash chain
-//! (`hash = SHA-256(canonical entry ‖ previous hash)`), and each hash is MAC'd
-//! with HMAC-SHA256 under a non-extractable audit key held in the backend. A
-//! head row (last sequence number and hash, MAC'd too) makes truncation
-//! visible. Verification names the first bad entry.
+//! detail line; the event is an [`AuditEvent`], the keystore's own or an
+//! application's. Entries form a hash chain ([`chain`], the one chain of the
+//! workspace: `hash = SHA-256(domain ‖ seq ‖ framed fields ‖ previous hash)`),
+//! and each hash is MAC'd with HMAC-SHA256 under a non-extractable audit key
+//! held in the backend. A head row (last sequence number and hash, MAC'd too)
+//! makes truncation visible. Verification names the first bad entry.
 //!
 //! Verification never claims what it did not check ([`AuditReport::checked`]):
 //! - A live store verifies chain, MACs and head. If its audit-key reference
@@ -31,30 +32,40 @@ use crate::error::{Component, Error, ErrorKind, Result};
 use crate::metadata as md;
 use crate::metadata::SqlResult;
 use crate::secret::ct_eq;
+use crate::Algorithm;
+use crate::BackendKey;
+use chain::{Break, ChainHasher, ChainWalker, Fault, GENESIS};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+
+pub mod chain;
+mod event;
+
+pub use event::{ApplicationEvent, AuditEvent, MAX_APPLICATION_EVENT_LEN};
 
 const HASH_DOMAIN: &[u8] = b"keystore-audit-entry-v1";
 const MAC_DOMAIN: &[u8] = b"keystore-audit-mac-v1";
 const HEAD_DOMAIN: &[u8] = b"keystore-audit-head-v1";
 
-/// One audit entry, as stored and exported.
+/// One audit entry, as exported. The JSON form (`keyctl audit export`) keeps
+/// the stored strings: `at` in RFC 3339 UTC, `event` by its name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct AuditEntry {
     /// Position in the chain, from 1.
     pub seq: u64,
     /// Random 128-bit id, hex.
     pub id: String,
-    /// RFC 3339 UTC time.
-    pub at: String,
+    /// When (UTC, whole seconds).
+    #[serde(with = "rfc3339_text")]
+    pub at: OffsetDateTime,
     /// Who acted.
     pub actor: String,
     /// In which role.
     pub role: String,
-    /// What happened (`generate`, `import`, `rotate`, `state`, `sweep`,
-    /// `destroy`, `backup`, `restore`, `wipe`, `decommission`, `refused`, …).
-    pub event: String,
+    /// What happened.
+    pub event: AuditEvent,
     /// The key concerned, if any.
     pub key_name: Option<String>,
     /// The key version concerned, if any.
@@ -71,12 +82,28 @@ pub struct AuditEntry {
     pub mac: String,
 }
 
+/// `at` as the RFC 3339 text the trail stores.
+mod rfc3339_text {
+    use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
+    use time::OffsetDateTime;
+
+    pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&crate::clock::rfc3339(*t))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+        let s = String::deserialize(d)?;
+        crate::clock::parse_rfc3339(&s)
+            .ok_or_else(|| D::Error::custom(format!("'{s}' is not an RFC 3339 time")))
+    }
+}
+
 /// An event about to be appended.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct Event {
     pub actor: String,
     pub role: String,
-    pub event: String,
+    pub event: AuditEvent,
     pub key_name: Option<String>,
     pub key_version: Option<u32>,
     pub fingerprint: Option<String>,
@@ -102,6 +129,7 @@ pub enum AuditCoverage {
 
 /// The result of verifying the trail.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditReport {
     /// Entries read.
     pub entries: u64,
@@ -156,38 +184,69 @@ impl AuditReport {
     }
 }
 
-fn field(h: &mut Sha256, v: Option<&[u8]>) {
-    match v {
-        None => h.update([0u8]),
-        Some(b) => {
-            h.update([1u8]);
-            h.update((b.len() as u64).to_be_bytes());
-            h.update(b);
-        }
-    }
+/// An entry as the trail stores it: the text and bytes its hash covers.
+struct Stored {
+    seq: u64,
+    id: String,
+    at: String,
+    actor: String,
+    role: String,
+    event: String,
+    key_name: Option<String>,
+    key_version: Option<u32>,
+    fingerprint: Option<String>,
+    detail: String,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+    mac: Vec<u8>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn chain_hash(seq: u64, id: &str, at: &str, e: &Event, prev: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(HASH_DOMAIN);
-    h.update(seq.to_be_bytes());
-    for f in [
-        Some(id.as_bytes()),
-        Some(at.as_bytes()),
-        Some(e.actor.as_bytes()),
-        Some(e.role.as_bytes()),
-        Some(e.event.as_bytes()),
-        e.key_name.as_deref().map(str::as_bytes),
-    ] {
-        field(&mut h, f);
+impl Stored {
+    /// The entry's chain hash after `prev` (the format every existing trail
+    /// was written in: the fields in this order, the version as 4 bytes
+    /// big-endian, the previous hash as its 32 bytes).
+    fn chain_hash(&self, prev: &[u8]) -> [u8; 32] {
+        let version = self.key_version.map(u32::to_be_bytes);
+        let mut h = ChainHasher::new(HASH_DOMAIN, self.seq);
+        h.text(Some(&self.id))
+            .text(Some(&self.at))
+            .text(Some(&self.actor))
+            .text(Some(&self.role))
+            .text(Some(&self.event))
+            .text(self.key_name.as_deref())
+            .field(version.as_ref().map(|v| &v[..]))
+            .text(self.fingerprint.as_deref())
+            .text(Some(&self.detail))
+            .field(Some(prev));
+        h.finish()
     }
-    let version = e.key_version.map(|v| v.to_be_bytes());
-    field(&mut h, version.as_ref().map(|v| &v[..]));
-    field(&mut h, e.fingerprint.as_deref().map(str::as_bytes));
-    field(&mut h, Some(e.detail.as_bytes()));
-    field(&mut h, Some(prev));
-    h.finalize().into()
+
+    /// The typed entry; a stored time or event name that does not parse is
+    /// damage ([`ErrorKind::Integrity`]).
+    fn into_entry(self) -> Result<AuditEntry> {
+        let seq = self.seq;
+        let at = crate::clock::parse_rfc3339(&self.at).ok_or_else(|| {
+            Error::integrity(format!("audit entry #{seq} holds a malformed time"))
+        })?;
+        let event = self.event.parse().map_err(|_| {
+            Error::integrity(format!("audit entry #{seq} holds a malformed event name"))
+        })?;
+        Ok(AuditEntry {
+            seq,
+            id: self.id,
+            at,
+            actor: self.actor,
+            role: self.role,
+            event,
+            key_name: self.key_name,
+            key_version: self.key_version,
+            fingerprint: self.fingerprint,
+            detail: self.detail,
+            prev_hash: hex::encode(self.prev_hash),
+            hash: hex::encode(self.hash),
+            mac: hex::encode(self.mac),
+        })
+    }
 }
 
 fn mac<B: Backend>(
@@ -200,7 +259,8 @@ fn mac<B: Backend>(
     for d in data {
         msg.extend_from_slice(d);
     }
-    Ok(*backend.hmac_sha256(key, &msg)?)
+    let key = BackendKey::new(key.clone(), Algorithm::HmacSha256);
+    Ok(*backend.hmac_sha256(&key, &msg)?)
 }
 
 /// The head row: the last sequence number and hash, MAC'd.
@@ -236,33 +296,48 @@ pub(crate) fn append<B: Backend>(
 ) -> Result<()> {
     let (seq, prev) = match head(conn)? {
         Some(h) => (h.seq + 1, h.hash),
-        None => (1, vec![0u8; 32]),
+        None => (1, GENESIS.to_vec()),
     };
     let mut idb = [0u8; 16];
     getrandom::getrandom(&mut idb)
         .map_err(|_| Error::backend_msg(Component::Keystore, "the OS random generator failed"))?;
-    let id = hex::encode(idb);
-    let hash = chain_hash(seq, &id, at, e, &prev);
+    let mut row = Stored {
+        seq,
+        id: hex::encode(idb),
+        at: at.to_string(),
+        actor: e.actor.clone(),
+        role: e.role.clone(),
+        event: e.event.as_str().to_string(),
+        key_name: e.key_name.clone(),
+        key_version: e.key_version,
+        fingerprint: e.fingerprint.clone(),
+        detail: e.detail.clone(),
+        prev_hash: prev,
+        hash: Vec::new(),
+        mac: Vec::new(),
+    };
+    let hash = row.chain_hash(&row.prev_hash);
     let entry_mac = mac(backend, key, MAC_DOMAIN, &[&hash])?;
     let head_mac = mac(backend, key, HEAD_DOMAIN, &[&seq.to_be_bytes(), &hash])?;
+    (row.hash, row.mac) = (hash.to_vec(), entry_mac.to_vec());
     conn.execute(
         "INSERT INTO audit (seq, id, at, actor, role, event, key_name, key_version, fingerprint,
                             detail, prev_hash, hash, mac)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
-            seq,
-            id,
-            at,
-            e.actor,
-            e.role,
-            e.event,
-            e.key_name,
-            e.key_version,
-            e.fingerprint,
-            e.detail,
-            prev,
-            &hash[..],
-            &entry_mac[..]
+            row.seq,
+            row.id,
+            row.at,
+            row.actor,
+            row.role,
+            row.event,
+            row.key_name,
+            row.key_version,
+            row.fingerprint,
+            row.detail,
+            row.prev_hash,
+            row.hash,
+            row.mac
         ],
     )
     .sql()?;
@@ -288,7 +363,16 @@ pub(crate) fn trail_started(conn: &Connection) -> Result<bool> {
 }
 
 /// Every entry, in sequence order.
+///
+/// # Errors
+/// [`ErrorKind::Integrity`] when an entry's stored time or event name does
+/// not parse; [`ErrorKind::Backend`] when the database fails.
 pub(crate) fn entries(conn: &Connection) -> Result<Vec<AuditEntry>> {
+    stored(conn)?.into_iter().map(Stored::into_entry).collect()
+}
+
+/// Every entry as stored, in sequence order.
+fn stored(conn: &Connection) -> Result<Vec<Stored>> {
     let mut st = conn
         .prepare(
             "SELECT seq, id, at, actor, role, event, key_name, key_version, fingerprint, detail,
@@ -297,7 +381,7 @@ pub(crate) fn entries(conn: &Connection) -> Result<Vec<AuditEntry>> {
         .sql()?;
     let rows = st
         .query_map([], |r| {
-            Ok(AuditEntry {
+            Ok(Stored {
                 seq: r.get(0)?,
                 id: r.get(1)?,
                 at: r.get(2)?,
@@ -308,9 +392,9 @@ pub(crate) fn entries(conn: &Connection) -> Result<Vec<AuditEntry>> {
                 key_version: r.get(7)?,
                 fingerprint: r.get(8)?,
                 detail: r.get(9)?,
-                prev_hash: hex::encode(r.get::<_, Vec<u8>>(10)?),
-                hash: hex::encode(r.get::<_, Vec<u8>>(11)?),
-                mac: hex::encode(r.get::<_, Vec<u8>>(12)?),
+                prev_hash: r.get(10)?,
+                hash: r.get(11)?,
+                mac: r.get(12)?,
             })
         })
         .sql()?
@@ -401,10 +485,10 @@ fn verify<B: Backend>(
     backend: &B,
     key: Option<&KeyHandle>,
 ) -> Result<AuditReport> {
-    let all = entries(conn)?;
-    let bad = |seq: u64, why: String| AuditReport {
+    let all = stored(conn)?;
+    let report = |first_bad: Option<Break>| AuditReport {
         entries: all.len() as u64,
-        first_bad: Some((seq, why)),
+        first_bad: first_bad.map(describe),
         checked: AuditCoverage::ChainAndMacs,
         keys_with_mac_and_derive: Vec::new(),
     };
@@ -423,100 +507,43 @@ fn verify<B: Backend>(
             }
         })
     };
-    let mut prev = vec![0u8; 32];
-    let mut expected = 1u64;
+    let mut walker = ChainWalker::new();
     for e in &all {
-        if e.seq != expected {
-            return Ok(bad(
-                expected,
-                format!("entry #{expected} is missing (deleted)"),
-            ));
-        }
-        let (Ok(prev_hash), Ok(hash), Ok(stored_mac)) = (
-            hex::decode(&e.prev_hash),
-            hex::decode(&e.hash),
-            hex::decode(&e.mac),
-        ) else {
-            return Ok(bad(e.seq, "entry is malformed".into()));
+        let hash = match walker.next(e.seq, &e.prev_hash, &e.hash, |prev| e.chain_hash(prev)) {
+            Ok(hash) => hash,
+            Err(b) => return Ok(report(Some(b))),
         };
-        if prev_hash != prev {
-            return Ok(bad(
-                e.seq,
-                format!(
-                    "entry #{} does not follow entry #{} (deleted or reordered)",
-                    e.seq,
-                    e.seq - 1
-                ),
-            ));
-        }
-        let ev = Event {
-            actor: e.actor.clone(),
-            role: e.role.clone(),
-            event: e.event.clone(),
-            key_name: e.key_name.clone(),
-            key_version: e.key_version,
-            fingerprint: e.fingerprint.clone(),
-            detail: e.detail.clone(),
-        };
-        let recomputed = chain_hash(e.seq, &e.id, &e.at, &ev, &prev_hash);
-        if recomputed[..] != hash[..] {
-            return Ok(bad(
-                e.seq,
-                format!("entry #{} was edited (hash mismatch)", e.seq),
-            ));
-        }
         if let Some(k) = key {
-            let m = mac(k, MAC_DOMAIN, &[&hash])?;
-            if !ct_eq(&m, &stored_mac) {
-                let why = if e.seq == 1 {
-                    "entry #1 has a bad MAC (forged, or the store's audit key reference was \
-                     replaced: entry #1 is the first the audit key ever MAC'd)"
-                        .to_string()
-                } else {
-                    format!("entry #{} has a bad MAC (forged)", e.seq)
-                };
-                return Ok(bad(e.seq, why));
-            }
-        }
-        prev = hash;
-        expected += 1;
-    }
-    let last = expected - 1;
-    match head(conn)? {
-        None if last == 0 => {}
-        None => return Ok(bad(last, "the audit head is missing".into())),
-        Some(Head {
-            seq,
-            hash,
-            mac: head_mac,
-        }) => {
-            if seq > last {
-                return Ok(bad(
-                    last + 1,
-                    format!(
-                        "entries #{}..#{seq} are missing (the log was truncated)",
-                        last + 1
-                    ),
-                ));
-            }
-            if seq < last || hash != prev {
-                return Ok(bad(
-                    seq + 1,
-                    format!("entries after #{seq} were not appended through the keystore"),
-                ));
-            }
-            if let Some(k) = key {
-                let m = mac(k, HEAD_DOMAIN, &[&seq.to_be_bytes(), &hash])?;
-                if !ct_eq(&m, &head_mac) {
-                    return Ok(bad(seq, "the audit head has a bad MAC (forged)".into()));
-                }
+            if !ct_eq(&mac(k, MAC_DOMAIN, &[&hash])?, &e.mac) {
+                return Ok(report(Some(Break::new(e.seq, Fault::BadMac))));
             }
         }
     }
-    Ok(AuditReport {
-        entries: all.len() as u64,
-        first_bad: None,
-        checked: AuditCoverage::ChainAndMacs,
-        keys_with_mac_and_derive: Vec::new(),
-    })
+    let head = head(conn)?;
+    if let Err(b) = walker.finish(head.as_ref().map(|h| (h.seq, &h.hash[..]))) {
+        return Ok(report(Some(b)));
+    }
+    if let (Some(k), Some(h)) = (key, &head) {
+        if !ct_eq(
+            &mac(k, HEAD_DOMAIN, &[&h.seq.to_be_bytes(), &h.hash])?,
+            &h.mac,
+        ) {
+            return Ok(report(Some(Break::new(h.seq, Fault::HeadBadMac))));
+        }
+    }
+    Ok(report(None))
 }
+
+/// A break as the report names it: the entry and why.
+fn describe(b: Break) -> (u64, String) {
+    let why = match b.fault {
+        Fault::BadMac if b.seq == 1 => "entry #1 has a bad MAC (forged, or the store's audit key \
+             reference was replaced: entry #1 is the first the audit key ever MAC'd)"
+            .to_string(),
+        _ => b.to_string(),
+    };
+    (b.seq, why)
+}
+
+#[cfg(test)]
+mod tests;

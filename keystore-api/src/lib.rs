@@ -72,8 +72,11 @@ pub mod signature;
 mod write_lock;
 
 pub use algorithm::{Algorithm, Capabilities, KeyClass, Operation, Usages};
-pub use audit::{AuditCoverage, AuditEntry, AuditReport};
-pub use backend::{AeadSealed, Backend, GeneratedKey, KeyHandle};
+pub use audit::{ApplicationEvent, AuditCoverage, AuditEntry, AuditEvent, AuditReport};
+pub use backend::{
+    Aead, AeadSealed, Backend, BackendKey, GeneratedKey, KeyHandle, KeyManagement, KeyWrap, Mac,
+    NewKey, Signing,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Component, Error, ErrorKind, Result};
 pub use fsperm::{LoosePermission, PermissionReport};
@@ -81,9 +84,9 @@ pub use keystore::{
     limits, FaultPoint, KeyInfo, KeySpec, Keystore, OpenOptions, ReconcileReport, RotationDue,
     VersionInfo,
 };
-pub use metadata::{KeyState, Origin};
+pub use metadata::{Intent, KeyState, Origin};
 pub use public_key::PublicKey;
-pub use roles::{Actor, Role};
+pub use roles::{Actor, Duty, Role};
 pub use secret::SecretBytes;
 pub use signature::{Signature, SignatureFormat};
 pub use write_lock::DEFAULT_LOCK_TIMEOUT;

@@ -97,34 +97,90 @@ impl Actor {
     }
 }
 
-/// What an operation needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Duty {
-    /// create, import
+/// A duty: what an operation needs its actor's role to hold. Every
+/// lifecycle operation of the keystore checks one, and applications check
+/// theirs through [`Keystore::authorize`](crate::Keystore::authorize), so
+/// that one table decides who may do what and every refusal is audited the
+/// same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Duty {
+    /// Create and import keys, record application events: security officer
+    /// or operator.
     Provision,
-    /// rotate, revoke, destroy, backup, restore, decommission, policy, credentials
+    /// Rotate, revoke, destroy, back up, restore, decommission, set
+    /// cryptoperiods and role credentials: security officer.
     Administer,
-    /// suspend, resume, sweep
+    /// Suspend, resume, sweep: security officer or operator.
     Maintain,
-    /// audit verify and export
+    /// Verify and export the audit trail: security officer or auditor.
     Audit,
+    /// Issue device certificates (provisioning, renewal) and the production
+    /// CA's CRLs: security officer or operator.
+    IssueCertificates,
+    /// Revoke device certificates: security officer.
+    RevokeCertificates,
+    /// Run the CA hierarchy: create the root, request, sign, install and
+    /// revoke intermediates, issue the root's CRL: security officer.
+    ManageCa,
 }
 
 impl Duty {
+    /// Every duty.
+    pub const ALL: &'static [Duty] = &[
+        Duty::Provision,
+        Duty::Administer,
+        Duty::Maintain,
+        Duty::Audit,
+        Duty::IssueCertificates,
+        Duty::RevokeCertificates,
+        Duty::ManageCa,
+    ];
+
+    /// True if `role` holds this duty.
     pub fn allows(self, role: Role) -> bool {
         use Role::*;
         match self {
-            Duty::Provision | Duty::Maintain => matches!(role, SecurityOfficer | Operator),
-            Duty::Administer => role == SecurityOfficer,
+            Duty::Provision | Duty::Maintain | Duty::IssueCertificates => {
+                matches!(role, SecurityOfficer | Operator)
+            }
+            Duty::Administer | Duty::RevokeCertificates | Duty::ManageCa => role == SecurityOfficer,
             Duty::Audit => matches!(role, SecurityOfficer | Auditor),
         }
     }
 
+    /// The roles that hold it, as refusals name them (`the security-officer
+    /// or operator role`).
     pub fn describe(self) -> &'static str {
         match self {
-            Duty::Provision | Duty::Maintain => "the security-officer or operator role",
-            Duty::Administer => "the security-officer role",
+            Duty::Provision | Duty::Maintain | Duty::IssueCertificates => {
+                "the security-officer or operator role"
+            }
+            Duty::Administer | Duty::RevokeCertificates | Duty::ManageCa => {
+                "the security-officer role"
+            }
             Duty::Audit => "the security-officer or auditor role",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_description_names_exactly_the_roles_allowed() {
+        for duty in Duty::ALL {
+            let allowed: Vec<&str> = Role::ALL
+                .into_iter()
+                .filter(|r| duty.allows(*r))
+                .map(Role::id)
+                .collect();
+            assert_eq!(
+                duty.describe(),
+                format!("the {} role", allowed.join(" or ")),
+                "{duty:?}"
+            );
         }
     }
 }

@@ -2,6 +2,9 @@
 //! held through an `Arc` behave as the backend itself, including its
 //! overridden `wrap`/`unwrap` (not the trait's `Unsupported` defaults).
 
+use keystore_api::BackendKey;
+use keystore_api::KeyManagement;
+use keystore_api::Mac;
 use keystore_api::{Actor, Algorithm, Backend, KeySpec, Keystore, Role, SignatureFormat, Usages};
 use std::sync::Arc;
 
@@ -57,7 +60,12 @@ fn an_arc_backend_is_the_same_backend_inside_and_outside_the_keystore() {
     let handle = ks.backend_handle("k", 1).unwrap();
     assert!(shared.list().unwrap().contains(&handle));
     assert_eq!(
-        &shared.hmac_sha256(&handle, b"m").unwrap()[..],
+        &shared
+            .hmac_sha256(
+                &BackendKey::new(handle.clone(), Algorithm::HmacSha256),
+                b"m"
+            )
+            .unwrap()[..],
         &ks.mac("k", b"m").unwrap()[..]
     );
 }

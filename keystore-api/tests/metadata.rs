@@ -1,8 +1,10 @@
 //! Metadata-store behaviour that needs no backend material: schema
 //! versioning, backend binding and parsing of user-facing strings.
 
-use keystore_api::ErrorKind;
-use keystore_api::{Algorithm, Usages};
+use keystore_api::{
+    Aead, AeadSealed, Algorithm, BackendKey, ErrorKind, GeneratedKey, KeyHandle, KeyManagement,
+    KeyWrap, Mac, NewKey, Result, SecretBytes, Signing, Usages,
+};
 use std::str::FromStr;
 
 #[test]
@@ -49,73 +51,55 @@ fn key_names_are_checked() {
 #[derive(Debug)]
 struct Renamed(std::sync::Arc<backend_soft::SoftStore>, &'static str);
 
-impl keystore_api::Backend for Renamed {
+impl KeyManagement for Renamed {
     fn name(&self) -> &'static str {
         self.1
     }
     fn capabilities(&self) -> keystore_api::Capabilities {
         self.0.capabilities()
     }
-    fn generate(&self, a: Algorithm, l: &str) -> keystore_api::Result<keystore_api::GeneratedKey> {
-        self.0.generate(a, l)
+    fn generate(&self, new: &NewKey<'_>) -> Result<GeneratedKey> {
+        self.0.generate(new)
     }
-    fn import(
-        &self,
-        a: Algorithm,
-        s: &keystore_api::SecretBytes,
-        l: &str,
-    ) -> keystore_api::Result<keystore_api::KeyHandle> {
-        self.0.import(a, s, l)
+    fn import(&self, new: &NewKey<'_>, s: &SecretBytes) -> Result<KeyHandle> {
+        self.0.import(new, s)
     }
-    fn public_key(
-        &self,
-        h: &keystore_api::KeyHandle,
-        a: Algorithm,
-    ) -> keystore_api::Result<keystore_api::PublicKey> {
-        self.0.public_key(h, a)
-    }
-    fn sign(
-        &self,
-        h: &keystore_api::KeyHandle,
-        a: Algorithm,
-        m: &[u8],
-    ) -> keystore_api::Result<Vec<u8>> {
-        self.0.sign(h, a, m)
-    }
-    fn hmac_sha256(
-        &self,
-        h: &keystore_api::KeyHandle,
-        d: &[u8],
-    ) -> keystore_api::Result<zeroize::Zeroizing<[u8; 32]>> {
-        self.0.hmac_sha256(h, d)
-    }
-    fn encrypt(
-        &self,
-        h: &keystore_api::KeyHandle,
-        aad: &[u8],
-        p: &[u8],
-    ) -> keystore_api::Result<keystore_api::AeadSealed> {
-        self.0.encrypt(h, aad, p)
-    }
-    fn decrypt(
-        &self,
-        h: &keystore_api::KeyHandle,
-        aad: &[u8],
-        n: &[u8; 12],
-        c: &[u8],
-    ) -> keystore_api::Result<keystore_api::SecretBytes> {
-        self.0.decrypt(h, aad, n, c)
-    }
-    fn destroy(&self, h: &keystore_api::KeyHandle) -> keystore_api::Result<()> {
+    fn destroy(&self, h: &KeyHandle) -> Result<()> {
         self.0.destroy(h)
     }
-    fn list(&self) -> keystore_api::Result<Vec<keystore_api::KeyHandle>> {
+    fn list(&self) -> Result<Vec<KeyHandle>> {
         self.0.list()
     }
-    fn wipe(&self) -> keystore_api::Result<()> {
+    fn wipe(&self) -> Result<()> {
         self.0.wipe()
     }
 }
+
+impl Signing for Renamed {
+    fn public_key(&self, k: &BackendKey) -> Result<keystore_api::PublicKey> {
+        self.0.public_key(k)
+    }
+    fn sign(&self, k: &BackendKey, m: &[u8]) -> Result<Vec<u8>> {
+        self.0.sign(k, m)
+    }
+}
+
+impl Mac for Renamed {
+    fn hmac_sha256(&self, k: &BackendKey, d: &[u8]) -> Result<zeroize::Zeroizing<[u8; 32]>> {
+        self.0.hmac_sha256(k, d)
+    }
+}
+
+impl Aead for Renamed {
+    fn encrypt(&self, k: &BackendKey, aad: &[u8], p: &[u8]) -> Result<AeadSealed> {
+        self.0.encrypt(k, aad, p)
+    }
+    fn decrypt(&self, k: &BackendKey, aad: &[u8], n: &[u8; 12], c: &[u8]) -> Result<SecretBytes> {
+        self.0.decrypt(k, aad, n, c)
+    }
+}
+
+impl KeyWrap for Renamed {}
 
 fn soft(dir: &std::path::Path) -> backend_soft::SoftStore {
     let kf = dir.join("kek");
@@ -176,7 +160,7 @@ fn a_crash_between_backend_and_metadata_never_dangles() {
         keystore_api::KeySpec::new(Algorithm::HmacSha256),
     )
     .unwrap();
-    let before = keystore_api::Backend::list(ks.backend()).unwrap();
+    let before = keystore_api::KeyManagement::list(ks.backend()).unwrap();
     rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TRIGGER no_insert BEFORE INSERT ON keys BEGIN SELECT RAISE(ABORT, 'disk full'); END;").unwrap();
     let err = ks
         .create(
@@ -187,7 +171,7 @@ fn a_crash_between_backend_and_metadata_never_dangles() {
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Backend);
     assert_eq!(
-        keystore_api::Backend::list(ks.backend()).unwrap(),
+        keystore_api::KeyManagement::list(ks.backend()).unwrap(),
         before,
         "no orphan left in the backend"
     );

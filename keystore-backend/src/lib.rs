@@ -27,7 +27,10 @@ pub mod secret;
 pub mod store_lock;
 
 pub use algorithm::{Algorithm, Capabilities, KeyClass, Operation, Usages};
-pub use backend::{AeadSealed, Backend, GeneratedKey, KeyHandle};
+pub use backend::{
+    Aead, AeadSealed, Backend, BackendKey, GeneratedKey, KeyHandle, KeyManagement, KeyWrap, Mac,
+    NewKey, Signing,
+};
 pub use error::{Component, Error, ErrorKind, Result};
 pub use fsperm::{LoosePermission, PermissionReport};
 pub use public_key::PublicKey;

@@ -3,18 +3,26 @@
 //! public-key fingerprints, issued certificates, revocations, CRL numbers),
 //! device-side identity certificates, and a hash-chained, MAC'd event log.
 //!
+//! The event log is chained by the keystore's one chain primitive
+//! ([`keystore_api::audit::chain`]) under its own domain, with the format
+//! every existing `pki.sqlite` was written in: text fields in column order,
+//! the previous hash as its 64 lowercase hex digits, hashes and MACs stored
+//! as hex text. Its MACs are made by [`EVENT_KEY`], a keystore key: an
+//! entry's MAC is over its hash in hex, the head's over
+//! `keystore-provisioning-head-v1|<seq>|<hash in hex>`.
+//!
 //! Uniqueness (REQ 5) rests on the schema: `devices.device_id` and
 //! `device_keys.fingerprint` are primary keys, so two units can never be
 //! registered with the same id or the same key, whatever the code above does
 //! and however many stations share the file.
 
 use crate::util::{random_id, rfc3339};
+use keystore_api::audit::chain::{Break, ChainHasher, ChainWalker, Fault, GENESIS};
 use keystore_api::fsperm::{self, PermissionReport};
 use keystore_api::{
     Actor, Algorithm, Backend, Component, Error, ErrorKind, KeySpec, Keystore, Result, Usages,
 };
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use time::OffsetDateTime;
@@ -154,7 +162,7 @@ pub struct Event {
     /// The actor's role.
     pub role: String,
     /// `init-root`, `sign-intermediate`, `revoke-intermediate`,
-    /// `install-intermediate`, `provision`, `renew`, `revoke`, `crl`, `refused`.
+    /// `install-intermediate`, `provision`, `renew`, `revoke`, `crl`.
     pub event: String,
     /// The device concerned.
     pub device_id: Option<String>,
@@ -176,36 +184,29 @@ pub(crate) struct EventFields<'a> {
     pub detail: String,
 }
 
-fn field(h: &mut Sha256, v: Option<&str>) {
-    match v {
-        None => h.update([0u8]),
-        Some(s) => {
-            h.update([1u8]);
-            h.update((s.len() as u64).to_be_bytes());
-            h.update(s.as_bytes());
-        }
-    }
+/// The chain hash of `e` after the previous hash `prev` (hex, as stored).
+fn event_hash(e: &Event, prev: &str) -> [u8; 32] {
+    let mut h = ChainHasher::new(EVENT_DOMAIN, e.seq);
+    h.text(Some(&e.id))
+        .text(Some(&e.at))
+        .text(Some(&e.actor))
+        .text(Some(&e.role))
+        .text(Some(&e.event))
+        .text(e.device_id.as_deref())
+        .text(e.serial.as_deref())
+        .text(e.fingerprint.as_deref())
+        .text(Some(&e.detail))
+        .text(Some(prev));
+    h.finish()
 }
 
-fn event_hash(e: &Event, prev: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(EVENT_DOMAIN);
-    h.update(e.seq.to_be_bytes());
-    for f in [
-        Some(e.id.as_str()),
-        Some(e.at.as_str()),
-        Some(e.actor.as_str()),
-        Some(e.role.as_str()),
-        Some(e.event.as_str()),
-        e.device_id.as_deref(),
-        e.serial.as_deref(),
-        e.fingerprint.as_deref(),
-        Some(e.detail.as_str()),
-        Some(prev),
-    ] {
-        field(&mut h, f);
+/// A stored hash as bytes: its 32 bytes when it is 64 lowercase hex
+/// digits, its text otherwise (which then never matches a hash).
+fn stored_hash(text: &str) -> Vec<u8> {
+    match hex::decode(text) {
+        Ok(b) if b.len() == 32 && hex::encode(&b) == text => b,
+        _ => text.as_bytes().to_vec(),
     }
-    hex::encode(h.finalize())
 }
 
 /// Makes sure the event-log MAC key exists in `ks` (an HMAC key generated in
@@ -239,7 +240,7 @@ pub(crate) fn append_event<B: Backend>(
         [],
         |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
     ))?
-    .unwrap_or((0, "0".repeat(64)));
+    .unwrap_or((0, hex::encode(GENESIS)));
     let e = Event {
         seq: last_seq + 1,
         id: random_id()?,
@@ -252,7 +253,7 @@ pub(crate) fn append_event<B: Backend>(
         fingerprint: f.fingerprint.map(str::to_string),
         detail: f.detail,
     };
-    let hash = event_hash(&e, &prev);
+    let hash = hex::encode(event_hash(&e, &prev));
     let mac = hex::encode(ks.mac(EVENT_KEY, hash.as_bytes())?);
     q(tx.execute(
         "INSERT INTO events (seq, id, at, actor, role, event, device_id, serial, fingerprint,
@@ -314,26 +315,33 @@ pub(crate) fn events(conn: &Connection) -> Result<Vec<(Event, String, String, St
         .map_err(db_err("PKI database query failed"))
 }
 
-/// Verifies the event chain and every MAC; returns the events, or names the
-/// first bad one as `Integrity`.
+/// Verifies the event chain ([`ChainWalker`]), every MAC and the head;
+/// returns the events, or names the first bad one as `Integrity`.
 pub(crate) fn verify_events<B: Backend>(conn: &Connection, ks: &Keystore<B>) -> Result<Vec<Event>> {
+    let broken = |b: Break| Error::integrity(format!("provisioning event log: {b}"));
+    // A tag that does not verify under the key (or no key, or a key that
+    // may not verify) is a bad MAC; a failing device or database is not.
+    let mac_ok = |data: &[u8], tag: &str| match hex::decode(tag) {
+        Err(_) => Ok(false),
+        Ok(tag) => match ks.verify_mac(EVENT_KEY, data, &tag) {
+            Ok(()) => Ok(true),
+            Err(e) if e.is(ErrorKind::Backend) || e.is(ErrorKind::Busy) => Err(e),
+            Err(_) => Ok(false),
+        },
+    };
     let rows = events(conn)?;
-    let mut prev = "0".repeat(64);
+    let mut walker = ChainWalker::new();
     let mut out = Vec::with_capacity(rows.len());
-    for (i, (e, prev_hash, hash, mac)) in rows.into_iter().enumerate() {
-        let bad = |why: &str| Error::integrity(format!("provisioning event #{} {why}", e.seq));
-        if e.seq != i as u64 + 1 {
-            return Err(bad("is out of sequence (deleted or reordered entries)"));
+    for (e, prev_hash, hash, mac) in rows {
+        let seq = e.seq;
+        let recomputed = walker
+            .next(seq, &stored_hash(&prev_hash), &stored_hash(&hash), |prev| {
+                event_hash(&e, &hex::encode(prev))
+            })
+            .map_err(broken)?;
+        if !mac_ok(hex::encode(recomputed).as_bytes(), &mac)? {
+            return Err(broken(Break::new(seq, Fault::BadMac)));
         }
-        if prev_hash != prev || event_hash(&e, &prev) != hash {
-            return Err(bad(
-                "does not match the hash chain (edited, deleted or reordered)",
-            ));
-        }
-        let tag = hex::decode(&mac).map_err(|_| bad("has a malformed MAC"))?;
-        ks.verify_mac(EVENT_KEY, hash.as_bytes(), &tag)
-            .map_err(|_| bad("has a MAC that does not verify"))?;
-        prev = hash;
         out.push(e);
     }
     let head: Option<(i64, String, String)> = opt(conn.query_row(
@@ -341,25 +349,16 @@ pub(crate) fn verify_events<B: Backend>(conn: &Connection, ks: &Keystore<B>) -> 
         [],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     ))?;
-    let last = out.last().map(|e| e.seq).unwrap_or(0);
-    match head {
-        None if out.is_empty() => {}
-        None => {
-            return Err(Error::integrity(
-                "the provisioning event log has no head (tampered)",
-            ))
-        }
-        Some((seq, hash, mac)) => {
-            let tag = hex::decode(&mac).unwrap_or_default();
-            let mac_ok = ks
-                .verify_mac(EVENT_KEY, head_message(seq as u64, &hash).as_bytes(), &tag)
-                .is_ok();
-            if !mac_ok || seq as u64 != last || hash != prev {
-                return Err(Error::integrity(format!(
-                    "the provisioning event log ends at #{last} but its head names #{seq} (truncated or tampered)"
-                )));
-            }
-        }
+    let Some((seq, hash, mac)) = head else {
+        return walker.finish(None).map(|()| out).map_err(broken);
+    };
+    let seq = u64::try_from(seq).unwrap_or(u64::MAX);
+    walker
+        .finish(Some((seq, &stored_hash(&hash))))
+        .map_err(broken)?;
+    let last = hex::encode(walker.last_hash());
+    if !mac_ok(head_message(seq, &last).as_bytes(), &mac)? {
+        return Err(broken(Break::new(seq, Fault::HeadBadMac)));
     }
     Ok(out)
 }

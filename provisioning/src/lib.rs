@@ -19,6 +19,12 @@
 //!   certificate on the path, expiry and pin checks with rustls-webpki
 //!   (TEST-KEY-07).
 //! - [`ProvisioningRecord`]: the YAML record.
+//! - Helpers for files: [`pem_encode`], [`pem_decode_all`],
+//!   [`der_from_pem_or_der`], and [`sha256_tag`] (the digest format of
+//!   records and fingerprints).
+//!
+//! Everything public is re-exported here at the crate root; the modules
+//! themselves are private.
 //!
 //! Every certificate, CSR and CRL is built by rcgen and signed through
 //! [`KeystoreSigner`], an `rcgen::SigningKey` over [`keystore_api::Keystore::sign`]:
@@ -73,26 +79,40 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![warn(unreachable_pub)]
 
-pub mod ca;
-pub mod db;
-pub mod device;
-pub mod provision;
-pub mod record;
+// Every module is private: the public surface is the re-exports below, and
+// anything else is `pub(crate)` at most.
+mod ca;
+mod db;
+mod device;
+mod provision;
+mod record;
 mod schema;
-pub mod signer;
-pub mod util;
-pub mod verify;
-pub mod x509;
+mod signer;
+mod util;
+mod verify;
+mod x509;
 
+// The CA hierarchy, the factory and their policy constants.
 pub use ca::{
-    ceremony, DeviceRequest, Factory, Issued, IssuedCert, RootCa, SignedIntermediate,
-    INTERMEDIATE_KEY, ROOT_KEY,
+    ceremony, normalise_serial, DeviceRequest, Factory, Issued, IssuedCert, RootCa,
+    SignedIntermediate, BACKDATE, DEFAULT_CRL_VALIDITY, DEFAULT_DEVICE_VALIDITY,
+    DEFAULT_INTERMEDIATE_VALIDITY, DEFAULT_ROOT_CRL_VALIDITY, DEFAULT_ROOT_VALIDITY,
+    INTERMEDIATE_KEY, MAX_CRL_VALIDITY, MAX_VALIDITY, ROOT_KEY,
 };
-pub use db::{Event, PkiDb};
+// The PKI database and its event log.
+pub use db::{Event, PkiDb, EVENT_KEY};
+// The device side and the flow across both sides.
 pub use device::{shared_key_name, Device, InstalledCert, DEVICE_KEY};
-pub use provision::{parse_batch, BatchEntry, Provisioned, Provisioner};
+pub use provision::{
+    parse_batch, BatchEntry, Provisioned, Provisioner, DEFAULT_RENEWAL_GRACE, MAX_BATCH,
+};
 pub use record::{ProvisioningRecord, RecordKeys};
 pub use signer::KeystoreSigner;
+// PEM and the `sha256:` digest format.
+pub use util::{der_from_pem_or_der, pem_decode_all, pem_encode, sha256_tag};
+// Peer checks.
 pub use verify::{PeerInfo, PeerRole, PeerVerifier, PinSet, RejectReason, Rejection};
-pub use x509::{verify_csr, CertInfo, VerifiedCsr};
+// Certificates and CSRs.
+pub use x509::{verify_csr, CertInfo, VerifiedCsr, MAX_DER_LEN};

@@ -40,7 +40,7 @@ impl<B: Backend> std::fmt::Debug for KeystoreSigner<'_, B> {
 /// RSA PKCS#1 v1.5 keys can sign certificates; RSA-PSS keys cannot (their
 /// X.509 algorithm identifiers carry parameters rcgen does not write), and
 /// symmetric keys have no public key.
-pub fn rcgen_algorithm(alg: Algorithm) -> Result<&'static rcgen::SignatureAlgorithm> {
+pub(crate) fn rcgen_algorithm(alg: Algorithm) -> Result<&'static rcgen::SignatureAlgorithm> {
     match alg {
         Algorithm::EcdsaP256Sha256 => Ok(&rcgen::PKCS_ECDSA_P256_SHA256),
         Algorithm::Rsa2048Pkcs1Sha256 | Algorithm::Rsa3072Pkcs1Sha256 => {

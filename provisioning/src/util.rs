@@ -1,4 +1,8 @@
 //! Small helpers: PEM, digests, random serials and ids, device ids, times.
+//!
+//! Crate-internal: the crate root re-exports the PEM helpers
+//! ([`pem_encode`], [`pem_decode_all`], [`der_from_pem_or_der`]) and
+//! [`sha256_tag`], the digest format of provisioning records.
 
 use base64::Engine;
 use keystore_api::{Component, Error, Result};
@@ -11,13 +15,13 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 /// Longest device id, in characters.
-pub const MAX_DEVICE_ID_LEN: usize = 64;
+pub(crate) const MAX_DEVICE_ID_LEN: usize = 64;
 
 /// Checks a device id: 1 to 64 characters of `A-Z a-z 0-9 . -`, starting
 /// with a letter or digit. The id goes into the certificate subject as CN and
 /// as X.520 `serialNumber` (a PrintableString) and into key names, so the
 /// alphabet is the intersection of what those allow.
-pub fn check_device_id(id: &str) -> Result<()> {
+pub(crate) fn check_device_id(id: &str) -> Result<()> {
     let ok = !id.is_empty()
         && id.len() <= MAX_DEVICE_ID_LEN
         && id
@@ -37,7 +41,7 @@ pub fn check_device_id(id: &str) -> Result<()> {
 
 /// Checks an operator (station or line) label: 1 to 64 printable ASCII
 /// characters without spaces.
-pub fn check_operator(op: &str) -> Result<()> {
+pub(crate) fn check_operator(op: &str) -> Result<()> {
     if op.is_empty() || op.len() > 64 || !op.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(Error::invalid_input(format!(
             "an operator label is 1 to 64 printable ASCII characters without spaces; got {:?}",
@@ -48,7 +52,7 @@ pub fn check_operator(op: &str) -> Result<()> {
 }
 
 /// At most 80 characters of untrusted input, for error messages.
-pub fn shorten(s: &str) -> String {
+pub(crate) fn shorten(s: &str) -> String {
     if s.chars().count() <= 80 {
         s.to_string()
     } else {
@@ -63,7 +67,7 @@ pub fn sha256_tag(bytes: &[u8]) -> String {
 }
 
 /// `n` random bytes from the operating system.
-pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
     getrandom::getrandom(&mut b).map_err(|e| {
         Error::backend(Component::Provisioning, "the OS random generator failed", e)
@@ -73,7 +77,7 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N]> {
 
 /// A random positive 16-byte certificate or CRL serial (RFC 5280: at most 20
 /// octets, positive, unpredictable).
-pub fn random_serial() -> Result<Vec<u8>> {
+pub(crate) fn random_serial() -> Result<Vec<u8>> {
     let mut b = random_bytes::<16>()?;
     b[0] &= 0x7f;
     b[0] |= 0x40; // no leading zero octet: the DER encoding keeps all 16 bytes
@@ -81,7 +85,7 @@ pub fn random_serial() -> Result<Vec<u8>> {
 }
 
 /// A random 128-bit id, hex.
-pub fn random_id() -> Result<String> {
+pub(crate) fn random_id() -> Result<String> {
     Ok(hex::encode(random_bytes::<16>()?))
 }
 
@@ -167,19 +171,19 @@ pub fn der_from_pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>> {
 }
 
 /// RFC 3339 UTC, to the second.
-pub fn rfc3339(t: OffsetDateTime) -> String {
+pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
     keystore_api::clock::rfc3339(t)
 }
 
 /// Parses an RFC 3339 time written by [`rfc3339`]; a malformed stored time
 /// is an integrity failure of the database that holds it.
-pub fn parse_time(s: &str) -> Result<OffsetDateTime> {
+pub(crate) fn parse_time(s: &str) -> Result<OffsetDateTime> {
     keystore_api::clock::parse_rfc3339(s)
         .ok_or_else(|| Error::integrity(format!("stored time '{}' is malformed", shorten(s))))
 }
 
 /// Certificate times have a resolution of one second.
-pub fn to_second(t: OffsetDateTime) -> OffsetDateTime {
+pub(crate) fn to_second(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(0).unwrap_or(t)
 }
 

@@ -122,7 +122,7 @@ impl VerifiedCsr {
 
 /// Builds a PKCS#10 CSR for `subject`, signed by the keystore key behind
 /// `signer`, then verifies it as a CA would.
-pub fn build_csr<B: Backend>(
+pub(crate) fn build_csr<B: Backend>(
     signer: &KeystoreSigner<'_, B>,
     subject: rcgen::DistinguishedName,
 ) -> Result<VerifiedCsr> {
@@ -141,7 +141,7 @@ pub fn build_csr<B: Backend>(
 }
 
 /// The subject of a device: CN and serialNumber both carry the device id.
-pub fn device_subject(device_id: &str) -> Result<rcgen::DistinguishedName> {
+pub(crate) fn device_subject(device_id: &str) -> Result<rcgen::DistinguishedName> {
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(rcgen::DnType::CommonName, device_id);
     let printable = rcgen::string::PrintableString::try_from(device_id).map_err(|_| {
@@ -158,7 +158,7 @@ pub fn device_subject(device_id: &str) -> Result<rcgen::DistinguishedName> {
 }
 
 /// A subject with a common name only (CA certificates).
-pub fn cn_subject(cn: &str, organization: Option<&str>) -> Result<rcgen::DistinguishedName> {
+pub(crate) fn cn_subject(cn: &str, organization: Option<&str>) -> Result<rcgen::DistinguishedName> {
     if cn.is_empty() || cn.len() > 64 || cn.chars().any(char::is_control) {
         return Err(Error::invalid_input(
             "a common name is 1 to 64 characters without control characters",

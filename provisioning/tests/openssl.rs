@@ -5,8 +5,10 @@
 mod common;
 
 use common::{custodian, operator, Pki};
-use provisioning::util::{pem_decode_all, pem_encode};
-use provisioning::{shared_key_name, Device, PeerVerifier, Provisioner, RejectReason, RootCa};
+use provisioning::{
+    pem_decode_all, pem_encode, shared_key_name, Device, PeerVerifier, Provisioner, RejectReason,
+    RootCa,
+};
 use std::path::Path;
 use std::process::{Command, Output};
 use time::{Duration, OffsetDateTime};

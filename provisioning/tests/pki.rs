@@ -6,7 +6,8 @@ mod common;
 
 use common::{officer, operator, t0, Pki, Store};
 use keystore_api::{
-    Actor, Algorithm, Clock, Error, ErrorKind, KeySpec, KeyState, Origin, Role, SignatureFormat,
+    Actor, Algorithm, AuditEvent, Clock, Error, ErrorKind, KeySpec, KeyState, Origin, Role,
+    SignatureFormat,
 };
 use provisioning::{
     shared_key_name, verify_csr, CertInfo, Device, DeviceRequest, PeerVerifier, PinSet,
@@ -114,7 +115,8 @@ fn refused_provisioning_operations_are_audited_in_the_store_whose_key_they_would
     let root = Store::open(&tmp.path().join("root"), clock.clone());
     let prod = Store::open(&tmp.path().join("prod"), clock);
     let auditor = Actor::new("eve", Role::Auditor).unwrap();
-    // An operator may record events: the refusal is a pki-refused event.
+    // Every refusal is the keystore's ordinary `refused` entry, made by
+    // `Keystore::authorize` in the store whose key the operation would use.
     let err = RootCa::new(&root.ks, &root.db)
         .init(&operator(), "Root", Duration::days(10), t0())
         .unwrap_err();
@@ -128,7 +130,7 @@ fn refused_provisioning_operations_are_audited_in_the_store_whose_key_they_would
         f.request_intermediate(&operator(), "Prod CA"),
         Err(ref e) if e.is(ErrorKind::Policy)
     ));
-    // An auditor may not record events: the keystore refuses and audits that.
+    // An auditor is refused the same way.
     assert!(matches!(
         f.issue_crl(&auditor, t0(), Duration::days(7)),
         Err(ref e) if e.is(ErrorKind::Policy)
@@ -137,7 +139,7 @@ fn refused_provisioning_operations_are_audited_in_the_store_whose_key_they_would
     let root_trail = trail(&root);
     let refused: Vec<_> = root_trail
         .iter()
-        .filter(|e| e.event == provisioning::ca::REFUSED_EVENT)
+        .filter(|e| e.event == AuditEvent::Refused)
         .collect();
     assert_eq!(refused.len(), 1, "{root_trail:?}");
     assert_eq!(refused[0].role, "operator");
@@ -147,17 +149,16 @@ fn refused_provisioning_operations_are_audited_in_the_store_whose_key_they_would
     );
     let prod_trail = trail(&prod);
     assert!(
-        prod_trail
-            .iter()
-            .any(|e| e.event == provisioning::ca::REFUSED_EVENT
-                && e.detail
-                    == "requesting an intermediate CA refused: needs the security-officer role"),
+        prod_trail.iter().any(|e| e.event == AuditEvent::Refused
+            && e.detail
+                == "requesting an intermediate CA refused: needs the security-officer role"),
         "{prod_trail:?}"
     );
     assert!(
-        prod_trail
-            .iter()
-            .any(|e| e.event == "refused" && e.actor == "eve" && e.role == "auditor"),
+        prod_trail.iter().any(|e| e.event == AuditEvent::Refused
+            && e.actor == "eve"
+            && e.role == "auditor"
+            && e.detail == "issuing a CRL refused: needs the security-officer or operator role"),
         "{prod_trail:?}"
     );
     // Neither store's trail holds the other's refusals, and both still verify.
@@ -219,8 +220,9 @@ fn device_provisioning_csr_certificate_record_and_audit() {
     let trail = dev_store.ks.export_audit(&auditor).unwrap();
     let ev = trail
         .iter()
-        .find(|e| e.event == "provision")
+        .find(|e| e.event.as_str() == "provision")
         .expect("a provision event in the device keystore's audit trail");
+    assert!(!ev.event.is_keystore(), "an application event");
     assert_eq!(
         (ev.key_name.as_deref(), ev.key_version),
         (Some(DEVICE_KEY), Some(1))
@@ -323,7 +325,7 @@ fn device_provisioning_csr_certificate_record_and_audit() {
     let trail = dev_store.ks.export_audit(&officer()).unwrap();
     assert!(trail
         .iter()
-        .any(|a| a.event == "generate" && a.key_name.as_deref() == Some(DEVICE_KEY)));
+        .any(|a| a.event == AuditEvent::Generate && a.key_name.as_deref() == Some(DEVICE_KEY)));
 }
 
 #[test]

@@ -4,7 +4,8 @@ use crate::support::so;
 use crate::support::{expect_err, unsupported};
 use crate::{Fixture, Outcome};
 use keystore_api::ErrorKind;
-use keystore_api::{envelope, Algorithm, Backend, KeySpec, Operation, SecretBytes};
+use keystore_api::KeyManagement;
+use keystore_api::{envelope, Algorithm, KeySpec, Operation, SecretBytes};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 

@@ -111,13 +111,28 @@ pub fn audit_records_lifecycle_events<F: Fixture>(fx: &mut F) -> Outcome {
         assert_eq!(e.seq, i as u64 + 1);
         assert_eq!(e.id.len(), 32, "128-bit id");
         assert!(ids.insert(e.id.clone()), "ids are unique");
-        let t = time::OffsetDateTime::parse(&e.at, &time::format_description::well_known::Rfc3339)
-            .expect("RFC 3339");
-        assert_eq!(t.offset(), time::UtcOffset::UTC);
-        assert!(e.at.ends_with('Z'));
+        assert_eq!(e.at.offset(), time::UtcOffset::UTC);
+        assert_eq!(e.at.nanosecond(), 0, "whole seconds");
+        // Exported as the RFC 3339 UTC text the trail stores.
+        let json = serde_json::to_value(e).expect("json");
+        let at = json["at"].as_str().expect("at is text");
+        assert!(at.ends_with('Z'), "{at}");
+        assert_eq!(
+            time::OffsetDateTime::parse(at, &time::format_description::well_known::Rfc3339)
+                .expect("RFC 3339"),
+            e.at
+        );
         assert!(!e.actor.is_empty() && !e.role.is_empty());
     }
-    let rotate = trail.iter().find(|e| e.event == "rotate").expect("rotate");
+    let rotate = trail
+        .iter()
+        .find(|e| e.event == keystore_api::AuditEvent::Rotate)
+        .expect("rotate");
+    let provision = trail
+        .iter()
+        .find(|e| e.event.as_str() == "provision")
+        .expect("the application event");
+    assert!(!provision.event.is_keystore());
     assert_eq!(
         (rotate.key_name.as_deref(), rotate.key_version),
         (Some("gen"), Some(2))

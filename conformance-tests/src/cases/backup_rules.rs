@@ -3,7 +3,8 @@
 use crate::support::{auditor, create_or_prove_unsupported, expect_err, operator, so, unsupported};
 use crate::{Fixture, Outcome};
 use keystore_api::ErrorKind;
-use keystore_api::{Algorithm, Backend, KeySpec, KeyState, Operation, SecretBytes, Usages};
+use keystore_api::KeyManagement;
+use keystore_api::{Algorithm, KeySpec, KeyState, Operation, SecretBytes, Usages};
 use time::Duration;
 
 /// TEST-KEY-38
@@ -171,14 +172,14 @@ pub fn backup_restore_round_trip<F: Fixture>(fx: &mut F) -> Outcome {
         .export_audit(&auditor())
         .expect("export")
         .into_iter()
-        .map(|e| e.event)
+        .map(|e| e.event.to_string())
         .collect();
     assert!(events.contains(&"restore".to_string()));
     let events: Vec<String> = ks
         .export_audit(&auditor())
         .expect("export")
         .into_iter()
-        .map(|e| e.event)
+        .map(|e| e.event.to_string())
         .collect();
     assert!(events.contains(&"backup".to_string()));
     Outcome::Passed

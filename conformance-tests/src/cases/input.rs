@@ -3,10 +3,11 @@
 use crate::support::so;
 use crate::support::{expect_err, unsupported, Bystanders};
 use crate::{Fixture, Outcome, Tamper};
+use keystore_api::BackendKey;
 use keystore_api::ErrorKind;
-use keystore_api::{
-    envelope, limits, Algorithm, Backend, KeySpec, SecretBytes, SignatureFormat, Usages,
-};
+use keystore_api::KeyManagement;
+use keystore_api::Mac;
+use keystore_api::{envelope, limits, Algorithm, KeySpec, SecretBytes, SignatureFormat, Usages};
 
 /// TEST-KEY-19
 pub fn unknown_key_not_found<F: Fixture>(fx: &mut F) -> Outcome {
@@ -53,7 +54,8 @@ pub fn unknown_key_not_found<F: Fixture>(fx: &mut F) -> Outcome {
     // The backend answers unknown handles with NotFound too.
     let bogus = keystore_api::KeyHandle::new(vec![0xEE; 16]);
     expect_err(
-        ks.backend().hmac_sha256(&bogus, b"x"),
+        ks.backend()
+            .hmac_sha256(&BackendKey::new(bogus.clone(), Algorithm::HmacSha256), b"x"),
         ErrorKind::NotFound,
         "backend hmac on an unknown handle",
     );

@@ -7,9 +7,10 @@ use crate::support::{
 };
 use crate::{Fixture, Outcome};
 use keystore_api::ErrorKind;
+use keystore_api::KeyManagement;
 use keystore_api::{
-    Algorithm, Backend, Clock, KeySpec, KeyState, ManualClock, Operation, SecretBytes,
-    SignatureFormat, Usages,
+    Algorithm, Clock, KeySpec, KeyState, ManualClock, Operation, SecretBytes, SignatureFormat,
+    Usages,
 };
 use std::sync::Arc;
 use time::{macros::datetime, Duration};

@@ -4,6 +4,7 @@
 use crate::processes::{self, Jitter, Role, Summary, Worker, WorkerSpec};
 use crate::support::{auditor, expect_err, so, verify_independently};
 use crate::{Fixture, Outcome};
+use keystore_api::BackendKey;
 use keystore_api::ErrorKind;
 use keystore_api::{Algorithm, Backend, KeySpec, KeyState, Keystore, SignatureFormat};
 use std::collections::HashSet;
@@ -99,16 +100,29 @@ fn assert_store_sound<B: Backend>(ks: &Keystore<B>, metadata: &Path) {
                 v.version
             );
             let works = match info.algorithm {
-                Algorithm::HmacSha256 => ks.backend().hmac_sha256(&h, b"probe").map(|_| ()),
-                Algorithm::Aes256Gcm => ks.backend().encrypt(&h, b"probe", b"").map(|_| ()),
-                alg => ks.backend().sign(&h, alg, b"probe").and_then(|sig| {
-                    let pk = v.public_key.as_ref().expect("public key");
-                    if verify_independently(alg, pk.spki_der(), b"probe", &sig) {
-                        Ok(())
-                    } else {
-                        Err(keystore_api::Error::integrity("independent verify"))
-                    }
-                }),
+                Algorithm::HmacSha256 => ks
+                    .backend()
+                    .hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"probe")
+                    .map(|_| ()),
+                Algorithm::Aes256Gcm => ks
+                    .backend()
+                    .encrypt(
+                        &BackendKey::new(h.clone(), Algorithm::Aes256Gcm),
+                        b"probe",
+                        b"",
+                    )
+                    .map(|_| ()),
+                alg => ks
+                    .backend()
+                    .sign(&BackendKey::new(h.clone(), alg), b"probe")
+                    .and_then(|sig| {
+                        let pk = v.public_key.as_ref().expect("public key");
+                        if verify_independently(alg, pk.spki_der(), b"probe", &sig) {
+                            Ok(())
+                        } else {
+                            Err(keystore_api::Error::integrity("independent verify"))
+                        }
+                    }),
             };
             works.unwrap_or_else(|e| panic!("{} v{} does not work: {e}", info.name, v.version));
         }

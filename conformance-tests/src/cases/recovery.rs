@@ -5,8 +5,11 @@
 use super::lifecycle::clock;
 use crate::support::{auditor, expect_err, so};
 use crate::{Fixture, Outcome};
+use keystore_api::BackendKey;
 use keystore_api::ErrorKind;
-use keystore_api::{Algorithm, Backend, FaultPoint, KeySpec, KeyState, SecretBytes};
+use keystore_api::KeyManagement;
+use keystore_api::Mac;
+use keystore_api::{Algorithm, FaultPoint, KeySpec, KeyState, SecretBytes};
 use time::Duration;
 
 /// TEST-KEY-47
@@ -189,7 +192,8 @@ pub fn missing_material_is_marked_not_dropped<F: Fixture>(fx: &mut F) -> Outcome
     let trail = ks.export_audit(&auditor()).expect("export");
     assert!(trail
         .iter()
-        .any(|e| e.event == "missing" && e.key_name.as_deref() == Some("vanishing")));
+        .any(|e| e.event == keystore_api::AuditEvent::Missing
+            && e.key_name.as_deref() == Some("vanishing")));
     Outcome::Passed
 }
 
@@ -207,7 +211,10 @@ pub fn damaged_metadata_never_destroys_a_key<F: Fixture>(fx: &mut F) -> Outcome 
     let genuine = ks.backend_handle("precious", 1).expect("handle");
     let tag = ks
         .backend()
-        .hmac_sha256(&genuine, b"m")
+        .hmac_sha256(
+            &BackendKey::new(genuine.clone(), Algorithm::HmacSha256),
+            b"m",
+        )
         .expect("backend mac");
     if let Err(e) = ks.backend().list() {
         assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:?}");
@@ -238,7 +245,10 @@ pub fn damaged_metadata_never_destroys_a_key<F: Fixture>(fx: &mut F) -> Outcome 
     );
     assert_eq!(
         ks.backend()
-            .hmac_sha256(&genuine, b"m")
+            .hmac_sha256(
+                &BackendKey::new(genuine.clone(), Algorithm::HmacSha256),
+                b"m"
+            )
             .expect("still usable below the keystore"),
         tag
     );

@@ -3,8 +3,11 @@
 
 use crate::support::{auditor, create_or_prove_unsupported, expect_err, operator, so};
 use crate::{Fixture, Outcome};
+use keystore_api::BackendKey;
 use keystore_api::ErrorKind;
-use keystore_api::{Actor, Algorithm, Backend, KeySpec, Role, SecretBytes, SignatureFormat};
+use keystore_api::KeyManagement;
+use keystore_api::Mac;
+use keystore_api::{Actor, Algorithm, KeySpec, Role, SecretBytes, SignatureFormat};
 use time::Duration;
 
 /// TEST-KEY-40
@@ -86,7 +89,10 @@ pub fn roles_enforced_and_refusals_audited<F: Fixture>(fx: &mut F) -> Outcome {
     )
     .expect("operator logs in");
     let trail = ks.export_audit(&auditor()).expect("auditors export");
-    let refused: Vec<_> = trail.iter().filter(|e| e.event == "refused").collect();
+    let refused: Vec<_> = trail
+        .iter()
+        .filter(|e| e.event == keystore_api::AuditEvent::Refused)
+        .collect();
     assert!(
         refused.len() >= 8,
         "every refusal is audited: {}",
@@ -125,11 +131,12 @@ pub fn decommission_leaves_nothing_usable<F: Fixture>(fx: &mut F) -> Outcome {
     );
     let exported = ks.decommission(&so()).expect("decommission");
     let last = exported.last().expect("final record");
-    assert_eq!(last.event, "decommission");
+    assert_eq!(last.event, keystore_api::AuditEvent::Decommission);
     assert_eq!(last.actor, "suite-security-officer");
     assert!(exported
         .iter()
-        .any(|e| e.event == "import" && e.key_name.as_deref() == Some("session")));
+        .any(|e| e.event == keystore_api::AuditEvent::Import
+            && e.key_name.as_deref() == Some("session")));
     // No key is usable through any API.
     expect_err(
         ks.mac("session", b"m"),
@@ -159,7 +166,9 @@ pub fn decommission_leaves_nothing_usable<F: Fixture>(fx: &mut F) -> Outcome {
     );
     for h in &handles {
         assert!(
-            ks.backend().hmac_sha256(h, b"m").is_err(),
+            ks.backend()
+                .hmac_sha256(&BackendKey::new(h.clone(), Algorithm::HmacSha256), b"m")
+                .is_err(),
             "backend still uses a wiped key"
         );
         fx.assert_material_gone(&ks, h)

@@ -7,10 +7,12 @@ use crate::support::{
     verify_independently, Bystanders,
 };
 use crate::{Fixture, Outcome};
+use keystore_api::BackendKey;
 use keystore_api::ErrorKind;
-use keystore_api::{
-    Algorithm, Backend, KeyClass, KeySpec, Origin, SecretBytes, SignatureFormat, Usages,
-};
+use keystore_api::KeyManagement;
+use keystore_api::Mac;
+use keystore_api::NewKey;
+use keystore_api::{Algorithm, KeyClass, KeySpec, Origin, SecretBytes, SignatureFormat, Usages};
 use sha2::Digest;
 
 /// TEST-KEY-15
@@ -206,7 +208,10 @@ pub fn destroy_removes_material<F: Fixture>(fx: &mut F) -> Outcome {
             "backend no longer lists the key"
         );
         expect_err(
-            ks.backend().hmac_sha256(&handle, b"m"),
+            ks.backend().hmac_sha256(
+                &BackendKey::new(handle.clone(), Algorithm::HmacSha256),
+                b"m",
+            ),
             ErrorKind::NotFound,
             "backend use of a destroyed handle",
         );
@@ -269,7 +274,7 @@ pub fn import_symmetric_only<F: Fixture>(fx: &mut F) -> Outcome {
             &format!("import {alg}"),
         );
         expect_err(
-            ks.backend().import(alg, &k, "private"),
+            ks.backend().import(&NewKey::new(alg, "private"), &k),
             ErrorKind::Policy,
             &format!("backend import {alg}"),
         );

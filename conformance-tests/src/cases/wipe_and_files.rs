@@ -4,7 +4,8 @@
 use crate::support::so;
 use crate::support::{create_or_prove_unsupported, random_key, scan_files};
 use crate::{Fixture, Outcome};
-use keystore_api::{Algorithm, Backend, KeySpec, SecretBytes, SignatureFormat, Usages};
+use keystore_api::KeyManagement;
+use keystore_api::{Algorithm, KeySpec, SecretBytes, SignatureFormat, Usages};
 
 /// TEST-KEY-32
 pub fn backend_wipe_removes_everything<F: Fixture>(fx: &mut F) -> Outcome {

@@ -6,9 +6,9 @@ use crate::error::{CliError, CliResult};
 use crate::files;
 use crate::store;
 use backend_soft::{Kdf, SoftStore, Unlock};
+use keystore_api::clock::rfc3339;
 use keystore_api::{Error, Keystore, Role};
-use provisioning::util::{pem_decode_all, pem_encode};
-use provisioning::{Factory, PeerVerifier, PinSet, RootCa};
+use provisioning::{pem_decode_all, pem_encode, Factory, PeerVerifier, PinSet, RootCa};
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
@@ -55,12 +55,12 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
                 // The root's CRL, which relying parties need to check the
                 // intermediate; reissued by `ca root-crl` before it is stale.
                 let root_crl =
-                    rca.issue_crl(&custodian, now, provisioning::ca::DEFAULT_ROOT_CRL_VALIDITY)?;
+                    rca.issue_crl(&custodian, now, provisioning::DEFAULT_ROOT_CRL_VALIDITY)?;
                 let root_crl = pem_encode("X509 CRL", &root_crl);
                 write_file(&rargs.root_store.join("root-crl.pem"), &root_crl)?;
                 (inter, rca.certificate()?, root_crl)
             }; // The root's store is closed here, before anything else happens.
-            let crl = factory.issue_crl(&officer, now, provisioning::ca::DEFAULT_CRL_VALIDITY)?;
+            let crl = factory.issue_crl(&officer, now, provisioning::DEFAULT_CRL_VALIDITY)?;
             let dir = pki_dir(root);
             write_file(&dir.join("root.pem"), &root_cert.pem())?;
             write_file(&dir.join("intermediate.pem"), &inter.pem())?;
@@ -71,7 +71,7 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
                 inter.subject,
                 inter.serial,
                 root_cert.subject,
-                provisioning::util::rfc3339(inter.not_after)
+                rfc3339(inter.not_after)
             )?;
             outln!(
                 "its key '{}' is in the production store; wrote {}/{{root,intermediate,crl,root-crl}}.pem",
@@ -93,7 +93,7 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
             let (serials, crl) = match (serial, device_id) {
                 (Some(s), _) => {
                     let crl = factory.revoke(&officer, &s, &reason, now)?;
-                    (vec![provisioning::ca::normalise_serial(&s)?], crl)
+                    (vec![provisioning::normalise_serial(&s)?], crl)
                 }
                 (None, Some(d)) => factory.revoke_device(&officer, &d, &reason, now)?,
                 (None, None) => return Err(CliError::invalid("give --serial or --device-id")),
@@ -119,7 +119,7 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
             }
             outln!(
                 "CRL issued, next update {}; written to {}",
-                provisioning::util::rfc3339(now + next_update),
+                rfc3339(now + next_update),
                 path.display()
             )?;
             Ok(())
@@ -139,7 +139,7 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
             next_update,
             out,
         } => {
-            let serial = provisioning::ca::normalise_serial(&serial)?;
+            let serial = provisioning::normalise_serial(&serial)?;
             let root_ks = open_root(&rargs)?;
             let custodian = root_actor(&root_ks, &rargs)?;
             let root_db = open_db(&rargs.root_store)?;
@@ -267,7 +267,7 @@ fn write_root_crl(
     }
     outln!(
         "root CRL issued, next update {}; written to {}{}",
-        provisioning::util::rfc3339(next_update),
+        rfc3339(next_update),
         path.display(),
         out.map(|o| format!(" and {}", o.display()))
             .unwrap_or_default()
@@ -287,7 +287,7 @@ fn show(root: &Path, unlock: &UnlockArgs) -> CliResult<()> {
             "{what:<13} {} serial {} until {} cert {} key {}",
             c.subject,
             c.serial,
-            provisioning::util::rfc3339(c.not_after),
+            rfc3339(c.not_after),
             c.digest,
             c.spki_fingerprint
         )?;
@@ -297,7 +297,7 @@ fn show(root: &Path, unlock: &UnlockArgs) -> CliResult<()> {
         Some(crl) => outln!(
             "crl           {} bytes, {}",
             crl.len(),
-            provisioning::util::sha256_tag(&crl)
+            provisioning::sha256_tag(&crl)
         )?,
         None => outln!("crl           none issued")?,
     }
@@ -372,7 +372,7 @@ fn check(
         "OK: '{}' serial {} valid until {}{}",
         info.common_name.as_deref().unwrap_or("?"),
         info.serial,
-        provisioning::util::rfc3339(info.not_after),
+        rfc3339(info.not_after),
         info.matched_pin
             .map(|p| format!(", pinned ({p})"))
             .unwrap_or_default()

@@ -1,12 +1,15 @@
-//! The audit key, audit events, and the duty check every operation makes.
+//! The audit key, audit events, and the duty check every operation makes
+//! (public as [`Keystore::authorize`], for applications that enforce the
+//! same roles over their own operations).
 
 use super::{Keystore, Subject, SYSTEM};
 use crate::algorithm::Algorithm;
-use crate::audit::{self, Event};
+use crate::audit::{self, AuditEvent, Event};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::metadata as md;
 use crate::roles::{Actor, Duty};
+use crate::NewKey;
 use rusqlite::Connection;
 
 impl<B: Backend> Keystore<B> {
@@ -34,7 +37,7 @@ impl<B: Backend> Keystore<B> {
             || {
                 let g = self
                     .backend
-                    .generate(Algorithm::HmacSha256, "keystore-audit")?;
+                    .generate(&NewKey::new(Algorithm::HmacSha256, "keystore-audit"))?;
                 Ok((g.handle.clone(), vec![g.handle]))
             },
             |tx, handle| {
@@ -42,9 +45,11 @@ impl<B: Backend> Keystore<B> {
                 let ev = Event {
                     actor: SYSTEM.0.into(),
                     role: SYSTEM.1.into(),
-                    event: "audit-init".into(),
+                    event: AuditEvent::AuditInit,
+                    key_name: None,
+                    key_version: None,
+                    fingerprint: None,
                     detail: format!("audit key created in the {} backend", self.backend.name()),
-                    ..Event::default()
                 };
                 audit::append(tx, &self.backend, handle, &self.now(), &ev)
             },
@@ -57,7 +62,7 @@ impl<B: Backend> Keystore<B> {
         &self,
         conn: &Connection,
         actor: Option<&Actor>,
-        event: &str,
+        event: AuditEvent,
         subject: Subject<'_>,
         detail: String,
     ) -> Result<()> {
@@ -79,13 +84,47 @@ impl<B: Backend> Keystore<B> {
         let ev = Event {
             actor: actor_id,
             role,
-            event: event.into(),
+            event,
             key_name: subject.name.map(str::to_string),
             key_version: subject.version,
             fingerprint: subject.fingerprint.map(str::to_string),
             detail,
         };
         audit::append(conn, &self.backend, &audit_key, &self.now(), &ev)
+    }
+
+    /// Checks that `actor`'s role holds `duty` for the operation `what`, as
+    /// every lifecycle operation of the keystore does. A refusal is audited
+    /// as an ordinary [`AuditEvent::Refused`] entry (actor, role and
+    /// `"<what> refused: needs <roles>"`) and is
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) with the message
+    /// `"<what> needs <roles>; '<actor>' acts as <role>"`. For applications
+    /// that enforce the keystore's roles over their own operations (the
+    /// device PKI checks its CA duties here); allowed checks are not audited.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when `actor`'s role
+    /// lacks `duty` (the refusal is audited);
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) when
+    /// `what` is empty or not one line of at most
+    /// [`limits::MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN) bytes;
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the audit
+    /// key reference is missing from a live store, and
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) after
+    /// decommission (a refusal cannot be audited then);
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata
+    /// database or the backend fails.
+    pub fn authorize(&self, actor: &Actor, duty: Duty, what: &str) -> Result<()> {
+        if what.is_empty()
+            || what.len() > crate::keystore::limits::MAX_REASON_LEN
+            || what.contains(['\n', '\r'])
+        {
+            return Err(Error::invalid_input(format!(
+                "an operation's name is one line of 1 to {} bytes",
+                crate::keystore::limits::MAX_REASON_LEN
+            )));
+        }
+        self.require(actor, duty, what, None)
     }
 
     /// Checks that `actor` may perform `what`; a refusal is audited and is
@@ -105,7 +144,7 @@ impl<B: Backend> Keystore<B> {
         self.audit(
             &tx,
             Some(actor),
-            "refused",
+            AuditEvent::Refused,
             Subject {
                 name: key,
                 ..Subject::default()

@@ -14,6 +14,8 @@ use crate::error::{Component, Error, Result};
 use crate::lifecycle::has_material;
 use crate::metadata::{self as md, KeyState, NewKey, NewVersion, Origin, StateChange};
 use crate::roles::{Actor, Duty};
+use crate::AuditEvent;
+use crate::BackendKey;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
@@ -47,14 +49,14 @@ fn context(name: &str, version: u32, alg: Algorithm) -> Vec<u8> {
 }
 
 impl<B: Backend> Keystore<B> {
-    fn backup_kek(&self, kek_name: &str) -> Result<KeyHandle> {
+    fn backup_kek(&self, kek_name: &str) -> Result<BackendKey> {
         let r = self.resolve_active(kek_name, Some((Usages::WRAP, "wrap keys for backup")))?;
         if r.key.algorithm != Algorithm::Aes256Gcm {
             return Err(Error::policy(format!(
                 "backup KEK '{kek_name}' must be an aes-256-gcm key with the wrap usage"
             )));
         }
-        Ok(r.handle.clone())
+        Ok(r.backend_key.clone())
     }
 
     /// Exports `name` (every version with material) wrapped under the backup
@@ -101,8 +103,7 @@ impl<B: Backend> Keystore<B> {
             let Some(h) = &v.handle else { continue };
             let wrapped = self.backend.wrap(
                 &kek,
-                h,
-                key.algorithm,
+                &BackendKey::new(h.clone(), key.algorithm),
                 &context(name, v.version, key.algorithm),
             )?;
             out.push(BackupVersion {
@@ -127,7 +128,7 @@ impl<B: Backend> Keystore<B> {
         self.audit(
             &tx,
             Some(actor),
-            "backup",
+            AuditEvent::Backup,
             Subject {
                 name: Some(name),
                 ..Subject::default()
@@ -217,10 +218,9 @@ impl<B: Backend> Keystore<B> {
                     })?;
                     let h = self.backend.unwrap(
                         &kek,
-                        algorithm,
+                        &crate::backend::NewKey::new(algorithm, name),
                         &wrapped,
                         &context(&doc.name, v.version, algorithm),
-                        name,
                     )?;
                     Ok((
                         v.version,
@@ -289,7 +289,7 @@ impl<B: Backend> Keystore<B> {
             self.audit(
                 tx,
                 Some(actor),
-                "restore",
+                AuditEvent::Restore,
                 Subject {
                     name: Some(name),
                     ..Subject::default()

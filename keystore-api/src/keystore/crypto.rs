@@ -12,6 +12,8 @@ use crate::error::{Component, Error, Result};
 use crate::metadata::{self as md, KeyRow, VersionRow};
 use crate::secret::{ct_eq, SecretBytes};
 use crate::signature::{self, Signature, SignatureFormat};
+use crate::Algorithm;
+use crate::BackendKey;
 
 impl<B: Backend> Keystore<B> {
     /// Signs `message` with the active version of `name`; the signature
@@ -29,7 +31,10 @@ impl<B: Backend> Keystore<B> {
     pub fn sign(&self, name: &str, message: &[u8], format: SignatureFormat) -> Result<Signature> {
         check_len("message", message, limits::MAX_DATA_LEN)?;
         let r = self.resolve_active(name, Some((Usages::SIGN, "sign")))?;
-        let raw = self.backend.sign(&r.handle, r.key.algorithm, message)?;
+        let raw = self
+            .backend
+            .sign(&r.backend_key, message)
+            .map_err(|e| e.with_key(name).with_version(r.version))?;
         let bytes = signature::encode(r.key.algorithm, raw, format)?;
         Ok(Signature {
             version: r.version,
@@ -134,9 +139,14 @@ impl<B: Backend> Keystore<B> {
         check_len("aad", aad, limits::MAX_AAD_LEN)?;
         let r = self.resolve_active(name, Some((Usages::ENCRYPT, "encrypt")))?;
         let header = envelope::header(r.key.algorithm, r.version);
-        let sealed =
-            self.backend
-                .encrypt(&r.handle, &envelope::bound_aad(&header, aad), plaintext)?;
+        let sealed = self
+            .backend
+            .encrypt(
+                &r.backend_key,
+                &envelope::bound_aad(&header, aad),
+                plaintext,
+            )
+            .map_err(|e| e.with_key(name).with_version(r.version))?;
         Ok(envelope::seal(&header, &sealed.nonce, &sealed.ciphertext))
     }
 
@@ -190,12 +200,14 @@ impl<B: Backend> Keystore<B> {
             return Err(version_state_error(name, &v));
         }
         let r = resolved(key, v)?;
-        self.backend.decrypt(
-            &r.handle,
-            &envelope::bound_aad(&parsed.header, aad),
-            &parsed.nonce,
-            parsed.ciphertext,
-        )
+        self.backend
+            .decrypt(
+                &r.backend_key,
+                &envelope::bound_aad(&parsed.header, aad),
+                &parsed.nonce,
+                parsed.ciphertext,
+            )
+            .map_err(|e| e.with_key(name).with_version(r.version))
     }
 
     /// HMAC-SHA256 of `data` with the active version of `name`.
@@ -209,7 +221,10 @@ impl<B: Backend> Keystore<B> {
     pub fn mac(&self, name: &str, data: &[u8]) -> Result<[u8; 32]> {
         check_len("data", data, limits::MAX_DATA_LEN)?;
         let r = self.resolve_active(name, Some((Usages::MAC, "mac")))?;
-        let tag = self.backend.hmac_sha256(&r.handle, data)?;
+        let tag = self
+            .backend
+            .hmac_sha256(&r.backend_key, data)
+            .map_err(|e| e.with_key(name).with_version(r.version))?;
         Ok(*tag)
     }
 
@@ -229,7 +244,10 @@ impl<B: Backend> Keystore<B> {
     pub fn verify_mac(&self, name: &str, data: &[u8], tag: &[u8]) -> Result<()> {
         check_len("data", data, limits::MAX_DATA_LEN)?;
         let active = self.resolve_active(name, Some((Usages::MAC, "verify a MAC")))?;
-        let expected = self.backend.hmac_sha256(&active.handle, data)?;
+        let expected = self
+            .backend
+            .hmac_sha256(&active.backend_key, data)
+            .map_err(|e| e.with_key(name).with_version(active.version))?;
         if ct_eq(&*expected, tag) {
             return Ok(());
         }
@@ -238,10 +256,13 @@ impl<B: Backend> Keystore<B> {
             if v.version == active.version {
                 continue;
             }
-            let Some(handle) = v.handle.as_ref() else {
+            let Some(handle) = v.handle.clone() else {
                 continue;
             };
-            let expected = self.backend.hmac_sha256(handle, data)?;
+            let expected = self
+                .backend
+                .hmac_sha256(&BackendKey::new(handle, Algorithm::HmacSha256), data)
+                .map_err(|e| e.with_key(name).with_version(v.version))?;
             if ct_eq(&*expected, tag) {
                 return Ok(());
             }
@@ -293,7 +314,10 @@ impl<B: Backend> Keystore<B> {
         check_len("salt", salt, limits::MAX_AAD_LEN)?;
         check_len("info", info, limits::MAX_AAD_LEN)?;
         let r = self.resolve_active(name, Some((Usages::DERIVE, "derive")))?;
-        let prk = self.backend.hkdf_extract(&r.handle, salt)?;
+        let prk = self
+            .backend
+            .hkdf_extract(&r.backend_key, salt)
+            .map_err(|e| e.with_key(name).with_version(r.version))?;
         hkdf_expand(&prk, info, len)
     }
 }

@@ -9,6 +9,7 @@ use crate::backend::{Backend, KeyHandle};
 use crate::error::{Error, Result};
 use crate::metadata::{self as md, KeyRow, KeyState, VersionRow};
 use crate::public_key::PublicKey;
+use crate::BackendKey;
 use rusqlite::Connection;
 use std::sync::Arc;
 use time::OffsetDateTime;
@@ -173,9 +174,9 @@ pub(crate) fn resolved(key: KeyRow, v: VersionRow) -> Result<Resolved> {
         .with_version(v.version)
     })?;
     Ok(Resolved {
+        backend_key: BackendKey::new(handle, key.algorithm),
         key,
         version: v.version,
-        handle,
         public_key: v.public_key,
     })
 }

@@ -25,6 +25,7 @@ use crate::fsperm::PermissionReport;
 use crate::generation::Generation;
 use crate::metadata::{self as md, KeyRow, Metadata};
 use crate::write_lock::{WriteGuard, WriteLock};
+use crate::BackendKey;
 pub use checks::check_name;
 pub(crate) use checks::{check_len, check_usage};
 pub(crate) use lookup::{live_key, may_verify_or_decrypt, public_of, resolved};
@@ -98,7 +99,7 @@ const ACTIVE_CACHE_CAPACITY: usize = 4096;
 pub(crate) struct Resolved {
     pub key: KeyRow,
     pub version: u32,
-    pub handle: KeyHandle,
+    pub backend_key: BackendKey,
     pub public_key: Option<Vec<u8>>,
 }
 

@@ -28,11 +28,11 @@
 //! and nothing changes.
 
 use super::{Keystore, Subject};
+use crate::audit::AuditEvent;
 use crate::backend::{Backend, KeyHandle};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lifecycle::has_material;
-use crate::metadata::{self as md, KeyState, StateChange};
-use crate::Component;
+use crate::metadata::{self as md, Intent, KeyState, StateChange};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -56,7 +56,7 @@ pub enum FaultPoint {
 #[non_exhaustive]
 pub struct ReconcileReport {
     /// Interrupted destroys/revokes completed: (key, version, operation).
-    pub completed: Vec<(String, u32, String)>,
+    pub completed: Vec<(String, u32, Intent)>,
     /// Backend objects no metadata referenced, left by an interrupted
     /// creation, destroyed.
     pub orphans_removed: Vec<KeyHandle>,
@@ -281,7 +281,7 @@ impl<B: Backend> Keystore<B> {
                     .find(|v| v.version == intent.version);
                 (key, v)
             };
-            let final_state = if intent.op == "revoke" {
+            let final_state = if intent.op == Intent::Revoke {
                 KeyState::Compromised
             } else {
                 KeyState::Destroyed
@@ -307,7 +307,7 @@ impl<B: Backend> Keystore<B> {
                 self.audit(
                     &tx,
                     None,
-                    "reconcile",
+                    AuditEvent::Reconcile,
                     Subject::version(&key.name, intent.version, None),
                     format!("interrupted {} completed at open", intent.op),
                 )?;
@@ -344,7 +344,7 @@ impl<B: Backend> Keystore<B> {
                 self.audit(
                     &tx,
                     None,
-                    "missing",
+                    AuditEvent::Missing,
                     Subject::version(name, *version, fp.as_deref()),
                     reason.into(),
                 )?;
@@ -362,7 +362,7 @@ impl<B: Backend> Keystore<B> {
         if *armed == Some(point) {
             *armed = None;
             return Err(Error::backend_msg(
-                Component::Keystore,
+                crate::error::Component::Keystore,
                 format!("injected crash at {point:?}"),
             ));
         }

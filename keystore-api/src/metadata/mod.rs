@@ -12,6 +12,7 @@ mod states;
 mod store;
 mod store_row;
 
+pub use intents::Intent;
 pub(crate) use intents::{
     add_intent, add_pending_create, clear_pending_creates, intents, pending_creates, remove_intent,
     remove_pending_create,

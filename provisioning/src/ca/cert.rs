@@ -74,7 +74,7 @@ fn issuer_public_key(issuer: &CertInfo) -> Result<PublicKey> {
 
 /// Checks that `cert_der` names `issuer` as its issuer and carries a
 /// signature that verifies under the issuer's key (host-side check).
-pub fn verify_signed_by(cert_der: &[u8], issuer: &CertInfo) -> Result<()> {
+pub(super) fn verify_signed_by(cert_der: &[u8], issuer: &CertInfo) -> Result<()> {
     use x509_parser::prelude::*;
     let (_, cert) = X509Certificate::from_der(cert_der)
         .map_err(|e| Error::invalid_input(format!("not a valid X.509 certificate: {e}")))?;

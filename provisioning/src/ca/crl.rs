@@ -1,14 +1,16 @@
-//! Revocation and CRLs: reasons, serials, signing a CRL, and the factory's
+//! Revocation and CRLs: reasons, serials, marking a serial revoked in either
+//! CA's registry ([`revoke_serial`], for the factory's device certificates
+//! and the root's intermediates), signing a CRL, and the factory's
 //! revocations.
 
 use super::cert::issuer_for;
 use super::factory::Factory;
-use super::{require, DEFAULT_CRL_VALIDITY, INTERMEDIATE_KEY, MAX_CRL_VALIDITY};
+use super::{DEFAULT_CRL_VALIDITY, INTERMEDIATE_KEY, MAX_CRL_VALIDITY};
 use crate::db::{self, append_event, commit, ensure_event_key, opt, q, EventFields, PkiDb};
 use crate::signer::KeystoreSigner;
 use crate::util::{rfc3339, shorten, to_second};
 use crate::x509::CertInfo;
-use keystore_api::{Actor, Backend, Component, Error, Keystore, Result, Role};
+use keystore_api::{Actor, Backend, Component, Duty, Error, Keystore, Result};
 use rusqlite::params;
 use time::{Duration, OffsetDateTime};
 
@@ -71,6 +73,118 @@ fn reason_code(reason: &str) -> Option<rcgen::RevocationReason> {
         "privilege-withdrawn" => R::PrivilegeWithdrawn,
         _ => return None,
     })
+}
+
+/// What [`revoke_serial`] marks revoked: a row of one of the two CAs'
+/// registries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Revocable {
+    /// A certificate the factory's intermediate issued to a device (table
+    /// `issued`, event `revoke` naming the device).
+    DeviceCertificate,
+    /// An intermediate the offline root signed (table `signed_intermediates`,
+    /// event `revoke-intermediate` naming its subject).
+    Intermediate,
+}
+
+impl Revocable {
+    /// The row of `?1` (serial): who it concerns (device id or subject) and
+    /// when it was revoked, if it was.
+    fn select_sql(self) -> &'static str {
+        match self {
+            Revocable::DeviceCertificate => {
+                "SELECT device_id, revoked_at FROM issued WHERE serial = ?1"
+            }
+            Revocable::Intermediate => {
+                "SELECT subject, revoked_at FROM signed_intermediates WHERE serial = ?1"
+            }
+        }
+    }
+
+    /// Marks the row of `?1` revoked at `?2` for reason `?3`.
+    fn update_sql(self) -> &'static str {
+        match self {
+            Revocable::DeviceCertificate => {
+                "UPDATE issued SET revoked_at = ?2, reason = ?3 WHERE serial = ?1"
+            }
+            Revocable::Intermediate => {
+                "UPDATE signed_intermediates SET revoked_at = ?2, reason = ?3 WHERE serial = ?1"
+            }
+        }
+    }
+
+    /// `NotFound`: no such serial in this registry.
+    fn not_found(self, serial: &str) -> Error {
+        Error::not_found(match self {
+            Revocable::DeviceCertificate => {
+                format!("no certificate with serial {serial} was issued here")
+            }
+            Revocable::Intermediate => {
+                format!("no intermediate with serial {serial} was signed by this root")
+            }
+        })
+    }
+
+    /// `KeyState`: the serial was revoked at `at` already.
+    fn already_revoked(self, serial: &str, at: &str) -> Error {
+        let what = match self {
+            Revocable::DeviceCertificate => "certificate",
+            Revocable::Intermediate => "intermediate",
+        };
+        Error::key_state(format!("{what} {serial} was already revoked at {at}"))
+    }
+
+    /// The revocation's event; `concerns` is the row's device id or subject.
+    fn event<'e>(self, serial: &'e str, concerns: &'e str, reason: &str) -> EventFields<'e> {
+        match self {
+            Revocable::DeviceCertificate => EventFields {
+                event: "revoke",
+                device_id: Some(concerns),
+                serial: Some(serial),
+                detail: format!("revoked: {reason}"),
+                ..EventFields::default()
+            },
+            Revocable::Intermediate => EventFields {
+                event: "revoke-intermediate",
+                serial: Some(serial),
+                detail: format!("intermediate '{concerns}' revoked: {reason}"),
+                ..EventFields::default()
+            },
+        }
+    }
+}
+
+/// Marks `serial` (normalised, [`normalise_serial`]) of `what` revoked at
+/// `now` for `reason` (checked, [`check_reason`]) and appends the event to
+/// `db`'s log, MAC'd by `ks`. First makes sure the event-log key exists in
+/// `ks`; then one transaction reads the row, updates it and appends the
+/// event, and commits. `NotFound` for an unknown serial and `KeyState` for
+/// one revoked already, with nothing written. Issues no CRL: the caller
+/// does, after this returns.
+pub(super) fn revoke_serial<B: Backend>(
+    ks: &Keystore<B>,
+    db: &PkiDb,
+    actor: &Actor,
+    what: Revocable,
+    serial: &str,
+    reason: &str,
+    now: OffsetDateTime,
+) -> Result<()> {
+    ensure_event_key(ks, actor)?;
+    let mut conn = db.lock();
+    let tx = db::tx(&mut conn)?;
+    let row: Option<(String, Option<String>)> =
+        opt(tx.query_row(what.select_sql(), params![serial], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        }))?;
+    let concerns = match row {
+        None => return Err(what.not_found(serial)),
+        Some((_, Some(at))) => return Err(what.already_revoked(serial, &at)),
+        Some((concerns, None)) => concerns,
+    };
+    q(tx.execute(what.update_sql(), params![serial, rfc3339(now), reason]))?;
+    append_event(&tx, ks, actor, now, what.event(serial, &concerns, reason))?;
+    commit(tx)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -159,55 +273,19 @@ impl<'a, B: Backend> Factory<'a, B> {
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<Vec<u8>> {
-        require(
-            self.ks,
-            actor,
-            &[Role::SecurityOfficer],
-            "revoking a certificate",
-        )?;
+        self.ks
+            .authorize(actor, Duty::RevokeCertificates, "revoking a certificate")?;
         check_reason(reason)?;
         let serial = normalise_serial(serial)?;
-        ensure_event_key(self.ks, actor)?;
-        {
-            let mut conn = self.db.lock();
-            let tx = db::tx(&mut conn)?;
-            let row: Option<(String, Option<String>)> = opt(tx.query_row(
-                "SELECT device_id, revoked_at FROM issued WHERE serial = ?1",
-                params![serial],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            ))?;
-            let device = match row {
-                None => {
-                    return Err(Error::not_found(format!(
-                        "no certificate with serial {serial} was issued here"
-                    )))
-                }
-                Some((_, Some(at))) => {
-                    return Err(Error::key_state(format!(
-                        "certificate {serial} was already revoked at {at}"
-                    )))
-                }
-                Some((d, None)) => d,
-            };
-            q(tx.execute(
-                "UPDATE issued SET revoked_at = ?2, reason = ?3 WHERE serial = ?1",
-                params![serial, rfc3339(now), reason],
-            ))?;
-            append_event(
-                &tx,
-                self.ks,
-                actor,
-                now,
-                EventFields {
-                    event: "revoke",
-                    device_id: Some(&device),
-                    serial: Some(&serial),
-                    detail: format!("revoked: {reason}"),
-                    ..EventFields::default()
-                },
-            )?;
-            commit(tx)?;
-        }
+        revoke_serial(
+            self.ks,
+            self.db,
+            actor,
+            Revocable::DeviceCertificate,
+            &serial,
+            reason,
+            now,
+        )?;
         self.issue_crl(actor, now, DEFAULT_CRL_VALIDITY)
     }
 
@@ -220,12 +298,8 @@ impl<'a, B: Backend> Factory<'a, B> {
         reason: &str,
         now: OffsetDateTime,
     ) -> Result<(Vec<String>, Vec<u8>)> {
-        require(
-            self.ks,
-            actor,
-            &[Role::SecurityOfficer],
-            "revoking a certificate",
-        )?;
+        self.ks
+            .authorize(actor, Duty::RevokeCertificates, "revoking a certificate")?;
         let serials: Vec<String> = self
             .certificates(device_id)?
             .into_iter()
@@ -253,12 +327,8 @@ impl<'a, B: Backend> Factory<'a, B> {
         now: OffsetDateTime,
         next_update_in: Duration,
     ) -> Result<Vec<u8>> {
-        require(
-            self.ks,
-            actor,
-            &[Role::Operator, Role::SecurityOfficer],
-            "issuing a CRL",
-        )?;
+        self.ks
+            .authorize(actor, Duty::IssueCertificates, "issuing a CRL")?;
         let inter = self.intermediate()?;
         let signer = KeystoreSigner::new(self.ks, INTERMEDIATE_KEY)?;
         ensure_event_key(self.ks, actor)?;

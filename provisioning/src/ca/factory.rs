@@ -2,15 +2,16 @@
 //! installation, and provisioning and renewal entry points.
 
 use super::cert::verify_signed_by;
+use super::issue::Issuance;
 use super::registry::insert_ca;
-use super::{require, INTERMEDIATE_KEY};
+use super::INTERMEDIATE_KEY;
 use crate::db::{self, append_event, commit, ensure_event_key, opt, EventFields, PkiDb};
 use crate::record::ProvisioningRecord;
 use crate::signer::KeystoreSigner;
 use crate::util::rfc3339;
 use crate::x509::{cn_subject, CertInfo, VerifiedCsr};
 use keystore_api::{
-    Actor, Algorithm, Backend, Error, ErrorKind, KeySpec, Keystore, Origin, Result, Role, Usages,
+    Actor, Algorithm, Backend, Duty, Error, ErrorKind, KeySpec, Keystore, Origin, Result, Usages,
 };
 use rusqlite::params;
 use time::{Duration, OffsetDateTime};
@@ -106,12 +107,8 @@ impl<'a, B: Backend> Factory<'a, B> {
     /// reuses one left by an interrupted ceremony) and returns its CSR.
     /// Needs the security-officer role.
     pub fn request_intermediate(&self, actor: &Actor, common_name: &str) -> Result<VerifiedCsr> {
-        require(
-            self.ks,
-            actor,
-            &[Role::SecurityOfficer],
-            "requesting an intermediate CA",
-        )?;
+        self.ks
+            .authorize(actor, Duty::ManageCa, "requesting an intermediate CA")?;
         let subject = cn_subject(common_name, None)?;
         match self.ks.info(INTERMEDIATE_KEY) {
             Ok(info) => {
@@ -149,12 +146,8 @@ impl<'a, B: Backend> Factory<'a, B> {
         root_der: &[u8],
         now: OffsetDateTime,
     ) -> Result<()> {
-        require(
-            self.ks,
-            actor,
-            &[Role::SecurityOfficer],
-            "installing an intermediate CA",
-        )?;
+        self.ks
+            .authorize(actor, Duty::ManageCa, "installing an intermediate CA")?;
         let inter = CertInfo::parse(intermediate_der)?;
         let root = CertInfo::parse(root_der)?;
         if !root.is_ca || !inter.is_ca {
@@ -246,7 +239,7 @@ impl<'a, B: Backend> Factory<'a, B> {
         req: &DeviceRequest<'_>,
         now: OffsetDateTime,
     ) -> Result<Issued> {
-        self.issue(actor, req, None, now)
+        self.issue(actor, req, Issuance::Provision, now)
     }
 
     /// Issues a renewed certificate for a registered device whose identity
@@ -262,7 +255,7 @@ impl<'a, B: Backend> Factory<'a, B> {
         if grace < Duration::ZERO {
             return Err(Error::invalid_input("a grace period cannot be negative"));
         }
-        self.issue(actor, req, Some(grace), now)
+        self.issue(actor, req, Issuance::Renew { grace }, now)
     }
 
     /// Every event of the registry's log, after verifying its chain and MACs.

@@ -13,11 +13,10 @@ mod registry;
 mod root;
 
 use crate::x509::CertInfo;
-pub use cert::verify_signed_by;
 pub use crl::normalise_serial;
 pub use factory::{DeviceRequest, Factory, Issued, IssuedCert};
 
-use keystore_api::{Actor, Backend, Error, ErrorKind, Keystore, Result, Role};
+use keystore_api::{Actor, Backend, Error, Result};
 pub use root::{RootCa, SignedIntermediate};
 
 use time::{Duration, OffsetDateTime};
@@ -46,56 +45,6 @@ pub const DEFAULT_ROOT_CRL_VALIDITY: Duration = Duration::days(180);
 pub const MAX_CRL_VALIDITY: Duration = Duration::days(366);
 /// Longest validity accepted for any certificate.
 pub const MAX_VALIDITY: Duration = Duration::days(7305);
-
-/// Application event name under which a refused provisioning operation is
-/// recorded in the keystore's audit trail.
-pub const REFUSED_EVENT: &str = "pki-refused";
-
-/// Checks that `actor` may perform `what`, which needs one of `roles`. A
-/// refusal is audited in `ks`, the store whose key the operation would use,
-/// and is [`ErrorKind::Policy`](keystore_api::ErrorKind::Policy) in the keystore's message shape.
-///
-/// The keystore's own duty check is private to it, so the refusal goes
-/// through [`Keystore::record_event`] as the [`REFUSED_EVENT`] event with
-/// `"<what> refused: needs <roles>"` as its detail. An actor whose role
-/// may not record events at all (auditor, application) is refused there
-/// too, and that refusal is the keystore's own `refused` entry (naming
-/// [`REFUSED_EVENT`]). Either way the trail holds the refused actor.
-fn require<B: Backend>(ks: &Keystore<B>, actor: &Actor, roles: &[Role], what: &str) -> Result<()> {
-    if roles.contains(&actor.role()) {
-        return Ok(());
-    }
-    let needs = needs(roles);
-    match ks.record_event(
-        actor,
-        REFUSED_EVENT,
-        None,
-        &format!("{what} refused: needs {needs}"),
-    ) {
-        // Audited as an application event, or refused and audited by the
-        // keystore itself.
-        Ok(()) => {}
-        Err(e) if e.is(ErrorKind::Policy) => {}
-        // The refusal could not be audited: say so rather than refuse silently.
-        Err(e) => return Err(e),
-    }
-    Err(Error::policy(format!(
-        "{what} needs {needs}; '{}' acts as {}",
-        actor.id(),
-        actor.role()
-    )))
-}
-
-/// `the security-officer role`, `the security-officer or operator role`:
-/// the keystore's wording for the roles a duty needs.
-fn needs(roles: &[Role]) -> String {
-    let names: Vec<&str> = Role::ALL
-        .iter()
-        .filter(|r| roles.contains(r))
-        .map(|r| r.id())
-        .collect();
-    format!("the {} role", names.join(" or "))
-}
 
 fn check_validity(v: Duration, what: &str) -> Result<()> {
     if v <= Duration::ZERO || v > MAX_VALIDITY {

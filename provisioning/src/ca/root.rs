@@ -1,16 +1,19 @@
 //! The offline root CA ([`RootCa`]): its self-signed certificate, the
-//! intermediates it signs and revokes, and its CRL.
+//! intermediates it signs and revokes (through the one revocation of
+//! [`revoke_serial`]), and its CRL.
 
 use super::cert::{ca_params, issuer_for, verify_signed_by, SubjectKey};
-use super::crl::{check_crl_validity, check_reason, issue_crl_with, normalise_serial};
+use super::crl::{
+    check_crl_validity, check_reason, issue_crl_with, normalise_serial, revoke_serial, Revocable,
+};
 use super::registry::insert_ca;
-use super::{check_validity, require, BACKDATE, ROOT_KEY};
+use super::{check_validity, BACKDATE, ROOT_KEY};
 use crate::db::{self, append_event, commit, ensure_event_key, opt, q, EventFields, PkiDb};
 use crate::signer::KeystoreSigner;
 use crate::util::rfc3339;
 use crate::x509::{cn_subject, verify_csr, CertInfo};
 use keystore_api::{
-    Actor, Algorithm, Backend, Component, Error, KeySpec, Keystore, Result, Role, Usages,
+    Actor, Algorithm, Backend, Component, Duty, Error, KeySpec, Keystore, Result, Usages,
 };
 use rusqlite::params;
 use time::{Duration, OffsetDateTime};
@@ -58,12 +61,8 @@ impl<'a, B: Backend> RootCa<'a, B> {
         validity: Duration,
         now: OffsetDateTime,
     ) -> Result<CertInfo> {
-        require(
-            self.ks,
-            actor,
-            &[Role::SecurityOfficer],
-            "creating the root CA",
-        )?;
+        self.ks
+            .authorize(actor, Duty::ManageCa, "creating the root CA")?;
         check_validity(validity, "root")?;
         let subject = cn_subject(common_name, None)?;
         if db::current_ca(&self.db.lock(), "root")?.is_some() {
@@ -122,12 +121,8 @@ impl<'a, B: Backend> RootCa<'a, B> {
         validity: Duration,
         now: OffsetDateTime,
     ) -> Result<CertInfo> {
-        require(
-            self.ks,
-            actor,
-            &[Role::SecurityOfficer],
-            "signing an intermediate CA",
-        )?;
+        self.ks
+            .authorize(actor, Duty::ManageCa, "signing an intermediate CA")?;
         check_validity(validity, "intermediate")?;
         let csr = verify_csr(csr_der)?;
         let cn = csr
@@ -188,12 +183,8 @@ impl<'a, B: Backend> RootCa<'a, B> {
         now: OffsetDateTime,
         next_update_in: Duration,
     ) -> Result<Vec<u8>> {
-        require(
-            self.ks,
-            actor,
-            &[Role::SecurityOfficer],
-            "revoking an intermediate CA",
-        )?;
+        self.ks
+            .authorize(actor, Duty::ManageCa, "revoking an intermediate CA")?;
         check_reason(reason)?;
         check_crl_validity(next_update_in)?;
         let serial = normalise_serial(serial)?;
@@ -201,46 +192,15 @@ impl<'a, B: Backend> RootCa<'a, B> {
         let root = self.certificate()?;
         let signer = KeystoreSigner::new(self.ks, ROOT_KEY)?;
         issuer_for(&signer, &root)?;
-        ensure_event_key(self.ks, actor)?;
-        {
-            let mut conn = self.db.lock();
-            let tx = db::tx(&mut conn)?;
-            let row: Option<(String, Option<String>)> = opt(tx.query_row(
-                "SELECT subject, revoked_at FROM signed_intermediates WHERE serial = ?1",
-                params![serial],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            ))?;
-            let subject = match row {
-                None => {
-                    return Err(Error::not_found(format!(
-                        "no intermediate with serial {serial} was signed by this root"
-                    )))
-                }
-                Some((_, Some(at))) => {
-                    return Err(Error::key_state(format!(
-                        "intermediate {serial} was already revoked at {at}"
-                    )))
-                }
-                Some((subject, None)) => subject,
-            };
-            q(tx.execute(
-                "UPDATE signed_intermediates SET revoked_at = ?2, reason = ?3 WHERE serial = ?1",
-                params![serial, rfc3339(now), reason],
-            ))?;
-            append_event(
-                &tx,
-                self.ks,
-                actor,
-                now,
-                EventFields {
-                    event: "revoke-intermediate",
-                    serial: Some(&serial),
-                    detail: format!("intermediate '{subject}' revoked: {reason}"),
-                    ..EventFields::default()
-                },
-            )?;
-            commit(tx)?;
-        }
+        revoke_serial(
+            self.ks,
+            self.db,
+            actor,
+            Revocable::Intermediate,
+            &serial,
+            reason,
+            now,
+        )?;
         self.issue_crl(actor, now, next_update_in)
     }
 
@@ -254,12 +214,8 @@ impl<'a, B: Backend> RootCa<'a, B> {
         now: OffsetDateTime,
         next_update_in: Duration,
     ) -> Result<Vec<u8>> {
-        require(
-            self.ks,
-            actor,
-            &[Role::SecurityOfficer],
-            "issuing the root CRL",
-        )?;
+        self.ks
+            .authorize(actor, Duty::ManageCa, "issuing the root CRL")?;
         check_crl_validity(next_update_in)?;
         let root = self.certificate()?;
         let signer = KeystoreSigner::new(self.ks, ROOT_KEY)?;

@@ -1,6 +1,6 @@
 //! The audit trail: application events, verification and export.
 
-use crate::audit::{self, AuditEntry, AuditReport};
+use crate::audit::{self, AuditEntry, AuditEvent, AuditReport};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::keystore::{check_name, live_key, Keystore, Subject};
@@ -10,8 +10,10 @@ use crate::roles::{Actor, Duty};
 impl<B: Backend> Keystore<B> {
     /// Appends an application event (e.g. `provision`, `renew`) to the audit
     /// trail, about `key` (name and version) if given. Event names are
-    /// lower-case words with dashes; the keystore's own event names cannot be
-    /// forged this way. Needs the security-officer or operator role.
+    /// lower-case words with dashes ([`ApplicationEvent`](crate::ApplicationEvent));
+    /// the keystore's own ([`AuditEvent::KEYSTORE`]) cannot be forged this
+    /// way. It is exported as [`AuditEvent::Application`]. Needs the
+    /// security-officer or operator role ([`Duty::Provision`]).
     ///
     /// # Errors
     /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process or thread holds the store's write lock past the
@@ -34,42 +36,14 @@ impl<B: Backend> Keystore<B> {
         detail: &str,
     ) -> Result<()> {
         let _w = self.writing("record event")?;
-        const RESERVED: &[&str] = &[
-            "audit-init",
-            "generate",
-            "import",
-            "rotate",
-            "state",
-            "sweep",
-            "destroy",
-            "backup",
-            "restore",
-            "wipe",
-            "decommission",
-            "refused",
-            "reconcile",
-            "missing",
-            "credential",
-            "policy",
-        ];
-        let well_formed = !event.is_empty()
-            && event.len() <= 32
-            && event.starts_with(|c: char| c.is_ascii_lowercase())
-            && event
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !well_formed || RESERVED.contains(&event) {
-            return Err(Error::invalid_input(format!(
-                "'{event}' is not an application event name (lower-case words with dashes, not one of the keystore's own)"
-            )));
-        }
+        let event = AuditEvent::application(event)?;
         if detail.len() > crate::keystore::limits::MAX_REASON_LEN || detail.contains(['\n', '\r']) {
             return Err(Error::invalid_input(format!(
                 "event detail is one line of at most {} bytes",
                 crate::keystore::limits::MAX_REASON_LEN
             )));
         }
-        self.require(actor, Duty::Provision, event, key.map(|k| k.0))?;
+        self.require(actor, Duty::Provision, event.as_str(), key.map(|k| k.0))?;
         let subject_fp = match key {
             Some((name, version)) => {
                 check_name(name)?;

@@ -1,6 +1,7 @@
 //! Creating and importing keys, and recording a new key's metadata.
 
 use crate::algorithm::KeyClass;
+use crate::audit::AuditEvent;
 use crate::backend::{Backend, KeyHandle};
 use crate::error::{Component, Error, Result};
 use crate::keystore::{check_name, KeyInfo, KeySpec, Keystore, Subject};
@@ -78,7 +79,9 @@ impl<B: Backend> Keystore<B> {
             name,
             Some(crate::keystore::FaultPoint::AfterBackendCreate),
             || {
-                let g = self.backend.generate(spec.algorithm, name)?;
+                let g = self
+                    .backend
+                    .generate(&crate::backend::NewKey::new(spec.algorithm, name))?;
                 let public = match (&g.public_key, spec.algorithm.class()) {
                     (Some(pk), KeyClass::Asymmetric) => {
                         Some((pk.spki_der().to_vec(), pk.fingerprint()))
@@ -159,7 +162,9 @@ impl<B: Backend> Keystore<B> {
             name,
             None,
             || {
-                let h = self.backend.import(spec.algorithm, secret, name)?;
+                let h = self
+                    .backend
+                    .import(&crate::backend::NewKey::new(spec.algorithm, name), secret)?;
                 Ok((h.clone(), vec![h]))
             },
             |tx, handle| self.record_new_key(tx, actor, name, spec, Origin::Imported, handle, None),
@@ -207,8 +212,8 @@ impl<B: Backend> Keystore<B> {
                 },
             )?;
             let event = match origin {
-                Origin::Imported => "import",
-                _ => "generate",
+                Origin::Imported => AuditEvent::Import,
+                _ => AuditEvent::Generate,
             };
             self.audit(
                 tx,

@@ -1,5 +1,6 @@
 //! Role credentials: setting them and authenticating actors.
 
+use crate::audit::AuditEvent;
 use crate::backend::Backend;
 use crate::error::{Component, Error, Result};
 use crate::keystore::{Keystore, Subject};
@@ -69,7 +70,7 @@ impl<B: Backend> Keystore<B> {
         self.audit(
             &tx,
             actor,
-            "credential",
+            AuditEvent::Credential,
             Subject::default(),
             format!(
                 "credential for role {role} set{}",

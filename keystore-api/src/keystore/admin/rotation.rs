@@ -1,6 +1,7 @@
 //! Rotation: rotating a key, cryptoperiods, and scheduled rotation of the
 //! keys that are due.
 
+use crate::audit::AuditEvent;
 use crate::backend::Backend;
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
@@ -8,6 +9,7 @@ use crate::keystore::{check_name, live_key, KeyInfo, Keystore, Subject};
 use crate::lifecycle::check_transition;
 use crate::metadata::{self as md, KeyState, NewVersion, Origin, StateChange};
 use crate::roles::{Actor, Duty};
+use crate::NewKey;
 use time::{Duration, OffsetDateTime};
 
 /// A key whose active version has outlived its cryptoperiod.
@@ -61,7 +63,7 @@ impl<B: Backend> Keystore<B> {
             name,
             Some(crate::keystore::FaultPoint::AfterBackendRotate),
             || {
-                let g = self.backend.generate(key.algorithm, name)?;
+                let g = self.backend.generate(&NewKey::new(key.algorithm, name))?;
                 Ok((g.clone(), vec![g.handle]))
             },
             |tx, generated| {
@@ -83,7 +85,7 @@ impl<B: Backend> Keystore<B> {
                     self.audit(
                         tx,
                         Some(actor),
-                        "state",
+                        AuditEvent::StateChange,
                         Subject::version(name, v.version, v.fingerprint.as_deref()),
                         format!("{} -> deactivated until {grace_end}", v.state),
                     )?;
@@ -105,7 +107,7 @@ impl<B: Backend> Keystore<B> {
                 self.audit(
                     tx,
                     Some(actor),
-                    "rotate",
+                    AuditEvent::Rotate,
                     Subject::version(name, next, fp),
                     format!("version {next} active; grace {} s", grace.whole_seconds()),
                 )?;
@@ -145,7 +147,7 @@ impl<B: Backend> Keystore<B> {
         self.audit(
             &tx,
             Some(actor),
-            "policy",
+            AuditEvent::Policy,
             Subject {
                 name: Some(name),
                 ..Subject::default()

@@ -1,11 +1,11 @@
 //! State changes: suspend, resume, revoke, destroy, sweep and decommission.
 
-use crate::audit::{self, AuditEntry};
+use crate::audit::{self, AuditEntry, AuditEvent};
 use crate::backend::{Backend, KeyHandle};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keystore::{check_name, live_key, Keystore, Subject};
 use crate::lifecycle::{check_transition, has_material};
-use crate::metadata::{self as md, KeyState, StateChange};
+use crate::metadata::{self as md, Intent, KeyState, StateChange};
 use crate::roles::{Actor, Duty};
 
 impl<B: Backend> Keystore<B> {
@@ -84,7 +84,7 @@ impl<B: Backend> Keystore<B> {
         self.audit(
             &tx,
             Some(actor),
-            "state",
+            AuditEvent::StateChange,
             Subject::version(name, version, v.fingerprint.as_deref()),
             format!("{} -> {to}", v.state),
         )?;
@@ -143,11 +143,11 @@ impl<B: Backend> Keystore<B> {
                     ..StateChange::to(KeyState::Compromised, &now)
                 },
             )?;
-            let intent = md::add_intent(&tx, "revoke", key.id, version, &now)?;
+            let intent = md::add_intent(&tx, Intent::Revoke, key.id, version, &now)?;
             self.audit(
                 &tx,
                 Some(actor),
-                "state",
+                AuditEvent::StateChange,
                 Subject::version(name, version, v.fingerprint.as_deref()),
                 format!("{} -> compromised: {reason}", v.state),
             )?;
@@ -228,7 +228,7 @@ impl<B: Backend> Keystore<B> {
             let mut pending = Vec::new();
             for v in &versions {
                 if v.handle.is_some() || has_material(v.state) {
-                    let intent = md::add_intent(&tx, "destroy", key.id, v.version, &now)?;
+                    let intent = md::add_intent(&tx, Intent::Destroy, key.id, v.version, &now)?;
                     pending.push((v.version, v.handle.clone(), intent));
                 }
             }
@@ -236,7 +236,7 @@ impl<B: Backend> Keystore<B> {
             self.audit(
                 &tx,
                 Some(actor),
-                "destroy",
+                AuditEvent::Destroy,
                 Subject {
                     name: Some(name),
                     ..Subject::default()
@@ -293,11 +293,11 @@ impl<B: Backend> Keystore<B> {
             }
             let tx = md.tx()?;
             for (key_id, name, v) in &expired {
-                let intent = md::add_intent(&tx, "destroy", *key_id, v.version, &now)?;
+                let intent = md::add_intent(&tx, Intent::Destroy, *key_id, v.version, &now)?;
                 self.audit(
                     &tx,
                     Some(actor),
-                    "sweep",
+                    AuditEvent::Sweep,
                     Subject::version(name, v.version, v.fingerprint.as_deref()),
                     format!(
                         "grace ended {}; material destroyed",
@@ -360,7 +360,7 @@ impl<B: Backend> Keystore<B> {
             self.audit(
                 &tx,
                 Some(actor),
-                "decommission",
+                AuditEvent::Decommission,
                 Subject::default(),
                 format!(
                     "wiping {keys} key(s) from the {} backend, then the metadata",
