@@ -19,7 +19,7 @@
 //!   [`PROTECTION_RECHECK_INTERVAL`] and after any failure), and signatures
 //!   are verified on the host as [`SignatureCheck`] says: a damaged or
 //!   swapped key is [`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity), never a bad signature.
-//! - [`KeyManagement::list`](keystore_backend::KeyManagement::list) and [`Pkcs11Backend::reconcile`] report every key of
+//! - [`KeyManagement::list`] and [`Pkcs11Backend::reconcile`] report every key of
 //!   the namespace with any object left, for the keystore's recovery at open.
 //!
 //! Sessions, object attributes, mechanisms, the protection re-check,
@@ -54,7 +54,7 @@
 //! ```
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod admin;
 pub mod config;

@@ -60,7 +60,7 @@ pub(crate) struct Present {
 
 impl Present {
     /// ` (N tokens could not be read: …)`, or nothing.
-    pub fn unreadable_note(&self) -> String {
+    pub(crate) fn unreadable_note(&self) -> String {
         if self.unreadable.is_empty() {
             String::new()
         } else {

@@ -45,7 +45,7 @@ pub(crate) struct Header {
 
 impl Header {
     /// Wraps `store_key` under `kek` into a new header.
-    pub fn seal(
+    pub(crate) fn seal(
         kdf: Kdf,
         salt: Vec<u8>,
         sealed: Option<SealedKek>,
@@ -78,7 +78,7 @@ impl Header {
     }
 
     /// Unwraps the store key. A wrong KEK is [`ErrorKind::Auth`](keystore_backend::ErrorKind::Auth).
-    pub fn unwrap_store_key(&self, kek: &Kek) -> Result<SecretBytes> {
+    pub(crate) fn unwrap_store_key(&self, kek: &Kek) -> Result<SecretBytes> {
         let aad = self.authenticated_prefix();
         let key = SealKey::new(kek.expose())?;
         let mut nonce = [0u8; 12];
@@ -114,7 +114,7 @@ impl Header {
     }
 
     /// The header bytes as stored.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = self.authenticated_prefix();
         out.extend_from_slice(&self.wrapped);
         let digest = Sha256::digest(&out);
@@ -123,7 +123,7 @@ impl Header {
     }
 
     /// Parses stored header bytes. Anything malformed is [`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity).
-    pub fn decode(bytes: &[u8]) -> Result<Header> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Header> {
         let bad = |what: &str| Error::integrity(format!("soft store header is corrupted: {what}"));
         if bytes.len() < 32 {
             return Err(bad("too short"));
@@ -179,7 +179,7 @@ impl Header {
 pub(crate) struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
-    pub fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.0.len() < n {
             return Err(Error::integrity("soft store header is truncated"));
         }
@@ -188,16 +188,16 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
 
-    pub fn u8(&mut self) -> Result<u8> {
+    pub(crate) fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
 
-    pub fn u16(&mut self) -> Result<u16> {
+    pub(crate) fn u16(&mut self) -> Result<u16> {
         let b = self.take(2)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
     }
 
-    pub fn u32(&mut self) -> Result<u32> {
+    pub(crate) fn u32(&mut self) -> Result<u32> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }

@@ -171,13 +171,13 @@ impl Kdf {
 pub(crate) struct Kek(SecretBytes);
 
 impl Kek {
-    pub fn expose(&self) -> &[u8] {
+    pub(crate) fn expose(&self) -> &[u8] {
         self.0.expose()
     }
 
     /// The KEK for a new header: derived from the passphrase or key file,
     /// or freshly made by the provider together with its sealed form.
-    pub fn for_new_header(
+    pub(crate) fn for_new_header(
         unlock: &Unlock,
         kdf: Kdf,
         salt: &[u8],
@@ -202,7 +202,7 @@ impl Kek {
     }
 
     /// The KEK that opens `header`: the KDF runs, or the provider unseals.
-    pub fn for_header(unlock: &Unlock, header: &Header) -> Result<Kek> {
+    pub(crate) fn for_header(unlock: &Unlock, header: &Header) -> Result<Kek> {
         match (unlock, &header.sealed) {
             (Unlock::Provider(p), Some(sealed)) => {
                 let kind = provider_kind(p.as_ref())?;

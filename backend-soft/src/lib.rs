@@ -42,7 +42,7 @@
 //! ```
 
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 #[cfg(not(any(feature = "aws-lc", feature = "rustcrypto")))]
 compile_error!("backend-soft needs a crypto provider: enable `aws-lc` or `rustcrypto`");

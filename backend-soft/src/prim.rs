@@ -31,7 +31,7 @@ pub(crate) struct SealKey {
 
 impl SealKey {
     /// A key from 32 bytes.
-    pub fn new(bytes: &[u8]) -> Result<SealKey> {
+    pub(crate) fn new(bytes: &[u8]) -> Result<SealKey> {
         let bad = || Error::backend_msg(Component::Soft, "AES-256-GCM rejected a 32-byte key");
         #[cfg(feature = "aws-lc")]
         {
@@ -51,7 +51,7 @@ impl SealKey {
     }
 
     /// Encrypts `buf` in place and appends the 16-byte tag.
-    pub fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
+    pub(crate) fn seal(&self, nonce: [u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
         let failed = || Error::backend_msg(Component::Soft, "AES-256-GCM sealing failed");
         #[cfg(feature = "aws-lc")]
         {
@@ -71,7 +71,7 @@ impl SealKey {
 
     /// Decrypts ciphertext‖tag in place; returns the plaintext length. Any
     /// mismatch is `Err(())` and the caller decides what it means.
-    pub fn open(
+    pub(crate) fn open(
         &self,
         nonce: [u8; 12],
         aad: &[u8],

@@ -25,7 +25,7 @@ pub(crate) struct Sealer {
 }
 
 impl Sealer {
-    pub fn new(store_key: &SecretBytes, store_id: [u8; 16]) -> Result<Self> {
+    pub(crate) fn new(store_key: &SecretBytes, store_id: [u8; 16]) -> Result<Self> {
         Ok(Sealer {
             key: SealKey::new(store_key.expose())?,
             store_id,
@@ -43,7 +43,7 @@ impl Sealer {
     }
 
     /// Seals `material` as record `id`.
-    pub fn seal(
+    pub(crate) fn seal(
         &self,
         alg: Algorithm,
         id: &[u8; ID_LEN],
@@ -71,7 +71,7 @@ impl Sealer {
 
     /// Opens record `id`, returning its algorithm and material. Any damage,
     /// truncation or swap is [`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity).
-    pub fn open(&self, id: &[u8; ID_LEN], bytes: &[u8]) -> Result<(Algorithm, SecretBytes)> {
+    pub(crate) fn open(&self, id: &[u8; ID_LEN], bytes: &[u8]) -> Result<(Algorithm, SecretBytes)> {
         let bad =
             |what: &str| Error::integrity(format!("soft record {} is {what}", hex::encode(id)));
         if bytes.len() < PREFIX_LEN + 16 {

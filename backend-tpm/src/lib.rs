@@ -79,7 +79,7 @@
 //!   bytes, so a steady-state operation is a lookup by handle bytes, the
 //!   loaded object, and the TPM command.
 //!
-//! What survives a copy taken before [`KeyManagement::wipe`](keystore_backend::KeyManagement::wipe): a copy of the
+//! What survives a copy taken before [`KeyManagement::wipe`]: a copy of the
 //! registry directory plus the metadata database still works on the same
 //! TPM until its owner hierarchy is cleared; [`TpmBackend::decommission`]
 //! (`TPM2_Clear`) makes every blob unloadable, copy or not.

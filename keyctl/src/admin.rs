@@ -7,7 +7,7 @@ use crate::cli::{ActorArgs, AuditCommand, KeyCommand, RoleCommand};
 use crate::error::{CliError, CliResult};
 use crate::files;
 use crate::store::Store;
-use keystore_api::clock::rfc3339;
+use keystore_api::rfc3339;
 use keystore_api::{AuditCoverage, AuditEntry, KeyInfo, Role, Usages};
 use std::path::Path;
 

@@ -6,7 +6,7 @@ use crate::cli::{
 use crate::error::{CliError, CliResult};
 use crate::files;
 use crate::store::Store;
-use keystore_api::clock::rfc3339;
+use keystore_api::rfc3339;
 use keystore_api::{limits, Algorithm, KeyInfo, KeySpec, SecretBytes, SignatureFormat, Usages};
 use std::path::Path;
 use zeroize::Zeroizing;

@@ -185,7 +185,7 @@ pub fn run() -> CliResult<()> {
         rotated
             .version(1)
             .and_then(|v| v.grace_end)
-            .map(keystore_api::clock::rfc3339)
+            .map(keystore_api::rfc3339)
             .unwrap_or_default()
     ))?;
 

@@ -87,11 +87,11 @@ mod rfc3339_text {
     use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
     use time::OffsetDateTime;
 
-    pub fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&crate::clock::rfc3339(*t))
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
         let s = String::deserialize(d)?;
         crate::clock::parse_rfc3339(&s)
             .ok_or_else(|| D::Error::custom(format!("'{s}' is not an RFC 3339 time")))

@@ -61,7 +61,7 @@ pub(crate) fn path_for(db: &Path) -> PathBuf {
 impl Generation {
     /// Opens (creating if needed, with mode 0600) and maps the generation
     /// file of the database at `db`.
-    pub fn open(db: &Path) -> Result<Generation> {
+    pub(crate) fn open(db: &Path) -> Result<Generation> {
         let path = path_for(db);
         let fail = |what: &str, e: std::io::Error| {
             Error::backend(
@@ -110,7 +110,7 @@ impl Generation {
 
     /// The generation if no write is in progress, else `None`. Data read
     /// after this call reflects every commit up to the returned value.
-    pub fn stable(&self) -> Option<u64> {
+    pub(crate) fn stable(&self) -> Option<u64> {
         let finished = self.finished().load(Ordering::SeqCst);
         let begun = self.begun().load(Ordering::SeqCst);
         (begun == finished).then_some(begun)
@@ -121,14 +121,14 @@ impl Generation {
     /// to [`Generation::finish`] after commit or rollback. Heals a gap left
     /// by a writer that died: under the write lock, every earlier begun
     /// write has committed or rolled back.
-    pub fn begin(&self) -> u64 {
+    pub(crate) fn begin(&self) -> u64 {
         let previous = self.begun().load(Ordering::SeqCst);
         self.finished().fetch_max(previous, Ordering::SeqCst);
         self.begun().fetch_add(1, Ordering::SeqCst).wrapping_add(1)
     }
 
     /// Marks the write numbered `generation` as finished.
-    pub fn finish(&self, generation: u64) {
+    pub(crate) fn finish(&self, generation: u64) {
         self.finished().fetch_max(generation, Ordering::SeqCst);
     }
 }

@@ -52,27 +52,32 @@
 //! ```
 
 #![deny(unsafe_code)] // allowed in one module: `generation` (a shared memory map)
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
-pub use keystore_backend::algorithm;
-pub mod audit;
-pub use keystore_backend::backend;
-pub mod clock;
+use keystore_backend::algorithm;
+mod audit;
+use keystore_backend::backend;
+mod clock;
 pub mod envelope;
 pub use keystore_backend::error;
 pub use keystore_backend::fsperm;
 mod generation;
-pub mod keystore;
-pub mod lifecycle;
-pub mod metadata;
-pub use keystore_backend::public_key;
-pub mod roles;
-pub use keystore_backend::secret;
-pub mod signature;
+mod keystore;
+mod lifecycle;
+mod metadata;
+use keystore_backend::public_key;
+mod roles;
+use keystore_backend::secret;
+mod signature;
 mod write_lock;
 
+pub use audit::chain;
+pub use clock::{parse_rfc3339, rfc3339};
+
 pub use algorithm::{Algorithm, Capabilities, KeyClass, Operation, Usages};
-pub use audit::{ApplicationEvent, AuditCoverage, AuditEntry, AuditEvent, AuditReport};
+pub use audit::{
+    ApplicationEvent, AuditCoverage, AuditEntry, AuditEvent, AuditReport, MAX_APPLICATION_EVENT_LEN,
+};
 pub use backend::{
     Aead, AeadSealed, Backend, BackendKey, GeneratedKey, KeyHandle, KeyManagement, KeyWrap, Mac,
     NewKey, Signing,
@@ -81,8 +86,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Component, Error, ErrorKind, Result};
 pub use fsperm::{LoosePermission, PermissionReport};
 pub use keystore::{
-    limits, FaultPoint, KeyInfo, KeySpec, Keystore, OpenOptions, ReconcileReport, RotationDue,
-    VersionInfo,
+    check_name, limits, FaultPoint, KeyInfo, KeySpec, Keystore, OpenOptions, ReconcileReport,
+    RotationDue, VersionInfo,
 };
 pub use metadata::{Intent, KeyState, Origin};
 pub use public_key::PublicKey;

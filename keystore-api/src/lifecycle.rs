@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::metadata::KeyState;
 
 /// Checks that `from → to` is a legal transition.
-pub fn check_transition(from: KeyState, to: KeyState) -> Result<()> {
+pub(crate) fn check_transition(from: KeyState, to: KeyState) -> Result<()> {
     use KeyState::*;
     let legal = matches!(
         (from, to),
@@ -38,7 +38,7 @@ pub fn check_transition(from: KeyState, to: KeyState) -> Result<()> {
 }
 
 /// True if a version in `state` still holds material in the backend.
-pub fn has_material(state: KeyState) -> bool {
+pub(crate) fn has_material(state: KeyState) -> bool {
     matches!(
         state,
         KeyState::Active | KeyState::Suspended | KeyState::Deactivated

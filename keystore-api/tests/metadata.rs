@@ -31,21 +31,6 @@ fn algorithm_and_usage_strings_round_trip() {
     );
 }
 
-#[test]
-fn key_names_are_checked() {
-    use keystore_api::keystore::check_name;
-    for ok in ["a", "device-identity", "tls.v2", "A_b-9", &"x".repeat(128)] {
-        check_name(ok).unwrap();
-    }
-    for bad in ["", ".x", "-x", "a/b", "a b", "é", &"x".repeat(129)] {
-        assert_eq!(
-            check_name(bad).unwrap_err().kind(),
-            ErrorKind::InvalidInput,
-            "{bad:?}"
-        );
-    }
-}
-
 /// A soft store shared through an `Arc`, under a chosen name: to test
 /// backend binding, and two keystores on one metadata database.
 #[derive(Debug)]

@@ -16,7 +16,7 @@
 //! - [`limits`] bounds every input; [`fsperm`] keeps store files owner-only.
 
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod algorithm;
 pub mod backend;

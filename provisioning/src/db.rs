@@ -4,7 +4,7 @@
 //! device-side identity certificates, and a hash-chained, MAC'd event log.
 //!
 //! The event log is chained by the keystore's one chain primitive
-//! ([`keystore_api::audit::chain`]) under its own domain, with the format
+//! ([`keystore_api::chain`]) under its own domain, with the format
 //! every existing `pki.sqlite` was written in: text fields in column order,
 //! the previous hash as its 64 lowercase hex digits, hashes and MACs stored
 //! as hex text. Its MACs are made by [`EVENT_KEY`], a keystore key: an
@@ -17,7 +17,7 @@
 //! and however many stations share the file.
 
 use crate::util::{random_id, rfc3339};
-use keystore_api::audit::chain::{Break, ChainHasher, ChainWalker, Fault, GENESIS};
+use keystore_api::chain::{Break, ChainHasher, ChainWalker, Fault, GENESIS};
 use keystore_api::fsperm::{self, PermissionReport};
 use keystore_api::{
     Actor, Algorithm, Backend, Component, Error, ErrorKind, KeySpec, Keystore, Result, Usages,

@@ -58,7 +58,7 @@ impl<D: Backend> std::fmt::Debug for Device<'_, D> {
 impl<'a, D: Backend> Device<'a, D> {
     /// The device whose identity key is `key_name` in `ks`.
     pub fn new(ks: &'a Keystore<D>, db: &'a PkiDb, key_name: &str) -> Result<Self> {
-        keystore_api::keystore::check_name(key_name)?;
+        keystore_api::check_name(key_name)?;
         Ok(Device {
             ks,
             db,

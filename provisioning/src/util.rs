@@ -172,13 +172,13 @@ pub fn der_from_pem_or_der(bytes: &[u8], label: &str) -> Result<Vec<u8>> {
 
 /// RFC 3339 UTC, to the second.
 pub(crate) fn rfc3339(t: OffsetDateTime) -> String {
-    keystore_api::clock::rfc3339(t)
+    keystore_api::rfc3339(t)
 }
 
 /// Parses an RFC 3339 time written by [`rfc3339`]; a malformed stored time
 /// is an integrity failure of the database that holds it.
 pub(crate) fn parse_time(s: &str) -> Result<OffsetDateTime> {
-    keystore_api::clock::parse_rfc3339(s)
+    keystore_api::parse_rfc3339(s)
         .ok_or_else(|| Error::integrity(format!("stored time '{}' is malformed", shorten(s))))
 }
 

@@ -1,5 +1,5 @@
 //! A provisioning event log written before the log moved onto the keystore's
-//! one chain primitive (`keystore_api::audit::chain`) still verifies: the
+//! one chain primitive (`keystore_api::chain`) still verifies: the
 //! rows below (hashes, MACs and head) were computed by the earlier code of
 //! `provisioning/src/db.rs`, with the event-log key imported as 32 bytes of
 //! 0x42 so that its MACs could be computed too.

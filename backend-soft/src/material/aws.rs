@@ -105,7 +105,7 @@ impl Key {
     }
 
     /// The public key, for private keys.
-    pub fn public_key(&self, alg: Algorithm) -> Result<PublicKey> {
+    pub(crate) fn public_key(&self, alg: Algorithm) -> Result<PublicKey> {
         let der = match self {
             Key::Ecdsa(kp) => kp
                 .public_key()
@@ -125,7 +125,7 @@ impl Key {
     }
 
     /// Signs `message`: ECDSA as fixed `r‖s`, RSA in the key's fixed scheme.
-    pub fn sign(&self, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn sign(&self, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
         let rng = SystemRandom::new();
         match self {
             Key::Ecdsa(kp) => kp
@@ -148,7 +148,7 @@ impl Key {
     }
 
     /// HMAC-SHA256 of `data`.
-    pub fn hmac(&self, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+    pub(crate) fn hmac(&self, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
         match self {
             Key::Hmac(k) => {
                 let tag = hmac::sign(k, data);
@@ -161,7 +161,7 @@ impl Key {
     }
 
     /// AES-256-GCM under a fresh random nonce.
-    pub fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
+    pub(crate) fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
         let Key::Aes(k) = self else {
             return Err(self.mismatch("encrypt"));
         };
@@ -182,7 +182,12 @@ impl Key {
     }
 
     /// AES-256-GCM decryption; any mismatch is [`ErrorKind::Integrity`](keystore_backend::ErrorKind::Integrity).
-    pub fn decrypt(&self, aad: &[u8], nonce: &[u8; 12], ciphertext: &[u8]) -> Result<SecretBytes> {
+    pub(crate) fn decrypt(
+        &self,
+        aad: &[u8],
+        nonce: &[u8; 12],
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
         let Key::Aes(k) = self else {
             return Err(self.mismatch("decrypt"));
         };

@@ -113,27 +113,32 @@ macro_rules! dispatch {
 
 impl Material {
     /// The public key, for private keys.
-    pub fn public_key(&self, alg: Algorithm) -> Result<PublicKey> {
+    pub(crate) fn public_key(&self, alg: Algorithm) -> Result<PublicKey> {
         dispatch!(self, k => k.public_key(alg))
     }
 
     /// Signs `message`: ECDSA as fixed `r‖s`, RSA in the key's fixed scheme.
-    pub fn sign(&self, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn sign(&self, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
         dispatch!(self, k => k.sign(alg, message))
     }
 
     /// HMAC-SHA256 of `data`.
-    pub fn hmac(&self, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+    pub(crate) fn hmac(&self, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
         dispatch!(self, k => k.hmac(data))
     }
 
     /// AES-256-GCM under a fresh random nonce.
-    pub fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
+    pub(crate) fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
         dispatch!(self, k => k.encrypt(aad, plaintext))
     }
 
     /// AES-256-GCM decryption; any mismatch is `Integrity`.
-    pub fn decrypt(&self, aad: &[u8], nonce: &[u8; 12], ciphertext: &[u8]) -> Result<SecretBytes> {
+    pub(crate) fn decrypt(
+        &self,
+        aad: &[u8],
+        nonce: &[u8; 12],
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
         dispatch!(self, k => k.decrypt(aad, nonce, ciphertext))
     }
 }

@@ -88,7 +88,7 @@ impl Key {
         Error::policy(format!("{op} is not an operation of this key's algorithm"))
     }
 
-    pub fn public_key(&self, alg: Algorithm) -> Result<PublicKey> {
+    pub(crate) fn public_key(&self, alg: Algorithm) -> Result<PublicKey> {
         let Key::Ecdsa(sk) = self else {
             return Err(Error::policy(format!("{alg} keys have no public key")));
         };
@@ -99,7 +99,7 @@ impl Key {
         PublicKey::from_spki_der(alg, der.as_bytes().to_vec())
     }
 
-    pub fn sign(&self, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
+    pub(crate) fn sign(&self, alg: Algorithm, message: &[u8]) -> Result<Vec<u8>> {
         use p256::ecdsa::signature::Signer;
         match self {
             Key::Ecdsa(sk) => {
@@ -113,7 +113,7 @@ impl Key {
         }
     }
 
-    pub fn hmac(&self, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
+    pub(crate) fn hmac(&self, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
         use hmac::Mac;
         let Key::Hmac(k) = self else {
             return Err(self.mismatch("HMAC"));
@@ -126,7 +126,7 @@ impl Key {
         Ok(out)
     }
 
-    pub fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
+    pub(crate) fn encrypt(&self, aad: &[u8], plaintext: &[u8]) -> Result<AeadSealed> {
         use aes_gcm::AeadInPlace;
         let Key::Aes(k) = self else {
             return Err(self.mismatch("encrypt"));
@@ -143,7 +143,12 @@ impl Key {
         })
     }
 
-    pub fn decrypt(&self, aad: &[u8], nonce: &[u8; 12], ciphertext: &[u8]) -> Result<SecretBytes> {
+    pub(crate) fn decrypt(
+        &self,
+        aad: &[u8],
+        nonce: &[u8; 12],
+        ciphertext: &[u8],
+    ) -> Result<SecretBytes> {
         use aes_gcm::AeadInPlace;
         let Key::Aes(k) = self else {
             return Err(self.mismatch("decrypt"));

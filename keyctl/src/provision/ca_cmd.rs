@@ -6,7 +6,7 @@ use crate::error::{CliError, CliResult};
 use crate::files;
 use crate::store;
 use backend_soft::{Kdf, SoftStore, Unlock};
-use keystore_api::clock::rfc3339;
+use keystore_api::rfc3339;
 use keystore_api::{Error, Keystore, Role};
 use provisioning::{pem_decode_all, pem_encode, Factory, PeerVerifier, PinSet, RootCa};
 use std::path::{Path, PathBuf};
@@ -342,7 +342,7 @@ fn check(
     files.extend(root_crl);
     let crls = files;
     let now = match at {
-        Some(s) => keystore_api::clock::parse_rfc3339(s)
+        Some(s) => keystore_api::parse_rfc3339(s)
             .ok_or_else(|| CliError::invalid(format!("--at needs an RFC 3339 time, got '{s}'")))?,
         None => OffsetDateTime::now_utc(),
     };

@@ -107,7 +107,7 @@ fn run<P: Backend, D: Backend>(
             c.spki_fingerprint,
             dks.backend_name(),
             c.serial,
-            keystore_api::clock::rfc3339(c.not_after)
+            keystore_api::rfc3339(c.not_after)
         )?;
         outln!(
             "record {} (event {}); files in {}",

@@ -61,7 +61,7 @@ pub fn renew(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, r: RenewArgs) -
                 r.device_id,
                 done.installed.key_version,
                 done.issued.certificate.serial,
-                keystore_api::clock::rfc3339(done.issued.certificate.not_after),
+                keystore_api::rfc3339(done.issued.certificate.not_after),
                 r.grace.whole_seconds(),
                 dir.display()
             )?;

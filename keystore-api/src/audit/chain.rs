@@ -1,5 +1,5 @@
 //! The hash chain under every tamper-evident log of the workspace: the
-//! keystore's audit trail ([`crate::audit`]) and the provisioning event log
+//! keystore's audit trail ([`AuditEntry`](crate::AuditEntry)) and the provisioning event log
 //! (`provisioning::db`).
 //!
 //! An entry's hash is
@@ -29,7 +29,7 @@ pub const GENESIS: [u8; HASH_LEN] = [0; HASH_LEN];
 /// Hashes one entry, field by field (see the [module documentation](self)).
 ///
 /// ```
-/// use keystore_api::audit::chain::{entry_hash, ChainHasher, GENESIS};
+/// use keystore_api::chain::{entry_hash, ChainHasher, GENESIS};
 /// let mut h = ChainHasher::new(b"example-log-v1", 1);
 /// h.text(Some("created")).text(None).field(Some(&GENESIS));
 /// assert_eq!(
@@ -174,7 +174,7 @@ impl fmt::Display for Break {
 /// Checks a stored log entry by entry, from the first, then its head.
 ///
 /// ```
-/// use keystore_api::audit::chain::{entry_hash, ChainWalker, Fault, GENESIS};
+/// use keystore_api::chain::{entry_hash, ChainWalker, Fault, GENESIS};
 /// let hash = |seq: u64, what: &str, prev: &[u8; 32]| {
 ///     entry_hash(b"example-log-v1", seq, &[Some(what.as_bytes()), Some(prev)])
 /// };

@@ -5,7 +5,12 @@ use crate::algorithm::Usages;
 use crate::error::{Error, Result};
 use crate::metadata::KeyRow;
 
-/// Key names are 1..=128 bytes of `[A-Za-z0-9._-]`, not starting with `.` or `-`.
+/// Checks a key name against the keystore's rule: 1..=128 bytes of
+/// `[A-Za-z0-9._-]`, not starting with `.` or `-` (so a name is safe in
+/// paths, labels and logs).
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) naming what is wrong.
 pub fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > limits::MAX_NAME_LEN {
         return Err(Error::invalid_input(format!(
@@ -43,4 +48,24 @@ pub(crate) fn check_len(what: &str, data: &[u8], max: usize) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_name;
+    use crate::ErrorKind;
+
+    #[test]
+    fn key_names_are_checked() {
+        for ok in ["a", "device-identity", "tls.v2", "A_b-9", &"x".repeat(128)] {
+            check_name(ok).unwrap();
+        }
+        for bad in ["", ".x", "-x", "a/b", "a b", "é", &"x".repeat(129)] {
+            assert_eq!(
+                check_name(bad).unwrap_err().kind(),
+                ErrorKind::InvalidInput,
+                "{bad:?}"
+            );
+        }
+    }
 }

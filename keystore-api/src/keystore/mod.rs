@@ -112,7 +112,7 @@ pub(crate) struct Subject<'a> {
 }
 
 impl<'a> Subject<'a> {
-    pub fn version(name: &'a str, version: u32, fingerprint: Option<&'a str>) -> Self {
+    pub(crate) fn version(name: &'a str, version: u32, fingerprint: Option<&'a str>) -> Self {
         Subject {
             name: Some(name),
             version: Some(version),

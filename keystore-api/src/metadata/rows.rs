@@ -40,7 +40,7 @@ pub(crate) struct VersionRow {
 
 impl VersionRow {
     /// The grace end as a time, if any.
-    pub fn grace_end_time(&self) -> Option<OffsetDateTime> {
+    pub(crate) fn grace_end_time(&self) -> Option<OffsetDateTime> {
         self.grace_end.as_deref().and_then(parse_rfc3339)
     }
 }
@@ -271,7 +271,7 @@ pub(crate) struct StateChange<'a> {
 
 impl<'a> StateChange<'a> {
     /// A change to `state` at `at` that keeps the handle.
-    pub fn to(state: KeyState, at: &'a str) -> Self {
+    pub(crate) fn to(state: KeyState, at: &'a str) -> Self {
         StateChange {
             state,
             at,
@@ -282,7 +282,7 @@ impl<'a> StateChange<'a> {
     }
 
     /// A change to `state` whose material is gone.
-    pub fn material_gone(state: KeyState, at: &'a str) -> Self {
+    pub(crate) fn material_gone(state: KeyState, at: &'a str) -> Self {
         StateChange {
             drop_handle: true,
             ..StateChange::to(state, at)

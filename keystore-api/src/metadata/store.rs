@@ -49,7 +49,7 @@ impl<'a> std::ops::Deref for WriteTx<'a> {
 
 impl WriteTx<'_> {
     /// Commits, then marks the generation finished.
-    pub fn commit(self) -> Result<()> {
+    pub(crate) fn commit(self) -> Result<()> {
         let WriteTx { tx, finish } = self;
         tx.commit().sql()?;
         drop(finish);
@@ -96,7 +96,7 @@ fn secure_files(path: &Path) -> Result<PermissionReport> {
 impl Metadata {
     /// Opens (creating if needed) the database at `path` for `backend`, and
     /// applies pending migrations in one transaction.
-    pub fn open(path: &Path, backend: &str, now: &str) -> Result<Self> {
+    pub(crate) fn open(path: &Path, backend: &str, now: &str) -> Result<Self> {
         let permissions = secure_files(path)?;
         let conn = Connection::open(path).sql()?;
         conn.busy_timeout(std::time::Duration::from_secs(5)).sql()?;
@@ -186,17 +186,17 @@ impl Metadata {
 
     /// Metadata files that were accessible to other users at open, now
     /// tightened (see [`crate::fsperm`]).
-    pub fn permission_report(&self) -> &PermissionReport {
+    pub(crate) fn permission_report(&self) -> &PermissionReport {
         &self.permissions
     }
 
     /// The connection, for reads.
-    pub fn conn(&self) -> &Connection {
+    pub(crate) fn conn(&self) -> &Connection {
         &self.conn
     }
 
     /// A write transaction; see [`WriteTx`].
-    pub fn tx(&mut self) -> Result<WriteTx<'_>> {
+    pub(crate) fn tx(&mut self) -> Result<WriteTx<'_>> {
         self.writes += 1;
         let tx = self
             .conn
@@ -207,13 +207,13 @@ impl Metadata {
     }
 
     /// The commit generation shared with other processes.
-    pub fn generation(&self) -> Arc<Generation> {
+    pub(crate) fn generation(&self) -> Arc<Generation> {
         Arc::clone(&self.generation)
     }
 
     /// Changes whenever any connection (this one or another process's) may
     /// have changed the database: caches keyed on it stay coherent.
-    pub fn change_stamp(&self) -> Result<(i64, u64)> {
+    pub(crate) fn change_stamp(&self) -> Result<(i64, u64)> {
         let v: i64 = self
             .conn
             .prepare_cached("PRAGMA data_version")
