@@ -120,7 +120,7 @@ impl<'a, D: Backend> Device<'a, D> {
 
     /// A CSR for `device_id` signed by the active identity key version.
     pub fn csr(&self, device_id: &str) -> Result<(VerifiedCsr, u32)> {
-        let signer = KeystoreSigner::new(self.ks, &self.key_name)?;
+        let signer = KeystoreSigner::for_rcgen(self.ks, &self.key_name)?;
         let csr = build_csr(&signer, device_subject(device_id)?)?;
         Ok((csr, signer.version()))
     }

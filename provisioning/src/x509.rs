@@ -130,7 +130,7 @@ pub(crate) fn build_csr<B: Backend>(
     params.distinguished_name = subject;
     let csr = params
         .serialize_request(signer)
-        .map_err(|e| signer.map_err(e))?;
+        .map_err(|e| signer.map_rcgen_error(e))?;
     let verified = verify_csr(csr.der())?;
     if verified.public_key.spki_der() != signer.spki_der() {
         return Err(Error::integrity(

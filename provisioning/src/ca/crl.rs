@@ -228,7 +228,7 @@ pub(super) fn issue_crl_with<B: Backend>(
         revoked_certs: entries,
         key_identifier_method: rcgen::KeyIdMethod::Sha256,
     };
-    let crl = params.signed_by(&issuer).map_err(|e| signer.map_err(e))?;
+    let crl = params.signed_by(&issuer).map_err(|e| signer.map_rcgen_error(e))?;
     let der = crl.der().to_vec();
     q(tx.execute(
         "INSERT INTO crl_state (issuer_serial, number, der, this_update, next_update)
@@ -330,7 +330,7 @@ impl<'a, B: Backend> Factory<'a, B> {
         self.ks
             .authorize(actor, Duty::IssueCertificates, "issuing a CRL")?;
         let inter = self.intermediate()?;
-        let signer = KeystoreSigner::new(self.ks, INTERMEDIATE_KEY)?;
+        let signer = KeystoreSigner::for_rcgen(self.ks, INTERMEDIATE_KEY)?;
         ensure_event_key(self.ks, actor)?;
         let revoked = {
             let conn = self.db.lock();

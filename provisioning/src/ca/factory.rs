@@ -131,7 +131,7 @@ impl<'a, B: Backend> Factory<'a, B> {
             Err(e) => return Err(e),
         }
         ensure_event_key(self.ks, actor)?;
-        let signer = KeystoreSigner::new(self.ks, INTERMEDIATE_KEY)?;
+        let signer = KeystoreSigner::for_rcgen(self.ks, INTERMEDIATE_KEY)?;
         crate::x509::build_csr(&signer, subject)
     }
 
@@ -157,7 +157,7 @@ impl<'a, B: Backend> Factory<'a, B> {
         }
         verify_signed_by(&root.der, &root)?;
         verify_signed_by(&inter.der, &root)?;
-        let signer = KeystoreSigner::new(self.ks, INTERMEDIATE_KEY)?;
+        let signer = KeystoreSigner::for_rcgen(self.ks, INTERMEDIATE_KEY)?;
         if signer.spki_der() != inter.spki_der.as_slice() {
             return Err(Error::integrity(format!(
                 "the intermediate certificate does not carry the active key of '{INTERMEDIATE_KEY}'"

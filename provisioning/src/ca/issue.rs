@@ -142,7 +142,7 @@ impl<'a, B: Backend> Factory<'a, B> {
     fn issuing_ca(&self) -> Result<IssuingCa<'a, B>> {
         let root = self.root()?;
         let inter = self.intermediate()?;
-        let signer = KeystoreSigner::new(self.ks, INTERMEDIATE_KEY)?;
+        let signer = KeystoreSigner::for_rcgen(self.ks, INTERMEDIATE_KEY)?;
         Ok(IssuingCa {
             root,
             inter,
@@ -271,7 +271,7 @@ fn sign_device_cert<B: Backend>(
     let subject_key = SubjectKey::from(&checked.csr.public_key)?;
     let cert = params
         .signed_by(&subject_key, issuer)
-        .map_err(|e| ca.signer.map_err(e))?;
+        .map_err(|e| ca.signer.map_rcgen_error(e))?;
     CertInfo::parse(cert.der())
 }
 

@@ -74,9 +74,9 @@ impl<'a, B: Backend> RootCa<'a, B> {
         let spec =
             KeySpec::new(Algorithm::EcdsaP256Sha256).with_usages(Usages::SIGN | Usages::VERIFY);
         self.ks.create(actor, ROOT_KEY, spec)?;
-        let signer = KeystoreSigner::new(self.ks, ROOT_KEY)?;
+        let signer = KeystoreSigner::for_rcgen(self.ks, ROOT_KEY)?;
         let params = ca_params(subject, 1, now - BACKDATE, now + validity)?;
-        let cert = params.self_signed(&signer).map_err(|e| signer.map_err(e))?;
+        let cert = params.self_signed(&signer).map_err(|e| signer.map_rcgen_error(e))?;
         let info = CertInfo::parse(cert.der())?;
         verify_signed_by(&info.der, &info)?;
         let mut conn = self.db.lock();
@@ -130,7 +130,7 @@ impl<'a, B: Backend> RootCa<'a, B> {
             .clone()
             .ok_or_else(|| Error::invalid_input("the intermediate's CSR has no common name"))?;
         let root = self.certificate()?;
-        let signer = KeystoreSigner::new(self.ks, ROOT_KEY)?;
+        let signer = KeystoreSigner::for_rcgen(self.ks, ROOT_KEY)?;
         let issuer = issuer_for(&signer, &root)?;
         let not_after = std::cmp::min(now + validity, root.not_after);
         let mut params = ca_params(cn_subject(&cn, None)?, 0, now - BACKDATE, not_after)?;
@@ -138,7 +138,7 @@ impl<'a, B: Backend> RootCa<'a, B> {
         let subject_key = SubjectKey::from(&csr.public_key)?;
         let cert = params
             .signed_by(&subject_key, &issuer)
-            .map_err(|e| signer.map_err(e))?;
+            .map_err(|e| signer.map_rcgen_error(e))?;
         let info = CertInfo::parse(cert.der())?;
         verify_signed_by(&info.der, &root)?;
         let mut conn = self.db.lock();
@@ -190,7 +190,7 @@ impl<'a, B: Backend> RootCa<'a, B> {
         let serial = normalise_serial(serial)?;
         // Everything the CRL needs is checked before anything is recorded.
         let root = self.certificate()?;
-        let signer = KeystoreSigner::new(self.ks, ROOT_KEY)?;
+        let signer = KeystoreSigner::for_rcgen(self.ks, ROOT_KEY)?;
         issuer_for(&signer, &root)?;
         revoke_serial(
             self.ks,
@@ -218,7 +218,7 @@ impl<'a, B: Backend> RootCa<'a, B> {
             .authorize(actor, Duty::ManageCa, "issuing the root CRL")?;
         check_crl_validity(next_update_in)?;
         let root = self.certificate()?;
-        let signer = KeystoreSigner::new(self.ks, ROOT_KEY)?;
+        let signer = KeystoreSigner::for_rcgen(self.ks, ROOT_KEY)?;
         ensure_event_key(self.ks, actor)?;
         let revoked = {
             let conn = self.db.lock();
