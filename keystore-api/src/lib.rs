@@ -21,7 +21,7 @@
 //!
 //! ```
 //! use backend_soft::{Kdf, SoftStore, Unlock};
-//! use keystore_api::{Actor, Algorithm, KeySpec, Keystore, Role, SecretBytes, SignatureFormat, Usages};
+//! use keystore_api::{Actor, Algorithm, ErrorKind, KeySpec, Keystore, Role, SecretBytes, SignatureFormat, Usages};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let tmp = tempfile::tempdir()?;
@@ -47,6 +47,11 @@
 //! ks.create(&officer, "telemetry-mac", KeySpec::new(Algorithm::HmacSha256))?;
 //! let tag = ks.mac("telemetry-mac", b"frame 7")?;
 //! ks.verify_mac("telemetry-mac", b"frame 7", &tag)?;
+//!
+//! // Errors carry a `Copy` kind to branch on, and the key and version as data.
+//! ks.suspend(&officer, "device-identity", 1)?;
+//! let err = ks.sign("device-identity", b"frame 8", SignatureFormat::Der).unwrap_err();
+//! assert_eq!((err.kind(), err.key()), (ErrorKind::KeyState, Some("device-identity")));
 //! # Ok(())
 //! # }
 //! ```
