@@ -179,8 +179,15 @@ pub enum Command {
     /// Provision a device (or a batch): identity key, CSR, short-lived
     /// certificate, registry entry, record.
     Provision(crate::provision::ProvisionArgs),
-    /// Renew a device certificate before expiry (rotates the identity key).
+    /// Renew a device certificate before expiry (rotates the identity key;
+    /// with --est, over EST from the device's own store).
     Renew(crate::provision::RenewArgs),
+    /// EST enrollment server (RFC 7030) on the production store.
+    #[command(subcommand)]
+    Est(crate::provision::EstCommand),
+    /// OCSP responder (RFC 6960) for the production intermediate.
+    #[command(subcommand)]
+    Ocsp(crate::provision::OcspCommand),
 }
 
 #[derive(Debug, Subcommand)]

@@ -69,5 +69,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Ca(cmd) => provision::ca(&root, &unlock, &actor, cmd),
         Command::Provision(a) => provision::provision(&root, &unlock, &actor, a),
         Command::Renew(a) => provision::renew(&root, &unlock, &actor, a),
+        Command::Est(cmd) => provision::est(&root, &unlock, &actor, cmd),
+        Command::Ocsp(cmd) => provision::ocsp(&root, &unlock, cmd),
     }
 }

@@ -1,6 +1,7 @@
 //! Legal state transitions of a key version (NIST SP 800-57).
 //!
 //! ```text
+//! PreActivation ──activate──▶ Active   (rotate_staged makes it; discard or revoke ends it)
 //! Active ──rotate──▶ Deactivated ──sweep/destroy──▶ Destroyed
 //!   │  ▲                 │
 //! suspend resume       revoke ──▶ Compromised
@@ -17,7 +18,10 @@ pub(crate) fn check_transition(from: KeyState, to: KeyState) -> Result<()> {
     use KeyState::*;
     let legal = matches!(
         (from, to),
-        (Active, Suspended)
+        (PreActivation, Active)
+            | (PreActivation, Compromised)
+            | (PreActivation, Destroyed)
+            | (Active, Suspended)
             | (Active, Deactivated)
             | (Active, Compromised)
             | (Active, Destroyed)
@@ -41,6 +45,6 @@ pub(crate) fn check_transition(from: KeyState, to: KeyState) -> Result<()> {
 pub(crate) fn has_material(state: KeyState) -> bool {
     matches!(
         state,
-        KeyState::Active | KeyState::Suspended | KeyState::Deactivated
+        KeyState::PreActivation | KeyState::Active | KeyState::Suspended | KeyState::Deactivated
     )
 }

@@ -3,13 +3,15 @@
 //! installed for each key version.
 
 use crate::db::{self, opt, q, unique_or, PkiDb};
-use crate::signer::KeystoreSigner;
+use crate::signer::{rcgen_algorithm, spki_bit_string, KeystoreSigner};
 use crate::util::{check_device_id, rfc3339};
-use crate::x509::{build_csr, device_subject, CertInfo, VerifiedCsr};
+use crate::x509::{build_csr, device_subject, verify_csr, CertInfo, VerifiedCsr};
 use keystore_api::{
-    Actor, Algorithm, Backend, Component, Error, ErrorKind, KeySpec, Keystore, Result, Usages,
+    Actor, Algorithm, Backend, Component, Error, ErrorKind, KeySpec, Keystore, Result,
+    SignatureFormat, Usages,
 };
 use rusqlite::params;
+use std::sync::Mutex;
 use time::{Duration, OffsetDateTime};
 
 /// The identity key's name in a device's own keystore.
@@ -104,8 +106,10 @@ impl<'a, D: Backend> Device<'a, D> {
         self.csr(device_id)
     }
 
-    /// Rotates the identity key (the old version verifies until `now + grace`,
-    /// then a sweep destroys it) and returns a CSR signed by the new version.
+    /// Rotates the identity key at once (the old version verifies until
+    /// `now + grace`, then a sweep destroys it) and returns a CSR signed by
+    /// the new version, which is active before it has a certificate;
+    /// renewals use [`Device::stage`] and [`Device::activate`] instead.
     /// Needs the security-officer role on the device's keystore.
     pub fn rotate(
         &self,
@@ -116,6 +120,78 @@ impl<'a, D: Backend> Device<'a, D> {
         check_device_id(device_id)?;
         self.ks.rotate(actor, &self.key_name, grace)?;
         self.csr(device_id)
+    }
+
+    /// Stages the next identity key version for a renewal: a version in
+    /// pre-activation ([`Keystore::rotate_staged`]; the one already staged
+    /// is reused), and a CSR for `device_id` signed by it inside the backend
+    /// ([`Keystore::sign_pre_active`], its proof of possession). The active
+    /// version and its certificate stay current until [`Device::activate`].
+    /// Needs the security-officer role on the device's keystore.
+    ///
+    /// # Errors
+    /// `Policy` for another role; `NotFound` for a missing key;
+    /// `Unsupported` for a key rcgen cannot sign CSRs with; the keystore's
+    /// errors.
+    pub fn stage(&self, actor: &Actor, device_id: &str) -> Result<(VerifiedCsr, u32)> {
+        check_device_id(device_id)?;
+        let info = self.ks.info(&self.key_name)?;
+        let info = match info.pre_active() {
+            Some(_) => info,
+            None => self.ks.rotate_staged(actor, &self.key_name)?,
+        };
+        let staged = info
+            .pre_active()
+            .ok_or_else(|| Error::integrity("the staged version vanished"))?;
+        let spki = staged
+            .public_key
+            .as_ref()
+            .ok_or_else(|| Error::integrity("the staged version has no public key"))?
+            .spki_der()
+            .to_vec();
+        let signer = StagedSigner {
+            ks: self.ks,
+            actor,
+            name: &self.key_name,
+            version: staged.version,
+            alg: rcgen_algorithm(info.algorithm)?,
+            raw: spki_bit_string(&spki)?,
+            error: Mutex::new(None),
+        };
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = device_subject(device_id)?;
+        let csr = params
+            .serialize_request(&signer)
+            .map_err(|e| signer.error(e))?;
+        let verified = verify_csr(csr.der())?;
+        if verified.public_key.spki_der() != spki.as_slice() {
+            return Err(Error::integrity(
+                "the CSR does not carry the staged version's public key",
+            ));
+        }
+        Ok((verified, staged.version))
+    }
+
+    /// Makes staged `version` the active identity (its certificate must be
+    /// installed first); the previous version verifies until `now + grace`.
+    /// Needs the security-officer role on the device's keystore.
+    ///
+    /// # Errors
+    /// `KeyState` when `version` is not staged; the errors of
+    /// [`Keystore::activate`].
+    pub fn activate(&self, actor: &Actor, version: u32, grace: Duration) -> Result<()> {
+        self.ks
+            .activate(actor, &self.key_name, version, grace)
+            .map(|_| ())
+    }
+
+    /// Abandons staged `version` (its key was issued to no avail, or will
+    /// never be): its material is destroyed. Needs the security-officer role.
+    ///
+    /// # Errors
+    /// The errors of [`Keystore::discard_pre_active`].
+    pub fn discard_staged(&self, actor: &Actor, version: u32) -> Result<()> {
+        self.ks.discard_pre_active(actor, &self.key_name, version)
     }
 
     /// A CSR for `device_id` signed by the active identity key version.
@@ -262,5 +338,56 @@ impl<'a, D: Backend> Device<'a, D> {
                 },
             )
             .collect()
+    }
+}
+
+/// A staged (pre-activation) version as rcgen's signing key: every
+/// signature is one [`Keystore::sign_pre_active`] (role-checked, audited).
+struct StagedSigner<'a, D: Backend> {
+    ks: &'a Keystore<D>,
+    actor: &'a Actor,
+    name: &'a str,
+    version: u32,
+    alg: &'static rcgen::SignatureAlgorithm,
+    raw: Vec<u8>,
+    error: Mutex<Option<Error>>,
+}
+
+impl<D: Backend> StagedSigner<'_, D> {
+    /// The keystore error behind rcgen's opaque `RemoteKeyError`.
+    fn error(&self, e: rcgen::Error) -> Error {
+        let inner = self.error.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (e, inner) {
+            (rcgen::Error::RemoteKeyError, Some(inner)) => inner,
+            (e, _) => Error::invalid_input(format!("cannot encode the CSR: {e}")),
+        }
+    }
+}
+
+impl<D: Backend> rcgen::PublicKeyData for StagedSigner<'_, D> {
+    fn der_bytes(&self) -> &[u8] {
+        &self.raw
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        self.alg
+    }
+}
+
+impl<D: Backend> rcgen::SigningKey for StagedSigner<'_, D> {
+    fn sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, rcgen::Error> {
+        self.ks
+            .sign_pre_active(
+                self.actor,
+                self.name,
+                self.version,
+                msg,
+                SignatureFormat::Der,
+            )
+            .map(|s| s.bytes)
+            .map_err(|e| {
+                *self.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                rcgen::Error::RemoteKeyError
+            })
     }
 }

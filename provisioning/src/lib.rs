@@ -17,7 +17,17 @@
 //! - [`Provisioner`]: provisioning and [`Provisioner::renew_if_due`].
 //! - [`PeerVerifier::check_peer`]: path, CRL (nextUpdate enforced) for every
 //!   certificate on the path, expiry and pin checks with rustls-webpki
-//!   (TEST-KEY-07).
+//!   (TEST-KEY-07); under a [`RevocationPolicy`] the end entity's status
+//!   from a stapled or fetched OCSP response
+//!   ([`PeerVerifier::check_peer_with_ocsp`], [`verify_ocsp_response`]).
+//! - OCSP (RFC 6960): [`OcspResponder`] answers from the registry, signed
+//!   by a delegated key ([`Factory::issue_ocsp_signer`], [`OCSP_SIGNER_KEY`]);
+//!   [`serve_ocsp`] serves it over HTTP; [`fetch_ocsp`] and
+//!   [`ocsp_request`] are the client side.
+//! - EST (RFC 7030): [`EstServer`] serves `cacerts`, `simpleenroll` and
+//!   `simplereenroll` over HTTPS; on the device, [`EstRenewal`] renews the
+//!   identity over mTLS with the next key staged in pre-activation until
+//!   its certificate is in hand, and [`Renewer`] runs it in the background.
 //! - [`ProvisioningRecord`]: the YAML record.
 //! - Helpers for files: [`pem_encode`], [`pem_decode_all`],
 //!   [`der_from_pem_or_der`], and [`sha256_tag`] (the digest format of
@@ -86,6 +96,8 @@
 mod ca;
 mod db;
 mod device;
+mod est;
+mod ocsp;
 mod provision;
 mod record;
 mod schema;
@@ -98,8 +110,9 @@ mod x509;
 pub use ca::{
     ceremony, normalise_serial, DeviceRequest, Factory, Issued, IssuedCert, RootCa,
     SignedIntermediate, BACKDATE, DEFAULT_CRL_VALIDITY, DEFAULT_DEVICE_VALIDITY,
-    DEFAULT_INTERMEDIATE_VALIDITY, DEFAULT_ROOT_CRL_VALIDITY, DEFAULT_ROOT_VALIDITY,
-    INTERMEDIATE_KEY, MAX_CRL_VALIDITY, MAX_VALIDITY, ROOT_KEY,
+    DEFAULT_INTERMEDIATE_VALIDITY, DEFAULT_OCSP_SIGNER_VALIDITY, DEFAULT_ROOT_CRL_VALIDITY,
+    DEFAULT_ROOT_VALIDITY, INTERMEDIATE_KEY, MAX_CRL_VALIDITY, MAX_OCSP_SIGNER_VALIDITY,
+    MAX_VALIDITY, OCSP_SIGNER_KEY, ROOT_KEY,
 };
 // The PKI database and its event log.
 pub use db::{Event, PkiDb, EVENT_KEY};
@@ -114,5 +127,18 @@ pub use signer::KeystoreSigner;
 pub use util::{der_from_pem_or_der, pem_decode_all, pem_encode, sha256_tag};
 // Peer checks.
 pub use verify::{PeerInfo, PeerRole, PeerVerifier, PinSet, RejectReason, Rejection};
+// OCSP (RFC 6960): responder, HTTP server and client, response checks.
+pub use ocsp::{
+    fetch_ocsp, ocsp_request, serve_ocsp, verify_ocsp_response, OcspAnswer, OcspCertStatus,
+    OcspResponder, OcspResponseCode, OcspServerConfig, OcspShutdown, RevocationPolicy,
+    DEFAULT_OCSP_RESPONSE_VALIDITY, MAX_OCSP_REQUEST_LEN, MAX_OCSP_RESPONSE_LEN, OCSP_CLOCK_SKEW,
+};
+// EST (RFC 7030): the server, the device's renewal, the background renewer.
+pub use est::{
+    Backoff, EstClient, EstRenewal, EstServer, EstServerConfig, EstShutdown, OnRenewed, Pacer,
+    RenewTask, Renewer, RenewerConfig, RenewerStatus, StopFlag, SystemPacer, DEFAULT_EST_MAX_BODY,
+    DEFAULT_EST_SERVER_CERT_VALIDITY, DEFAULT_EST_TIMEOUT, EST_PATH, EST_SERVER_KEY,
+    KEY_VERSION_HEADER,
+};
 // Certificates and CSRs.
 pub use x509::{verify_csr, CertInfo, VerifiedCsr, MAX_DER_LEN};

@@ -6,7 +6,7 @@
 use crate::ca::{DeviceRequest, Factory, Issued, DEFAULT_DEVICE_VALIDITY};
 use crate::device::{Device, InstalledCert};
 use crate::util::{check_device_id, check_operator};
-use keystore_api::{Actor, Backend, Error, Result};
+use keystore_api::{Actor, Backend, Error, ErrorKind, Result};
 use sha2::Digest;
 use time::{Duration, OffsetDateTime};
 
@@ -121,10 +121,14 @@ impl<'f, P: Backend> Provisioner<'f, P> {
     }
 
     /// Renews the device's certificate if it expires within `threshold` of
-    /// `now` (or has expired): rotates the identity key with the
-    /// provisioner's grace, gets a certificate for the new version and
-    /// installs it. The old certificate stays valid, and its key pinned,
-    /// until the grace ends. Returns `None` when no renewal is due.
+    /// `now` (or has expired): stages the next identity key version
+    /// ([`Device::stage`], pre-activation), gets a certificate for it,
+    /// installs it, and only then activates it with the provisioner's grace
+    /// for the old one, so a failure at any step leaves the old pair
+    /// current (a staged version is reused by the next call, or discarded
+    /// when the factory already registered its key). The old certificate
+    /// stays valid, and its key pinned, until the grace ends. Returns
+    /// `None` when no renewal is due.
     /// `device_actor` needs the security-officer role on the device's
     /// keystore (rotation).
     pub fn renew_if_due<D: Backend>(
@@ -149,7 +153,7 @@ impl<'f, P: Backend> Provisioner<'f, P> {
             return Ok(None);
         }
         let device_id = current.device_id.clone();
-        let (csr, version) = device.rotate(device_actor, &device_id, self.grace)?;
+        let (csr, version) = device.stage(device_actor, &device_id)?;
         Factory::<P>::check_generated(device.keystore(), device.key_name(), version)?;
         let issued = self.factory.renew(
             &self.factory_actor,
@@ -163,7 +167,16 @@ impl<'f, P: Backend> Provisioner<'f, P> {
             },
             self.grace,
             now,
-        )?;
+        );
+        let issued = match issued {
+            Ok(issued) => issued,
+            Err(e) if e.is(ErrorKind::AlreadyExists) => {
+                // The registry holds the staged key already: never reuse it.
+                device.discard_staged(device_actor, version)?;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let installed = device.install(
             &device_id,
             version,
@@ -171,6 +184,7 @@ impl<'f, P: Backend> Provisioner<'f, P> {
             &issued.chain_pem(),
             now,
         )?;
+        device.activate(device_actor, version, self.grace)?;
         Ok(Some(Provisioned { issued, installed }))
     }
 }

@@ -6,21 +6,25 @@
 //! CRL, and every intermediate against the CRL of the CA above it (the
 //! offline root's CRL for the production intermediate). A CA on the path
 //! without a CRL from its issuer leaves the status unknown, which rejects.
+//! That is the default [`RevocationPolicy::RequireCrl`]; the OCSP policies
+//! (`crate::ocsp`) take the end entity's status from an OCSP response.
 //!
 //! ```text
 //! // REQ-KEY-REV-03; TEST-KEY-07
 //! if (cert_is_revoked(peer_cert) || expired(peer_cert)) reject_connection();
 //! ```
 
+use crate::ocsp::RevocationPolicy;
 use crate::util::{sha256_tag, shorten};
 use rustls_pki_types::{CertificateDer, UnixTime};
 use std::collections::BTreeSet;
 use std::fmt;
 use time::OffsetDateTime;
-use webpki::{
-    BorrowedCertRevocationList, CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage,
-    RevocationCheckDepth, RevocationOptionsBuilder, UnknownStatusPolicy,
-};
+use webpki::{BorrowedCertRevocationList, CertRevocationList, EndEntityCert, KeyUsage};
+
+mod crl;
+pub(crate) use crl::CrlUse;
+use crl::{locate, revocation_options};
 
 /// The signature algorithms accepted on certificates and CRLs.
 pub(crate) static ALGS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
@@ -57,6 +61,18 @@ pub enum RejectReason {
     Malformed,
     /// Any other validation failure (wrong key usage, name constraints, ...).
     Invalid,
+    /// A verified OCSP response says the responder does not know the
+    /// certificate.
+    OcspUnknown,
+    /// The OCSP response is stale: past its nextUpdate, without one, or
+    /// from the future.
+    OcspExpired,
+    /// The OCSP response does not echo the nonce the request carried.
+    OcspReplay,
+    /// An OCSP policy is in force and no usable response was had: none
+    /// stapled and none fetched, an unsuccessful status, or no status for
+    /// the certificate.
+    OcspUnavailable,
 }
 
 impl RejectReason {
@@ -73,6 +89,10 @@ impl RejectReason {
             RejectReason::BadSignature => "bad-signature",
             RejectReason::Malformed => "malformed",
             RejectReason::Invalid => "invalid",
+            RejectReason::OcspUnknown => "ocsp-unknown",
+            RejectReason::OcspExpired => "ocsp-expired",
+            RejectReason::OcspReplay => "ocsp-replay",
+            RejectReason::OcspUnavailable => "ocsp-unavailable",
         }
     }
 }
@@ -112,15 +132,20 @@ impl From<Rejection> for keystore_api::Error {
             | RejectReason::Expired
             | RejectReason::NotYetValid
             | RejectReason::CrlExpired
-            | RejectReason::RevocationUnknown => E::key_state(msg),
+            | RejectReason::RevocationUnknown
+            | RejectReason::OcspUnknown
+            | RejectReason::OcspExpired
+            | RejectReason::OcspUnavailable => E::key_state(msg),
             RejectReason::UnknownIssuer | RejectReason::PinMismatch => E::auth(msg),
-            RejectReason::BadSignature | RejectReason::Invalid => E::integrity(msg),
+            RejectReason::BadSignature | RejectReason::Invalid | RejectReason::OcspReplay => {
+                E::integrity(msg)
+            }
             RejectReason::Malformed => E::invalid_input(msg),
         }
     }
 }
 
-fn reject(reason: RejectReason, detail: impl Into<String>) -> Rejection {
+pub(crate) fn reject(reason: RejectReason, detail: impl Into<String>) -> Rejection {
     Rejection {
         reason,
         detail: detail.into(),
@@ -232,7 +257,7 @@ struct Crl {
 /// Checks peer certificate chains against trust anchors, CRLs and pins.
 ///
 /// Revocation is checked for every certificate on the path
-/// ([`RevocationCheckDepth::Chain`]): a device certificate against the
+/// ([`webpki::RevocationCheckDepth::Chain`]): a device certificate against the
 /// intermediate's CRL and the intermediate against the root's CRL, so both
 /// CRLs are needed. A missing CRL for any certificate on the path rejects
 /// ([`RejectReason::RevocationUnknown`]).
@@ -242,6 +267,10 @@ pub struct PeerVerifier {
     crls: Vec<Crl>,
     pins: Option<PinSet>,
     role: PeerRole,
+    /// Where revocation status comes from.
+    pub(crate) revocation: RevocationPolicy,
+    /// Fetching OCSP responses from AIA URLs, with this timeout, if on.
+    pub(crate) ocsp_fetch: Option<std::time::Duration>,
 }
 
 impl PeerVerifier {
@@ -252,6 +281,8 @@ impl PeerVerifier {
             crls: Vec::new(),
             pins: None,
             role: PeerRole::Client,
+            revocation: RevocationPolicy::default(),
+            ocsp_fetch: None,
         };
         v.with_anchor(root_der)
     }
@@ -318,21 +349,33 @@ impl PeerVerifier {
     /// Rejects revoked certificates (the end entity or any CA on its path),
     /// expired or not-yet-valid ones, an unknown issuer, a CRL past its
     /// nextUpdate, a missing CRL for any certificate on the path, and a pin
-    /// mismatch. TEST-KEY-07.
+    /// mismatch. TEST-KEY-07. Under an OCSP [`RevocationPolicy`] the end
+    /// entity's status comes from OCSP instead: with nothing stapled, from
+    /// its AIA URL if fetching is on
+    /// ([`PeerVerifier::check_peer_with_ocsp`] takes a stapled response).
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`] naming the [`RejectReason`] (and, for revocation,
+    /// the certificate on the path it concerns).
     pub fn check_peer(
         &self,
         chain: &[Vec<u8>],
         now: OffsetDateTime,
     ) -> Result<PeerInfo, Rejection> {
-        let Some((ee_der, intermediates)) = chain.split_first() else {
-            return Err(reject(RejectReason::Malformed, "the chain is empty"));
-        };
-        if chain.len() > 8 {
-            return Err(reject(
-                RejectReason::Malformed,
-                "the chain has more than 8 certificates",
-            ));
-        }
+        crate::ocsp::check(self, chain, None, now)
+    }
+
+    /// Validates the path of `chain` at `now` with the CRLs as `crl_use`
+    /// says, then the pins; returns what was learnt and the DER of the end
+    /// entity's issuer (the first intermediate, or the anchor).
+    pub(crate) fn check_path(
+        &self,
+        chain: &[Vec<u8>],
+        now: OffsetDateTime,
+        crl_use: CrlUse,
+    ) -> Result<(PeerInfo, Vec<u8>), Rejection> {
+        let (ee_der, intermediates) = split_chain(chain)?;
         let ee_der = CertificateDer::from(ee_der.as_slice());
         let ee = EndEntityCert::try_from(&ee_der).map_err(|e| {
             reject(
@@ -354,34 +397,14 @@ impl PeerVerifier {
             .iter()
             .map(|d| CertificateDer::from(d.as_slice()))
             .collect();
-        // webpki uses the first CRL whose issuer matches: newest first (latest
-        // thisUpdate, then highest CRL number), so an older CRL can never
-        // mask a later revocation.
-        let mut ordered: Vec<&Crl> = self.crls.iter().collect();
-        ordered.sort_by(|a, b| {
-            let key = |c: &Crl| {
-                let n = c.number.as_deref().unwrap_or_default();
-                (c.this_update.unwrap_or(i64::MIN), n.len(), n.to_vec())
-            };
-            key(b).cmp(&key(a))
-        });
+        let ordered = self.ordered_crls();
         let crls = ordered
             .iter()
             .map(|c| BorrowedCertRevocationList::from_der(&c.der).map(CertRevocationList::from))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| reject(RejectReason::Malformed, format!("CRL: {e}")))?;
         let crl_refs: Vec<&CertRevocationList<'_>> = crls.iter().collect();
-        let revocation = RevocationOptionsBuilder::new(&crl_refs)
-            .map_err(|_| {
-                reject(
-                    RejectReason::RevocationUnknown,
-                    "no CRL was supplied: revocation status cannot be checked",
-                )
-            })?
-            .with_depth(RevocationCheckDepth::Chain)
-            .with_status_policy(UnknownStatusPolicy::Deny)
-            .with_expiration_policy(ExpirationPolicy::Enforce)
-            .build();
+        let revocation = revocation_options(&crl_refs, crl_use)?;
         let secs = u64::try_from(now.unix_timestamp())
             .map_err(|_| reject(RejectReason::Invalid, "the check time is before 1970"))?;
         let time = UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs));
@@ -390,7 +413,7 @@ impl PeerVerifier {
             PeerRole::Server => KeyUsage::server_auth(),
         };
         let path = ee
-            .verify_for_usage(ALGS, &anchors, &inter, time, usage, Some(revocation), None)
+            .verify_for_usage(ALGS, &anchors, &inter, time, usage, revocation, None)
             .map_err(|e| {
                 let mut r = map_webpki(&e);
                 if matches!(
@@ -414,105 +437,93 @@ impl PeerVerifier {
 
         let info = crate::x509::CertInfo::parse(&ee_der)
             .map_err(|e| reject(RejectReason::Malformed, e.message()))?;
-        let matched_pin = match &self.pins {
-            None => None,
-            Some(pins) => {
-                let mut spkis = vec![sha256_tag(&path.end_entity().subject_public_key_info())];
-                for c in path.intermediate_certificates() {
-                    spkis.push(sha256_tag(&c.subject_public_key_info()));
-                }
-                spkis.push(sha256_tag(&webpki::spki_for_anchor(path.anchor())));
-                match spkis.into_iter().find(|p| pins.contains(p)) {
-                    Some(p) => Some(p),
-                    None => {
-                        return Err(reject(
-                            RejectReason::PinMismatch,
-                            format!(
-                                "no key on the path of '{}' is in the pin set ({} pins)",
-                                info.common_name.as_deref().unwrap_or("?"),
-                                pins.len()
-                            ),
-                        ))
-                    }
-                }
-            }
-        };
-        Ok(PeerInfo {
+        let matched_pin = self.matched_pin(&path, info.common_name.as_deref())?;
+        let issuer = issuer_der(&path, &self.anchors);
+        let info = PeerInfo {
             common_name: info.common_name,
             serial: info.serial,
             spki_fingerprint: info.spki_fingerprint,
             not_after: info.not_after,
             matched_pin,
-        })
+        };
+        Ok((info, issuer))
     }
 }
 
-/// Finds the certificate on `path` behind a revocation rejection, checking
-/// top down (the CA under the anchor first, the end entity last) as webpki
-/// does, with the first CRL whose issuer matches (as webpki picks it).
-fn locate(
-    path: &webpki::VerifiedPath<'_>,
-    crls: &[&CertRevocationList<'_>],
-    meta: &[&Crl],
-    reason: RejectReason,
-    now: OffsetDateTime,
-) -> Option<Rejection> {
-    let now = now.unix_timestamp();
-    let ee: &webpki::Cert<'_> = path.end_entity();
-    let mut top_down: Vec<(&webpki::Cert<'_>, &str)> = path
-        .intermediate_certificates()
-        .rev()
-        .map(|c| (c, "intermediate CA certificate"))
-        .collect();
-    top_down.push((ee, "end-entity certificate"));
-    for (cert, role) in top_down {
-        let info = crate::x509::CertInfo::parse(cert.der().as_ref()).ok();
-        let subject = info.as_ref().map(|i| i.subject.clone());
-        let issuer = info.as_ref().map(|i| i.issuer.clone());
-        let serial = hex::encode(cert.serial());
-        let name = format!(
-            "{role} '{}' (serial {serial})",
-            subject.as_deref().unwrap_or("?")
-        );
-        let issuer_name = issuer.as_deref().unwrap_or("?");
-        let found = crls
-            .iter()
-            .position(|c| c.issuer() == cert.issuer())
-            .map(|i| (crls[i], meta.get(i).copied()));
-        let detail = match (reason, found) {
-            (RejectReason::RevocationUnknown, None) => format!(
-                "no CRL from its issuer '{issuer_name}' was supplied for the {name}: \
-                 its revocation status is unknown"
-            ),
-            (RejectReason::Revoked, Some((crl, _))) => match crl.find_serial(cert.serial()) {
-                Ok(Some(entry)) => format!(
-                    "the {name} is revoked by its issuer '{issuer_name}'{}",
-                    entry
-                        .reason_code
-                        .map(|r| format!(" (reason {r:?})"))
-                        .unwrap_or_default()
-                ),
-                _ => continue,
-            },
-            (RejectReason::CrlExpired, Some((_, Some(m))))
-                if m.next_update.is_some_and(|n| now >= n) =>
-            {
-                format!(
-                    "the CRL of '{}' that covers the {name} is past its nextUpdate: \
-                     revocation status is stale",
-                    m.issuer.as_deref().unwrap_or(issuer_name)
-                )
-            }
-            _ => continue,
-        };
-        return Some(Rejection {
-            reason,
-            detail,
-            subject,
-            serial: Some(serial),
+impl PeerVerifier {
+    /// The CRLs as webpki must see them: it uses the first CRL whose issuer
+    /// matches, so newest first (latest thisUpdate, then highest CRL
+    /// number), and an older CRL can never mask a later revocation.
+    fn ordered_crls(&self) -> Vec<&Crl> {
+        let mut ordered: Vec<&Crl> = self.crls.iter().collect();
+        ordered.sort_by(|a, b| {
+            let key = |c: &Crl| {
+                let n = c.number.as_deref().unwrap_or_default();
+                (c.this_update.unwrap_or(i64::MIN), n.len(), n.to_vec())
+            };
+            key(b).cmp(&key(a))
         });
+        ordered
     }
-    None
+
+    /// The pin on `path` that is in the pin set (`None` when no pins are
+    /// required); `PinMismatch` if none is.
+    fn matched_pin(
+        &self,
+        path: &webpki::VerifiedPath<'_>,
+        common_name: Option<&str>,
+    ) -> Result<Option<String>, Rejection> {
+        let Some(pins) = &self.pins else {
+            return Ok(None);
+        };
+        let mut spkis = vec![sha256_tag(&path.end_entity().subject_public_key_info())];
+        for c in path.intermediate_certificates() {
+            spkis.push(sha256_tag(&c.subject_public_key_info()));
+        }
+        spkis.push(sha256_tag(&webpki::spki_for_anchor(path.anchor())));
+        match spkis.into_iter().find(|p| pins.contains(p)) {
+            Some(p) => Ok(Some(p)),
+            None => Err(reject(
+                RejectReason::PinMismatch,
+                format!(
+                    "no key on the path of '{}' is in the pin set ({} pins)",
+                    common_name.unwrap_or("?"),
+                    pins.len()
+                ),
+            )),
+        }
+    }
+}
+
+/// The end entity and the rest of a chain of 1 to 8 certificates.
+fn split_chain(chain: &[Vec<u8>]) -> Result<(&Vec<u8>, &[Vec<u8>]), Rejection> {
+    let Some((ee, rest)) = chain.split_first() else {
+        return Err(reject(RejectReason::Malformed, "the chain is empty"));
+    };
+    if chain.len() > 8 {
+        return Err(reject(
+            RejectReason::Malformed,
+            "the chain has more than 8 certificates",
+        ));
+    }
+    Ok((ee, rest))
+}
+
+/// The DER of the end entity's issuer on `path`: its first intermediate,
+/// else the trusted root the path ends at.
+fn issuer_der(path: &webpki::VerifiedPath<'_>, anchors: &[Vec<u8>]) -> Vec<u8> {
+    if let Some(c) = path.intermediate_certificates().next() {
+        return c.der().to_vec();
+    }
+    let subject = path.anchor().subject.as_ref();
+    anchors
+        .iter()
+        .find(|d| {
+            webpki::anchor_from_trusted_cert(&CertificateDer::from(d.as_slice()))
+                .is_ok_and(|a| a.subject.as_ref() == subject)
+        })
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn map_webpki(e: &webpki::Error) -> Rejection {

@@ -137,6 +137,20 @@ pub enum CaCommand {
     /// Verify the provisioning event log (hash chain, MACs, head) and print
     /// it. Any authenticated role (auditors included).
     Events,
+    /// Issue (or renew) the delegated OCSP signing certificate: a key
+    /// generated in the production store (a fresh version at each renewal),
+    /// certified by the intermediate for OCSPSigning with ocsp-nocheck and
+    /// a short validity; writes STORE/pki/ocsp-signer.pem. Security officer.
+    /// Renew it before it expires (`keyctl ocsp serve` answers tryLater
+    /// after).
+    OcspSigner {
+        /// The signing certificate's common name.
+        #[arg(long, default_value = "Keystore OCSP Responder")]
+        cn: String,
+        /// Validity in days (1 to 90).
+        #[arg(long, default_value_t = 7)]
+        validity_days: u32,
+    },
 }
 
 /// The offline root's store.
@@ -176,6 +190,10 @@ pub struct ProvisionArgs {
     pub validity_days: u32,
     #[command(flatten)]
     pub device: DeviceStoreArgs,
+    /// OCSP responder URL (http://HOST:PORT/PATH; port and path optional) the certificates carry
+    /// in their authorityInfoAccess.
+    #[arg(long, value_name = "URL")]
+    pub ocsp_url: Option<String>,
     // The help text is an attribute, not a doc comment, because rustdoc
     // would read `<device-id>` as an HTML tag.
     #[arg(
@@ -201,9 +219,9 @@ pub struct DeviceStoreArgs {
 
 #[derive(Debug, Args)]
 pub struct RenewArgs {
-    /// The unit's id.
-    #[arg(long)]
-    pub device_id: String,
+    /// The unit's id (with --est: optional, checked against the store's identity).
+    #[arg(long, required_unless_present = "est")]
+    pub device_id: Option<String>,
     /// Renew when the certificate expires within this time.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "7d")]
     pub threshold: Duration,
@@ -215,9 +233,23 @@ pub struct RenewArgs {
     pub validity_days: u32,
     #[command(flatten)]
     pub device: DeviceStoreArgs,
-    /// Output directory [default: STORE/provisioned].
+    /// Output directory [default: STORE/provisioned; with --est, none].
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+    /// Renew over EST from the device's own store (--device-store, else
+    /// --store, any backend) with its current certificate: the EST server's
+    /// https://HOST:PORT (`keyctl est serve`). The next key is staged and
+    /// becomes active only with its certificate; the production store is
+    /// not opened, and --validity-days is the server's.
+    #[arg(long, value_name = "URL")]
+    pub est: Option<String>,
+    /// With --est: the trust anchor for the server and the new chain (PEM or
+    /// DER) [default: STORE/pki/root.pem].
+    #[arg(long, value_name = "FILE", requires = "est")]
+    pub root: Option<PathBuf>,
+    /// With --est: seconds one EST request may take.
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, requires = "est")]
+    pub timeout: u32,
 }
 
 pub(super) fn days(n: u32) -> CliResult<Duration> {

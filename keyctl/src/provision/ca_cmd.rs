@@ -165,6 +165,9 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
             let crl = RootCa::new(&root_ks, &root_db).issue_crl(&custodian, now, next_update)?;
             write_root_crl(&rargs, &crl, out.as_deref(), now + next_update)
         }
+        CaCommand::OcspSigner { cn, validity_days } => {
+            super::ocsp_cmd::issue_signer(root, unlock, args, &cn, validity_days)
+        }
         CaCommand::Events => {
             let prod = store::open(root, unlock)?;
             actor::authenticate(&prod, args, "ca events")?;

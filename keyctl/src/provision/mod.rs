@@ -1,5 +1,5 @@
-//! Device PKI commands: `ca init-root|sign-intermediate|revoke-intermediate|root-crl|show|revoke|crl|check|events`,
-//! `provision` (one device or a batch) and `renew`.
+//! Device PKI commands: `ca init-root|sign-intermediate|revoke-intermediate|root-crl|show|revoke|crl|check|events|ocsp-signer`,
+//! `provision` (one device or a batch), `renew` and `ocsp serve`.
 //!
 //! Separation of duties (REQ-KEY-SOD-01): the root CA's key lives in its own
 //! store (`--root-store`, soft, meant to be kept offline), opened only by
@@ -18,12 +18,16 @@
 
 mod args;
 mod ca_cmd;
+mod est_cmd;
+mod ocsp_cmd;
 mod provision_cmd;
 mod renew_cmd;
 mod stores;
 
 pub use args::{CaCommand, ProvisionArgs, RenewArgs};
 pub use ca_cmd::ca;
+pub use est_cmd::{est, EstCommand};
+pub use ocsp_cmd::{ocsp, OcspCommand};
 pub use provision_cmd::provision;
 pub use renew_cmd::renew;
 /// Environment variable holding the root custodian's credential.

@@ -49,7 +49,10 @@ pub fn provision(
     let prod = store::open(root, unlock)?;
     let who = actor::authenticate(&prod, args, "provision")?;
     let db = open_db(root)?;
-    let factory = Factory::new(&prod, &db);
+    let mut factory = Factory::new(&prod, &db);
+    if let Some(url) = &p.ocsp_url {
+        factory = factory.with_ocsp_url(url)?;
+    }
     let prov = Provisioner::new(&factory, who.clone()).with_validity(validity);
     let out_dir = p
         .out_dir

@@ -48,6 +48,12 @@ pub enum AuditEvent {
     Credential,
     /// `policy`: a key's policy (its cryptoperiod) changed.
     Policy,
+    /// `stage`: a new version was generated in pre-activation
+    /// ([`Keystore::rotate_staged`](crate::Keystore::rotate_staged)).
+    Stage,
+    /// `proof-of-possession`: a pre-activation version signed a proof of
+    /// possession ([`Keystore::sign_pre_active`](crate::Keystore::sign_pre_active)).
+    ProofOfPossession,
     /// An application's event, recorded through
     /// [`Keystore::record_event`](crate::Keystore::record_event).
     Application(ApplicationEvent),
@@ -72,6 +78,8 @@ impl AuditEvent {
         AuditEvent::Missing,
         AuditEvent::Credential,
         AuditEvent::Policy,
+        AuditEvent::Stage,
+        AuditEvent::ProofOfPossession,
     ];
 
     /// The name the trail stores and hashes (`generate`, `state`, …, or the
@@ -94,6 +102,8 @@ impl AuditEvent {
             AuditEvent::Missing => "missing",
             AuditEvent::Credential => "credential",
             AuditEvent::Policy => "policy",
+            AuditEvent::Stage => "stage",
+            AuditEvent::ProofOfPossession => "proof-of-possession",
             AuditEvent::Application(a) => a.as_str(),
         }
     }
@@ -228,7 +238,9 @@ mod tests {
                 "reconcile",
                 "missing",
                 "credential",
-                "policy"
+                "policy",
+                "stage",
+                "proof-of-possession"
             ]
         );
         for e in AuditEvent::KEYSTORE {

@@ -238,10 +238,11 @@ impl<B: Backend> Keystore<B> {
                     }
                 }
             }
-            if restored.iter().filter(|r| r.1 == KeyState::Active).count() > 1 {
+            let count = |state| restored.iter().filter(|r| r.1 == state).count();
+            if count(KeyState::Active) > 1 || count(KeyState::PreActivation) > 1 {
                 discard_all(&restored);
                 return Err(Error::integrity(
-                    "backup claims more than one active version",
+                    "backup claims more than one active (or pre-activation) version",
                 ));
             }
             let handles = restored.iter().map(|r| r.4.clone()).collect();

@@ -142,6 +142,15 @@ impl KeyInfo {
         self.versions.iter().find(|v| v.state == KeyState::Active)
     }
 
+    /// The version in pre-activation (staged by
+    /// [`Keystore::rotate_staged`](crate::Keystore::rotate_staged), not yet
+    /// activated), if there is one; a key has at most one.
+    pub fn pre_active(&self) -> Option<&VersionInfo> {
+        self.versions
+            .iter()
+            .find(|v| v.state == KeyState::PreActivation)
+    }
+
     /// Version `n`.
     pub fn version(&self, n: u32) -> Option<&VersionInfo> {
         self.versions.iter().find(|v| v.version == n)

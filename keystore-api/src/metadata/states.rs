@@ -8,6 +8,10 @@ use std::str::FromStr;
 /// The lifecycle state of a key version (NIST SP 800-57).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyState {
+    /// Generated for a staged rotation and not yet in use: it signs only
+    /// proofs of possession ([`Keystore::sign_pre_active`](crate::Keystore::sign_pre_active))
+    /// until [`Keystore::activate`](crate::Keystore::activate) makes it active.
+    PreActivation,
     /// Makes new signatures and ciphertexts.
     Active,
     /// No use; can be resumed.
@@ -23,6 +27,7 @@ pub enum KeyState {
 impl KeyState {
     pub(crate) fn as_str(self) -> &'static str {
         match self {
+            KeyState::PreActivation => "pre-activation",
             KeyState::Active => "active",
             KeyState::Suspended => "suspended",
             KeyState::Deactivated => "deactivated",
@@ -42,6 +47,7 @@ impl FromStr for KeyState {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         Ok(match s {
+            "pre-activation" => KeyState::PreActivation,
             "active" => KeyState::Active,
             "suspended" => KeyState::Suspended,
             "deactivated" => KeyState::Deactivated,

@@ -103,7 +103,7 @@ fn issuer_subject_raw(der: &[u8]) -> Result<Vec<u8>> {
 
 /// An issuer over a keystore key and its certificate; checks that the key's
 /// active version is the one the certificate names.
-pub(super) fn issuer_for<'s, 'k, B: Backend>(
+pub(crate) fn issuer_for<'s, 'k, B: Backend>(
     signer: &'s KeystoreSigner<'k, B>,
     ca: &CertInfo,
 ) -> Result<rcgen::Issuer<'static, &'s KeystoreSigner<'k, B>>> {

@@ -56,7 +56,7 @@ pub fn normalise_serial(s: &str) -> Result<String> {
 }
 
 /// Maps a reason keyword to an RFC 5280 reason code (free text gets none).
-fn reason_code(reason: &str) -> Option<rcgen::RevocationReason> {
+pub(super) fn reason_code(reason: &str) -> Option<rcgen::RevocationReason> {
     use rcgen::RevocationReason as R;
     let key = reason
         .split(|c: char| c.is_whitespace() || c == ':')
@@ -228,7 +228,9 @@ pub(super) fn issue_crl_with<B: Backend>(
         revoked_certs: entries,
         key_identifier_method: rcgen::KeyIdMethod::Sha256,
     };
-    let crl = params.signed_by(&issuer).map_err(|e| signer.map_rcgen_error(e))?;
+    let crl = params
+        .signed_by(&issuer)
+        .map_err(|e| signer.map_rcgen_error(e))?;
     let der = crl.der().to_vec();
     q(tx.execute(
         "INSERT INTO crl_state (issuer_serial, number, der, this_update, next_update)

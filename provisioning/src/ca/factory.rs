@@ -84,6 +84,8 @@ pub struct IssuedCert {
 pub struct Factory<'a, B: Backend> {
     pub(super) ks: &'a Keystore<B>,
     pub(super) db: &'a PkiDb,
+    /// The OCSP URL device certificates carry ([`Factory::with_ocsp_url`]).
+    pub(super) ocsp_url: Option<String>,
 }
 
 impl<B: Backend> std::fmt::Debug for Factory<'_, B> {
@@ -95,7 +97,11 @@ impl<B: Backend> std::fmt::Debug for Factory<'_, B> {
 impl<'a, B: Backend> Factory<'a, B> {
     /// The factory over the production keystore `ks` and its PKI database.
     pub fn new(ks: &'a Keystore<B>, db: &'a PkiDb) -> Self {
-        Factory { ks, db }
+        Factory {
+            ks,
+            db,
+            ocsp_url: None,
+        }
     }
 
     /// The production keystore.

@@ -13,7 +13,8 @@
 //! 3. inside one `IMMEDIATE` transaction of the PKI database, held until the
 //!    end: [`check_registry`] (device id and public key), [`sign_device_cert`]
 //!    (validity from [`device_validity`], serial and extensions from
-//!    [`device_cert_params`], the signature made by the keystore),
+//!    [`device_cert_params`], plus the AIA OCSP URL when the factory has
+//!    one, the signature made by the keystore),
 //!    [`self_check`] (webpki), [`register`] (the registry rows),
 //!    [`append_issue_event`], [`provisioning_record`] and, for a first
 //!    provisioning, [`store_record`]; then the commit.
@@ -24,6 +25,7 @@
 
 use super::cert::{issuer_for, SubjectKey};
 use super::factory::{DeviceRequest, Factory, Issued};
+use super::ocsp_signer::aia_extension;
 use super::{check_validity, BACKDATE, INTERMEDIATE_KEY};
 use crate::db::{self, append_event, commit, ensure_event_key, opt, q, unique_or, EventFields};
 use crate::record::{ProvisioningRecord, RecordKeys};
@@ -86,6 +88,8 @@ struct IssuingCa<'k, B: Backend> {
     inter: CertInfo,
     /// The active version of [`INTERMEDIATE_KEY`] in the production keystore.
     signer: KeystoreSigner<'k, B>,
+    /// The OCSP URL device certificates carry (authorityInfoAccess), if any.
+    ocsp_url: Option<String>,
 }
 
 /// The rcgen issuer over an [`IssuingCa`]'s signer.
@@ -147,6 +151,7 @@ impl<'a, B: Backend> Factory<'a, B> {
             root,
             inter,
             signer,
+            ocsp_url: self.ocsp_url.clone(),
         })
     }
 }
@@ -267,7 +272,10 @@ fn sign_device_cert<B: Backend>(
     now: OffsetDateTime,
 ) -> Result<CertInfo> {
     let validity = device_validity(now, checked.req.validity, &ca.inter);
-    let params = device_cert_params(checked.req.device_id, validity)?;
+    let mut params = device_cert_params(checked.req.device_id, validity)?;
+    if let Some(url) = &ca.ocsp_url {
+        params.custom_extensions.push(aia_extension(url)?);
+    }
     let subject_key = SubjectKey::from(&checked.csr.public_key)?;
     let cert = params
         .signed_by(&subject_key, issuer)

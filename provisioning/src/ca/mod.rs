@@ -9,12 +9,17 @@ mod cert;
 mod crl;
 mod factory;
 mod issue;
+mod ocsp_signer;
 mod registry;
 mod root;
 
 use crate::x509::CertInfo;
+// The EST server's TLS certificate is issued under the intermediate too.
+pub(crate) use cert::issuer_for;
 pub use crl::normalise_serial;
 pub use factory::{DeviceRequest, Factory, Issued, IssuedCert};
+pub(crate) use ocsp_signer::{check_ocsp_url, RegistryStatus, OCSP_SIGNING_EKU};
+pub use ocsp_signer::{DEFAULT_OCSP_SIGNER_VALIDITY, MAX_OCSP_SIGNER_VALIDITY, OCSP_SIGNER_KEY};
 
 use keystore_api::{Actor, Backend, Error, Result};
 pub use root::{RootCa, SignedIntermediate};

@@ -76,7 +76,9 @@ impl<'a, B: Backend> RootCa<'a, B> {
         self.ks.create(actor, ROOT_KEY, spec)?;
         let signer = KeystoreSigner::for_rcgen(self.ks, ROOT_KEY)?;
         let params = ca_params(subject, 1, now - BACKDATE, now + validity)?;
-        let cert = params.self_signed(&signer).map_err(|e| signer.map_rcgen_error(e))?;
+        let cert = params
+            .self_signed(&signer)
+            .map_err(|e| signer.map_rcgen_error(e))?;
         let info = CertInfo::parse(cert.der())?;
         verify_signed_by(&info.der, &info)?;
         let mut conn = self.db.lock();

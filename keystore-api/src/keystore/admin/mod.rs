@@ -1,4 +1,5 @@
-//! Lifecycle administration: create, import, rotate, suspend, resume,
+//! Lifecycle administration: create, import, rotate (at once, or staged in
+//! pre-activation and activated later), suspend, resume,
 //! revoke, destroy, sweep, scheduled rotation, decommission, role
 //! credentials and the audit trail. Every operation states its actor, is
 //! checked against the actor's role, and is audited in the same transaction
@@ -8,6 +9,7 @@ mod audit_trail;
 mod create;
 mod credentials;
 mod rotation;
+mod staged;
 mod state;
 
 pub use rotation::RotationDue;

@@ -35,7 +35,8 @@ impl<B: Backend> Keystore<B> {
     /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name or a negative grace;
     /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when `actor`'s role lacks the duty (the refusal is audited);
     /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key;
-    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when a version cannot be deactivated, or after decommission;
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when a version cannot be deactivated, a version is in
+    /// pre-activation (activate or discard it first), or after decommission;
     /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the audit key reference is missing from a live store;
     /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails (the new backend
     /// object is then removed, now or at the next open).
@@ -52,6 +53,7 @@ impl<B: Backend> Keystore<B> {
             let versions = md::versions(md.conn(), key.id)?;
             (key, versions)
         };
+        super::staged::already_staged(name, &versions)?;
         let next = versions.last().map(|v| v.version + 1).unwrap_or(1);
         let previous: Vec<_> = versions
             .iter()

@@ -65,6 +65,12 @@ impl<B: Backend> Keystore<B> {
             .iter()
             .find(|v| v.version == version)
             .ok_or_else(|| Error::not_found(format!("key '{name}' has no version {version}")))?;
+        if v.state == KeyState::PreActivation {
+            return Err(Error::key_state(format!(
+                "key '{name}' version {version} is pre-activation: it becomes active through \
+                 activate, and is never suspended or resumed"
+            )));
+        }
         check_transition(v.state, to)?;
         if to == KeyState::Active && versions.iter().any(|o| o.state == KeyState::Active) {
             return Err(Error::key_state(format!(
