@@ -29,6 +29,10 @@ pub const REQUIREMENTS: &[(&str, &str)] = &[
     ("REQ-KEY-ROT-01", "rotation with grace"),
     ("REQ-KEY-REV-03", "revocation and expiry rejection"),
     (
+        "REQ-KEY-CERT-01",
+        "short-lived certificates renewed before expiry",
+    ),
+    (
         "REQ-KEY-BAK-01",
         "no escrow of signing keys; wrapped, least-privilege backup of operational keys",
     ),
@@ -81,7 +85,7 @@ cases! {
     "TEST-KEY-04" hkdf_cross_backend_vectors "REQ-KEY-KDF-01" "import K, derive: output equals the committed cross-backend vectors";
     "TEST-KEY-05" rsa_3072_pss_sign_verify "REQ-KEY-GEN-01" "RSA-3072 PSS-SHA256 signatures verify with the rsa crate";
     "TEST-KEY-06" rsa_3072_pkcs1_sign_verify "REQ-KEY-GEN-01" "RSA-3072 PKCS#1 v1.5-SHA256 signatures verify with the rsa crate";
-    "TEST-KEY-07" revoked_and_expired_rejected "REQ-KEY-REV-03" "a revoked version and a version past its grace are rejected for every use";
+    "TEST-KEY-07" revoked_and_expired_rejected "REQ-KEY-REV-03" "a revoked version and a version past its grace are rejected for every use; a device certificate for a backend identity key is rejected after revocation by CRL and stapled OCSP, and by a pin set without its key";
     "TEST-KEY-08" aead_envelope_interop "REQ-KEY-OPS-01" "AES-256-GCM envelopes decrypt with the aes-gcm crate and round-trip with AAD";
     "TEST-KEY-09" hmac_matches_reference "REQ-KEY-OPS-01" "HMAC-SHA256 tags equal the hmac crate's; verify_mac rejects a wrong tag";
     "TEST-KEY-10" prop_sign_verify_random_messages "REQ-KEY-OPS-01" "property: signatures over random messages verify independently";
@@ -131,4 +135,6 @@ cases! {
     "TEST-KEY-54" mac_and_derive_never_share_a_key "REQ-KEY-KDF-01" "mac and derive on one key are Policy at create and import; hmac defaults to mac; old keys with both work and are warned about";
     "TEST-KEY-55" audit_never_claims_unchecked_macs "REQ-KEY-AUD-01" "audit key reference NULLed or replaced on a live store is Integrity; after decommission the chain only is checked and the report says MACs were not";
     "TEST-KEY-56" store_files_are_private "REQ-KEY-STO-01" "under umask 022 every store directory is 0700 and every file (records, header, lock, metadata and its -wal/-shm/-gen) 0600; loosened modes are tightened and reported at open";
+    "TEST-KEY-57" device_identity_over_mtls "REQ-KEY-CERT-01" "the backend's ECDSA P-256 identity key, certified, completes a real TLS 1.3 handshake on 127.0.0.1 against a rustls server requiring client auth; once revoked it cannot";
+    "TEST-KEY-58" device_renews_over_est "REQ-KEY-CERT-01" "EST renewal with the identity key in the backend: the new version is active with its certificate, the old pair current until then; with the server stopped a renewal fails and the current pair stays";
 }

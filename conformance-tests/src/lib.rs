@@ -232,6 +232,8 @@ macro_rules! suite {
             mac_and_derive_never_share_a_key,
             audit_never_claims_unchecked_macs,
             store_files_are_private,
+            device_identity_over_mtls,
+            device_renews_over_est,
         );
     };
     (@stamp $fixture:ty; $($name:ident),* $(,)?) => {
