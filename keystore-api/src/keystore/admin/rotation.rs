@@ -2,7 +2,7 @@
 //! keys that are due.
 
 use crate::audit::AuditEvent;
-use crate::backend::Backend;
+use crate::backend::{Backend, GeneratedKey};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
 use crate::keystore::{check_name, live_key, KeyInfo, Keystore, Subject};
@@ -69,10 +69,6 @@ impl<B: Backend> Keystore<B> {
                 Ok((g.clone(), vec![g.handle]))
             },
             |tx, generated| {
-                let public = generated
-                    .public_key
-                    .as_ref()
-                    .map(|pk| (pk.spki_der().to_vec(), pk.fingerprint()));
                 for v in &previous {
                     check_transition(v.state, KeyState::Deactivated)?;
                     md::set_state(
@@ -92,25 +88,13 @@ impl<B: Backend> Keystore<B> {
                         format!("{} -> deactivated until {grace_end}", v.state),
                     )?;
                 }
-                let fp = public.as_ref().map(|p| p.1.as_str());
-                md::insert_version(
-                    tx,
-                    key.id,
-                    &NewVersion {
-                        version: next,
-                        state: KeyState::Active,
-                        origin: Origin::Generated,
-                        handle: &generated.handle,
-                        public_key: public.as_ref().map(|p| p.0.as_slice()),
-                        fingerprint: fp,
-                        created_at: &now,
-                    },
-                )?;
+                let fp =
+                    insert_generated_version(tx, key.id, next, KeyState::Active, generated, &now)?;
                 self.audit(
                     tx,
                     Some(actor),
                     AuditEvent::Rotate,
-                    Subject::version(name, next, fp),
+                    Subject::version(name, next, fp.as_deref()),
                     format!("version {next} active; grace {} s", grace.whole_seconds()),
                 )?;
                 Ok(())
@@ -218,4 +202,34 @@ impl<B: Backend> Keystore<B> {
         }
         Ok(rotated)
     }
+}
+
+/// Records `generated` as version `next` of key `key_id`, in `state`, inside
+/// `tx` (rotation and staged rotation); returns its public-key fingerprint.
+pub(super) fn insert_generated_version(
+    tx: &rusqlite::Connection,
+    key_id: i64,
+    next: u32,
+    state: KeyState,
+    generated: &GeneratedKey,
+    now: &str,
+) -> Result<Option<String>> {
+    let public = generated
+        .public_key
+        .as_ref()
+        .map(|pk| (pk.spki_der().to_vec(), pk.fingerprint()));
+    md::insert_version(
+        tx,
+        key_id,
+        &NewVersion {
+            version: next,
+            state,
+            origin: Origin::Generated,
+            handle: &generated.handle,
+            public_key: public.as_ref().map(|p| p.0.as_slice()),
+            fingerprint: public.as_ref().map(|p| p.1.as_str()),
+            created_at: now,
+        },
+    )?;
+    Ok(public.map(|p| p.1))
 }

@@ -20,7 +20,7 @@ use crate::keystore::{
     Subject,
 };
 use crate::lifecycle::check_transition;
-use crate::metadata::{self as md, Intent, KeyState, NewVersion, Origin, StateChange, VersionRow};
+use crate::metadata::{self as md, Intent, KeyState, StateChange, VersionRow};
 use crate::roles::{Actor, Duty};
 use crate::signature::{self, Signature, SignatureFormat};
 use crate::NewKey;
@@ -101,29 +101,19 @@ impl<B: Backend> Keystore<B> {
                 Ok((g.clone(), vec![g.handle]))
             },
             |tx, generated| {
-                let public = generated
-                    .public_key
-                    .as_ref()
-                    .map(|pk| (pk.spki_der().to_vec(), pk.fingerprint()));
-                let fp = public.as_ref().map(|p| p.1.as_str());
-                md::insert_version(
+                let fp = super::rotation::insert_generated_version(
                     tx,
                     key.id,
-                    &NewVersion {
-                        version: next,
-                        state: KeyState::PreActivation,
-                        origin: Origin::Generated,
-                        handle: &generated.handle,
-                        public_key: public.as_ref().map(|p| p.0.as_slice()),
-                        fingerprint: fp,
-                        created_at: &now,
-                    },
+                    next,
+                    KeyState::PreActivation,
+                    generated,
+                    &now,
                 )?;
                 self.audit(
                     tx,
                     Some(actor),
                     AuditEvent::Stage,
-                    Subject::version(name, next, fp),
+                    Subject::version(name, next, fp.as_deref()),
                     format!("version {next} generated in pre-activation"),
                 )
             },
