@@ -32,6 +32,7 @@ Exit codes:
   10  Backend: the backend or the metadata database failed
   11  Io: a file named on the command line could not be read or written
   12  Busy: another process held the store's write lock past --lock-timeout
+  13  Unavailable: the keystore service (--connect) could not be reached
 
 Errors are reported on stderr as one line: `keyctl: <Kind>: <message>`.";
 

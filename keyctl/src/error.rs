@@ -78,6 +78,7 @@ fn exit_code_of(kind: ErrorKind) -> u8 {
         ErrorKind::Integrity => 9,
         ErrorKind::Backend => 10,
         ErrorKind::Busy => 12,
+        ErrorKind::Unavailable => 13,
         _ => 1,
     }
 }

@@ -41,11 +41,16 @@ pub enum ErrorKind {
     /// A device, the metadata store or the file system failed for a reason of
     /// its own; [`Error::component`] names which.
     Backend,
+    /// The keystore service (`keystored`) could not be reached, or the
+    /// connection ended before it answered: whether the call took effect is
+    /// unknown. Reconnecting and retrying a use is safe; check a lifecycle
+    /// call's outcome before repeating it.
+    Unavailable,
 }
 
 impl ErrorKind {
     /// Every kind, in declaration order.
-    pub const ALL: [ErrorKind; 10] = [
+    pub const ALL: [ErrorKind; 11] = [
         ErrorKind::NotFound,
         ErrorKind::AlreadyExists,
         ErrorKind::Unsupported,
@@ -56,6 +61,7 @@ impl ErrorKind {
         ErrorKind::Integrity,
         ErrorKind::Busy,
         ErrorKind::Backend,
+        ErrorKind::Unavailable,
     ];
 
     /// The stable name of the kind (`"NotFound"`, …), as the CLI prints it and
@@ -72,7 +78,13 @@ impl ErrorKind {
             ErrorKind::Integrity => "Integrity",
             ErrorKind::Busy => "Busy",
             ErrorKind::Backend => "Backend",
+            ErrorKind::Unavailable => "Unavailable",
         }
+    }
+
+    /// The kind named `name` (as [`ErrorKind::as_str`] spells it), if any.
+    pub fn from_name(name: &str) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.as_str() == name)
     }
 
     /// The prefix of an error's one-line display.
@@ -88,6 +100,7 @@ impl ErrorKind {
             ErrorKind::Integrity => "integrity check failed",
             ErrorKind::Busy => "busy",
             ErrorKind::Backend => "backend",
+            ErrorKind::Unavailable => "unavailable",
         }
     }
 }
@@ -116,11 +129,30 @@ pub enum Component {
     Provisioning,
     /// The device PKI's database (`pki.sqlite`).
     PkiDb,
+    /// The keystore service (`keystored`) or the connection to it.
+    Service,
 }
 
 impl Component {
+    /// Every component, in declaration order.
+    pub const ALL: [Component; 8] = [
+        Component::Soft,
+        Component::Pkcs11,
+        Component::Tpm,
+        Component::Metadata,
+        Component::Keystore,
+        Component::Provisioning,
+        Component::PkiDb,
+        Component::Service,
+    ];
+
+    /// The component named `name` (as [`Component::as_str`] spells it), if any.
+    pub fn from_name(name: &str) -> Option<Component> {
+        Component::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+
     /// The component's stable short name (`soft`, `pkcs11`, `tpm`, `metadata`,
-    /// `keystore`, `provisioning`, `pki-db`).
+    /// `keystore`, `provisioning`, `pki-db`, `service`).
     pub const fn as_str(self) -> &'static str {
         match self {
             Component::Soft => "soft",
@@ -130,6 +162,7 @@ impl Component {
             Component::Keystore => "keystore",
             Component::Provisioning => "provisioning",
             Component::PkiDb => "pki-db",
+            Component::Service => "service",
         }
     }
 }
@@ -198,6 +231,8 @@ impl Error {
         integrity => Integrity;
         /// [`ErrorKind::Busy`].
         busy => Busy;
+        /// [`ErrorKind::Unavailable`].
+        unavailable => Unavailable;
     }
 
     /// An [`ErrorKind::Backend`] error of `component` with an underlying source.
@@ -370,5 +405,12 @@ mod tests {
         assert_eq!(names.len(), ErrorKind::ALL.len());
         assert_eq!(ErrorKind::Integrity.to_string(), "Integrity");
         assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+        for k in ErrorKind::ALL {
+            assert_eq!(ErrorKind::from_name(k.as_str()), Some(k));
+        }
+        for c in Component::ALL {
+            assert_eq!(Component::from_name(c.as_str()), Some(c));
+        }
+        assert_eq!(ErrorKind::from_name("nope"), None);
     }
 }

@@ -127,6 +127,65 @@ impl<B: Backend> Keystore<B> {
         self.require(actor, duty, what, None)
     }
 
+    /// Records a refusal that a layer above the keystore decided (a service's
+    /// policy refusing a caller), as an ordinary [`AuditEvent::Refused`]
+    /// entry: `who` (1 to 64 printable ASCII characters, e.g. an OS identity)
+    /// acting as `role` (`None`: the caller holds no role), `what` was
+    /// refused, and about which key if any. Nothing else changes.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) when `who`
+    /// is not 1 to 64 printable ASCII characters, or `what` is not one line of
+    /// at most [`limits::MAX_REASON_LEN`](crate::limits::MAX_REASON_LEN)
+    /// bytes; otherwise as [`Keystore::authorize`].
+    pub fn record_refusal(
+        &self,
+        who: &str,
+        role: Option<crate::Role>,
+        what: &str,
+        key: Option<&str>,
+    ) -> Result<()> {
+        if what.is_empty()
+            || what.len() > crate::keystore::limits::MAX_REASON_LEN
+            || what.contains(['\n', '\r'])
+        {
+            return Err(Error::invalid_input(format!(
+                "a refusal is one line of 1 to {} bytes",
+                crate::keystore::limits::MAX_REASON_LEN
+            )));
+        }
+        // Validates `who` with the actor rules; the role column says "none"
+        // for a caller without a role.
+        let actor = Actor::new(who, role.unwrap_or(crate::Role::Application))?;
+        let role = role.map_or("none", |r| r.id());
+        let mut md = self.md();
+        let tx = md.tx()?;
+        let Some(audit_key) = md::audit_key(&tx)? else {
+            return self.audit(
+                &tx,
+                Some(&actor),
+                AuditEvent::Refused,
+                Subject::default(),
+                String::new(),
+            );
+        };
+        let ev = Event {
+            actor: actor.id().to_string(),
+            role: role.to_string(),
+            event: AuditEvent::Refused,
+            // A name that is not a valid key name is not recorded as one.
+            key_name: key
+                .filter(|k| crate::check_name(k).is_ok())
+                .map(str::to_string),
+            key_version: None,
+            fingerprint: None,
+            detail: format!("{what} refused"),
+        };
+        audit::append(&tx, &self.backend, &audit_key, &self.now(), &ev)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Checks that `actor` may perform `what`; a refusal is audited and is
     /// [`ErrorKind::Policy`](crate::ErrorKind::Policy).
     pub(crate) fn require(

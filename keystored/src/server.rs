@@ -1,0 +1,328 @@
+//! The listening socket and the server's life: bind (0660, the configured
+//! group), serve with limits, reload the policy on SIGHUP, and on SIGTERM or
+//! SIGINT stop accepting, let calls in flight finish (bounded), and remove
+//! the socket.
+
+use crate::config::Config;
+use crate::open::Store;
+use crate::policy::{self, Policy};
+use crate::service::{audit::Audit, key_use::KeyUse, lifecycle::Lifecycle, Shared};
+use keystore_api::{Component, Error, Result};
+use keystore_rpc::pb;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::transport::server::{Connected, UdsConnectInfo};
+
+/// How long calls in flight may run on after SIGTERM before the daemon exits anyway.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// A running daemon's store and policy, ready to serve.
+pub struct Daemon {
+    config: Config,
+    config_path: PathBuf,
+    shared: Arc<Shared>,
+    listener: UnixListener,
+}
+
+impl Daemon {
+    /// Opens the store and the policy and binds the socket. Nothing is
+    /// served until [`Daemon::serve`].
+    ///
+    /// # Errors
+    /// The store's open errors; the policy's load errors;
+    /// [`ErrorKind::AlreadyExists`](keystore_api::ErrorKind::AlreadyExists)
+    /// when another daemon answers on the socket;
+    /// [`ErrorKind::Backend`](keystore_api::ErrorKind::Backend) when the
+    /// socket cannot be bound or given its mode and group.
+    pub fn start(config: Config, config_path: &Path) -> Result<Daemon> {
+        let policy = Policy::load(&config.policy)?;
+        let store: Store = crate::open::open(
+            &config.store,
+            Duration::from_secs(config.limits.lock_timeout_seconds),
+        )?;
+        let shared = Arc::new(Shared::new(
+            Arc::new(store),
+            policy,
+            config.limits.audited_refusals_per_minute,
+        ));
+        let listener = bind(&config)?;
+        Ok(Daemon {
+            config,
+            config_path: config_path.to_path_buf(),
+            shared,
+            listener,
+        })
+    }
+
+    /// The store being served.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.shared.store
+    }
+
+    /// Serves until SIGTERM or SIGINT, then drains and removes the socket.
+    /// Readiness is reported once, on stdout (`keystored: ready ...`) and to
+    /// systemd when `NOTIFY_SOCKET` is set.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Backend`](keystore_api::ErrorKind::Backend) when the
+    /// signal handlers cannot be installed or the server fails.
+    pub async fn serve(self) -> Result<()> {
+        let Daemon {
+            config,
+            config_path,
+            shared,
+            listener,
+        } = self;
+        let sys =
+            |what: &str, e: io::Error| Error::backend(Component::Service, what.to_string(), e);
+        let mut term = signal(SignalKind::terminate()).map_err(|e| sys("install SIGTERM", e))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| sys("install SIGINT", e))?;
+        let mut hup = signal(SignalKind::hangup()).map_err(|e| sys("install SIGHUP", e))?;
+
+        let reload = {
+            let shared = shared.clone();
+            let policy_path = config.policy.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    crate::notify::send("RELOADING=1");
+                    match Policy::load(&policy_path) {
+                        Ok(p) => {
+                            eprintln!("keystored: policy reloaded ({} rules)", p.len());
+                            shared.set_policy(p);
+                        }
+                        Err(e) => {
+                            eprintln!("keystored: policy not reloaded, the old one stays: {e}")
+                        }
+                    }
+                    crate::notify::send("READY=1");
+                }
+            })
+        };
+
+        let limits = &config.limits;
+        let max = limits.max_message_bytes;
+        let server = tonic::transport::Server::builder()
+            .timeout(limits.request_timeout())
+            .concurrency_limit_per_connection(limits.max_streams_per_connection as usize)
+            .max_concurrent_streams(limits.max_streams_per_connection)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(
+                pb::key_use_server::KeyUseServer::new(KeyUse(shared.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                pb::lifecycle_server::LifecycleServer::new(Lifecycle(shared.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            )
+            .add_service(
+                pb::audit_server::AuditServer::new(Audit(shared.clone()))
+                    .max_decoding_message_size(max)
+                    .max_encoding_message_size(max),
+            );
+
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let incoming = Incoming::new(listener, limits.max_connections);
+        let mut serving = tokio::spawn(server.serve_with_incoming_shutdown(incoming, async {
+            let _ = stop_rx.await;
+        }));
+
+        let keys = shared.store.list().map(|k| k.len()).unwrap_or(0);
+        println!(
+            "keystored: ready on {} ({} backend, {keys} keys, config {})",
+            config.socket.path.display(),
+            shared.store.backend_name(),
+            config_path.display()
+        );
+        crate::notify::send("READY=1");
+
+        let stopped_early = tokio::select! {
+            r = &mut serving => Some(r),
+            _ = term.recv() => None,
+            _ = int.recv() => None,
+        };
+        reload.abort();
+        let result = match stopped_early {
+            Some(r) => r,
+            None => {
+                eprintln!(
+                    "keystored: stopping; calls in flight finish (at most {} s)",
+                    DRAIN.as_secs()
+                );
+                crate::notify::send("STOPPING=1");
+                let _ = stop_tx.send(());
+                match tokio::time::timeout(DRAIN, &mut serving).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        eprintln!(
+                            "keystored: calls still running after {} s; exiting",
+                            DRAIN.as_secs()
+                        );
+                        serving.abort();
+                        Ok(Ok(()))
+                    }
+                }
+            }
+        };
+        let _ = std::fs::remove_file(&config.socket.path);
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::backend(Component::Service, "the server failed", e)),
+            Err(e) => Err(Error::backend(
+                Component::Service,
+                "the server task failed",
+                e,
+            )),
+        }
+    }
+}
+
+/// Binds the socket: a stale socket file is replaced, a live one refused;
+/// then mode 0660 and the configured group.
+fn bind(config: &Config) -> Result<UnixListener> {
+    let path = &config.socket.path;
+    let sys = |what: &str, e: io::Error| {
+        Error::backend(Component::Service, format!("{what} {}", path.display()), e)
+    };
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(Error::already_exists(format!(
+                "another keystored answers on {}",
+                path.display()
+            )));
+        }
+        std::fs::remove_file(path).map_err(|e| sys("remove the stale socket", e))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|e| sys("bind", e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| sys("set mode 0660 on", e))?;
+    if let Some(group) = &config.socket.group {
+        let gid = policy::group_id(group)?;
+        std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| sys("set the group of", e))?;
+    }
+    Ok(listener)
+}
+
+/// Accepted connections, at most `max` open at once: past that the daemon
+/// stops accepting until one closes (new callers wait in the backlog).
+struct Incoming {
+    listener: UnixListener,
+    slots: Arc<Semaphore>,
+    pending: Option<Pin<Box<dyn std::future::Future<Output = OwnedSemaphorePermit> + Send>>>,
+}
+
+impl Incoming {
+    fn new(listener: UnixListener, max: usize) -> Self {
+        Incoming {
+            listener,
+            slots: Arc::new(Semaphore::new(max)),
+            pending: None,
+        }
+    }
+}
+
+impl tokio_stream::Stream for Incoming {
+    type Item = io::Result<Connection>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            let slots = this.slots.clone();
+            let fut = this.pending.get_or_insert_with(|| {
+                Box::pin(async move { slots.acquire_owned().await.expect("never closed") })
+            });
+            let permit = match fut.as_mut().poll(cx) {
+                Poll::Ready(p) => p,
+                Poll::Pending => return Poll::Pending,
+            };
+            match this.listener.poll_accept(cx) {
+                Poll::Ready(Ok((stream, _))) => {
+                    this.pending = None;
+                    return Poll::Ready(Some(Ok(Connection {
+                        stream,
+                        _slot: permit,
+                    })));
+                }
+                Poll::Ready(Err(e)) => {
+                    // Out of descriptors, or a connection reset before
+                    // accept: report it, wait a little, keep serving.
+                    eprintln!("keystored: accept failed: {e}");
+                    this.pending = Some(Box::pin(async move {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        permit
+                    }));
+                }
+                Poll::Pending => {
+                    // Keep the slot until a connection arrives.
+                    this.pending = Some(Box::pin(std::future::ready(permit)));
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// An accepted connection holding one of the slots.
+struct Connection {
+    stream: UnixStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl Connected for Connection {
+    type ConnectInfo = UdsConnectInfo;
+
+    fn connect_info(&self) -> UdsConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
