@@ -6,11 +6,14 @@
 //! - [`actors`]: `Actor` values for the roles;
 //! - [`keyctl`]: the `keyctl` command harness (clean environment, no stdin),
 //!   output assertions, and a soft store unlocked by a key file with the
-//!   security officer bootstrapped.
+//!   security officer bootstrapped;
+//! - [`daemon`]: a `keystored` process on a soft store in a temporary
+//!   directory.
 //!
 //! The conformance suite's fixtures stay in `conformance-tests`: that crate
 //! is itself the suite.
 
 pub mod actors;
+pub mod daemon;
 pub mod keyctl;
 pub mod skip;
