@@ -129,7 +129,46 @@ impl Client {
         self.runtime
             .block_on(f(self.channel.clone()))
             .map(tonic::Response::into_inner)
-            .map_err(|s| error_of(&s))
+            .map_err(|s| self.error(&s))
+    }
+
+    /// The keystore error of a failed call: the daemon's own, or
+    /// [`ErrorKind::Unavailable`](keystore_api::ErrorKind::Unavailable)
+    /// when the connection failed under the call (the daemon stopped or
+    /// crashed): then whether the call took effect is unknown.
+    fn error(&self, status: &tonic::Status) -> Error {
+        use std::error::Error as _;
+        let from_daemon = status.metadata().get("keystore-error-kind").is_some();
+        let broken = matches!(
+            status.code(),
+            tonic::Code::Unknown | tonic::Code::Internal | tonic::Code::Cancelled
+        );
+        if !from_daemon && broken && status.source().is_some() {
+            return unavailable(
+                &self.socket,
+                format!(
+                    "the connection failed during the call: {}",
+                    source_text(status)
+                ),
+            );
+        }
+        error_of(status)
+    }
+
+    /// A key-use call, made again once if the connection broke under it
+    /// (the daemon restarted): a use changes no state, so repeating it is
+    /// safe, and the second attempt dials a new connection.
+    fn use_call<R, T, F>(&self, req: R, f: impl Fn(KeyUseClient<Channel>, R) -> F) -> Result<T>
+    where
+        R: Clone,
+        F: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
+    {
+        match self.call(|c| f(self.key_use(c), req.clone())) {
+            Err(e) if e.kind() == keystore_api::ErrorKind::Unavailable => {
+                self.call(|c| f(self.key_use(c), req))
+            }
+            r => r,
+        }
     }
 
     fn key_use(&self, c: Channel) -> KeyUseClient<Channel> {
@@ -152,7 +191,7 @@ impl Client {
             message: message.to_vec(),
             format: convert::format(format) as i32,
         };
-        let r = self.call(|c| async move { self.key_use(c).sign(req).await })?;
+        let r = self.use_call(req, |mut c, req| async move { c.sign(req).await })?;
         Ok(Signature {
             version: r.version,
             format: convert::format_of(r.format()),
@@ -176,7 +215,7 @@ impl Client {
             version,
         };
         Ok(self
-            .call(|c| async move { self.key_use(c).verify(req).await })?
+            .use_call(req, |mut c, req| async move { c.verify(req).await })?
             .version)
     }
 
@@ -187,7 +226,7 @@ impl Client {
             data: data.to_vec(),
         };
         let tag = self
-            .call(|c| async move { self.key_use(c).mac(req).await })?
+            .use_call(req, |mut c, req| async move { c.mac(req).await })?
             .tag;
         tag.try_into()
             .map_err(|_| Error::integrity("keystored returned a MAC that is not 32 bytes"))
@@ -200,7 +239,7 @@ impl Client {
             data: data.to_vec(),
             tag: tag.to_vec(),
         };
-        self.call(|c| async move { self.key_use(c).verify_mac(req).await })
+        self.use_call(req, |mut c, req| async move { c.verify_mac(req).await })
             .map(|_| ())
     }
 
@@ -219,7 +258,7 @@ impl Client {
             info: info.to_vec(),
             length: u32::try_from(len).map_err(|_| Error::invalid_input("length is too large"))?,
         };
-        let mut r = self.call(|c| async move { self.key_use(c).derive(req).await })?;
+        let mut r = self.use_call(req, |mut c, req| async move { c.derive(req).await })?;
         let okm = SecretBytes::from_slice(&r.okm);
         r.okm.zeroize();
         Ok(okm)
@@ -227,16 +266,12 @@ impl Client {
 
     /// AES-256-GCM into a versioned envelope ([`Keystore::encrypt`](keystore_api::Keystore::encrypt)).
     pub fn encrypt(&self, name: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        let mut req = pb::EncryptRequest {
+        let req = pb::EncryptRequest {
             name: name.into(),
             plaintext: plaintext.to_vec(),
             aad: aad.to_vec(),
         };
-        let r = self.call(|c| {
-            let req = std::mem::take(&mut req);
-            async move { self.key_use(c).encrypt(req).await }
-        });
-        req.plaintext.zeroize();
+        let r = self.use_call(req, |mut c, req| async move { c.encrypt(req).await });
         Ok(r?.envelope)
     }
 
@@ -248,7 +283,7 @@ impl Client {
             envelope: envelope.to_vec(),
             aad: aad.to_vec(),
         };
-        let mut r = self.call(|c| async move { self.key_use(c).decrypt(req).await })?;
+        let mut r = self.use_call(req, |mut c, req| async move { c.decrypt(req).await })?;
         let plaintext = SecretBytes::from_slice(&r.plaintext);
         r.plaintext.zeroize();
         Ok(plaintext)
@@ -257,20 +292,23 @@ impl Client {
     /// The public key of the active version ([`Keystore::public_key`](keystore_api::Keystore::public_key)).
     pub fn public_key(&self, name: &str) -> Result<PublicKey> {
         let req = pb::PublicKeyRequest { name: name.into() };
-        let r = self.call(|c| async move { self.key_use(c).public_key(req).await })?;
+        let r = self.use_call(req, |mut c, req| async move { c.public_key(req).await })?;
         PublicKey::from_spki_der(r.algorithm.parse()?, r.spki_der)
     }
 
     /// Live keys the caller may see ([`Keystore::list`](keystore_api::Keystore::list)).
     pub fn list(&self) -> Result<Vec<KeyInfo>> {
-        let r = self.call(|c| async move { self.key_use(c).list(pb::ListRequest {}).await })?;
+        let r = self.use_call(
+            pb::ListRequest {},
+            |mut c, req| async move { c.list(req).await },
+        )?;
         r.keys.iter().map(convert::key_info_of).collect()
     }
 
     /// One key with every version ([`Keystore::info`](keystore_api::Keystore::info)).
     pub fn info(&self, name: &str) -> Result<KeyInfo> {
         let req = pb::InfoRequest { name: name.into() };
-        convert::key_info_of(&self.call(|c| async move { self.key_use(c).info(req).await })?)
+        convert::key_info_of(&self.use_call(req, |mut c, req| async move { c.info(req).await })?)
     }
 
     /// Generates a key ([`Keystore::create`](keystore_api::Keystore::create)).
@@ -426,7 +464,7 @@ impl Client {
             Ok::<_, tonic::Status>(out)
         });
         entries
-            .map_err(|s| error_of(&s))?
+            .map_err(|s| self.error(&s))?
             .iter()
             .map(convert::audit_entry_of)
             .collect()
