@@ -187,3 +187,37 @@ pub(crate) fn read_text(path: &Path, what: &str) -> Result<String> {
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_example_config_loads_and_limits_are_checked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("keystored.toml");
+        std::fs::write(&path, include_str!("../deploy/keystored.toml")).expect("write");
+        let c = Config::load(&path).expect("example");
+        assert_eq!(c.store.backend, BackendKind::Soft);
+        assert_eq!(c.socket.group.as_deref(), Some("keystore-users"));
+        assert_eq!(c.limits.max_connections, 4096);
+        let bad = include_str!("../deploy/keystored.toml")
+            .replace("max_message_bytes = 16842752", "max_message_bytes = 10");
+        std::fs::write(&path, bad).expect("write");
+        assert!(Config::load(&path)
+            .unwrap_err()
+            .detail()
+            .contains("max_message_bytes"));
+        std::fs::write(&path, "policy = 1").expect("write");
+        assert_eq!(
+            Config::load(&path).unwrap_err().kind(),
+            keystore_api::ErrorKind::InvalidInput
+        );
+        assert_eq!(
+            Config::load(&dir.path().join("missing.toml"))
+                .unwrap_err()
+                .kind(),
+            keystore_api::ErrorKind::NotFound
+        );
+    }
+}

@@ -303,6 +303,25 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_policy_loads() {
+        let accounts = Accounts {
+            passwd: "gatewayd:x:1001:1001::/:/bin/false\nfwupdate:x:1002:1002::/:/bin/false\n\
+                     keystore-so:x:1003:1003::/:/bin/sh\nkeystore-audit:x:1004:1004::/:/bin/sh\n"
+                .into(),
+            group: "keystore-ops:x:2000:alice\n".into(),
+        };
+        let p = Policy::parse(include_str!("../deploy/policy.toml"), &accounts).expect("example");
+        assert_eq!(p.len(), 5);
+        let gw = p.grant(1001, 1001).expect("gatewayd");
+        assert!(gw.may_see("gateway-tls") && !gw.may_see("firmware-signing"));
+        assert_eq!(
+            p.grant(1003, 1003).expect("so").role(),
+            Role::SecurityOfficer
+        );
+        assert_eq!(p.grant(4242, 2000).expect("ops").role(), Role::Operator);
+    }
+
+    #[test]
     fn bad_rules_name_themselves() {
         for (text, needle) in [
             (

@@ -51,8 +51,6 @@ impl Daemon {
     /// `limits` (TOML lines of the `[limits]` table); not started.
     pub fn soft(policy: &str, limits: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
-            .expect("chmod 0711");
         let store = dir.path().join("store");
         std::fs::create_dir(&store).expect("store dir");
         std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o700))
@@ -66,6 +64,20 @@ impl Daemon {
         )
         .expect("soft store");
         drop(Keystore::open(soft, &store.join("metadata.sqlite")).expect("keystore"));
+        let section = format!(
+            "dir = \"{}\"\nbackend = \"soft\"\nkey_file = \"{}\"\n",
+            store.display(),
+            key.display()
+        );
+        Daemon::new(dir, &section, policy, limits)
+    }
+
+    /// A daemon for a store already made in `dir` (a temporary directory
+    /// this fixture takes over), described by `store` (the lines of the
+    /// configuration's `[store]` table); not started.
+    pub fn new(dir: TempDir, store: &str, policy: &str, limits: &str) -> Daemon {
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))
+            .expect("chmod 0711");
         let d = Daemon {
             dir,
             binary: binary(),
@@ -74,11 +86,9 @@ impl Daemon {
         };
         std::fs::write(d.policy_path(), policy).expect("policy");
         let config = format!(
-            "policy = \"{}\"\n[socket]\npath = \"{}\"\ngroup = \"{CALLER_GID}\"\n[store]\ndir = \"{}\"\nbackend = \"soft\"\nkey_file = \"{}\"\n[limits]\n{limits}\n",
+            "policy = \"{}\"\n[socket]\npath = \"{}\"\ngroup = \"{CALLER_GID}\"\n[store]\n{store}\n[limits]\n{limits}\n",
             d.policy_path().display(),
             d.socket().display(),
-            store.display(),
-            key.display()
         );
         std::fs::write(d.config_path(), config).expect("config");
         d
@@ -114,8 +124,8 @@ impl Daemon {
         self.dir.path()
     }
 
-    /// The store opened in this process (the daemon may be running: the
-    /// store is multi-process safe).
+    /// The soft store (of [`Daemon::soft`]) opened in this process (the
+    /// daemon may be running: the store is multi-process safe).
     pub fn open_store(&self) -> Keystore<SoftStore> {
         let soft = SoftStore::open(
             &self.store_dir().join("soft"),
