@@ -1,11 +1,12 @@
 //! The adapter: one keystore key, named and resolved once, that signs through
-//! [`Keystore::sign`] following the active version or pinned to one.
+//! [`Keystore::sign`](keystore_api::Keystore::sign) following the active version or pinned to one.
 
 use crate::verifying::VerifyingKey;
 use keystore_api::{
-    Algorithm, Backend, Error, KeyClass, KeyInfo, Keystore, PublicKey, Result, Signature,
+    Algorithm, Error, KeyClass, KeyInfo, PublicKey, Result, Signature,
     SignatureFormat, Usages, VersionInfo,
 };
+use crate::SigningKeystore;
 use std::ops::Deref;
 
 /// Which key version signs.
@@ -29,7 +30,7 @@ pub enum Mode {
 /// `'static` (rustls). Any `K: Deref<Target = Keystore<B>>` works.
 ///
 /// The private key never leaves the backend: every signature is one call of
-/// [`Keystore::sign`], so usage policy, lifecycle state and the backend's own
+/// [`Keystore::sign`](keystore_api::Keystore::sign), so usage policy, lifecycle state and the backend's own
 /// checks apply to each.
 ///
 /// # Versions
@@ -49,7 +50,7 @@ pub enum Mode {
 ///   version's key is the certificate's and pins the key it hands to rustls
 ///   to that version.
 /// - [`Mode::Pinned`] ([`pinned`](Self::pinned), [`pinned_to`](Self::pinned_to)):
-///   only the reference version may sign. [`Keystore::sign`] always signs
+///   only the reference version may sign. [`Keystore::sign`](keystore_api::Keystore::sign) always signs
 ///   with the active version, so a pinned adapter checks the version of
 ///   each signature and refuses ([`ErrorKind::KeyState`](keystore_api::ErrorKind::KeyState), the
 ///   signature discarded) when the active version is another one: after a
@@ -114,10 +115,10 @@ pub(crate) fn check_signing_algorithm(name: &str, alg: Algorithm) -> Result<()> 
     .with_key(name))
 }
 
-impl<K, B> KeystoreSigningKey<K>
+impl<K, Ks> KeystoreSigningKey<K>
 where
-    K: Deref<Target = Keystore<B>>,
-    B: Backend,
+    K: Deref<Target = Ks>,
+    Ks: SigningKeystore + ?Sized,
 {
     /// An adapter on `name` that follows the active version ([`Mode::Follow`]);
     /// its reference version is the one active now.
@@ -126,7 +127,7 @@ where
     /// [`ErrorKind::Unsupported`](keystore_api::ErrorKind::Unsupported) for a symmetric key;
     /// [`ErrorKind::Policy`](keystore_api::ErrorKind::Policy) when the key may not sign;
     /// [`ErrorKind::KeyState`](keystore_api::ErrorKind::KeyState) when it has no active version;
-    /// otherwise the errors of [`Keystore::info`] (unknown or destroyed key,
+    /// otherwise the errors of [`Keystore::info`](keystore_api::Keystore::info) (unknown or destroyed key,
     /// malformed name, metadata without a public key, a failing database).
     pub fn new(ks: K, name: &str) -> Result<Self> {
         let info = ks.info(name)?;
@@ -202,7 +203,7 @@ where
     }
 
     /// The keystore the adapter signs through.
-    pub fn keystore(&self) -> &Keystore<B> {
+    pub fn keystore(&self) -> &Ks {
         &self.ks
     }
 
@@ -211,7 +212,7 @@ where
     /// between).
     ///
     /// # Errors
-    /// The errors of [`Keystore::public_key`] (no active version, unknown or
+    /// The errors of [`Keystore::public_key`](keystore_api::Keystore::public_key) (no active version, unknown or
     /// destroyed key, metadata or backend failure).
     pub fn active_public_key(&self) -> Result<PublicKey> {
         self.ks.public_key(&self.name)
@@ -224,7 +225,7 @@ where
     /// # Errors
     /// [`ErrorKind::KeyState`](keystore_api::ErrorKind::KeyState) when a pinned adapter's version is not the active
     /// one (rotated, suspended, revoked), or the key has no active version;
-    /// otherwise the errors of [`Keystore::sign`] (policy, message too long,
+    /// otherwise the errors of [`Keystore::sign`](keystore_api::Keystore::sign) (policy, message too long,
     /// unknown or destroyed key, backend or integrity failures).
     pub fn sign(&self, message: &[u8], format: SignatureFormat) -> Result<Signature> {
         let sig = self.ks.sign(&self.name, message, format)?;

@@ -47,6 +47,10 @@
 //!
 //! `K`, the adapter's way to the keystore, is `&Keystore<B>` or
 //! `Arc<Keystore<B>>`; rustls needs `'static` keys, so use an `Arc` there.
+//! Any [`SigningKeystore`] works behind `K`: with feature `client`,
+//! keystored's `keystore_client::Client` (`Arc<Client>`), so a gateway
+//! that does not own the store gets the same TLS and X.509 signing with the
+//! key kept in the daemon.
 //!
 //! # Errors
 //!
@@ -118,10 +122,12 @@ mod key;
 #[cfg(feature = "rcgen")]
 mod rcgen_key;
 mod rustcrypto;
+mod source;
 mod tls;
 mod verifying;
 
 pub use key::{KeystoreSigningKey, Mode};
+pub use source::SigningKeystore;
 #[cfg(feature = "rcgen")]
 pub use rcgen_key::rcgen_algorithm;
 pub use tls::{certificate_chain, certified_key, tls_signature_scheme};

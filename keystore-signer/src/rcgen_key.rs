@@ -3,7 +3,8 @@
 //! by rcgen and signed through the keystore.
 
 use crate::key::{active_version, check_signing_algorithm, KeystoreSigningKey, Mode};
-use keystore_api::{Algorithm, Backend, Error, Keystore, Result, SignatureFormat};
+use keystore_api::{Algorithm, Error, Result, SignatureFormat};
+use crate::SigningKeystore;
 use std::ops::Deref;
 
 /// The rcgen signature algorithm for a keystore algorithm. ECDSA P-256 and
@@ -26,10 +27,10 @@ pub fn rcgen_algorithm(alg: Algorithm) -> Result<&'static rcgen::SignatureAlgori
     }
 }
 
-impl<K, B> KeystoreSigningKey<K>
+impl<K, Ks> KeystoreSigningKey<K>
 where
-    K: Deref<Target = Keystore<B>>,
-    B: Backend,
+    K: Deref<Target = Ks>,
+    Ks: SigningKeystore + ?Sized,
 {
     /// An adapter for rcgen: pinned to the version of `name` active now,
     /// checked to be a key rcgen can sign with ([`rcgen_algorithm`]) and whose
@@ -91,10 +92,10 @@ impl<K> rcgen::PublicKeyData for KeystoreSigningKey<K> {
 /// `rcgen::Error::RemoteKeyError`, and
 /// [`map_rcgen_error`](KeystoreSigningKey::map_rcgen_error) gives the
 /// keystore error behind it.
-impl<K, B> rcgen::SigningKey for KeystoreSigningKey<K>
+impl<K, Ks> rcgen::SigningKey for KeystoreSigningKey<K>
 where
-    K: Deref<Target = Keystore<B>>,
-    B: Backend,
+    K: Deref<Target = Ks>,
+    Ks: SigningKeystore + ?Sized,
 {
     fn sign(&self, msg: &[u8]) -> std::result::Result<Vec<u8>, rcgen::Error> {
         let fail = |e: Error| {

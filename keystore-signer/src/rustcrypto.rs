@@ -4,7 +4,8 @@
 
 use crate::key::KeystoreSigningKey;
 use crate::verifying::VerifyingKey;
-use keystore_api::{Algorithm, Backend, Error, Keystore, SignatureFormat};
+use keystore_api::{Algorithm, Error, SignatureFormat};
+use crate::SigningKeystore;
 use std::ops::Deref;
 
 /// A keystore error as a `signature::Error`, the keystore error its source.
@@ -12,10 +13,10 @@ fn to_signature_error(e: Error) -> signature::Error {
     signature::Error::from_source(e)
 }
 
-impl<K, B> KeystoreSigningKey<K>
+impl<K, Ks> KeystoreSigningKey<K>
 where
-    K: Deref<Target = Keystore<B>>,
-    B: Backend,
+    K: Deref<Target = Ks>,
+    Ks: SigningKeystore + ?Sized,
 {
     /// Signs for a RustCrypto signature type: checks the key's algorithm
     /// with `fits`, signs, and decodes the bytes with `decode`.
@@ -62,10 +63,10 @@ fn is_rsa_pkcs1(a: Algorithm) -> bool {
 /// `signature::Error` whose source is the keystore [`Error`]: `Unsupported`
 /// for a key of another algorithm, otherwise those of
 /// [`KeystoreSigningKey::sign`].
-impl<K, B> signature::Signer<p256::ecdsa::Signature> for KeystoreSigningKey<K>
+impl<K, Ks> signature::Signer<p256::ecdsa::Signature> for KeystoreSigningKey<K>
 where
-    K: Deref<Target = Keystore<B>>,
-    B: Backend,
+    K: Deref<Target = Ks>,
+    Ks: SigningKeystore + ?Sized,
 {
     fn try_sign(&self, msg: &[u8]) -> signature::Result<p256::ecdsa::Signature> {
         self.try_sign_as(
@@ -82,10 +83,10 @@ where
 ///
 /// # Errors
 /// As for [`p256::ecdsa::Signature`].
-impl<K, B> signature::Signer<p256::ecdsa::DerSignature> for KeystoreSigningKey<K>
+impl<K, Ks> signature::Signer<p256::ecdsa::DerSignature> for KeystoreSigningKey<K>
 where
-    K: Deref<Target = Keystore<B>>,
-    B: Backend,
+    K: Deref<Target = Ks>,
+    Ks: SigningKeystore + ?Sized,
 {
     fn try_sign(&self, msg: &[u8]) -> signature::Result<p256::ecdsa::DerSignature> {
         self.try_sign_as(
@@ -102,10 +103,10 @@ where
 ///
 /// # Errors
 /// As for [`p256::ecdsa::Signature`].
-impl<K, B> signature::Signer<rsa::pss::Signature> for KeystoreSigningKey<K>
+impl<K, Ks> signature::Signer<rsa::pss::Signature> for KeystoreSigningKey<K>
 where
-    K: Deref<Target = Keystore<B>>,
-    B: Backend,
+    K: Deref<Target = Ks>,
+    Ks: SigningKeystore + ?Sized,
 {
     fn try_sign(&self, msg: &[u8]) -> signature::Result<rsa::pss::Signature> {
         self.try_sign_as(msg, "RSA-PSS", is_rsa_pss, SignatureFormat::Der, |b| {
@@ -118,10 +119,10 @@ where
 ///
 /// # Errors
 /// As for [`p256::ecdsa::Signature`].
-impl<K, B> signature::Signer<rsa::pkcs1v15::Signature> for KeystoreSigningKey<K>
+impl<K, Ks> signature::Signer<rsa::pkcs1v15::Signature> for KeystoreSigningKey<K>
 where
-    K: Deref<Target = Keystore<B>>,
-    B: Backend,
+    K: Deref<Target = Ks>,
+    Ks: SigningKeystore + ?Sized,
 {
     fn try_sign(&self, msg: &[u8]) -> signature::Result<rsa::pkcs1v15::Signature> {
         self.try_sign_as(

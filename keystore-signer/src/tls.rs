@@ -4,11 +4,12 @@
 //! leaf names.
 
 use crate::key::{active_version, KeystoreSigningKey, Mode};
-use keystore_api::{Algorithm, Backend, Error, Keystore, Result, SignatureFormat};
+use keystore_api::{Algorithm, Error, Result, SignatureFormat};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
+use crate::SigningKeystore;
 use std::ops::Deref;
 use std::sync::Arc;
 
@@ -36,10 +37,10 @@ fn to_tls_error(e: Error) -> rustls::Error {
 /// pinned adapter and the active version's for a following one (so that
 /// [`CertifiedKey::keys_match`] compares a certificate with the key that
 /// will sign); `None` when the keystore cannot tell (no active version).
-impl<K, B> SigningKey for KeystoreSigningKey<K>
+impl<K, Ks> SigningKey for KeystoreSigningKey<K>
 where
-    K: Deref<Target = Keystore<B>> + Clone + Send + Sync + 'static,
-    B: Backend + 'static,
+    K: Deref<Target = Ks> + Clone + Send + Sync + 'static,
+    Ks: SigningKeystore + ?Sized + 'static,
 {
     fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
         let scheme = tls_signature_scheme(self.algorithm)?;
@@ -85,10 +86,10 @@ impl<K> std::fmt::Debug for TlsSigner<K> {
     }
 }
 
-impl<K, B> Signer for TlsSigner<K>
+impl<K, Ks> Signer for TlsSigner<K>
 where
-    K: Deref<Target = Keystore<B>> + Send + Sync,
-    B: Backend,
+    K: Deref<Target = Ks> + Send + Sync,
+    Ks: SigningKeystore + ?Sized,
 {
     fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, rustls::Error> {
         // TLS carries ECDSA signatures in DER; RSA has one encoding.
@@ -147,14 +148,14 @@ pub fn certificate_chain(pem_or_der: &[u8]) -> Result<Vec<CertificateDer<'static
 /// the one that signs (a certificate not yet renewed after a rotation, or
 /// issued for an older version), or the key has no active version;
 /// [`ErrorKind::Integrity`](keystore_api::ErrorKind::Integrity) when rustls' own check finds the keys differ;
-/// otherwise the errors of [`Keystore::info`].
-pub fn certified_key<K, B>(
+/// otherwise the errors of [`Keystore::info`](keystore_api::Keystore::info).
+pub fn certified_key<K, Ks>(
     chain: Vec<CertificateDer<'static>>,
     key: &KeystoreSigningKey<K>,
 ) -> Result<CertifiedKey>
 where
-    K: Deref<Target = Keystore<B>> + Clone + Send + Sync + 'static,
-    B: Backend + 'static,
+    K: Deref<Target = Ks> + Clone + Send + Sync + 'static,
+    Ks: SigningKeystore + ?Sized + 'static,
 {
     let leaf = chain
         .first()
