@@ -15,6 +15,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod convert;
+mod redact;
 mod status;
 
 pub use status::{code_of, error_of, kind_of, status_of};
