@@ -1,37 +1,36 @@
 //! Lifecycle commands: rotate, due, revoke, suspend, resume, versions,
 //! backup, restore, sweep, audit, role credentials, decommission. Each one
-//! authenticates its actor; the keystore checks the role and audits.
+//! establishes its caller ([`Target::caller`]); the keystore checks the role
+//! and audits. Role credentials and decommission work on the local store only.
 
 use crate::actor;
 use crate::cli::{ActorArgs, AuditCommand, KeyCommand, RoleCommand};
 use crate::error::{CliError, CliResult};
 use crate::files;
 use crate::store::Store;
+use crate::target::Target;
 use keystore_api::rfc3339;
-use keystore_api::{AuditCoverage, AuditEntry, KeyInfo, Role, Usages};
+use keystore_api::{AuditCoverage, AuditEntry, KeyInfo, Role};
 use std::path::Path;
 
 /// Largest backup file accepted.
 const MAX_BACKUP: usize = 1024 * 1024;
 
 /// Runs a lifecycle `key` subcommand (the others live in `commands`).
-pub fn key(ks: &Store, args: &ActorArgs, cmd: &KeyCommand) -> CliResult<()> {
+pub fn key(ks: &Target, cmd: &KeyCommand) -> CliResult<()> {
     match cmd {
         KeyCommand::Rotate { name, grace } => {
-            let actor = actor::authenticate(ks, args, "key rotate")?;
-            let info = ks.rotate(&actor, name, *grace)?;
+            let info = ks.caller("key rotate")?.rotate(name, *grace)?;
             let v = info.active().map(|v| v.version).unwrap_or(0);
             outln!("rotated '{name}': version {v} is active; the old version verifies and decrypts for {} s", grace.whole_seconds())?;
         }
         KeyCommand::Due { rotate, grace } => {
-            let now = time::OffsetDateTime::now_utc();
             if *rotate {
-                let actor = actor::authenticate(ks, args, "key due --rotate")?;
-                for name in ks.rotate_due(&actor, now, *grace)? {
+                for name in ks.caller("key due --rotate")?.rotate_due(*grace)? {
                     outln!("rotated {name}")?;
                 }
             } else {
-                let due = ks.due(now)?;
+                let due = ks.due()?;
                 if due.is_empty() {
                     outln!("no key is due for rotation")?;
                 }
@@ -45,32 +44,28 @@ pub fn key(ks: &Store, args: &ActorArgs, cmd: &KeyCommand) -> CliResult<()> {
             version,
             reason,
         } => {
-            let actor = actor::authenticate(ks, args, "key revoke")?;
-            ks.revoke(&actor, name, *version, reason)?;
+            ks.caller("key revoke")?.revoke(name, *version, reason)?;
             outln!("revoked '{name}' version {version}: compromised, material destroyed")?;
         }
         KeyCommand::Suspend { name, version } => {
-            let actor = actor::authenticate(ks, args, "key suspend")?;
-            ks.suspend(&actor, name, *version)?;
+            ks.caller("key suspend")?.suspend(name, *version)?;
             outln!("suspended '{name}' version {version}")?;
         }
         KeyCommand::Resume { name, version } => {
-            let actor = actor::authenticate(ks, args, "key resume")?;
-            ks.resume(&actor, name, *version)?;
+            ks.caller("key resume")?.resume(name, *version)?;
             outln!("resumed '{name}' version {version}")?;
         }
         KeyCommand::Versions { name } => print_versions(&ks.info(name)?)?,
         KeyCommand::Backup { name, kek, out } => {
-            let actor = actor::authenticate(ks, args, "key backup")?;
-            let blob = ks.backup(&actor, name, kek)?;
+            let blob = ks.caller("key backup")?.backup(name, kek)?;
             // Wrapped material only, but nobody else needs to read it.
             files::write_secret(out, &blob)?;
             outln!("wrote a wrapped backup of '{name}' to {}", out.display())?;
         }
         KeyCommand::Restore { input, kek, name } => {
-            let actor = actor::authenticate(ks, args, "key restore")?;
+            let caller = ks.caller("key restore")?;
             let blob = files::read_input(input, MAX_BACKUP, "backup file")?;
-            let info = ks.restore(&actor, &blob, kek, name.as_deref())?;
+            let info = caller.restore(&blob, kek, name.as_deref())?;
             outln!(
                 "restored '{}' with {} version(s)",
                 info.name,
@@ -116,9 +111,8 @@ fn print_versions(info: &KeyInfo) -> CliResult<()> {
 }
 
 /// `keyctl sweep`.
-pub fn sweep(ks: &Store, args: &ActorArgs) -> CliResult<()> {
-    let actor = actor::authenticate(ks, args, "sweep")?;
-    let swept = ks.sweep(&actor)?;
+pub fn sweep(ks: &Target) -> CliResult<()> {
+    let swept = ks.caller("sweep")?.sweep()?;
     if swept.is_empty() {
         outln!("nothing to sweep")?;
     }
@@ -129,11 +123,11 @@ pub fn sweep(ks: &Store, args: &ActorArgs) -> CliResult<()> {
 }
 
 /// `keyctl audit verify|export`.
-pub fn audit(ks: &Store, args: &ActorArgs, cmd: &AuditCommand) -> CliResult<()> {
-    let actor = actor::authenticate(ks, args, "audit")?;
+pub fn audit(ks: &Target, cmd: &AuditCommand) -> CliResult<()> {
+    let caller = ks.caller("audit")?;
     match cmd {
         AuditCommand::Verify => {
-            let report = ks.verify_audit(&actor)?;
+            let report = caller.verify_audit()?;
             if let Some((seq, why)) = &report.first_bad {
                 return Err(keystore_api::Error::integrity(format!(
                     "audit entry #{seq} is bad: {why}"
@@ -152,16 +146,12 @@ pub fn audit(ks: &Store, args: &ActorArgs, cmd: &AuditCommand) -> CliResult<()> 
                     report.entries
                 )?,
             }
-            for name in &report.keys_with_mac_and_derive {
-                outln!(
-                    "warning: key '{name}' holds both mac and derive usages, which new keys \
-                     cannot: {}; create separate mac and derive keys and retire it",
-                    Usages::MAC_AND_DERIVE_REASON
-                )?;
+            for warning in &report.key_warnings {
+                outln!("warning: {warning}")?;
             }
         }
         AuditCommand::Export { out } => {
-            let lines = json_lines(&ks.export_audit(&actor)?)?;
+            let lines = json_lines(&caller.export_audit()?)?;
             // An export: key names, fingerprints and actors, for its owner.
             files::write_secret(out, lines.as_bytes())?;
         }

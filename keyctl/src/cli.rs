@@ -6,7 +6,17 @@ use std::path::PathBuf;
 
 /// The exit-code table, shown by `keyctl --help`.
 pub const EXIT_CODES: &str = "\
-Unlocking (every command except `tour`):
+Through keystored (--connect unix:PATH, or KEYCTL_CONNECT):
+  key, sign, verify, pubkey, encrypt, decrypt, derive, sweep and audit run
+  through the daemon instead of opening a store here, with the same output,
+  files and exit codes. The daemon identifies you by your OS uid and its
+  policy gives your role and the keys you see: --store, the unlock options,
+  --as and role credentials are not read. Key use (sign, encrypt, decrypt,
+  derive) needs the application role there. init, role, decommission, tour,
+  ca, provision, renew, est and ocsp manage the store or its PKI: run them on
+  the daemon's host as the daemon's user; over --connect they exit 2.
+
+Unlocking (every command except `tour`, without --connect):
   --key-file PATH (or KEYCTL_KEY_FILE) names a 32-byte key file; it takes
   precedence. Otherwise the passphrase comes from --passphrase-file PATH,
   else from the environment variable named by --passphrase-env VAR (default
@@ -41,6 +51,7 @@ Errors are reported on stderr as one line: `keyctl: <Kind>: <message>`.";
 /// The store directory holds `metadata.sqlite` (names, versions, public keys)
 /// and `soft/` (the sealed key records). Private and secret keys never leave
 /// the store; `derive` and `decrypt` output secret data that you must protect.
+/// With --connect the key commands run through the keystored daemon instead.
 #[derive(Debug, Parser)]
 #[command(name = "keyctl", version, after_long_help = EXIT_CODES)]
 pub struct Cli {
@@ -53,6 +64,14 @@ pub struct Cli {
         value_name = "DIR"
     )]
     pub store: PathBuf,
+
+    /// Run the key commands (key, sign, verify, pubkey, encrypt, decrypt,
+    /// derive, sweep, audit) through keystored at this socket, e.g.
+    /// unix:/run/keystore/keystore.sock, instead of opening --store. The
+    /// daemon knows you by your uid (no --as, no credential, no unlock);
+    /// exit 13 when it cannot be reached.
+    #[arg(long, global = true, env = "KEYCTL_CONNECT", value_name = "unix:PATH")]
+    pub connect: Option<String>,
 
     #[command(flatten)]
     pub unlock: UnlockArgs,
@@ -111,6 +130,7 @@ pub struct ActorArgs {
     /// Act in this role: security-officer (so), operator or auditor.
     /// Lifecycle commands need it; the credential comes from
     /// --role-secret-file, else KEYCTL_ROLE_SECRET, else a terminal prompt.
+    /// Not used with --connect (the daemon's policy gives the role).
     #[arg(
         id = "acting_role",
         long = "as",

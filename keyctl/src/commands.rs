@@ -1,11 +1,10 @@
-//! The subcommands that work on an existing store.
+//! The subcommands that work on an existing store, opened here or reached
+//! through keystored ([`Target`]).
 
-use crate::cli::{
-    ActorArgs, CryptArgs, DeriveArgs, KeyCommand, PubkeyArgs, SigFormat, SignArgs, VerifyArgs,
-};
+use crate::cli::{CryptArgs, DeriveArgs, KeyCommand, PubkeyArgs, SigFormat, SignArgs, VerifyArgs};
 use crate::error::{CliError, CliResult};
 use crate::files;
-use crate::store::Store;
+use crate::target::Target;
 use keystore_api::rfc3339;
 use keystore_api::{limits, Algorithm, KeyInfo, KeySpec, SecretBytes, SignatureFormat, Usages};
 use std::path::Path;
@@ -24,7 +23,7 @@ pub fn check_destroy_confirmed(cmd: &KeyCommand) -> CliResult<()> {
     }
 }
 
-pub fn key(ks: &Store, actor: &ActorArgs, cmd: KeyCommand) -> CliResult<()> {
+pub fn key(ks: &Target, cmd: KeyCommand) -> CliResult<()> {
     match cmd {
         KeyCommand::Create {
             name,
@@ -40,8 +39,7 @@ pub fn key(ks: &Store, actor: &ActorArgs, cmd: KeyCommand) -> CliResult<()> {
             if let Some(p) = cryptoperiod {
                 spec = spec.with_cryptoperiod(p);
             }
-            let actor = crate::actor::authenticate(ks, actor, "key create")?;
-            let info = ks.create(&actor, &name, spec)?;
+            let info = ks.caller("key create")?.create(&name, spec)?;
             outln!("created {}", summary(&info))?;
         }
         KeyCommand::Import {
@@ -52,8 +50,7 @@ pub fn key(ks: &Store, actor: &ActorArgs, cmd: KeyCommand) -> CliResult<()> {
         } => {
             let spec = spec(alg, usages.as_deref())?;
             let secret = read_import_secret(&secret_file)?;
-            let actor = crate::actor::authenticate(ks, actor, "key import")?;
-            let info = ks.import(&actor, &name, spec, &secret)?;
+            let info = ks.caller("key import")?.import(&name, spec, &secret)?;
             outln!("imported {}", summary(&info))?;
         }
         KeyCommand::List => print_list(&ks.list()?)?,
@@ -62,11 +59,10 @@ pub fn key(ks: &Store, actor: &ActorArgs, cmd: KeyCommand) -> CliResult<()> {
             if !yes {
                 return check_destroy_confirmed(&KeyCommand::Destroy { name, yes });
             }
-            let actor = crate::actor::authenticate(ks, actor, "key destroy")?;
-            ks.destroy(&actor, &name)?;
+            ks.caller("key destroy")?.destroy(&name)?;
             outln!("destroyed key '{name}' (every version; the name stays reserved)")?;
         }
-        lifecycle => crate::admin::key(ks, actor, &lifecycle)?,
+        lifecycle => crate::admin::key(ks, &lifecycle)?,
     }
     Ok(())
 }
@@ -201,7 +197,7 @@ fn print_show(k: &KeyInfo) -> CliResult<()> {
     Ok(())
 }
 
-pub fn sign(ks: &Store, a: SignArgs) -> CliResult<()> {
+pub fn sign(ks: &Target, a: SignArgs) -> CliResult<()> {
     let msg = files::read_input(&a.input, limits::MAX_DATA_LEN, "message")?;
     let format = match a.format {
         SigFormat::Der => SignatureFormat::Der,
@@ -218,7 +214,7 @@ pub fn sign(ks: &Store, a: SignArgs) -> CliResult<()> {
     Ok(())
 }
 
-pub fn verify(ks: &Store, a: VerifyArgs) -> CliResult<()> {
+pub fn verify(ks: &Target, a: VerifyArgs) -> CliResult<()> {
     let msg = files::read_input(&a.input, limits::MAX_DATA_LEN, "message")?;
     let sig = files::read_input(&a.sig, 1024, "signature")?;
     let version = ks.verify(&a.name, &msg, &sig, a.version)?;
@@ -226,7 +222,7 @@ pub fn verify(ks: &Store, a: VerifyArgs) -> CliResult<()> {
     Ok(())
 }
 
-pub fn pubkey(ks: &Store, a: PubkeyArgs) -> CliResult<()> {
+pub fn pubkey(ks: &Target, a: PubkeyArgs) -> CliResult<()> {
     let pk = ks.public_key(&a.name)?;
     match &a.out {
         Some(path) => {
@@ -243,7 +239,7 @@ pub fn pubkey(ks: &Store, a: PubkeyArgs) -> CliResult<()> {
     Ok(())
 }
 
-pub fn encrypt(ks: &Store, a: CryptArgs) -> CliResult<()> {
+pub fn encrypt(ks: &Target, a: CryptArgs) -> CliResult<()> {
     let plaintext = Zeroizing::new(files::read_input(
         &a.input,
         limits::MAX_DATA_LEN,
@@ -253,7 +249,7 @@ pub fn encrypt(ks: &Store, a: CryptArgs) -> CliResult<()> {
     files::write_public(&a.out, &envelope)
 }
 
-pub fn decrypt(ks: &Store, a: CryptArgs) -> CliResult<()> {
+pub fn decrypt(ks: &Target, a: CryptArgs) -> CliResult<()> {
     let envelope = files::read_input(
         &a.input,
         limits::MAX_DATA_LEN + keystore_api::envelope::MIN_LEN,
@@ -263,7 +259,7 @@ pub fn decrypt(ks: &Store, a: CryptArgs) -> CliResult<()> {
     files::write_secret(&a.out, plaintext.expose())
 }
 
-pub fn derive(ks: &Store, a: DeriveArgs) -> CliResult<()> {
+pub fn derive(ks: &Target, a: DeriveArgs) -> CliResult<()> {
     let salt = hex::decode(a.salt_hex.trim())
         .map_err(|e| CliError::invalid(format!("--salt-hex is not valid hex: {e}")))?;
     let okm = ks.derive_hkdf_sha256(&a.name, &salt, a.info.as_bytes(), a.len)?;

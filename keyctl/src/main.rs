@@ -1,5 +1,6 @@
 //! `keyctl`: the keystore's operator CLI. See `keyctl --help` for the
-//! commands, the unlock sources and the exit-code table ([`cli::EXIT_CODES`]).
+//! commands, `--connect` (through keystored, [`target`]), the unlock sources
+//! and the exit-code table ([`cli::EXIT_CODES`]).
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ mod error;
 mod files;
 mod provision;
 mod store;
+mod target;
 mod tour;
 #[cfg(feature = "tpm")]
 mod tpm;
@@ -22,7 +24,10 @@ mod unlock;
 use clap::Parser;
 use cli::{Cli, Command};
 use error::CliResult;
+use std::path::Path;
 use std::process::ExitCode;
+use store::Store;
+use target::Target;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,17 +45,26 @@ fn run(cli: Cli) -> CliResult<()> {
         store: root,
         unlock,
         actor,
+        connect,
         command,
     } = cli;
+    if let (Some(_), Some(what)) = (&connect, target::host_only(&command)) {
+        return Err(target::host_only_error(what));
+    }
+    // The daemon with --connect; else the store, opened by `open`.
+    let target = |open: fn(&Path, &cli::UnlockArgs) -> CliResult<Store>| match &connect {
+        Some(address) => Target::connect(address),
+        None => Ok(Target::local(open(&root, &unlock)?, &actor)),
+    };
     match command {
         Command::Tour => tour::run(),
         Command::Init(args) => store::init(&root, &unlock, &args),
         Command::Key(cmd) => {
             commands::check_destroy_confirmed(&cmd)?;
-            commands::key(&store::open(&root, &unlock)?, &actor, cmd)
+            commands::key(&target(store::open)?, cmd)
         }
-        Command::Sweep => admin::sweep(&store::open(&root, &unlock)?, &actor),
-        Command::Audit(cmd) => admin::audit(&store::open(&root, &unlock)?, &actor, &cmd),
+        Command::Sweep => admin::sweep(&target(store::open)?),
+        Command::Audit(cmd) => admin::audit(&target(store::open)?, &cmd),
         Command::Role(cmd) => admin::role(&store::open(&root, &unlock)?, &actor, &cmd),
         Command::Decommission { audit_out, yes } => {
             if !yes {
@@ -60,12 +74,12 @@ fn run(cli: Cli) -> CliResult<()> {
             }
             admin::decommission(&store::open(&root, &unlock)?, &actor, &audit_out)
         }
-        Command::Sign(a) => commands::sign(&store::open_for_use(&root, &unlock)?, a),
-        Command::Verify(a) => commands::verify(&store::open_for_use(&root, &unlock)?, a),
-        Command::Pubkey(a) => commands::pubkey(&store::open_for_use(&root, &unlock)?, a),
-        Command::Encrypt(a) => commands::encrypt(&store::open_for_use(&root, &unlock)?, a),
-        Command::Decrypt(a) => commands::decrypt(&store::open_for_use(&root, &unlock)?, a),
-        Command::Derive(a) => commands::derive(&store::open_for_use(&root, &unlock)?, a),
+        Command::Sign(a) => commands::sign(&target(store::open_for_use)?, a),
+        Command::Verify(a) => commands::verify(&target(store::open_for_use)?, a),
+        Command::Pubkey(a) => commands::pubkey(&target(store::open_for_use)?, a),
+        Command::Encrypt(a) => commands::encrypt(&target(store::open_for_use)?, a),
+        Command::Decrypt(a) => commands::decrypt(&target(store::open_for_use)?, a),
+        Command::Derive(a) => commands::derive(&target(store::open_for_use)?, a),
         Command::Ca(cmd) => provision::ca(&root, &unlock, &actor, cmd),
         Command::Provision(a) => provision::provision(&root, &unlock, &actor, a),
         Command::Renew(a) => provision::renew(&root, &unlock, &actor, a),

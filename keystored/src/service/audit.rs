@@ -32,6 +32,13 @@ impl pb::audit_server::Audit for Audit {
             first_bad_reason,
             macs_checked: report.macs_checked(),
             warnings: report.warnings(),
+            decommissioned_at: match &report.checked {
+                keystore_api::AuditCoverage::ChainOnly { decommissioned_at } => {
+                    decommissioned_at.clone()
+                }
+                _ => String::new(),
+            },
+            keys_with_mac_and_derive: report.keys_with_mac_and_derive.clone(),
         }))
     }
 
