@@ -19,6 +19,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod config;
+mod connection;
 mod notify;
 mod open;
 mod peer;

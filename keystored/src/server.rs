@@ -4,6 +4,7 @@
 //! the socket.
 
 use crate::config::Config;
+use crate::connection::Incoming;
 use crate::open::Store;
 use crate::policy::{self, Policy};
 use crate::service::{audit::Audit, key_use::KeyUse, lifecycle::Lifecycle, Shared};
@@ -12,15 +13,10 @@ use keystore_rpc::pb;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::transport::server::{Connected, UdsConnectInfo};
 
 /// How long calls in flight may run on after SIGTERM before the daemon exits anyway.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -133,7 +129,7 @@ impl Daemon {
             );
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let incoming = Incoming::new(listener, limits.max_connections);
+        let incoming = Incoming::new(listener, limits.max_connections, limits.request_timeout());
         let mut serving = tokio::spawn(server.serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         }));
@@ -212,117 +208,4 @@ fn bind(config: &Config) -> Result<UnixListener> {
         std::os::unix::fs::chown(path, None, Some(gid)).map_err(|e| sys("set the group of", e))?;
     }
     Ok(listener)
-}
-
-/// Accepted connections, at most `max` open at once: past that the daemon
-/// stops accepting until one closes (new callers wait in the backlog).
-struct Incoming {
-    listener: UnixListener,
-    slots: Arc<Semaphore>,
-    pending: Option<Pin<Box<dyn std::future::Future<Output = OwnedSemaphorePermit> + Send>>>,
-}
-
-impl Incoming {
-    fn new(listener: UnixListener, max: usize) -> Self {
-        Incoming {
-            listener,
-            slots: Arc::new(Semaphore::new(max)),
-            pending: None,
-        }
-    }
-}
-
-impl tokio_stream::Stream for Incoming {
-    type Item = io::Result<Connection>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        loop {
-            let slots = this.slots.clone();
-            let fut = this.pending.get_or_insert_with(|| {
-                Box::pin(async move { slots.acquire_owned().await.expect("never closed") })
-            });
-            let permit = match fut.as_mut().poll(cx) {
-                Poll::Ready(p) => p,
-                Poll::Pending => return Poll::Pending,
-            };
-            match this.listener.poll_accept(cx) {
-                Poll::Ready(Ok((stream, _))) => {
-                    this.pending = None;
-                    return Poll::Ready(Some(Ok(Connection {
-                        stream,
-                        _slot: permit,
-                    })));
-                }
-                Poll::Ready(Err(e)) => {
-                    // Out of descriptors, or a connection reset before
-                    // accept: report it, wait a little, keep serving.
-                    eprintln!("keystored: accept failed: {e}");
-                    this.pending = Some(Box::pin(async move {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        permit
-                    }));
-                }
-                Poll::Pending => {
-                    // Keep the slot until a connection arrives.
-                    this.pending = Some(Box::pin(std::future::ready(permit)));
-                    return Poll::Pending;
-                }
-            }
-        }
-    }
-}
-
-/// An accepted connection holding one of the slots.
-struct Connection {
-    stream: UnixStream,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl Connected for Connection {
-    type ConnectInfo = UdsConnectInfo;
-
-    fn connect_info(&self) -> UdsConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-impl AsyncRead for Connection {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Connection {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
 }
