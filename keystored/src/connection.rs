@@ -9,6 +9,7 @@
 //!   stall for at most the call timeout; then the connection is closed,
 //!   which frees its buffers and its slot.
 
+use crate::peer::Peer;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -19,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Sleep;
-use tonic::transport::server::{Connected, UdsConnectInfo};
+use tonic::transport::server::Connected;
 
 /// The HTTP/2 client connection preface (RFC 9113, 3.4), in bytes.
 const PREFACE_LEN: usize = 24;
@@ -88,6 +89,7 @@ impl tokio_stream::Stream for Incoming {
 /// An accepted connection holding one of the slots.
 pub(crate) struct Connection {
     stream: UnixStream,
+    peer: Peer,
     _slot: OwnedSemaphorePermit,
     limit: Duration,
     /// Bytes of the preface still to come, and the deadline for them.
@@ -100,6 +102,7 @@ pub(crate) struct Connection {
 impl Connection {
     fn new(stream: UnixStream, slot: OwnedSemaphorePermit, limit: Duration) -> Self {
         Connection {
+            peer: Peer::of_stream(&stream),
             stream,
             _slot: slot,
             limit,
@@ -138,10 +141,10 @@ impl Connection {
 }
 
 impl Connected for Connection {
-    type ConnectInfo = UdsConnectInfo;
+    type ConnectInfo = Peer;
 
-    fn connect_info(&self) -> UdsConnectInfo {
-        self.stream.connect_info()
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
     }
 }
 

@@ -1,8 +1,9 @@
 //! Who is calling: the peer credentials of the Unix socket (`SO_PEERCRED`,
 //! taken by the kernel when the caller connected: uid, effective gid, pid)
-//! and the executable of that pid.
+//! and the executable of that pid, both read once per connection, when it
+//! is accepted.
 
-use tonic::transport::server::UdsConnectInfo;
+use std::sync::Arc;
 
 /// A connected caller's OS identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,19 +18,35 @@ pub struct Caller {
     pub exe: Option<String>,
 }
 
+/// The caller of a connection, as the request extensions carry it.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer(pub(crate) Option<Arc<(Caller, String)>>);
+
+impl Peer {
+    /// The caller connected on `stream`: its credentials and executable,
+    /// and its audit actor id. `None` when the kernel reported none.
+    pub(crate) fn of_stream(stream: &tokio::net::UnixStream) -> Peer {
+        Peer(stream.peer_cred().ok().map(|cred| {
+            let pid = cred.pid();
+            let exe = pid.and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok());
+            let caller = Caller {
+                uid: cred.uid(),
+                gid: cred.gid(),
+                pid,
+                exe: exe.map(|e| e.to_string_lossy().into_owned()),
+            };
+            let id = caller.actor_id();
+            Arc::new((caller, id))
+        }))
+    }
+}
+
 impl Caller {
-    /// The caller of a request, from the connection's peer credentials.
-    /// `None` when the transport carried none (never on a Unix socket).
-    pub fn of<T>(request: &tonic::Request<T>) -> Option<Caller> {
-        let cred = request.extensions().get::<UdsConnectInfo>()?.peer_cred?;
-        let pid = cred.pid();
-        let exe = pid.and_then(|p| std::fs::read_link(format!("/proc/{p}/exe")).ok());
-        Some(Caller {
-            uid: cred.uid(),
-            gid: cred.gid(),
-            pid,
-            exe: exe.map(|e| e.to_string_lossy().into_owned()),
-        })
+    /// The caller of a request and its actor id, from its connection.
+    /// `None` when the transport carried no credentials (never on a Unix
+    /// socket).
+    pub(crate) fn of<T>(request: &tonic::Request<T>) -> Option<Arc<(Caller, String)>> {
+        request.extensions().get::<Peer>()?.0.clone()
     }
 
     /// The caller as an audit actor id: `uid=U,pid=P,exe=PATH`, at most 64

@@ -3,7 +3,7 @@
 //! SIGINT stop accepting, let calls in flight finish (bounded), and remove
 //! the socket.
 
-use crate::config::Config;
+use crate::config::{BackendKind, Config};
 use crate::connection::Incoming;
 use crate::open::Store;
 use crate::policy::{self, Policy};
@@ -45,10 +45,18 @@ impl Daemon {
             &config.store,
             Duration::from_secs(config.limits.lock_timeout_seconds),
         )?;
+        // Soft key operations are computation in this process: they run on
+        // the async workers; a token or a TPM is waited for on the blocking
+        // pool (docs/keystored.md).
+        let inline_use = matches!(
+            config.store.backend,
+            BackendKind::Soft | BackendKind::SoftTpmSealed
+        );
         let shared = Arc::new(Shared::new(
             Arc::new(store),
             policy,
             config.limits.audited_refusals_per_minute,
+            inline_use,
         ));
         let listener = bind(&config)?;
         Ok(Daemon {
@@ -108,7 +116,6 @@ impl Daemon {
         let max = limits.max_message_bytes;
         let server = tonic::transport::Server::builder()
             .timeout(limits.request_timeout())
-            .concurrency_limit_per_connection(limits.max_streams_per_connection as usize)
             .max_concurrent_streams(limits.max_streams_per_connection)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -37,7 +37,10 @@ impl pb::key_use_server::KeyUse for KeyUse {
         let r = request.into_inner();
         let store = self.0.store.clone();
         let format = convert::format_of(r.format());
-        let sig = blocking(move || store.sign(&r.name, &r.message, format)).await?;
+        let sig = self
+            .0
+            .key_use(move || store.sign(&r.name, &r.message, format))
+            .await?;
         Ok(Response::new(pb::SignResponse {
             version: sig.version,
             format: convert::format(sig.format) as i32,
@@ -49,8 +52,10 @@ impl pb::key_use_server::KeyUse for KeyUse {
         self.admit_read(&request, "verify", &request.get_ref().name)?;
         let r = request.into_inner();
         let store = self.0.store.clone();
-        let version =
-            blocking(move || store.verify(&r.name, &r.message, &r.signature, r.version)).await?;
+        let version = self
+            .0
+            .key_use(move || store.verify(&r.name, &r.message, &r.signature, r.version))
+            .await?;
         Ok(Response::new(pb::VerifyResponse { version }))
     }
 
@@ -58,7 +63,7 @@ impl pb::key_use_server::KeyUse for KeyUse {
         self.admit_use(&request, "mac", &request.get_ref().name)?;
         let r = request.into_inner();
         let store = self.0.store.clone();
-        let tag = blocking(move || store.mac(&r.name, &r.data)).await?;
+        let tag = self.0.key_use(move || store.mac(&r.name, &r.data)).await?;
         Ok(Response::new(pb::MacResponse { tag: tag.to_vec() }))
     }
 
@@ -69,7 +74,9 @@ impl pb::key_use_server::KeyUse for KeyUse {
         self.admit_use(&request, "verify-mac", &request.get_ref().name)?;
         let r = request.into_inner();
         let store = self.0.store.clone();
-        blocking(move || store.verify_mac(&r.name, &r.data, &r.tag)).await?;
+        self.0
+            .key_use(move || store.verify_mac(&r.name, &r.data, &r.tag))
+            .await?;
         Ok(Response::new(pb::VerifyMacResponse {}))
     }
 
@@ -77,10 +84,10 @@ impl pb::key_use_server::KeyUse for KeyUse {
         self.admit_use(&request, "derive", &request.get_ref().name)?;
         let r = request.into_inner();
         let store = self.0.store.clone();
-        let okm = blocking(move || {
-            store.derive_hkdf_sha256(&r.name, &r.salt, &r.info, r.length as usize)
-        })
-        .await?;
+        let okm = self
+            .0
+            .key_use(move || store.derive_hkdf_sha256(&r.name, &r.salt, &r.info, r.length as usize))
+            .await?;
         Ok(Response::new(pb::DeriveResponse {
             okm: okm.expose().to_vec(),
         }))
@@ -92,7 +99,10 @@ impl pb::key_use_server::KeyUse for KeyUse {
         // Zeroized when the call ends.
         let plaintext = SecretBytes::new(std::mem::take(&mut r.plaintext));
         let store = self.0.store.clone();
-        let envelope = blocking(move || store.encrypt(&r.name, plaintext.expose(), &r.aad)).await?;
+        let envelope = self
+            .0
+            .key_use(move || store.encrypt(&r.name, plaintext.expose(), &r.aad))
+            .await?;
         Ok(Response::new(pb::EncryptResponse { envelope }))
     }
 
@@ -100,7 +110,10 @@ impl pb::key_use_server::KeyUse for KeyUse {
         self.admit_use(&request, "decrypt", &request.get_ref().name)?;
         let r = request.into_inner();
         let store = self.0.store.clone();
-        let plaintext = blocking(move || store.decrypt(&r.name, &r.envelope, &r.aad)).await?;
+        let plaintext = self
+            .0
+            .key_use(move || store.decrypt(&r.name, &r.envelope, &r.aad))
+            .await?;
         Ok(Response::new(pb::DecryptResponse {
             plaintext: plaintext.expose().to_vec(),
         }))
@@ -113,7 +126,7 @@ impl pb::key_use_server::KeyUse for KeyUse {
         self.admit_read(&request, "public-key", &request.get_ref().name)?;
         let name = request.into_inner().name;
         let store = self.0.store.clone();
-        let pk = blocking(move || store.public_key(&name)).await?;
+        let pk = self.0.key_use(move || store.public_key(&name)).await?;
         Ok(Response::new(pb::PublicKeyResponse {
             algorithm: pk.algorithm().to_string(),
             spki_der: pk.spki_der().to_vec(),

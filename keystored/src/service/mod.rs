@@ -25,6 +25,9 @@ pub(crate) mod lifecycle;
 /// What every service shares.
 pub(crate) struct Shared {
     pub(crate) store: Arc<Store>,
+    /// Key use runs on the async workers (a backend whose key operations
+    /// are in-process computation); otherwise on the blocking pool.
+    inline_use: bool,
     pub(crate) policy: RwLock<Arc<Policy>>,
     refusals: Mutex<RefusalLimiter>,
 }
@@ -48,9 +51,15 @@ impl Authorized {
 }
 
 impl Shared {
-    pub(crate) fn new(store: Arc<Store>, policy: Policy, refusals_per_minute: u32) -> Shared {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        policy: Policy,
+        refusals_per_minute: u32,
+        inline_use: bool,
+    ) -> Shared {
         Shared {
             store,
+            inline_use,
             policy: RwLock::new(Arc::new(policy)),
             refusals: Mutex::new(RefusalLimiter::new(refusals_per_minute)),
         }
@@ -71,19 +80,20 @@ impl Shared {
     /// The caller of `request` and its grant. A caller that the policy does
     /// not know is refused (`PERMISSION_DENIED`) and the refusal audited.
     pub(crate) fn authorize<T>(&self, request: &Request<T>, what: &str) -> Result<Authorized> {
-        let Some(caller) = Caller::of(request) else {
+        let Some(peer) = Caller::of(request) else {
             return Err(Error::auth(
                 "the connection carries no peer credentials; keystored serves Unix sockets only",
             ));
         };
+        let (caller, actor_id) = &*peer;
         let Some(grant) = self.policy().grant(caller.uid, caller.gid) else {
-            self.refused(&caller, None, what, None);
+            self.record(caller.uid, actor_id, None, what, None);
             return Err(Error::policy(format!(
                 "uid {} (gid {}) is not in keystored's policy; {what} refused",
                 caller.uid, caller.gid
             )));
         };
-        let actor = Actor::new(&caller.actor_id(), grant.role())?;
+        let actor = Actor::new(actor_id, grant.role())?;
         Ok(Authorized {
             uid: caller.uid,
             actor,
@@ -108,10 +118,6 @@ impl Shared {
             who.grant.role()
         ))
         .with_key(key))
-    }
-
-    fn refused(&self, caller: &Caller, role: Option<Role>, what: &str, key: Option<&str>) {
-        self.record(caller.uid, &caller.actor_id(), role, what, key);
     }
 
     /// Audits a refusal, at most the configured number per uid and minute;
@@ -172,6 +178,22 @@ impl RefusalLimiter {
         }
         *count += 1;
         Some(std::mem::take(suppressed))
+    }
+}
+
+impl Shared {
+    /// Runs a key use: on this worker when key operations are in-process
+    /// computation (no device to wait for), otherwise as [`blocking`].
+    pub(crate) async fn key_use<T, F>(&self, f: F) -> std::result::Result<T, Status>
+    where
+        F: FnOnce() -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.inline_use {
+            f().map_err(|e| status_of(&e))
+        } else {
+            blocking(f).await
+        }
     }
 }
 
