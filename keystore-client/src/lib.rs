@@ -22,10 +22,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod direct;
+
 use keystore_api::{
     AuditEntry, Error, KeyInfo, KeySpec, PublicKey, Result, RotationDue, SecretBytes, Signature,
     SignatureFormat,
 };
+use keystore_rpc::direct::Method;
 use keystore_rpc::pb::audit_client::AuditClient;
 use keystore_rpc::pb::key_use_client::KeyUseClient;
 use keystore_rpc::pb::lifecycle_client::LifecycleClient;
@@ -43,6 +46,7 @@ pub use keystore_rpc::pb::AuditReport;
 /// at a time: give each busy thread its own client).
 pub struct Client {
     runtime: tokio::runtime::Runtime,
+    direct: direct::DirectLink,
     channel: Channel,
     max_message: usize,
     socket: PathBuf,
@@ -70,7 +74,7 @@ pub fn socket_path(address: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(path))
 }
 
-fn unavailable(socket: &Path, e: impl std::fmt::Display) -> Error {
+pub(crate) fn unavailable(socket: &Path, e: impl std::fmt::Display) -> Error {
     Error::unavailable(format!(
         "cannot reach keystored at {}: {e}",
         socket.display()
@@ -110,6 +114,7 @@ impl Client {
             })
             .map_err(|e| unavailable(&socket, source_text(&e)))?;
         Ok(Client {
+            direct: direct::DirectLink::new(socket.clone(), keystore_rpc::DEFAULT_MAX_MESSAGE_LEN),
             runtime,
             channel,
             max_message: keystore_rpc::DEFAULT_MAX_MESSAGE_LEN,
@@ -171,6 +176,22 @@ impl Client {
         }
     }
 
+    /// A key use over the direct framing, made again once if the connection
+    /// broke under it (the daemon restarted): a use changes no state, so
+    /// repeating it is safe, and the second attempt dials again.
+    fn use_direct<Q: prost::Message, R: prost::Message + Default>(
+        &self,
+        method: Method,
+        request: &Q,
+    ) -> Result<R> {
+        match self.direct.call(method, request) {
+            Err(e) if e.kind() == keystore_api::ErrorKind::Unavailable => {
+                self.direct.call(method, request)
+            }
+            r => r,
+        }
+    }
+
     fn key_use(&self, c: Channel) -> KeyUseClient<Channel> {
         KeyUseClient::new(c)
             .max_decoding_message_size(self.max_message)
@@ -191,7 +212,7 @@ impl Client {
             message: message.to_vec(),
             format: convert::format(format) as i32,
         };
-        let r = self.use_call(req, |mut c, req| async move { c.sign(req).await })?;
+        let r: pb::SignResponse = self.use_direct(Method::Sign, &req)?;
         Ok(Signature {
             version: r.version,
             format: convert::format_of(r.format()),
@@ -215,7 +236,7 @@ impl Client {
             version,
         };
         Ok(self
-            .use_call(req, |mut c, req| async move { c.verify(req).await })?
+            .use_direct::<_, pb::VerifyResponse>(Method::Verify, &req)?
             .version)
     }
 
@@ -226,7 +247,7 @@ impl Client {
             data: data.to_vec(),
         };
         let tag = self
-            .use_call(req, |mut c, req| async move { c.mac(req).await })?
+            .use_direct::<_, pb::MacResponse>(Method::Mac, &req)?
             .tag;
         tag.try_into()
             .map_err(|_| Error::integrity("keystored returned a MAC that is not 32 bytes"))
@@ -239,7 +260,7 @@ impl Client {
             data: data.to_vec(),
             tag: tag.to_vec(),
         };
-        self.use_call(req, |mut c, req| async move { c.verify_mac(req).await })
+        self.use_direct::<_, pb::VerifyMacResponse>(Method::VerifyMac, &req)
             .map(|_| ())
     }
 
@@ -258,7 +279,7 @@ impl Client {
             info: info.to_vec(),
             length: u32::try_from(len).map_err(|_| Error::invalid_input("length is too large"))?,
         };
-        let mut r = self.use_call(req, |mut c, req| async move { c.derive(req).await })?;
+        let mut r: pb::DeriveResponse = self.use_direct(Method::Derive, &req)?;
         let okm = SecretBytes::from_slice(&r.okm);
         r.okm.zeroize();
         Ok(okm)
@@ -271,7 +292,7 @@ impl Client {
             plaintext: plaintext.to_vec(),
             aad: aad.to_vec(),
         };
-        let r = self.use_call(req, |mut c, req| async move { c.encrypt(req).await });
+        let r: Result<pb::EncryptResponse> = self.use_direct(Method::Encrypt, &req);
         Ok(r?.envelope)
     }
 
@@ -283,7 +304,7 @@ impl Client {
             envelope: envelope.to_vec(),
             aad: aad.to_vec(),
         };
-        let mut r = self.use_call(req, |mut c, req| async move { c.decrypt(req).await })?;
+        let mut r: pb::DecryptResponse = self.use_direct(Method::Decrypt, &req)?;
         let plaintext = SecretBytes::from_slice(&r.plaintext);
         r.plaintext.zeroize();
         Ok(plaintext)
@@ -292,7 +313,7 @@ impl Client {
     /// The public key of the active version ([`Keystore::public_key`](keystore_api::Keystore::public_key)).
     pub fn public_key(&self, name: &str) -> Result<PublicKey> {
         let req = pb::PublicKeyRequest { name: name.into() };
-        let r = self.use_call(req, |mut c, req| async move { c.public_key(req).await })?;
+        let r: pb::PublicKeyResponse = self.use_direct(Method::PublicKey, &req)?;
         PublicKey::from_spki_der(r.algorithm.parse()?, r.spki_der)
     }
 

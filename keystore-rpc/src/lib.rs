@@ -10,11 +10,13 @@
 //!   has one gRPC status code, and the kind, component, key and version
 //!   travel in trailers, so a client rebuilds the error the daemon had.
 //! - [`convert`]: key facts, audit entries, times and durations.
+//! - [`direct`]: the key-use calls framed without HTTP/2, on the same socket.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod convert;
+pub mod direct;
 mod redact;
 mod status;
 

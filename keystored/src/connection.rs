@@ -3,87 +3,118 @@
 //! in the listen backlog), and two deadlines so that a peer cannot hold a
 //! slot or the memory of a response by doing nothing:
 //!
-//! - the HTTP/2 client preface must arrive within the call timeout of the
-//!   accept;
+//! - the opening bytes (the HTTP/2 client preface, or the direct framing's
+//!   magic) must arrive within the call timeout of the accept;
 //! - a write the peer does not drain (it stopped reading the socket) may
 //!   stall for at most the call timeout; then the connection is closed,
 //!   which frees its buffers and its slot.
 
 use crate::peer::Peer;
+use keystore_rpc::direct::MAGIC;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tokio::time::Sleep;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 /// The HTTP/2 client connection preface (RFC 9113, 3.4), in bytes.
 const PREFACE_LEN: usize = 24;
 
-type Slot = Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>;
-
-/// The stream of accepted connections served by tonic.
-pub(crate) struct Incoming {
-    listener: UnixListener,
+/// The accepting side of the socket: a task that accepts, tells a direct
+/// connection from an HTTP/2 one by its first bytes, serves the direct ones
+/// itself ([`crate::direct`]) and hands the others to tonic.
+pub(crate) struct Acceptor {
+    task: tokio::task::JoinHandle<()>,
     slots: Arc<Semaphore>,
-    pending: Option<Slot>,
-    limit: Duration,
+    max: u32,
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
-impl Incoming {
-    /// Accepts on `listener`, at most `max` connections open at once, each
-    /// with the deadlines of `limit`.
-    pub(crate) fn new(listener: UnixListener, max: usize, limit: Duration) -> Self {
-        Incoming {
-            listener,
-            slots: Arc::new(Semaphore::new(max)),
-            pending: None,
-            limit,
-        }
-    }
-}
-
-impl tokio_stream::Stream for Incoming {
-    type Item = io::Result<Connection>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        loop {
-            let slots = this.slots.clone();
-            let fut = this.pending.get_or_insert_with(|| {
-                Box::pin(async move { slots.acquire_owned().await.expect("never closed") })
-            });
-            let permit = match fut.as_mut().poll(cx) {
-                Poll::Ready(p) => p,
-                Poll::Pending => return Poll::Pending,
-            };
-            match this.listener.poll_accept(cx) {
-                Poll::Ready(Ok((stream, _))) => {
-                    this.pending = None;
-                    return Poll::Ready(Some(Ok(Connection::new(stream, permit, this.limit))));
-                }
-                Poll::Ready(Err(e)) => {
-                    // Out of descriptors, or a connection reset before
-                    // accept: report it, wait a little, keep serving.
-                    eprintln!("keystored: accept failed: {e}");
-                    this.pending = Some(Box::pin(async move {
+impl Acceptor {
+    /// Starts accepting on `listener`: at most `max` connections open at
+    /// once, each with the deadlines of `limit`. Returns the acceptor and
+    /// the stream of HTTP/2 connections for tonic.
+    pub(crate) fn start(
+        listener: UnixListener,
+        max: usize,
+        limit: Duration,
+        direct: crate::direct::Direct,
+    ) -> (Acceptor, ReceiverStream<io::Result<Connection>>) {
+        let max = u32::try_from(max).unwrap_or(u32::MAX);
+        let slots = Arc::new(Semaphore::new(max as usize));
+        let (grpc_tx, grpc_rx) = tokio::sync::mpsc::channel(64);
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let accepting = slots.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok(slot) = accepting.clone().acquire_owned().await else {
+                    return;
+                };
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors, or a connection reset before
+                        // accept: report it, wait a little, keep serving.
+                        eprintln!("keystored: accept failed: {e}");
                         tokio::time::sleep(Duration::from_millis(100)).await;
-                        permit
-                    }));
-                }
-                Poll::Pending => {
-                    // Keep the slot until a connection arrives.
-                    this.pending = Some(Box::pin(std::future::ready(permit)));
-                    return Poll::Pending;
-                }
+                        continue;
+                    }
+                };
+                let (grpc_tx, direct, stop_rx) = (grpc_tx.clone(), direct.clone(), stop_rx.clone());
+                tokio::spawn(async move {
+                    let deadline = Instant::now() + limit;
+                    let mut conn = Connection::new(stream, slot, limit, deadline);
+                    match conn.opening().await {
+                        Opening::Direct => direct.serve(conn, stop_rx).await,
+                        Opening::Http2 => {
+                            let _ = grpc_tx.send(Ok(conn)).await;
+                        }
+                        Opening::Closed => {}
+                    }
+                });
             }
-        }
+        });
+        let acceptor = Acceptor {
+            task,
+            slots,
+            max,
+            stop,
+        };
+        (acceptor, ReceiverStream::new(grpc_rx))
     }
+
+    /// Stops accepting, and tells direct connections to close once their
+    /// call in flight is answered.
+    pub(crate) fn stop(&self) {
+        self.task.abort();
+        let _ = self.stop.send(true);
+    }
+
+    /// Waits, at most `within`, until every connection has closed.
+    pub(crate) async fn drained(&self, within: Duration) -> bool {
+        tokio::time::timeout(within, self.slots.acquire_many(self.max))
+            .await
+            .is_ok()
+    }
+}
+
+/// How a connection opened.
+enum Opening {
+    /// With [`keystore_rpc::direct::MAGIC`].
+    Direct,
+    /// With anything else: HTTP/2 (or garbage, which tonic refuses).
+    Http2,
+    /// Closed, or silent past the deadline.
+    Closed,
 }
 
 /// An accepted connection holding one of the slots.
@@ -92,6 +123,8 @@ pub(crate) struct Connection {
     peer: Peer,
     _slot: OwnedSemaphorePermit,
     limit: Duration,
+    /// The opening bytes read to tell the protocol, served again first.
+    replay: Vec<u8>,
     /// Bytes of the preface still to come, and the deadline for them.
     preface_left: usize,
     preface_deadline: Option<Pin<Box<Sleep>>>,
@@ -100,16 +133,52 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    fn new(stream: UnixStream, slot: OwnedSemaphorePermit, limit: Duration) -> Self {
+    fn new(
+        stream: UnixStream,
+        slot: OwnedSemaphorePermit,
+        limit: Duration,
+        deadline: Instant,
+    ) -> Self {
         Connection {
             peer: Peer::of_stream(&stream),
             stream,
             _slot: slot,
             limit,
+            replay: Vec::new(),
             preface_left: PREFACE_LEN,
-            preface_deadline: Some(Box::pin(tokio::time::sleep(limit))),
+            preface_deadline: Some(Box::pin(tokio::time::sleep_until(deadline))),
             write_deadline: None,
         }
+    }
+
+    /// The caller on the other end.
+    pub(crate) fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    /// Reads the opening bytes (within the preface deadline) and tells the
+    /// protocol; an HTTP/2 connection gets them served again.
+    async fn opening(&mut self) -> Opening {
+        let mut first = [0u8; MAGIC.len()];
+        let mut got = 0;
+        while got < first.len() {
+            match self.read(&mut first[got..]).await {
+                Ok(0) | Err(_) => return Opening::Closed,
+                Ok(n) => got += n,
+            }
+            if first[..got] != MAGIC[..got] {
+                break;
+            }
+        }
+        if got == MAGIC.len() && first == *MAGIC {
+            self.preface_left = 0;
+            self.preface_deadline = None;
+            return Opening::Direct;
+        }
+        self.replay = first[..got].to_vec();
+        // The bytes replayed count once, when tonic reads them.
+        self.preface_left = PREFACE_LEN;
+        Opening::Http2
     }
 
     /// A write that made no progress: pending until the deadline, then an
@@ -156,7 +225,14 @@ impl AsyncRead for Connection {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let before = buf.filled().len();
-        let r = Pin::new(&mut this.stream).poll_read(cx, buf);
+        let r = if this.replay.is_empty() {
+            Pin::new(&mut this.stream).poll_read(cx, buf)
+        } else {
+            let n = this.replay.len().min(buf.remaining());
+            buf.put_slice(&this.replay[..n]);
+            this.replay.drain(..n);
+            Poll::Ready(Ok(()))
+        };
         if this.preface_left == 0 {
             return r;
         }

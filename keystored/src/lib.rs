@@ -20,6 +20,7 @@
 
 pub mod config;
 mod connection;
+mod direct;
 mod notify;
 mod open;
 mod peer;

@@ -4,7 +4,7 @@
 //! the socket.
 
 use crate::config::{BackendKind, Config};
-use crate::connection::Incoming;
+use crate::connection::Acceptor;
 use crate::open::Store;
 use crate::policy::{self, Policy};
 use crate::service::{audit::Audit, key_use::KeyUse, lifecycle::Lifecycle, Shared};
@@ -136,7 +136,17 @@ impl Daemon {
             );
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let incoming = Incoming::new(listener, limits.max_connections, limits.request_timeout());
+        let direct = crate::direct::Direct::new(
+            Arc::new(KeyUse(shared.clone())),
+            max,
+            limits.request_timeout(),
+        );
+        let (acceptor, incoming) = Acceptor::start(
+            listener,
+            limits.max_connections,
+            limits.request_timeout(),
+            direct,
+        );
         let mut serving = tokio::spawn(server.serve_with_incoming_shutdown(incoming, async {
             let _ = stop_rx.await;
         }));
@@ -164,9 +174,17 @@ impl Daemon {
                     DRAIN.as_secs()
                 );
                 crate::notify::send("STOPPING=1");
+                acceptor.stop();
                 let _ = stop_tx.send(());
+                let started = tokio::time::Instant::now();
                 match tokio::time::timeout(DRAIN, &mut serving).await {
-                    Ok(r) => r,
+                    Ok(r) => {
+                        // Direct connections close after their call in flight.
+                        acceptor
+                            .drained(DRAIN.saturating_sub(started.elapsed()))
+                            .await;
+                        r
+                    }
                     Err(_) => {
                         eprintln!(
                             "keystored: calls still running after {} s; exiting",

@@ -80,12 +80,21 @@ impl Shared {
     /// The caller of `request` and its grant. A caller that the policy does
     /// not know is refused (`PERMISSION_DENIED`) and the refusal audited.
     pub(crate) fn authorize<T>(&self, request: &Request<T>, what: &str) -> Result<Authorized> {
-        let Some(peer) = Caller::of(request) else {
+        self.authorize_peer(Caller::of(request).as_deref(), what)
+    }
+
+    /// [`Shared::authorize`] for the caller of a connection.
+    pub(crate) fn authorize_peer(
+        &self,
+        peer: Option<&(Caller, String)>,
+        what: &str,
+    ) -> Result<Authorized> {
+        let Some(peer) = peer else {
             return Err(Error::auth(
                 "the connection carries no peer credentials; keystored serves Unix sockets only",
             ));
         };
-        let (caller, actor_id) = &*peer;
+        let (caller, actor_id) = peer;
         let Some(grant) = self.policy().grant(caller.uid, caller.gid) else {
             self.record(caller.uid, actor_id, None, what, None);
             return Err(Error::policy(format!(
@@ -184,16 +193,20 @@ impl RefusalLimiter {
 impl Shared {
     /// Runs a key use: on this worker when key operations are in-process
     /// computation (no device to wait for), otherwise as [`blocking`].
-    pub(crate) async fn key_use<T, F>(&self, f: F) -> std::result::Result<T, Status>
+    pub(crate) async fn key_use<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce() -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         if self.inline_use {
-            f().map_err(|e| status_of(&e))
-        } else {
-            blocking(f).await
+            return f();
         }
+        tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| {
+            Err(Error::backend_msg(
+                keystore_api::Component::Service,
+                "a key use failed unexpectedly",
+            ))
+        })
     }
 }
 
