@@ -2,11 +2,11 @@
 //! [`Keystore::sign`](keystore_api::Keystore::sign) following the active version or pinned to one.
 
 use crate::verifying::VerifyingKey;
-use keystore_api::{
-    Algorithm, Error, KeyClass, KeyInfo, PublicKey, Result, Signature,
-    SignatureFormat, Usages, VersionInfo,
-};
 use crate::SigningKeystore;
+use keystore_api::{
+    Algorithm, Error, KeyClass, KeyInfo, PublicKey, Result, Signature, SignatureFormat, Usages,
+    VersionInfo,
+};
 use std::ops::Deref;
 
 /// Which key version signs.

@@ -127,9 +127,9 @@ mod tls;
 mod verifying;
 
 pub use key::{KeystoreSigningKey, Mode};
-pub use source::SigningKeystore;
 #[cfg(feature = "rcgen")]
 pub use rcgen_key::rcgen_algorithm;
+pub use source::SigningKeystore;
 pub use tls::{certificate_chain, certified_key, tls_signature_scheme};
 pub use verifying::VerifyingKey;
 

@@ -3,8 +3,8 @@
 //! by rcgen and signed through the keystore.
 
 use crate::key::{active_version, check_signing_algorithm, KeystoreSigningKey, Mode};
-use keystore_api::{Algorithm, Error, Result, SignatureFormat};
 use crate::SigningKeystore;
+use keystore_api::{Algorithm, Error, Result, SignatureFormat};
 use std::ops::Deref;
 
 /// The rcgen signature algorithm for a keystore algorithm. ECDSA P-256 and

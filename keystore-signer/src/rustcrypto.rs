@@ -4,8 +4,8 @@
 
 use crate::key::KeystoreSigningKey;
 use crate::verifying::VerifyingKey;
-use keystore_api::{Algorithm, Error, SignatureFormat};
 use crate::SigningKeystore;
+use keystore_api::{Algorithm, Error, SignatureFormat};
 use std::ops::Deref;
 
 /// A keystore error as a `signature::Error`, the keystore error its source.

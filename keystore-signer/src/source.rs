@@ -5,7 +5,7 @@ use keystore_api::{Backend, KeyInfo, Keystore, PublicKey, Result, Signature, Sig
 
 /// A keystore the adapter signs through: an in-process
 /// [`Keystore`](keystore_api::Keystore), or (feature `client`) keystored's
-/// [`Client`](keystore_client::Client), where the key stays in the daemon.
+/// `keystore_client::Client`, where the key stays in the daemon.
 /// Each method has the contract of the `Keystore` method of the same name.
 pub trait SigningKeystore {
     /// The key's facts, every version included.

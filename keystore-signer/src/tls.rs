@@ -4,12 +4,12 @@
 //! leaf names.
 
 use crate::key::{active_version, KeystoreSigningKey, Mode};
+use crate::SigningKeystore;
 use keystore_api::{Algorithm, Error, Result, SignatureFormat};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use rustls::sign::{CertifiedKey, Signer, SigningKey};
 use rustls::{SignatureAlgorithm, SignatureScheme};
-use crate::SigningKeystore;
 use std::ops::Deref;
 use std::sync::Arc;
 

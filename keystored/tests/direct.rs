@@ -49,7 +49,7 @@ fn answer(s: &mut UnixStream) -> Option<(u8, Vec<u8>)> {
 
 fn closed(s: &mut UnixStream) -> bool {
     let mut b = [0u8; 1];
-    matches!(s.read(&mut b), Ok(0)) || matches!(s.read(&mut b), Err(_))
+    matches!(s.read(&mut b), Ok(0) | Err(_))
 }
 
 fn sign_request(name: &str, message: &[u8]) -> Vec<u8> {
