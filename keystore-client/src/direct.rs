@@ -74,18 +74,35 @@ impl DirectLink {
         method: Method,
         request: &Q,
     ) -> std::io::Result<(u8, Zeroizing<Vec<u8>>)> {
-        if stream.is_none() {
-            let mut s = UnixStream::connect(&self.socket)?;
-            s.set_read_timeout(Some(ANSWER_WAIT))?;
-            s.write_all(MAGIC)?;
-            *stream = Some(s);
-        }
-        let Some(s) = stream.as_mut() else {
-            unreachable!("dialled above")
+        let mut s = match stream.take() {
+            Some(s) => s,
+            None => {
+                let mut s = UnixStream::connect(&self.socket)?;
+                s.set_read_timeout(Some(ANSWER_WAIT))?;
+                s.write_all(MAGIC)?;
+                s
+            }
         };
         // Requests and answers may hold plaintexts and secrets.
         let out = Zeroizing::new(frame(method as u8, request));
-        s.write_all(&out)?;
+        if let Err(e) = s.write_all(&out) {
+            // The daemon may have refused the request (too long) and closed
+            // while it was still being sent: its answer says why.
+            use std::io::ErrorKind::{BrokenPipe, ConnectionReset};
+            if matches!(e.kind(), BrokenPipe | ConnectionReset) {
+                if let Ok(answer) = self.answer(&mut s) {
+                    return Ok(answer);
+                }
+            }
+            return Err(e);
+        }
+        let answer = self.answer(&mut s)?;
+        *stream = Some(s);
+        Ok(answer)
+    }
+
+    /// Reads one answer frame.
+    fn answer(&self, s: &mut UnixStream) -> std::io::Result<(u8, Zeroizing<Vec<u8>>)> {
         let mut head = [0u8; HEADER_LEN];
         s.read_exact(&mut head)?;
         let (len, tag) = header(head);

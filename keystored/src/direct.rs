@@ -15,6 +15,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zeroize::Zeroizing;
 
+/// The most bytes of a refused, too long request that are read and
+/// discarded (the largest `limits.max_message_bytes`).
+const MAX_DISCARD: usize = 64 * 1024 * 1024;
+
 /// What serving direct connections needs.
 #[derive(Clone)]
 pub(crate) struct Direct {
@@ -53,6 +57,15 @@ impl Direct {
                     self.max_message
                 ));
                 let _ = conn.write_all(&frame(FAILED, &failure(&e))).await;
+                // A caller still sending that frame reads the failure rather
+                // than a broken pipe: its bytes are discarded, up to the
+                // largest limit a daemon can have and within the call timeout.
+                if len <= MAX_DISCARD {
+                    let mut rest = (&mut conn).take(len as u64);
+                    let mut sink = tokio::io::sink();
+                    let discard = tokio::io::copy(&mut rest, &mut sink);
+                    let _ = tokio::time::timeout(self.limit, discard).await;
+                }
                 return;
             }
             // Request bodies may hold plaintexts and secrets.
