@@ -160,10 +160,10 @@ impl Client {
         error_of(status)
     }
 
-    /// A key-use call, made again once if the connection broke under it
-    /// (the daemon restarted): a use changes no state, so repeating it is
-    /// safe, and the second attempt dials a new connection.
-    fn use_call<R, T, F>(&self, req: R, f: impl Fn(KeyUseClient<Channel>, R) -> F) -> Result<T>
+    /// A read-only `KeyUse` call over gRPC (list, info), made again once if
+    /// the connection broke under it (the daemon restarted): it changes no
+    /// state, so repeating it is safe, and the second attempt reconnects.
+    fn read_call<R, T, F>(&self, req: R, f: impl Fn(KeyUseClient<Channel>, R) -> F) -> Result<T>
     where
         R: Clone,
         F: Future<Output = std::result::Result<tonic::Response<T>, tonic::Status>>,
@@ -319,7 +319,7 @@ impl Client {
 
     /// Live keys the caller may see ([`Keystore::list`](keystore_api::Keystore::list)).
     pub fn list(&self) -> Result<Vec<KeyInfo>> {
-        let r = self.use_call(
+        let r = self.read_call(
             pb::ListRequest {},
             |mut c, req| async move { c.list(req).await },
         )?;
@@ -329,7 +329,7 @@ impl Client {
     /// One key with every version ([`Keystore::info`](keystore_api::Keystore::info)).
     pub fn info(&self, name: &str) -> Result<KeyInfo> {
         let req = pb::InfoRequest { name: name.into() };
-        convert::key_info_of(&self.use_call(req, |mut c, req| async move { c.info(req).await })?)
+        convert::key_info_of(&self.read_call(req, |mut c, req| async move { c.info(req).await })?)
     }
 
     /// Generates a key ([`Keystore::create`](keystore_api::Keystore::create)).

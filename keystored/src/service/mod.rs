@@ -70,6 +70,20 @@ impl Shared {
         *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
     }
 
+    /// Runs a key use: on this worker when key operations are in-process
+    /// computation (no device to wait for), otherwise on the blocking pool.
+    pub(crate) async fn key_use<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce() -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.inline_use {
+            f()
+        } else {
+            off_workers(f).await
+        }
+    }
+
     fn policy(&self) -> Arc<Policy> {
         self.policy
             .read()
@@ -190,24 +204,18 @@ impl RefusalLimiter {
     }
 }
 
-impl Shared {
-    /// Runs a key use: on this worker when key operations are in-process
-    /// computation (no device to wait for), otherwise as [`blocking`].
-    pub(crate) async fn key_use<T, F>(&self, f: F) -> Result<T>
-    where
-        F: FnOnce() -> Result<T> + Send + 'static,
-        T: Send + 'static,
-    {
-        if self.inline_use {
-            return f();
-        }
-        tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| {
-            Err(Error::backend_msg(
-                keystore_api::Component::Service,
-                "a key use failed unexpectedly",
-            ))
-        })
-    }
+/// Runs a keystore call on the blocking pool, off the async workers.
+async fn off_workers<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| {
+        Err(Error::backend_msg(
+            keystore_api::Component::Service,
+            "a call failed unexpectedly",
+        ))
+    })
 }
 
 /// Runs a keystore call off the async workers and maps its error.
@@ -216,10 +224,7 @@ where
     F: FnOnce() -> Result<T> + Send + 'static,
     T: Send + 'static,
 {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(|e| status_of(&e)),
-        Err(_) => Err(Status::internal("keystored: a call failed unexpectedly")),
-    }
+    off_workers(f).await.map_err(|e| status_of(&e))
 }
 
 /// Maps a keystore error to its status.
