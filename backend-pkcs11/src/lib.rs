@@ -413,3 +413,5 @@ impl Aead for Pkcs11Backend {
 /// Key export is not offered on tokens: wrap and unwrap are
 /// [`ErrorKind::Unsupported`](keystore_backend::ErrorKind::Unsupported).
 impl KeyWrap for Pkcs11Backend {}
+
+impl keystore_backend::KeyAgreement for Pkcs11Backend {}

@@ -76,6 +76,7 @@ impl Verifier {
             Algorithm::Aes256Gcm | Algorithm::HmacSha256 => {
                 return Err(Error::policy(format!("{alg} keys have no public key")))
             }
+            _ => return Err(Error::unsupported(format!("{alg} keys are not offered"))),
         };
         let parsed = ParsedPublicKey::new(scheme, public.spki_der())
             .map_err(|_| bad(&format!("not a valid {alg} public key for verification")))?;

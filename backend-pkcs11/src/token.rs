@@ -166,6 +166,11 @@ fn needs(alg: Algorithm) -> &'static [MechanismType] {
             MechanismType::SHA256_RSA_PKCS,
         ],
         Algorithm::Aes256Gcm => &[MechanismType::AES_KEY_GEN, MechanismType::AES_GCM],
+        // Not offered yet: a mechanism no token lists.
+        Algorithm::EcdsaP384Sha384
+        | Algorithm::Ed25519
+        | Algorithm::EcdhP256
+        | Algorithm::MlDsa65 => &[MechanismType::ML_DSA_KEY_PAIR_GEN],
         Algorithm::HmacSha256 => &[
             MechanismType::GENERIC_SECRET_KEY_GEN,
             MechanismType::SHA256_HMAC,

@@ -143,6 +143,8 @@ impl Aead for SoftStore {
     }
 }
 
+impl keystore_backend::KeyAgreement for SoftStore {}
+
 impl KeyWrap for SoftStore {
     /// Wraps with AES-256-GCM under the wrapping key; AAD binds the
     /// algorithm and `context`. Symmetric keys only.

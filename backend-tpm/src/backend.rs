@@ -178,3 +178,5 @@ impl Aead for TpmBackend {
 /// Wrapped export is not offered: wrap and unwrap are
 /// [`ErrorKind::Unsupported`](keystore_backend::ErrorKind::Unsupported).
 impl KeyWrap for TpmBackend {}
+
+impl keystore_backend::KeyAgreement for TpmBackend {}

@@ -168,6 +168,9 @@ pub(crate) fn key(alg: Algorithm, generated: bool, auth_policy: Digest) -> Resul
         Algorithm::Aes256Gcm => Err(Error::unsupported(
             "aes-256-gcm: TPM 2.0 has no AES-GCM; use a TPM-sealed soft store for AEAD keys",
         )),
+        other => Err(Error::unsupported(format!(
+            "{other}: not offered by the tpm backend"
+        ))),
     }
 }
 

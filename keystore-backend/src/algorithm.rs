@@ -25,6 +25,37 @@ pub enum Algorithm {
     /// a key-derivation key for HKDF (`derive`), never both (see
     /// [`Usages::MAC_AND_DERIVE_REASON`]).
     HmacSha256,
+    /// ECDSA over NIST P-384 with SHA-384 (`ecdsa-p384-sha384`).
+    EcdsaP384Sha384,
+    /// Ed25519 (RFC 8032, pure EdDSA): 32-byte public keys, 64-byte
+    /// signatures.
+    Ed25519,
+    /// ECDH over NIST P-256 (SP 800-56A), used only through the one-step
+    /// KDF of SP 800-56C with SHA-256; the shared secret never leaves the
+    /// backend (`ecdh-p256`, usage `agree`).
+    EcdhP256,
+    /// ML-DSA-65 (FIPS 204), a post-quantum signature: 1,952-byte public
+    /// keys, 3,309-byte signatures (`ml-dsa-65`).
+    MlDsa65,
+}
+
+/// A NIST elliptic curve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EcCurve {
+    /// P-256 (secp256r1).
+    P256,
+    /// P-384 (secp384r1).
+    P384,
+}
+
+impl EcCurve {
+    /// The length of a field element (and of a scalar) in bytes.
+    pub fn field_len(self) -> usize {
+        match self {
+            EcCurve::P256 => 32,
+            EcCurve::P384 => 48,
+        }
+    }
 }
 
 /// Whether a key has a public half.
@@ -38,7 +69,7 @@ pub enum KeyClass {
 
 impl Algorithm {
     /// Every algorithm, in a stable order.
-    pub const ALL: [Algorithm; 7] = [
+    pub const ALL: [Algorithm; 11] = [
         Algorithm::EcdsaP256Sha256,
         Algorithm::Rsa2048PssSha256,
         Algorithm::Rsa2048Pkcs1Sha256,
@@ -46,6 +77,10 @@ impl Algorithm {
         Algorithm::Rsa3072Pkcs1Sha256,
         Algorithm::Aes256Gcm,
         Algorithm::HmacSha256,
+        Algorithm::EcdsaP384Sha384,
+        Algorithm::Ed25519,
+        Algorithm::EcdhP256,
+        Algorithm::MlDsa65,
     ];
 
     /// The stable identifier used in metadata, records and the CLI.
@@ -58,6 +93,10 @@ impl Algorithm {
             Algorithm::Rsa3072Pkcs1Sha256 => "rsa-3072-pkcs1-sha256",
             Algorithm::Aes256Gcm => "aes-256-gcm",
             Algorithm::HmacSha256 => "hmac-sha256",
+            Algorithm::EcdsaP384Sha384 => "ecdsa-p384-sha384",
+            Algorithm::Ed25519 => "ed25519",
+            Algorithm::EcdhP256 => "ecdh-p256",
+            Algorithm::MlDsa65 => "ml-dsa-65",
         }
     }
 
@@ -72,6 +111,10 @@ impl Algorithm {
             Algorithm::Rsa3072Pkcs1Sha256 => 5,
             Algorithm::Aes256Gcm => 6,
             Algorithm::HmacSha256 => 7,
+            Algorithm::EcdsaP384Sha384 => 8,
+            Algorithm::Ed25519 => 9,
+            Algorithm::EcdhP256 => 10,
+            Algorithm::MlDsa65 => 11,
         }
     }
 
@@ -94,6 +137,31 @@ impl Algorithm {
             Algorithm::Rsa2048PssSha256 | Algorithm::Rsa2048Pkcs1Sha256 => Some(2048),
             Algorithm::Rsa3072PssSha256 | Algorithm::Rsa3072Pkcs1Sha256 => Some(3072),
             _ => None,
+        }
+    }
+
+    /// The NIST curve of an ECDSA or ECDH key.
+    pub fn ec_curve(self) -> Option<EcCurve> {
+        match self {
+            Algorithm::EcdsaP256Sha256 | Algorithm::EcdhP256 => Some(EcCurve::P256),
+            Algorithm::EcdsaP384Sha384 => Some(EcCurve::P384),
+            _ => None,
+        }
+    }
+
+    /// True for the algorithms that make signatures.
+    pub fn signs(self) -> bool {
+        self.operations().contains(&Operation::Sign)
+    }
+
+    /// The length of a signature in its raw form (ECDSA as fixed `r‖s`), for
+    /// signing algorithms.
+    pub fn signature_len(self) -> Option<usize> {
+        match self {
+            Algorithm::EcdsaP256Sha256 | Algorithm::Ed25519 => Some(64),
+            Algorithm::EcdsaP384Sha384 => Some(96),
+            Algorithm::MlDsa65 => Some(3309),
+            other => other.rsa_bits().map(|bits| bits / 8),
         }
     }
 
@@ -121,6 +189,7 @@ impl Algorithm {
         match self {
             Algorithm::Aes256Gcm => Usages::ENCRYPT | Usages::DECRYPT | Usages::WRAP,
             Algorithm::HmacSha256 => Usages::MAC | Usages::DERIVE,
+            Algorithm::EcdhP256 => Usages::AGREE,
             _ => Usages::SIGN | Usages::VERIFY,
         }
     }
@@ -142,6 +211,7 @@ impl Algorithm {
         match self {
             Algorithm::Aes256Gcm => &[Operation::Encrypt, Operation::Decrypt],
             Algorithm::HmacSha256 => &[Operation::Mac],
+            Algorithm::EcdhP256 => &[Operation::Agree],
             _ => &[Operation::Sign],
         }
     }
@@ -189,8 +259,10 @@ impl Usages {
     pub const DERIVE: Usages = Usages(32);
     /// Wrap other keys for backup (backup KEKs; never a default).
     pub const WRAP: Usages = Usages(64);
+    /// Key agreement (ECDH) followed by a KDF.
+    pub const AGREE: Usages = Usages(128);
 
-    const NAMES: [(Usages, &'static str); 7] = [
+    const NAMES: [(Usages, &'static str); 8] = [
         (Usages::SIGN, "sign"),
         (Usages::VERIFY, "verify"),
         (Usages::ENCRYPT, "encrypt"),
@@ -198,6 +270,7 @@ impl Usages {
         (Usages::MAC, "mac"),
         (Usages::DERIVE, "derive"),
         (Usages::WRAP, "wrap"),
+        (Usages::AGREE, "agree"),
     ];
 
     /// The empty set.
@@ -280,7 +353,7 @@ impl FromStr for Usages {
                 .find(|(_, n)| *n == part)
                 .ok_or_else(|| {
                     Error::invalid_input(format!(
-                        "unknown usage '{part}'; expected sign, verify, encrypt, decrypt, mac, derive or wrap"
+                        "unknown usage '{part}'; expected sign, verify, encrypt, decrypt, mac, derive, wrap or agree"
                     ))
                 })?;
             out = out | *u;
@@ -307,6 +380,8 @@ pub enum Operation {
     Decrypt,
     /// HMAC-SHA256 with the key (also the first step of HKDF derivation).
     Mac,
+    /// ECDH with a peer's public key, then the one-step KDF.
+    Agree,
     /// Export a symmetric key wrapped under a backup KEK, and import it back.
     Wrap,
 }
@@ -388,6 +463,21 @@ mod tests {
             );
             assert!(alg.default_usages().check_combination().is_ok());
         }
+    }
+
+    #[test]
+    fn ids_and_codes_are_unique_and_round_trip() {
+        let mut ids = std::collections::BTreeSet::new();
+        let mut codes = std::collections::BTreeSet::new();
+        for alg in Algorithm::ALL {
+            assert!(ids.insert(alg.id()), "{alg}: id reused");
+            assert!(codes.insert(alg.code()), "{alg}: code reused");
+            assert_eq!(Algorithm::from_code(alg.code()), Some(alg));
+            assert_eq!(alg.id().parse::<Algorithm>().expect("parses"), alg);
+            assert_eq!(alg.signs(), alg.signature_len().is_some(), "{alg}");
+        }
+        assert_eq!(Algorithm::EcdhP256.default_usages(), Usages::AGREE);
+        assert!(!Algorithm::EcdhP256.signs());
     }
 
     #[test]

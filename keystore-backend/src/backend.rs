@@ -7,6 +7,7 @@
 //! handle and its algorithm) and hands that typed key to the family's
 //! method; no method takes the algorithm again.
 
+use crate::agreement::PeerPublicKey;
 use crate::algorithm::{Algorithm, Capabilities};
 use crate::error::{Error, Result};
 use crate::public_key::PublicKey;
@@ -332,11 +333,48 @@ pub trait KeyWrap: KeyManagement {
     }
 }
 
-/// A key device: every operation family. Implemented for every type that
-/// implements the five family traits; never implement it directly.
-pub trait Backend: KeyManagement + Signing + Mac + Aead + KeyWrap {}
+/// Optional key agreement: ECDH with an `ecdh-p256` key, then the one-step
+/// KDF of [`crate::agreement`]. The default is
+/// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported).
+pub trait KeyAgreement: KeyManagement {
+    /// ECDH between `key` and `peer` (already validated), then
+    /// `one_step_kdf_sha256(Z, fixed_info, len)`. The shared secret `Z`
+    /// stays inside the backend, or in zeroizing host memory where the
+    /// device returns it over a protected channel; only the KDF output is
+    /// returned. `fixed_info` and `len` are already checked by
+    /// [`crate::agreement::check_kdf_input`].
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) from a
+    /// backend without ECDH (the default);
+    /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for a key the
+    /// backend does not hold;
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the object
+    /// is damaged or is not an ECDH key;
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a peer
+    /// key the device refuses;
+    /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the device fails.
+    fn agree_sha256_kdf(
+        &self,
+        key: &BackendKey,
+        peer: &PeerPublicKey,
+        fixed_info: &[u8],
+        len: usize,
+    ) -> Result<SecretBytes> {
+        let _ = (peer, fixed_info, len);
+        Err(Error::unsupported(format!(
+            "the {} backend does no key agreement with {} keys",
+            self.name(),
+            key.algorithm()
+        )))
+    }
+}
 
-impl<T: KeyManagement + Signing + Mac + Aead + KeyWrap + ?Sized> Backend for T {}
+/// A key device: every operation family. Implemented for every type that
+/// implements the six family traits; never implement it directly.
+pub trait Backend: KeyManagement + Signing + Mac + Aead + KeyWrap + KeyAgreement {}
+
+impl<T: KeyManagement + Signing + Mac + Aead + KeyWrap + KeyAgreement + ?Sized> Backend for T {}
 
 /// `Box<T>` and `Arc<T>` forward every family (the defaulted methods
 /// included, so a backend's own `wrap`/`unwrap` are never shadowed by the
@@ -422,6 +460,18 @@ macro_rules! forward_families {
                 context: &[u8],
             ) -> Result<KeyHandle> {
                 (**self).unwrap(wrapping_key, new, wrapped, context)
+            }
+        }
+
+        impl<T: KeyAgreement + ?Sized> KeyAgreement for $($ptr)::+<T> {
+            fn agree_sha256_kdf(
+                &self,
+                key: &BackendKey,
+                peer: &PeerPublicKey,
+                fixed_info: &[u8],
+                len: usize,
+            ) -> Result<SecretBytes> {
+                (**self).agree_sha256_kdf(key, peer, fixed_info, len)
             }
         }
     };

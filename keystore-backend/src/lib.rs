@@ -9,7 +9,8 @@
 //!   and never returns private or secret bytes ([`KeyHandle`],
 //!   [`GeneratedKey`], [`AeadSealed`]).
 //! - [`Algorithm`], [`Usages`] and [`Capabilities`] say what a key is and what
-//!   a backend can do with it.
+//!   a backend can do with it; [`agreement`] holds the peer-key checks and the
+//!   one-step KDF every backend's key agreement shares.
 //! - [`PublicKey`] is a public key as SPKI DER; [`SecretBytes`] holds secret
 //!   bytes, zeroized on drop and redacted in `Debug`.
 //! - [`Error`] is the one error enum; messages never carry secrets.
@@ -18,6 +19,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod agreement;
 pub mod algorithm;
 pub mod backend;
 pub mod error;
@@ -26,10 +28,11 @@ pub mod public_key;
 pub mod secret;
 pub mod store_lock;
 
-pub use algorithm::{Algorithm, Capabilities, KeyClass, Operation, Usages};
+pub use agreement::PeerPublicKey;
+pub use algorithm::{Algorithm, Capabilities, EcCurve, KeyClass, Operation, Usages};
 pub use backend::{
-    Aead, AeadSealed, Backend, BackendKey, GeneratedKey, KeyHandle, KeyManagement, KeyWrap, Mac,
-    NewKey, Signing,
+    Aead, AeadSealed, Backend, BackendKey, GeneratedKey, KeyAgreement, KeyHandle, KeyManagement,
+    KeyWrap, Mac, NewKey, Signing,
 };
 pub use error::{Component, Error, ErrorKind, Result};
 pub use fsperm::{LoosePermission, PermissionReport};

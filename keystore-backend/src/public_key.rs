@@ -4,7 +4,7 @@
 //! RustCrypto `p256` and `rsa` crates, never in the backend that signed.
 //! (RUSTSEC-2023-0071 concerns the `rsa` crate's private-key operations only.)
 
-use crate::algorithm::{Algorithm, KeyClass};
+use crate::algorithm::Algorithm;
 use crate::error::{Error, Result};
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -40,7 +40,21 @@ impl PublicKey {
                 p256::ecdsa::VerifyingKey::from_public_key_der(&self.spki_der)
                     .map_err(|e| bad(&e.to_string()))?;
             }
-            alg if alg.class() == KeyClass::Asymmetric => {
+            Algorithm::EcdhP256 => {
+                p256::PublicKey::from_public_key_der(&self.spki_der)
+                    .map_err(|e| bad(&e.to_string()))?;
+            }
+            Algorithm::EcdsaP384Sha384 => {
+                p384::ecdsa::VerifyingKey::from_public_key_der(&self.spki_der)
+                    .map_err(|e| bad(&e.to_string()))?;
+            }
+            Algorithm::Ed25519 => {
+                ed25519_key(&self.spki_der).ok_or_else(|| bad("not an Ed25519 key"))?;
+            }
+            Algorithm::MlDsa65 => {
+                ml_dsa_65_key(&self.spki_der).ok_or_else(|| bad("not an ML-DSA-65 key"))?;
+            }
+            alg if alg.rsa_bits().is_some() => {
                 use rsa::traits::PublicKeyParts;
                 let k = rsa::RsaPublicKey::from_public_key_der(&self.spki_der)
                     .map_err(|e| bad(&e.to_string()))?;
@@ -81,8 +95,11 @@ impl PublicKey {
     }
 
     /// Verifies `signature` over `message`. ECDSA signatures are accepted in
-    /// DER or fixed `r‖s` form. A signature that does not verify is
-    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity).
+    /// DER or fixed `r‖s` form; Ed25519 is verified strictly (RFC 8032, no
+    /// small-order keys); ML-DSA-65 with an empty context (FIPS 204). A
+    /// signature that does not verify is
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity), and so is any
+    /// signature for a key that does not sign (`ecdh-p256`).
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<()> {
         let fail = || Error::integrity("signature does not verify");
         match self.algorithm {
@@ -96,7 +113,30 @@ impl PublicKey {
                     .map_err(|_| fail())?;
                 vk.verify(message, &sig).map_err(|_| fail())
             }
-            alg => {
+            Algorithm::EcdsaP384Sha384 => {
+                use p384::ecdsa::signature::Verifier;
+                use p384::pkcs8::DecodePublicKey;
+                let vk = p384::ecdsa::VerifyingKey::from_public_key_der(&self.spki_der)
+                    .map_err(|_| fail())?;
+                let sig = p384::ecdsa::Signature::from_der(signature)
+                    .or_else(|_| p384::ecdsa::Signature::from_slice(signature))
+                    .map_err(|_| fail())?;
+                vk.verify(message, &sig).map_err(|_| fail())
+            }
+            Algorithm::Ed25519 => {
+                let vk = ed25519_key(&self.spki_der).ok_or_else(fail)?;
+                let sig = ed25519_dalek::Signature::from_slice(signature).map_err(|_| fail())?;
+                vk.verify_strict(message, &sig).map_err(|_| fail())
+            }
+            Algorithm::MlDsa65 => {
+                let vk = ml_dsa_65_key(&self.spki_der).ok_or_else(fail)?;
+                let sig = ml_dsa::Signature::<ml_dsa::MlDsa65>::try_from(signature)
+                    .map_err(|_| fail())?;
+                vk.verify_with_context(message, &[], &sig)
+                    .then_some(())
+                    .ok_or_else(fail)
+            }
+            alg if alg.rsa_bits().is_some() => {
                 use rsa::pkcs8::DecodePublicKey;
                 use rsa::signature::Verifier;
                 let pk =
@@ -111,8 +151,41 @@ impl PublicKey {
                     vk.verify(message, &sig).map_err(|_| fail())
                 }
             }
+            _ => Err(fail()),
         }
     }
+}
+
+/// The DER prefix of an Ed25519 SPKI (RFC 8410): SEQUENCE, the algorithm
+/// `1.3.101.112`, and the BIT STRING header of the 32-byte key.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The DER prefix of an ML-DSA-65 SPKI (the IETF LAMPS X.509 profile): SEQUENCE, the algorithm
+/// `2.16.840.1.101.3.4.3.18`, and the BIT STRING header of the 1,952-byte key.
+const ML_DSA_65_SPKI_PREFIX: [u8; 22] = [
+    0x30, 0x82, 0x07, 0xb2, 0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x03,
+    0x12, 0x03, 0x82, 0x07, 0xa1, 0x00,
+];
+
+fn ed25519_key(spki: &[u8]) -> Option<ed25519_dalek::VerifyingKey> {
+    let raw = spki.strip_prefix(&ED25519_SPKI_PREFIX[..])?;
+    ed25519_dalek::VerifyingKey::from_bytes(raw.try_into().ok()?).ok()
+}
+
+fn ml_dsa_65_key(spki: &[u8]) -> Option<ml_dsa::VerifyingKey<ml_dsa::MlDsa65>> {
+    let raw = spki.strip_prefix(&ML_DSA_65_SPKI_PREFIX[..])?;
+    let encoded = ml_dsa::EncodedVerifyingKey::<ml_dsa::MlDsa65>::try_from(raw).ok()?;
+    Some(ml_dsa::VerifyingKey::decode(&encoded))
+}
+
+/// The SPKI DER of a raw Ed25519 public key (32 bytes), as PKCS#11 tokens
+/// and other devices return it.
+pub fn ed25519_spki(raw: &[u8; 32]) -> Vec<u8> {
+    let mut out = ED25519_SPKI_PREFIX.to_vec();
+    out.extend_from_slice(raw);
+    out
 }
 
 impl std::fmt::Debug for PublicKey {
