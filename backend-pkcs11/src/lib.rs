@@ -12,8 +12,10 @@
 //!   separates stores sharing a token. A PKCS#11 URI (RFC 7512) can fill it
 //!   ([`uri`]); [`admin`] initialises and erases tokens with the SO PIN.
 //! - `CKA_ID` is the key handle and `CKA_LABEL` the key's name. Algorithms:
-//!   ECDSA P-256, RSA-2048/3072 PSS and PKCS#1 v1.5, AES-256-GCM and
-//!   HMAC-SHA256 (also the extract step of the keystore's HKDF).
+//!   ECDSA P-256 and P-384, Ed25519, RSA-2048/3072 PSS and PKCS#1 v1.5,
+//!   AES-256-GCM, HMAC-SHA256 (also the extract step of the keystore's HKDF)
+//!   and ECDH P-256 with the one-step KDF, both on the token (the shared
+//!   secret never leaves it). ML-DSA-65 is not offered.
 //! - A key object is used only while its `CKA_ID` and protection attributes
 //!   are as this crate set them (re-checked after
 //!   [`PROTECTION_RECHECK_INTERVAL`] and after any failure), and signatures
@@ -82,8 +84,9 @@ pub use reconcile::ReconcileReport;
 use cryptoki::object::ObjectHandle;
 use handle::{KeyId, Prefix};
 use keystore_backend::{
-    Aead, AeadSealed, Algorithm, BackendKey, Capabilities, Error, GeneratedKey, KeyHandle,
-    KeyManagement, KeyWrap, Mac, NewKey, PublicKey, Result, SecretBytes, Signing,
+    Aead, AeadSealed, Algorithm, BackendKey, Capabilities, Error, GeneratedKey, KeyAgreement,
+    KeyHandle, KeyManagement, KeyWrap, Mac, NewKey, PeerPublicKey, PublicKey, Result, SecretBytes,
+    Signing,
 };
 use pubkey::Verifier;
 use session::Pool;
@@ -144,7 +147,17 @@ pub struct Pkcs11Backend {
     public_keys: Mutex<HashMap<KeyId, Arc<Verifier>>>,
     /// Signatures verified on the host so far (diagnostics).
     verified: AtomicU64,
+    /// Test hook: called with each agreement's shared-secret object.
+    #[cfg(feature = "test-support")]
+    agreement_probe: Option<AgreementProbe>,
 }
+
+/// A test hook run on each agreement's shared-secret object while it
+/// exists (see [`Pkcs11Backend::set_agreement_probe`]).
+#[cfg(feature = "test-support")]
+#[doc(hidden)]
+pub type AgreementProbe =
+    Box<dyn Fn(&cryptoki::session::Session, ObjectHandle) + Send + Sync + 'static>;
 
 impl std::fmt::Debug for Pkcs11Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -229,6 +242,8 @@ impl Pkcs11Backend {
             handles: Mutex::new(HashMap::new()),
             public_keys: Mutex::new(HashMap::new()),
             verified: AtomicU64::new(0),
+            #[cfg(feature = "test-support")]
+            agreement_probe: None,
         })
     }
 
@@ -281,6 +296,15 @@ impl Pkcs11Backend {
     #[doc(hidden)]
     pub fn set_protection_recheck_interval(&mut self, every: Duration) {
         self.recheck_interval = every;
+    }
+
+    /// Test hook: `probe` runs on the session and the shared-secret object
+    /// of every agreement, after `C_DeriveKey` and before the KDF, so a
+    /// test can try to read the secret.
+    #[cfg(feature = "test-support")]
+    #[doc(hidden)]
+    pub fn set_agreement_probe(&mut self, probe: AgreementProbe) {
+        self.agreement_probe = Some(probe);
     }
 
     /// True if any object of the key `handle` names (its key object, public
@@ -337,7 +361,10 @@ impl KeyManagement for Pkcs11Backend {
     }
 
     /// The key's objects carry `new.name` as their `CKA_LABEL`.
+    /// ML-DSA-65 is [`ErrorKind::Unsupported`](keystore_backend::ErrorKind::Unsupported):
+    /// this crate maps it to no mechanism.
     fn generate(&self, new: &NewKey<'_>) -> Result<GeneratedKey> {
+        objects::Kind::of(new.algorithm)?;
         self.require(new.algorithm, keystore_backend::Operation::Generate)?;
         self.generate_key(new.algorithm, new.name)
     }
@@ -414,4 +441,18 @@ impl Aead for Pkcs11Backend {
 /// [`ErrorKind::Unsupported`](keystore_backend::ErrorKind::Unsupported).
 impl KeyWrap for Pkcs11Backend {}
 
-impl keystore_backend::KeyAgreement for Pkcs11Backend {}
+/// ECDH P-256 on the token (`CKM_ECDH1_DERIVE` into a sensitive,
+/// non-extractable session object, destroyed afterwards) and the one-step
+/// KDF on the token (`C_DigestKey` under `CKM_SHA256`): the shared secret
+/// never leaves the token.
+impl KeyAgreement for Pkcs11Backend {
+    fn agree_sha256_kdf(
+        &self,
+        key: &BackendKey,
+        peer: &PeerPublicKey,
+        fixed_info: &[u8],
+        len: usize,
+    ) -> Result<SecretBytes> {
+        self.agree(key.handle(), key.algorithm(), peer, fixed_info, len)
+    }
+}

@@ -5,7 +5,9 @@
 //!
 //! | algorithm | primary object | companion |
 //! |---|---|---|
-//! | ECDSA P-256, RSA | `CKO_PRIVATE_KEY` (`CKA_SIGN` only) | `CKO_PUBLIC_KEY` (`CKA_VERIFY` only) |
+//! | ECDSA P-256/P-384, RSA | `CKO_PRIVATE_KEY` (`CKA_SIGN` only) | `CKO_PUBLIC_KEY` (`CKA_VERIFY` only) |
+//! | Ed25519 | `CKO_PRIVATE_KEY` `CKK_EC_EDWARDS` (`CKA_SIGN` only) | `CKO_PUBLIC_KEY` (`CKA_VERIFY` only) |
+//! | ECDH P-256 | `CKO_PRIVATE_KEY` `CKK_EC` (`CKA_DERIVE` only) | `CKO_PUBLIC_KEY` (no usage) |
 //! | AES-256-GCM | `CKO_SECRET_KEY` `CKK_AES` (`CKA_ENCRYPT`, `CKA_DECRYPT`) | `CKO_DATA` marker |
 //! | HMAC-SHA256 | `CKO_SECRET_KEY` `CKK_GENERIC_SECRET` (`CKA_SIGN`) | `CKO_DATA` marker |
 //!
@@ -25,15 +27,19 @@
 //! (companion still there: `Integrity`). The marker is a public
 //! `CKO_DATA` object (`CKA_APPLICATION` = [`APPLICATION`], `CKA_VALUE` = the
 //! key's `CKA_ID`, `CKA_LABEL` = its name); it holds nothing secret.
+//!
+//! An agreement's shared secret is a session object
+//! ([`shared_secret_template`]): never on the token, sensitive,
+//! non-extractable, destroyed when the agreement ends.
 
 use crate::error::ck;
 use crate::handle::KeyId;
-use crate::pubkey::P256_PARAMS;
+use crate::pubkey;
 use cryptoki::mechanism::MechanismType;
 use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use cryptoki::types::Ulong;
-use keystore_backend::{Algorithm, Result};
+use keystore_backend::{Algorithm, Error, Result};
 
 /// `CKA_APPLICATION` of the marker objects.
 pub(crate) const APPLICATION: &[u8] = b"keystore-rs/backend-pkcs11 key marker v1";
@@ -41,25 +47,46 @@ pub(crate) const APPLICATION: &[u8] = b"keystore-rs/backend-pkcs11 key marker v1
 /// The kind of key an algorithm needs on the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
+    /// `CKK_EC`: ECDSA P-256 and P-384, ECDH P-256.
     Ec,
+    /// `CKK_EC_EDWARDS`: Ed25519.
+    Ed,
     Rsa,
     Aes,
     Hmac,
 }
 
+/// Why an algorithm has no PKCS#11 mapping here: ML-DSA-65 (SoftHSM 2.6
+/// has no ML-DSA, and this crate maps it to no mechanism).
+pub(crate) fn not_offered(alg: Algorithm) -> Error {
+    Error::unsupported(format!(
+        "{alg} keys are not offered by the PKCS#11 backend: it maps them to no PKCS#11 \
+         mechanism (SoftHSM 2.6 has no ML-DSA)"
+    ))
+}
+
 impl Kind {
-    pub(crate) fn of(alg: Algorithm) -> Kind {
-        match alg {
-            Algorithm::EcdsaP256Sha256 => Kind::Ec,
+    /// The kind of `alg`'s keys; [`not_offered`] for ML-DSA-65.
+    pub(crate) fn of(alg: Algorithm) -> Result<Kind> {
+        Ok(match alg {
+            Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 | Algorithm::EcdhP256 => {
+                Kind::Ec
+            }
+            Algorithm::Ed25519 => Kind::Ed,
+            Algorithm::Rsa2048PssSha256
+            | Algorithm::Rsa2048Pkcs1Sha256
+            | Algorithm::Rsa3072PssSha256
+            | Algorithm::Rsa3072Pkcs1Sha256 => Kind::Rsa,
             Algorithm::Aes256Gcm => Kind::Aes,
             Algorithm::HmacSha256 => Kind::Hmac,
-            _ => Kind::Rsa,
-        }
+            Algorithm::MlDsa65 => return Err(not_offered(alg)),
+        })
     }
 
     pub(crate) fn key_type(self) -> KeyType {
         match self {
             Kind::Ec => KeyType::EC,
+            Kind::Ed => KeyType::EC_EDWARDS,
             Kind::Rsa => KeyType::RSA,
             Kind::Aes => KeyType::AES,
             Kind::Hmac => KeyType::GENERIC_SECRET,
@@ -67,7 +94,7 @@ impl Kind {
     }
 
     pub(crate) fn asymmetric(self) -> bool {
-        matches!(self, Kind::Ec | Kind::Rsa)
+        matches!(self, Kind::Ec | Kind::Ed | Kind::Rsa)
     }
 
     pub(crate) fn primary_class(self) -> ObjectClass {
@@ -81,7 +108,8 @@ impl Kind {
     /// The mechanisms a primary object of this kind may be restricted to.
     pub(crate) fn mechanisms(self) -> &'static [MechanismType] {
         match self {
-            Kind::Ec => &[MechanismType::ECDSA],
+            Kind::Ec => &[MechanismType::ECDSA, MechanismType::ECDH1_DERIVE],
+            Kind::Ed => &[MechanismType::EDDSA],
             Kind::Rsa => &[
                 MechanismType::SHA256_RSA_PKCS_PSS,
                 MechanismType::SHA256_RSA_PKCS,
@@ -93,7 +121,7 @@ impl Kind {
 
     /// The kind of a key type, if this crate makes keys of it.
     pub(crate) fn of_key_type(kt: KeyType) -> Option<Kind> {
-        [Kind::Ec, Kind::Rsa, Kind::Aes, Kind::Hmac]
+        [Kind::Ec, Kind::Ed, Kind::Rsa, Kind::Aes, Kind::Hmac]
             .into_iter()
             .find(|k| k.key_type() == kt)
     }
@@ -101,6 +129,7 @@ impl Kind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Ec => "EC private key",
+            Kind::Ed => "EdDSA private key",
             Kind::Rsa => "RSA private key",
             Kind::Aes => "AES secret key",
             Kind::Hmac => "generic secret (HMAC) key",
@@ -123,9 +152,12 @@ fn protection() -> [Attribute; 6] {
 
 /// The one mechanism a key may be used with (`CKA_ALLOWED_MECHANISMS`):
 /// a key serves one algorithm and, for RSA, one padding scheme.
-pub(crate) fn allowed_mechanism(alg: Algorithm) -> MechanismType {
-    match alg {
-        Algorithm::EcdsaP256Sha256 => MechanismType::ECDSA,
+/// [`not_offered`] for ML-DSA-65.
+pub(crate) fn allowed_mechanism(alg: Algorithm) -> Result<MechanismType> {
+    Ok(match alg {
+        Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => MechanismType::ECDSA,
+        Algorithm::Ed25519 => MechanismType::EDDSA,
+        Algorithm::EcdhP256 => MechanismType::ECDH1_DERIVE,
         Algorithm::Rsa2048PssSha256 | Algorithm::Rsa3072PssSha256 => {
             MechanismType::SHA256_RSA_PKCS_PSS
         }
@@ -134,25 +166,27 @@ pub(crate) fn allowed_mechanism(alg: Algorithm) -> MechanismType {
         }
         Algorithm::Aes256Gcm => MechanismType::AES_GCM,
         Algorithm::HmacSha256 => MechanismType::SHA256_HMAC,
-        // Not offered yet (see `token::needs`); never reached.
-        _ => MechanismType::ML_DSA_KEY_PAIR_GEN,
-    }
+        Algorithm::MlDsa65 => return Err(not_offered(alg)),
+    })
 }
 
-/// Public and private templates for `C_GenerateKeyPair`.
+/// Public and private templates for `C_GenerateKeyPair`. An ECDH key's
+/// private object derives (`CKA_DERIVE`) and never signs; every other
+/// private object signs and never derives.
 pub(crate) fn keypair_templates(
     alg: Algorithm,
     id: &KeyId,
     label: &str,
-) -> (Vec<Attribute>, Vec<Attribute>) {
-    let kind = Kind::of(alg);
+) -> Result<(Vec<Attribute>, Vec<Attribute>)> {
+    let kind = Kind::of(alg)?;
+    let agree = alg == Algorithm::EcdhP256;
     let mut public = vec![
         Attribute::Class(ObjectClass::PUBLIC_KEY),
         Attribute::KeyType(kind.key_type()),
         Attribute::Token(true),
         Attribute::Private(false),
         Attribute::Modifiable(false),
-        Attribute::Verify(true),
+        Attribute::Verify(!agree),
         Attribute::Encrypt(false),
         Attribute::Wrap(false),
         Attribute::Derive(false),
@@ -162,18 +196,18 @@ pub(crate) fn keypair_templates(
     let mut private = vec![
         Attribute::Class(ObjectClass::PRIVATE_KEY),
         Attribute::KeyType(kind.key_type()),
-        Attribute::Sign(true),
+        Attribute::Sign(!agree),
         Attribute::Decrypt(false),
         Attribute::Unwrap(false),
-        Attribute::Derive(false),
-        Attribute::AllowedMechanisms(vec![allowed_mechanism(alg)]),
+        Attribute::Derive(agree),
+        Attribute::AllowedMechanisms(vec![allowed_mechanism(alg)?]),
         Attribute::Id(id.as_bytes().to_vec()),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
     private.extend(protection());
-    match kind {
-        Kind::Ec => public.push(Attribute::EcParams(P256_PARAMS.to_vec())),
-        _ => {
+    match pubkey::ec_params(alg) {
+        Some(params) => public.push(Attribute::EcParams(params.to_vec())),
+        None => {
             let bits = alg.rsa_bits().unwrap_or(3072) as u64;
             public.push(Attribute::ModulusBits(Ulong::from(bits)));
             public.push(Attribute::PublicExponent(vec![0x01, 0x00, 0x01]));
@@ -181,7 +215,7 @@ pub(crate) fn keypair_templates(
             private.push(Attribute::SignRecover(false));
         }
     }
-    (public, private)
+    Ok((public, private))
 }
 
 /// Usage attributes of a secret key: exactly the operations it serves.
@@ -198,20 +232,20 @@ fn secret_usages(kind: Kind) -> [Attribute; 6] {
 }
 
 /// Template for `C_GenerateKey` of a 32-byte secret key.
-pub(crate) fn secret_template(alg: Algorithm, id: &KeyId, label: &str) -> Vec<Attribute> {
-    let kind = Kind::of(alg);
+pub(crate) fn secret_template(alg: Algorithm, id: &KeyId, label: &str) -> Result<Vec<Attribute>> {
+    let kind = Kind::of(alg)?;
     let mut t = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(kind.key_type()),
         Attribute::ValueLen(Ulong::from(32u64)),
-        Attribute::AllowedMechanisms(vec![allowed_mechanism(alg)]),
+        Attribute::AllowedMechanisms(vec![allowed_mechanism(alg)?]),
         Attribute::Derive(false),
         Attribute::Id(id.as_bytes().to_vec()),
         Attribute::Label(label.as_bytes().to_vec()),
     ];
     t.extend(secret_usages(kind));
     t.extend(protection());
-    t
+    Ok(t)
 }
 
 /// Template for `C_CreateObject` of an imported secret. The caller zeroizes
@@ -221,12 +255,12 @@ pub(crate) fn import_template(
     id: &KeyId,
     label: &str,
     value: &[u8],
-) -> Vec<Attribute> {
-    let kind = Kind::of(alg);
+) -> Result<Vec<Attribute>> {
+    let kind = Kind::of(alg)?;
     let mut t = vec![
         Attribute::Class(ObjectClass::SECRET_KEY),
         Attribute::KeyType(kind.key_type()),
-        Attribute::AllowedMechanisms(vec![allowed_mechanism(alg)]),
+        Attribute::AllowedMechanisms(vec![allowed_mechanism(alg)?]),
         Attribute::Derive(false),
         Attribute::Id(id.as_bytes().to_vec()),
         Attribute::Label(label.as_bytes().to_vec()),
@@ -234,7 +268,41 @@ pub(crate) fn import_template(
     ];
     t.extend(secret_usages(kind));
     t.extend(protection());
-    t
+    Ok(t)
+}
+
+/// Length of the ECDH P-256 shared secret `Z` (the X coordinate), in bytes.
+pub(crate) const SHARED_SECRET_LEN: u64 = 32;
+
+/// Template for the `C_DeriveKey` (`CKM_ECDH1_DERIVE`) result of one
+/// agreement: the shared secret `Z` as a session object (`CKA_TOKEN=false`)
+/// of [`SHARED_SECRET_LEN`] bytes, private, sensitive, non-extractable,
+/// unmodifiable, with every usage off, for nothing but `C_DigestKey` with
+/// `CKM_SHA256`.
+///
+/// `CKA_MODIFIABLE=false` comes last: SoftHSM 2.6.1 applies a
+/// `C_DeriveKey` template in order and refuses every attribute after it
+/// (`CKR_ATTRIBUTE_READ_ONLY`).
+pub(crate) fn shared_secret_template() -> Vec<Attribute> {
+    vec![
+        Attribute::Class(ObjectClass::SECRET_KEY),
+        Attribute::KeyType(KeyType::GENERIC_SECRET),
+        Attribute::ValueLen(Ulong::from(SHARED_SECRET_LEN)),
+        Attribute::Token(false),
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Copyable(false),
+        Attribute::Encrypt(false),
+        Attribute::Decrypt(false),
+        Attribute::Sign(false),
+        Attribute::Verify(false),
+        Attribute::Wrap(false),
+        Attribute::Unwrap(false),
+        Attribute::Derive(false),
+        Attribute::AllowedMechanisms(vec![MechanismType::SHA256]),
+        Attribute::Modifiable(false),
+    ]
 }
 
 /// Overwrites every `CKA_VALUE` buffer in `template`.

@@ -153,10 +153,24 @@ pub(crate) fn lookup_retryable(e: &Error) -> bool {
     e.is(ErrorKind::NotFound) || is_transient(e)
 }
 
-/// The mechanisms each algorithm needs.
-fn needs(alg: Algorithm) -> &'static [MechanismType] {
-    match alg {
-        Algorithm::EcdsaP256Sha256 => &[MechanismType::ECC_KEY_PAIR_GEN, MechanismType::ECDSA],
+/// The mechanisms each algorithm needs; `None` for one this crate maps to
+/// no mechanism (ML-DSA-65: SoftHSM 2.6 has no ML-DSA, and a token's
+/// `CKM_ML_DSA` is not used).
+fn needs(alg: Algorithm) -> Option<&'static [MechanismType]> {
+    Some(match alg {
+        Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => {
+            &[MechanismType::ECC_KEY_PAIR_GEN, MechanismType::ECDSA]
+        }
+        Algorithm::Ed25519 => &[
+            MechanismType::ECC_EDWARDS_KEY_PAIR_GEN,
+            MechanismType::EDDSA,
+        ],
+        // The one-step KDF runs on the token: C_DigestKey with CKM_SHA256.
+        Algorithm::EcdhP256 => &[
+            MechanismType::ECC_KEY_PAIR_GEN,
+            MechanismType::ECDH1_DERIVE,
+            MechanismType::SHA256,
+        ],
         Algorithm::Rsa2048PssSha256 | Algorithm::Rsa3072PssSha256 => &[
             MechanismType::RSA_PKCS_KEY_PAIR_GEN,
             MechanismType::SHA256_RSA_PKCS_PSS,
@@ -166,38 +180,71 @@ fn needs(alg: Algorithm) -> &'static [MechanismType] {
             MechanismType::SHA256_RSA_PKCS,
         ],
         Algorithm::Aes256Gcm => &[MechanismType::AES_KEY_GEN, MechanismType::AES_GCM],
-        // Not offered yet: a mechanism no token lists.
-        Algorithm::EcdsaP384Sha384
-        | Algorithm::Ed25519
-        | Algorithm::EcdhP256
-        | Algorithm::MlDsa65 => &[MechanismType::ML_DSA_KEY_PAIR_GEN],
         Algorithm::HmacSha256 => &[
             MechanismType::GENERIC_SECRET_KEY_GEN,
             MechanismType::SHA256_HMAC,
         ],
+        Algorithm::MlDsa65 => return None,
+    })
+}
+
+/// The key size in bits a token's `C_GetMechanismInfo` states for `alg`'s
+/// key-pair generation: the modulus for RSA, the curve's field for EC.
+fn key_bits(alg: Algorithm) -> Option<(MechanismType, usize)> {
+    match (alg.rsa_bits(), alg.ec_curve()) {
+        (Some(bits), _) => Some((MechanismType::RSA_PKCS_KEY_PAIR_GEN, bits)),
+        (None, Some(curve)) => Some((MechanismType::ECC_KEY_PAIR_GEN, curve.field_len() * 8)),
+        (None, None) => None,
     }
 }
 
 /// What the token in `slot` can do: an algorithm is offered when every
-/// mechanism it needs is listed (and, for RSA, its key size is in range).
+/// mechanism it needs is listed and its key size (RSA modulus, EC curve) is
+/// in the stated range of its key-pair generation (for EC, a range of 0–0
+/// states none). ML-DSA-65 never is.
 pub(crate) fn capabilities(pkcs11: &Pkcs11, slot: Slot) -> Result<Capabilities> {
     let listed = pkcs11
         .get_mechanism_list(slot)
         .map_err(ck("C_GetMechanismList"))?;
     let mut caps = Capabilities::none();
     for alg in Algorithm::ALL {
-        if !needs(alg).iter().all(|m| listed.contains(m)) {
+        let Some(needed) = needs(alg) else { continue };
+        if !needed.iter().all(|m| listed.contains(m)) {
             continue;
         }
-        if let Some(bits) = alg.rsa_bits() {
+        if let Some((mechanism, bits)) = key_bits(alg) {
             let info = pkcs11
-                .get_mechanism_info(slot, MechanismType::RSA_PKCS_KEY_PAIR_GEN)
+                .get_mechanism_info(slot, mechanism)
                 .map_err(ck("C_GetMechanismInfo"))?;
-            if bits < info.min_key_size() || bits > info.max_key_size() {
+            let (min, max) = (info.min_key_size(), info.max_key_size());
+            let unstated = max == 0 && alg.rsa_bits().is_none();
+            if !unstated && (bits < min || bits > max) {
                 continue;
             }
         }
         caps = caps.with_algorithm(alg);
     }
     Ok(caps)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_algorithm_but_ml_dsa_needs_listed_mechanisms() {
+        for alg in Algorithm::ALL {
+            assert_eq!(needs(alg).is_none(), alg == Algorithm::MlDsa65, "{alg}");
+        }
+        assert_eq!(
+            key_bits(Algorithm::EcdsaP384Sha384),
+            Some((MechanismType::ECC_KEY_PAIR_GEN, 384))
+        );
+        assert_eq!(
+            key_bits(Algorithm::EcdhP256),
+            Some((MechanismType::ECC_KEY_PAIR_GEN, 256))
+        );
+        assert_eq!(key_bits(Algorithm::Ed25519), None);
+        assert!(needs(Algorithm::EcdhP256).is_some_and(|m| m.contains(&MechanismType::SHA256)));
+    }
 }

@@ -1,5 +1,7 @@
 //! Backend-level behaviour on SoftHSM2: configuration and login, sessions,
-//! the object model, damage detection and reconciliation.
+//! the object model, damage detection and reconciliation; ECDSA P-384 and
+//! Ed25519 (verified by OpenSSL), ECDH P-256 with the one-step KDF (checked
+//! against the `p256` crate), and ML-DSA-65 not offered.
 
 use backend_pkcs11::testing::{self, softhsm_or_skip, TestToken, CKO_PRIVATE_KEY, CKO_SECRET_KEY};
 use backend_pkcs11::{admin, PinSource, Pkcs11Backend, Pkcs11Config, TokenSelector};
@@ -8,9 +10,11 @@ use keystore_api::{Algorithm, KeyHandle, SecretBytes};
 use keystore_backend::Aead;
 use keystore_backend::BackendKey;
 use keystore_backend::ErrorKind;
+use keystore_backend::KeyAgreement;
 use keystore_backend::KeyManagement;
 use keystore_backend::Mac;
 use keystore_backend::NewKey;
+use keystore_backend::PeerPublicKey;
 use keystore_backend::Signing;
 use std::time::Duration;
 
@@ -647,6 +651,9 @@ fn destroy_and_wipe_leave_no_object_and_no_file() {
     let b = t.open().expect("open");
     let mut handles = Vec::new();
     for alg in Algorithm::ALL {
+        if alg == Algorithm::MlDsa65 {
+            continue; // not offered (see `ml_dsa_65_is_not_offered`)
+        }
         handles.push(
             b.generate(&NewKey::new(alg, &format!("w-{}", alg.id())))
                 .expect("generate")
@@ -991,4 +998,461 @@ fn a_key_destroyed_elsewhere_is_not_found_not_a_wrong_key() {
         .expect("list")
         .iter()
         .all(|h| *h == kept.handle || *h == new.handle));
+}
+
+// ---------------------------------------------------------------------------
+// ECDSA P-384, Ed25519, ECDH P-256, ML-DSA-65.
+
+/// Writes `files` into a fresh directory and runs `openssl args…` there;
+/// true if it printed "Verified" / "Signature Verified Successfully".
+fn openssl_verifies(files: &[(&str, &[u8])], args: &[&str]) -> bool {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, bytes) in files {
+        std::fs::write(dir.path().join(name), bytes).expect("write");
+    }
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir.path())
+        .output()
+        .expect("run openssl (apt-get install openssl)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    out.status.success() && text.contains("Verified")
+}
+
+#[test]
+fn ecdsa_p384_signs_and_openssl_verifies() {
+    let Some(t) = token("p384") else { return };
+    let b = t.open().expect("open");
+    let alg = Algorithm::EcdsaP384Sha384;
+    assert!(b
+        .capabilities()
+        .supports(alg, keystore_backend::Operation::Sign));
+    let gen = b.generate(&NewKey::new(alg, "p384")).expect("generate");
+    let pk = gen.public_key.expect("public key");
+    let key = BackendKey::new(gen.handle.clone(), alg);
+    assert_eq!(b.public_key(&key).expect("public key"), pk);
+    keystore_backend::PublicKey::from_spki_der(alg, pk.spki_der().to_vec()).expect("a P-384 SPKI");
+    // id-ecPublicKey with the secp384r1 OID.
+    let secp384r1 = [0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22];
+    assert!(pk.spki_der().windows(7).any(|w| w == secp384r1));
+    let msg = b"telemetry frame 42";
+    let sig = b.sign(&key, msg).expect("sign");
+    assert_eq!(sig.len(), 96, "fixed r||s");
+    pk.verify(msg, &sig).expect("host verification (p384)");
+    let der = p384::ecdsa::Signature::from_slice(&sig)
+        .expect("r||s")
+        .to_der();
+    let pem = pk.to_pem();
+    let args = [
+        "dgst",
+        "-sha384",
+        "-verify",
+        "pub.pem",
+        "-signature",
+        "sig.der",
+        "msg",
+    ];
+    assert!(openssl_verifies(
+        &[
+            ("pub.pem", pem.as_bytes()),
+            ("sig.der", der.as_bytes()),
+            ("msg", msg)
+        ],
+        &args
+    ));
+    assert!(!openssl_verifies(
+        &[
+            ("pub.pem", pem.as_bytes()),
+            ("sig.der", der.as_bytes()),
+            ("msg", b"telemetry frame 43")
+        ],
+        &args
+    ));
+    // Every signature of a fresh backend is checked on the host first.
+    let fresh = t.open().expect("reopen");
+    let sig = fresh.sign(&key, b"again").expect("sign");
+    pk.verify(b"again", &sig).expect("verifies");
+    assert_eq!(fresh.signatures_verified(), 1);
+}
+
+#[test]
+fn ed25519_signs_and_openssl_verifies() {
+    let Some(t) = token("ed25519") else { return };
+    let b = t.open().expect("open");
+    let alg = Algorithm::Ed25519;
+    assert!(b
+        .capabilities()
+        .supports(alg, keystore_backend::Operation::Sign));
+    let gen = b.generate(&NewKey::new(alg, "ed")).expect("generate");
+    let pk = gen.public_key.expect("public key");
+    let key = BackendKey::new(gen.handle.clone(), alg);
+    assert_eq!(b.public_key(&key).expect("public key"), pk);
+    assert_eq!(pk.spki_der().len(), 44, "RFC 8410 SPKI");
+    let raw: [u8; 32] = pk.spki_der()[12..].try_into().expect("32 bytes");
+    assert_eq!(
+        keystore_backend::public_key::ed25519_spki(&raw),
+        pk.spki_der()
+    );
+    let msg = b"firmware manifest v7";
+    let sig = b.sign(&key, msg).expect("sign");
+    assert_eq!(sig.len(), 64);
+    assert_eq!(
+        b.sign(&key, msg).expect("sign"),
+        sig,
+        "pure Ed25519 is deterministic"
+    );
+    pk.verify(msg, &sig)
+        .expect("host verification (ed25519-dalek, strict)");
+    let pem = pk.to_pem();
+    let args = [
+        "pkeyutl", "-verify", "-pubin", "-inkey", "pub.pem", "-rawin", "-in", "msg", "-sigfile",
+        "sig",
+    ];
+    assert!(openssl_verifies(
+        &[("pub.pem", pem.as_bytes()), ("sig", &sig), ("msg", msg)],
+        &args
+    ));
+    assert!(!openssl_verifies(
+        &[
+            ("pub.pem", pem.as_bytes()),
+            ("sig", &sig),
+            ("msg", b"firmware manifest v8")
+        ],
+        &args
+    ));
+    let fresh = t.open().expect("reopen");
+    fresh.sign(&key, b"m").expect("sign, checked on the host");
+    assert_eq!(fresh.signatures_verified(), 1);
+}
+
+/// A random P-256 secret key (the peer's).
+fn peer_secret() -> p256::SecretKey {
+    loop {
+        let mut bytes = [0u8; 32];
+        getrandom::getrandom(&mut bytes).expect("random");
+        if let Ok(sk) = p256::SecretKey::from_slice(&bytes) {
+            return sk;
+        }
+    }
+}
+
+/// `SHA-256(be32(i) ‖ z ‖ info)` for i = 1.., truncated to `len`.
+fn one_step_kdf(z: &[u8], info: &[u8], len: usize) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut out = Vec::new();
+    let mut i = 1u32;
+    while out.len() < len {
+        let mut h = Sha256::new();
+        h.update(i.to_be_bytes());
+        h.update(z);
+        h.update(info);
+        out.extend_from_slice(&h.finalize());
+        i += 1;
+    }
+    out.truncate(len);
+    out
+}
+
+/// Session objects (`CKA_TOKEN=false`) of this process on the token.
+fn session_objects(t: &TestToken) -> usize {
+    let s = t.raw_session().expect("raw session");
+    s.login().expect("login");
+    s.count(&[Attribute::Token(false)]).expect("count")
+}
+
+/// What the agreement probe saw of a shared-secret object.
+#[derive(Debug, Default, Clone)]
+struct Seen {
+    value: Option<cryptoki::object::AttributeInfo>,
+    token: Option<bool>,
+    sensitive: Option<bool>,
+    extractable: Option<bool>,
+    modifiable: Option<bool>,
+    key_type: Option<KeyType>,
+    session_objects: usize,
+}
+
+#[test]
+fn ecdh_p256_agreement_matches_an_independent_computation() {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use p256::pkcs8::DecodePublicKey;
+    use std::sync::{Arc, Mutex};
+    let Some(t) = token("ecdh") else { return };
+    let mut b = t.open().expect("open");
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    b.set_agreement_probe(Box::new(move |s, z| {
+        let bool_of = |ty| {
+            s.get_attributes(z, &[ty])
+                .expect("read")
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::Token(v)
+                    | Attribute::Sensitive(v)
+                    | Attribute::Extractable(v)
+                    | Attribute::Modifiable(v) => Some(v),
+                    _ => None,
+                })
+        };
+        let seen = Seen {
+            value: s
+                .get_attribute_info(z, &[AttributeType::Value])
+                .expect("info")
+                .into_iter()
+                .next(),
+            token: bool_of(AttributeType::Token),
+            sensitive: bool_of(AttributeType::Sensitive),
+            extractable: bool_of(AttributeType::Extractable),
+            modifiable: bool_of(AttributeType::Modifiable),
+            key_type: s
+                .get_attributes(z, &[AttributeType::KeyType])
+                .expect("read")
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::KeyType(k) => Some(k),
+                    _ => None,
+                }),
+            session_objects: s
+                .find_objects(&[Attribute::Token(false)])
+                .expect("find")
+                .len(),
+        };
+        log.lock().expect("log").push(seen);
+    }));
+    let alg = Algorithm::EcdhP256;
+    assert!(b
+        .capabilities()
+        .supports(alg, keystore_backend::Operation::Agree));
+    let gen = b.generate(&NewKey::new(alg, "ecdh")).expect("generate");
+    let pk = gen.public_key.expect("public key");
+    let key = BackendKey::new(gen.handle.clone(), alg);
+    assert_eq!(b.public_key(&key).expect("public key"), pk);
+    let token_pk = p256::PublicKey::from_public_key_der(pk.spki_der()).expect("a P-256 SPKI");
+
+    let peer_sk = peer_secret();
+    let peer_point = peer_sk.public_key().to_encoded_point(false);
+    let peer = PeerPublicKey::parse(alg, peer_point.as_bytes()).expect("peer");
+    let shared = p256::ecdh::diffie_hellman(peer_sk.to_nonzero_scalar(), token_pk.as_affine());
+    let z = shared.raw_secret_bytes();
+    let before = session_objects(&t);
+    for (len, info) in [
+        (16, &b"ctx-16"[..]),
+        (32, b"ctx-32"),
+        (33, b""),
+        (64, b"session 7 / gateway 42"),
+    ] {
+        let got = b.agree_sha256_kdf(&key, &peer, info, len).expect("agree");
+        assert_eq!(got.len(), len);
+        assert_eq!(got.expose(), one_step_kdf(z, info, len), "len {len}");
+        let reference =
+            keystore_backend::agreement::one_step_kdf_sha256(z, info, len).expect("reference kdf");
+        assert_eq!(got.expose(), reference.expose());
+        assert!(!format!("{got:?}").contains(&hex::encode(&got.expose()[..4])));
+    }
+    // The same agreement from the peer's side, through a PEM SPKI.
+    let peer_pem = {
+        use p256::pkcs8::EncodePublicKey;
+        peer_sk
+            .public_key()
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .expect("pem")
+    };
+    let again = PeerPublicKey::parse(alg, peer_pem.as_bytes()).expect("peer from PEM");
+    assert_eq!(
+        b.agree_sha256_kdf(&key, &again, b"x", 32)
+            .expect("agree")
+            .expose(),
+        one_step_kdf(z, b"x", 32)
+    );
+    // Another peer, another secret.
+    let other = PeerPublicKey::parse(
+        alg,
+        peer_secret().public_key().to_encoded_point(true).as_bytes(),
+    )
+    .expect("compressed peer");
+    assert_ne!(
+        b.agree_sha256_kdf(&key, &other, b"x", 32)
+            .expect("agree")
+            .expose(),
+        one_step_kdf(z, b"x", 32)
+    );
+
+    // The shared secret existed only as a sensitive, non-extractable
+    // session object, unreadable, and was destroyed after each agreement.
+    let seen = seen.lock().expect("log").clone();
+    assert_eq!(seen.len(), 6, "{seen:?}");
+    for s in &seen {
+        assert!(
+            matches!(s.value, Some(cryptoki::object::AttributeInfo::Sensitive)),
+            "CKA_VALUE is not readable: {s:?}"
+        );
+        assert_eq!(s.token, Some(false), "{s:?}");
+        assert_eq!(s.sensitive, Some(true), "{s:?}");
+        assert_eq!(s.extractable, Some(false), "{s:?}");
+        assert_eq!(s.modifiable, Some(false), "{s:?}");
+        assert_eq!(s.key_type, Some(KeyType::GENERIC_SECRET), "{s:?}");
+        assert_eq!(s.session_objects, before + 1, "{s:?}");
+    }
+    assert_eq!(session_objects(&t), before, "no session object left");
+    assert_eq!(before, 0);
+    // The key pair is two token objects, and the private one derives only.
+    assert_eq!(objects_with_id(&t, &gen.handle), 2);
+    let s = t.raw_session().expect("raw");
+    s.login().expect("login");
+    let private = s
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Id(gen.handle.as_bytes().to_vec()),
+        ])
+        .expect("find")[0];
+    let attrs = s
+        .get_attributes(
+            private,
+            &[
+                AttributeType::Derive,
+                AttributeType::Sign,
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+            ],
+        )
+        .expect("read");
+    for want in [
+        Attribute::Derive(true),
+        Attribute::Sign(false),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+    ] {
+        assert!(attrs.contains(&want), "{want:?} in {attrs:?}");
+    }
+}
+
+#[test]
+fn mismatched_keys_and_operations_are_refused_with_the_right_kind() {
+    let Some(t) = token("mismatch") else { return };
+    let b = t.open().expect("open");
+    let gen = |alg| b.generate(&NewKey::new(alg, "k")).expect("generate").handle;
+    let p256 = gen(Algorithm::EcdsaP256Sha256);
+    let p384 = gen(Algorithm::EcdsaP384Sha384);
+    let ed = gen(Algorithm::Ed25519);
+    let ecdh = gen(Algorithm::EcdhP256);
+    let hmac = gen(Algorithm::HmacSha256);
+    let peer = {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        PeerPublicKey::parse(
+            Algorithm::EcdhP256,
+            peer_secret()
+                .public_key()
+                .to_encoded_point(false)
+                .as_bytes(),
+        )
+        .expect("peer")
+    };
+    let before = session_objects(&t);
+    let agree = |h: &KeyHandle, alg, len| {
+        b.agree_sha256_kdf(&BackendKey::new(h.clone(), alg), &peer, b"info", len)
+    };
+    // Agreement with keys of a signing algorithm: Policy.
+    for (h, alg) in [
+        (&p256, Algorithm::EcdsaP256Sha256),
+        (&hmac, Algorithm::HmacSha256),
+    ] {
+        let e = agree(h, alg, 32).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Policy, "{e}");
+    }
+    // A signing key's object passed off as an ECDH key: Integrity.
+    for h in [&p256, &p384] {
+        let e = agree(h, Algorithm::EcdhP256, 32).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+        assert!(e.to_string().contains("CKA_ALLOWED_MECHANISMS"), "{e}");
+    }
+    assert_eq!(
+        kind(agree(&ed, Algorithm::EcdhP256, 32)),
+        ErrorKind::Integrity
+    );
+    // Bad KDF input: InvalidInput.
+    for len in [0, 255 * 32 + 1] {
+        assert_eq!(
+            kind(agree(&ecdh, Algorithm::EcdhP256, len)),
+            ErrorKind::InvalidInput
+        );
+    }
+    assert_eq!(
+        session_objects(&t),
+        before,
+        "failed agreements leave nothing"
+    );
+    // Signing with an ECDH key: Policy; its object as a signing key:
+    // Integrity.
+    let sign = |h: &KeyHandle, alg| b.sign(&BackendKey::new(h.clone(), alg), b"m");
+    assert_eq!(kind(sign(&ecdh, Algorithm::EcdhP256)), ErrorKind::Policy);
+    let e = sign(&ecdh, Algorithm::EcdsaP256Sha256).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+    // Curves and key types swapped: Integrity, never a signature.
+    for (h, alg) in [
+        (&p384, Algorithm::EcdsaP256Sha256),
+        (&p256, Algorithm::EcdsaP384Sha384),
+        (&ed, Algorithm::EcdsaP256Sha256),
+        (&p256, Algorithm::Ed25519),
+    ] {
+        let e = sign(h, alg).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Integrity, "{alg}: {e}");
+    }
+    assert_eq!(
+        kind(b.public_key(&BackendKey::new(p256.clone(), Algorithm::EcdsaP384Sha384))),
+        ErrorKind::Integrity
+    );
+    // The right pairings still work.
+    b.sign(
+        &BackendKey::new(p256.clone(), Algorithm::EcdsaP256Sha256),
+        b"m",
+    )
+    .expect("p256");
+    b.sign(
+        &BackendKey::new(p384.clone(), Algorithm::EcdsaP384Sha384),
+        b"m",
+    )
+    .expect("p384");
+    b.sign(&BackendKey::new(ed.clone(), Algorithm::Ed25519), b"m")
+        .expect("ed25519");
+    agree(&ecdh, Algorithm::EcdhP256, 32).expect("ecdh");
+    assert_eq!(session_objects(&t), before);
+    // Private keys are never imported.
+    for alg in [
+        Algorithm::EcdsaP384Sha384,
+        Algorithm::Ed25519,
+        Algorithm::EcdhP256,
+    ] {
+        assert_eq!(
+            kind(b.import(&NewKey::new(alg, "x"), &SecretBytes::from_slice(&[1; 32]))),
+            ErrorKind::Policy
+        );
+    }
+}
+
+#[test]
+fn ml_dsa_65_is_not_offered() {
+    let Some(t) = token("mldsa") else { return };
+    let b = t.open().expect("open");
+    let alg = Algorithm::MlDsa65;
+    let caps = b.capabilities();
+    assert!(!caps.algorithms().contains(&alg));
+    assert!(!caps.supports(alg, keystore_backend::Operation::Sign));
+    for other in [
+        Algorithm::EcdsaP384Sha384,
+        Algorithm::Ed25519,
+        Algorithm::EcdhP256,
+    ] {
+        assert!(caps.algorithms().contains(&other), "{other}");
+    }
+    let e = b.generate(&NewKey::new(alg, "pq")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert!(e.to_string().contains("ML-DSA"), "{e}");
+    let ec = b
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "ec"))
+        .expect("generate")
+        .handle;
+    let key = BackendKey::new(ec, alg);
+    assert_eq!(kind(b.sign(&key, b"m")), ErrorKind::Unsupported);
+    assert_eq!(kind(b.public_key(&key)), ErrorKind::Unsupported);
+    assert_eq!(b.list().expect("list").len(), 1, "nothing left behind");
 }

@@ -1,5 +1,5 @@
 //! The backend families ([`KeyManagement`], [`Signing`], [`Mac`], [`Aead`],
-//! [`KeyWrap`]) of [`SoftStore`]: key management, use,
+//! [`KeyWrap`], [`KeyAgreement`]) of [`SoftStore`]: key management, use,
 //! wrapping and wipe over the sealed records.
 
 use crate::record::ID_LEN;
@@ -7,8 +7,8 @@ use crate::{fsio, material};
 use crate::{record_id, wrap_aad, SoftStore, HEADER_FILE, RECORD_EXT};
 use keystore_backend::{
     fsperm::PermissionReport, Aead, AeadSealed, Algorithm, BackendKey, Capabilities, Error,
-    ErrorKind, GeneratedKey, KeyHandle, KeyManagement, KeyWrap, Mac, NewKey, Operation, PublicKey,
-    Result, SecretBytes, Signing,
+    ErrorKind, GeneratedKey, KeyAgreement, KeyHandle, KeyManagement, KeyWrap, Mac, NewKey,
+    Operation, PeerPublicKey, PublicKey, Result, SecretBytes, Signing,
 };
 use std::fs;
 use zeroize::Zeroizing;
@@ -143,7 +143,25 @@ impl Aead for SoftStore {
     }
 }
 
-impl keystore_backend::KeyAgreement for SoftStore {}
+impl KeyAgreement for SoftStore {
+    fn agree_sha256_kdf(
+        &self,
+        key: &BackendKey,
+        peer: &PeerPublicKey,
+        fixed_info: &[u8],
+        len: usize,
+    ) -> Result<SecretBytes> {
+        let algorithm = key.algorithm();
+        if algorithm != Algorithm::EcdhP256 {
+            return Err(Error::policy(format!(
+                "{algorithm} keys do no key agreement"
+            )));
+        }
+        self.with_material(key.handle(), algorithm, |m| {
+            m.agree_sha256_kdf(peer, fixed_info, len)
+        })
+    }
+}
 
 impl KeyWrap for SoftStore {
     /// Wraps with AES-256-GCM under the wrapping key; AAD binds the

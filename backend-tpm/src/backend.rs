@@ -1,5 +1,6 @@
 //! The keystore's backend families ([`KeyManagement`], [`Signing`],
-//! [`Mac`], [`Aead`], [`KeyWrap`]) for [`TpmBackend`].
+//! [`Mac`], [`Aead`], [`KeyWrap`]) for [`TpmBackend`]; key agreement is in
+//! `agreement`.
 
 use crate::ops::resolve_in;
 use crate::{blob, pubkey, templates, TpmBackend};
@@ -7,13 +8,12 @@ use keystore_backend::{
     Aead, AeadSealed, Algorithm, BackendKey, Capabilities, Error, GeneratedKey, KeyClass,
     KeyHandle, KeyManagement, KeyWrap, Mac, NewKey, PublicKey, Result, SecretBytes, Signing,
 };
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest as _, Sha256, Sha384};
 use zeroize::Zeroizing;
 
 fn unsupported_aead() -> Error {
-    Error::unsupported(
-        "aes-256-gcm: TPM 2.0 has no AES-GCM; use a TPM-sealed soft store for AEAD keys",
-    )
+    templates::not_in_tpm2(Algorithm::Aes256Gcm)
+        .unwrap_or_else(|| Error::unsupported("aes-256-gcm: not offered by the tpm backend"))
 }
 
 impl KeyManagement for TpmBackend {
@@ -31,8 +31,10 @@ impl KeyManagement for TpmBackend {
 
     fn generate(&self, new: &NewKey<'_>) -> Result<GeneratedKey> {
         let algorithm = new.algorithm;
-        if algorithm == Algorithm::Aes256Gcm {
-            return Err(unsupported_aead());
+        // Unsupported for what TPM 2.0 lacks (AES-GCM, Ed25519, ML-DSA-65),
+        // then for what this TPM refused in TPM2_TestParms.
+        if let Some(e) = templates::not_in_tpm2(algorithm) {
+            return Err(e);
         }
         if !self
             .caps
@@ -53,14 +55,18 @@ impl KeyManagement for TpmBackend {
 
     fn import(&self, new: &NewKey<'_>, secret: &SecretBytes) -> Result<KeyHandle> {
         let algorithm = new.algorithm;
-        match algorithm {
-            Algorithm::HmacSha256 => {}
-            Algorithm::Aes256Gcm => return Err(unsupported_aead()),
-            a => {
-                return Err(Error::policy(format!(
-                    "{a} keys cannot be imported; generate them inside the backend"
-                )))
-            }
+        if algorithm.class() == keystore_backend::KeyClass::Asymmetric {
+            return Err(Error::policy(format!(
+                "{algorithm} keys cannot be imported; generate them inside the backend"
+            )));
+        }
+        if let Some(e) = templates::not_in_tpm2(algorithm) {
+            return Err(e);
+        }
+        if algorithm != Algorithm::HmacSha256 {
+            return Err(Error::unsupported(format!(
+                "{algorithm} keys cannot be imported into a TPM"
+            )));
         }
         if secret.len() != 32 {
             return Err(Error::invalid_input(format!(
@@ -130,13 +136,22 @@ impl Signing for TpmBackend {
 
     fn sign(&self, key: &BackendKey, message: &[u8]) -> Result<Vec<u8>> {
         let algorithm = key.algorithm();
-        if algorithm.class() != KeyClass::Asymmetric {
+        if !algorithm.signs() {
             return Err(Error::policy(format!("{algorithm} keys do not sign")));
         }
-        let digest = Sha256::digest(message);
+        // The digest of the key's scheme (SHA-384 for P-384, else SHA-256),
+        // computed here; TPM2_Sign gets it with a NULL ticket.
+        let mut buf = [0u8; 48];
+        let digest: &[u8] = if algorithm == Algorithm::EcdsaP384Sha384 {
+            buf.copy_from_slice(&Sha384::digest(message));
+            &buf
+        } else {
+            buf[..32].copy_from_slice(&Sha256::digest(message));
+            &buf[..32]
+        };
         let scheme = templates::signature_scheme(algorithm);
         let sig = self.run(key.handle(), algorithm, "sign", |conn, loaded| {
-            conn.esys.sign(loaded, &digest, scheme)
+            conn.esys.sign(loaded, digest, scheme)
         })?;
         pubkey::signature_bytes(algorithm, sig)
     }
@@ -178,5 +193,3 @@ impl Aead for TpmBackend {
 /// Wrapped export is not offered: wrap and unwrap are
 /// [`ErrorKind::Unsupported`](keystore_backend::ErrorKind::Unsupported).
 impl KeyWrap for TpmBackend {}
-
-impl keystore_backend::KeyAgreement for TpmBackend {}

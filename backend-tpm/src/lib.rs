@@ -15,19 +15,23 @@
 //!   primary, changes and every blob made before becomes unloadable.
 //! - **Keys** are children of the primary with
 //!   `fixedTPM | fixedParent | sensitiveDataOrigin | userWithAuth | noDA`
-//!   and `sign` (imported HMAC keys lack `sensitiveDataOrigin`), each with
+//!   and `sign`, or `decrypt` for ECDH keys (imported HMAC keys lack
+//!   `sensitiveDataOrigin`), each with
 //!   its own random 256-bit auth value. The [`KeyHandle`] is the key id plus
 //!   the TPM's (public, private) blob pair; the keystore stores it in its
 //!   metadata. The backend's registry directory (`DIR/keys/`) records each
 //!   live key's auth value and public-area Name; destroying a key shreds its
 //!   entry, after which the TPM refuses every use of any copy of the blob.
-//! - **Algorithms**: ECDSA P-256 (SHA-256 on the host, `TPM2_Sign` with a
-//!   NULL ticket, fixed `r‖s` out), RSA-2048/3072 PSS-SHA256 and PKCS#1
-//!   v1.5-SHA256 where `TPM2_TestParms` accepts them, HMAC-SHA256
-//!   keyed-hash objects (`TPM2_HMAC`, or an HMAC sequence for data larger
-//!   than the TPM's input buffer). AES-GCM is
-//!   [`ErrorKind::Unsupported`](keystore_backend::ErrorKind::Unsupported) (TPMs have no GCM; use a soft
-//!   store sealed by [`TpmSealedKek`] instead).
+//! - **Algorithms**: ECDSA P-256 and P-384 (SHA-256 or SHA-384 on the
+//!   host, `TPM2_Sign` with a NULL ticket, fixed `r‖s` out), RSA-2048/3072
+//!   PSS-SHA256 and PKCS#1 v1.5-SHA256, and ECDH P-256 key agreement
+//!   (`TPM2_ECDH_ZGen`, then the one-step KDF on the host), each where
+//!   `TPM2_TestParms` accepts it; HMAC-SHA256 keyed-hash objects
+//!   (`TPM2_HMAC`, or an HMAC sequence for data larger than the TPM's input
+//!   buffer). AES-GCM, Ed25519 and ML-DSA-65 are
+//!   [`ErrorKind::Unsupported`](keystore_backend::ErrorKind::Unsupported)
+//!   (TPM 2.0 has none of them; for AEAD keys use a soft store sealed by
+//!   [`TpmSealedKek`] instead).
 //! - **One connection per backend**, behind one mutex. Loaded keys are
 //!   cached in an LRU within the TPM's transient slots (three on swtpm, one
 //!   of them the primary) and flushed on eviction and on drop; keys are
@@ -57,7 +61,8 @@
 //!   response parameters: key auth values and imported key bytes going into
 //!   `TPM2_Create`, the PRK of HKDF derivation (`TPM2_HMAC`,
 //!   `TPM2_SequenceComplete` for [`Mac::hkdf_extract`](keystore_backend::Mac::hkdf_extract), unless
-//!   [`TpmConfig::with_prk_in_clear_on_the_bus`]), random bytes from
+//!   [`TpmConfig::with_prk_in_clear_on_the_bus`]), the ECDH shared secret
+//!   `Z` out of `TPM2_ECDH_ZGen` (always), random bytes from
 //!   `TPM2_GetRandom`, the KEK out of
 //!   `TPM2_Unseal` ([`TpmSealedKek`]) and new hierarchy auths
 //!   ([`admin`]). It takes one of the TPM's loaded-session slots (swtpm has
@@ -91,6 +96,7 @@
 #![warn(unreachable_pub)]
 
 pub mod admin;
+mod agreement;
 mod backend;
 mod blob;
 mod config;

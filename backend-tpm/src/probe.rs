@@ -183,6 +183,12 @@ impl TpmBackend {
         let alg = blob.alg;
         let res = conn.with_transient(&blob, &[], |esys, tr| match alg {
             Algorithm::HmacSha256 => esys.hmac(tr, b"probe", false).map(|_| ()),
+            Algorithm::EcdhP256 => {
+                use p256::elliptic_curve::sec1::ToEncodedPoint;
+                let g = p256::AffinePoint::GENERATOR.to_encoded_point(false);
+                let (x, y) = g.as_bytes()[1..].split_at(32);
+                esys.ecdh_zgen(tr, x, y, 32).map(|_| ())
+            }
             a => esys
                 .sign(tr, &digest, templates::signature_scheme(a))
                 .map(|_| ()),

@@ -28,15 +28,24 @@ fn pad_into(out: &mut Vec<u8>, v: &[u8], n: usize) -> Option<()> {
 /// The SPKI public key of a TPM key of `alg`.
 pub(crate) fn spki(alg: Algorithm, public: &Public) -> Result<PublicKey> {
     let der = match (alg, public) {
-        (Algorithm::EcdsaP256Sha256, Public::Ecc { unique, .. }) => {
+        // ECDSA and ECDH keys on P-256 share one SPKI: id-ecPublicKey, prime256v1.
+        (Algorithm::EcdsaP256Sha256 | Algorithm::EcdhP256, Public::Ecc { unique, .. }) => {
             use p256::pkcs8::EncodePublicKey;
-            let mut sec1 = vec![0x04];
-            sec1.extend(pad(unique.x().value(), 32)?);
-            sec1.extend(pad(unique.y().value(), 32)?);
+            let sec1 = uncompressed(unique, 32)?;
             let pk = p256::PublicKey::from_sec1_bytes(&sec1)
                 .map_err(|_| bad("ECC point is not on P-256"))?;
             pk.to_public_key_der()
                 .map_err(|_| bad("cannot encode the P-256 key"))?
+                .as_bytes()
+                .to_vec()
+        }
+        (Algorithm::EcdsaP384Sha384, Public::Ecc { unique, .. }) => {
+            use p384::pkcs8::EncodePublicKey;
+            let sec1 = uncompressed(unique, 48)?;
+            let pk = p384::PublicKey::from_sec1_bytes(&sec1)
+                .map_err(|_| bad("ECC point is not on P-384"))?;
+            pk.to_public_key_der()
+                .map_err(|_| bad("cannot encode the P-384 key"))?
                 .as_bytes()
                 .to_vec()
         }
@@ -64,8 +73,19 @@ pub(crate) fn spki(alg: Algorithm, public: &Public) -> Result<PublicKey> {
     PublicKey::from_spki_der(alg, der)
 }
 
-/// The signature bytes the keystore expects: ECDSA as fixed `r‖s`
-/// (32 bytes each), RSA as the modulus-length signature.
+/// The uncompressed SEC1 point `04 ‖ X ‖ Y` of a TPM ECC point, each
+/// coordinate left-padded to `field_len` bytes.
+fn uncompressed(point: &tss_esapi::structures::EccPoint, field_len: usize) -> Result<Vec<u8>> {
+    let mut sec1 = Vec::with_capacity(1 + 2 * field_len);
+    sec1.push(0x04);
+    sec1.extend(pad(point.x().value(), field_len)?);
+    sec1.extend(pad(point.y().value(), field_len)?);
+    Ok(sec1)
+}
+
+/// The signature bytes the keystore expects: ECDSA as fixed `r‖s` (each
+/// left-padded to the curve's field length: 32 bytes on P-256, 48 on
+/// P-384), RSA as the modulus-length signature.
 pub(crate) fn signature_bytes(alg: Algorithm, sig: Signature) -> Result<Vec<u8>> {
     let wrong = || {
         Error::backend_msg(
@@ -74,10 +94,11 @@ pub(crate) fn signature_bytes(alg: Algorithm, sig: Signature) -> Result<Vec<u8>>
         )
     };
     match (alg, sig) {
-        (Algorithm::EcdsaP256Sha256, Signature::EcDsa(s)) => {
-            let mut out = Vec::with_capacity(64);
-            pad_into(&mut out, s.signature_r().value(), 32).ok_or_else(wrong)?;
-            pad_into(&mut out, s.signature_s().value(), 32).ok_or_else(wrong)?;
+        (Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384, Signature::EcDsa(s)) => {
+            let n = alg.ec_curve().ok_or_else(wrong)?.field_len();
+            let mut out = Vec::with_capacity(2 * n);
+            pad_into(&mut out, s.signature_r().value(), n).ok_or_else(wrong)?;
+            pad_into(&mut out, s.signature_s().value(), n).ok_or_else(wrong)?;
             Ok(out)
         }
         (a, Signature::RsaPss(s)) if a.is_rsa_pss() => {

@@ -18,6 +18,7 @@ const TCTI_LAYER: u32 = 10 << 16;
 const ESYS_LAYER: u32 = 7 << 16;
 const MU_LAYER: u32 = 9 << 16;
 const RC_FMT1: u32 = 0x080;
+const RC_P: u32 = 0x040;
 const RC_VER1: u32 = 0x100;
 const RC_WARN: u32 = 0x900;
 
@@ -27,6 +28,7 @@ const RC_WARN: u32 = 0x900;
 pub mod code {
     pub const INITIALIZE: u32 = 0x100;
     pub const FAILURE: u32 = 0x101;
+    pub const NO_RESULT: u32 = 0x158;
     pub const AUTH_TYPE: u32 = 0x124;
     pub const AUTH_MISSING: u32 = 0x125;
     pub const POLICY: u32 = 0x126;
@@ -80,6 +82,7 @@ pub mod code {
 const NAMES: &[(u32, &str)] = &[
     (code::INITIALIZE, "TPM_RC_INITIALIZE"),
     (code::FAILURE, "TPM_RC_FAILURE"),
+    (code::NO_RESULT, "TPM_RC_NO_RESULT"),
     (code::AUTH_TYPE, "TPM_RC_AUTH_TYPE"),
     (code::AUTH_MISSING, "TPM_RC_AUTH_MISSING"),
     (code::POLICY, "TPM_RC_POLICY"),
@@ -155,6 +158,14 @@ impl TpmRc {
         } else {
             rc
         })
+    }
+
+    /// The number of the command parameter a format-one TPM response code
+    /// is about (`TPM_RC_P` set), if it names one.
+    pub fn parameter(self) -> Option<u32> {
+        self.tpm_code()?;
+        let rc = self.0 & 0xFFFF;
+        (rc & RC_FMT1 != 0 && rc & RC_P != 0).then_some((rc >> 8) & 0xF)
     }
 
     /// True if the response is the TPM code `c` (see [`code`]).
@@ -291,5 +302,12 @@ mod tests {
         assert_eq!(TpmRc(0x000A_000A).tpm_code(), None);
         assert!(TpmRc(0x2C2).is(code::ATTRIBUTES));
         assert_eq!(TpmRc(0x19F).to_string(), "TPM_RC_INTEGRITY (0x0000019F)");
+        // TPM_RC_ECC_POINT for parameter 1, TPM_RC_KEY for handle 1.
+        assert!(TpmRc(0x1E7).is(code::ECC_POINT));
+        assert_eq!(TpmRc(0x1E7).parameter(), Some(1));
+        assert_eq!(TpmRc(0x19C).parameter(), None);
+        assert_eq!(TpmRc(0x9A2).parameter(), None);
+        assert_eq!(TpmRc(0x000A_01E7).parameter(), None);
+        assert!(TpmRc(0x158).is(code::NO_RESULT));
     }
 }

@@ -3,9 +3,12 @@
 //! Every key is a child of the storage primary with
 //! `fixedTPM | fixedParent | userWithAuth | noDA`, plus
 //! `sensitiveDataOrigin` when the TPM generated the secret (not for imported
-//! HMAC keys), and `sign` for signing and MAC keys. The scheme is fixed in
-//! the key (ECDSA-SHA256, RSASSA-SHA256, RSAPSS-SHA256, HMAC-SHA256), so the
-//! TPM itself refuses any other use. `noDA` is set because each key's auth
+//! HMAC keys), `sign` for signing and MAC keys and `decrypt` (unrestricted)
+//! for ECDH keys. The scheme is fixed in the key (ECDSA-SHA256 on P-256,
+//! ECDSA-SHA384 on P-384, RSASSA-SHA256, RSAPSS-SHA256, HMAC-SHA256, ECDH on
+//! P-256), so the TPM itself refuses any other use: a signing key cannot do
+//! `TPM2_ECDH_ZGen`, an ECDH key cannot sign. Ed25519 and ML-DSA-65 have no
+//! template: TPM 2.0 has neither. `noDA` is set because each key's auth
 //! value is 256 random bits (guessing is hopeless), and so that a refused
 //! stale blob never counts towards a lockout of the whole TPM.
 
@@ -15,9 +18,10 @@ use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::structures::{
-    Digest, EccParameter, EccPoint, EccScheme, HashScheme, KeyedHashScheme, Public, PublicBuilder,
-    PublicEccParametersBuilder, PublicKeyRsa, PublicKeyedHashParameters,
-    PublicRsaParametersBuilder, RsaExponent, RsaScheme, SignatureScheme, SymmetricDefinitionObject,
+    Digest, EccParameter, EccPoint, EccScheme, HashScheme, KeyDerivationFunctionScheme,
+    KeyedHashScheme, Public, PublicBuilder, PublicEccParameters, PublicEccParametersBuilder,
+    PublicKeyRsa, PublicKeyedHashParameters, PublicRsaParametersBuilder, RsaExponent, RsaScheme,
+    SignatureScheme, SymmetricDefinitionObject,
 };
 
 fn built<T>(r: tss_esapi::Result<T>) -> Result<T> {
@@ -25,6 +29,7 @@ fn built<T>(r: tss_esapi::Result<T>) -> Result<T> {
 }
 
 const SHA256: HashingAlgorithm = HashingAlgorithm::Sha256;
+const SHA384: HashingAlgorithm = HashingAlgorithm::Sha384;
 
 /// The label hashed into the primary's unique field.
 #[cfg_attr(not(feature = "test-support"), allow(unreachable_pub))]
@@ -87,7 +92,12 @@ fn unique_point() -> Result<EccPoint> {
     Ok(EccPoint::new(x, y))
 }
 
-fn key_attributes(generated: bool) -> Result<tss_esapi::attributes::ObjectAttributes> {
+/// The attributes of a key: `sign` for signing and MAC keys, `decrypt`
+/// (never both) for key-agreement keys.
+fn key_attributes(
+    generated: bool,
+    agreement: bool,
+) -> Result<tss_esapi::attributes::ObjectAttributes> {
     built(
         ObjectAttributesBuilder::new()
             .with_fixed_tpm(true)
@@ -95,37 +105,59 @@ fn key_attributes(generated: bool) -> Result<tss_esapi::attributes::ObjectAttrib
             .with_sensitive_data_origin(generated)
             .with_user_with_auth(true)
             .with_no_da(true)
-            .with_sign_encrypt(true)
+            .with_sign_encrypt(!agreement)
+            .with_decrypt(agreement)
             .build(),
     )
+}
+
+/// The ECC parameters of a key of `alg`, if it is an ECC key: an
+/// unrestricted ECDSA signing key, or an unrestricted ECDH decrypt key (no
+/// symmetric algorithm, no KDF: `TPM2_ECDH_ZGen` returns the raw point).
+fn ecc_parameters(alg: Algorithm) -> Option<Result<PublicEccParameters>> {
+    let builder = match alg {
+        Algorithm::EcdsaP256Sha256 => PublicEccParametersBuilder::new_unrestricted_signing_key(
+            EccScheme::EcDsa(HashScheme::new(SHA256)),
+            EccCurve::NistP256,
+        ),
+        Algorithm::EcdsaP384Sha384 => PublicEccParametersBuilder::new_unrestricted_signing_key(
+            EccScheme::EcDsa(HashScheme::new(SHA384)),
+            EccCurve::NistP384,
+        ),
+        Algorithm::EcdhP256 => PublicEccParametersBuilder::new()
+            .with_ecc_scheme(EccScheme::EcDh(HashScheme::new(SHA256)))
+            .with_curve(EccCurve::NistP256)
+            .with_key_derivation_function_scheme(KeyDerivationFunctionScheme::Null)
+            .with_is_decryption_key(true)
+            .with_restricted(false),
+        _ => return None,
+    };
+    Some(built(builder.build()))
 }
 
 /// The template of a key of `alg`. `generated` is false only for imported
 /// HMAC keys. `auth_policy` is empty for every stored key; the
 /// non-extractability probe sets it on a throw-away twin.
+///
+/// # Errors
+/// [`ErrorKind::Unsupported`](keystore_backend::ErrorKind::Unsupported) for
+/// the algorithms TPM 2.0 does not have (AES-GCM, Ed25519, ML-DSA-65).
 pub(crate) fn key(alg: Algorithm, generated: bool, auth_policy: Digest) -> Result<Public> {
-    let attrs = key_attributes(generated)?;
+    let attrs = key_attributes(generated, alg == Algorithm::EcdhP256)?;
     let builder = PublicBuilder::new()
         .with_name_hashing_algorithm(SHA256)
         .with_object_attributes(attrs)
         .with_auth_policy(auth_policy);
-    match alg {
-        Algorithm::EcdsaP256Sha256 => {
-            let params = built(
-                PublicEccParametersBuilder::new_unrestricted_signing_key(
-                    EccScheme::EcDsa(HashScheme::new(SHA256)),
-                    EccCurve::NistP256,
-                )
+    if let Some(params) = ecc_parameters(alg) {
+        return built(
+            builder
+                .with_public_algorithm(PublicAlgorithm::Ecc)
+                .with_ecc_parameters(params?)
+                .with_ecc_unique_identifier(EccPoint::default())
                 .build(),
-            )?;
-            built(
-                builder
-                    .with_public_algorithm(PublicAlgorithm::Ecc)
-                    .with_ecc_parameters(params)
-                    .with_ecc_unique_identifier(EccPoint::default())
-                    .build(),
-            )
-        }
+        );
+    }
+    match alg {
         Algorithm::Rsa2048PssSha256
         | Algorithm::Rsa2048Pkcs1Sha256
         | Algorithm::Rsa3072PssSha256
@@ -165,22 +197,44 @@ pub(crate) fn key(alg: Algorithm, generated: bool, auth_policy: Digest) -> Resul
                 .with_keyed_hash_unique_identifier(Digest::default())
                 .build(),
         ),
-        Algorithm::Aes256Gcm => Err(Error::unsupported(
-            "aes-256-gcm: TPM 2.0 has no AES-GCM; use a TPM-sealed soft store for AEAD keys",
-        )),
-        other => Err(Error::unsupported(format!(
-            "{other}: not offered by the tpm backend"
-        ))),
+        other => Err(not_in_tpm2(other).unwrap_or_else(|| {
+            Error::unsupported(format!("{other}: not offered by the tpm backend"))
+        })),
     }
 }
 
-/// The scheme `TPM2_Sign` is asked for (the same one the key fixes).
+/// The [`ErrorKind::Unsupported`](keystore_backend::ErrorKind::Unsupported)
+/// error for an algorithm TPM 2.0 does not have (AES-GCM, Ed25519,
+/// ML-DSA-65), naming where such keys can live instead; `None` for the
+/// others.
+pub(crate) fn not_in_tpm2(alg: Algorithm) -> Option<Error> {
+    let why = match alg {
+        Algorithm::Aes256Gcm => {
+            "aes-256-gcm: TPM 2.0 has no AES-GCM; use a TPM-sealed soft store for AEAD keys"
+        }
+        Algorithm::Ed25519 => {
+            "ed25519: not offered by the tpm backend: TPM 2.0 devices (and swtpm) have no Ed25519 (EdDSA); use another backend for Ed25519 keys"
+        }
+        Algorithm::MlDsa65 => {
+            "ml-dsa-65: not offered by the tpm backend: TPM 2.0 devices (and swtpm) have no ML-DSA; use another backend for ML-DSA-65 keys"
+        }
+        _ => return None,
+    };
+    Some(Error::unsupported(why))
+}
+
+/// The scheme `TPM2_Sign` is asked for (the same one the key fixes); the
+/// NULL scheme for algorithms that do not sign (the TPM then refuses).
 pub(crate) fn signature_scheme(alg: Algorithm) -> SignatureScheme {
     let hash_scheme = HashScheme::new(SHA256);
     match alg {
         Algorithm::EcdsaP256Sha256 => SignatureScheme::EcDsa { hash_scheme },
+        Algorithm::EcdsaP384Sha384 => SignatureScheme::EcDsa {
+            hash_scheme: HashScheme::new(SHA384),
+        },
         a if a.is_rsa_pss() => SignatureScheme::RsaPss { hash_scheme },
-        _ => SignatureScheme::RsaSsa { hash_scheme },
+        a if a.rsa_bits().is_some() => SignatureScheme::RsaSsa { hash_scheme },
+        _ => SignatureScheme::Null,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Backend-level tests on a swtpm of their own: algorithms against
-//! independent implementations, HMAC sequences up to the keystore's 16 MiB
+//! independent implementations (P-384 signatures, ECDH agreement), the
+//! algorithms TPM 2.0 lacks, HMAC sequences up to the keystore's 16 MiB
 //! limit, attributes, every kind of damaged handle, slot accounting,
 //! reconnection, the registry, credentials and `Debug` redaction.
 
@@ -9,9 +10,11 @@ use backend_tpm::{admin, rc_code, TpmBackend, TpmConfig};
 use keystore_api::{Algorithm, KeyHandle, SecretBytes};
 use keystore_backend::BackendKey;
 use keystore_backend::ErrorKind;
+use keystore_backend::KeyAgreement;
 use keystore_backend::KeyManagement;
 use keystore_backend::Mac;
 use keystore_backend::NewKey;
+use keystore_backend::PeerPublicKey;
 use keystore_backend::Signing;
 use std::path::PathBuf;
 use tempfile::TempDir;
@@ -82,6 +85,7 @@ fn every_supported_algorithm_signs_and_verifies_independently() {
     );
     for alg in [
         Algorithm::EcdsaP256Sha256,
+        Algorithm::EcdsaP384Sha384,
         Algorithm::Rsa2048PssSha256,
         Algorithm::Rsa2048Pkcs1Sha256,
         Algorithm::Rsa3072PssSha256,
@@ -108,11 +112,7 @@ fn every_supported_algorithm_signs_and_verifies_independently() {
                 .expect("sign");
             pk.verify(msg, &sig).expect("verifies");
             assert!(pk.verify(b"other", &sig).is_err());
-            if alg == Algorithm::EcdsaP256Sha256 {
-                assert_eq!(sig.len(), 64, "fixed r||s");
-            } else {
-                assert_eq!(Some(sig.len() * 8), alg.rsa_bits());
-            }
+            assert_eq!(Some(sig.len()), alg.signature_len(), "{alg}: fixed r||s");
         }
         let rp = be.read_public(&g.handle).expect("read public");
         assert!(rp.attributes.fixed_tpm && rp.attributes.fixed_parent);
@@ -705,4 +705,317 @@ fn resolved_handles_are_exact_bounded_and_follow_the_registry() {
     let (objects, sessions) = be.loaded_handles().expect("handles");
     assert_eq!(objects.len(), 1, "only the primary: {objects:x?}");
     assert!(sessions.is_empty());
+}
+
+/// `openssl dgst -sha384 -verify` on the PEM public key and the DER form of
+/// a fixed `r‖s` signature.
+fn openssl_verifies_p384(pk: &keystore_api::PublicKey, msg: &[u8], rs: &[u8]) -> bool {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let der = p384::ecdsa::Signature::from_slice(rs)
+        .expect("r||s")
+        .to_der();
+    let (pem, sig, data) = (
+        dir.path().join("pub.pem"),
+        dir.path().join("sig.der"),
+        dir.path().join("msg"),
+    );
+    std::fs::write(&pem, pk.to_pem()).expect("pem");
+    std::fs::write(&sig, der.as_bytes()).expect("sig");
+    std::fs::write(&data, msg).expect("msg");
+    let out = std::process::Command::new("openssl")
+        .args(["dgst", "-sha384", "-verify"])
+        .arg(&pem)
+        .arg("-signature")
+        .arg(&sig)
+        .arg(&data)
+        .output()
+        .expect("run openssl");
+    out.status.success()
+}
+
+#[test]
+fn p384_keys_sign_with_sha384_verified_by_openssl_and_p384() {
+    use p384::ecdsa::signature::Verifier;
+    use p384::pkcs8::DecodePublicKey;
+    let env = Env::new();
+    let be = env.open();
+    let alg = Algorithm::EcdsaP384Sha384;
+    assert!(
+        be.capabilities()
+            .supports(alg, keystore_api::Operation::Generate)
+            && be
+                .capabilities()
+                .supports(alg, keystore_api::Operation::Sign),
+        "swtpm supports P-384"
+    );
+    let g = be.generate(&NewKey::new(alg, "p384")).expect("generate");
+    let pk = g.public_key.clone().expect("public key");
+    let key = BackendKey::new(g.handle.clone(), alg);
+    assert_eq!(be.public_key(&key).expect("public key"), pk);
+    // An SPKI of id-ecPublicKey on secp384r1, read independently.
+    let vk = p384::ecdsa::VerifyingKey::from_public_key_der(pk.spki_der()).expect("P-384 SPKI");
+    assert!(pk.to_pem().starts_with("-----BEGIN PUBLIC KEY-----"));
+    for msg in [&b""[..], b"abc", &[0x38u8; 5000][..]] {
+        let sig = be.sign(&key, msg).expect("sign");
+        assert_eq!(sig.len(), 96, "fixed r||s, 48 bytes each");
+        let parsed = p384::ecdsa::Signature::from_slice(&sig).expect("r||s");
+        vk.verify(msg, &parsed).expect("p384 verifies (SHA-384)");
+        assert!(vk.verify(b"other", &parsed).is_err());
+        assert!(openssl_verifies_p384(&pk, msg, &sig), "openssl verifies");
+        assert!(!openssl_verifies_p384(&pk, b"other", &sig));
+        pk.verify(msg, &sig).expect("the keystore's host check");
+    }
+    let rp = be.read_public(&g.handle).expect("read public");
+    assert!(rp.attributes.fixed_tpm && rp.attributes.fixed_parent);
+    assert!(rp.attributes.sensitive_data_origin && rp.attributes.user_with_auth);
+    assert!(rp.attributes.no_da && rp.attributes.sign);
+    assert!(!rp.attributes.decrypt && !rp.attributes.restricted);
+    assert!(rp.matches_blob);
+    // Not a P-256 key, and no key agreement.
+    assert_eq!(
+        kind(be.sign(
+            &BackendKey::new(g.handle.clone(), Algorithm::EcdsaP256Sha256),
+            b"m"
+        )),
+        ErrorKind::Integrity
+    );
+    let peer = p256_peer(7);
+    assert_eq!(
+        kind(be.agree_sha256_kdf(&key, &peer.1, b"", 32)),
+        ErrorKind::Integrity
+    );
+    assert_eq!(
+        kind(be.import(&NewKey::new(alg, "i"), &SecretBytes::zeroed(48))),
+        ErrorKind::Policy
+    );
+    // Destroyed: the blob still loads, the TPM refuses it without the auth.
+    be.destroy(&g.handle).expect("destroy");
+    match be.try_use_without_auth(&g.handle).expect("probe") {
+        Attempt::Refused(rc) => assert!(rc.is(rc_code::BAD_AUTH), "{rc}"),
+        Attempt::Complied => panic!("a destroyed key is usable"),
+    }
+}
+
+/// A peer key pair on P-256 from a fixed seed: the secret (for the
+/// independent computation) and its validated public key.
+fn p256_peer(seed: u8) -> (p256::SecretKey, PeerPublicKey) {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use sha2::Digest;
+    let scalar = sha2::Sha256::digest([b"peer".as_slice(), &[seed]].concat());
+    let secret = p256::SecretKey::from_slice(&scalar).expect("a valid scalar");
+    let point = secret.public_key().to_encoded_point(false);
+    let peer = PeerPublicKey::parse(Algorithm::EcdhP256, point.as_bytes()).expect("peer");
+    (secret, peer)
+}
+
+/// The expected agreement, computed without the keystore: ECDH with the
+/// `p256` crate, then `K_i = SHA-256(be32(i) ‖ Z ‖ FixedInfo)`.
+fn expected_agreement(
+    peer_secret: &p256::SecretKey,
+    tpm_key: &keystore_api::PublicKey,
+    fixed_info: &[u8],
+    len: usize,
+) -> (Vec<u8>, [u8; 32]) {
+    use p256::pkcs8::DecodePublicKey;
+    use sha2::Digest;
+    let ours = p256::PublicKey::from_public_key_der(tpm_key.spki_der()).expect("P-256 SPKI");
+    let shared = p256::ecdh::diffie_hellman(peer_secret.to_nonzero_scalar(), ours.as_affine());
+    let z: [u8; 32] = (*shared.raw_secret_bytes()).into();
+    let mut out = Vec::new();
+    let mut i = 1u32;
+    while out.len() < len {
+        let mut h = sha2::Sha256::new();
+        h.update(i.to_be_bytes());
+        h.update(z);
+        h.update(fixed_info);
+        out.extend_from_slice(&h.finalize());
+        i += 1;
+    }
+    out.truncate(len);
+    (out, z)
+}
+
+#[test]
+fn ecdh_agreement_matches_p256_and_the_one_step_kdf() {
+    use p256::pkcs8::EncodePublicKey;
+    let env = Env::new();
+    let be = env.open();
+    let alg = Algorithm::EcdhP256;
+    let caps = be.capabilities();
+    assert!(
+        caps.supports(alg, keystore_api::Operation::Generate)
+            && caps.supports(alg, keystore_api::Operation::Agree)
+            && !caps.supports(alg, keystore_api::Operation::Sign),
+        "swtpm supports ECDH on P-256"
+    );
+    let g = be.generate(&NewKey::new(alg, "ecdh")).expect("generate");
+    let pk = g.public_key.clone().expect("public key");
+    let key = BackendKey::new(g.handle.clone(), alg);
+    assert_eq!(be.public_key(&key).expect("public key"), pk);
+    {
+        // The same SPKI as an ECDSA P-256 key: id-ecPublicKey, prime256v1.
+        use p256::pkcs8::DecodePublicKey;
+        let k = p256::PublicKey::from_public_key_der(pk.spki_der()).expect("P-256 SPKI");
+        assert_eq!(
+            k.to_public_key_der().expect("der").as_bytes(),
+            pk.spki_der()
+        );
+    }
+    let rp = be.read_public(&g.handle).expect("read public");
+    let a = rp.attributes;
+    assert!(a.fixed_tpm && a.fixed_parent && a.sensitive_data_origin);
+    assert!(a.user_with_auth && a.no_da && a.decrypt);
+    assert!(
+        !a.sign && !a.restricted,
+        "an unrestricted decrypt key, not a signing key"
+    );
+    assert!(rp.matches_blob);
+
+    let (secret, peer) = p256_peer(1);
+    for len in [16, 32, 33, 64] {
+        for fixed_info in [&b""[..], b"keystore ecdh test \x00\x01", &[0xAB; 300][..]] {
+            let out = be
+                .agree_sha256_kdf(&key, &peer, fixed_info, len)
+                .expect("agree");
+            let (want, z) = expected_agreement(&secret, &pk, fixed_info, len);
+            assert_eq!(out.expose(), &want[..], "len {len}");
+            let debug = format!("{out:?}");
+            for secret_bytes in [&want[..8], &z[..8]] {
+                assert!(!debug.contains(&hex::encode(secret_bytes)), "{debug}");
+            }
+        }
+    }
+    // The peer key in its other forms (SPKI DER, compressed), and another peer.
+    let spki = secret
+        .public_key()
+        .to_public_key_der()
+        .expect("der")
+        .as_bytes()
+        .to_vec();
+    let from_spki = PeerPublicKey::parse(alg, &spki).expect("SPKI peer");
+    assert_eq!(
+        be.agree_sha256_kdf(&key, &from_spki, b"x", 32)
+            .expect("agree")
+            .expose(),
+        &expected_agreement(&secret, &pk, b"x", 32).0[..]
+    );
+    let (other_secret, other) = p256_peer(2);
+    let out = be.agree_sha256_kdf(&key, &other, b"x", 32).expect("agree");
+    assert_eq!(
+        out.expose(),
+        &expected_agreement(&other_secret, &pk, b"x", 32).0[..]
+    );
+    assert_ne!(
+        out.expose(),
+        &expected_agreement(&secret, &pk, b"x", 32).0[..]
+    );
+
+    // Bad KDF input.
+    for (info, len) in [(0usize, 0usize), (0, 255 * 32 + 1), (4097, 32)] {
+        assert_eq!(
+            kind(be.agree_sha256_kdf(&key, &peer, &vec![0; info], len)),
+            ErrorKind::InvalidInput
+        );
+    }
+
+    // A peer point the TPM refuses (not on the curve): InvalidInput naming
+    // the TPM's code, and the key still works afterwards.
+    let mut y = peer.y().to_vec();
+    y[31] ^= 1;
+    let e = be
+        .agree_with_unchecked_point(&key, peer.x(), &y, b"", 32)
+        .expect_err("off-curve point");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e:?}");
+    assert!(e.to_string().contains("TPM_RC_ECC_POINT"), "{e}");
+    let e = be
+        .agree_with_unchecked_point(&key, &[0; 32], &[0; 32], b"", 32)
+        .expect_err("(0, 0)");
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e:?}");
+    assert_eq!(
+        be.agree_sha256_kdf(&key, &peer, b"after", 33)
+            .expect("agree")
+            .expose(),
+        &expected_agreement(&secret, &pk, b"after", 33).0[..]
+    );
+
+    // Mismatches: an ECDH key does not sign or MAC, a signing key does not agree.
+    assert_eq!(kind(be.sign(&key, b"m")), ErrorKind::Policy);
+    assert_eq!(
+        kind(be.sign(
+            &BackendKey::new(g.handle.clone(), Algorithm::EcdsaP256Sha256),
+            b"m"
+        )),
+        ErrorKind::Integrity
+    );
+    assert_eq!(
+        kind(be.hmac_sha256(
+            &BackendKey::new(g.handle.clone(), Algorithm::HmacSha256),
+            b"m"
+        )),
+        ErrorKind::Integrity
+    );
+    let ec = be
+        .generate(&NewKey::new(Algorithm::EcdsaP256Sha256, "sig"))
+        .expect("ecdsa")
+        .handle;
+    for alg in [Algorithm::EcdsaP256Sha256, Algorithm::EcdhP256] {
+        assert_eq!(
+            kind(be.agree_sha256_kdf(&BackendKey::new(ec.clone(), alg), &peer, b"", 32)),
+            ErrorKind::Integrity,
+            "{alg}"
+        );
+    }
+    assert_eq!(
+        kind(be.import(&NewKey::new(alg, "i"), &SecretBytes::zeroed(32))),
+        ErrorKind::Policy
+    );
+    let (objects, sessions) = be.loaded_handles().expect("handles");
+    assert!(
+        objects.len() <= 3 && sessions.is_empty(),
+        "{objects:x?} {sessions:x?}"
+    );
+
+    // Survives a reopen; destroyed, it is gone and its blob is useless.
+    drop(be);
+    let be = env.open();
+    assert_eq!(
+        be.agree_sha256_kdf(&key, &peer, b"reopened", 16)
+            .expect("agree")
+            .expose(),
+        &expected_agreement(&secret, &pk, b"reopened", 16).0[..]
+    );
+    be.destroy(&g.handle).expect("destroy");
+    assert_eq!(
+        kind(be.agree_sha256_kdf(&key, &peer, b"", 32)),
+        ErrorKind::NotFound
+    );
+    match be.try_use_without_auth(&g.handle).expect("probe") {
+        Attempt::Refused(rc) => assert!(rc.is(rc_code::BAD_AUTH), "{rc}"),
+        Attempt::Complied => panic!("a destroyed key is usable"),
+    }
+}
+
+#[test]
+fn ed25519_and_ml_dsa_are_not_offered() {
+    let env = Env::new();
+    let be = env.open();
+    for alg in [Algorithm::Ed25519, Algorithm::MlDsa65] {
+        let caps = be.capabilities();
+        assert!(
+            !caps.supports(alg, keystore_api::Operation::Generate),
+            "{alg}"
+        );
+        assert!(!caps.supports(alg, keystore_api::Operation::Sign), "{alg}");
+        let e = be.generate(&NewKey::new(alg, "x")).expect_err("generate");
+        assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:?}");
+        assert!(
+            e.to_string().contains("not offered by the tpm backend"),
+            "{e}"
+        );
+        assert_eq!(
+            kind(be.import(&NewKey::new(alg, "x"), &SecretBytes::zeroed(32))),
+            ErrorKind::Unsupported
+        );
+    }
+    assert!(be.list().expect("list").is_empty());
 }

@@ -5,7 +5,8 @@
 //! Through it we provision an owner auth, import an HMAC key with known
 //! bytes, compute HKDF extracts (PRKs, secret) with a known result (one
 //! `TPM2_HMAC`, one HMAC sequence), and seal and unseal a TPM-sealed KEK
-//! (unbound and PCR-bound). With parameter encryption none of those secrets
+//! (unbound and PCR-bound), and agree on an ECDH key with a peer whose
+//! shared secret `Z` we compute independently. With parameter encryption none of those secrets
 //! appears in the traffic; with it disabled (test-support switch) every one
 //! of them does, which shows that the check can fail. A MAC tag (not a
 //! secret: its user sends or compares it) travels in clear either way, and
@@ -20,6 +21,7 @@ use backend_tpm::swtpm::Swtpm;
 use backend_tpm::{admin, PcrBinding, TpmBackend, TpmConfig, TpmSealedKek};
 use hmac::{Hmac, Mac};
 use keystore_api::{Algorithm, BackendKey, KeyManagement, Mac as _, NewKey, SecretBytes};
+use keystore_backend::{KeyAgreement, PeerPublicKey};
 use sha2::Sha256;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream};
@@ -145,6 +147,30 @@ struct Seen {
     imported_key_after_reset: bool,
     mac_tag: bool,
     prk_when_opted_out: bool,
+    ecdh_z: bool,
+    ecdh_z_when_prk_opted_out: bool,
+}
+
+/// An ECDH agreement through the backend, checked against the `p256`
+/// crate: the shared secret `Z` (to look for on the bus) and the output.
+fn agree(be: &TpmBackend, key: &BackendKey, pk: &keystore_api::PublicKey) -> [u8; 32] {
+    use p256::elliptic_curve::sec1::ToEncodedPoint;
+    use p256::pkcs8::DecodePublicKey;
+    use sha2::Digest;
+    let secret = p256::SecretKey::from_slice(&Sha256::digest(b"bus peer")).expect("scalar");
+    let point = secret.public_key().to_encoded_point(false);
+    let peer = PeerPublicKey::parse(Algorithm::EcdhP256, point.as_bytes()).expect("peer");
+    let ours = p256::PublicKey::from_public_key_der(pk.spki_der()).expect("spki");
+    let shared = p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), ours.as_affine());
+    let z: [u8; 32] = (*shared.raw_secret_bytes()).into();
+    let out = be.agree_sha256_kdf(key, &peer, b"bus", 32).expect("agree");
+    let want = Sha256::new()
+        .chain_update(1u32.to_be_bytes())
+        .chain_update(z)
+        .chain_update(b"bus")
+        .finalize();
+    assert_eq!(out.expose(), &want[..], "the agreement is right");
+    z
 }
 
 fn run(encrypted: bool) -> Seen {
@@ -206,6 +232,15 @@ fn run(encrypted: bool) -> Seen {
         .expect("mac");
     assert_eq!(*tag, hmac_ref(&key, b"a MAC tag"));
     let mac_tag = leaks(&proxy.take(), &*tag);
+    // TPM2_ECDH_ZGen: Z in its response.
+    let ecdh = be
+        .generate(&NewKey::new(Algorithm::EcdhP256, "ecdh"))
+        .expect("ecdh key");
+    let ecdh_key = BackendKey::new(ecdh.handle.clone(), Algorithm::EcdhP256);
+    let ecdh_pk = ecdh.public_key.expect("public key");
+    proxy.take();
+    let z = agree(&be, &ecdh_key, &ecdh_pk);
+    let ecdh_z = leaks(&proxy.take(), &z);
 
     // A TPM reset: the session is gone with the objects; the backend
     // reconnects, starts a new one and retries once.
@@ -250,6 +285,9 @@ fn run(encrypted: bool) -> Seen {
         .expect("extract");
     assert_eq!(*t3, hmac_ref(&key, b"opted out"));
     let prk_when_opted_out = leaks(&proxy.take(), &*t3);
+    // Z is encrypted whatever the PRK option says.
+    let z = agree(&be, &ecdh_key, &ecdh_pk);
+    let ecdh_z_when_prk_opted_out = leaks(&proxy.take(), &z);
     drop(be);
 
     // The TPM-sealed KEK: TPM2_GetRandom, TPM2_Create, TPM2_Unseal.
@@ -284,6 +322,8 @@ fn run(encrypted: bool) -> Seen {
         imported_key_after_reset,
         mac_tag,
         prk_when_opted_out,
+        ecdh_z,
+        ecdh_z_when_prk_opted_out,
     }
 }
 
@@ -311,6 +351,8 @@ fn secrets_never_cross_the_bus_in_clear_and_the_check_can_fail() {
             imported_key_after_reset: true,
             mac_tag: true,
             prk_when_opted_out: true,
+            ecdh_z: true,
+            ecdh_z_when_prk_opted_out: true,
         },
         "without parameter encryption the sniffer sees every secret"
     );
@@ -327,6 +369,8 @@ fn secrets_never_cross_the_bus_in_clear_and_the_check_can_fail() {
             imported_key_after_reset: false,
             mac_tag: true,
             prk_when_opted_out: true,
+            ecdh_z: false,
+            ecdh_z_when_prk_opted_out: false,
         },
         "with parameter encryption the sniffer sees none"
     );

@@ -32,13 +32,16 @@ impl Pkcs11Backend {
         alg: Algorithm,
         label: &str,
     ) -> Result<GeneratedKey> {
-        let kind = Kind::of(alg);
+        let kind = Kind::of(alg)?;
+        let mech = match kind {
+            Kind::Ec => Mechanism::EccKeyPairGen,
+            Kind::Ed => Mechanism::EccEdwardsKeyPairGen,
+            Kind::Rsa => Mechanism::RsaPkcsKeyPairGen,
+            Kind::Aes => Mechanism::AesKeyGen,
+            Kind::Hmac => Mechanism::GenericSecretKeyGen,
+        };
         if kind.asymmetric() {
-            let (pub_t, priv_t) = objects::keypair_templates(alg, id, label);
-            let mech = match kind {
-                Kind::Ec => Mechanism::EccKeyPairGen,
-                _ => Mechanism::RsaPkcsKeyPairGen,
-            };
+            let (pub_t, priv_t) = objects::keypair_templates(alg, id, label)?;
             let (pub_h, priv_h) = s
                 .generate_key_pair(&mech, &pub_t, &priv_t)
                 .map_err(ck(format!("generate a {alg} key pair")))?;
@@ -54,12 +57,8 @@ impl Pkcs11Backend {
                 public_key: Some(pk),
             })
         } else {
-            let mech = match kind {
-                Kind::Aes => Mechanism::AesKeyGen,
-                _ => Mechanism::GenericSecretKeyGen,
-            };
             let key = s
-                .generate_key(&mech, &objects::secret_template(alg, id, label))
+                .generate_key(&mech, &objects::secret_template(alg, id, label)?)
                 .map_err(ck(format!("generate a {alg} key")))?;
             self.add_marker(s, id, key, alg, label)?;
             Ok(GeneratedKey {
@@ -77,7 +76,7 @@ impl Pkcs11Backend {
         label: &str,
     ) -> Result<KeyHandle> {
         self.creating(|s, id| {
-            let mut template = objects::import_template(alg, id, label, secret.expose());
+            let mut template = objects::import_template(alg, id, label, secret.expose())?;
             let created = s.create_object(&template);
             objects::zeroize_values(&mut template);
             let key = created.map_err(ck(format!("import a {alg} key")))?;

@@ -43,7 +43,8 @@ impl Pkcs11Backend {
     /// when nothing of the key is left and `Integrity` when its companion
     /// still is; present but with damaged protection is `Integrity`.
     fn primary(&self, s: &Session, id: &KeyId, alg: Algorithm, hints: &Hints) -> Result<Primary> {
-        let kind = Kind::of(alg);
+        let kind = Kind::of(alg)?;
+        let mechanism = objects::allowed_mechanism(alg)?;
         let cached = self.handles().get(id).copied();
         if let Some(c) = cached {
             if c.alg == alg && c.checked_at.elapsed() < self.recheck_interval {
@@ -53,7 +54,7 @@ impl Pkcs11Backend {
                     unverified: c.unverified,
                 });
             }
-            match objects::check_protection(s, c.handle, id, &[objects::allowed_mechanism(alg)]) {
+            match objects::check_protection(s, c.handle, id, &[mechanism]) {
                 Ok(objects::Check::Intact) => return Ok(self.checked(id, c.handle, alg)),
                 Ok(objects::Check::Damaged(why)) => {
                     self.forget(id);
@@ -68,7 +69,7 @@ impl Pkcs11Backend {
         // creates ids with this prefix); any intact one is the key.
         let mut damage = None;
         for h in objects::find(s, &objects::primary_query(kind, id))? {
-            match objects::check_protection(s, h, id, &[objects::allowed_mechanism(alg)])? {
+            match objects::check_protection(s, h, id, &[mechanism])? {
                 objects::Check::Intact => return Ok(self.checked(id, h, alg)),
                 objects::Check::Damaged(why) => damage = Some(why),
                 objects::Check::NotThisKey => {}
@@ -196,14 +197,18 @@ impl Pkcs11Backend {
         if p.checked_now {
             return fail(e);
         }
-        match objects::check_protection(s, p.handle, id, &[objects::allowed_mechanism(alg)]) {
+        // Both known: `primary` found the object for `alg`.
+        let (Ok(kind), Ok(mechanism)) = (Kind::of(alg), objects::allowed_mechanism(alg)) else {
+            return fail(e);
+        };
+        match objects::check_protection(s, p.handle, id, &[mechanism]) {
             Ok(objects::Check::Intact) => {
                 self.remember(id, p.handle, alg);
                 fail(e)
             }
             Ok(objects::Check::Damaged(why)) => {
                 self.forget(id);
-                damaged(id, Kind::of(alg), &why)
+                damaged(id, kind, &why)
             }
             Ok(objects::Check::NotThisKey) | Err(_) => {
                 self.forget(id);
@@ -256,7 +261,7 @@ impl Pkcs11Backend {
         alg: Algorithm,
         hints: &Hints,
     ) -> Result<Arc<Verifier>> {
-        let kind = Kind::of(alg);
+        let kind = Kind::of(alg)?;
         let Some(obj) = objects::find(s, &objects::public_query(kind, id))?
             .first()
             .copied()

@@ -1,5 +1,6 @@
 //! The key operations behind [`crate::Pkcs11Backend`]'s `Backend` methods.
 
+mod agree;
 mod create;
 mod inventory;
 mod lookup;
@@ -88,20 +89,26 @@ fn destroy_object(s: &Session, obj: ObjectHandle) -> Result<()> {
 fn read_public(s: &Session, obj: ObjectHandle, alg: Algorithm) -> Result<PublicKey> {
     let missing =
         |what: &str| Error::integrity(format!("the token's public key object has no {what}"));
-    match Kind::of(alg) {
-        Kind::Ec => {
+    let kind = Kind::of(alg)?;
+    match kind {
+        Kind::Ec | Kind::Ed => {
             let params = objects::bytes_attr(s, obj, AttributeType::EcParams)?
                 .ok_or_else(|| missing("CKA_EC_PARAMS"))?;
             let point = objects::bytes_attr(s, obj, AttributeType::EcPoint)?
                 .ok_or_else(|| missing("CKA_EC_POINT"))?;
-            pubkey::ec_spki(&params, &point)
+            if kind == Kind::Ed {
+                pubkey::ed25519_spki(&params, &point)
+            } else {
+                pubkey::ec_spki(alg, &params, &point)
+            }
         }
-        _ => {
+        Kind::Rsa => {
             let n = objects::bytes_attr(s, obj, AttributeType::Modulus)?
                 .ok_or_else(|| missing("CKA_MODULUS"))?;
             let e = objects::bytes_attr(s, obj, AttributeType::PublicExponent)?
                 .ok_or_else(|| missing("CKA_PUBLIC_EXPONENT"))?;
             pubkey::rsa_spki(alg, &n, &e)
         }
+        Kind::Aes | Kind::Hmac => Err(Error::policy(format!("{alg} keys have no public key"))),
     }
 }

@@ -1,4 +1,5 @@
-//! Using keys: public keys, signing, HMAC and AEAD.
+//! Using keys: public keys, signing (ECDSA P-256/P-384, Ed25519, RSA),
+//! HMAC and AEAD.
 
 use super::{gcm_params, TAG_LEN};
 use crate::error::{map, COMPONENT};
@@ -6,13 +7,14 @@ use crate::objects::Kind;
 use crate::{Pkcs11Backend, SignatureCheck};
 use cryptoki::context::Function;
 use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::types::Ulong;
 use keystore_backend::{
     AeadSealed, Algorithm, Error, KeyClass, KeyHandle, PublicKey, Result, SecretBytes,
 };
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha256, Sha384};
 use std::sync::atomic::Ordering;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -35,14 +37,20 @@ impl Pkcs11Backend {
         alg: Algorithm,
         message: &[u8],
     ) -> Result<Vec<u8>> {
-        if alg.class() != KeyClass::Asymmetric {
+        if !alg.signs() {
             return Err(Error::policy(format!(
                 "sign is not an operation of {alg} keys"
             )));
         }
         let id = self.prefix.id_of(handle)?;
-        let kind = Kind::of(alg);
-        let digest = (kind == Kind::Ec).then(|| Sha256::digest(message));
+        Kind::of(alg)?;
+        // ECDSA: hashed on the host, then CKM_ECDSA (as tokens without the
+        // hash-and-sign mechanisms need).
+        let prehash = match alg {
+            Algorithm::EcdsaP256Sha256 => Some(Sha256::digest(message).to_vec()),
+            Algorithm::EcdsaP384Sha384 => Some(Sha384::digest(message).to_vec()),
+            _ => None,
+        };
         let pss = PkcsPssParams {
             hash_alg: MechanismType::SHA256,
             mgf: PkcsMgfType::MGF1_SHA256,
@@ -51,22 +59,29 @@ impl Pkcs11Backend {
         let (sig, used) = self.with_key(
             &id,
             alg,
-            |s, key| match &digest {
-                Some(digest) => s.sign(&Mechanism::Ecdsa, key, digest),
+            |s, key| match &prehash {
+                Some(hash) => s.sign(&Mechanism::Ecdsa, key, hash),
+                // Pure Ed25519 (RFC 8032): CKM_EDDSA without parameters.
+                None if alg == Algorithm::Ed25519 => s.sign(
+                    &Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                    key,
+                    message,
+                ),
                 None if alg.is_rsa_pss() => s.sign(&Mechanism::Sha256RsaPkcsPss(pss), key, message),
                 None => s.sign(&Mechanism::Sha256RsaPkcs, key, message),
             },
             |e| map(&format!("sign with {alg} key {}", id.short()), e),
         )?;
-        if kind == Kind::Ec && sig.len() != 64 {
+        if let Some(want) = alg.signature_len().filter(|n| *n != sig.len()) {
+            // A P-256 key object used as P-384 (or the reverse) signs; only
+            // the length shows it before the host-side check would.
             self.forget(&id);
-            return Err(Error::backend_msg(
-                COMPONENT,
-                format!(
-                    "the token returned a {}-byte ECDSA P-256 signature",
-                    sig.len()
-                ),
-            ));
+            return Err(Error::integrity(format!(
+                "the token returned a {}-byte signature where {alg} makes {want}-byte ones: \
+                 key {} on the token is not a {alg} key, or is damaged",
+                sig.len(),
+                id.short()
+            )));
         }
         let verify = match self.signature_check {
             SignatureCheck::Always => true,

@@ -8,6 +8,7 @@ mod aws;
 #[cfg(feature = "rustcrypto")]
 mod rustcrypto;
 
+use keystore_backend::agreement::PeerPublicKey;
 use keystore_backend::{AeadSealed, Algorithm, Error, PublicKey, Result, SecretBytes};
 use zeroize::Zeroizing;
 
@@ -47,9 +48,14 @@ impl CryptoProvider {
         }
     }
 
-    /// The algorithms this provider serves.
+    /// The algorithms this provider serves: every one with aws-lc-rs; with
+    /// RustCrypto, ECDSA P-256, AES-256-GCM and HMAC-SHA256 only.
     pub fn supports(self, alg: Algorithm) -> bool {
-        self == CryptoProvider::AwsLc || alg.rsa_bits().is_none()
+        self == CryptoProvider::AwsLc
+            || matches!(
+                alg,
+                Algorithm::EcdsaP256Sha256 | Algorithm::Aes256Gcm | Algorithm::HmacSha256
+            )
     }
 }
 
@@ -125,6 +131,16 @@ impl Material {
     /// HMAC-SHA256 of `data`.
     pub(crate) fn hmac(&self, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {
         dispatch!(self, k => k.hmac(data))
+    }
+
+    /// ECDH with `peer`, then the one-step KDF of SP 800-56C.
+    pub(crate) fn agree_sha256_kdf(
+        &self,
+        peer: &PeerPublicKey,
+        fixed_info: &[u8],
+        len: usize,
+    ) -> Result<SecretBytes> {
+        dispatch!(self, k => k.agree_sha256_kdf(peer, fixed_info, len))
     }
 
     /// AES-256-GCM under a fresh random nonce.

@@ -26,7 +26,13 @@ impl std::fmt::Debug for Key {
     }
 }
 
-fn rsa_unsupported(alg: Algorithm) -> Error {
+fn unsupported(alg: Algorithm) -> Error {
+    if alg.rsa_bits().is_none() {
+        return Error::unsupported(format!(
+            "{alg}: the RustCrypto provider serves ecdsa-p256-sha256, aes-256-gcm and \
+             hmac-sha256 only; use the aws-lc-rs provider"
+        ));
+    }
     Error::unsupported(format!(
         "{alg}: the RustCrypto provider does not sign with RSA (the rsa crate is variable-time, \
          RUSTSEC-2023-0071); use the aws-lc-rs provider"
@@ -54,7 +60,7 @@ pub(crate) fn generate(alg: Algorithm) -> Result<SecretBytes> {
             crate::random(s.expose_mut())?;
             Ok(s)
         }
-        rsa => Err(rsa_unsupported(rsa)),
+        rsa => Err(unsupported(rsa)),
     }
 }
 
@@ -79,7 +85,7 @@ pub(crate) fn parse(alg: Algorithm, bytes: &SecretBytes) -> Result<Key> {
             k.copy_from_slice(bytes.expose());
             Ok(Key::Hmac(k))
         }
-        rsa => Err(rsa_unsupported(rsa)),
+        rsa => Err(unsupported(rsa)),
     }
 }
 
@@ -108,9 +114,18 @@ impl Key {
                     .map_err(|_| Error::backend_msg(Component::Soft, "ECDSA signing failed"))?;
                 Ok(sig.to_bytes().to_vec())
             }
-            _ if alg.rsa_bits().is_some() => Err(rsa_unsupported(alg)),
+            _ if alg.rsa_bits().is_some() => Err(unsupported(alg)),
             _ => Err(self.mismatch("sign")),
         }
+    }
+
+    pub(crate) fn agree_sha256_kdf(
+        &self,
+        _peer: &keystore_backend::PeerPublicKey,
+        _fixed_info: &[u8],
+        _len: usize,
+    ) -> Result<SecretBytes> {
+        Err(unsupported(Algorithm::EcdhP256))
     }
 
     pub(crate) fn hmac(&self, data: &[u8]) -> Result<Zeroizing<[u8; 32]>> {

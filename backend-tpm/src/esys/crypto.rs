@@ -1,5 +1,5 @@
-//! Key use and TPM secrets: sign, HMAC and HMAC sequences, random bytes,
-//! unseal.
+//! Key use and TPM secrets: sign, HMAC and HMAC sequences, ECDH shared
+//! secrets, random bytes, unseal.
 
 use super::convert::{digest32, tpm2b_max_buffer};
 use super::{check, local, missing, Crypt, Esys, Out, Tr, NONE, PASSWORD};
@@ -160,6 +160,55 @@ impl Esys {
             Some(d) => digest32(d),
             None => missing(),
         }
+    }
+
+    /// `TPM2_ECDH_ZGen`: the point `d·P` for the loaded ECDH key (private
+    /// scalar `d`) and the peer point `P = (x, y)`, of which only the
+    /// x-coordinate is returned, left-padded to `field_len` bytes: the
+    /// shared secret `Z` of SP 800-56A. The output point comes back
+    /// encrypted on the bus (when the connection has an encryption
+    /// session); the peer point, public, goes in clear. The TPM checks that
+    /// the point is on the key's curve (`TPM_RC_ECC_POINT` otherwise).
+    pub(crate) fn ecdh_zgen(
+        &mut self,
+        key: Tr,
+        x: &[u8],
+        y: &[u8],
+        field_len: usize,
+    ) -> Result<Zeroizing<Vec<u8>>, TpmRc> {
+        let mut point = sys::TPM2B_ECC_POINT::default();
+        for (to, from) in [(&mut point.point.x, x), (&mut point.point.y, y)] {
+            if from.len() > to.buffer.len() {
+                return Err(TpmRc::LOCAL_BAD_VALUE);
+            }
+            to.size = from.len() as u16;
+            to.buffer[..from.len()].copy_from_slice(from);
+        }
+        let mut out = Out::<sys::TPM2B_ECC_POINT>::new();
+        // Z comes back encrypted.
+        let enc = self.enc(Crypt::Response)?;
+        // SAFETY: initialised input and output slot.
+        check(unsafe {
+            sys::Esys_ECDH_ZGen(self.ctx, key, PASSWORD, enc, NONE, &point, out.slot())
+        })?;
+        let Some(mut p) = out.get() else {
+            return missing();
+        };
+        let x = &p.point.x.buffer[..(p.point.x.size as usize).min(p.point.x.buffer.len())];
+        // Strip leading zeros, then left-pad to the field length.
+        let first = x.iter().position(|b| *b != 0).unwrap_or(x.len());
+        let x = &x[first..];
+        let z = match field_len.checked_sub(x.len()) {
+            Some(zeros) => {
+                let mut z = Zeroizing::new(vec![0u8; field_len]);
+                z[zeros..].copy_from_slice(x);
+                Ok(z)
+            }
+            None => Err(TpmRc::LOCAL_BAD_VALUE),
+        };
+        p.point.x.buffer.zeroize();
+        p.point.y.buffer.zeroize();
+        z
     }
 
     /// `TPM2_GetRandom` until `len` bytes are collected.

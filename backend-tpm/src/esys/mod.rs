@@ -42,6 +42,7 @@
 //! |---|---|---|
 //! | `TPM2_Create` | decrypt | `inSensitive`: a new key's auth value, imported key bytes, a sealed KEK |
 //! | `TPM2_HMAC`, `TPM2_SequenceComplete` | encrypt, for secret results only | the HKDF PRK of `derive` |
+//! | `TPM2_ECDH_ZGen` | encrypt | the ECDH shared secret `Z` of key agreement |
 //! | `TPM2_Unseal` | encrypt | the unsealed KEK |
 //! | `TPM2_GetRandom` | encrypt | random bytes used as auth values and KEKs |
 //! | `TPM2_HierarchyChangeAuth` | decrypt | the new hierarchy auth |
@@ -52,7 +53,8 @@
 //! host CPU with libtss2-esys 3.2.1 and OpenSSL 3), the empty sequence auth
 //! of `TPM2_HMAC_Start`, the data fed to `TPM2_HMAC` / `TPM2_SequenceUpdate`
 //! (the caller's message or HKDF salt), public areas and private blobs
-//! (already encrypted by the parent), and the password authorisations
+//! (already encrypted by the parent), the peer point of `TPM2_ECDH_ZGen`,
+//! and the password authorisations
 //! themselves: the owner auth at `TPM2_CreatePrimary` and each key's auth
 //! value at every use still cross the bus in clear. Without a session
 //! (`enc` is `NONE`) every command goes in clear.
