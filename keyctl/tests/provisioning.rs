@@ -686,3 +686,88 @@ fn revoke_intermediate_rejects_every_device_under_it() {
     );
     assert!(err.contains("(revoked)"), "{err}");
 }
+
+/// `openssl x509 -noout -text` of a PEM file.
+fn x509_text(file: &std::path::Path) -> String {
+    let out = Command::new(OPENSSL)
+        .args(["x509", "-noout", "-text", "-in", s(file)])
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "{}", text(&out));
+    text(&out)
+}
+
+#[test]
+fn pki_commands_take_a_key_algorithm() {
+    let f = Factory::new();
+    // Only the PKI's algorithms are taken, before anything is created.
+    let out = keyctl()
+        .args(["ca", "init-root", "--root-store", s(&f.root)])
+        .args(["--new-root-key-file", s(&f.root_key)])
+        .args(["--algorithm", "ml-dsa-65"])
+        .env("KEYCTL_ROOT_SECRET", ROOT_SECRET)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("the device PKI takes"),
+        "{}",
+        text(&out)
+    );
+    assert!(!f.root.join("soft").exists());
+
+    let out = keyctl()
+        .args(["ca", "init-root", "--root-store", s(&f.root)])
+        .args(["--new-root-key-file", s(&f.root_key), "--cn", "Ed Root"])
+        .args(["--algorithm", "ed25519"])
+        .env("KEYCTL_ROOT_SECRET", ROOT_SECRET)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert!(x509_text(&f.root.join("root-ca.pem")).contains("ED25519 Public-Key"));
+    let out = f
+        .so()
+        .args(["ca", "sign-intermediate", "--root-store", s(&f.root)])
+        .args(["--root-key-file", s(&f.root_key), "--cn", "P-384 CA"])
+        .args(["--algorithm", "ecdsa-p384-sha384"])
+        .env("KEYCTL_ROOT_SECRET", ROOT_SECRET)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let pki = f.store.join("pki");
+    let inter = x509_text(&pki.join("intermediate.pem"));
+    assert!(inter.contains("NIST CURVE: P-384"), "{inter}");
+    assert!(inter.contains("Signature Algorithm: ED25519"), "{inter}");
+
+    let out = f
+        .op()
+        .args(["provision", "--device-id", "DEV-ED", "--operator", "line-3"])
+        .args(["--algorithm", "ed25519"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let dir = f.device_dir("DEV-ED");
+    let cert = x509_text(&dir.join("cert.pem"));
+    assert!(cert.contains("ED25519 Public-Key"), "{cert}");
+    assert!(cert.contains("ecdsa-with-SHA384"), "{cert}");
+    let out = Command::new(OPENSSL)
+        .args(["verify", "-CAfile", s(&pki.join("root.pem")), "-untrusted"])
+        .args([s(&pki.join("intermediate.pem")), s(&dir.join("cert.pem"))])
+        .output()
+        .expect("run openssl");
+    assert!(out.status.success(), "{}", text(&out));
+    let out = keyctl()
+        .args(["--store", s(&f.store), "ca", "check", "--chain"])
+        .arg(dir.join("chain.pem"))
+        .output()
+        .unwrap();
+    assert!(assert_ok(&out).contains("OK: 'DEV-ED'"));
+
+    let out = f
+        .so()
+        .args(["ca", "ocsp-signer", "--algorithm", "ecdsa-p384-sha384"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert!(x509_text(&pki.join("ocsp-signer.pem")).contains("NIST CURVE: P-384"));
+}

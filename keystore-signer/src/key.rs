@@ -104,15 +104,34 @@ impl<K> std::fmt::Debug for KeystoreSigningKey<K> {
     }
 }
 
-/// The error for a key that cannot be an adapter's: symmetric keys sign nothing.
+/// Whether the adapter takes keys of `alg`: ECDSA P-256 and P-384, Ed25519
+/// and the RSA signature algorithms. Symmetric and ECDH keys sign nothing;
+/// ML-DSA-65 keys sign, but the adapter refuses them (see
+/// [`check_signing_algorithm`]).
+pub(crate) fn adapts(alg: Algorithm) -> bool {
+    alg.class() == KeyClass::Asymmetric && alg.signs() && alg != Algorithm::MlDsa65
+}
+
+/// The error for a key that cannot be an adapter's: `Unsupported` for
+/// symmetric and agreement-only (ECDH) keys, which sign nothing, and for
+/// ML-DSA-65 keys, which the adapter does not put behind rustls, rcgen or
+/// RustCrypto's ECDSA/RSA/Ed25519 types (sign them with `Keystore::sign`).
 pub(crate) fn check_signing_algorithm(name: &str, alg: Algorithm) -> Result<()> {
-    if alg.class() == KeyClass::Asymmetric {
+    if adapts(alg) {
         return Ok(());
     }
-    Err(Error::unsupported(format!(
-        "key '{name}' is a {alg} key and cannot sign; use an ecdsa-p256-sha256 or rsa-* key"
-    ))
-    .with_key(name))
+    let why = if alg == Algorithm::MlDsa65 {
+        format!(
+            "key '{name}' is an {alg} key: keystore-signer does not adapt ML-DSA keys to \
+             rustls, rcgen or RustCrypto signers; sign with Keystore::sign"
+        )
+    } else {
+        format!(
+            "key '{name}' is a {alg} key and cannot sign; use an ecdsa-p256-sha256, \
+             ecdsa-p384-sha384, ed25519 or rsa-* key"
+        )
+    };
+    Err(Error::unsupported(why).with_key(name))
 }
 
 impl<K, Ks> KeystoreSigningKey<K>
@@ -124,7 +143,8 @@ where
     /// its reference version is the one active now.
     ///
     /// # Errors
-    /// [`ErrorKind::Unsupported`](keystore_api::ErrorKind::Unsupported) for a symmetric key;
+    /// [`ErrorKind::Unsupported`](keystore_api::ErrorKind::Unsupported) for a key that does not sign
+    /// (symmetric, `ecdh-p256`) or an `ml-dsa-65` key;
     /// [`ErrorKind::Policy`](keystore_api::ErrorKind::Policy) when the key may not sign;
     /// [`ErrorKind::KeyState`](keystore_api::ErrorKind::KeyState) when it has no active version;
     /// otherwise the errors of [`Keystore::info`](keystore_api::Keystore::info) (unknown or destroyed key,
@@ -218,8 +238,10 @@ where
         self.ks.public_key(&self.name)
     }
 
-    /// Signs `message` (hashed with SHA-256 by the backend), in `format` for
-    /// ECDSA keys, and returns the signature with the version that made it.
+    /// Signs `message` as the key's algorithm does (ECDSA P-256 and RSA hash
+    /// it with SHA-256, ECDSA P-384 with SHA-384; Ed25519 signs it whole), in
+    /// `format` for ECDSA keys, and returns the signature with the version
+    /// that made it.
     /// In [`Mode::Pinned`] a signature by any other version is refused.
     ///
     /// # Errors

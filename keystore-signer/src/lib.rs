@@ -8,13 +8,15 @@
 //!
 //! - RustCrypto [`signature::Signer`] for ECDSA P-256
 //!   ([`p256::ecdsa::Signature`], fixed `r‖s`, and [`p256::ecdsa::DerSignature`]),
-//!   RSA-PSS ([`rsa::pss::Signature`]) and RSA PKCS#1 v1.5
-//!   ([`rsa::pkcs1v15::Signature`]), each for keys of its algorithm, and
-//!   [`signature::Keypair`], whose [`VerifyingKey`] is the `p256`/`rsa`
-//!   crates' verifying key;
+//!   ECDSA P-384 ([`p384::ecdsa::Signature`], [`p384::ecdsa::DerSignature`]),
+//!   Ed25519 ([`ed25519_dalek::Signature`]), RSA-PSS ([`rsa::pss::Signature`])
+//!   and RSA PKCS#1 v1.5 ([`rsa::pkcs1v15::Signature`]), each for keys of
+//!   its algorithm, and [`signature::Keypair`], whose [`VerifyingKey`] is
+//!   the `p256`/`p384`/`ed25519-dalek`/`rsa` crates' verifying key;
 //! - rustls 0.23's [`SigningKey`](rustls::sign::SigningKey) (aws-lc-rs
-//!   provider): `ecdsa_secp256r1_sha256`, `rsa_pss_rsae_sha256`, and
-//!   `rsa_pkcs1_sha256` in TLS 1.2 ([`tls_signature_scheme`]), with
+//!   provider): `ecdsa_secp256r1_sha256`, `ecdsa_secp384r1_sha384`,
+//!   `ed25519`, `rsa_pss_rsae_sha256`, and `rsa_pkcs1_sha256` in TLS 1.2
+//!   (one per key: [`tls_signature_scheme`]), with
 //!   [`certified_key`] pairing a certificate chain ([`certificate_chain`],
 //!   PEM or DER) with the key version its leaf names, for mTLS clients and
 //!   servers;
@@ -24,7 +26,10 @@
 //!
 //! The private key never leaves its backend; every signature is one
 //! [`Keystore::sign`](keystore_api::Keystore::sign), under the key's usage
-//! policy and lifecycle state.
+//! policy and lifecycle state. Keys that do not sign (symmetric,
+//! `ecdh-p256`) and `ml-dsa-65` keys are refused when an adapter is built
+//! ([`ErrorKind::Unsupported`](keystore_api::ErrorKind::Unsupported)); sign
+//! with ML-DSA through `Keystore::sign` itself.
 //!
 //! # Following the active version, or pinned to one
 //!

@@ -7,22 +7,32 @@ use crate::SigningKeystore;
 use keystore_api::{Algorithm, Error, Result, SignatureFormat};
 use std::ops::Deref;
 
-/// The rcgen signature algorithm for a keystore algorithm. ECDSA P-256 and
-/// RSA PKCS#1 v1.5 keys can sign certificates, CSRs and CRLs; RSA-PSS keys
-/// cannot (their X.509 algorithm identifiers carry parameters rcgen does not
-/// write), and symmetric keys have no public key.
+/// The rcgen signature algorithm for a keystore algorithm: ECDSA P-256
+/// (`ecdsa-with-SHA256`), ECDSA P-384 (`ecdsa-with-SHA384`, DER
+/// signatures), Ed25519 (`id-Ed25519`, RFC 8410) and RSA PKCS#1 v1.5
+/// (`sha256WithRSAEncryption`) keys can sign certificates, CSRs and CRLs.
+/// RSA-PSS keys cannot (their X.509 algorithm identifiers carry parameters
+/// rcgen does not write), symmetric and `ecdh-p256` keys sign nothing, and
+/// `ml-dsa-65` keys are not taken by this adapter.
 ///
 /// # Errors
 /// [`ErrorKind::Unsupported`](keystore_api::ErrorKind::Unsupported) for any other algorithm.
 pub fn rcgen_algorithm(alg: Algorithm) -> Result<&'static rcgen::SignatureAlgorithm> {
     match alg {
         Algorithm::EcdsaP256Sha256 => Ok(&rcgen::PKCS_ECDSA_P256_SHA256),
+        Algorithm::EcdsaP384Sha384 => Ok(&rcgen::PKCS_ECDSA_P384_SHA384),
+        Algorithm::Ed25519 => Ok(&rcgen::PKCS_ED25519),
         Algorithm::Rsa2048Pkcs1Sha256 | Algorithm::Rsa3072Pkcs1Sha256 => {
             Ok(&rcgen::PKCS_RSA_SHA256)
         }
+        Algorithm::MlDsa65 => Err(Error::unsupported(
+            "ml-dsa-65 keys are not taken by keystore-signer's rcgen adapter; sign X.509 \
+             certificates, CSRs and CRLs with an ecdsa-p256-sha256, ecdsa-p384-sha384, ed25519 \
+             or rsa-*-pkcs1-sha256 key",
+        )),
         other => Err(Error::unsupported(format!(
-            "{other} keys cannot sign X.509 certificates, CSRs or CRLs here; \
-             use ecdsa-p256-sha256 or an rsa-*-pkcs1-sha256 key"
+            "{other} keys cannot sign X.509 certificates, CSRs or CRLs here; use an \
+             ecdsa-p256-sha256, ecdsa-p384-sha384, ed25519 or rsa-*-pkcs1-sha256 key"
         ))),
     }
 }
@@ -38,8 +48,9 @@ where
     /// certificates would carry a key the keystore does not hold).
     ///
     /// # Errors
-    /// [`ErrorKind::Unsupported`](keystore_api::ErrorKind::Unsupported) for a symmetric or RSA-PSS key, or a public
-    /// key that does not re-encode; otherwise as [`pinned`](Self::pinned).
+    /// [`ErrorKind::Unsupported`](keystore_api::ErrorKind::Unsupported) for a key [`rcgen_algorithm`] refuses
+    /// (symmetric, `ecdh-p256`, RSA-PSS, `ml-dsa-65`), or a public key that
+    /// does not re-encode; otherwise as [`pinned`](Self::pinned).
     pub fn for_rcgen(ks: K, name: &str) -> Result<Self> {
         let info = ks.info(name)?;
         check_signing_algorithm(name, info.algorithm)?;
@@ -88,7 +99,8 @@ impl<K> rcgen::PublicKeyData for KeystoreSigningKey<K> {
     }
 }
 
-/// Signs with the reference version only, in either mode; a refusal is
+/// Signs with the reference version only, in either mode (ECDSA in DER, as
+/// X.509 carries it; Ed25519 and RSA in their one encoding); a refusal is
 /// `rcgen::Error::RemoteKeyError`, and
 /// [`map_rcgen_error`](KeystoreSigningKey::map_rcgen_error) gives the
 /// keystore error behind it.

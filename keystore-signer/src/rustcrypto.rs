@@ -1,6 +1,6 @@
 //! RustCrypto's [`signature::Signer`] and [`signature::Keypair`]: ECDSA
-//! P-256 in fixed and DER form, RSA-PSS and RSA PKCS#1 v1.5, each only for a
-//! key of its algorithm.
+//! P-256 and P-384 in fixed and DER form, Ed25519, RSA-PSS and RSA PKCS#1
+//! v1.5, each only for a key of its algorithm.
 
 use crate::key::KeystoreSigningKey;
 use crate::verifying::VerifyingKey;
@@ -49,6 +49,14 @@ fn is_ecdsa_p256(a: Algorithm) -> bool {
     a == Algorithm::EcdsaP256Sha256
 }
 
+fn is_ecdsa_p384(a: Algorithm) -> bool {
+    a == Algorithm::EcdsaP384Sha384
+}
+
+fn is_ed25519(a: Algorithm) -> bool {
+    a == Algorithm::Ed25519
+}
+
 fn is_rsa_pss(a: Algorithm) -> bool {
     a.rsa_bits().is_some() && a.is_rsa_pss()
 }
@@ -95,6 +103,67 @@ where
             is_ecdsa_p256,
             SignatureFormat::Der,
             p256::ecdsa::DerSignature::from_bytes,
+        )
+    }
+}
+
+/// ECDSA P-384 with SHA-384, fixed `r‖s` (96 bytes).
+///
+/// # Errors
+/// As for [`p256::ecdsa::Signature`].
+impl<K, Ks> signature::Signer<p384::ecdsa::Signature> for KeystoreSigningKey<K>
+where
+    K: Deref<Target = Ks>,
+    Ks: SigningKeystore + ?Sized,
+{
+    fn try_sign(&self, msg: &[u8]) -> signature::Result<p384::ecdsa::Signature> {
+        self.try_sign_as(
+            msg,
+            "ECDSA P-384",
+            is_ecdsa_p384,
+            SignatureFormat::Fixed,
+            p384::ecdsa::Signature::from_slice,
+        )
+    }
+}
+
+/// ECDSA P-384 with SHA-384, ASN.1 DER.
+///
+/// # Errors
+/// As for [`p256::ecdsa::Signature`].
+impl<K, Ks> signature::Signer<p384::ecdsa::DerSignature> for KeystoreSigningKey<K>
+where
+    K: Deref<Target = Ks>,
+    Ks: SigningKeystore + ?Sized,
+{
+    fn try_sign(&self, msg: &[u8]) -> signature::Result<p384::ecdsa::DerSignature> {
+        self.try_sign_as(
+            msg,
+            "ECDSA P-384",
+            is_ecdsa_p384,
+            SignatureFormat::Der,
+            p384::ecdsa::DerSignature::from_bytes,
+        )
+    }
+}
+
+/// Ed25519 (RFC 8032, pure EdDSA over the whole message): the `ed25519`
+/// crate's signature, which `ed25519_dalek::Signature` re-exports.
+///
+/// # Errors
+/// As for [`p256::ecdsa::Signature`].
+impl<K, Ks> signature::Signer<ed25519_dalek::Signature> for KeystoreSigningKey<K>
+where
+    K: Deref<Target = Ks>,
+    Ks: SigningKeystore + ?Sized,
+{
+    fn try_sign(&self, msg: &[u8]) -> signature::Result<ed25519_dalek::Signature> {
+        self.try_sign_as(
+            msg,
+            "Ed25519",
+            is_ed25519,
+            SignatureFormat::Der,
+            ed25519_dalek::Signature::from_slice,
         )
     }
 }

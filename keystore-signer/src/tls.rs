@@ -1,7 +1,7 @@
-//! rustls: [`SigningKey`] and [`Signer`] over the keystore (ECDSA P-256,
-//! RSA-PSS, RSA PKCS#1 v1.5 in TLS 1.2), certificate chains from PEM or
-//! DER, and [`certified_key`], which pairs a chain with the key version its
-//! leaf names.
+//! rustls: [`SigningKey`] and [`Signer`] over the keystore (ECDSA P-256 and
+//! P-384, Ed25519, RSA-PSS, RSA PKCS#1 v1.5 in TLS 1.2), certificate chains
+//! from PEM or DER, and [`certified_key`], which pairs a chain with the key
+//! version its leaf names.
 
 use crate::key::{active_version, KeystoreSigningKey, Mode};
 use crate::SigningKeystore;
@@ -15,13 +15,18 @@ use std::sync::Arc;
 
 /// The one TLS signature scheme a key of `alg` can make.
 ///
-/// ECDSA P-256 keys make `ecdsa_secp256r1_sha256`, RSA-PSS keys
-/// `rsa_pss_rsae_sha256` (TLS 1.2 and 1.3), RSA PKCS#1 v1.5 keys
+/// ECDSA P-256 keys make `ecdsa_secp256r1_sha256`, ECDSA P-384 keys
+/// `ecdsa_secp384r1_sha384`, Ed25519 keys `ed25519`, RSA-PSS keys
+/// `rsa_pss_rsae_sha256` (all in TLS 1.2 and 1.3), RSA PKCS#1 v1.5 keys
 /// `rsa_pkcs1_sha256` (TLS 1.2 only: TLS 1.3 does not allow PKCS#1 v1.5 in
-/// handshake signatures, so rustls never offers it there).
+/// handshake signatures, so rustls never offers it there). `None` for keys
+/// that do not sign (symmetric, `ecdh-p256`) and for `ml-dsa-65`, which the
+/// adapter does not take.
 pub fn tls_signature_scheme(alg: Algorithm) -> Option<SignatureScheme> {
     match alg {
         Algorithm::EcdsaP256Sha256 => Some(SignatureScheme::ECDSA_NISTP256_SHA256),
+        Algorithm::EcdsaP384Sha384 => Some(SignatureScheme::ECDSA_NISTP384_SHA384),
+        Algorithm::Ed25519 => Some(SignatureScheme::ED25519),
         a if a.rsa_bits().is_some() && a.is_rsa_pss() => Some(SignatureScheme::RSA_PSS_SHA256),
         a if a.rsa_bits().is_some() => Some(SignatureScheme::RSA_PKCS1_SHA256),
         _ => None,
@@ -65,7 +70,9 @@ where
 
     fn algorithm(&self) -> SignatureAlgorithm {
         match self.algorithm {
-            Algorithm::EcdsaP256Sha256 => SignatureAlgorithm::ECDSA,
+            Algorithm::EcdsaP256Sha256 | Algorithm::EcdsaP384Sha384 => SignatureAlgorithm::ECDSA,
+            Algorithm::Ed25519 => SignatureAlgorithm::ED25519,
+            // An adapter holds only the signing algorithms: the rest are RSA.
             _ => SignatureAlgorithm::RSA,
         }
     }
@@ -92,7 +99,7 @@ where
     Ks: SigningKeystore + ?Sized,
 {
     fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, rustls::Error> {
-        // TLS carries ECDSA signatures in DER; RSA has one encoding.
+        // TLS carries ECDSA signatures in DER; RSA and Ed25519 have one encoding.
         self.key
             .sign(message, SignatureFormat::Der)
             .map(|s| s.bytes)

@@ -6,8 +6,8 @@ use sha2::Sha256;
 use signature::Verifier;
 
 /// A keystore key's public key as a RustCrypto verifying key (from the
-/// `p256` and `rsa` crates: an implementation independent of every
-/// backend), the [`Keypair::VerifyingKey`](signature::Keypair::VerifyingKey)
+/// `p256`, `p384`, `ed25519-dalek` and `rsa` crates: an implementation
+/// independent of every backend), the [`Keypair::VerifyingKey`](signature::Keypair::VerifyingKey)
 /// of [`KeystoreSigningKey`](crate::KeystoreSigningKey).
 ///
 /// It verifies the signature types of its algorithm through
@@ -19,6 +19,13 @@ pub enum VerifyingKey {
     /// An `ecdsa-p256-sha256` key: verifies [`p256::ecdsa::Signature`] and
     /// [`p256::ecdsa::DerSignature`].
     EcdsaP256(p256::ecdsa::VerifyingKey),
+    /// An `ecdsa-p384-sha384` key: verifies [`p384::ecdsa::Signature`] and
+    /// [`p384::ecdsa::DerSignature`].
+    EcdsaP384(p384::ecdsa::VerifyingKey),
+    /// An `ed25519` key: verifies [`ed25519_dalek::Signature`] strictly
+    /// (RFC 8032; small-order keys and non-canonical signatures refused, as
+    /// the keystore's own verification does).
+    Ed25519(ed25519_dalek::VerifyingKey),
     /// An `rsa-*-pss-sha256` key (salt length 32): verifies [`rsa::pss::Signature`].
     RsaPss(rsa::pss::VerifyingKey<Sha256>),
     /// An `rsa-*-pkcs1-sha256` key: verifies [`rsa::pkcs1v15::Signature`].
@@ -31,7 +38,8 @@ impl VerifyingKey {
     /// # Errors
     /// [`ErrorKind::InvalidInput`](keystore_api::ErrorKind::InvalidInput) when the SPKI does not parse as a key of
     /// its algorithm; [`ErrorKind::Unsupported`](keystore_api::ErrorKind::Unsupported) for an algorithm without
-    /// signatures.
+    /// signatures (symmetric, `ecdh-p256`) and for `ml-dsa-65`, which the
+    /// adapter does not take.
     pub fn from_public_key(pk: &PublicKey) -> Result<Self> {
         let bad = |e: &dyn std::fmt::Display| {
             Error::invalid_input(format!(
@@ -44,6 +52,18 @@ impl VerifyingKey {
                 use p256::pkcs8::DecodePublicKey;
                 p256::ecdsa::VerifyingKey::from_public_key_der(pk.spki_der())
                     .map(VerifyingKey::EcdsaP256)
+                    .map_err(|e| bad(&e))
+            }
+            Algorithm::EcdsaP384Sha384 => {
+                use p384::pkcs8::DecodePublicKey;
+                p384::ecdsa::VerifyingKey::from_public_key_der(pk.spki_der())
+                    .map(VerifyingKey::EcdsaP384)
+                    .map_err(|e| bad(&e))
+            }
+            Algorithm::Ed25519 => {
+                use ed25519_dalek::pkcs8::DecodePublicKey;
+                ed25519_dalek::VerifyingKey::from_public_key_der(pk.spki_der())
+                    .map(VerifyingKey::Ed25519)
                     .map_err(|e| bad(&e))
             }
             alg if alg.rsa_bits().is_some() => {
@@ -66,6 +86,22 @@ impl VerifyingKey {
     pub fn as_ecdsa_p256(&self) -> Option<&p256::ecdsa::VerifyingKey> {
         match self {
             VerifyingKey::EcdsaP256(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// The P-384 key, for an `ecdsa-p384-sha384` key.
+    pub fn as_ecdsa_p384(&self) -> Option<&p384::ecdsa::VerifyingKey> {
+        match self {
+            VerifyingKey::EcdsaP384(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// The Ed25519 key, for an `ed25519` key.
+    pub fn as_ed25519(&self) -> Option<&ed25519_dalek::VerifyingKey> {
+        match self {
+            VerifyingKey::Ed25519(k) => Some(k),
             _ => None,
         }
     }
@@ -105,6 +141,33 @@ impl Verifier<p256::ecdsa::DerSignature> for VerifyingKey {
     }
 }
 
+impl Verifier<p384::ecdsa::Signature> for VerifyingKey {
+    fn verify(&self, msg: &[u8], signature: &p384::ecdsa::Signature) -> signature::Result<()> {
+        match self {
+            VerifyingKey::EcdsaP384(k) => k.verify(msg, signature),
+            _ => Err(signature::Error::new()),
+        }
+    }
+}
+
+impl Verifier<p384::ecdsa::DerSignature> for VerifyingKey {
+    fn verify(&self, msg: &[u8], signature: &p384::ecdsa::DerSignature) -> signature::Result<()> {
+        match self {
+            VerifyingKey::EcdsaP384(k) => k.verify(msg, signature),
+            _ => Err(signature::Error::new()),
+        }
+    }
+}
+
+impl Verifier<ed25519_dalek::Signature> for VerifyingKey {
+    fn verify(&self, msg: &[u8], signature: &ed25519_dalek::Signature) -> signature::Result<()> {
+        match self {
+            VerifyingKey::Ed25519(k) => k.verify_strict(msg, signature),
+            _ => Err(signature::Error::new()),
+        }
+    }
+}
+
 impl Verifier<rsa::pss::Signature> for VerifyingKey {
     fn verify(&self, msg: &[u8], signature: &rsa::pss::Signature) -> signature::Result<()> {
         match self {
@@ -127,6 +190,8 @@ impl spki::EncodePublicKey for VerifyingKey {
     fn to_public_key_der(&self) -> spki::Result<spki::Document> {
         match self {
             VerifyingKey::EcdsaP256(k) => k.to_public_key_der(),
+            VerifyingKey::EcdsaP384(k) => k.to_public_key_der(),
+            VerifyingKey::Ed25519(k) => k.to_public_key_der(),
             VerifyingKey::RsaPss(k) => k.to_public_key_der(),
             VerifyingKey::RsaPkcs1v15(k) => k.to_public_key_der(),
         }

@@ -5,7 +5,10 @@
 use crate::db::{self, opt, q, unique_or, PkiDb};
 use crate::signer::{rcgen_algorithm, spki_bit_string, KeystoreSigner};
 use crate::util::{check_device_id, rfc3339};
-use crate::x509::{build_csr, device_subject, verify_csr, CertInfo, VerifiedCsr};
+use crate::x509::{
+    build_csr, check_pki_algorithm, device_subject, verify_csr, CertInfo, VerifiedCsr,
+    DEFAULT_PKI_ALGORITHM,
+};
 use keystore_api::{
     Actor, Algorithm, Backend, Component, Error, ErrorKind, KeySpec, Keystore, Result,
     SignatureFormat, Usages,
@@ -47,25 +50,45 @@ pub struct Device<'a, D: Backend> {
     ks: &'a Keystore<D>,
     db: &'a PkiDb,
     key_name: String,
+    /// The algorithm [`Device::generate`] creates the identity key with.
+    algorithm: Algorithm,
 }
 
 impl<D: Backend> std::fmt::Debug for Device<'_, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Device")
             .field("key_name", &self.key_name)
+            .field("algorithm", &self.algorithm)
             .finish_non_exhaustive()
     }
 }
 
 impl<'a, D: Backend> Device<'a, D> {
-    /// The device whose identity key is `key_name` in `ks`.
+    /// The device whose identity key is `key_name` in `ks`;
+    /// [`generate`](Self::generate) creates an ECDSA P-256 key
+    /// ([`DEFAULT_PKI_ALGORITHM`](crate::DEFAULT_PKI_ALGORITHM)).
     pub fn new(ks: &'a Keystore<D>, db: &'a PkiDb, key_name: &str) -> Result<Self> {
         keystore_api::check_name(key_name)?;
         Ok(Device {
             ks,
             db,
             key_name: key_name.to_string(),
+            algorithm: DEFAULT_PKI_ALGORITHM,
         })
+    }
+
+    /// Sets the algorithm [`generate`](Self::generate) creates the identity
+    /// key with; it must be one of [`PKI_ALGORITHMS`](crate::PKI_ALGORITHMS)
+    /// (checked by `generate`). An existing key keeps its algorithm, and so
+    /// do its rotations and staged versions.
+    pub fn with_key_algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// The algorithm [`generate`](Self::generate) creates the identity key with.
+    pub fn key_algorithm(&self) -> Algorithm {
+        self.algorithm
     }
 
     /// The device's keystore.
@@ -78,10 +101,18 @@ impl<'a, D: Backend> Device<'a, D> {
         &self.key_name
     }
 
-    /// Generates the identity key (ECDSA P-256) inside the device's backend
-    /// and returns a CSR for `device_id` signed by it, with the key version.
-    /// If the key exists but no certificate was ever installed for its
-    /// active version (an interrupted provisioning), it is reused.
+    /// Generates the identity key inside the device's backend (ECDSA P-256
+    /// unless [`with_key_algorithm`](Self::with_key_algorithm) says
+    /// otherwise) and returns a CSR for `device_id` signed by it, with the
+    /// key version. If the key exists but no certificate was ever installed
+    /// for its active version (an interrupted provisioning), it is reused,
+    /// whatever its algorithm.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a bad device id; `AlreadyExists` when the active
+    /// version has a certificate; `Unsupported` for an algorithm outside
+    /// [`PKI_ALGORITHMS`](crate::PKI_ALGORITHMS) or one the backend does not
+    /// offer; the keystore's errors.
     pub fn generate(&self, actor: &Actor, device_id: &str) -> Result<(VerifiedCsr, u32)> {
         check_device_id(device_id)?;
         match self.ks.info(&self.key_name) {
@@ -97,8 +128,8 @@ impl<'a, D: Backend> Device<'a, D> {
                 }
             }
             Err(ref e) if e.is(ErrorKind::NotFound) => {
-                let spec = KeySpec::new(Algorithm::EcdsaP256Sha256)
-                    .with_usages(Usages::SIGN | Usages::VERIFY);
+                check_pki_algorithm(self.algorithm, "device identity")?;
+                let spec = KeySpec::new(self.algorithm).with_usages(Usages::SIGN | Usages::VERIFY);
                 self.ks.create(actor, &self.key_name, spec)?;
             }
             Err(e) => return Err(e),

@@ -29,6 +29,12 @@
 //!   identity over mTLS with the next key staged in pre-activation until
 //!   its certificate is in hand, and [`Renewer`] runs it in the background.
 //! - [`ProvisioningRecord`]: the YAML record.
+//! - Key algorithms: every key the PKI creates (root, intermediate, OCSP
+//!   signer, EST server, device identity) is ECDSA P-256 unless the
+//!   builder says otherwise (`with_key_algorithm`,
+//!   [`EstServerConfig::server_key_algorithm`]); ECDSA P-384, Ed25519 and
+//!   RSA PKCS#1 v1.5 keys work too ([`PKI_ALGORITHMS`]), for certificates,
+//!   CSRs, CRLs and OCSP responses alike.
 //! - Helpers for files: [`pem_encode`], [`pem_decode_all`],
 //!   [`der_from_pem_or_der`], and [`sha256_tag`] (the digest format of
 //!   records and fingerprints).
@@ -141,4 +147,6 @@ pub use est::{
     KEY_VERSION_HEADER,
 };
 // Certificates and CSRs.
-pub use x509::{verify_csr, CertInfo, VerifiedCsr, MAX_DER_LEN};
+pub use x509::{
+    verify_csr, CertInfo, VerifiedCsr, DEFAULT_PKI_ALGORITHM, MAX_DER_LEN, PKI_ALGORITHMS,
+};

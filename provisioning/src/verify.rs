@@ -26,10 +26,13 @@ mod crl;
 pub(crate) use crl::CrlUse;
 use crl::{locate, revocation_options};
 
-/// The signature algorithms accepted on certificates and CRLs.
+/// The signature algorithms accepted on certificates and CRLs: those of the
+/// keys of [`PKI_ALGORITHMS`](crate::PKI_ALGORITHMS), and RSA with SHA-384
+/// and PSS from other issuers.
 pub(crate) static ALGS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
     webpki::aws_lc_rs::ECDSA_P256_SHA256,
     webpki::aws_lc_rs::ECDSA_P384_SHA384,
+    webpki::aws_lc_rs::ED25519,
     webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA256,
     webpki::aws_lc_rs::RSA_PKCS1_2048_8192_SHA384,
     webpki::aws_lc_rs::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,

@@ -1,19 +1,57 @@
-//! Reading certificates and CSRs (x509-parser), building CSRs (rcgen), and
+//! Reading certificates and CSRs (x509-parser), building CSRs (rcgen),
 //! verifying CSR signatures on the host with the keystore's verifier (the
-//! RustCrypto `p256`/`rsa` crates, never the code that signed).
+//! RustCrypto `p256`/`p384`/`ed25519-dalek`/`rsa` crates, never the code
+//! that signed), and the key algorithms the device PKI works with
+//! ([`PKI_ALGORITHMS`]).
 
 use crate::signer::KeystoreSigner;
 use crate::util::{sha256_tag, shorten};
 use ::time::OffsetDateTime;
 use keystore_api::{Algorithm, Backend, Error, PublicKey, Result};
 use x509_parser::oid_registry::{
-    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION, OID_PKCS1_SHA256WITHRSA,
-    OID_SIG_ECDSA_WITH_SHA256, OID_X509_COMMON_NAME, OID_X509_SERIALNUMBER,
+    OID_EC_P256, OID_KEY_TYPE_EC_PUBLIC_KEY, OID_NIST_EC_P384, OID_PKCS1_RSAENCRYPTION,
+    OID_PKCS1_SHA256WITHRSA, OID_SIG_ECDSA_WITH_SHA256, OID_SIG_ECDSA_WITH_SHA384, OID_SIG_ED25519,
+    OID_X509_COMMON_NAME, OID_X509_SERIALNUMBER,
 };
 use x509_parser::prelude::*;
 
 /// Largest certificate, CSR or CRL accepted, in bytes.
 pub const MAX_DER_LEN: usize = 1024 * 1024;
+
+/// The key algorithms of the device PKI: what root, intermediate, OCSP
+/// signer, EST server and device keys may be created with, and what CSRs
+/// ([`verify_csr`]) and issued certificates may carry. Each is one rcgen
+/// signs X.509 structures with and rustls-webpki verifies: ECDSA P-256
+/// (`ecdsa-with-SHA256`), ECDSA P-384 (`ecdsa-with-SHA384`), Ed25519
+/// (`id-Ed25519`) and RSA-2048/3072 PKCS#1 v1.5 (`sha256WithRSAEncryption`).
+/// RSA-PSS (parameters rcgen does not write), `ecdh-p256` (no signatures)
+/// and `ml-dsa-65` (not taken by keystore-signer's adapters) are not.
+pub const PKI_ALGORITHMS: [Algorithm; 5] = [
+    Algorithm::EcdsaP256Sha256,
+    Algorithm::EcdsaP384Sha384,
+    Algorithm::Ed25519,
+    Algorithm::Rsa2048Pkcs1Sha256,
+    Algorithm::Rsa3072Pkcs1Sha256,
+];
+
+/// The key algorithm the PKI creates keys with unless told otherwise
+/// (ECDSA P-256).
+pub const DEFAULT_PKI_ALGORITHM: Algorithm = Algorithm::EcdsaP256Sha256;
+
+/// Checks that `alg` is one of [`PKI_ALGORITHMS`], for a key of `what`.
+///
+/// # Errors
+/// `Unsupported` for any other algorithm, naming the ones accepted.
+pub(crate) fn check_pki_algorithm(alg: Algorithm, what: &str) -> Result<()> {
+    if PKI_ALGORITHMS.contains(&alg) {
+        return Ok(());
+    }
+    let names: Vec<&str> = PKI_ALGORITHMS.iter().map(|a| a.id()).collect();
+    Err(Error::unsupported(format!(
+        "a {what} key cannot be {alg}: the device PKI takes {}",
+        names.join(", ")
+    )))
+}
 
 /// Facts read from a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,8 +211,11 @@ pub(crate) fn cn_subject(cn: &str, organization: Option<&str>) -> Result<rcgen::
 }
 
 /// Parses a PKCS#10 CSR and verifies its self-signature with the public key
-/// it carries. Accepts ECDSA P-256/SHA-256 and RSA-2048/3072 PKCS#1
-/// v1.5/SHA-256 requests; anything else is `Unsupported`, and a signature
+/// it carries. Accepts the keys of [`PKI_ALGORITHMS`], each signed with its
+/// own algorithm: ECDSA P-256 with `ecdsa-with-SHA256`, ECDSA P-384 with
+/// `ecdsa-with-SHA384`, Ed25519 with `id-Ed25519`, RSA-2048/3072 with
+/// `sha256WithRSAEncryption`; anything else (another curve or key type, or a
+/// key with another signature algorithm) is `Unsupported`, and a signature
 /// that does not verify is `Integrity`.
 pub fn verify_csr(der: &[u8]) -> Result<VerifiedCsr> {
     check_size(der, "CSR")?;
@@ -188,18 +229,33 @@ pub fn verify_csr(der: &[u8]) -> Result<VerifiedCsr> {
     let key_oid = &spki.algorithm.algorithm;
     let sig_oid = &csr.signature_algorithm.algorithm;
     let candidates: &[Algorithm] = if *key_oid == OID_KEY_TYPE_EC_PUBLIC_KEY {
-        let curve_ok = spki
+        let curve = spki
             .algorithm
             .parameters
             .as_ref()
-            .and_then(|p| p.as_oid().ok())
-            .is_some_and(|c| c == OID_EC_P256);
-        if !curve_ok || *sig_oid != OID_SIG_ECDSA_WITH_SHA256 {
+            .and_then(|p| p.as_oid().ok());
+        match curve {
+            Some(c) if c == OID_EC_P256 && *sig_oid == OID_SIG_ECDSA_WITH_SHA256 => {
+                &[Algorithm::EcdsaP256Sha256]
+            }
+            Some(c) if c == OID_NIST_EC_P384 && *sig_oid == OID_SIG_ECDSA_WITH_SHA384 => {
+                &[Algorithm::EcdsaP384Sha384]
+            }
+            _ => {
+                return Err(Error::unsupported(
+                    "EC CSRs must be P-256 keys with ecdsa-with-SHA256 or P-384 keys with \
+                     ecdsa-with-SHA384 signatures",
+                ))
+            }
+        }
+    } else if *key_oid == OID_SIG_ED25519 {
+        // id-Ed25519 names both the key and the signature (RFC 8410).
+        if *sig_oid != OID_SIG_ED25519 {
             return Err(Error::unsupported(
-                "only P-256 keys with ecdsa-with-SHA256 signatures are accepted for EC CSRs",
+                "Ed25519 CSRs must be signed with id-Ed25519",
             ));
         }
-        &[Algorithm::EcdsaP256Sha256]
+        &[Algorithm::Ed25519]
     } else if *key_oid == OID_PKCS1_RSAENCRYPTION {
         if *sig_oid != OID_PKCS1_SHA256WITHRSA {
             return Err(Error::unsupported(

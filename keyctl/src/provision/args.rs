@@ -3,6 +3,7 @@
 use crate::cli::parse_duration;
 use crate::error::{CliError, CliResult};
 use clap::{Args, Subcommand};
+use keystore_api::Algorithm;
 use std::path::PathBuf;
 use time::Duration;
 
@@ -25,6 +26,9 @@ pub enum CaCommand {
         /// Root certificate validity in days.
         #[arg(long, default_value_t = 3650)]
         validity_days: u32,
+        /// The root key's algorithm.
+        #[arg(long, value_name = "ALG", value_parser = parse_pki_algorithm, default_value = "ecdsa-p256-sha256")]
+        algorithm: Algorithm,
     },
     /// The ceremony: the production store (--store, --as security-officer)
     /// generates the intermediate key and CSR; the root (--root-store, the
@@ -38,6 +42,10 @@ pub enum CaCommand {
         /// Intermediate certificate validity in days (never beyond the root).
         #[arg(long, default_value_t = 1095)]
         validity_days: u32,
+        /// The intermediate key's algorithm, when the production store does
+        /// not hold that key yet (a rotated key keeps its own).
+        #[arg(long, value_name = "ALG", value_parser = parse_pki_algorithm, default_value = "ecdsa-p256-sha256")]
+        algorithm: Algorithm,
     },
     /// Root custodian: revoke an intermediate this root signed and issue the
     /// root's new CRL (ROOT/root-crl.pem, and --out). Opens the root's store
@@ -150,6 +158,10 @@ pub enum CaCommand {
         /// Validity in days (1 to 90).
         #[arg(long, default_value_t = 7)]
         validity_days: u32,
+        /// The signing key's algorithm, when the production store does not
+        /// hold that key yet (a renewal rotates it and keeps its algorithm).
+        #[arg(long, value_name = "ALG", value_parser = parse_pki_algorithm, default_value = "ecdsa-p256-sha256")]
+        algorithm: Algorithm,
     },
 }
 
@@ -188,6 +200,10 @@ pub struct ProvisionArgs {
     /// Certificate validity in days.
     #[arg(long, default_value_t = 30)]
     pub validity_days: u32,
+    /// The algorithm of the identity keys generated (a key left by an
+    /// interrupted provisioning keeps its own).
+    #[arg(long, value_name = "ALG", value_parser = parse_pki_algorithm, default_value = "ecdsa-p256-sha256")]
+    pub algorithm: Algorithm,
     #[command(flatten)]
     pub device: DeviceStoreArgs,
     /// OCSP responder URL (http://HOST:PORT/PATH; port and path optional) the certificates carry
@@ -252,6 +268,23 @@ pub struct RenewArgs {
     pub timeout: u32,
 }
 
+/// `--algorithm` of the PKI commands: a key algorithm of the device PKI
+/// (`provisioning::PKI_ALGORITHMS`).
+fn parse_pki_algorithm(s: &str) -> Result<Algorithm, String> {
+    let alg: Algorithm = s.parse().map_err(|e: keystore_api::Error| e.to_string())?;
+    if provisioning::PKI_ALGORITHMS.contains(&alg) {
+        return Ok(alg);
+    }
+    let names: Vec<&str> = provisioning::PKI_ALGORITHMS
+        .iter()
+        .map(|a| a.id())
+        .collect();
+    Err(format!(
+        "the device PKI takes {}, not {alg}",
+        names.join(", ")
+    ))
+}
+
 pub(super) fn days(n: u32) -> CliResult<Duration> {
     if n == 0 || n > 7305 {
         return Err(CliError::invalid("a validity is 1 to 7305 days"));
@@ -262,6 +295,24 @@ pub(super) fn days(n: u32) -> CliResult<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pki_algorithms_parse_and_others_are_refused() {
+        assert_eq!(
+            parse_pki_algorithm("ecdsa-p384-sha384"),
+            Ok(Algorithm::EcdsaP384Sha384)
+        );
+        assert_eq!(parse_pki_algorithm("ed25519"), Ok(Algorithm::Ed25519));
+        for bad in [
+            "ml-dsa-65",
+            "ecdh-p256",
+            "rsa-2048-pss-sha256",
+            "aes-256-gcm",
+            "x",
+        ] {
+            assert!(parse_pki_algorithm(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn validity_days_are_bounded() {

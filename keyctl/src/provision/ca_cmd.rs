@@ -7,7 +7,7 @@ use crate::files;
 use crate::store;
 use backend_soft::{Kdf, SoftStore, Unlock};
 use keystore_api::rfc3339;
-use keystore_api::{Error, Keystore, Role};
+use keystore_api::{Algorithm, Error, Keystore, Role};
 use provisioning::{pem_decode_all, pem_encode, Factory, PeerVerifier, PinSet, RootCa};
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
@@ -27,23 +27,26 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
             new_root_key_file,
             cn,
             validity_days,
+            algorithm,
         } => init_root(
             &rargs,
             new_root_key_file.as_deref(),
             &cn,
             days(validity_days)?,
+            algorithm,
             now,
         ),
         CaCommand::SignIntermediate {
             root: rargs,
             cn,
             validity_days,
+            algorithm,
         } => {
             let validity = days(validity_days)?;
             let prod = store::open(root, unlock)?;
             let officer = actor::authenticate(&prod, args, "ca sign-intermediate")?;
             let prod_db = open_db(root)?;
-            let factory = Factory::new(&prod, &prod_db);
+            let factory = Factory::new(&prod, &prod_db).with_key_algorithm(algorithm);
             let (inter, root_cert, root_crl) = {
                 let root_ks = open_root(&rargs)?;
                 let custodian = root_actor(&root_ks, &rargs)?;
@@ -165,9 +168,11 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
             let crl = RootCa::new(&root_ks, &root_db).issue_crl(&custodian, now, next_update)?;
             write_root_crl(&rargs, &crl, out.as_deref(), now + next_update)
         }
-        CaCommand::OcspSigner { cn, validity_days } => {
-            super::ocsp_cmd::issue_signer(root, unlock, args, &cn, validity_days)
-        }
+        CaCommand::OcspSigner {
+            cn,
+            validity_days,
+            algorithm,
+        } => super::ocsp_cmd::issue_signer(root, unlock, args, &cn, validity_days, algorithm),
         CaCommand::Events => {
             let prod = store::open(root, unlock)?;
             actor::authenticate(&prod, args, "ca events")?;
@@ -201,6 +206,7 @@ fn init_root(
     new_key_file: Option<&Path>,
     cn: &str,
     validity: Duration,
+    algorithm: Algorithm,
     now: OffsetDateTime,
 ) -> CliResult<()> {
     let layout = store::Layout::new(&rargs.root_store);
@@ -237,7 +243,9 @@ fn init_root(
         &secret,
     )?;
     let db = open_db(&rargs.root_store)?;
-    let cert = RootCa::new(&ks, &db).init(&custodian, cn, validity, now)?;
+    let cert = RootCa::new(&ks, &db)
+        .with_key_algorithm(algorithm)
+        .init(&custodian, cn, validity, now)?;
     let path = rargs.root_store.join("root-ca.pem");
     write_file(&path, &cert.pem())?;
     outln!(

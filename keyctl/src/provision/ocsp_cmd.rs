@@ -7,7 +7,7 @@ use crate::cli::{parse_duration, ActorArgs, UnlockArgs};
 use crate::error::{CliError, CliResult};
 use crate::store;
 use clap::Subcommand;
-use keystore_api::rfc3339;
+use keystore_api::{rfc3339, Algorithm};
 use provisioning::{
     serve_ocsp, Factory, OcspResponder, OcspServerConfig, OcspShutdown, OCSP_SIGNER_KEY,
 };
@@ -84,6 +84,7 @@ pub(super) fn issue_signer(
     args: &ActorArgs,
     cn: &str,
     validity_days: u32,
+    algorithm: Algorithm,
 ) -> CliResult<()> {
     if validity_days == 0 || validity_days > 90 {
         return Err(CliError::invalid("an OCSP signer validity is 1 to 90 days"));
@@ -92,7 +93,7 @@ pub(super) fn issue_signer(
     let prod = store::open(root, unlock)?;
     let officer = actor::authenticate(&prod, args, "ca ocsp-signer")?;
     let db = open_db(root)?;
-    let factory = Factory::new(&prod, &db);
+    let factory = Factory::new(&prod, &db).with_key_algorithm(algorithm);
     let cert =
         factory.issue_ocsp_signer(&officer, cn, Duration::days(i64::from(validity_days)), now)?;
     let path = pki_dir(root).join("ocsp-signer.pem");

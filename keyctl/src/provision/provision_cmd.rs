@@ -93,7 +93,7 @@ fn run<P: Backend, D: Backend>(
             .operator
             .as_deref()
             .ok_or_else(|| CliError::invalid("provision needs --operator (the line or station)"))?;
-        let device = Device::new(dks, ddb, &key_for(id)?)?;
+        let device = Device::new(dks, ddb, &key_for(id)?)?.with_key_algorithm(p.algorithm);
         let done = prov.provision(
             &device,
             device_actor,
@@ -133,6 +133,7 @@ fn run<P: Backend, D: Backend>(
     for e in &entries {
         bar.set_message(e.device_id.clone());
         let res = Device::new(dks, ddb, &key_for(&e.device_id)?).and_then(|device| {
+            let device = device.with_key_algorithm(p.algorithm);
             prov.provision(
                 &device,
                 device_actor,

@@ -3,8 +3,8 @@
 
 use crate::signer::{rcgen_algorithm, spki_bit_string, KeystoreSigner};
 use crate::util::{random_serial, to_second};
-use crate::x509::CertInfo;
-use keystore_api::{Algorithm, Backend, Error, PublicKey, Result};
+use crate::x509::{CertInfo, PKI_ALGORITHMS};
+use keystore_api::{Backend, Error, PublicKey, Result};
 use rustls_pki_types::CertificateDer;
 use time::OffsetDateTime;
 
@@ -59,17 +59,14 @@ pub(super) fn ca_params(
     Ok(p)
 }
 
-/// The public key a certificate's signature algorithm and SPKI name, for
+/// The public key a certificate's SPKI names (a key of one of
+/// [`PKI_ALGORITHMS`]: the SPKI's algorithm and curve tell them apart), for
 /// verifying what the certificate signed.
 fn issuer_public_key(issuer: &CertInfo) -> Result<PublicKey> {
-    [
-        Algorithm::EcdsaP256Sha256,
-        Algorithm::Rsa2048Pkcs1Sha256,
-        Algorithm::Rsa3072Pkcs1Sha256,
-    ]
-    .into_iter()
-    .find_map(|alg| PublicKey::from_spki_der(alg, issuer.spki_der.clone()).ok())
-    .ok_or_else(|| Error::unsupported("the issuer's key type is not supported"))
+    PKI_ALGORITHMS
+        .into_iter()
+        .find_map(|alg| PublicKey::from_spki_der(alg, issuer.spki_der.clone()).ok())
+        .ok_or_else(|| Error::unsupported("the issuer's key type is not supported"))
 }
 
 /// Checks that `cert_der` names `issuer` as its issuer and carries a

@@ -9,7 +9,7 @@ use crate::db::{self, append_event, commit, ensure_event_key, opt, EventFields, 
 use crate::record::ProvisioningRecord;
 use crate::signer::KeystoreSigner;
 use crate::util::rfc3339;
-use crate::x509::{cn_subject, CertInfo, VerifiedCsr};
+use crate::x509::{check_pki_algorithm, cn_subject, CertInfo, VerifiedCsr, DEFAULT_PKI_ALGORITHM};
 use keystore_api::{
     Actor, Algorithm, Backend, Duty, Error, ErrorKind, KeySpec, Keystore, Origin, Result, Usages,
 };
@@ -86,22 +86,48 @@ pub struct Factory<'a, B: Backend> {
     pub(super) db: &'a PkiDb,
     /// The OCSP URL device certificates carry ([`Factory::with_ocsp_url`]).
     pub(super) ocsp_url: Option<String>,
+    /// The algorithm of the keys the factory creates
+    /// ([`Factory::with_key_algorithm`]).
+    pub(super) key_algorithm: Algorithm,
 }
 
 impl<B: Backend> std::fmt::Debug for Factory<'_, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Factory").finish_non_exhaustive()
+        f.debug_struct("Factory")
+            .field("key_algorithm", &self.key_algorithm)
+            .finish_non_exhaustive()
     }
 }
 
 impl<'a, B: Backend> Factory<'a, B> {
-    /// The factory over the production keystore `ks` and its PKI database.
+    /// The factory over the production keystore `ks` and its PKI database;
+    /// the keys it creates are ECDSA P-256
+    /// ([`DEFAULT_PKI_ALGORITHM`](crate::DEFAULT_PKI_ALGORITHM)).
     pub fn new(ks: &'a Keystore<B>, db: &'a PkiDb) -> Self {
         Factory {
             ks,
             db,
             ocsp_url: None,
+            key_algorithm: DEFAULT_PKI_ALGORITHM,
         }
+    }
+
+    /// Sets the algorithm of the keys the factory creates: the
+    /// intermediate's ([`request_intermediate`](Self::request_intermediate))
+    /// and the delegated OCSP signer's
+    /// ([`issue_ocsp_signer`](Self::issue_ocsp_signer)). It must be one of
+    /// [`PKI_ALGORITHMS`](crate::PKI_ALGORITHMS), checked when a key is
+    /// created. It applies only then: a key the store already holds keeps its
+    /// algorithm through rotations, and device keys are the device's
+    /// ([`Device::with_key_algorithm`](crate::Device::with_key_algorithm)).
+    pub fn with_key_algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.key_algorithm = algorithm;
+        self
+    }
+
+    /// The algorithm of the keys the factory creates.
+    pub fn key_algorithm(&self) -> Algorithm {
+        self.key_algorithm
     }
 
     /// The production keystore.
@@ -109,9 +135,16 @@ impl<'a, B: Backend> Factory<'a, B> {
         self.ks
     }
 
-    /// Generates the intermediate key inside the production backend (or
-    /// reuses one left by an interrupted ceremony) and returns its CSR.
-    /// Needs the security-officer role.
+    /// Generates the intermediate key inside the production backend, with
+    /// the factory's [`key_algorithm`](Self::key_algorithm) (or reuses the
+    /// key left by an interrupted ceremony or a rotation, whatever its
+    /// algorithm), and returns its CSR. Needs the security-officer role.
+    ///
+    /// # Errors
+    /// `Policy` for another role; `AlreadyExists` when the active version is
+    /// already certified; `Unsupported` for an algorithm outside
+    /// [`PKI_ALGORITHMS`](crate::PKI_ALGORITHMS) or one the backend does not
+    /// offer; the keystore's errors.
     pub fn request_intermediate(&self, actor: &Actor, common_name: &str) -> Result<VerifiedCsr> {
         self.ks
             .authorize(actor, Duty::ManageCa, "requesting an intermediate CA")?;
@@ -130,8 +163,9 @@ impl<'a, B: Backend> Factory<'a, B> {
                 }
             }
             Err(ref e) if e.is(ErrorKind::NotFound) => {
-                let spec = KeySpec::new(Algorithm::EcdsaP256Sha256)
-                    .with_usages(Usages::SIGN | Usages::VERIFY);
+                check_pki_algorithm(self.key_algorithm, "intermediate CA")?;
+                let spec =
+                    KeySpec::new(self.key_algorithm).with_usages(Usages::SIGN | Usages::VERIFY);
                 self.ks.create(actor, INTERMEDIATE_KEY, spec)?;
             }
             Err(e) => return Err(e),

@@ -11,8 +11,8 @@ use super::{BACKDATE, INTERMEDIATE_KEY};
 use crate::db::{self, append_event, commit, ensure_event_key, opt, q, EventFields};
 use crate::signer::KeystoreSigner;
 use crate::util::{parse_time, random_serial, rfc3339, shorten, to_second};
-use crate::x509::{cn_subject, CertInfo};
-use keystore_api::{Actor, Algorithm, Backend, Duty, Error, ErrorKind, KeySpec, Result, Usages};
+use crate::x509::{check_pki_algorithm, cn_subject, CertInfo};
+use keystore_api::{Actor, Backend, Duty, Error, ErrorKind, KeySpec, Result, Usages};
 use rusqlite::params;
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
@@ -117,8 +117,10 @@ impl<'a, B: Backend> Factory<'a, B> {
     }
 
     /// Issues (or renews) the delegated OCSP signing certificate: the key
-    /// [`OCSP_SIGNER_KEY`] (ECDSA P-256) is generated inside the production
-    /// backend the first time; a later call rotates it when its active
+    /// [`OCSP_SIGNER_KEY`] is generated inside the production backend the
+    /// first time, with the factory's
+    /// [`key_algorithm`](Factory::key_algorithm) (ECDSA P-256 by default);
+    /// a later call rotates it (keeping its algorithm) when its active
     /// version already has a certificate, so every renewal certifies a fresh
     /// key. The intermediate signs a certificate for it with
     /// `id-kp-OCSPSigning`, `id-pkix-ocsp-nocheck` and a validity of
@@ -130,7 +132,9 @@ impl<'a, B: Backend> Factory<'a, B> {
     ///
     /// `Auth`/`Policy` for another role, `InvalidInput` for a validity not in
     /// (0, [`MAX_OCSP_SIGNER_VALIDITY`]] or a bad common name, `NotFound`
-    /// before the ceremony, and the keystore's or database's errors.
+    /// before the ceremony, `Unsupported` for a key algorithm outside
+    /// [`PKI_ALGORITHMS`](crate::PKI_ALGORITHMS) when the key is created,
+    /// and the keystore's or database's errors.
     pub fn issue_ocsp_signer(
         &self,
         actor: &Actor,
@@ -183,8 +187,9 @@ impl<'a, B: Backend> Factory<'a, B> {
                 Ok(())
             }
             Err(ref e) if e.is(ErrorKind::NotFound) => {
-                let spec = KeySpec::new(Algorithm::EcdsaP256Sha256)
-                    .with_usages(Usages::SIGN | Usages::VERIFY);
+                check_pki_algorithm(self.key_algorithm, "OCSP signer")?;
+                let spec =
+                    KeySpec::new(self.key_algorithm).with_usages(Usages::SIGN | Usages::VERIFY);
                 self.ks.create(actor, OCSP_SIGNER_KEY, spec).map(|_| ())
             }
             Err(e) => Err(e),

@@ -11,7 +11,7 @@ use super::{check_validity, BACKDATE, ROOT_KEY};
 use crate::db::{self, append_event, commit, ensure_event_key, opt, q, EventFields, PkiDb};
 use crate::signer::KeystoreSigner;
 use crate::util::rfc3339;
-use crate::x509::{cn_subject, verify_csr, CertInfo};
+use crate::x509::{check_pki_algorithm, cn_subject, verify_csr, CertInfo, DEFAULT_PKI_ALGORITHM};
 use keystore_api::{
     Actor, Algorithm, Backend, Component, Duty, Error, KeySpec, Keystore, Result, Usages,
 };
@@ -38,22 +38,55 @@ pub struct SignedIntermediate {
 pub struct RootCa<'a, B: Backend> {
     ks: &'a Keystore<B>,
     db: &'a PkiDb,
+    /// The algorithm [`RootCa::init`] creates the root key with.
+    algorithm: Algorithm,
 }
 
 impl<B: Backend> std::fmt::Debug for RootCa<'_, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RootCa").finish_non_exhaustive()
+        f.debug_struct("RootCa")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
 impl<'a, B: Backend> RootCa<'a, B> {
-    /// The root CA over the root keystore `ks` and its PKI database `db`.
+    /// The root CA over the root keystore `ks` and its PKI database `db`;
+    /// [`init`](Self::init) creates an ECDSA P-256 key
+    /// ([`DEFAULT_PKI_ALGORITHM`](crate::DEFAULT_PKI_ALGORITHM)).
     pub fn new(ks: &'a Keystore<B>, db: &'a PkiDb) -> Self {
-        RootCa { ks, db }
+        RootCa {
+            ks,
+            db,
+            algorithm: DEFAULT_PKI_ALGORITHM,
+        }
     }
 
-    /// Generates the root key (ECDSA P-256, inside the root's backend) and a
-    /// self-signed root certificate. Needs the security-officer role.
+    /// Sets the algorithm [`init`](Self::init) creates the root key with;
+    /// it must be one of [`PKI_ALGORITHMS`](crate::PKI_ALGORITHMS) (checked
+    /// by `init`). Everything else uses the key the store holds, whatever
+    /// its algorithm.
+    pub fn with_key_algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// The algorithm [`init`](Self::init) creates the root key with.
+    pub fn key_algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Generates the root key inside the root's backend (ECDSA P-256 unless
+    /// [`with_key_algorithm`](Self::with_key_algorithm) says otherwise) and a
+    /// self-signed root certificate signed by it. Needs the security-officer
+    /// role.
+    ///
+    /// # Errors
+    /// `Policy` for another role; `InvalidInput` for a bad name or validity;
+    /// `Unsupported` for an algorithm outside
+    /// [`PKI_ALGORITHMS`](crate::PKI_ALGORITHMS) or one the backend does not
+    /// offer; `AlreadyExists` when the store holds a root; the keystore's and
+    /// the database's errors.
     pub fn init(
         &self,
         actor: &Actor,
@@ -64,6 +97,7 @@ impl<'a, B: Backend> RootCa<'a, B> {
         self.ks
             .authorize(actor, Duty::ManageCa, "creating the root CA")?;
         check_validity(validity, "root")?;
+        check_pki_algorithm(self.algorithm, "root CA")?;
         let subject = cn_subject(common_name, None)?;
         if db::current_ca(&self.db.lock(), "root")?.is_some() {
             return Err(Error::already_exists(
@@ -71,8 +105,7 @@ impl<'a, B: Backend> RootCa<'a, B> {
             ));
         }
         ensure_event_key(self.ks, actor)?;
-        let spec =
-            KeySpec::new(Algorithm::EcdsaP256Sha256).with_usages(Usages::SIGN | Usages::VERIFY);
+        let spec = KeySpec::new(self.algorithm).with_usages(Usages::SIGN | Usages::VERIFY);
         self.ks.create(actor, ROOT_KEY, spec)?;
         let signer = KeystoreSigner::for_rcgen(self.ks, ROOT_KEY)?;
         let params = ca_params(subject, 1, now - BACKDATE, now + validity)?;

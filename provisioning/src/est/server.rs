@@ -29,7 +29,9 @@ use hyper::header::{HeaderMap, HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE}
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use keystore_api::{Actor, Backend, Clock, Component, Error, Keystore, Result, SystemClock};
+use keystore_api::{
+    Actor, Algorithm, Backend, Clock, Component, Error, Keystore, Result, SystemClock,
+};
 use std::convert::Infallible;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -62,6 +64,10 @@ pub struct EstServerConfig {
     pub server_names: Vec<String>,
     /// Validity of the server's TLS certificate, issued at start.
     pub server_cert_validity: Duration,
+    /// The algorithm of the server's TLS key ([`EST_SERVER_KEY`](crate::EST_SERVER_KEY)) when
+    /// the start creates it (one of [`PKI_ALGORITHMS`](crate::PKI_ALGORITHMS);
+    /// ECDSA P-256 by default). An existing key keeps its algorithm.
+    pub server_key_algorithm: Algorithm,
     /// Largest request body, in bytes.
     pub max_body: usize,
     /// Time for the TLS handshake, for the headers, and for the body.
@@ -85,6 +91,7 @@ impl Default for EstServerConfig {
             operator: "est".into(),
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
             server_cert_validity: DEFAULT_EST_SERVER_CERT_VALIDITY,
+            server_key_algorithm: crate::x509::DEFAULT_PKI_ALGORITHM,
             max_body: DEFAULT_EST_MAX_BODY,
             request_timeout: StdDuration::from_secs(10),
             max_connections: 256,
@@ -107,6 +114,7 @@ impl EstServerConfig {
             return Err(Error::invalid_input("a grace period cannot be negative"));
         }
         crate::util::check_operator(&self.operator)?;
+        crate::x509::check_pki_algorithm(self.server_key_algorithm, "EST server")?;
         if self.max_body == 0 || self.max_body > crate::x509::MAX_DER_LEN * 2 {
             return Err(Error::invalid_input("the largest body is 1 byte to 2 MiB"));
         }
@@ -193,6 +201,7 @@ impl EstServer {
             &actor,
             &config.server_names,
             config.server_cert_validity,
+            config.server_key_algorithm,
             clock.now(),
         )?;
         let acceptor = TlsAcceptor::from(server_config(identity)?);

@@ -14,7 +14,7 @@ use crate::ca::{issuer_for, Factory, BACKDATE, INTERMEDIATE_KEY};
 use crate::db::{self, append_event, commit, ensure_event_key, EventFields, PkiDb};
 use crate::signer::KeystoreSigner;
 use crate::util::{random_serial, rfc3339, shorten, to_second};
-use crate::x509::{cn_subject, CertInfo};
+use crate::x509::{check_pki_algorithm, cn_subject, CertInfo};
 use keystore_api::{
     Actor, Algorithm, Backend, Duty, Error, ErrorKind, KeySpec, Keystore, Result, Usages,
 };
@@ -42,7 +42,8 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Issues the EST server's TLS certificate for `names` (DNS names or IP
 /// addresses; at least one) under the production intermediate, generating
-/// [`EST_SERVER_KEY`] in the production backend the first time, and returns
+/// [`EST_SERVER_KEY`] in the production backend the first time (a key of
+/// `algorithm`, one of [`PKI_ALGORITHMS`](crate::PKI_ALGORITHMS)), and returns
 /// the identity rustls presents (the certificate and the intermediate, the
 /// key pinned to the certified version). The certificate is valid from
 /// `now` less [`BACKDATE`] for `validity` (never beyond the intermediate),
@@ -50,7 +51,8 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 ///
 /// # Errors
 /// `Policy` unless `actor` may issue certificates; `InvalidInput` for no or
-/// a malformed name, or a validity not in (0, 366 days]; `NotFound` before
+/// a malformed name, or a validity not in (0, 366 days]; `Unsupported` for
+/// an algorithm outside the PKI's when the key is created; `NotFound` before
 /// the ceremony; the keystore's and the database's errors.
 pub(crate) fn server_identity<B: Backend + 'static>(
     ks: &Arc<Keystore<B>>,
@@ -58,6 +60,7 @@ pub(crate) fn server_identity<B: Backend + 'static>(
     actor: &Actor,
     names: &[String],
     validity: Duration,
+    algorithm: Algorithm,
     now: OffsetDateTime,
 ) -> Result<Arc<CertifiedKey>> {
     ks.authorize(
@@ -73,7 +76,7 @@ pub(crate) fn server_identity<B: Backend + 'static>(
     let sans = subject_alt_names(names)?;
     let factory = Factory::new(ks, db);
     let inter = factory.intermediate()?;
-    ensure_server_key(ks, actor)?;
+    ensure_server_key(ks, actor, algorithm)?;
     ensure_event_key(ks, actor)?;
     let key = KeystoreSigner::for_rcgen(ks, EST_SERVER_KEY)?;
     let inter_signer = KeystoreSigner::for_rcgen(ks, INTERMEDIATE_KEY)?;
@@ -120,13 +123,18 @@ fn subject_alt_names(names: &[String]) -> Result<Vec<rcgen::SanType>> {
         .collect()
 }
 
-/// Creates [`EST_SERVER_KEY`] (ECDSA P-256, generated in the backend) if missing.
-fn ensure_server_key<B: Backend>(ks: &Keystore<B>, actor: &Actor) -> Result<()> {
+/// Creates [`EST_SERVER_KEY`] (a key of `algorithm`, generated in the
+/// backend) if missing.
+fn ensure_server_key<B: Backend>(
+    ks: &Keystore<B>,
+    actor: &Actor,
+    algorithm: Algorithm,
+) -> Result<()> {
     match ks.info(EST_SERVER_KEY) {
         Ok(_) => Ok(()),
         Err(ref e) if e.is(ErrorKind::NotFound) => {
-            let spec =
-                KeySpec::new(Algorithm::EcdsaP256Sha256).with_usages(Usages::SIGN | Usages::VERIFY);
+            check_pki_algorithm(algorithm, "EST server")?;
+            let spec = KeySpec::new(algorithm).with_usages(Usages::SIGN | Usages::VERIFY);
             match ks.create(actor, EST_SERVER_KEY, spec) {
                 Err(e) if !e.is(ErrorKind::AlreadyExists) => Err(e),
                 _ => Ok(()),

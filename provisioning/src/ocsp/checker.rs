@@ -35,6 +35,7 @@ use const_oid::db::rfc5912::{
     SHA_256_WITH_RSA_ENCRYPTION, SHA_384_WITH_RSA_ENCRYPTION, SHA_512_WITH_RSA_ENCRYPTION,
 };
 use const_oid::db::rfc6960::{ID_PKIX_OCSP_BASIC, ID_PKIX_OCSP_NOCHECK};
+use const_oid::db::rfc8410::ID_ED_25519;
 use der::{Decode, Encode};
 use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm, UnixTime};
 use sha1::Digest;
@@ -300,12 +301,14 @@ fn algorithms_for(
     type Algs = [&'static dyn SignatureVerificationAlgorithm];
     static ECDSA_SHA256: &Algs = &[a::ECDSA_P256_SHA256, a::ECDSA_P384_SHA256];
     static ECDSA_SHA384: &Algs = &[a::ECDSA_P384_SHA384, a::ECDSA_P256_SHA384];
+    static ED25519: &Algs = &[a::ED25519];
     static RSA_SHA256: &Algs = &[a::RSA_PKCS1_2048_8192_SHA256];
     static RSA_SHA384: &Algs = &[a::RSA_PKCS1_2048_8192_SHA384];
     static RSA_SHA512: &Algs = &[a::RSA_PKCS1_2048_8192_SHA512];
     match *oid {
         ECDSA_WITH_SHA_256 => ECDSA_SHA256,
         ECDSA_WITH_SHA_384 => ECDSA_SHA384,
+        ID_ED_25519 => ED25519,
         SHA_256_WITH_RSA_ENCRYPTION => RSA_SHA256,
         SHA_384_WITH_RSA_ENCRYPTION => RSA_SHA384,
         SHA_512_WITH_RSA_ENCRYPTION => RSA_SHA512,

@@ -26,7 +26,8 @@ use crate::ocsp::{
     find_nonce, issuer_key_bits, names_issuer, nonce_value, parse_cert, serial_hex, to_generalized,
     MAX_NONCE_LEN,
 };
-use const_oid::db::rfc5912::{ECDSA_WITH_SHA_256, SHA_256_WITH_RSA_ENCRYPTION};
+use const_oid::db::rfc5912::{ECDSA_WITH_SHA_256, ECDSA_WITH_SHA_384, SHA_256_WITH_RSA_ENCRYPTION};
+use const_oid::db::rfc8410::ID_ED_25519;
 use der::asn1::{BitString, OctetString};
 use der::{Decode, Encode};
 use keystore_api::{Algorithm, Backend, ErrorKind};
@@ -247,13 +248,22 @@ pub(crate) fn crl_reason(code: u8) -> Option<CrlReason> {
     })
 }
 
-/// The signature algorithm of a keystore key, as an AlgorithmIdentifier.
+/// The signature algorithm of a keystore key, as an AlgorithmIdentifier:
+/// `ecdsa-with-SHA256` (1.2.840.10045.4.3.2) and `ecdsa-with-SHA384`
+/// (1.2.840.10045.4.3.3) without parameters (RFC 5758), `id-Ed25519`
+/// (1.3.101.112) without parameters (RFC 8410), `sha256WithRSAEncryption`
+/// with NULL parameters; `internalError` for any other key.
 fn signature_algorithm(alg: Algorithm) -> Result<AlgorithmIdentifierOwned, OcspResponseStatus> {
-    match alg {
-        Algorithm::EcdsaP256Sha256 => Ok(AlgorithmIdentifierOwned {
-            oid: ECDSA_WITH_SHA_256,
+    let no_params = |oid| {
+        Ok(AlgorithmIdentifierOwned {
+            oid,
             parameters: None,
-        }),
+        })
+    };
+    match alg {
+        Algorithm::EcdsaP256Sha256 => no_params(ECDSA_WITH_SHA_256),
+        Algorithm::EcdsaP384Sha384 => no_params(ECDSA_WITH_SHA_384),
+        Algorithm::Ed25519 => no_params(ID_ED_25519),
         Algorithm::Rsa2048Pkcs1Sha256 | Algorithm::Rsa3072Pkcs1Sha256 => {
             Ok(AlgorithmIdentifierOwned {
                 oid: SHA_256_WITH_RSA_ENCRYPTION,
