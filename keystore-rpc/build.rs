@@ -2,9 +2,10 @@
 //! compiler in Rust), so building needs no `protoc` on the machine.
 
 /// Messages with a secret field: import secrets, derived keys, plaintexts.
-const SECRET_MESSAGES: [&str; 4] = [
+const SECRET_MESSAGES: [&str; 5] = [
     "ImportRequest",
     "DeriveResponse",
+    "AgreeResponse",
     "EncryptRequest",
     "DecryptResponse",
 ];

@@ -66,14 +66,26 @@ impl LoadedKey<'_> {
             .ok_or_else(|| Error::backend_msg(Component::Tpm, "no TPM connection"))
     }
 
-    /// `TPM2_Sign` of a SHA-256 `digest` (computed by the caller) with the
-    /// key's scheme and a NULL hashcheck ticket; the TPM's signature
-    /// structure as ESYS returns it.
-    pub fn sign_digest(&mut self, digest: &[u8; 32]) -> Result<Signature> {
+    /// `TPM2_Sign` of a `digest` computed by the caller with the key's hash
+    /// (32 bytes of SHA-256, or 48 of SHA-384 for P-384) with the key's
+    /// scheme and a NULL hashcheck ticket; the TPM's signature structure as
+    /// ESYS returns it.
+    pub fn sign_digest(&mut self, digest: &[u8]) -> Result<Signature> {
         let (tr, scheme) = (self.tr, self.scheme);
         self.esys()?
             .sign(tr, digest, scheme)
             .map_err(|rc| crate::rc::to_error("sign", rc))
+    }
+
+    /// One `TPM2_ECDH_ZGen` with the peer point `(x, y)` (unchecked on the
+    /// host; the TPM checks it): the shared secret `Z`, the x-coordinate
+    /// of the product, 32 bytes for P-256. It comes back encrypted on the
+    /// bus, as in the backend's agreement.
+    pub fn ecdh_zgen(&mut self, x: &[u8], y: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        let (tr, field_len) = (self.tr, keystore_backend::EcCurve::P256.field_len());
+        self.esys()?
+            .ecdh_zgen(tr, x, y, field_len)
+            .map_err(|rc| crate::rc::to_error("compute an ECDH shared secret", rc))
     }
 
     /// One `TPM2_HMAC` (SHA-256) of `data` (at most the TPM's input buffer),

@@ -35,6 +35,10 @@ use sha2::{Digest, Sha256};
 use std::hint::black_box;
 
 const MSG: &[u8] = b"gateway telemetry frame: 64 bytes of typical payload..........";
+
+/// ECDSA P-384, Ed25519 and ECDH P-256 (`pkcs11/algorithms.rs`).
+#[path = "pkcs11/algorithms.rs"]
+mod algorithms;
 /// The raw AES-GCM AAD: as long as the keystore's (8-byte header ‖ "aad").
 const RAW_AAD: &[u8] = b"hdr-8B..aad";
 
@@ -230,6 +234,8 @@ fn pkcs11(c: &mut Criterion) {
     derive_and_mac(c, &env);
     aead(c, &env);
     threads(c, &env);
+    algorithms::sign(c, &env);
+    algorithms::agree(c, &env);
 }
 
 criterion_group!(benches, pkcs11);

@@ -2,7 +2,8 @@
 //! RustCrypto in the same run.
 
 use benches::{
-    bench_dir, filler_keys, raw, soft_keystore, spread, standard_keys, K, STANDARD_KEY_COUNT,
+    bench_dir, filler_keys, raw, soft_keystore, soft_keystore_with, spread, standard_keys, K,
+    STANDARD_KEY_COUNT,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use keystore_api::SignatureFormat;
@@ -10,6 +11,10 @@ use std::hint::black_box;
 use std::time::Duration;
 
 const MSG: &[u8] = b"gateway telemetry frame: 64 bytes of typical payload..........";
+
+/// ECDSA P-384, Ed25519, ML-DSA-65 and ECDH P-256 (`soft/algorithms.rs`).
+#[path = "soft/algorithms.rs"]
+mod algorithms;
 
 fn sign(c: &mut Criterion) {
     let dir = bench_dir();
@@ -100,12 +105,22 @@ fn derive_and_mac(c: &mut Criterion) {
     g.finish();
 }
 
+/// AES-256-GCM encryption through the keystore against raw aws-lc-rs. The
+/// `aes` key has the default encryption limit (2^32, SP 800-38D), so the
+/// keystore path includes the counting: an atomic decrement per encryption
+/// and, every 2^16 encryptions, one reservation (a write transaction).
+/// 64 bytes shows the per-call cost best.
 fn aead(c: &mut Criterion) {
     let dir = bench_dir();
     let ks = soft_keystore(dir.path());
     standard_keys(&ks);
-    for size in [1024usize, 64 * 1024] {
-        let mut g = c.benchmark_group(format!("aes-256-gcm-encrypt-{}k", size / 1024));
+    for size in [64usize, 1024, 64 * 1024] {
+        let label = if size < 1024 {
+            format!("{size}b")
+        } else {
+            format!("{}k", size / 1024)
+        };
+        let mut g = c.benchmark_group(format!("aes-256-gcm-encrypt-{label}"));
         g.throughput(Throughput::Bytes(size as u64));
         let pt = vec![0x5au8; size];
         let key = aws_lc_rs::aead::LessSafeKey::new(
@@ -130,6 +145,32 @@ fn aead(c: &mut Criterion) {
         });
         g.finish();
     }
+}
+
+/// The slow path of the encryption count: a store on disk (not tmpfs, so
+/// each reservation pays its fsync) that reserves one encryption at a time,
+/// so every call is a reservation. At the default block (2^16) this cost is
+/// paid once per 65,536 encryptions; `docs/usage-limits.md` amortises it.
+fn aead_reservation(c: &mut Criterion) {
+    let dir = tempfile::Builder::new()
+        .prefix("keystore-bench-disk-")
+        .tempdir()
+        .expect("temporary directory");
+    {
+        let ks = soft_keystore(dir.path());
+        standard_keys(&ks);
+    }
+    let ks = soft_keystore_with(
+        dir.path(),
+        keystore_api::OpenOptions::new().encryption_block(1),
+    );
+    let mut g = c.benchmark_group("aes-256-gcm-encrypt-64b-reserve-each");
+    g.sample_size(10).measurement_time(Duration::from_secs(5));
+    let pt = [0x5au8; 64];
+    g.bench_function("keystore-soft-block-1", |b| {
+        b.iter(|| ks.encrypt("aes", black_box(&pt), b"aad").expect("encrypt"))
+    });
+    g.finish();
 }
 
 /// One and two threads against one keystore, and raw aws-lc-rs on one and
@@ -201,5 +242,15 @@ fn scale(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, sign, derive_and_mac, aead, threads, scale);
+criterion_group!(
+    benches,
+    sign,
+    derive_and_mac,
+    aead,
+    aead_reservation,
+    threads,
+    scale,
+    algorithms::sign,
+    algorithms::agree
+);
 criterion_main!(benches);

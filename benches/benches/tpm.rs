@@ -35,6 +35,10 @@ use std::hint::black_box;
 
 const MSG: &[u8] = b"gateway telemetry frame: 64 bytes of typical payload..........";
 
+/// ECDSA P-384 and ECDH P-256 (`tpm/algorithms.rs`).
+#[path = "tpm/algorithms.rs"]
+mod algorithms;
+
 /// Fields drop in order: the keystore (flushing what it loaded) before the
 /// simulator is killed, and the simulator before its state directory goes.
 struct Env {
@@ -176,6 +180,8 @@ fn tpm(c: &mut Criterion) {
     let env = Env::new();
     sign(c, &env);
     derive_and_mac(c, &env);
+    algorithms::sign(c, &env);
+    algorithms::agree(c, &env);
 }
 
 criterion_group!(benches, tpm);

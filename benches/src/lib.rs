@@ -37,6 +37,11 @@ pub fn bench_dir() -> tempfile::TempDir {
 
 /// Opens (creating on first use) a soft keystore in `dir`.
 pub fn soft_keystore(dir: &Path) -> Keystore<SoftStore> {
+    soft_keystore_with(dir, keystore_api::OpenOptions::new())
+}
+
+/// As [`soft_keystore`], with `options`.
+pub fn soft_keystore_with(dir: &Path, options: keystore_api::OpenOptions) -> Keystore<SoftStore> {
     let kf: PathBuf = dir.join("kek");
     let unlock = Unlock::KeyFile(kf.clone());
     let store = if SoftStore::exists(&dir.join("soft")) {
@@ -45,7 +50,13 @@ pub fn soft_keystore(dir: &Path) -> Keystore<SoftStore> {
         create_key_file(&kf).expect("key file");
         SoftStore::create(&dir.join("soft"), &unlock, Kdf::KeyFile).expect("create soft store")
     };
-    Keystore::open(store, &dir.join("metadata.sqlite")).expect("open keystore")
+    Keystore::open_with(
+        store,
+        &dir.join("metadata.sqlite"),
+        std::sync::Arc::new(keystore_api::SystemClock),
+        options,
+    )
+    .expect("open keystore")
 }
 
 /// How many keys [`standard_keys`] creates.

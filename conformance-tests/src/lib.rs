@@ -234,6 +234,13 @@ macro_rules! suite {
             store_files_are_private,
             device_identity_over_mtls,
             device_renews_over_est,
+            aes_gcm_limit_across_processes,
+            ecdsa_p384_sign_verify,
+            ed25519_sign_verify,
+            ml_dsa_65_sign_verify,
+            new_algorithms_rotate_and_revoke,
+            ecdh_p256_agreement,
+            ecdh_peer_keys_validated,
         );
     };
     (@stamp $fixture:ty; $($name:ident),* $(,)?) => {

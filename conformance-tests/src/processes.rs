@@ -6,6 +6,13 @@
 //! the end. The cases (`cases::processes`) start workers, stop or kill them,
 //! and check the store afterwards from the parent.
 
+mod encrypt;
+
+pub use encrypt::{
+    worker_options, ENCRYPTION_BLOCK_PARAM, LIMIT_AAD, LIMIT_KEY_PARAM, PACE_PARAM,
+    START_FILE_PARAM,
+};
+
 use crate::support::so;
 use crate::Fixture;
 use keystore_api::{Algorithm, Backend, Keystore, SignatureFormat, Usages};
@@ -56,6 +63,10 @@ pub enum Role {
     Churn,
     /// Sign as fast as possible (benchmark load).
     SignLoad,
+    /// Encrypt with the key named by [`LIMIT_KEY_PARAM`] until refused,
+    /// printing `ENC n` after the n-th success (so a killed worker's count
+    /// is known) and the refusal in its summary.
+    EncryptUntilRefused,
 }
 
 impl Role {
@@ -67,6 +78,7 @@ impl Role {
             Role::List => "list",
             Role::Churn => "churn",
             Role::SignLoad => "sign-load",
+            Role::EncryptUntilRefused => "encrypt-until-refused",
         }
     }
 
@@ -78,6 +90,7 @@ impl Role {
             Role::List,
             Role::Churn,
             Role::SignLoad,
+            Role::EncryptUntilRefused,
         ]
         .into_iter()
         .find(|r| r.id() == s)
@@ -95,6 +108,14 @@ pub struct Summary {
     pub errors: Vec<String>,
     /// Wall time of the loop, in seconds.
     pub seconds: f64,
+    /// [`Role::EncryptUntilRefused`]: the error that ended the loop, as
+    /// `Kind: message (key K, version V)`.
+    #[serde(default)]
+    pub refusal: Option<String>,
+    /// [`Role::EncryptUntilRefused`]: the first envelope made (hex, AAD
+    /// [`LIMIT_AAD`]), for the parent to decrypt after the limit.
+    #[serde(default)]
+    pub sample: Option<String>,
 }
 
 /// The keys every multi-process case works on.
@@ -184,6 +205,9 @@ pub fn run_worker<F: Fixture>(spec: &WorkerSpec, role: Role, count: u64) -> Summ
     };
     // Tells a parent that waits for it (the kill case) that the store is open.
     println!("READY");
+    if role == Role::EncryptUntilRefused {
+        return encrypt::until_refused(&ks, spec, count, start);
+    }
     let aead = aead_supported(&ks);
     let stop = spec.params.get("stop_file").map(PathBuf::from);
     let mut i = 0u64;
@@ -243,7 +267,7 @@ pub fn run_worker<F: Fixture>(spec: &WorkerSpec, role: Role, count: u64) -> Summ
                 let res = ks.sweep(&so()).map(|_| ());
                 note(&mut sum, "sweep", res.map_err(|e| e.to_string()));
             }
-            Role::List => unreachable!("handled above"),
+            Role::List | Role::EncryptUntilRefused => unreachable!("handled above"),
         }
     }
     sum.seconds = start.elapsed().as_secs_f64();
@@ -310,6 +334,8 @@ pub struct Worker {
     role: Role,
     /// Lines of the worker's stdout, collected by a reader thread.
     lines: std::sync::mpsc::Receiver<String>,
+    /// The highest `ENC n` line read so far.
+    encrypted: u64,
 }
 
 impl Worker {
@@ -341,7 +367,12 @@ impl Worker {
                 }
             }
         });
-        Ok(Worker { child, role, lines })
+        Ok(Worker {
+            child,
+            role,
+            lines,
+            encrypted: 0,
+        })
     }
 
     /// Waits (at most `limit`) until the worker has opened the store.
@@ -366,6 +397,59 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Notes an `ENC n` line.
+    fn note_progress(&mut self, line: &str) {
+        if let Some(n) = line.strip_prefix("ENC ").and_then(|n| n.parse().ok()) {
+            self.encrypted = self.encrypted.max(n);
+        }
+    }
+
+    /// Waits (at most `limit`) until the worker has reported at least `n`
+    /// encryptions ([`Role::EncryptUntilRefused`]).
+    pub fn wait_encrypted(&mut self, n: u64, limit: Duration) -> Result<u64, String> {
+        let deadline = Instant::now() + limit;
+        while self.encrypted < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with("SUMMARY ") => {
+                    return Err(format!(
+                        "the {} worker finished after {} encryptions",
+                        self.role.id(),
+                        self.encrypted
+                    ))
+                }
+                Ok(l) => self.note_progress(&l),
+                Err(_) => {
+                    return Err(format!(
+                        "the {} worker reported {} of {n} encryptions within {limit:?}",
+                        self.role.id(),
+                        self.encrypted
+                    ))
+                }
+            }
+        }
+        Ok(self.encrypted)
+    }
+
+    /// Kills the worker with SIGKILL, reaps it, and reads what it printed
+    /// before it died: the encryptions it reported (`ENC n`). A kill may
+    /// fall between an encryption and its report, so it may have made one
+    /// more.
+    pub fn kill_and_count(mut self) -> u64 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The reader thread drains the pipe, then the channel closes.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.note_progress(&l),
+                Err(_) => break,
+            }
+        }
+        self.encrypted
     }
 
     /// Kills the worker with SIGKILL and reaps it.

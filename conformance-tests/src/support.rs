@@ -82,6 +82,37 @@ pub fn verify_independently(alg: Algorithm, spki: &[u8], msg: &[u8], sig: &[u8])
             };
             sig.map(|s| vk.verify(msg, &s).is_ok()).unwrap_or(false)
         }
+        Algorithm::EcdsaP384Sha384 => {
+            use p384::ecdsa::signature::Verifier;
+            use p384::pkcs8::DecodePublicKey;
+            let Ok(vk) = p384::ecdsa::VerifyingKey::from_public_key_der(spki) else {
+                return false;
+            };
+            let sig = match sig.len() {
+                96 => p384::ecdsa::Signature::from_slice(sig),
+                _ => p384::ecdsa::Signature::from_der(sig),
+            };
+            sig.map(|s| vk.verify(msg, &s).is_ok()).unwrap_or(false)
+        }
+        Algorithm::Ed25519 => {
+            use ed25519_dalek::pkcs8::DecodePublicKey;
+            let Ok(vk) = ed25519_dalek::VerifyingKey::from_public_key_der(spki) else {
+                return false;
+            };
+            ed25519_dalek::Signature::from_slice(sig)
+                .map(|s| vk.verify_strict(msg, &s).is_ok())
+                .unwrap_or(false)
+        }
+        Algorithm::MlDsa65 => {
+            use ml_dsa::pkcs8::DecodePublicKey;
+            use ml_dsa::signature::Verifier;
+            let Ok(vk) = ml_dsa::VerifyingKey::<ml_dsa::MlDsa65>::from_public_key_der(spki) else {
+                return false;
+            };
+            ml_dsa::Signature::<ml_dsa::MlDsa65>::try_from(sig)
+                .map(|s| vk.verify(msg, &s).is_ok())
+                .unwrap_or(false)
+        }
         alg if alg.rsa_bits().is_some() => {
             use rsa::pkcs8::DecodePublicKey;
             use rsa::signature::Verifier;
@@ -102,6 +133,52 @@ pub fn verify_independently(alg: Algorithm, spki: &[u8], msg: &[u8], sig: &[u8])
         }
         _ => false,
     }
+}
+
+/// True if `openssl` verifies `sig` (DER for ECDSA) over `msg` with `pk`:
+/// `openssl pkeyutl -verify -rawin` with the algorithm's digest (none for
+/// Ed25519), RSA-PSS with a 32-byte salt.
+pub fn openssl_verifies(pk: &keystore_api::PublicKey, msg: &[u8], sig: &[u8]) -> bool {
+    let alg = pk.algorithm();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pem, m, s) = (
+        dir.path().join("pk.pem"),
+        dir.path().join("msg"),
+        dir.path().join("sig"),
+    );
+    std::fs::write(&pem, pk.to_pem()).expect("write pem");
+    std::fs::write(&m, msg).expect("write msg");
+    std::fs::write(&s, sig).expect("write sig");
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["pkeyutl", "-verify", "-pubin", "-inkey"])
+        .arg(&pem)
+        .arg("-rawin")
+        .arg("-in")
+        .arg(&m)
+        .arg("-sigfile")
+        .arg(&s);
+    match alg {
+        Algorithm::Ed25519 => {}
+        Algorithm::EcdsaP384Sha384 => {
+            cmd.args(["-digest", "sha384"]);
+        }
+        _ => {
+            cmd.args(["-digest", "sha256"]);
+        }
+    }
+    if alg.is_rsa_pss() {
+        cmd.args([
+            "-pkeyopt",
+            "rsa_padding_mode:pss",
+            "-pkeyopt",
+            "rsa_pss_saltlen:32",
+        ]);
+    }
+    let out = cmd
+        .output()
+        .expect("run openssl (installed by scripts/test)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    out.status.success() && text.contains("Signature Verified Successfully")
 }
 
 /// The independent HKDF reference of the derivation contract.
@@ -166,12 +243,30 @@ pub fn sign_verify_case<F: Fixture>(fx: &mut F, alg: Algorithm) -> Outcome {
             verify_independently(alg, &spki, msg, &fixed.bytes),
             "{alg}: fixed signature does not verify independently"
         );
-        if alg == Algorithm::EcdsaP256Sha256 {
-            assert_eq!(fixed.bytes.len(), 64, "fixed ECDSA P-256 signature is r||s");
+        assert_eq!(
+            Some(fixed.bytes.len()),
+            alg.signature_len(),
+            "{alg}: raw form"
+        );
+        if alg.ec_curve().is_some() {
             assert_eq!(der.bytes[0], 0x30, "DER signature is a SEQUENCE");
         } else {
-            assert_eq!(Some(fixed.bytes.len() * 8), alg.rsa_bits());
+            // One encoding (RSA-PSS and ML-DSA are randomised, so compare lengths).
+            assert_eq!(der.bytes.len(), fixed.bytes.len(), "{alg} has one encoding");
         }
+    }
+    // OpenSSL verifies every algorithm it knows (3.0 has no ML-DSA).
+    if alg != Algorithm::MlDsa65 {
+        let msg = b"checked by openssl";
+        let sig = ks.sign("signer", msg, SignatureFormat::Der).expect("sign");
+        assert!(
+            openssl_verifies(&pk, msg, &sig.bytes),
+            "{alg}: openssl does not verify the signature"
+        );
+        assert!(
+            !openssl_verifies(&pk, b"another message", &sig.bytes),
+            "{alg}: openssl verifies a different message"
+        );
     }
     // A symmetric operation on a signing key is a policy refusal.
     expect_err(

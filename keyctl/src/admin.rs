@@ -10,7 +10,7 @@ use crate::files;
 use crate::store::Store;
 use crate::target::Target;
 use keystore_api::rfc3339;
-use keystore_api::{AuditCoverage, AuditEntry, KeyInfo, Role};
+use keystore_api::{AuditCoverage, AuditEntry, DueReason, KeyInfo, Role};
 use std::path::Path;
 
 /// Largest backup file accepted.
@@ -35,7 +35,18 @@ pub fn key(ks: &Target, cmd: &KeyCommand) -> CliResult<()> {
                     outln!("no key is due for rotation")?;
                 }
                 for d in due {
-                    outln!("{} version {} due since {}", d.name, d.version, d.due_at)?;
+                    let why = match d.reason {
+                        DueReason::Cryptoperiod => "cryptoperiod".to_string(),
+                        DueReason::Usage(u) => {
+                            format!("usage: {}/{} encryptions", u.reserved, u.limit)
+                        }
+                    };
+                    outln!(
+                        "{} version {} due since {} ({why})",
+                        d.name,
+                        d.version,
+                        d.due_at
+                    )?;
                 }
             }
         }

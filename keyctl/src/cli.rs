@@ -7,12 +7,12 @@ use std::path::PathBuf;
 /// The exit-code table, shown by `keyctl --help`.
 pub const EXIT_CODES: &str = "\
 Through keystored (--connect unix:PATH, or KEYCTL_CONNECT):
-  key, sign, verify, pubkey, encrypt, decrypt, derive, sweep and audit run
+  key, sign, verify, pubkey, encrypt, decrypt, derive, agree, sweep and audit run
   through the daemon instead of opening a store here, with the same output,
   files and exit codes. The daemon identifies you by your OS uid and its
   policy gives your role and the keys you see: --store, the unlock options,
   --as and role credentials are not read. Key use (sign, encrypt, decrypt,
-  derive) needs the application role there. init, role, decommission, tour,
+  derive, agree) needs the application role there. init, role, decommission, tour,
   ca, provision, renew, est and ocsp manage the store or its PKI: run them on
   the daemon's host as the daemon's user; over --connect they exit 2.
 
@@ -173,6 +173,9 @@ pub enum Command {
     Decrypt(CryptArgs),
     /// Derive key material with HKDF-SHA256 keyed by an HMAC key.
     Derive(DeriveArgs),
+    /// ECDH with an ecdh-p256 key and a peer's public key, then the one-step
+    /// KDF of SP 800-56C with SHA-256 (OpenSSL's SSKDF).
+    Agree(AgreeArgs),
     /// Destroy the material of every version whose grace period has ended.
     Sweep,
     /// Verify or export the tamper-evident audit trail.
@@ -275,6 +278,10 @@ pub enum KeyCommand {
         /// Rotate after this long, e.g. 90d, 12h (see `key due`).
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         cryptoperiod: Option<time::Duration>,
+        /// aes-256-gcm only: at most N encryptions per version (1 to 2^32,
+        /// the default: SP 800-38D with random nonces); fixed for life.
+        #[arg(long, value_name = "N")]
+        encryption_limit: Option<u64>,
     },
     /// Import a 32-byte secret for an aes-256-gcm or hmac-sha256 key.
     Import {
@@ -307,7 +314,8 @@ pub enum KeyCommand {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
         grace: time::Duration,
     },
-    /// List keys whose cryptoperiod has ended; with --rotate, rotate them.
+    /// List keys whose cryptoperiod has ended or that used most of their
+    /// AES-GCM encryption limit; with --rotate, rotate them.
     Due {
         /// Rotate every due key.
         #[arg(long)]
@@ -456,6 +464,25 @@ pub struct DeriveArgs {
     /// HKDF info string.
     #[arg(long, value_name = "STRING", default_value = "")]
     pub info: String,
+    /// Write the raw derived bytes here (mode 0600) instead of hex to stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgreeArgs {
+    /// ECDH key name (algorithm ecdh-p256).
+    pub name: String,
+    /// The peer's public key: PEM or DER SubjectPublicKeyInfo, or a raw SEC1
+    /// point.
+    #[arg(long, value_name = "FILE")]
+    pub peer: PathBuf,
+    /// The KDF's FixedInfo, as hex (empty by default).
+    #[arg(long, value_name = "HEX", default_value = "")]
+    pub info_hex: String,
+    /// Output length in bytes (1..=8160).
+    #[arg(long, value_name = "N")]
+    pub len: usize,
     /// Write the raw derived bytes here (mode 0600) instead of hex to stdout.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,

@@ -1,7 +1,9 @@
 //! The subcommands that work on an existing store, opened here or reached
 //! through keystored ([`Target`]).
 
-use crate::cli::{CryptArgs, DeriveArgs, KeyCommand, PubkeyArgs, SigFormat, SignArgs, VerifyArgs};
+use crate::cli::{
+    AgreeArgs, CryptArgs, DeriveArgs, KeyCommand, PubkeyArgs, SigFormat, SignArgs, VerifyArgs,
+};
 use crate::error::{CliError, CliResult};
 use crate::files;
 use crate::target::Target;
@@ -31,6 +33,7 @@ pub fn key(ks: &Target, cmd: KeyCommand) -> CliResult<()> {
             usages,
             backup_eligible,
             cryptoperiod,
+            encryption_limit,
         } => {
             let mut spec = spec(alg, usages.as_deref())?;
             if backup_eligible {
@@ -38,6 +41,9 @@ pub fn key(ks: &Target, cmd: KeyCommand) -> CliResult<()> {
             }
             if let Some(p) = cryptoperiod {
                 spec = spec.with_cryptoperiod(p);
+            }
+            if let Some(n) = encryption_limit {
+                spec = spec.with_encryption_limit(n);
             }
             let info = ks.caller("key create")?.create(&name, spec)?;
             outln!("created {}", summary(&info))?;
@@ -183,6 +189,9 @@ fn print_show(k: &KeyInfo) -> CliResult<()> {
         k.active()
             .map_or("none".to_string(), |v| format!("version {}", v.version))
     )?;
+    if let Some(limit) = k.encryption_limit {
+        outln!("limit:      {limit} encryptions per version (AES-GCM, SP 800-38D)")?;
+    }
     outln!("versions:")?;
     for v in &k.versions {
         outln!("  - version:     {}", v.version)?;
@@ -193,6 +202,9 @@ fn print_show(k: &KeyInfo) -> CliResult<()> {
             "    fingerprint: {}",
             v.fingerprint.as_deref().unwrap_or("- (secret key)")
         )?;
+        if let Some(u) = v.encryptions {
+            outln!("    encryptions: {}/{}", u.reserved, u.limit)?;
+        }
     }
     Ok(())
 }
@@ -216,7 +228,7 @@ pub fn sign(ks: &Target, a: SignArgs) -> CliResult<()> {
 
 pub fn verify(ks: &Target, a: VerifyArgs) -> CliResult<()> {
     let msg = files::read_input(&a.input, limits::MAX_DATA_LEN, "message")?;
-    let sig = files::read_input(&a.sig, 1024, "signature")?;
+    let sig = files::read_input(&a.sig, limits::MAX_SIGNATURE_LEN, "signature")?;
     let version = ks.verify(&a.name, &msg, &sig, a.version)?;
     outln!("OK (version {version})")?;
     Ok(())
@@ -263,7 +275,20 @@ pub fn derive(ks: &Target, a: DeriveArgs) -> CliResult<()> {
     let salt = hex::decode(a.salt_hex.trim())
         .map_err(|e| CliError::invalid(format!("--salt-hex is not valid hex: {e}")))?;
     let okm = ks.derive_hkdf_sha256(&a.name, &salt, a.info.as_bytes(), a.len)?;
-    match &a.out {
+    write_derived(&okm, a.out.as_deref())
+}
+
+pub fn agree(ks: &Target, a: AgreeArgs) -> CliResult<()> {
+    let info = hex::decode(a.info_hex.trim())
+        .map_err(|e| CliError::invalid(format!("--info-hex is not valid hex: {e}")))?;
+    let peer = files::read_input(&a.peer, 16 * 1024, "peer public key")?;
+    let okm = ks.agree_sha256_kdf(&a.name, &peer, &info, a.len)?;
+    write_derived(&okm, a.out.as_deref())
+}
+
+/// Derived secret bytes to `out` (0600), or as hex to stdout with a warning.
+fn write_derived(okm: &SecretBytes, out: Option<&Path>) -> CliResult<()> {
+    match out {
         Some(path) => {
             files::write_secret(path, okm.expose())?;
             note!(

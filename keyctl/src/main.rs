@@ -80,6 +80,7 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Encrypt(a) => commands::encrypt(&target(store::open_for_use)?, a),
         Command::Decrypt(a) => commands::decrypt(&target(store::open_for_use)?, a),
         Command::Derive(a) => commands::derive(&target(store::open_for_use)?, a),
+        Command::Agree(a) => commands::agree(&target(store::open_for_use)?, a),
         Command::Ca(cmd) => provision::ca(&root, &unlock, &actor, cmd),
         Command::Provision(a) => provision::provision(&root, &unlock, &actor, a),
         Command::Renew(a) => provision::renew(&root, &unlock, &actor, a),

@@ -114,6 +114,16 @@ impl Target {
     ) -> Result<SecretBytes> {
         on_either!(self, ks => ks.derive_hkdf_sha256(name, salt, info, len))
     }
+
+    pub fn agree_sha256_kdf(
+        &self,
+        name: &str,
+        peer_public_key: &[u8],
+        fixed_info: &[u8],
+        len: usize,
+    ) -> Result<SecretBytes> {
+        on_either!(self, ks => ks.agree_sha256_kdf(name, peer_public_key, fixed_info, len))
+    }
 }
 
 /// A target with its caller established ([`Target::caller`]): the lifecycle
@@ -270,6 +280,7 @@ pub fn host_only(command: &Command) -> Option<&'static str> {
         | Command::Encrypt(_)
         | Command::Decrypt(_)
         | Command::Derive(_)
+        | Command::Agree(_)
         | Command::Sweep
         | Command::Audit(_) => return None,
     })

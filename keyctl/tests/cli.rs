@@ -1045,3 +1045,98 @@ fn lifecycle_commands_roles_and_audit() {
     // Nothing is usable afterwards: the sealed store itself is gone.
     assert_fails(&st.run(&["key", "list"]), 3, "NotFound");
 }
+
+/// `key create --encryption-limit`: each keyctl process reserves from the
+/// shared count and gives back what it did not use, so separate runs make
+/// exactly the limit; then `encrypt` is KeyState naming the limit, decrypt
+/// works, and `key show` and `key due` say why.
+#[test]
+fn aes_encryption_limit_across_keyctl_runs() {
+    let st = new_store();
+    assert_fails(
+        &st.run(&[
+            "key",
+            "create",
+            "h",
+            "--alg",
+            "hmac-sha256",
+            "--encryption-limit",
+            "5",
+        ]),
+        2,
+        "InvalidInput",
+    );
+    assert_fails(
+        &st.run(&[
+            "key",
+            "create",
+            "z",
+            "--alg",
+            "aes-256-gcm",
+            "--encryption-limit",
+            "0",
+        ]),
+        2,
+        "InvalidInput",
+    );
+    assert_fails(
+        &st.run(&[
+            "key",
+            "create",
+            "big",
+            "--alg",
+            "aes-256-gcm",
+            "--encryption-limit",
+            "4294967297",
+        ]),
+        2,
+        "InvalidInput",
+    );
+    st.ok(&[
+        "key",
+        "create",
+        "e",
+        "--alg",
+        "aes-256-gcm",
+        "--encryption-limit",
+        "3",
+    ]);
+    let msg = st.write("msg", b"telemetry\n");
+    for i in 0..3 {
+        let out = st.path(&format!("ct{i}"));
+        st.ok(&["encrypt", "e", "--in", s(&msg), "--out", s(&out)]);
+    }
+    let refused = st.run(&["encrypt", "e", "--in", s(&msg), "--out", s(&st.path("ct3"))]);
+    assert_fails(&refused, 6, "KeyState");
+    let report = text(&refused.stderr);
+    assert!(
+        report.contains("version 1 of 'e' has used its AES-GCM limit of 3 encryptions"),
+        "{report}"
+    );
+    let plain = st.path("plain");
+    st.ok(&[
+        "decrypt",
+        "e",
+        "--in",
+        s(&st.path("ct0")),
+        "--out",
+        s(&plain),
+    ]);
+    assert_eq!(std::fs::read(&plain).expect("plain"), b"telemetry\n");
+    let show = text(&st.ok(&["key", "show", "e"]).stdout);
+    assert!(
+        show.contains("limit:      3 encryptions per version"),
+        "{show}"
+    );
+    assert!(show.contains("encryptions: 3/3"), "{show}");
+    let due = text(&st.ok(&["key", "due"]).stdout);
+    assert!(
+        due.contains("e version 1 due since") && due.contains("(usage: 3/3 encryptions)"),
+        "{due}"
+    );
+    let rotated = text(&st.ok(&["key", "due", "--rotate"]).stdout);
+    assert!(rotated.contains("rotated e"), "{rotated}");
+    st.ok(&["encrypt", "e", "--in", s(&msg), "--out", s(&st.path("ct4"))]);
+    let show = text(&st.ok(&["key", "show", "e"]).stdout);
+    assert!(show.contains("encryptions: 1/3"), "{show}");
+}

@@ -468,6 +468,55 @@ fn an_application_encrypts_decrypts_and_derives_over_connect() {
 }
 
 #[test]
+fn an_application_agrees_over_connect_with_the_local_result() {
+    let f = Fixture::start();
+    ok(
+        f.officer(),
+        &["key", "create", "gw-dh", "--alg", "ecdh-p256"],
+    );
+    ok(
+        f.officer(),
+        &["key", "create", "gw-peer", "--alg", "ecdh-p256"],
+    );
+    let peer = f.path("peer.pem");
+    ok(f.app(), &["pubkey", "gw-peer", "--out", s(&peer)]);
+    let agree = [
+        "agree",
+        "gw-dh",
+        "--peer",
+        s(&peer),
+        "--info-hex",
+        "a1b2",
+        "--len",
+        "40",
+    ];
+    let out = run(f.app(), &agree);
+    let agreed = assert_ok(&out);
+    assert_eq!(agreed.trim_end().len(), 80, "{agreed}");
+    assert_eq!(
+        agreed,
+        ok(f.local(), &agree),
+        "agree differs over --connect"
+    );
+    // Both sides of one ECDH agree on the same bytes.
+    let ours = f.path("ours.pem");
+    ok(f.app(), &["pubkey", "gw-dh", "--out", s(&ours)]);
+    let other_side = [
+        "agree",
+        "gw-peer",
+        "--peer",
+        s(&ours),
+        "--info-hex",
+        "a1b2",
+        "--len",
+        "40",
+    ];
+    assert_eq!(ok(f.app(), &other_side), agreed);
+    // The operator role may not use keys.
+    assert_fails(&run(f.officer(), &agree), 7, "Policy");
+}
+
+#[test]
 fn an_application_may_not_create_keys() {
     let f = Fixture::start();
     let out = run(

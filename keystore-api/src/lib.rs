@@ -79,21 +79,24 @@ mod write_lock;
 pub use audit::chain;
 pub use clock::{parse_rfc3339, rfc3339};
 
-pub use algorithm::{Algorithm, Capabilities, KeyClass, Operation, Usages};
+pub use algorithm::{Algorithm, Capabilities, EcCurve, KeyClass, Operation, Usages};
 pub use audit::{
     ApplicationEvent, AuditCoverage, AuditEntry, AuditEvent, AuditReport, MAX_APPLICATION_EVENT_LEN,
 };
 pub use backend::{
-    Aead, AeadSealed, Backend, BackendKey, GeneratedKey, KeyHandle, KeyManagement, KeyWrap, Mac,
-    NewKey, Signing,
+    Aead, AeadSealed, Backend, BackendKey, GeneratedKey, KeyAgreement, KeyHandle, KeyManagement,
+    KeyWrap, Mac, NewKey, Signing,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Component, Error, ErrorKind, Result};
 pub use fsperm::{LoosePermission, PermissionReport};
 pub use keystore::{
-    check_name, limits, FaultPoint, KeyInfo, KeySpec, Keystore, OpenOptions, ReconcileReport,
-    RotationDue, VersionInfo,
+    check_name, limits, DueReason, EncryptionUsage, FaultPoint, KeyInfo, KeySpec, Keystore,
+    OpenOptions, ReconcileReport, RotationDue, VersionInfo, DEFAULT_ENCRYPTION_BLOCK,
+    DEFAULT_USAGE_DUE_SHARE, MAX_ENCRYPTION_LIMIT,
 };
+pub use keystore_backend::agreement;
+pub use keystore_backend::PeerPublicKey;
 pub use metadata::{Intent, KeyState, Origin};
 pub use public_key::PublicKey;
 pub use roles::{Actor, Duty, Role};

@@ -3,14 +3,15 @@
 use crate::algorithm::Algorithm;
 use crate::error::{Component, Error, Result};
 
-/// Encoding of an ECDSA signature. RSA signatures have one encoding and
-/// ignore this choice.
+/// Encoding of an ECDSA signature. RSA, Ed25519 and ML-DSA signatures have
+/// one encoding and ignore this choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SignatureFormat {
     /// ASN.1 DER `ECDSA-Sig-Value` (what OpenSSL and X.509 expect).
     #[default]
     Der,
-    /// Fixed-width big-endian `r‖s`, 64 bytes for P-256 (JOSE, COSE).
+    /// Fixed-width big-endian `r‖s`, 64 bytes for P-256 and 96 for P-384
+    /// (JOSE, COSE).
     Fixed,
 }
 
@@ -25,27 +26,27 @@ pub struct Signature {
     pub bytes: Vec<u8>,
 }
 
-/// Converts a backend's raw signature (ECDSA: fixed `r‖s`; RSA: the signature
-/// bytes) into the requested encoding.
+/// Converts a backend's raw signature (ECDSA: fixed `r‖s`; RSA, Ed25519 and
+/// ML-DSA: the signature bytes) into the requested encoding, after checking
+/// its length for the algorithm.
 pub(crate) fn encode(alg: Algorithm, raw: Vec<u8>, format: SignatureFormat) -> Result<Vec<u8>> {
+    let malformed = || {
+        Error::backend_msg(
+            Component::Keystore,
+            format!("backend returned a malformed {alg} signature"),
+        )
+    };
+    if Some(raw.len()) != alg.signature_len() {
+        return Err(malformed());
+    }
     match (alg, format) {
         (Algorithm::EcdsaP256Sha256, SignatureFormat::Der) => {
-            let sig = p256::ecdsa::Signature::from_slice(&raw).map_err(|_| {
-                Error::backend_msg(
-                    Component::Keystore,
-                    "backend returned a malformed ECDSA signature",
-                )
-            })?;
+            let sig = p256::ecdsa::Signature::from_slice(&raw).map_err(|_| malformed())?;
             Ok(sig.to_der().as_bytes().to_vec())
         }
-        (Algorithm::EcdsaP256Sha256, SignatureFormat::Fixed) => {
-            if raw.len() != 64 {
-                return Err(Error::backend_msg(
-                    Component::Keystore,
-                    "backend returned a malformed ECDSA signature",
-                ));
-            }
-            Ok(raw)
+        (Algorithm::EcdsaP384Sha384, SignatureFormat::Der) => {
+            let sig = p384::ecdsa::Signature::from_slice(&raw).map_err(|_| malformed())?;
+            Ok(sig.to_der().as_bytes().to_vec())
         }
         _ => Ok(raw),
     }

@@ -86,6 +86,8 @@ impl Aead for Renamed {
 
 impl KeyWrap for Renamed {}
 
+impl keystore_api::KeyAgreement for Renamed {}
+
 fn soft(dir: &std::path::Path) -> backend_soft::SoftStore {
     let kf = dir.join("kek");
     if !kf.exists() {

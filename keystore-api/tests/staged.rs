@@ -205,8 +205,14 @@ fn a_version_3_database_is_migrated_with_every_row_kept() {
         identity(&ks);
         ks.rotate(&so(), "id", Duration::days(1)).unwrap();
     }
-    // Put the table back as schema version 3 had it (no pre-activation).
+    // Put the table back as schema version 3 had it (no pre-activation,
+    // and no usage limits of schema 5).
     let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "ALTER TABLE keys DROP COLUMN encryption_limit;
+         ALTER TABLE key_versions DROP COLUMN encryptions_reserved;",
+    )
+    .unwrap();
     let sql: String = conn
         .query_row(
             "SELECT sql FROM sqlite_master WHERE name = 'key_versions'",
@@ -237,5 +243,5 @@ fn a_version_3_database_is_migrated_with_every_row_kept() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 4);
+    assert_eq!(v, 5);
 }

@@ -59,6 +59,9 @@ impl PeerPublicKey {
                 if label != p256::pkcs8::SubjectPublicKeyInfoRef::PEM_LABEL {
                     return Err(bad(&format!("PEM label {label:?}, expected PUBLIC KEY")));
                 }
+                if body.first() != Some(&0x30) {
+                    return Err(bad("the PEM body is not a SubjectPublicKeyInfo"));
+                }
                 der = body;
                 &der[..]
             }

@@ -49,6 +49,9 @@ pub mod limits {
     pub const MAX_AAD_LEN: usize = 64 * 1024;
     /// Largest HKDF-SHA256 output: 255 × 32 bytes (RFC 5869).
     pub const MAX_DERIVE_LEN: usize = 255 * 32;
+    /// Longest signature accepted for verification, in bytes (an ML-DSA-65
+    /// signature is 3,309).
+    pub const MAX_SIGNATURE_LEN: usize = 4096;
     /// Longest free-text reason (revocation) in bytes.
     pub const MAX_REASON_LEN: usize = 512;
 }

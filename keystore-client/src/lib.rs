@@ -285,6 +285,28 @@ impl Client {
         Ok(okm)
     }
 
+    /// ECDH with the ecdh-p256 key `name` and `peer_public_key`, then the
+    /// one-step KDF of SP 800-56C (SHA-256); the output is secret and zeroized
+    /// on drop ([`Keystore::agree_sha256_kdf`](keystore_api::Keystore::agree_sha256_kdf)).
+    pub fn agree_sha256_kdf(
+        &self,
+        name: &str,
+        peer_public_key: &[u8],
+        fixed_info: &[u8],
+        len: usize,
+    ) -> Result<SecretBytes> {
+        let req = pb::AgreeRequest {
+            name: name.into(),
+            peer_public_key: peer_public_key.to_vec(),
+            fixed_info: fixed_info.to_vec(),
+            length: u32::try_from(len).map_err(|_| Error::invalid_input("length is too large"))?,
+        };
+        let mut r: pb::AgreeResponse = self.use_direct(Method::Agree, &req)?;
+        let okm = SecretBytes::from_slice(&r.okm);
+        r.okm.zeroize();
+        Ok(okm)
+    }
+
     /// AES-256-GCM into a versioned envelope ([`Keystore::encrypt`](keystore_api::Keystore::encrypt)).
     pub fn encrypt(&self, name: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         let req = pb::EncryptRequest {
@@ -340,6 +362,7 @@ impl Client {
             usages: spec.usages.to_string(),
             backup_eligible: spec.backup_eligible,
             cryptoperiod: spec.cryptoperiod.map(convert::duration),
+            encryption_limit: spec.encryption_limit,
         };
         convert::key_info_of(&self.call(|c| async move { self.lifecycle(c).create(req).await })?)
     }
@@ -351,6 +374,7 @@ impl Client {
             algorithm: spec.algorithm.to_string(),
             secret: secret.expose().to_vec(),
             usages: spec.usages.to_string(),
+            encryption_limit: spec.encryption_limit,
         };
         let r = self.call(|c| {
             let req = std::mem::take(&mut req);

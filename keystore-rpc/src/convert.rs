@@ -4,8 +4,8 @@
 
 use crate::pb;
 use keystore_api::{
-    AuditEntry, Error, KeyInfo, KeyState, Origin, PublicKey, Result, RotationDue, SignatureFormat,
-    VersionInfo,
+    AuditEntry, DueReason, EncryptionUsage, Error, KeyInfo, KeyState, Origin, PublicKey, Result,
+    RotationDue, SignatureFormat, VersionInfo,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -118,8 +118,10 @@ pub fn key_info(k: &KeyInfo) -> pb::KeyInfo {
                 state_changed_at: Some(timestamp(v.state_changed_at)),
                 grace_end: v.grace_end.map(timestamp),
                 reason: v.reason.clone(),
+                encryptions_reserved: v.encryptions.map(|u| u.reserved),
             })
             .collect(),
+        encryption_limit: k.encryption_limit,
     }
 }
 
@@ -130,6 +132,10 @@ fn required_time(t: Option<&prost_types::Timestamp>, what: &str) -> Result<Offse
 /// The key facts a message describes.
 pub fn key_info_of(k: &pb::KeyInfo) -> Result<KeyInfo> {
     let algorithm = k.algorithm.parse()?;
+    let encryption_limit = k
+        .encryption_limit
+        .map(|l| check_limit(l, "a key's encryption limit"))
+        .transpose()?;
     let versions = k
         .versions
         .iter()
@@ -151,6 +157,7 @@ pub fn key_info_of(k: &pb::KeyInfo) -> Result<KeyInfo> {
                 )?,
                 grace_end: v.grace_end.as_ref().map(time_of).transpose()?,
                 reason: v.reason.clone(),
+                encryptions: usage_of(v.encryptions_reserved, encryption_limit)?,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -160,26 +167,80 @@ pub fn key_info_of(k: &pb::KeyInfo) -> Result<KeyInfo> {
         usages: k.usages.parse()?,
         backup_eligible: k.backup_eligible,
         cryptoperiod: k.cryptoperiod.as_ref().map(|d| duration_of(Some(d))),
+        encryption_limit,
         created_at: required_time(k.created_at.as_ref(), "a key's creation time")?,
         versions,
     })
 }
 
+/// An encryption limit from a message: 1 to 2^32.
+fn check_limit(limit: u64, what: &str) -> Result<u64> {
+    if (1..=keystore_api::MAX_ENCRYPTION_LIMIT).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(Error::invalid_input(format!(
+            "{what} is 1 to {}, got {limit}",
+            keystore_api::MAX_ENCRYPTION_LIMIT
+        )))
+    }
+}
+
+/// A version's encryptions from a message's count and its key's limit:
+/// both or neither, the count never above the limit.
+fn usage_of(reserved: Option<u64>, limit: Option<u64>) -> Result<Option<EncryptionUsage>> {
+    match (reserved, limit) {
+        (Some(reserved), Some(limit)) if reserved <= limit => {
+            Ok(Some(EncryptionUsage { reserved, limit }))
+        }
+        (None, None) => Ok(None),
+        _ => Err(Error::invalid_input(
+            "an encryption count needs its limit, and stays within it",
+        )),
+    }
+}
+
 /// A due rotation as a message.
 pub fn rotation_due(d: &RotationDue) -> pb::RotationDue {
+    let (reason, usage) = match d.reason {
+        DueReason::Cryptoperiod => (pb::DueReason::Cryptoperiod, None),
+        DueReason::Usage(u) => (pb::DueReason::Usage, Some(u)),
+    };
     pb::RotationDue {
         name: d.name.clone(),
         version: d.version,
         due_at: keystore_api::parse_rfc3339(&d.due_at).map(timestamp),
+        reason: reason as i32,
+        encryptions_reserved: usage.map(|u| u.reserved),
+        encryption_limit: usage.map(|u| u.limit),
     }
 }
 
 /// A due rotation from its message.
 pub fn rotation_due_of(d: &pb::RotationDue) -> Result<RotationDue> {
+    let reason = match pb::DueReason::try_from(d.reason) {
+        Ok(pb::DueReason::Cryptoperiod) => DueReason::Cryptoperiod,
+        Ok(pb::DueReason::Usage) => {
+            let limit = d
+                .encryption_limit
+                .map(|l| check_limit(l, "a due rotation's encryption limit"))
+                .transpose()?;
+            let usage = usage_of(d.encryptions_reserved, limit)?.ok_or_else(|| {
+                Error::invalid_input("a rotation due for usage carries its count and limit")
+            })?;
+            DueReason::Usage(usage)
+        }
+        Err(_) => {
+            return Err(Error::invalid_input(format!(
+                "unknown due reason {}",
+                d.reason
+            )))
+        }
+    };
     Ok(RotationDue {
         name: d.name.clone(),
         version: d.version,
         due_at: keystore_api::rfc3339(required_time(d.due_at.as_ref(), "a due time")?),
+        reason,
     })
 }
 
@@ -214,4 +275,98 @@ pub fn audit_entry_of(e: &pb::AuditEntry) -> Result<AuditEntry> {
     });
     serde_json::from_value(json)
         .map_err(|err| Error::invalid_input(format!("audit entry #{}: {err}", e.seq)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn due(reason: DueReason) -> RotationDue {
+        RotationDue {
+            name: "k".into(),
+            version: 3,
+            due_at: "2026-03-01T12:00:00Z".into(),
+            reason,
+        }
+    }
+
+    #[test]
+    fn due_rotations_keep_their_reason() {
+        for d in [
+            due(DueReason::Cryptoperiod),
+            due(DueReason::Usage(EncryptionUsage {
+                reserved: 950,
+                limit: 1000,
+            })),
+        ] {
+            assert_eq!(rotation_due_of(&rotation_due(&d)).unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn a_due_message_without_a_reason_is_a_cryptoperiod_and_bad_usage_is_refused() {
+        let old = pb::RotationDue {
+            name: "k".into(),
+            version: 1,
+            due_at: Some(timestamp(OffsetDateTime::UNIX_EPOCH)),
+            ..Default::default()
+        };
+        assert_eq!(
+            rotation_due_of(&old).unwrap().reason,
+            DueReason::Cryptoperiod
+        );
+        for (reserved, limit) in [
+            (None, None),
+            (Some(5), None),
+            (Some(11), Some(10)),
+            (Some(1), Some(0)),
+            (Some(1), Some(keystore_api::MAX_ENCRYPTION_LIMIT + 1)),
+        ] {
+            let bad = pb::RotationDue {
+                reason: pb::DueReason::Usage as i32,
+                encryptions_reserved: reserved,
+                encryption_limit: limit,
+                ..old.clone()
+            };
+            let e = rotation_due_of(&bad).unwrap_err();
+            assert_eq!(e.kind(), keystore_api::ErrorKind::InvalidInput, "{bad:?}");
+        }
+        let unknown = pb::RotationDue {
+            reason: 7,
+            ..old.clone()
+        };
+        assert!(rotation_due_of(&unknown).is_err());
+    }
+
+    #[test]
+    fn key_info_carries_the_limit_and_each_version_its_count() {
+        let info = KeyInfo {
+            name: "k".into(),
+            algorithm: keystore_api::Algorithm::Aes256Gcm,
+            usages: keystore_api::Usages::ENCRYPT | keystore_api::Usages::DECRYPT,
+            backup_eligible: false,
+            cryptoperiod: None,
+            encryption_limit: Some(1000),
+            created_at: OffsetDateTime::UNIX_EPOCH,
+            versions: vec![VersionInfo {
+                version: 1,
+                state: KeyState::Active,
+                origin: Origin::Generated,
+                public_key: None,
+                fingerprint: None,
+                created_at: OffsetDateTime::UNIX_EPOCH,
+                state_changed_at: OffsetDateTime::UNIX_EPOCH,
+                grace_end: None,
+                reason: None,
+                encryptions: Some(EncryptionUsage {
+                    reserved: 64,
+                    limit: 1000,
+                }),
+            }],
+        };
+        let msg = key_info(&info);
+        assert_eq!(msg.encryption_limit, Some(1000));
+        assert_eq!(msg.versions[0].encryptions_reserved, Some(64));
+        assert_eq!(key_info_of(&msg).unwrap(), info);
+    }
 }

@@ -25,6 +25,7 @@ pub enum Method {
     Encrypt = 6,
     Decrypt = 7,
     PublicKey = 8,
+    Agree = 9,
 }
 
 impl Method {
@@ -39,6 +40,7 @@ impl Method {
             6 => Method::Encrypt,
             7 => Method::Decrypt,
             8 => Method::PublicKey,
+            9 => Method::Agree,
             _ => return None,
         })
     }

@@ -20,6 +20,7 @@ impl fmt::Debug for pb::ImportRequest {
             .field("algorithm", &self.algorithm)
             .field("secret", &Redacted(self.secret.len()))
             .field("usages", &self.usages)
+            .field("encryption_limit", &self.encryption_limit)
             .finish()
     }
 }
@@ -27,6 +28,14 @@ impl fmt::Debug for pb::ImportRequest {
 impl fmt::Debug for pb::DeriveResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeriveResponse")
+            .field("okm", &Redacted(self.okm.len()))
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::AgreeResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AgreeResponse")
             .field("okm", &Redacted(self.okm.len()))
             .finish()
     }
@@ -65,11 +74,18 @@ mod tests {
                     algorithm: "aes-256-gcm".into(),
                     secret: secret.clone(),
                     usages: String::new(),
+                    encryption_limit: None,
                 }
             ),
             format!(
                 "{:?}",
                 pb::DeriveResponse {
+                    okm: secret.clone()
+                }
+            ),
+            format!(
+                "{:?}",
+                pb::AgreeResponse {
                     okm: secret.clone()
                 }
             ),

@@ -122,6 +122,7 @@ impl Direct {
                 OK,
                 &k.derive(peer, decode::<pb::DeriveRequest>(body)?).await?,
             ),
+            Method::Agree => frame(OK, &k.agree(peer, decode::<pb::AgreeRequest>(body)?).await?),
             Method::Encrypt => frame(
                 OK,
                 &k.encrypt(peer, decode::<pb::EncryptRequest>(body)?).await?,

@@ -2,10 +2,12 @@
 //! [`crate::Fixture`] and returns an [`crate::Outcome`] or panics.
 
 mod aead;
+mod algorithms;
 mod audit;
 mod backup_rules;
 mod derive;
 mod device;
+mod encryption_limit;
 mod input;
 mod lifecycle;
 mod mtls;
@@ -17,10 +19,12 @@ mod storage;
 mod wipe_and_files;
 
 pub use aead::*;
+pub use algorithms::*;
 pub use audit::*;
 pub use backup_rules::*;
 pub use derive::*;
 pub use device::*;
+pub use encryption_limit::*;
 pub use input::*;
 pub use lifecycle::*;
 pub use mtls::*;

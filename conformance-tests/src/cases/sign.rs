@@ -127,7 +127,12 @@ pub fn verify_rejects_forgeries<F: Fixture>(fx: &mut F) -> Outcome {
         "empty signature",
     );
     expect_err(
-        ks.verify("alice", msg, &[0u8; 2000], None),
+        ks.verify(
+            "alice",
+            msg,
+            &[0u8; keystore_api::limits::MAX_SIGNATURE_LEN + 1],
+            None,
+        ),
         ErrorKind::InvalidInput,
         "oversized signature",
     );

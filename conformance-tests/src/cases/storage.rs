@@ -26,6 +26,11 @@ pub fn non_extractable_probe<F: Fixture>(fx: &mut F) -> Outcome {
         }
         // Use the key once, so any lazily written state exists.
         match alg.class() {
+            KeyClass::Asymmetric if alg == Algorithm::EcdhP256 => {
+                let peer = ks.public_key(&name).expect("public key");
+                ks.agree_sha256_kdf(&name, peer.spki_der(), b"", 32)
+                    .expect("agree");
+            }
             KeyClass::Asymmetric => {
                 ks.sign(&name, b"m", SignatureFormat::Der).expect("sign");
             }

@@ -28,6 +28,10 @@ struct BackupDoc {
     algorithm: String,
     usages: String,
     cryptoperiod_secs: Option<i64>,
+    /// AES-GCM keys: the limit of each version (absent in older backups:
+    /// the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    encryption_limit: Option<u64>,
     kek: String,
     versions: Vec<BackupVersion>,
 }
@@ -38,11 +42,16 @@ struct BackupVersion {
     state: String,
     created_at: String,
     grace_end: Option<String>,
+    /// Encryptions reserved when the backup was taken: a restored version
+    /// starts from them, never from 0.
+    #[serde(default)]
+    encryptions_reserved: u64,
     wrapped: String,
 }
 
-/// A restored version: number, state, creation time, grace end, new handle.
-type Restored = (u32, KeyState, String, Option<String>, KeyHandle);
+/// A restored version: number, state, creation time, grace end, new handle,
+/// encryptions reserved.
+type Restored = (u32, KeyState, String, Option<String>, KeyHandle, u64);
 
 fn context(name: &str, version: u32, alg: Algorithm) -> Vec<u8> {
     format!("{FORMAT}\0{name}\0{version}\0{}", alg.id()).into_bytes()
@@ -111,6 +120,7 @@ impl<B: Backend> Keystore<B> {
                 state: v.state.to_string(),
                 created_at: v.created_at.clone(),
                 grace_end: v.grace_end.clone(),
+                encryptions_reserved: v.encryptions_reserved,
                 wrapped: b64.encode(wrapped),
             });
         }
@@ -120,6 +130,7 @@ impl<B: Backend> Keystore<B> {
             algorithm: key.algorithm.id().into(),
             usages: key.usages.to_string(),
             cryptoperiod_secs: key.cryptoperiod_secs,
+            encryption_limit: super::encryption_limit::limit_of(&key),
             kek: kek_name.into(),
             versions: out,
         };
@@ -146,14 +157,15 @@ impl<B: Backend> Keystore<B> {
     /// Restores a backup made by [`Keystore::backup`] as `as_name` (default:
     /// the original name), unwrapping each version under `kek_name` (which
     /// must hold the same KEK). Versions keep their numbers and states, with
-    /// origin `restored`. Needs the security-officer role; audited.
+    /// origin `restored`; AES-GCM versions keep their encryption limit and the count
+    /// reserved when the backup was taken. Needs the security-officer role; audited.
     ///
     /// # Errors
     /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
     /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for bytes that are not a backup document, or one holding a
-    /// malformed name, algorithm or usage, a version without material, or malformed wrapped
-    /// material;
+    /// malformed name, algorithm or usage, an encryption limit out of range, a version without
+    /// material, or malformed wrapped material;
     /// [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) for another backup format, or a backend that cannot import
     /// wrapped keys;
     /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) for a backup of anything but symmetric keys, a KEK that is not an
@@ -192,6 +204,8 @@ impl<B: Backend> Keystore<B> {
         {
             return Err(Error::policy("a backup can only hold symmetric keys"));
         }
+        let encryption_limit =
+            super::encryption_limit::check_limit(algorithm, doc.encryption_limit)?;
         self.require(actor, Duty::Administer, "restore", Some(name))?;
         if md::key(self.md().conn(), name)?.is_some() {
             return Err(Error::already_exists(format!(
@@ -201,7 +215,7 @@ impl<B: Backend> Keystore<B> {
         let kek = self.backup_kek(kek_name)?;
         let b64 = base64::engine::general_purpose::STANDARD;
         let discard_all = |r: &[Restored]| {
-            for (.., h) in r {
+            for (.., h, _) in r {
                 self.discard(h);
             }
         };
@@ -228,6 +242,8 @@ impl<B: Backend> Keystore<B> {
                         v.created_at.clone(),
                         v.grace_end.clone(),
                         h,
+                        // Never more than the limit, whatever the document says.
+                        encryption_limit.map_or(0, |l| v.encryptions_reserved.min(l)),
                     ))
                 })();
                 match parsed {
@@ -259,9 +275,10 @@ impl<B: Backend> Keystore<B> {
                     backup_eligible: true,
                     cryptoperiod_secs: doc.cryptoperiod_secs,
                     created_at: &now,
+                    encryption_limit,
                 },
             )?;
-            for (version, state, created_at, grace_end, h) in restored {
+            for (version, state, created_at, grace_end, h, reserved) in restored {
                 md::insert_version(
                     tx,
                     key_id,
@@ -275,6 +292,9 @@ impl<B: Backend> Keystore<B> {
                         created_at,
                     },
                 )?;
+                if *reserved > 0 {
+                    md::encryptions::set_reserved(tx, key_id, *version, *reserved)?;
+                }
                 if grace_end.is_some() {
                     md::set_state(
                         tx,

@@ -53,7 +53,7 @@ impl<B: Backend> Keystore<B> {
     /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when the signature verifies under no candidate version, or the
     /// metadata holds a malformed public key;
     /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name, a message over [`limits::MAX_DATA_LEN`] or
-    /// a signature not 1 to 1024 bytes long;
+    /// a signature not 1 to [`limits::MAX_SIGNATURE_LEN`] bytes long;
     /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key, or a `version` it does not have;
     /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when the key may not verify;
     /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when `version` (or, with `None`, every version) is in a state that
@@ -67,9 +67,10 @@ impl<B: Backend> Keystore<B> {
         version: Option<u32>,
     ) -> Result<u32> {
         check_len("message", message, limits::MAX_DATA_LEN)?;
-        if signature.is_empty() || signature.len() > 1024 {
+        if signature.is_empty() || signature.len() > limits::MAX_SIGNATURE_LEN {
             return Err(Error::invalid_input(format!(
-                "a signature is 1 to 1024 bytes, got {}",
+                "a signature is 1 to {} bytes, got {}",
+                limits::MAX_SIGNATURE_LEN,
                 signature.len()
             )));
         }
@@ -127,17 +128,25 @@ impl<B: Backend> Keystore<B> {
     /// random nonce) and returns a versioned envelope (see [`crate::envelope`]).
     /// The envelope header is authenticated together with `aad`.
     ///
+    /// Each version makes at most its key's encryption limit
+    /// ([`KeySpec::with_encryption_limit`](crate::KeySpec::with_encryption_limit), 2^32 by default:
+    /// SP 800-38D with random nonces), counted across every process on the store; an
+    /// encryption is counted before the backend is called, whether or not the call succeeds.
+    /// Decryption is never limited.
+    ///
     /// # Errors
     /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name, a plaintext over [`limits::MAX_DATA_LEN`]
     /// or an `aad` over [`limits::MAX_AAD_LEN`];
     /// [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) for an unknown or destroyed key;
-    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when it has no active version (suspended, revoked, rotated away);
+    /// [`ErrorKind::KeyState`](crate::ErrorKind::KeyState) when it has no active version (suspended, revoked, rotated away),
+    /// or its active version has used its encryption limit (the error names key and version: rotate);
     /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) when the key may not encrypt;
     /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn encrypt(&self, name: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         check_len("plaintext", plaintext, limits::MAX_DATA_LEN)?;
         check_len("aad", aad, limits::MAX_AAD_LEN)?;
         let r = self.resolve_active(name, Some((Usages::ENCRYPT, "encrypt")))?;
+        self.count_encryption(name, &r)?;
         let header = envelope::header(r.key.algorithm, r.version);
         let sealed = self
             .backend

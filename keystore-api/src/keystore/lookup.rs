@@ -26,7 +26,8 @@ impl<B: Backend> Keystore<B> {
         check_name(name)?;
         let md = self.md();
         let key = live_key(md.conn(), name)?;
-        let versions = md::versions(md.conn(), key.id)?;
+        let mut versions = md::versions(md.conn(), key.id)?;
+        self.encryptions.discount_unused(key.id, &mut versions);
         drop(md);
         to_info(key, versions)
     }
@@ -43,7 +44,8 @@ impl<B: Backend> Keystore<B> {
             if key.destroyed_at.is_some() {
                 continue;
             }
-            let versions = md::versions(md.conn(), key.id)?;
+            let mut versions = md::versions(md.conn(), key.id)?;
+            self.encryptions.discount_unused(key.id, &mut versions);
             out.push(to_info(key, versions)?);
         }
         Ok(out)
@@ -178,6 +180,7 @@ pub(crate) fn resolved(key: KeyRow, v: VersionRow) -> Result<Resolved> {
         key,
         version: v.version,
         public_key: v.public_key,
+        encryptions: std::sync::OnceLock::new(),
     })
 }
 
@@ -210,6 +213,7 @@ pub(crate) fn public_of(key: &KeyRow, spki: Option<&[u8]>) -> Result<PublicKey> 
 }
 
 pub(crate) fn to_info(key: KeyRow, versions: Vec<VersionRow>) -> Result<KeyInfo> {
+    let encryption_limit = super::encryption_limit::limit_of(&key);
     let versions = versions
         .into_iter()
         .map(|v| {
@@ -231,6 +235,10 @@ pub(crate) fn to_info(key: KeyRow, versions: Vec<VersionRow>) -> Result<KeyInfo>
                     .map(|t| stored_time(&key.name, t))
                     .transpose()?,
                 reason: v.reason,
+                encryptions: encryption_limit.map(|limit| super::EncryptionUsage {
+                    reserved: v.encryptions_reserved,
+                    limit,
+                }),
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -239,6 +247,7 @@ pub(crate) fn to_info(key: KeyRow, versions: Vec<VersionRow>) -> Result<KeyInfo>
         usages: key.usages,
         backup_eligible: key.backup_eligible,
         cryptoperiod: key.cryptoperiod_secs.map(time::Duration::seconds),
+        encryption_limit,
         created_at: stored_time(&key.name, &key.created_at)?,
         name: key.name,
         versions,

@@ -2,20 +2,22 @@
 //! lifecycle states, roles and a tamper-evident audit trail.
 //!
 //! The operations are split by family: [`crypto`](self) (sign, verify, AEAD,
-//! MAC, derive), `admin` (create, import, rotate, revoke, suspend, resume,
+//! MAC, derive), `agreement` (ECDH with the one-step KDF), `admin` (create, import, rotate, revoke, suspend, resume,
 //! destroy, sweep, decommission, credentials, audit), `backup` and
 //! `reconcile` (crash recovery at open).
 
 mod admin;
+mod agreement;
 mod audit_duty;
 mod backup;
 mod checks;
 mod crypto;
+mod encryption_limit;
 mod lookup;
 mod reconcile;
 mod types;
 
-pub use admin::RotationDue;
+pub use admin::{DueReason, RotationDue};
 pub use reconcile::{FaultPoint, ReconcileReport};
 
 use crate::backend::{Backend, KeyHandle};
@@ -35,7 +37,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration as StdDuration;
 use time::OffsetDateTime;
-pub use types::{KeyInfo, KeySpec, OpenOptions, VersionInfo};
+pub use types::{
+    EncryptionUsage, KeyInfo, KeySpec, OpenOptions, VersionInfo, DEFAULT_ENCRYPTION_BLOCK,
+    DEFAULT_USAGE_DUE_SHARE, MAX_ENCRYPTION_LIMIT,
+};
 
 pub use keystore_backend::limits;
 
@@ -63,6 +68,8 @@ pub struct Keystore<B: Backend> {
     active: RwLock<ActiveCache>,
     /// The metadata's commit generation, read without the metadata lock.
     generation: Arc<Generation>,
+    /// This process's blocks of the AES-GCM encryption counts.
+    encryptions: encryption_limit::Encryptions,
     #[cfg(feature = "fault-injection")]
     fault: Mutex<Option<FaultPoint>>,
 }
@@ -101,6 +108,9 @@ pub(crate) struct Resolved {
     pub version: u32,
     pub backend_key: BackendKey,
     pub public_key: Option<Vec<u8>>,
+    /// This process's block of the version's encryption count (AES-GCM),
+    /// looked up at the first encryption through this resolution.
+    pub encryptions: std::sync::OnceLock<Arc<encryption_limit::Counter>>,
 }
 
 /// What an audit event is about.
@@ -156,7 +166,8 @@ impl<B: Backend> Keystore<B> {
     /// # Errors
     /// [`ErrorKind::NotFound`] when most or all of the versions the metadata references are missing
     /// from the backend (the wrong token, TPM or directory): nothing is changed.
-    /// [`ErrorKind::InvalidInput`] when the metadata belongs to another kind of backend;
+    /// [`ErrorKind::InvalidInput`] when the metadata belongs to another kind of backend, or
+    /// `options` hold an encryption block of 0 or a usage due share outside `(0, 1]`;
     /// [`ErrorKind::Backend`] when the database, its write lock or commit-generation file, or the
     /// backend fails;
     /// [`ErrorKind::Integrity`] when recovery must audit and the audit key reference is missing
@@ -170,6 +181,7 @@ impl<B: Backend> Keystore<B> {
         clock: Arc<dyn Clock>,
         options: OpenOptions,
     ) -> Result<Self> {
+        options.check()?;
         let now = rfc3339(clock.now());
         let write_lock = WriteLock::open(metadata_path)?;
         write_lock.set_timeout(options.lock_timeout);
@@ -186,6 +198,7 @@ impl<B: Backend> Keystore<B> {
             permissions,
             active: RwLock::new(ActiveCache::default()),
             generation,
+            encryptions: encryption_limit::Encryptions::new(&options),
             #[cfg(feature = "fault-injection")]
             fault: Mutex::new(None),
         };

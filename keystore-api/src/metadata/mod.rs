@@ -5,6 +5,7 @@
 //! migrations, so later lifecycle features add tables and columns in new
 //! migrations instead of rewriting old ones.
 
+pub(crate) mod encryptions;
 mod intents;
 mod rows;
 mod schema;

@@ -21,6 +21,8 @@ pub(crate) struct KeyRow {
     pub cryptoperiod_secs: Option<i64>,
     pub created_at: String,
     pub destroyed_at: Option<String>,
+    /// The most encryptions each version may make (AES-GCM keys), if counted.
+    pub encryption_limit: Option<u64>,
 }
 
 /// A version row.
@@ -36,6 +38,8 @@ pub(crate) struct VersionRow {
     pub state_changed_at: String,
     pub grace_end: Option<String>,
     pub reason: Option<String>,
+    /// Encryptions reserved by processes so far (see `metadata::encryptions`).
+    pub encryptions_reserved: u64,
 }
 
 impl VersionRow {
@@ -64,10 +68,11 @@ pub(crate) struct NewKey<'a> {
     pub backup_eligible: bool,
     pub cryptoperiod_secs: Option<i64>,
     pub created_at: &'a str,
+    pub encryption_limit: Option<u64>,
 }
 
-const KEY_COLUMNS: &str =
-    "id, name, algorithm, usages, backup_eligible, cryptoperiod_secs, created_at, destroyed_at";
+const KEY_COLUMNS: &str = "id, name, algorithm, usages, backup_eligible, cryptoperiod_secs, \
+     created_at, destroyed_at, encryption_limit";
 
 /// A key row as stored, before its strings are parsed.
 struct RawKey {
@@ -79,6 +84,7 @@ struct RawKey {
     cryptoperiod_secs: Option<i64>,
     created_at: String,
     destroyed_at: Option<String>,
+    encryption_limit: Option<i64>,
 }
 
 fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawKey> {
@@ -91,11 +97,22 @@ fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawKey> {
         cryptoperiod_secs: r.get(5)?,
         created_at: r.get(6)?,
         destroyed_at: r.get(7)?,
+        encryption_limit: r.get(8)?,
     })
 }
 
 fn to_key_row(raw: RawKey) -> Result<KeyRow> {
+    let encryption_limit = raw
+        .encryption_limit
+        .map(|l| {
+            u64::try_from(l)
+                .ok()
+                .filter(|l| *l >= 1)
+                .ok_or_else(|| corrupt(format!("bad encryption limit {l}")))
+        })
+        .transpose()?;
     Ok(KeyRow {
+        encryption_limit,
         id: raw.id,
         algorithm: raw
             .algorithm
@@ -148,7 +165,7 @@ pub(crate) fn versions(conn: &Connection, key_id: i64) -> Result<Vec<VersionRow>
     let mut st = conn
         .prepare_cached(
             "SELECT version, state, origin, handle, public_key, fingerprint, created_at,
-                state_changed_at, grace_end, reason
+                state_changed_at, grace_end, reason, encryptions_reserved
          FROM key_versions WHERE key_id = ?1 ORDER BY version",
         )
         .sql()?;
@@ -165,6 +182,7 @@ pub(crate) fn versions(conn: &Connection, key_id: i64) -> Result<Vec<VersionRow>
                 r.get::<_, String>(7)?,
                 r.get::<_, Option<String>>(8)?,
                 r.get::<_, Option<String>>(9)?,
+                r.get::<_, i64>(10)?,
             ))
         })
         .sql()?
@@ -172,8 +190,11 @@ pub(crate) fn versions(conn: &Connection, key_id: i64) -> Result<Vec<VersionRow>
         .sql()?;
     rows.into_iter()
         .map(
-            |(version, state, origin, handle, pk, fp, created_at, changed, grace, reason)| {
+            |(version, state, origin, handle, pk, fp, created_at, changed, grace, reason, used)| {
                 Ok(VersionRow {
+                    encryptions_reserved: u64::try_from(used).map_err(|_| {
+                        corrupt(format!("bad encryption count {used} of version {version}"))
+                    })?,
                     version,
                     state: state.parse()?,
                     origin: origin.parse()?,
@@ -210,15 +231,18 @@ pub(crate) fn referenced_handles(conn: &Connection) -> Result<Vec<KeyHandle>> {
 /// Inserts a key row. A taken name is [`ErrorKind::AlreadyExists`](crate::ErrorKind::AlreadyExists).
 pub(crate) fn insert_key(conn: &Connection, key: &NewKey<'_>) -> Result<i64> {
     let inserted = conn.execute(
-        "INSERT INTO keys (name, algorithm, usages, backup_eligible, cryptoperiod_secs, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO keys (name, algorithm, usages, backup_eligible, cryptoperiod_secs, created_at,
+                           encryption_limit)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             key.name,
             key.algorithm.id(),
             key.usages.to_string(),
             key.backup_eligible,
             key.cryptoperiod_secs,
-            key.created_at
+            key.created_at,
+            key.encryption_limit
+                .map(|l| i64::try_from(l).unwrap_or(i64::MAX))
         ],
     );
     match inserted {

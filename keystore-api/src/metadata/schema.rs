@@ -111,4 +111,72 @@ pub(super) const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX key_versions_one_active ON key_versions(key_id) WHERE state = 'active';
     CREATE UNIQUE INDEX key_versions_one_pre_active ON key_versions(key_id)
         WHERE state = 'pre-activation';",
+    // 5: AES-GCM usage limits (NIST SP 800-38D: at most 2^32 encryptions
+    // with random 96-bit nonces). Per key, the most encryptions each of its
+    // versions may make (NULL: not counted); per version, the encryptions
+    // processes have reserved so far (used, held by a live process, or lost
+    // with one that died). Existing AES keys get the default limit.
+    "ALTER TABLE keys ADD COLUMN encryption_limit INTEGER
+        CHECK (encryption_limit IS NULL OR encryption_limit BETWEEN 1 AND 4294967296);
+    ALTER TABLE key_versions ADD COLUMN encryptions_reserved INTEGER NOT NULL DEFAULT 0
+        CHECK (encryptions_reserved >= 0);
+    UPDATE keys SET encryption_limit = 4294967296 WHERE algorithm = 'aes-256-gcm';",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+    use crate::metadata::{self as md, Metadata};
+
+    const AT: &str = "2025-06-01T00:00:00Z";
+
+    #[test]
+    fn migration_5_gives_existing_aes_keys_the_default_limit_and_no_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.sqlite");
+        {
+            // A store as the previous schema (4) left it.
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..4] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 4).unwrap();
+            conn.execute_batch(&format!(
+                "INSERT INTO store (id, backend, created_at) VALUES (1, 'soft', '{AT}');
+                 INSERT INTO keys (id, name, algorithm, usages, created_at) VALUES
+                    (1, 'aes', 'aes-256-gcm', 'encrypt,decrypt', '{AT}'),
+                    (2, 'mac', 'hmac-sha256', 'mac', '{AT}');
+                 INSERT INTO key_versions
+                    (key_id, version, state, origin, handle, created_at, state_changed_at) VALUES
+                    (1, 1, 'deactivated', 'generated', x'01', '{AT}', '{AT}'),
+                    (1, 2, 'active', 'generated', x'02', '{AT}', '{AT}'),
+                    (2, 1, 'active', 'imported', x'03', '{AT}', '{AT}');"
+            ))
+            .unwrap();
+        }
+        let m = Metadata::open(&path, "soft", AT).unwrap();
+        let version: i64 = m
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let aes = md::key(m.conn(), "aes").unwrap().unwrap();
+        assert_eq!(aes.encryption_limit, Some(1 << 32));
+        let versions = md::versions(m.conn(), aes.id).unwrap();
+        assert_eq!(versions.len(), 2, "every row kept");
+        assert!(versions.iter().all(|v| v.encryptions_reserved == 0));
+        let mac = md::key(m.conn(), "mac").unwrap().unwrap();
+        assert_eq!(mac.encryption_limit, None, "only AES-GCM is counted");
+        // The columns refuse what the keystore never writes.
+        let over = m.conn().execute(
+            "UPDATE keys SET encryption_limit = 4294967297 WHERE id = 1",
+            [],
+        );
+        assert!(over.is_err(), "a limit above 2^32 is refused");
+        let negative = m.conn().execute(
+            "UPDATE key_versions SET encryptions_reserved = -1 WHERE key_id = 1",
+            [],
+        );
+        assert!(negative.is_err(), "a negative count is refused");
+    }
+}

@@ -102,6 +102,29 @@ impl KeyUse {
         })
     }
 
+    pub(crate) async fn agree(
+        &self,
+        peer: Peer<'_>,
+        r: pb::AgreeRequest,
+    ) -> Result<pb::AgreeResponse> {
+        self.admit_use(peer, "agree", &r.name)?;
+        let store = self.0.store.clone();
+        let okm = self
+            .0
+            .key_use(move || {
+                store.agree_sha256_kdf(
+                    &r.name,
+                    &r.peer_public_key,
+                    &r.fixed_info,
+                    r.length as usize,
+                )
+            })
+            .await?;
+        Ok(pb::AgreeResponse {
+            okm: okm.expose().to_vec(),
+        })
+    }
+
     pub(crate) async fn encrypt(
         &self,
         peer: Peer<'_>,
@@ -182,6 +205,11 @@ impl pb::key_use_server::KeyUse for KeyUse {
     async fn derive(&self, request: Request<pb::DeriveRequest>) -> Reply<pb::DeriveResponse> {
         let peer = Caller::of(&request);
         reply(KeyUse::derive(self, peer.as_deref(), request.into_inner()).await)
+    }
+
+    async fn agree(&self, request: Request<pb::AgreeRequest>) -> Reply<pb::AgreeResponse> {
+        let peer = Caller::of(&request);
+        reply(KeyUse::agree(self, peer.as_deref(), request.into_inner()).await)
     }
 
     async fn encrypt(&self, request: Request<pb::EncryptRequest>) -> Reply<pb::EncryptResponse> {

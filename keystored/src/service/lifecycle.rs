@@ -53,6 +53,9 @@ impl pb::lifecycle_server::Lifecycle for Lifecycle {
             if let Some(p) = &r.cryptoperiod {
                 spec = spec.with_cryptoperiod(convert::duration_of(Some(p)));
             }
+            if let Some(limit) = r.encryption_limit {
+                spec = spec.with_encryption_limit(limit);
+            }
             store.create(&who.actor, &r.name, spec)
         })
         .await?;
@@ -66,7 +69,11 @@ impl pb::lifecycle_server::Lifecycle for Lifecycle {
         let secret = SecretBytes::new(std::mem::take(&mut r.secret));
         let store = self.0.store.clone();
         let info = blocking(move || {
-            store.import(&who.actor, &r.name, spec(&r.algorithm, &r.usages)?, &secret)
+            let mut spec = spec(&r.algorithm, &r.usages)?;
+            if let Some(limit) = r.encryption_limit {
+                spec = spec.with_encryption_limit(limit);
+            }
+            store.import(&who.actor, &r.name, spec, &secret)
         })
         .await?;
         Ok(Response::new(convert::key_info(&info)))

@@ -4,6 +4,7 @@ use crate::algorithm::KeyClass;
 use crate::audit::AuditEvent;
 use crate::backend::{Backend, KeyHandle};
 use crate::error::{Component, Error, Result};
+use crate::keystore::encryption_limit::check_limit;
 use crate::keystore::{check_name, KeyInfo, KeySpec, Keystore, Subject};
 use crate::metadata::{self as md, KeyState, NewKey, NewVersion, Origin};
 use crate::roles::{Actor, Duty};
@@ -31,6 +32,7 @@ impl<B: Backend> Keystore<B> {
                 return Err(Error::invalid_input("a cryptoperiod must be positive"));
             }
         }
+        check_limit(spec.algorithm, spec.encryption_limit)?;
         Ok(())
     }
 
@@ -58,7 +60,9 @@ impl<B: Backend> Keystore<B> {
     /// # Errors
     /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name or a non-positive cryptoperiod;
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name, a non-positive cryptoperiod, or
+    /// an encryption limit of 0, above [`MAX_ENCRYPTION_LIMIT`](crate::MAX_ENCRYPTION_LIMIT) or on a key that is not
+    /// aes-256-gcm;
     /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) for usages the algorithm does not permit, `mac` with `derive`, or a
     /// backup-eligible asymmetric key, and when `actor`'s role lacks the duty (the refusal is
     /// audited);
@@ -123,7 +127,8 @@ impl<B: Backend> Keystore<B> {
     /// # Errors
     /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process or thread holds the store's write lock past the
     /// lock timeout (nothing is changed);
-    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name, a non-positive cryptoperiod or a secret of
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) for a malformed name, a non-positive cryptoperiod, an
+    /// encryption limit refused as by [`Keystore::create`], or a secret of
     /// the wrong length;
     /// [`ErrorKind::Policy`](crate::ErrorKind::Policy) for an asymmetric algorithm, usages the algorithm does not permit, or
     /// `mac` with `derive`, and when `actor`'s role lacks the duty (the refusal is audited);
@@ -195,6 +200,7 @@ impl<B: Backend> Keystore<B> {
                     backup_eligible: spec.backup_eligible,
                     cryptoperiod_secs: spec.cryptoperiod.map(|d| d.whole_seconds()),
                     created_at: &now,
+                    encryption_limit: check_limit(spec.algorithm, spec.encryption_limit)?,
                 },
             )?;
             let fp = public.as_ref().map(|p| p.1.as_str());
@@ -221,14 +227,17 @@ impl<B: Backend> Keystore<B> {
                 event,
                 Subject::version(name, 1, fp),
                 format!(
-                    "{} {{{}}}{}",
+                    "{} {{{}}}{}{}",
                     spec.algorithm,
                     spec.usages,
                     if spec.backup_eligible {
                         " backup-eligible"
                     } else {
                         ""
-                    }
+                    },
+                    spec.encryption_limit
+                        .map(|l| format!(" encryption-limit {l}"))
+                        .unwrap_or_default()
                 ),
             )?;
         }

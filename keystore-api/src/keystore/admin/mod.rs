@@ -12,4 +12,4 @@ mod rotation;
 mod staged;
 mod state;
 
-pub use rotation::RotationDue;
+pub use rotation::{DueReason, RotationDue};

@@ -5,22 +5,37 @@ use crate::audit::AuditEvent;
 use crate::backend::{Backend, GeneratedKey};
 use crate::clock::rfc3339;
 use crate::error::{Error, Result};
-use crate::keystore::{check_name, live_key, KeyInfo, Keystore, Subject};
+use crate::keystore::encryption_limit::{limit_of, past_share};
+use crate::keystore::{check_name, live_key, EncryptionUsage, KeyInfo, Keystore, Subject};
 use crate::lifecycle::check_transition;
 use crate::metadata::{self as md, KeyState, NewVersion, Origin, StateChange};
 use crate::roles::{Actor, Duty};
 use crate::NewKey;
 use time::{Duration, OffsetDateTime};
 
-/// A key whose active version has outlived its cryptoperiod.
+/// A key whose active version is due for rotation, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RotationDue {
     /// The key.
     pub name: String,
     /// Its active version.
     pub version: u32,
-    /// When the cryptoperiod ended (RFC 3339 UTC).
+    /// Since when (RFC 3339 UTC): the end of the cryptoperiod; for
+    /// [`DueReason::Usage`], the time the store was asked about.
     pub due_at: String,
+    /// Why it is due.
+    pub reason: DueReason,
+}
+
+/// Why a key is due for rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DueReason {
+    /// Its active version is at least one cryptoperiod old.
+    Cryptoperiod,
+    /// Its active AES-GCM version has reserved more than the configured share
+    /// ([`OpenOptions::usage_due_share`](crate::OpenOptions::usage_due_share)) of its
+    /// encryption limit, or all of it.
+    Usage(EncryptionUsage),
 }
 
 impl<B: Backend> Keystore<B> {
@@ -147,40 +162,58 @@ impl<B: Backend> Keystore<B> {
         Ok(())
     }
 
-    /// Keys whose active version is at least one cryptoperiod old at `now`.
+    /// Keys due for rotation at `now`: those whose active version is at least
+    /// one cryptoperiod old ([`DueReason::Cryptoperiod`]), and AES-GCM keys whose active
+    /// version has reserved more than the configured share of its encryption limit
+    /// ([`DueReason::Usage`]). A key due for both reasons is listed once for each.
     ///
     /// # Errors
     /// [`ErrorKind::Backend`](crate::ErrorKind::Backend) when the metadata database or the backend fails.
     pub fn due(&self, now: OffsetDateTime) -> Result<Vec<RotationDue>> {
+        let share = self.encryptions.due_share();
         let md = self.md();
         let mut out = Vec::new();
         for key in md::keys(md.conn())? {
-            let Some(secs) = key.cryptoperiod_secs.filter(|_| key.destroyed_at.is_none()) else {
+            let limit = limit_of(&key);
+            if key.destroyed_at.is_some() || (key.cryptoperiod_secs.is_none() && limit.is_none()) {
+                continue;
+            }
+            let mut versions = md::versions(md.conn(), key.id)?;
+            self.encryptions.discount_unused(key.id, &mut versions);
+            let Some(active) = versions.into_iter().find(|v| v.state == KeyState::Active) else {
                 continue;
             };
-            let Some(active) = md::versions(md.conn(), key.id)?
-                .into_iter()
-                .find(|v| v.state == KeyState::Active)
-            else {
-                continue;
-            };
-            let Some(created) = crate::clock::parse_rfc3339(&active.created_at) else {
-                continue;
-            };
-            let due_at = created + Duration::seconds(secs);
-            if due_at <= now {
+            let period_end = key.cryptoperiod_secs.and_then(|secs| {
+                crate::clock::parse_rfc3339(&active.created_at)
+                    .map(|created| created + Duration::seconds(secs))
+            });
+            if let Some(due_at) = period_end.filter(|end| *end <= now) {
+                out.push(RotationDue {
+                    name: key.name.clone(),
+                    version: active.version,
+                    due_at: rfc3339(due_at),
+                    reason: DueReason::Cryptoperiod,
+                });
+            }
+            let usage = limit.map(|limit| EncryptionUsage {
+                reserved: active.encryptions_reserved,
+                limit,
+            });
+            if let Some(usage) = usage.filter(|u| past_share(*u, share)) {
                 out.push(RotationDue {
                     name: key.name,
                     version: active.version,
-                    due_at: rfc3339(due_at),
+                    due_at: rfc3339(now),
+                    reason: DueReason::Usage(usage),
                 });
             }
         }
         Ok(out)
     }
 
-    /// Rotates every key [`Keystore::due`] at `now`, with `grace` for the old
-    /// versions. Returns the rotated names. Needs the security-officer role.
+    /// Rotates every key [`Keystore::due`] at `now` (for either reason, once
+    /// each), with `grace` for the old versions. Returns the rotated names. Needs
+    /// the security-officer role.
     ///
     /// # Errors
     /// [`ErrorKind::Busy`](crate::ErrorKind::Busy) when another process or thread holds the store's write lock past the
@@ -197,6 +230,9 @@ impl<B: Backend> Keystore<B> {
         self.require(actor, Duty::Administer, "scheduled rotation", None)?;
         let mut rotated = Vec::new();
         for due in self.due(now)? {
+            if rotated.contains(&due.name) {
+                continue;
+            }
             self.rotate(actor, &due.name, grace)?;
             rotated.push(due.name);
         }
