@@ -1,7 +1,9 @@
 //! Public keys (SPKI DER), fingerprints and host-side signature verification.
 //!
-//! Verification is a public-key operation, so it runs on the host with the
-//! RustCrypto `p256` and `rsa` crates, never in the backend that signed.
+//! Verification is a public-key operation, so it runs on the host, never in
+//! the backend that signed: with the RustCrypto crates (`p256`, `p384`,
+//! `ed25519-dalek`, `rsa`), and ML-DSA-65 with aws-lc-rs when feature
+//! `aws-lc` is on (RustCrypto's `ml-dsa` otherwise).
 //! (RUSTSEC-2023-0071 concerns the `rsa` crate's private-key operations only.)
 
 use crate::algorithm::Algorithm;
@@ -128,14 +130,9 @@ impl PublicKey {
                 let sig = ed25519_dalek::Signature::from_slice(signature).map_err(|_| fail())?;
                 vk.verify_strict(message, &sig).map_err(|_| fail())
             }
-            Algorithm::MlDsa65 => {
-                let vk = ml_dsa_65_key(&self.spki_der).ok_or_else(fail)?;
-                let sig = ml_dsa::Signature::<ml_dsa::MlDsa65>::try_from(signature)
-                    .map_err(|_| fail())?;
-                vk.verify_with_context(message, &[], &sig)
-                    .then_some(())
-                    .ok_or_else(fail)
-            }
+            Algorithm::MlDsa65 => verify_ml_dsa_65(&self.spki_der, message, signature)
+                .then_some(())
+                .ok_or_else(fail),
             alg if alg.rsa_bits().is_some() => {
                 use rsa::pkcs8::DecodePublicKey;
                 use rsa::signature::Verifier;
@@ -174,6 +171,31 @@ fn ed25519_key(spki: &[u8]) -> Option<ed25519_dalek::VerifyingKey> {
     ed25519_dalek::VerifyingKey::from_bytes(raw.try_into().ok()?).ok()
 }
 
+/// ML-DSA-65 verification with an empty context: aws-lc-rs when compiled
+/// in, else RustCrypto's `ml-dsa`.
+#[cfg(feature = "aws-lc")]
+fn verify_ml_dsa_65(spki: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    use aws_lc_rs::signature::{UnparsedPublicKey, ML_DSA_65};
+    let Some(raw) = spki.strip_prefix(&ML_DSA_65_SPKI_PREFIX[..]) else {
+        return false;
+    };
+    UnparsedPublicKey::new(&ML_DSA_65, raw)
+        .verify(message, signature)
+        .is_ok()
+}
+
+/// ML-DSA-65 verification with an empty context: aws-lc-rs when compiled
+/// in, else RustCrypto's `ml-dsa`.
+#[cfg(not(feature = "aws-lc"))]
+fn verify_ml_dsa_65(spki: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    let Some(vk) = ml_dsa_65_key(spki) else {
+        return false;
+    };
+    ml_dsa::Signature::<ml_dsa::MlDsa65>::try_from(signature)
+        .map(|sig| vk.verify_with_context(message, &[], &sig))
+        .unwrap_or(false)
+}
+
 fn ml_dsa_65_key(spki: &[u8]) -> Option<ml_dsa::VerifyingKey<ml_dsa::MlDsa65>> {
     let raw = spki.strip_prefix(&ML_DSA_65_SPKI_PREFIX[..])?;
     let encoded = ml_dsa::EncodedVerifyingKey::<ml_dsa::MlDsa65>::try_from(raw).ok()?;
@@ -194,5 +216,33 @@ impl std::fmt::Debug for PublicKey {
             .field("algorithm", &self.algorithm)
             .field("fingerprint", &self.fingerprint())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An ML-DSA-65 signature made by RustCrypto's `ml-dsa` verifies through
+    /// whichever verifier is compiled in (aws-lc-rs or `ml-dsa`), and a
+    /// changed message or signature does not.
+    #[test]
+    fn ml_dsa_65_interoperates() {
+        let seed = ml_dsa::Seed::from([7u8; 32]);
+        let sk = ml_dsa::ExpandedSigningKey::<ml_dsa::MlDsa65>::from_seed(&seed);
+        let mut spki = ML_DSA_65_SPKI_PREFIX.to_vec();
+        spki.extend_from_slice(&sk.verifying_key().encode());
+        let pk = PublicKey::from_spki_der(Algorithm::MlDsa65, spki).expect("valid SPKI");
+        let sig = sk
+            .sign_deterministic(b"firmware", &[])
+            .expect("sign")
+            .encode();
+        assert_eq!(sig.len(), 3309);
+        pk.verify(b"firmware", &sig).expect("verifies");
+        assert!(pk.verify(b"firmwarf", &sig).is_err());
+        let mut bad = sig.to_vec();
+        bad[100] ^= 1;
+        assert!(pk.verify(b"firmware", &bad).is_err());
+        assert!(pk.verify(b"firmware", &sig[..3308]).is_err());
     }
 }

@@ -127,6 +127,9 @@ mod tests {
             );
         }
         assert_eq!(Method::of(0), None);
-        assert_eq!(Method::of(9), None);
+        for m in 1..=9u8 {
+            assert_eq!(Method::of(m).map(|m| m as u8), Some(m));
+        }
+        assert_eq!(Method::of(10), None);
     }
 }

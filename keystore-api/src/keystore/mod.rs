@@ -51,7 +51,9 @@ pub use keystore_backend::limits;
 /// methods take `&self` and are safe to call from several threads, and any
 /// number of processes may open the same store at once:
 /// - uses (sign, verify, MAC, derive, encrypt, decrypt, public key) never
-///   wait for each other or for writers beyond one metadata read;
+///   wait for each other or for writers beyond one metadata read (AES-GCM
+///   encryption also makes one short write transaction per block of its
+///   version's count it reserves: see [`OpenOptions::encryption_block`]);
 /// - lifecycle operations hold the store's cross-process write lock for
 ///   their whole duration, waiting at most the lock timeout (5 s by default,
 ///   [`OpenOptions::lock_timeout`]) and then failing with [`ErrorKind::Busy`];
