@@ -54,7 +54,16 @@ impl PublicKey {
                 ed25519_key(&self.spki_der).ok_or_else(|| bad("not an Ed25519 key"))?;
             }
             Algorithm::MlDsa65 => {
-                ml_dsa_65_key(&self.spki_der).ok_or_else(|| bad("not an ML-DSA-65 key"))?;
+                // Every 1,952-byte string encodes a public key (rho and packed
+                // t1 coefficients of 10 bits each), so the prefix and the
+                // length are the whole check; decoding would expand the matrix.
+                let raw = self
+                    .spki_der
+                    .strip_prefix(&ML_DSA_65_SPKI_PREFIX[..])
+                    .ok_or_else(|| bad("not an ML-DSA-65 SubjectPublicKeyInfo"))?;
+                if raw.len() != 1952 {
+                    return Err(bad("an ML-DSA-65 public key is 1,952 bytes"));
+                }
             }
             alg if alg.rsa_bits().is_some() => {
                 use rsa::traits::PublicKeyParts;
@@ -196,6 +205,7 @@ fn verify_ml_dsa_65(spki: &[u8], message: &[u8], signature: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
+#[cfg(not(feature = "aws-lc"))]
 fn ml_dsa_65_key(spki: &[u8]) -> Option<ml_dsa::VerifyingKey<ml_dsa::MlDsa65>> {
     let raw = spki.strip_prefix(&ML_DSA_65_SPKI_PREFIX[..])?;
     let encoded = ml_dsa::EncodedVerifyingKey::<ml_dsa::MlDsa65>::try_from(raw).ok()?;
@@ -232,6 +242,9 @@ mod tests {
         let sk = ml_dsa::ExpandedSigningKey::<ml_dsa::MlDsa65>::from_seed(&seed);
         let mut spki = ML_DSA_65_SPKI_PREFIX.to_vec();
         spki.extend_from_slice(&sk.verifying_key().encode());
+        for bad in [&spki[..spki.len() - 1], &spki[1..]] {
+            assert!(PublicKey::from_spki_der(Algorithm::MlDsa65, bad.to_vec()).is_err());
+        }
         let pk = PublicKey::from_spki_der(Algorithm::MlDsa65, spki).expect("valid SPKI");
         let sig = sk
             .sign_deterministic(b"firmware", &[])
