@@ -138,7 +138,7 @@ cases! {
     "TEST-KEY-57" device_identity_over_mtls "REQ-KEY-CERT-01" "the backend's ECDSA P-256 identity key, certified, completes a real TLS 1.3 handshake on 127.0.0.1 against a rustls server requiring client auth; once revoked it cannot";
     "TEST-KEY-58" device_renews_over_est "REQ-KEY-CERT-01" "EST renewal with the identity key in the backend: the new version is active with its certificate, the old pair current until then; with the server stopped a renewal fails and the current pair stays";
     "TEST-KEY-59" aes_gcm_limit_across_processes "REQ-KEY-ROT-01" "AES-GCM limit 1,000 (SP 800-38D) counted across processes in reserved blocks: 3 processes until refused make exactly 1,000; with one SIGKILLed mid-run and restarted never more, at most its block lost; then KeyState naming the limit, decrypt works, rotation starts a new count";
-    "TEST-KEY-60" ecdsa_p384_sign_verify "REQ-KEY-OPS-01" "ECDSA P-384/SHA-384: DER and r||s signatures verified by the p384 crate and openssl, or Unsupported";
+    "TEST-KEY-60" ecdsa_p384_sign_verify "REQ-KEY-OPS-01" "ECDSA P-384/SHA-384: DER and fixed r‖s signatures verified by the p384 crate and openssl, or Unsupported";
     "TEST-KEY-61" ed25519_sign_verify "REQ-KEY-OPS-01" "Ed25519 (RFC 8032): signatures verified strictly by ed25519-dalek and by openssl, or Unsupported";
     "TEST-KEY-62" ml_dsa_65_sign_verify "REQ-KEY-OPS-01" "ML-DSA-65 (FIPS 204): 1,952-byte keys and 3,309-byte signatures verified by RustCrypto ml-dsa, or Unsupported";
     "TEST-KEY-63" new_algorithms_rotate_and_revoke "REQ-KEY-ROT-01" "P-384, Ed25519, ML-DSA-65 and ECDH keys rotate (old signatures verify in grace) and, once revoked, refuse use with KeyState";
