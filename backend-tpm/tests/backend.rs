@@ -1012,9 +1012,10 @@ fn ed25519_and_ml_dsa_are_not_offered() {
             e.to_string().contains("not offered by the tpm backend"),
             "{e}"
         );
+        // Private keys are never imported, whatever the device: Policy first.
         assert_eq!(
             kind(be.import(&NewKey::new(alg, "x"), &SecretBytes::zeroed(32))),
-            ErrorKind::Unsupported
+            ErrorKind::Policy
         );
     }
     assert!(be.list().expect("list").is_empty());
