@@ -486,3 +486,10 @@ pub fn set_generation(bytes: &mut [u8], generation: u64) {
         bytes[..8].copy_from_slice(&generation.to_be_bytes());
     }
 }
+
+/// The template of the ECDH shared-secret session object the backend
+/// derives (sensitive, non-extractable, `C_DigestKey` with SHA-256 only), for
+/// raw-session baselines that must make the same object.
+pub fn shared_secret_template() -> Vec<cryptoki::object::Attribute> {
+    crate::objects::shared_secret_template()
+}

@@ -18,8 +18,8 @@ use super::Env;
 use criterion::Criterion;
 use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
-use cryptoki::mechanism::{Mechanism, MechanismType};
-use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::Session;
 use keystore_api::{Algorithm, KeySpec, SignatureFormat};
 use sha2::{Digest, Sha384};
@@ -77,30 +77,6 @@ pub fn sign(c: &mut Criterion, env: &Env) {
     assert_eq!(raw[..], via.bytes[..]);
 }
 
-/// The shared secret's template: the backend's (`objects.rs`), a sensitive,
-/// non-extractable generic secret for `C_DigestKey` with SHA-256 only.
-fn shared_secret_template() -> Vec<Attribute> {
-    vec![
-        Attribute::Class(ObjectClass::SECRET_KEY),
-        Attribute::KeyType(KeyType::GENERIC_SECRET),
-        Attribute::ValueLen(32u64.into()),
-        Attribute::Token(false),
-        Attribute::Private(true),
-        Attribute::Sensitive(true),
-        Attribute::Extractable(false),
-        Attribute::Copyable(false),
-        Attribute::Encrypt(false),
-        Attribute::Decrypt(false),
-        Attribute::Sign(false),
-        Attribute::Verify(false),
-        Attribute::Wrap(false),
-        Attribute::Unwrap(false),
-        Attribute::Derive(false),
-        Attribute::AllowedMechanisms(vec![MechanismType::SHA256]),
-        Attribute::Modifiable(false),
-    ]
-}
-
 /// ECDH into a session object, one SHA-256 block of the KDF on the token
 /// over it, then the object destroyed.
 fn raw_agree(s: &Session, key: ObjectHandle, peer: &[u8], template: &[Attribute]) -> Vec<u8> {
@@ -134,7 +110,7 @@ pub fn agree(c: &mut Criterion, env: &Env) {
         .expect("peer key")
         .public_key();
     let peer = p256::EncodedPoint::from(peer).as_bytes().to_vec();
-    let template = shared_secret_template();
+    let template = backend_pkcs11::testing::shared_secret_template();
 
     let mut g = c.benchmark_group("ecdh-p256-agree-32");
     g.bench_function("raw-pkcs11", |b| {
