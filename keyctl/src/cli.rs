@@ -73,6 +73,21 @@ pub struct Cli {
     #[arg(long, global = true, env = "KEYCTL_CONNECT", value_name = "unix:PATH")]
     pub connect: Option<String>,
 
+    /// Where the factory commands (provision, renew, ca, ocsp serve) keep
+    /// the provisioning registry: a PostgreSQL URL
+    /// (postgresql://USER:PASSWORD@HOST:PORT/DB, or host=… key=value form)
+    /// shared by every station, or `sqlite` [default: the store's
+    /// pki.sqlite]. Prefer the environment variable for a URL with a
+    /// password.
+    #[arg(
+        long,
+        global = true,
+        env = "KEYCTL_REGISTRY",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub registry: Option<String>,
+
     #[command(flatten)]
     pub unlock: UnlockArgs,
 

@@ -46,8 +46,10 @@ fn run(cli: Cli) -> CliResult<()> {
         unlock,
         actor,
         connect,
+        registry,
         command,
     } = cli;
+    provision::set_registry(registry);
     if let (Some(_), Some(what)) = (&connect, target::host_only(&command)) {
         return Err(target::host_only_error(what));
     }

@@ -1,41 +1,24 @@
 //! The PKI database (SQLite, one file beside each keystore, `pki.sqlite` by
-//! convention): CA certificates, the provisioning registry (devices, their
-//! public-key fingerprints, issued certificates, revocations, CRL numbers),
-//! device-side identity certificates, and a hash-chained, MAC'd event log.
+//! convention): CA certificates, CRL state, delegated OCSP signers,
+//! device-side identity certificates, a hash-chained, MAC'd event log
+//! ([`crate::eventlog`], format v1), and the station's own provisioning
+//! registry (devices, their public-key fingerprints, issued certificates,
+//! revocations) when no shared registry is configured
+//! ([`crate::registry`]).
 //!
-//! The event log is chained by the keystore's one chain primitive
-//! ([`keystore_api::chain`]) under its own domain, with the format
-//! every existing `pki.sqlite` was written in: text fields in column order,
-//! the previous hash as its 64 lowercase hex digits, hashes and MACs stored
-//! as hex text. Its MACs are made by [`EVENT_KEY`], a keystore key: an
-//! entry's MAC is over its hash in hex, the head's over
-//! `keystore-provisioning-head-v1|<seq>|<hash in hex>`.
-//!
-//! Uniqueness (REQ 5) rests on the schema: `devices.device_id` and
-//! `device_keys.fingerprint` are primary keys, so two units can never be
-//! registered with the same id or the same key, whatever the code above does
-//! and however many stations share the file.
+//! Uniqueness (REQ 5) rests on the schema: `devices.device_id`,
+//! `device_keys.fingerprint` and `issued.serial` are primary keys, so two
+//! units can never be registered with the same id, key or serial, whatever
+//! the code above does.
 
-use crate::util::{random_id, rfc3339};
-use keystore_api::chain::{Break, ChainHasher, ChainWalker, Fault, GENESIS};
+use crate::eventlog::{EventFields, EventSigner, Sealed, StoredEvent, StoredHead};
+use keystore_api::chain::GENESIS;
 use keystore_api::fsperm::{self, PermissionReport};
-use keystore_api::{
-    Actor, Algorithm, Backend, Component, Error, ErrorKind, KeySpec, Keystore, Result, Usages,
-};
+use keystore_api::{Actor, Backend, Component, Error, Keystore, Result};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use time::OffsetDateTime;
-
-/// The keystore key (HMAC-SHA256, non-extractable) that MACs the event log.
-pub const EVENT_KEY: &str = "provisioning.events";
-
-const EVENT_DOMAIN: &[u8] = b"keystore-provisioning-event-v1";
-const HEAD_DOMAIN: &str = "keystore-provisioning-head-v1";
-
-fn head_message(seq: u64, hash: &str) -> String {
-    format!("{HEAD_DOMAIN}|{seq}|{hash}")
-}
 
 /// The PKI database.
 pub struct PkiDb {
@@ -148,113 +131,25 @@ pub(crate) fn current_ca(conn: &Connection, role: &str) -> Result<Option<Vec<u8>
     ))
 }
 
-/// One entry of the provisioning event log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
-    /// Position, from 1.
-    pub seq: u64,
-    /// Random 128-bit id, hex.
-    pub id: String,
-    /// RFC 3339 UTC time.
-    pub at: String,
-    /// The actor id.
-    pub actor: String,
-    /// The actor's role.
-    pub role: String,
-    /// `init-root`, `sign-intermediate`, `revoke-intermediate`,
-    /// `install-intermediate`, `provision`, `renew`, `revoke`, `crl`.
-    pub event: String,
-    /// The device concerned.
-    pub device_id: Option<String>,
-    /// The certificate concerned (serial, hex).
-    pub serial: Option<String>,
-    /// The public key concerned.
-    pub fingerprint: Option<String>,
-    /// Free text (never secret).
-    pub detail: String,
-}
-
-/// What an event is about.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct EventFields<'a> {
-    pub event: &'a str,
-    pub device_id: Option<&'a str>,
-    pub serial: Option<&'a str>,
-    pub fingerprint: Option<&'a str>,
-    pub detail: String,
-}
-
-/// The chain hash of `e` after the previous hash `prev` (hex, as stored).
-fn event_hash(e: &Event, prev: &str) -> [u8; 32] {
-    let mut h = ChainHasher::new(EVENT_DOMAIN, e.seq);
-    h.text(Some(&e.id))
-        .text(Some(&e.at))
-        .text(Some(&e.actor))
-        .text(Some(&e.role))
-        .text(Some(&e.event))
-        .text(e.device_id.as_deref())
-        .text(e.serial.as_deref())
-        .text(e.fingerprint.as_deref())
-        .text(Some(&e.detail))
-        .text(Some(prev));
-    h.finish()
-}
-
-/// A stored hash as bytes: its 32 bytes when it is 64 lowercase hex
-/// digits, its text otherwise (which then never matches a hash).
-fn stored_hash(text: &str) -> Vec<u8> {
-    match hex::decode(text) {
-        Ok(b) if b.len() == 32 && hex::encode(&b) == text => b,
-        _ => text.as_bytes().to_vec(),
-    }
-}
-
-/// Makes sure the event-log MAC key exists in `ks` (an HMAC key generated in
-/// the backend; creating it needs the operator or security-officer role).
-pub(crate) fn ensure_event_key<B: Backend>(ks: &Keystore<B>, actor: &Actor) -> Result<()> {
-    match ks.info(EVENT_KEY) {
-        Ok(_) => Ok(()),
-        Err(ref e) if e.is(ErrorKind::NotFound) => {
-            let spec = KeySpec::new(Algorithm::HmacSha256).with_usages(Usages::MAC);
-            match ks.create(actor, EVENT_KEY, spec) {
-                Ok(_) => Ok(()),
-                Err(e) if e.is(ErrorKind::AlreadyExists) => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    }
-}
-
-/// Appends an event inside `tx`, chained to the previous one and MAC'd by
-/// [`EVENT_KEY`] in `ks`. Returns its id.
-pub(crate) fn append_event<B: Backend>(
+/// Appends `e` (numbered and sealed by `signer`) to the log inside `tx`,
+/// and moves the head to it.
+pub(crate) fn insert_event(
     tx: &Transaction<'_>,
-    ks: &Keystore<B>,
-    actor: &Actor,
-    at: OffsetDateTime,
-    f: EventFields<'_>,
-) -> Result<String> {
+    signer: &EventSigner<'_>,
+    e: &mut crate::eventlog::Event,
+) -> Result<()> {
     let (last_seq, prev): (u64, String) = opt(tx.query_row(
         "SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1",
         [],
         |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
     ))?
     .unwrap_or((0, hex::encode(GENESIS)));
-    let e = Event {
-        seq: last_seq + 1,
-        id: random_id()?,
-        at: rfc3339(at),
-        actor: actor.id().to_string(),
-        role: actor.role().id().to_string(),
-        event: f.event.to_string(),
-        device_id: f.device_id.map(str::to_string),
-        serial: f.serial.map(str::to_string),
-        fingerprint: f.fingerprint.map(str::to_string),
-        detail: f.detail,
-    };
-    let hash = hex::encode(event_hash(&e, &prev));
-    let mac = hex::encode(ks.mac(EVENT_KEY, hash.as_bytes())?);
+    let Sealed {
+        prev_hash,
+        hash,
+        mac,
+        head_mac,
+    } = signer.seal(e, last_seq, &prev)?;
     q(tx.execute(
         "INSERT INTO events (seq, id, at, actor, role, event, device_id, serial, fingerprint,
                              detail, prev_hash, hash, mac)
@@ -270,31 +165,44 @@ pub(crate) fn append_event<B: Backend>(
             e.serial,
             e.fingerprint,
             e.detail,
-            prev,
+            prev_hash,
             hash,
             mac
         ],
     ))?;
     // The head (last sequence number and hash, MAC'd) makes a truncated
     // tail visible.
-    let head_mac = hex::encode(ks.mac(EVENT_KEY, head_message(e.seq, &hash).as_bytes())?);
     q(tx.execute(
         "INSERT INTO events_head (id, seq, hash, mac) VALUES (1, ?1, ?2, ?3)
          ON CONFLICT(id) DO UPDATE SET seq = ?1, hash = ?2, mac = ?3",
         params![e.seq as i64, hash, head_mac],
     ))?;
+    Ok(())
+}
+
+/// Appends an event inside `tx`, chained to the previous one and MAC'd by
+/// the event key in `ks` (this database's own log). Returns its id.
+pub(crate) fn append_event<B: Backend>(
+    tx: &Transaction<'_>,
+    ks: &Keystore<B>,
+    actor: &Actor,
+    at: OffsetDateTime,
+    f: EventFields<'_>,
+) -> Result<String> {
+    let mut e = f.to_event(actor, at)?;
+    insert_event(tx, &EventSigner::new(ks, false)?, &mut e)?;
     Ok(e.id)
 }
 
-/// Every event, oldest first.
-pub(crate) fn events(conn: &Connection) -> Result<Vec<(Event, String, String, String)>> {
+/// Every event of this database's log, oldest first, and its head.
+pub(crate) fn stored_events(conn: &Connection) -> Result<(Vec<StoredEvent>, Option<StoredHead>)> {
     let mut stmt = q(conn.prepare(
         "SELECT seq, id, at, actor, role, event, device_id, serial, fingerprint, detail,
                 prev_hash, hash, mac FROM events ORDER BY seq",
     ))?;
     let rows = q(stmt.query_map([], |r| {
-        Ok((
-            Event {
+        Ok(StoredEvent {
+            event: crate::eventlog::Event {
                 seq: r.get::<_, i64>(0)? as u64,
                 id: r.get(1)?,
                 at: r.get(2)?,
@@ -305,60 +213,37 @@ pub(crate) fn events(conn: &Connection) -> Result<Vec<(Event, String, String, St
                 serial: r.get(7)?,
                 fingerprint: r.get(8)?,
                 detail: r.get(9)?,
+                station: None,
             },
-            r.get::<_, String>(10)?,
-            r.get::<_, String>(11)?,
-            r.get::<_, String>(12)?,
-        ))
+            prev_hash: r.get(10)?,
+            hash: r.get(11)?,
+            mac: r.get(12)?,
+        })
     }))?;
-    rows.collect::<rusqlite::Result<Vec<_>>>()
-        .map_err(db_err("PKI database query failed"))
-}
-
-/// Verifies the event chain ([`ChainWalker`]), every MAC and the head;
-/// returns the events, or names the first bad one as `Integrity`.
-pub(crate) fn verify_events<B: Backend>(conn: &Connection, ks: &Keystore<B>) -> Result<Vec<Event>> {
-    let broken = |b: Break| Error::integrity(format!("provisioning event log: {b}"));
-    // A tag that does not verify under the key (or no key, or a key that
-    // may not verify) is a bad MAC; a failing device or database is not.
-    let mac_ok = |data: &[u8], tag: &str| match hex::decode(tag) {
-        Err(_) => Ok(false),
-        Ok(tag) => match ks.verify_mac(EVENT_KEY, data, &tag) {
-            Ok(()) => Ok(true),
-            Err(e) if e.is(ErrorKind::Backend) || e.is(ErrorKind::Busy) => Err(e),
-            Err(_) => Ok(false),
-        },
-    };
-    let rows = events(conn)?;
-    let mut walker = ChainWalker::new();
-    let mut out = Vec::with_capacity(rows.len());
-    for (e, prev_hash, hash, mac) in rows {
-        let seq = e.seq;
-        let recomputed = walker
-            .next(seq, &stored_hash(&prev_hash), &stored_hash(&hash), |prev| {
-                event_hash(&e, &hex::encode(prev))
-            })
-            .map_err(broken)?;
-        if !mac_ok(hex::encode(recomputed).as_bytes(), &mac)? {
-            return Err(broken(Break::new(seq, Fault::BadMac)));
-        }
-        out.push(e);
-    }
-    let head: Option<(i64, String, String)> = opt(conn.query_row(
+    let rows = rows
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(db_err("PKI database query failed"))?;
+    let head = opt(conn.query_row(
         "SELECT seq, hash, mac FROM events_head WHERE id = 1",
         [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        |r| {
+            Ok(StoredHead {
+                seq: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(u64::MAX),
+                hash: r.get(1)?,
+                mac: r.get(2)?,
+                station: None,
+            })
+        },
     ))?;
-    let Some((seq, hash, mac)) = head else {
-        return walker.finish(None).map(|()| out).map_err(broken);
-    };
-    let seq = u64::try_from(seq).unwrap_or(u64::MAX);
-    walker
-        .finish(Some((seq, &stored_hash(&hash))))
-        .map_err(broken)?;
-    let last = hex::encode(walker.last_hash());
-    if !mac_ok(head_message(seq, &last).as_bytes(), &mac)? {
-        return Err(broken(Break::new(seq, Fault::HeadBadMac)));
-    }
-    Ok(out)
+    Ok((rows, head))
+}
+
+/// Verifies this database's own log (format v1): every hash, every MAC and
+/// the head; returns the events or names the first bad one as `Integrity`.
+pub(crate) fn verify_events<B: Backend>(
+    conn: &Connection,
+    ks: &Keystore<B>,
+) -> Result<Vec<crate::eventlog::Event>> {
+    let (rows, head) = stored_events(conn)?;
+    Ok(crate::eventlog::verify(ks, rows, head, false)?.events)
 }

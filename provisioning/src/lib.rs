@@ -103,9 +103,14 @@ mod ca;
 mod db;
 mod device;
 mod est;
+mod eventlog;
 mod ocsp;
 mod provision;
 mod record;
+// `Registry` is sealed: its operations (crate types in their signatures)
+// are reachable only through the crate.
+#[allow(private_interfaces)]
+mod registry;
 mod schema;
 mod signer;
 mod util;
@@ -121,7 +126,11 @@ pub use ca::{
     MAX_VALIDITY, OCSP_SIGNER_KEY, ROOT_KEY,
 };
 // The PKI database and its event log.
-pub use db::{Event, PkiDb, EVENT_KEY};
+pub use db::PkiDb;
+pub use eventlog::{station_id, Event, EventLogReport, EVENT_KEY};
+// The provisioning registry: a station's own pki.sqlite, or PostgreSQL
+// shared by many stations.
+pub use registry::{PostgresRegistry, Registry};
 // The device side and the flow across both sides.
 pub use device::{shared_key_name, Device, InstalledCert, DEVICE_KEY};
 pub use provision::{

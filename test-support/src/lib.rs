@@ -8,7 +8,9 @@
 //!   output assertions, and a soft store unlocked by a key file with the
 //!   security officer bootstrapped;
 //! - [`daemon`]: a `keystored` process on a soft store in a temporary
-//!   directory.
+//!   directory;
+//! - [`postgres`]: a temporary PostgreSQL cluster on 127.0.0.1 (or the
+//!   server named by `KEYSTORE_TEST_PG_URL`).
 //!
 //! The conformance suite's fixtures stay in `conformance-tests`: that crate
 //! is itself the suite.
@@ -16,4 +18,5 @@
 pub mod actors;
 pub mod daemon;
 pub mod keyctl;
+pub mod postgres;
 pub mod skip;

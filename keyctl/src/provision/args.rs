@@ -197,6 +197,12 @@ pub struct ProvisionArgs {
     /// (for a batch: the default for lines without one).
     #[arg(long, value_name = "OP")]
     pub operator: Option<String>,
+    /// In a batch, report and skip a device id that is already provisioned
+    /// (by another station sharing the registry, or an earlier run) instead
+    /// of stopping there; the exit code is then 4 (already exists) once the
+    /// batch is done.
+    #[arg(long, requires = "batch")]
+    pub skip_provisioned: bool,
     /// Certificate validity in days.
     #[arg(long, default_value_t = 30)]
     pub validity_days: u32,

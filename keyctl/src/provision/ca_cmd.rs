@@ -8,13 +8,14 @@ use crate::store;
 use backend_soft::{Kdf, SoftStore, Unlock};
 use keystore_api::rfc3339;
 use keystore_api::{Algorithm, Error, Keystore, Role};
-use provisioning::{pem_decode_all, pem_encode, Factory, PeerVerifier, PinSet, RootCa};
+use provisioning::{pem_decode_all, pem_encode, PeerVerifier, PinSet, RootCa};
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 
 use super::args::{days, CaCommand, RootArgs};
 use super::stores::{
-    actor_id, open_db, open_root, pki_dir, root_actor, root_secret, root_unlock, write_file,
+    actor_id, factory, open_db, open_registry, open_root, pki_dir, root_actor, root_secret,
+    root_unlock, write_file,
 };
 use super::MAX_PKI_FILE;
 
@@ -46,7 +47,8 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
             let prod = store::open(root, unlock)?;
             let officer = actor::authenticate(&prod, args, "ca sign-intermediate")?;
             let prod_db = open_db(root)?;
-            let factory = Factory::new(&prod, &prod_db).with_key_algorithm(algorithm);
+            let shared = open_registry()?;
+            let factory = factory(&prod, &prod_db, &shared).with_key_algorithm(algorithm);
             let (inter, root_cert, root_crl) = {
                 let root_ks = open_root(&rargs)?;
                 let custodian = root_actor(&root_ks, &rargs)?;
@@ -92,7 +94,8 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
             let prod = store::open(root, unlock)?;
             let officer = actor::authenticate(&prod, args, "ca revoke")?;
             let db = open_db(root)?;
-            let factory = Factory::new(&prod, &db);
+            let shared = open_registry()?;
+            let factory = factory(&prod, &db, &shared);
             let (serials, crl) = match (serial, device_id) {
                 (Some(s), _) => {
                     let crl = factory.revoke(&officer, &s, &reason, now)?;
@@ -113,7 +116,8 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
             let prod = store::open(root, unlock)?;
             let who = actor::authenticate(&prod, args, "ca crl")?;
             let db = open_db(root)?;
-            let crl = Factory::new(&prod, &db).issue_crl(&who, now, next_update)?;
+            let shared = open_registry()?;
+            let crl = factory(&prod, &db, &shared).issue_crl(&who, now, next_update)?;
             let pem = pem_encode("X509 CRL", &crl);
             let path = pki_dir(root).join("crl.pem");
             write_file(&path, &pem)?;
@@ -177,25 +181,49 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
             let prod = store::open(root, unlock)?;
             actor::authenticate(&prod, args, "ca events")?;
             let db = open_db(root)?;
-            let events = Factory::new(&prod, &db).verify_events()?;
-            for e in &events {
+            let shared = open_registry()?;
+            let f = factory(&prod, &db, &shared);
+            let report = f.verify_event_log()?;
+            for e in &report.events {
                 outln!(
-                    "#{} {} {} {} by {} ({}) device={} serial={} {}",
+                    "#{} {} {} {} by {} ({}){} device={} serial={} {}",
                     e.seq,
                     e.at,
                     e.id,
                     e.event,
                     e.actor,
                     e.role,
+                    e.station
+                        .as_deref()
+                        .map(|s| format!(" station={s}"))
+                        .unwrap_or_default(),
                     e.device_id.as_deref().unwrap_or("-"),
                     e.serial.as_deref().unwrap_or("-"),
                     e.detail
                 )?;
             }
-            outln!(
-                "provisioning event log intact: {} events, chain and MACs verify",
-                events.len()
-            )?;
+            if report.other_stations.is_empty() {
+                outln!(
+                    "provisioning event log intact: {} events, chain and MACs verify",
+                    report.events.len()
+                )?;
+            } else {
+                let others: Vec<String> = report
+                    .other_stations
+                    .iter()
+                    .map(|(s, n)| format!("{s}: {n}"))
+                    .collect();
+                outln!(
+                    "provisioning event log intact: {} events in {}, chain verifies; \
+                     {} MACs of this station ({}) verify; events of other stations \
+                     (their MACs verify at their station): {}",
+                    report.events.len(),
+                    f.registry_location(),
+                    report.macs_checked,
+                    provisioning::station_id(&prod)?,
+                    others.join(", ")
+                )?;
+            }
             Ok(())
         }
     }
@@ -290,7 +318,8 @@ fn write_root_crl(
 fn show(root: &Path, unlock: &UnlockArgs) -> CliResult<()> {
     let prod = store::open(root, unlock)?;
     let db = open_db(root)?;
-    let f = Factory::new(&prod, &db);
+    let shared = open_registry()?;
+    let f = factory(&prod, &db, &shared);
     let r = f.root()?;
     let i = f.intermediate()?;
     for (what, c) in [("root", &r), ("intermediate", &i)] {

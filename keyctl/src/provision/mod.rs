@@ -9,8 +9,12 @@
 //! any backend) and never opens the root's store; the root's own commands
 //! (other than the ceremony) never open the production store.
 //!
+//! Registry: `--registry postgresql://…` (or `KEYCTL_REGISTRY`) keeps the
+//! provisioning registry and its event log in PostgreSQL, shared by every
+//! station; without it they are in the production store's `pki.sqlite`.
+//!
 //! Files: the production store holds `pki.sqlite` (CA certificates, the
-//! provisioning registry, CRL state, the event log) and `pki/` (root.pem,
+//! provisioning registry unless shared, CRL state, the event log) and `pki/` (root.pem,
 //! intermediate.pem, crl.pem, and root-crl.pem, the root's CRL as published
 //! by the custodian); the root's store holds root-ca.pem and root-crl.pem;
 //! provisioned devices get `provisioned/<id>/{cert.pem,chain.pem,record.yaml}`
@@ -30,6 +34,7 @@ pub use est_cmd::{est, EstCommand};
 pub use ocsp_cmd::{ocsp, OcspCommand};
 pub use provision_cmd::provision;
 pub use renew_cmd::renew;
+pub use stores::set_registry;
 /// Environment variable holding the root custodian's credential.
 pub const ROOT_SECRET_ENV: &str = "KEYCTL_ROOT_SECRET";
 /// Environment variable holding the root store's passphrase.

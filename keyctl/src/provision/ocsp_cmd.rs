@@ -8,14 +8,12 @@ use crate::error::{CliError, CliResult};
 use crate::store;
 use clap::Subcommand;
 use keystore_api::{rfc3339, Algorithm};
-use provisioning::{
-    serve_ocsp, Factory, OcspResponder, OcspServerConfig, OcspShutdown, OCSP_SIGNER_KEY,
-};
+use provisioning::{serve_ocsp, OcspResponder, OcspServerConfig, OcspShutdown, OCSP_SIGNER_KEY};
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use time::{Duration, OffsetDateTime};
 
-use super::stores::{open_db, pki_dir, write_file};
+use super::stores::{factory, open_db, open_registry, pki_dir, write_file};
 
 #[derive(Debug, Subcommand)]
 pub enum OcspCommand {
@@ -47,7 +45,8 @@ pub fn ocsp(root: &Path, unlock: &UnlockArgs, cmd: OcspCommand) -> CliResult<()>
 fn serve(root: &Path, unlock: &UnlockArgs, listen: SocketAddr, next: Duration) -> CliResult<()> {
     let prod = store::open(root, unlock)?;
     let db = open_db(root)?;
-    let factory = Factory::new(&prod, &db);
+    let shared = open_registry()?;
+    let factory = factory(&prod, &db, &shared);
     let issuer = factory.intermediate()?;
     let signer = factory.ocsp_signer()?;
     if signer.not_after <= OffsetDateTime::now_utc() {
@@ -93,7 +92,8 @@ pub(super) fn issue_signer(
     let prod = store::open(root, unlock)?;
     let officer = actor::authenticate(&prod, args, "ca ocsp-signer")?;
     let db = open_db(root)?;
-    let factory = Factory::new(&prod, &db).with_key_algorithm(algorithm);
+    let shared = open_registry()?;
+    let factory = factory(&prod, &db, &shared).with_key_algorithm(algorithm);
     let cert =
         factory.issue_ocsp_signer(&officer, cn, Duration::days(i64::from(validity_days)), now)?;
     let path = pki_dir(root).join("ocsp-signer.pem");

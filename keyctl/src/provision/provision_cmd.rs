@@ -5,13 +5,15 @@ use crate::cli::{ActorArgs, UnlockArgs};
 use crate::error::{CliError, CliResult};
 use crate::files;
 use crate::store;
-use keystore_api::{Actor, Backend, Keystore};
-use provisioning::{shared_key_name, Device, Factory, PkiDb, Provisioned, Provisioner, DEVICE_KEY};
+use keystore_api::{Actor, Backend, Error, ErrorKind, Keystore};
+use provisioning::{shared_key_name, Device, PkiDb, Provisioned, Provisioner, DEVICE_KEY};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 use super::args::{days, ProvisionArgs};
-use super::stores::{open_db, open_device_store, same_actor_on, write_file};
+use super::stores::{
+    factory, open_db, open_device_store, open_registry, same_actor_on, write_file,
+};
 use super::MAX_BATCH_FILE;
 
 pub(super) fn write_outputs(
@@ -49,7 +51,8 @@ pub fn provision(
     let prod = store::open(root, unlock)?;
     let who = actor::authenticate(&prod, args, "provision")?;
     let db = open_db(root)?;
-    let mut factory = Factory::new(&prod, &db);
+    let shared = open_registry()?;
+    let mut factory = factory(&prod, &db, &shared);
     if let Some(url) = &p.ocsp_url {
         factory = factory.with_ocsp_url(url)?;
     }
@@ -130,6 +133,7 @@ fn run<P: Backend, D: Backend>(
     );
     let start = std::time::Instant::now();
     let mut done_count = 0u64;
+    let mut skipped = 0u64;
     for e in &entries {
         bar.set_message(e.device_id.clone());
         let res = Device::new(dks, ddb, &key_for(&e.device_id)?).and_then(|device| {
@@ -144,6 +148,19 @@ fn run<P: Backend, D: Backend>(
         });
         let done = match res {
             Ok(d) => d,
+            Err(err) if p.skip_provisioned && err.is(ErrorKind::AlreadyExists) => {
+                bar.suspend(|| {
+                    note!(
+                        "keyctl: batch line {} ('{}') skipped: {}",
+                        e.line,
+                        e.device_id,
+                        err.message()
+                    )
+                });
+                skipped += 1;
+                bar.inc(1);
+                continue;
+            }
             Err(err) => {
                 bar.abandon();
                 note!(
@@ -166,5 +183,11 @@ fn run<P: Backend, D: Backend>(
         done_count as f64 / secs.max(1e-9),
         out_dir.display()
     )?;
+    if skipped > 0 {
+        return Err(Error::already_exists(format!(
+            "{skipped} of {total} devices of the batch were already provisioned (listed above)"
+        ))
+        .into());
+    }
     Ok(())
 }

@@ -5,13 +5,13 @@ use crate::actor;
 use crate::cli::{ActorArgs, UnlockArgs};
 use crate::error::{CliError, CliResult};
 use crate::store;
-use provisioning::{shared_key_name, Device, Factory, Provisioner, DEVICE_KEY};
+use provisioning::{shared_key_name, Device, Provisioner, DEVICE_KEY};
 use std::path::Path;
 use time::OffsetDateTime;
 
 use super::args::{days, RenewArgs};
 use super::provision_cmd::write_outputs;
-use super::stores::{open_db, open_device_store, same_actor_on};
+use super::stores::{factory, open_db, open_device_store, open_registry, same_actor_on};
 
 /// `keyctl renew`.
 pub fn renew(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, r: RenewArgs) -> CliResult<()> {
@@ -26,7 +26,8 @@ pub fn renew(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, r: RenewArgs) -
     let prod = store::open(root, unlock)?;
     let who = actor::authenticate(&prod, args, "renew")?;
     let db = open_db(root)?;
-    let factory = Factory::new(&prod, &db);
+    let shared = open_registry()?;
+    let factory = factory(&prod, &db, &shared);
     let prov = Provisioner::new(&factory, who.clone())
         .with_validity(validity)
         .with_grace(r.grace);

@@ -9,8 +9,9 @@ use crate::store;
 use crate::unlock::read_passphrase_file;
 use backend_soft::{SoftStore, Unlock};
 use keystore_api::{Actor, Backend, Error, Keystore, Role, SecretBytes};
-use provisioning::PkiDb;
+use provisioning::{Factory, PkiDb, PostgresRegistry};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::args::{DeviceStoreArgs, RootArgs};
 use super::{ROOT_PASSPHRASE_ENV, ROOT_SECRET_ENV};
@@ -23,6 +24,47 @@ pub(super) fn open_db(dir: &Path) -> CliResult<PkiDb> {
     let db = PkiDb::open(&dir.join("pki.sqlite"))?;
     store::warn_permissions(db.permission_report());
     Ok(db)
+}
+
+/// The `--registry` of this run (set once, by `main`).
+static REGISTRY: OnceLock<Option<String>> = OnceLock::new();
+
+/// Records the `--registry` (or `KEYCTL_REGISTRY`) of this run.
+pub fn set_registry(location: Option<String>) {
+    let _ = REGISTRY.set(location);
+}
+
+/// The shared registry this run names, connected and migrated; `None` for
+/// the store's own `pki.sqlite`.
+pub(super) fn open_registry() -> CliResult<Option<PostgresRegistry>> {
+    match REGISTRY.get().and_then(|r| r.as_deref()).map(str::trim) {
+        None | Some("") | Some("sqlite") => Ok(None),
+        Some(url)
+            if url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.contains('=') =>
+        {
+            Ok(Some(PostgresRegistry::connect(url)?))
+        }
+        Some(_) => Err(CliError::invalid(
+            "--registry takes a PostgreSQL URL (postgresql://USER:PASSWORD@HOST:PORT/DB) \
+             or 'sqlite' (the default: the store's pki.sqlite)",
+        )),
+    }
+}
+
+/// The factory over the production store and its database, with the shared
+/// registry when there is one.
+pub(super) fn factory<'a, B: Backend>(
+    prod: &'a Keystore<B>,
+    db: &'a PkiDb,
+    shared: &'a Option<PostgresRegistry>,
+) -> Factory<'a, B> {
+    let f = Factory::new(prod, db);
+    match shared {
+        Some(r) => f.with_registry(r),
+        None => f,
+    }
 }
 
 /// Writes a PKI file (certificate, chain, CRL, provisioning record). They

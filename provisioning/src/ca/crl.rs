@@ -6,12 +6,13 @@
 use super::cert::issuer_for;
 use super::factory::Factory;
 use super::{DEFAULT_CRL_VALIDITY, INTERMEDIATE_KEY, MAX_CRL_VALIDITY};
-use crate::db::{self, append_event, commit, ensure_event_key, opt, q, EventFields, PkiDb};
+use crate::db::{self, append_event, commit, opt, q, PkiDb};
+use crate::eventlog::{ensure_event_key, EventFields, EventSigner};
 use crate::signer::KeystoreSigner;
 use crate::util::{rfc3339, shorten, to_second};
 use crate::x509::CertInfo;
-use keystore_api::{Actor, Backend, Component, Duty, Error, Keystore, Result};
-use rusqlite::params;
+use keystore_api::{Actor, Backend, Duty, Error, Keystore, Result};
+use rusqlite::{params, Transaction};
 use time::{Duration, OffsetDateTime};
 
 pub(super) fn check_crl_validity(next_update_in: Duration) -> Result<()> {
@@ -187,11 +188,15 @@ pub(super) fn revoke_serial<B: Backend>(
     commit(tx)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The event sink of a CRL: appends the `crl` event, given the
+/// transaction of the CA's database that records the CRL.
+pub(super) type CrlEventLog<'l> = dyn Fn(&Transaction<'_>, EventFields<'_>) -> Result<String> + 'l;
+
+/// Signs a CRL of `ca` listing `revoked`, records it (number, DER, times) in
+/// `db` and its event through `log`, in one transaction of `db`.
 pub(super) fn issue_crl_with<B: Backend>(
-    ks: &Keystore<B>,
     db: &PkiDb,
-    actor: &Actor,
+    log: &CrlEventLog<'_>,
     signer: &KeystoreSigner<'_, B>,
     ca: &CertInfo,
     revoked: Vec<(String, String, Option<String>)>,
@@ -244,11 +249,8 @@ pub(super) fn issue_crl_with<B: Backend>(
             rfc3339(now + next_update_in)
         ],
     ))?;
-    append_event(
+    log(
         &tx,
-        ks,
-        actor,
-        now,
         EventFields {
             event: "crl",
             serial: Some(&ca.serial),
@@ -279,14 +281,15 @@ impl<'a, B: Backend> Factory<'a, B> {
             .authorize(actor, Duty::RevokeCertificates, "revoking a certificate")?;
         check_reason(reason)?;
         let serial = normalise_serial(serial)?;
-        revoke_serial(
-            self.ks,
-            self.db,
-            actor,
-            Revocable::DeviceCertificate,
+        ensure_event_key(self.ks, actor)?;
+        let signer = EventSigner::new(self.ks, self.registry.shared())?;
+        let what = Revocable::DeviceCertificate;
+        self.registry.revoke(
             &serial,
+            &rfc3339(now),
             reason,
-            now,
+            &|device_id| what.event(&serial, device_id, reason).to_event(actor, now),
+            &signer,
         )?;
         self.issue_crl(actor, now, DEFAULT_CRL_VALIDITY)
     }
@@ -334,22 +337,10 @@ impl<'a, B: Backend> Factory<'a, B> {
         let inter = self.intermediate()?;
         let signer = KeystoreSigner::for_rcgen(self.ks, INTERMEDIATE_KEY)?;
         ensure_event_key(self.ks, actor)?;
-        let revoked = {
-            let conn = self.db.lock();
-            let mut stmt = q(conn.prepare(
-                "SELECT serial, revoked_at, reason FROM issued
-                 WHERE issuer_serial = ?1 AND revoked_at IS NOT NULL ORDER BY revoked_at",
-            ))?;
-            let rows = q(stmt.query_map(params![inter.serial], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            }))?;
-            rows.collect::<rusqlite::Result<Vec<(String, String, Option<String>)>>>()
-                .map_err(|e| Error::backend(Component::PkiDb, "PKI database query failed", e))?
-        };
+        let revoked = self.registry.revoked_under(&inter.serial)?;
         issue_crl_with(
-            self.ks,
             self.db,
-            actor,
+            &|tx, f| self.log_event(Some(tx), actor, now, f),
             &signer,
             &inter,
             revoked,

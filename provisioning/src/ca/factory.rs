@@ -5,15 +5,17 @@ use super::cert::verify_signed_by;
 use super::issue::Issuance;
 use super::registry::insert_ca;
 use super::INTERMEDIATE_KEY;
-use crate::db::{self, append_event, commit, ensure_event_key, opt, EventFields, PkiDb};
+use crate::db::{self, commit, insert_event, opt, PkiDb};
+use crate::eventlog::{ensure_event_key, EventFields, EventLogReport, EventSigner};
 use crate::record::ProvisioningRecord;
+use crate::registry::Registry;
 use crate::signer::KeystoreSigner;
 use crate::util::rfc3339;
 use crate::x509::{check_pki_algorithm, cn_subject, CertInfo, VerifiedCsr, DEFAULT_PKI_ALGORITHM};
 use keystore_api::{
     Actor, Algorithm, Backend, Duty, Error, ErrorKind, KeySpec, Keystore, Origin, Result, Usages,
 };
-use rusqlite::params;
+use rusqlite::{params, Transaction};
 use time::{Duration, OffsetDateTime};
 
 /// A certificate the intermediate issued to a device.
@@ -83,7 +85,12 @@ pub struct IssuedCert {
 /// Never opens the root's store.
 pub struct Factory<'a, B: Backend> {
     pub(super) ks: &'a Keystore<B>,
+    /// The station's own PKI database: CA certificates, CRL state, OCSP
+    /// signers.
     pub(super) db: &'a PkiDb,
+    /// The provisioning registry ([`Factory::with_registry`]); `db` unless
+    /// a shared one is set.
+    pub(crate) registry: &'a dyn Registry,
     /// The OCSP URL device certificates carry ([`Factory::with_ocsp_url`]).
     pub(super) ocsp_url: Option<String>,
     /// The algorithm of the keys the factory creates
@@ -95,21 +102,67 @@ impl<B: Backend> std::fmt::Debug for Factory<'_, B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Factory")
             .field("key_algorithm", &self.key_algorithm)
+            .field("registry", &self.registry.location())
             .finish_non_exhaustive()
     }
 }
 
 impl<'a, B: Backend> Factory<'a, B> {
-    /// The factory over the production keystore `ks` and its PKI database;
-    /// the keys it creates are ECDSA P-256
+    /// The factory over the production keystore `ks` and its PKI database,
+    /// which holds the registry too; the keys it creates are ECDSA P-256
     /// ([`DEFAULT_PKI_ALGORITHM`](crate::DEFAULT_PKI_ALGORITHM)).
     pub fn new(ks: &'a Keystore<B>, db: &'a PkiDb) -> Self {
         Factory {
             ks,
             db,
+            registry: db,
             ocsp_url: None,
             key_algorithm: DEFAULT_PKI_ALGORITHM,
         }
+    }
+
+    /// Keeps the registry (units, keys, certificates, revocations and the
+    /// event log) in `registry`, shared with other stations, instead of the
+    /// station's own database; CA certificates, CRL state and OCSP signers
+    /// stay in the station's database.
+    pub fn with_registry(mut self, registry: &'a dyn Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Where the registry is (never a password).
+    pub fn registry_location(&self) -> String {
+        self.registry.location()
+    }
+
+    /// Whether the registry is the station's own database (then an event
+    /// can be written in the same transaction as the station's rows).
+    fn registry_is_local(&self) -> bool {
+        std::ptr::addr_eq(
+            self.registry as *const dyn Registry,
+            self.db as *const PkiDb,
+        )
+    }
+
+    /// Appends an event to the registry's log. With `local`, a write
+    /// transaction of the station's database: when that database is the
+    /// registry, the event is written in it (committed together); with a
+    /// shared registry, it is appended there first, so the caller's rows
+    /// are committed only once the event is recorded.
+    pub(crate) fn log_event(
+        &self,
+        local: Option<&Transaction<'_>>,
+        actor: &Actor,
+        now: OffsetDateTime,
+        fields: EventFields<'_>,
+    ) -> Result<String> {
+        let mut e = fields.to_event(actor, now)?;
+        let signer = EventSigner::new(self.ks, self.registry.shared())?;
+        match local {
+            Some(tx) if self.registry_is_local() => insert_event(tx, &signer, &mut e)?,
+            _ => self.registry.append(&mut e, &signer)?,
+        }
+        Ok(e.id)
     }
 
     /// Sets the algorithm of the keys the factory creates: the
@@ -229,9 +282,8 @@ impl<'a, B: Backend> Factory<'a, B> {
             &inter,
             now,
         )?;
-        append_event(
-            &tx,
-            self.ks,
+        self.log_event(
+            Some(&tx),
             actor,
             now,
             EventFields {
@@ -298,9 +350,19 @@ impl<'a, B: Backend> Factory<'a, B> {
         self.issue(actor, req, Issuance::Renew { grace }, now)
     }
 
-    /// Every event of the registry's log, after verifying its chain and MACs.
-    pub fn verify_events(&self) -> Result<Vec<db::Event>> {
-        db::verify_events(&self.db.lock(), self.ks)
+    /// Every event of the registry's log, after verifying its chain and
+    /// this station's MACs (all of them in the station's own database).
+    pub fn verify_events(&self) -> Result<Vec<crate::Event>> {
+        Ok(self.verify_event_log()?.events)
+    }
+
+    /// Verifies the registry's event log: every hash and the head, and every
+    /// MAC this station's event key made (in a shared registry, the other
+    /// stations' events are counted per station, their MACs left to them).
+    /// `Integrity` names the first bad event.
+    pub fn verify_event_log(&self) -> Result<EventLogReport> {
+        let (rows, head) = self.registry.events()?;
+        crate::eventlog::verify(self.ks, rows, head, self.registry.shared())
     }
 
     /// Checks that a device identity key version was generated inside its

@@ -10,30 +10,34 @@
 //! 2. [`Factory::issuing_ca`]: the root and intermediate certificates and a
 //!    signer over the intermediate key, then the rcgen issuer
 //!    ([`issuer_for`]) and the event-log key ([`ensure_event_key`]);
-//! 3. inside one `IMMEDIATE` transaction of the PKI database, held until the
-//!    end: [`check_registry`] (device id and public key), [`sign_device_cert`]
-//!    (validity from [`device_validity`], serial and extensions from
-//!    [`device_cert_params`], plus the AIA OCSP URL when the factory has
-//!    one, the signature made by the keystore),
-//!    [`self_check`] (webpki), [`register`] (the registry rows),
-//!    [`append_issue_event`], [`provisioning_record`] and, for a first
-//!    provisioning, [`store_record`]; then the commit.
+//! 3. [`check_registry`]: a friendly early refusal of a registered device id
+//!    or public key (the registry's constraints decide, not this read);
+//!    [`sign_device_cert`] (validity from [`device_validity`], serial and
+//!    extensions from [`device_cert_params`], plus the AIA OCSP URL when the
+//!    factory has one, the signature made by the keystore), [`self_check`]
+//!    (webpki), the event ([`issue_event`]) and [`provisioning_record`];
+//! 4. [`Registration`]: the registry writes the unit (first provisioning,
+//!    with its record), its key, the supersession of its current
+//!    certificates (renewal), the certificate and the event in one
+//!    transaction. A device id, key or serial that another station took in
+//!    the meantime is `AlreadyExists` from the database's constraints, and
+//!    nothing is written.
 //!
-//! An error at any step returns it; once the transaction is open, dropping it
-//! rolls every registry write and the event back, so a failed issuance
-//! leaves the database as it was (the event-log key made in step 2 stays).
+//! An error at any step returns it with nothing registered; a certificate
+//! signed for a refused registration is never returned (the event-log key
+//! made in step 2 stays).
 
 use super::cert::{issuer_for, SubjectKey};
 use super::factory::{DeviceRequest, Factory, Issued};
 use super::ocsp_signer::aia_extension;
 use super::{check_validity, BACKDATE, INTERMEDIATE_KEY};
-use crate::db::{self, append_event, commit, ensure_event_key, opt, q, unique_or, EventFields};
+use crate::eventlog::{ensure_event_key, EventFields, EventSigner};
 use crate::record::{ProvisioningRecord, RecordKeys};
+use crate::registry::Registration;
 use crate::signer::KeystoreSigner;
 use crate::util::{check_device_id, check_operator, random_serial, rfc3339, shorten, to_second};
 use crate::x509::{device_subject, verify_csr, CertInfo, VerifiedCsr};
-use keystore_api::{Actor, Backend, Duty, Error, Keystore, Result};
-use rusqlite::{params, Transaction};
+use keystore_api::{Actor, Backend, Duty, Error, Result};
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
@@ -115,29 +119,44 @@ impl<'a, B: Backend> Factory<'a, B> {
         let ca = self.issuing_ca()?;
         let issuer = issuer_for(&ca.signer, &ca.inter)?;
         ensure_event_key(self.ks, actor)?;
-
-        // From here to the commit the transaction holds the registry: the
-        // checks, the signature and the writes see one state, and an error
-        // drops the transaction, which rolls back every write.
-        let mut conn = self.db.lock();
-        let tx = db::tx(&mut conn)?;
-        check_registry(&tx, &checked, issuance)?;
+        let req = checked.req;
+        check_registry(self, &checked, issuance)?;
         let cert = sign_device_cert(&checked, &ca, &issuer, now)?;
         // Never trust the code that made it: the chain must validate with webpki.
         self_check(&cert, &ca.inter, &ca.root, now)?;
-        register(&tx, &checked, &cert, &ca.inter, issuance, now)?;
-        let event_id = append_issue_event(&tx, self.ks, actor, &checked, &cert, issuance, now)?;
-        let record = provisioning_record(actor, &checked, &cert, &ca, &event_id, now);
-        if issuance == Issuance::Provision {
-            store_record(&tx, req.device_id, &event_id, &record)?;
-        }
-        commit(tx)?;
+        let mut event = issue_event(&checked, &cert, issuance).to_event(actor, now)?;
+        let record = provisioning_record(actor, &checked, &cert, &ca, &event.id, now);
+        let first = match issuance {
+            Issuance::Provision => Some((record.to_yaml()?, event.id.clone())),
+            Issuance::Renew { .. } => None,
+        };
+        let grace_end = match issuance {
+            Issuance::Provision => None,
+            Issuance::Renew { grace } => Some(rfc3339(now + grace)),
+        };
+        let registration = Registration {
+            device_id: req.device_id,
+            operator: req.operator,
+            fingerprint: &checked.fingerprint,
+            key_version: req.key_version,
+            serial: &cert.serial,
+            issuer_serial: &ca.inter.serial,
+            der: &cert.der,
+            digest: &cert.digest,
+            not_before: rfc3339(cert.not_before),
+            not_after: rfc3339(cert.not_after),
+            now: rfc3339(now),
+            first,
+            grace_end,
+        };
+        let signer = EventSigner::new(self.ks, self.registry.shared())?;
+        self.registry.register(&registration, &mut event, &signer)?;
         Ok(Issued {
             certificate: cert,
             intermediate: ca.inter,
             root: ca.root,
             record,
-            event_id,
+            event_id: event.id,
         })
     }
 
@@ -184,41 +203,33 @@ fn check_request<'q>(req: &'q DeviceRequest<'q>) -> Result<CheckedRequest<'q>> {
     })
 }
 
-/// Checks the registry inside `tx`, reading only: a first provisioning needs
-/// an unregistered device id (else `AlreadyExists`), a renewal a registered
-/// one (else `NotFound`); then the public key must not be registered to any
-/// unit, this one included (`AlreadyExists`).
-fn check_registry(
-    tx: &Transaction<'_>,
+/// Checks the registry, reading only, for an early and specific refusal: a
+/// first provisioning needs an unregistered device id (else
+/// `AlreadyExists`), a renewal a registered one (else `NotFound`); then the
+/// public key must not be registered to any unit, this one included
+/// (`AlreadyExists`). The registry's constraints enforce the same when the
+/// rows are written, whatever another station did in between.
+fn check_registry<B: Backend>(
+    factory: &Factory<'_, B>,
     checked: &CheckedRequest<'_>,
     issuance: Issuance,
 ) -> Result<()> {
     let device_id = checked.req.device_id;
-    let existing: Option<(String, String)> = opt(tx.query_row(
-        "SELECT operator, provisioned_at FROM devices WHERE device_id = ?1",
-        params![device_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    ))?;
+    let existing = factory.registry.device(device_id)?;
     match (&existing, issuance) {
-        (Some((op, at)), Issuance::Provision) => {
+        (Some(d), Issuance::Provision) => {
             return Err(Error::already_exists(format!(
-                "device '{device_id}' was already provisioned at {at} by {op}; a unit is provisioned once"
-            )))
+            "device '{device_id}' was already provisioned at {} by {}; a unit is provisioned once",
+            d.provisioned_at, d.operator
+        )))
         }
         (None, Issuance::Renew { .. }) => {
-            return Err(Error::not_found(format!(
-                "device '{device_id}' is not registered; provision it first"
-            )))
+            return Err(crate::registry::not_registered(device_id));
         }
         _ => {}
     }
     let fingerprint = &checked.fingerprint;
-    let owner: Option<String> = opt(tx.query_row(
-        "SELECT device_id FROM device_keys WHERE fingerprint = ?1",
-        params![fingerprint],
-        |r| r.get(0),
-    ))?;
-    if let Some(owner) = owner {
+    if let Some((owner, _)) = factory.registry.key_owner(fingerprint)? {
         return Err(Error::already_exists(format!(
             "public key {fingerprint} is already registered to device '{owner}'; \
              a key is never issued to two units"
@@ -313,116 +324,25 @@ fn self_check(
     Ok(())
 }
 
-/// Writes the registry rows of an issuance inside `tx`, in this order: the
-/// unit (first provisioning only; its record is filled in by
-/// [`store_record`]), its public key, the supersession of its current
-/// certificates (renewal only), and the issued certificate. A UNIQUE
-/// violation (another station got there first) is `AlreadyExists`.
-fn register(
-    tx: &Transaction<'_>,
-    checked: &CheckedRequest<'_>,
-    cert: &CertInfo,
-    inter: &CertInfo,
+/// The issuance's `provision` or `renew` event.
+fn issue_event<'e>(
+    checked: &'e CheckedRequest<'_>,
+    cert: &'e CertInfo,
     issuance: Issuance,
-    now: OffsetDateTime,
-) -> Result<()> {
+) -> EventFields<'e> {
     let req = checked.req;
-    let now_s = rfc3339(now);
-    match issuance {
-        Issuance::Provision => insert_device(tx, req, &now_s)?,
-        Issuance::Renew { .. } => {}
+    EventFields {
+        event: issuance.event(),
+        device_id: Some(req.device_id),
+        serial: Some(&cert.serial),
+        fingerprint: Some(&checked.fingerprint),
+        detail: format!(
+            "operator {} key version {} certificate until {}",
+            req.operator,
+            req.key_version,
+            rfc3339(cert.not_after)
+        ),
     }
-    tx.execute(
-        "INSERT INTO device_keys (fingerprint, device_id, key_version, registered_at) VALUES (?1, ?2, ?3, ?4)",
-        params![checked.fingerprint, req.device_id, req.key_version, now_s],
-    )
-    .map_err(|e| unique_or(e, || format!("public key {} is already registered", checked.fingerprint)))?;
-    if let Issuance::Renew { grace } = issuance {
-        q(tx.execute(
-            "UPDATE issued SET superseded_at = ?2, grace_end = ?3
-             WHERE device_id = ?1 AND superseded_at IS NULL",
-            params![req.device_id, now_s, rfc3339(now + grace)],
-        ))?;
-    }
-    insert_issued(tx, checked, cert, inter, &now_s)
-}
-
-/// Registers a new unit (its event and record left empty until
-/// [`store_record`]); `AlreadyExists` if the device id is taken.
-fn insert_device(tx: &Transaction<'_>, req: &DeviceRequest<'_>, now_s: &str) -> Result<()> {
-    tx.execute(
-        "INSERT INTO devices (device_id, operator, provisioned_at, event_id, record_yaml)
-         VALUES (?1, ?2, ?3, '', '')",
-        params![req.device_id, req.operator, now_s],
-    )
-    .map_err(|e| {
-        unique_or(e, || {
-            format!("device '{}' is already provisioned", req.device_id)
-        })
-    })?;
-    Ok(())
-}
-
-/// Records the issued certificate under its issuer; `AlreadyExists` if the
-/// serial was issued before.
-fn insert_issued(
-    tx: &Transaction<'_>,
-    checked: &CheckedRequest<'_>,
-    cert: &CertInfo,
-    inter: &CertInfo,
-    now_s: &str,
-) -> Result<()> {
-    tx.execute(
-        "INSERT INTO issued (serial, issuer_serial, device_id, fingerprint, key_version, der, digest,
-                             not_before, not_after, issued_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            cert.serial,
-            inter.serial,
-            checked.req.device_id,
-            checked.fingerprint,
-            checked.req.key_version,
-            cert.der,
-            cert.digest,
-            rfc3339(cert.not_before),
-            rfc3339(cert.not_after),
-            now_s
-        ],
-    )
-    .map_err(|e| unique_or(e, || format!("certificate serial {} already issued", cert.serial)))?;
-    Ok(())
-}
-
-/// Appends the issuance's `provision` or `renew` event to the registry's
-/// event log inside `tx` (MAC'd by the production keystore); returns its id.
-fn append_issue_event<B: Backend>(
-    tx: &Transaction<'_>,
-    ks: &Keystore<B>,
-    actor: &Actor,
-    checked: &CheckedRequest<'_>,
-    cert: &CertInfo,
-    issuance: Issuance,
-    now: OffsetDateTime,
-) -> Result<String> {
-    let req = checked.req;
-    append_event(
-        tx,
-        ks,
-        actor,
-        now,
-        EventFields {
-            event: issuance.event(),
-            device_id: Some(req.device_id),
-            serial: Some(&cert.serial),
-            fingerprint: Some(&checked.fingerprint),
-            detail: format!(
-                "operator {} key version {} certificate until {}",
-                req.operator,
-                req.key_version,
-                rfc3339(cert.not_after)
-            ),
-        },
-    )
 }
 
 /// The provisioning record of an issuance (pure: writes nothing).
@@ -453,19 +373,4 @@ fn provisioning_record<B: Backend>(
         certificate_not_after: rfc3339(cert.not_after),
         device_backend: req.device_backend.map(str::to_string),
     }
-}
-
-/// Stores a first provisioning's event id and record (YAML) on the unit's
-/// row inside `tx`. A renewal keeps the original record.
-fn store_record(
-    tx: &Transaction<'_>,
-    device_id: &str,
-    event_id: &str,
-    record: &ProvisioningRecord,
-) -> Result<()> {
-    q(tx.execute(
-        "UPDATE devices SET event_id = ?2, record_yaml = ?3 WHERE device_id = ?1",
-        params![device_id, event_id, record.to_yaml()?],
-    ))?;
-    Ok(())
 }

@@ -8,7 +8,8 @@ use super::cert::issuer_for;
 use super::crl::reason_code;
 use super::factory::Factory;
 use super::{BACKDATE, INTERMEDIATE_KEY};
-use crate::db::{self, append_event, commit, ensure_event_key, opt, q, EventFields};
+use crate::db::{self, commit, opt, q};
+use crate::eventlog::{ensure_event_key, EventFields};
 use crate::signer::KeystoreSigner;
 use crate::util::{parse_time, random_serial, rfc3339, shorten, to_second};
 use crate::x509::{check_pki_algorithm, cn_subject, CertInfo};
@@ -232,9 +233,8 @@ impl<'a, B: Backend> Factory<'a, B> {
                 rfc3339(now)
             ],
         ))?;
-        append_event(
-            &tx,
-            self.ks,
+        self.log_event(
+            Some(&tx),
             actor,
             now,
             EventFields {
@@ -299,11 +299,11 @@ impl<'a, B: Backend> Factory<'a, B> {
         issuer_serial: &str,
         serial: &str,
     ) -> Result<RegistryStatus> {
-        let row: Option<(Option<String>, Option<String>)> = opt(self.db.lock().query_row(
-            "SELECT revoked_at, reason FROM issued WHERE serial = ?1 AND issuer_serial = ?2",
-            params![serial, issuer_serial],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        ))?;
+        let row = self
+            .registry
+            .issued(serial)?
+            .filter(|r| r.issuer_serial == issuer_serial)
+            .map(|r| (r.revoked_at, r.reason));
         Ok(match row {
             None => RegistryStatus::Unknown,
             Some((None, _)) => RegistryStatus::Good,

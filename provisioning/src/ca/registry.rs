@@ -2,11 +2,11 @@
 //! holds about devices.
 
 use super::factory::{Factory, IssuedCert};
-use crate::db::{opt, q, unique_or};
+use crate::db::unique_or;
 use crate::record::ProvisioningRecord;
 use crate::util::{check_device_id, rfc3339};
 use crate::x509::CertInfo;
-use keystore_api::{Backend, Component, Error, Result};
+use keystore_api::{Backend, Error, Result};
 use rusqlite::params;
 use time::OffsetDateTime;
 
@@ -43,48 +43,22 @@ impl<'a, B: Backend> Factory<'a, B> {
     /// The provisioning record of a device.
     pub fn record(&self, device_id: &str) -> Result<ProvisioningRecord> {
         check_device_id(device_id)?;
-        let yaml: String = opt(self.db.lock().query_row(
-            "SELECT record_yaml FROM devices WHERE device_id = ?1",
-            params![device_id],
-            |r| r.get(0),
-        ))?
-        .ok_or_else(|| Error::not_found(format!("device '{device_id}' is not registered")))?;
-        ProvisioningRecord::from_yaml(&yaml)
+        let row = self
+            .registry
+            .device(device_id)?
+            .ok_or_else(|| Error::not_found(format!("device '{device_id}' is not registered")))?;
+        ProvisioningRecord::from_yaml(&row.record_yaml)
     }
 
     /// Every certificate issued to a device, oldest first.
     pub fn certificates(&self, device_id: &str) -> Result<Vec<IssuedCert>> {
         check_device_id(device_id)?;
-        let conn = self.db.lock();
-        let mut stmt = q(conn.prepare(
-            "SELECT serial, device_id, fingerprint, key_version, not_after, superseded_at, grace_end,
-                    revoked_at, der
-             FROM issued WHERE device_id = ?1 ORDER BY issued_at, rowid",
-        ))?;
-        let rows = q(stmt.query_map(params![device_id], |r| {
-            Ok(IssuedCert {
-                serial: r.get(0)?,
-                device_id: r.get(1)?,
-                fingerprint: r.get(2)?,
-                key_version: r.get(3)?,
-                not_after: r.get(4)?,
-                superseded_at: r.get(5)?,
-                grace_end: r.get(6)?,
-                revoked_at: r.get(7)?,
-                der: r.get(8)?,
-            })
-        }))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| Error::backend(Component::PkiDb, "PKI database query failed", e))
+        self.registry.certificates(device_id)
     }
 
     /// Number of registered devices.
     pub fn device_count(&self) -> Result<u64> {
-        let n: i64 = q(self
-            .db
-            .lock()
-            .query_row("SELECT COUNT(*) FROM devices", [], |r| r.get(0)))?;
-        Ok(n as u64)
+        self.registry.device_count()
     }
 
     /// The pins to accept for a device at `now`: the SPKI fingerprints of

@@ -8,7 +8,8 @@ use super::crl::{
 };
 use super::registry::insert_ca;
 use super::{check_validity, BACKDATE, ROOT_KEY};
-use crate::db::{self, append_event, commit, ensure_event_key, opt, q, EventFields, PkiDb};
+use crate::db::{self, append_event, commit, opt, q, PkiDb};
+use crate::eventlog::{ensure_event_key, EventFields};
 use crate::signer::KeystoreSigner;
 use crate::util::rfc3339;
 use crate::x509::{check_pki_algorithm, cn_subject, verify_csr, CertInfo, DEFAULT_PKI_ALGORITHM};
@@ -266,9 +267,8 @@ impl<'a, B: Backend> RootCa<'a, B> {
                 .map_err(|e| Error::backend(Component::PkiDb, "PKI database query failed", e))?
         };
         issue_crl_with(
-            self.ks,
             self.db,
-            actor,
+            &|tx, f| append_event(tx, self.ks, actor, now, f),
             &signer,
             &root,
             revoked,
@@ -309,7 +309,7 @@ impl<'a, B: Backend> RootCa<'a, B> {
     }
 
     /// Every event of the root's log, after verifying its chain and MACs.
-    pub fn verify_events(&self) -> Result<Vec<db::Event>> {
+    pub fn verify_events(&self) -> Result<Vec<crate::Event>> {
         db::verify_events(&self.db.lock(), self.ks)
     }
 }

@@ -17,7 +17,9 @@
 
 use super::wire::{certs_only, content_type_is, from_base64, PKCS10};
 use crate::ca::{DeviceRequest, Factory};
-use crate::db::{self, append_event, commit, opt, EventFields, PkiDb};
+use crate::db::{opt, PkiDb};
+use crate::eventlog::EventFields;
+use crate::registry::IssuedRow;
 use crate::util::shorten;
 use crate::x509::{verify_csr, CertInfo, VerifiedCsr};
 use base64::Engine;
@@ -187,11 +189,8 @@ impl<B: Backend> EstService<B> {
         r: &Refusal,
         now: OffsetDateTime,
     ) -> keystore_api::Result<()> {
-        let mut conn = self.db.lock();
-        let tx = db::tx(&mut conn)?;
-        append_event(
-            &tx,
-            &self.ks,
+        self.factory().log_event(
+            None,
             &self.actor,
             now,
             EventFields {
@@ -202,7 +201,7 @@ impl<B: Backend> EstService<B> {
                 detail: format!("{} refused ({}): {}", op.name(), r.status, r.reason),
             },
         )?;
-        commit(tx)
+        Ok(())
     }
 
     /// The CA certificates, certs-only.
@@ -369,21 +368,7 @@ impl<B: Backend> EstService<B> {
 
     /// The registry's row for `serial`.
     fn issued(&self, serial: &str) -> keystore_api::Result<Option<IssuedRow>> {
-        opt(self.db.lock().query_row(
-            "SELECT device_id, issuer_serial, der, revoked_at, reason, grace_end
-             FROM issued WHERE serial = ?1",
-            params![serial],
-            |r| {
-                Ok(IssuedRow {
-                    device_id: r.get(0)?,
-                    issuer_serial: r.get(1)?,
-                    der: r.get(2)?,
-                    revoked_at: r.get(3)?,
-                    reason: r.get(4)?,
-                    grace_end: r.get(5)?,
-                })
-            },
-        ))
+        self.factory().registry.issued(serial)
     }
 
     /// Path validation with webpki: the certificate, its issuing
@@ -439,16 +424,6 @@ impl<B: Backend> EstService<B> {
 struct Current {
     device_id: String,
     cert: CertInfo,
-}
-
-/// What the registry holds about an issued certificate.
-struct IssuedRow {
-    device_id: String,
-    issuer_serial: String,
-    der: Vec<u8>,
-    revoked_at: Option<String>,
-    reason: Option<String>,
-    grace_end: Option<String>,
 }
 
 /// A server-side failure: 500, the detail kept for the event log only.

@@ -11,7 +11,8 @@
 //! refused client gets an HTTP status and a PKI event, not a TLS alert.
 
 use crate::ca::{issuer_for, Factory, BACKDATE, INTERMEDIATE_KEY};
-use crate::db::{self, append_event, commit, ensure_event_key, EventFields, PkiDb};
+use crate::db::PkiDb;
+use crate::eventlog::{ensure_event_key, EventFields};
 use crate::signer::KeystoreSigner;
 use crate::util::{random_serial, rfc3339, shorten, to_second};
 use crate::x509::{check_pki_algorithm, cn_subject, CertInfo};
@@ -153,11 +154,8 @@ fn record<B: Backend>(
     names: &[String],
     now: OffsetDateTime,
 ) -> Result<()> {
-    let mut conn = db.lock();
-    let tx = db::tx(&mut conn)?;
-    append_event(
-        &tx,
-        ks,
+    Factory::new(ks, db).log_event(
+        None,
         actor,
         now,
         EventFields {
@@ -172,7 +170,7 @@ fn record<B: Backend>(
             ..EventFields::default()
         },
     )?;
-    commit(tx)
+    Ok(())
 }
 
 /// Accepts any client certificate whose handshake signature verifies under
