@@ -445,6 +445,10 @@ impl KeyWrap for Pkcs11Backend {}
 /// non-extractable session object, destroyed afterwards) and the one-step
 /// KDF on the token (`C_DigestKey` under `CKM_SHA256`): the shared secret
 /// never leaves the token.
+/// A PKCS#11 token has no TPM-style endorsement key: attestation is
+/// `Unsupported` (the default).
+impl keystore_backend::KeyAttestation for Pkcs11Backend {}
+
 impl KeyAgreement for Pkcs11Backend {
     fn agree_sha256_kdf(
         &self,

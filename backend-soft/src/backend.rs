@@ -143,6 +143,9 @@ impl Aead for SoftStore {
     }
 }
 
+/// No endorsement key: attestation is `Unsupported` (the default).
+impl keystore_backend::KeyAttestation for SoftStore {}
+
 impl KeyAgreement for SoftStore {
     fn agree_sha256_kdf(
         &self,

@@ -21,6 +21,7 @@ pub const MAX_AUTH_LEN: usize = 64;
 pub struct TpmConfig {
     tcti: String,
     owner_auth: SecretBytes,
+    endorsement_auth: SecretBytes,
     prk_in_clear: bool,
 }
 
@@ -29,6 +30,7 @@ impl std::fmt::Debug for TpmConfig {
         f.debug_struct("TpmConfig")
             .field("tcti", &self.tcti)
             .field("owner_auth", &"[REDACTED]")
+            .field("endorsement_auth", &"[REDACTED]")
             .field("prk_in_clear", &self.prk_in_clear)
             .finish()
     }
@@ -39,6 +41,7 @@ impl Clone for TpmConfig {
         TpmConfig {
             tcti: self.tcti.clone(),
             owner_auth: SecretBytes::from_slice(self.owner_auth.expose()),
+            endorsement_auth: SecretBytes::from_slice(self.endorsement_auth.expose()),
             prk_in_clear: self.prk_in_clear,
         }
     }
@@ -50,6 +53,7 @@ impl TpmConfig {
         TpmConfig {
             tcti: tcti.into(),
             owner_auth: SecretBytes::default(),
+            endorsement_auth: SecretBytes::default(),
             prk_in_clear: false,
         }
     }
@@ -96,6 +100,22 @@ impl TpmConfig {
         check_auth(&auth, "owner")?;
         self.owner_auth = auth;
         Ok(self)
+    }
+
+    /// Replaces the endorsement hierarchy auth value (at most
+    /// [`MAX_AUTH_LEN`] bytes; empty by default, as on a factory-fresh TPM
+    /// and swtpm). Used only by attestation (`TpmBackend::ek_public`,
+    /// `create_attestation_key`, `activate_credential`, `certify`), to
+    /// re-create the endorsement key and satisfy its policy.
+    pub fn with_endorsement_auth(mut self, auth: SecretBytes) -> Result<TpmConfig> {
+        check_auth(&auth, "endorsement")?;
+        self.endorsement_auth = auth;
+        Ok(self)
+    }
+
+    /// The endorsement hierarchy auth value.
+    pub(crate) fn endorsement_auth(&self) -> &[u8] {
+        self.endorsement_auth.expose()
     }
 
     /// The TCTI string.

@@ -84,6 +84,14 @@
 //!   bytes, so a steady-state operation is a lookup by handle bytes, the
 //!   loaded object, and the TPM command.
 //!
+//! - **Attestation** (`attest`): the endorsement key re-created from the
+//!   TCG default template that matches the EK certificate in NV, an
+//!   attestation key (restricted ECDSA P-256) under it,
+//!   `TPM2_ActivateCredential` and `TPM2_Certify` of the store's keys for a
+//!   factory verifier ([`TpmBackend::ek_certificate`],
+//!   [`TpmBackend::create_attestation_key`], [`TpmBackend::certify`]). See
+//!   `docs/design/tpm-attestation.md`.
+//!
 //! What survives a copy taken before [`KeyManagement::wipe`]: a copy of the
 //! registry directory plus the metadata database still works on the same
 //! TPM until its owner hierarchy is cleared; [`TpmBackend::decommission`]
@@ -97,6 +105,9 @@
 
 pub mod admin;
 mod agreement;
+mod attest;
+#[cfg(feature = "test-support")]
+mod attest_support;
 mod backend;
 mod blob;
 mod config;
@@ -104,6 +115,8 @@ mod conn;
 mod dirlock;
 mod esys;
 mod fsio;
+#[cfg(feature = "test-support")]
+mod manufacture;
 mod ops;
 #[cfg(feature = "test-support")]
 pub mod probe;
@@ -118,6 +131,9 @@ mod seal;
 pub mod swtpm;
 mod templates;
 
+pub use attest::{
+    AttestationKey, EkAlgorithm, EK_CERT_NV_ECC_P256, EK_CERT_NV_RSA2048, MAX_QUALIFYING_LEN,
+};
 #[cfg(feature = "test-support")]
 pub use blob::{layout as handle_layout, Layout as HandleLayout};
 pub use config::{

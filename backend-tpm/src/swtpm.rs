@@ -25,7 +25,16 @@
 //! connection, which reads that variable once and ends the process if the
 //! bus goes away under it; so a test process itself should not talk to
 //! abrmd, its children should.)
+//!
+//! [`manufacture`] prepares a state directory before the simulator starts:
+//! EK certificates issued by a test manufacturer CA (a directory of
+//! `swtpm_localca`'s), whose certificates [`manufacturer_ca_pem`] returns,
+//! for attestation tests (see `manufacture.rs`).
 
+pub use crate::manufacture::{
+    manufacture, manufacture_with, manufacturer_ca_pem, manufacturer_issuer_pem,
+    manufacturer_root_pem, EkCerts, ISSUER_CA_FILE, ROOT_CA_FILE, SETUP_INSTALL_HINT,
+};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

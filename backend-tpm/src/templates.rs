@@ -261,3 +261,65 @@ pub(crate) fn sealed_data(policy: Option<Digest>) -> Result<Public> {
             .build(),
     )
 }
+
+/// The attestation key (AK): ECC NIST P-256, SHA-256 names, a *restricted*
+/// signing key with the ECDSA-SHA256 scheme fixed, `fixedTPM |
+/// fixedParent | sensitiveDataOrigin | userWithAuth | restricted | sign`,
+/// empty auth value and policy. Restricted: the TPM signs only digests it
+/// computed itself over structures it built (`TPMS_ATTEST` starting with
+/// `TPM_GENERATED_VALUE`), never a caller's digest that could imitate one,
+/// so a signature by the AK is the TPM's own statement. `fixedTPM`
+/// (through its EK parent, itself `fixedTPM`) and `sensitiveDataOrigin`:
+/// the key was made inside this TPM and cannot leave it, which
+/// `TPM2_ActivateCredential` lets a verifier check through the EK.
+pub(crate) fn attestation_key() -> Result<Public> {
+    let attrs = built(
+        ObjectAttributesBuilder::new()
+            .with_fixed_tpm(true)
+            .with_fixed_parent(true)
+            .with_sensitive_data_origin(true)
+            .with_user_with_auth(true)
+            .with_restricted(true)
+            .with_sign_encrypt(true)
+            .build(),
+    )?;
+    let params = built(
+        PublicEccParametersBuilder::new()
+            .with_symmetric(SymmetricDefinitionObject::Null)
+            .with_ecc_scheme(EccScheme::EcDsa(HashScheme::new(SHA256)))
+            .with_curve(EccCurve::NistP256)
+            .with_key_derivation_function_scheme(KeyDerivationFunctionScheme::Null)
+            .with_is_signing_key(true)
+            .with_is_decryption_key(false)
+            .with_restricted(true)
+            .build(),
+    )?;
+    built(
+        PublicBuilder::new()
+            .with_public_algorithm(PublicAlgorithm::Ecc)
+            .with_name_hashing_algorithm(SHA256)
+            .with_object_attributes(attrs)
+            .with_ecc_parameters(params)
+            .with_ecc_unique_identifier(EccPoint::default())
+            .build(),
+    )
+}
+
+/// The endorsement key template of the TCG EK Credential Profile (low
+/// range, "template L-1" for RSA-2048 and "L-2" for ECC P-256: restricted
+/// decrypt, AES-128-CFB, SHA-256 names, `authPolicy` = PolicySecret(TPM_RH_ENDORSEMENT),
+/// `userWithAuth` and `adminWithPolicy` as specified, zero-filled
+/// unique field), as tss-esapi builds it. The TPM derives the same key from
+/// the endorsement seed every time: the key whose public part the
+/// manufacturer certified.
+pub(crate) fn endorsement_key(ecc: bool) -> Result<Public> {
+    use tss_esapi::abstraction::{ek, AsymmetricAlgorithmSelection, DefaultKey};
+    let alg = if ecc {
+        AsymmetricAlgorithmSelection::Ecc(EccCurve::NistP256)
+    } else {
+        AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048)
+    };
+    built(ek::create_ek_public_from_default_template_2(
+        alg, DefaultKey,
+    ))
+}

@@ -60,6 +60,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 use keystore_backend::algorithm;
+use keystore_backend::attestation;
 mod audit;
 use keystore_backend::backend;
 mod clock;
@@ -80,6 +81,7 @@ pub use audit::chain;
 pub use clock::{parse_rfc3339, rfc3339};
 
 pub use algorithm::{Algorithm, Capabilities, EcCurve, KeyClass, Operation, Usages};
+pub use attestation::{AttestationKeyBlob, KeyAttestation, KeyCertification};
 pub use audit::{
     ApplicationEvent, AuditCoverage, AuditEntry, AuditEvent, AuditReport, MAX_APPLICATION_EVENT_LEN,
 };

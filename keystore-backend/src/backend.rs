@@ -9,6 +9,7 @@
 
 use crate::agreement::PeerPublicKey;
 use crate::algorithm::{Algorithm, Capabilities};
+use crate::attestation::{AttestationKeyBlob, KeyAttestation, KeyCertification};
 use crate::error::{Error, Result};
 use crate::public_key::PublicKey;
 use crate::secret::SecretBytes;
@@ -371,10 +372,17 @@ pub trait KeyAgreement: KeyManagement {
 }
 
 /// A key device: every operation family. Implemented for every type that
-/// implements the six family traits; never implement it directly.
-pub trait Backend: KeyManagement + Signing + Mac + Aead + KeyWrap + KeyAgreement {}
+/// implements the seven family traits; never implement it directly.
+pub trait Backend:
+    KeyManagement + Signing + Mac + Aead + KeyWrap + KeyAgreement + KeyAttestation
+{
+}
 
-impl<T: KeyManagement + Signing + Mac + Aead + KeyWrap + KeyAgreement + ?Sized> Backend for T {}
+impl<
+        T: KeyManagement + Signing + Mac + Aead + KeyWrap + KeyAgreement + KeyAttestation + ?Sized,
+    > Backend for T
+{
+}
 
 /// `Box<T>` and `Arc<T>` forward every family (the defaulted methods
 /// included, so a backend's own `wrap`/`unwrap` are never shadowed by the
@@ -472,6 +480,38 @@ macro_rules! forward_families {
                 len: usize,
             ) -> Result<SecretBytes> {
                 (**self).agree_sha256_kdf(key, peer, fixed_info, len)
+            }
+        }
+
+        impl<T: KeyAttestation + ?Sized> KeyAttestation for $($ptr)::+<T> {
+            fn endorsement_certificate(&self) -> Result<Vec<u8>> {
+                (**self).endorsement_certificate()
+            }
+
+            fn endorsement_public(&self) -> Result<Vec<u8>> {
+                (**self).endorsement_public()
+            }
+
+            fn create_attestation_key(&self) -> Result<AttestationKeyBlob> {
+                (**self).create_attestation_key()
+            }
+
+            fn activate_credential(
+                &self,
+                ak: &AttestationKeyBlob,
+                blob: &[u8],
+                encrypted_secret: &[u8],
+            ) -> Result<Vec<u8>> {
+                (**self).activate_credential(ak, blob, encrypted_secret)
+            }
+
+            fn certify(
+                &self,
+                ak: &AttestationKeyBlob,
+                key: &BackendKey,
+                nonce: &[u8],
+            ) -> Result<KeyCertification> {
+                (**self).certify(ak, key, nonce)
             }
         }
     };

@@ -21,6 +21,7 @@
 
 pub mod agreement;
 pub mod algorithm;
+pub mod attestation;
 pub mod backend;
 pub mod error;
 pub mod fsperm;
@@ -30,6 +31,7 @@ pub mod store_lock;
 
 pub use agreement::PeerPublicKey;
 pub use algorithm::{Algorithm, Capabilities, EcCurve, KeyClass, Operation, Usages};
+pub use attestation::{AttestationKeyBlob, KeyAttestation, KeyCertification};
 pub use backend::{
     Aead, AeadSealed, Backend, BackendKey, GeneratedKey, KeyAgreement, KeyHandle, KeyManagement,
     KeyWrap, Mac, NewKey, Signing,

@@ -99,6 +99,7 @@
 
 // Every module is private: the public surface is the re-exports below, and
 // anything else is `pub(crate)` at most.
+mod attestation;
 mod ca;
 mod db;
 mod device;
@@ -124,6 +125,11 @@ pub use ca::{
     DEFAULT_INTERMEDIATE_VALIDITY, DEFAULT_OCSP_SIGNER_VALIDITY, DEFAULT_ROOT_CRL_VALIDITY,
     DEFAULT_ROOT_VALIDITY, INTERMEDIATE_KEY, MAX_CRL_VALIDITY, MAX_OCSP_SIGNER_VALIDITY,
     MAX_VALIDITY, OCSP_SIGNER_KEY, ROOT_KEY,
+};
+// TPM key attestation at provisioning.
+pub use attestation::{
+    attest_tpm, AttestationPolicy, KeystoreAttester, TpmAttester, VerifiedAttestation,
+    ATTESTED_TPM, UNATTESTED,
 };
 // The PKI database and its event log.
 pub use db::PkiDb;

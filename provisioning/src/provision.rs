@@ -3,8 +3,10 @@
 //! short-lived certificate, the device installs it; renewal before expiry
 //! (REQ-KEY-CERT-01) rotates the key and repeats the exchange.
 
+use crate::attestation::{attest_tpm, AttestationPolicy, TpmAttester};
 use crate::ca::{DeviceRequest, Factory, Issued, DEFAULT_DEVICE_VALIDITY};
 use crate::device::{Device, InstalledCert};
+use crate::eventlog::EventFields;
 use crate::util::{check_device_id, check_operator};
 use keystore_api::{Actor, Backend, Error, ErrorKind, Result};
 use sha2::Digest;
@@ -28,6 +30,19 @@ pub struct Provisioner<'f, P: Backend> {
     factory_actor: Actor,
     validity: Duration,
     grace: Duration,
+    attestation: AttestationPolicy,
+}
+
+impl<P: Backend> Clone for Provisioner<'_, P> {
+    fn clone(&self) -> Self {
+        Provisioner {
+            factory: self.factory,
+            factory_actor: self.factory_actor.clone(),
+            validity: self.validity,
+            grace: self.grace,
+            attestation: self.attestation.clone(),
+        }
+    }
 }
 
 impl<P: Backend> std::fmt::Debug for Provisioner<'_, P> {
@@ -48,7 +63,15 @@ impl<'f, P: Backend> Provisioner<'f, P> {
             factory_actor,
             validity: DEFAULT_DEVICE_VALIDITY,
             grace: DEFAULT_RENEWAL_GRACE,
+            attestation: AttestationPolicy::default(),
         }
+    }
+
+    /// Sets whom [`provision_attested`](Self::provision_attested) trusts to
+    /// vouch for TPMs (none by default: every attestation is refused).
+    pub fn with_attestation_policy(mut self, policy: AttestationPolicy) -> Self {
+        self.attestation = policy;
+        self
     }
 
     /// Sets the certificate validity.
@@ -77,6 +100,43 @@ impl<'f, P: Backend> Provisioner<'f, P> {
         operator: &str,
         now: OffsetDateTime,
     ) -> Result<Provisioned> {
+        self.provision_with(device, device_actor, None, device_id, operator, now)
+    }
+
+    /// As [`Provisioner::provision`], with the identity key's TPM residence
+    /// proven before the factory issues ([`attest_tpm`] against `attester`,
+    /// the device's TPM, under the provisioner's
+    /// [`with_attestation_policy`](Self::with_attestation_policy)). A failed attestation is recorded
+    /// in the registry's event log (`attestation-refused`, naming the step)
+    /// and returned; nothing is registered and the key stays uncertified.
+    pub fn provision_attested<D: Backend>(
+        &self,
+        device: &Device<'_, D>,
+        device_actor: &Actor,
+        attester: &mut dyn TpmAttester,
+        device_id: &str,
+        operator: &str,
+        now: OffsetDateTime,
+    ) -> Result<Provisioned> {
+        self.provision_with(
+            device,
+            device_actor,
+            Some(attester),
+            device_id,
+            operator,
+            now,
+        )
+    }
+
+    fn provision_with<D: Backend>(
+        &self,
+        device: &Device<'_, D>,
+        device_actor: &Actor,
+        attest: Option<&mut dyn TpmAttester>,
+        device_id: &str,
+        operator: &str,
+        now: OffsetDateTime,
+    ) -> Result<Provisioned> {
         check_device_id(device_id)?;
         check_operator(operator)?;
         // Fail before generating a key when the unit is already registered.
@@ -88,18 +148,43 @@ impl<'f, P: Backend> Provisioner<'f, P> {
         }
         let (csr, version) = device.generate(device_actor, device_id)?;
         Factory::<P>::check_generated(device.keystore(), device.key_name(), version)?;
-        let issued = self.factory.provision(
-            &self.factory_actor,
-            &DeviceRequest {
-                device_id,
-                operator,
-                csr_der: &csr.der,
-                key_version: version,
-                validity: self.validity,
-                device_backend: Some(device.keystore().backend_name()),
-            },
-            now,
-        )?;
+        let attestation = match attest {
+            None => None,
+            Some(attester) => {
+                match attest_tpm(&self.attestation, attester, csr.public_key.spki_der()) {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        self.factory.log_event(
+                            None,
+                            &self.factory_actor,
+                            now,
+                            EventFields {
+                                event: "attestation-refused",
+                                device_id: Some(device_id),
+                                fingerprint: Some(&csr.fingerprint()),
+                                detail: e.message(),
+                                ..EventFields::default()
+                            },
+                        )?;
+                        return Err(e);
+                    }
+                }
+            }
+        };
+        let request = DeviceRequest {
+            device_id,
+            operator,
+            csr_der: &csr.der,
+            key_version: version,
+            validity: self.validity,
+            device_backend: Some(device.keystore().backend_name()),
+        };
+        let issued = match &attestation {
+            Some(a) => self
+                .factory
+                .provision_attested(&self.factory_actor, &request, a, now)?,
+            None => self.factory.provision(&self.factory_actor, &request, now)?,
+        };
         let installed = device.install(
             device_id,
             version,

@@ -56,6 +56,10 @@ pub struct ProvisioningRecord {
     /// The backend that holds the identity key (`soft`, `pkcs11`, `tpm`), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_backend: Option<String>,
+    /// `attested-tpm sha256:<evidence digest>` when the identity key's TPM
+    /// residence was proven at provisioning; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<String>,
 }
 
 impl ProvisioningRecord {

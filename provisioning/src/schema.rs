@@ -121,6 +121,12 @@ CREATE TABLE IF NOT EXISTS ocsp_signers (
     installed_at  TEXT NOT NULL
 );
 ",
+    // 3: each unit's TPM key attestation state and evidence digest.
+    "
+ALTER TABLE devices ADD COLUMN attestation TEXT NOT NULL DEFAULT 'unattested'
+    CHECK (attestation IN ('attested-tpm', 'unattested'));
+ALTER TABLE devices ADD COLUMN attestation_digest TEXT;
+",
 ];
 
 /// The tables of migration 1; any of them in an unversioned database marks a

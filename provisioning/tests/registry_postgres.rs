@@ -256,7 +256,7 @@ fn the_schema_is_versioned_and_a_newer_one_is_refused() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(v, 1);
+    assert_eq!(v, 2);
     sql.execute(
         "UPDATE keystore_schema SET version = 99 WHERE component = 'registry'",
         &[],

@@ -44,6 +44,7 @@
 //! | `TPM2_HMAC`, `TPM2_SequenceComplete` | encrypt, for secret results only | the HKDF PRK of `derive` |
 //! | `TPM2_ECDH_ZGen` | encrypt | the ECDH shared secret `Z` of key agreement |
 //! | `TPM2_Unseal` | encrypt | the unsealed KEK |
+//! | `TPM2_ActivateCredential` | encrypt | the credential released to an attestation key |
 //! | `TPM2_GetRandom` | encrypt | random bytes used as auth values and KEKs |
 //! | `TPM2_HierarchyChangeAuth` | decrypt | the new hierarchy auth |
 //!
@@ -61,6 +62,7 @@
 
 #![allow(unsafe_code)]
 
+mod attest;
 mod capability;
 mod convert;
 mod crypto;
@@ -76,6 +78,7 @@ use tss_esapi::constants::tss as c;
 use tss_esapi::tss2_esys as sys;
 use zeroize::Zeroize;
 
+pub(crate) use attest::{NV_AUTHREAD, NV_OWNERREAD};
 pub(crate) use convert::{marshal_public, pcr_selection, unmarshal_public};
 pub(crate) use session::parameter_encryption_enabled;
 #[cfg(feature = "test-support")]
@@ -90,6 +93,8 @@ pub(crate) const RH_OWNER: Tr = sys::ESYS_TR_RH_OWNER;
 pub(crate) const RH_NULL: Tr = sys::ESYS_TR_RH_NULL;
 /// The lockout hierarchy.
 pub(crate) const RH_LOCKOUT: Tr = sys::ESYS_TR_RH_LOCKOUT;
+/// The endorsement hierarchy.
+pub(crate) const RH_ENDORSEMENT: Tr = sys::ESYS_TR_RH_ENDORSEMENT;
 const PASSWORD: Tr = sys::ESYS_TR_PASSWORD;
 const NONE: Tr = sys::ESYS_TR_NONE;
 

@@ -212,6 +212,23 @@ pub struct ProvisionArgs {
     pub algorithm: Algorithm,
     #[command(flatten)]
     pub device: DeviceStoreArgs,
+    /// The backend of --device-store: `soft` (with --device-key-file) or
+    /// `tpm` (a store made with `keyctl --backend tpm --store DIR init`; the
+    /// TPM options --tpm-tcti and --tpm-owner-auth-file apply to it). One
+    /// TPM holds one unit's identity: no --batch.
+    #[arg(long, value_enum, default_value = "soft", requires = "device_store")]
+    pub device_backend: DeviceBackend,
+    /// Prove the identity key's TPM residence before issuing (needs
+    /// --device-backend tpm): the EK certificate must chain to one of the
+    /// manufacturer CA certificates in FILE (PEM), the AK must activate a
+    /// credential made for the EK, and TPM2_Certify must show the key fixed
+    /// to the TPM and generated in it.
+    #[arg(long, value_name = "FILE")]
+    pub ek_ca: Option<PathBuf>,
+    /// This product line's keys must be attested: refuse (exit 7, audited)
+    /// any unit provisioned without a passing TPM key attestation.
+    #[arg(long)]
+    pub require_attestation: bool,
     /// OCSP responder URL (http://HOST:PORT/PATH; port and path optional) the certificates carry
     /// in their authorityInfoAccess.
     #[arg(long, value_name = "URL")]
@@ -226,15 +243,24 @@ pub struct ProvisionArgs {
     pub out_dir: Option<PathBuf>,
 }
 
+/// The backend that holds a unit's identity key in its own store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeviceBackend {
+    /// A soft store unlocked by a key file.
+    Soft,
+    /// A TPM 2.0 store (cargo feature `tpm`).
+    Tpm,
+}
+
 /// Where device identity keys live.
 #[derive(Debug, Clone, Args)]
 pub struct DeviceStoreArgs {
     /// The device's own keystore (soft; created with `keyctl --store DIR init`
     /// and the same role credential). Default: the production store, with
     /// one key `device.<id>.identity` per device.
-    #[arg(long, value_name = "DIR", requires = "device_key_file")]
+    #[arg(long, value_name = "DIR")]
     pub device_store: Option<PathBuf>,
-    /// Key file unlocking --device-store.
+    /// Key file unlocking a soft --device-store.
     #[arg(long, value_name = "PATH")]
     pub device_key_file: Option<PathBuf>,
 }

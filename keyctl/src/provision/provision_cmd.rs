@@ -6,11 +6,14 @@ use crate::error::{CliError, CliResult};
 use crate::files;
 use crate::store;
 use keystore_api::{Actor, Backend, Error, ErrorKind, Keystore};
-use provisioning::{shared_key_name, Device, PkiDb, Provisioned, Provisioner, DEVICE_KEY};
+use provisioning::{
+    shared_key_name, AttestationPolicy, Device, PkiDb, Provisioned, Provisioner, TpmAttester,
+    DEVICE_KEY,
+};
 use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
-use super::args::{days, ProvisionArgs};
+use super::args::{days, DeviceBackend, ProvisionArgs};
 use super::stores::{
     factory, open_db, open_device_store, open_registry, same_actor_on, write_file,
 };
@@ -56,20 +59,114 @@ pub fn provision(
     if let Some(url) = &p.ocsp_url {
         factory = factory.with_ocsp_url(url)?;
     }
+    let factory = factory.require_attestation(p.require_attestation);
     let prov = Provisioner::new(&factory, who.clone()).with_validity(validity);
     let out_dir = p
         .out_dir
         .clone()
         .unwrap_or_else(|| root.join("provisioned"));
+    if p.device_backend == DeviceBackend::Tpm {
+        if batch.is_some() {
+            return Err(CliError::invalid(
+                "one TPM holds one unit's identity: provision one --device-id per TPM",
+            ));
+        }
+        return provision_tpm(&prov, unlock, args, &p, &out_dir);
+    }
+    if p.ek_ca.is_some() {
+        return Err(CliError::invalid(
+            "--ek-ca attests a key held in a TPM: it needs --device-backend tpm",
+        ));
+    }
     let device_ks = open_device_store(&p.device)?;
     match (&device_ks, batch) {
         (Some(dks), batch) => {
             let device_actor = same_actor_on(dks, args, "provisioning into --device-store")?;
             let ddb = open_db(p.device.device_store.as_deref().unwrap_or(root))?;
-            run(&prov, dks, &ddb, &device_actor, &p, batch, &out_dir)
+            run(&prov, dks, &ddb, &device_actor, &p, batch, &out_dir, None)
         }
-        (None, batch) => run(&prov, &prod, &db, &who, &p, batch, &out_dir),
+        (None, batch) => run(&prov, &prod, &db, &who, &p, batch, &out_dir, None),
     }
+}
+
+/// The manufacturer CA certificates of `--ek-ca`, if given.
+fn ek_policy(p: &ProvisionArgs) -> CliResult<Option<AttestationPolicy>> {
+    let Some(path) = &p.ek_ca else {
+        return Ok(None);
+    };
+    let pem = files::read_input(path, super::MAX_PKI_FILE, "EK CA file")?;
+    let pem = String::from_utf8(pem)
+        .map_err(|_| CliError::invalid("the --ek-ca file is not PEM text"))?;
+    let roots = provisioning::pem_decode_all(&pem, "CERTIFICATE")?;
+    if roots.is_empty() {
+        return Err(CliError::invalid(
+            "the --ek-ca file holds no CERTIFICATE block",
+        ));
+    }
+    Ok(Some(AttestationPolicy {
+        manufacturer_roots: roots,
+    }))
+}
+
+/// `provision --device-backend tpm`: the unit's identity key in its TPM
+/// store, attested when `--ek-ca` is given.
+#[cfg(feature = "tpm")]
+fn provision_tpm<P: Backend>(
+    prov: &Provisioner<'_, P>,
+    unlock: &UnlockArgs,
+    args: &ActorArgs,
+    p: &ProvisionArgs,
+    out_dir: &Path,
+) -> CliResult<()> {
+    let dir = p
+        .device
+        .device_store
+        .as_deref()
+        .ok_or_else(|| CliError::invalid("--device-backend tpm needs --device-store DIR"))?;
+    let layout = store::Layout::new(dir);
+    if !layout.metadata.is_file() || !dir.join("tpm").is_dir() {
+        return Err(Error::not_found(format!(
+            "no TPM device keystore in {} (create it with `keyctl --backend tpm --store DIR init`)",
+            dir.display()
+        ))
+        .into());
+    }
+    let backend = unlock.backend.open_tpm(&dir.join("tpm"))?;
+    let dks = Keystore::open(backend, &layout.metadata)?;
+    store::warn_permissions(dks.permission_report());
+    let device_actor = same_actor_on(&dks, args, "provisioning into --device-store")?;
+    let ddb = open_db(dir)?;
+    let mut attester = provisioning::KeystoreAttester::new(&dks, DEVICE_KEY);
+    match ek_policy(p)? {
+        Some(policy) => {
+            let prov = prov.clone().with_attestation_policy(policy);
+            run(
+                &prov,
+                &dks,
+                &ddb,
+                &device_actor,
+                p,
+                None,
+                out_dir,
+                Some(&mut attester),
+            )
+        }
+        None => run(prov, &dks, &ddb, &device_actor, p, None, out_dir, None),
+    }
+}
+
+#[cfg(not(feature = "tpm"))]
+fn provision_tpm<P: Backend>(
+    _prov: &Provisioner<'_, P>,
+    _unlock: &UnlockArgs,
+    _args: &ActorArgs,
+    p: &ProvisionArgs,
+    _out_dir: &Path,
+) -> CliResult<()> {
+    ek_policy(p)?;
+    Err(CliError::invalid(
+        "--device-backend tpm: this keyctl was built without TPM support (cargo feature tpm)",
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -81,6 +178,7 @@ fn run<P: Backend, D: Backend>(
     p: &ProvisionArgs,
     batch: Option<Vec<provisioning::BatchEntry>>,
     out_dir: &Path,
+    attest: Option<&mut dyn TpmAttester>,
 ) -> CliResult<()> {
     let single_in_own_store = p.device.device_store.is_some() && batch.is_none();
     let key_for = |id: &str| -> CliResult<String> {
@@ -97,13 +195,16 @@ fn run<P: Backend, D: Backend>(
             .as_deref()
             .ok_or_else(|| CliError::invalid("provision needs --operator (the line or station)"))?;
         let device = Device::new(dks, ddb, &key_for(id)?)?.with_key_algorithm(p.algorithm);
-        let done = prov.provision(
-            &device,
-            device_actor,
-            id,
-            operator,
-            OffsetDateTime::now_utc(),
-        )?;
+        let now = OffsetDateTime::now_utc();
+        let done = match attest {
+            Some(attester) => {
+                prov.provision_attested(&device, device_actor, attester, id, operator, now)?
+            }
+            None => prov.provision(&device, device_actor, id, operator, now)?,
+        };
+        if let Some(a) = &done.issued.record.attestation {
+            outln!("identity key attested: {a}")?;
+        }
         let dir = write_outputs(out_dir, &done, true)?;
         let c = &done.issued.certificate;
         outln!(

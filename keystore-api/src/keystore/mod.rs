@@ -8,6 +8,7 @@
 
 mod admin;
 mod agreement;
+mod attestation;
 mod audit_duty;
 mod backup;
 mod checks;

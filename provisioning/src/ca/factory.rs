@@ -5,6 +5,7 @@ use super::cert::verify_signed_by;
 use super::issue::Issuance;
 use super::registry::insert_ca;
 use super::INTERMEDIATE_KEY;
+use crate::attestation::VerifiedAttestation;
 use crate::db::{self, commit, insert_event, opt, PkiDb};
 use crate::eventlog::{ensure_event_key, EventFields, EventLogReport, EventSigner};
 use crate::record::ProvisioningRecord;
@@ -96,6 +97,9 @@ pub struct Factory<'a, B: Backend> {
     /// The algorithm of the keys the factory creates
     /// ([`Factory::with_key_algorithm`]).
     pub(super) key_algorithm: Algorithm,
+    /// Whether a first provisioning needs a TPM key attestation
+    /// ([`Factory::require_attestation`]).
+    pub(super) attestation_required: bool,
 }
 
 impl<B: Backend> std::fmt::Debug for Factory<'_, B> {
@@ -118,7 +122,21 @@ impl<'a, B: Backend> Factory<'a, B> {
             registry: db,
             ocsp_url: None,
             key_algorithm: DEFAULT_PKI_ALGORITHM,
+            attestation_required: false,
         }
+    }
+
+    /// Makes TPM key attestation mandatory (a product line of TPM devices):
+    /// [`Factory::provision`] without a [`VerifiedAttestation`] is then
+    /// refused (`Policy`), and the refusal is recorded in the event log.
+    pub fn require_attestation(mut self, required: bool) -> Self {
+        self.attestation_required = required;
+        self
+    }
+
+    /// Whether TPM key attestation is mandatory.
+    pub fn attestation_required(&self) -> bool {
+        self.attestation_required
     }
 
     /// Keeps the registry (units, keys, certificates, revocations and the
@@ -331,7 +349,34 @@ impl<'a, B: Backend> Factory<'a, B> {
         req: &DeviceRequest<'_>,
         now: OffsetDateTime,
     ) -> Result<Issued> {
-        self.issue(actor, req, Issuance::Provision, now)
+        self.issue(actor, req, Issuance::Provision, None, now)
+    }
+
+    /// As [`Factory::provision`], for a key whose TPM residence was proven
+    /// ([`attest_tpm`](crate::attest_tpm)): the attestation must be of the
+    /// CSR's key (else `Integrity`); the registry records the unit as
+    /// [`ATTESTED_TPM`](crate::ATTESTED_TPM) with the evidence's digest,
+    /// and so does the record.
+    pub fn provision_attested(
+        &self,
+        actor: &Actor,
+        req: &DeviceRequest<'_>,
+        attestation: &VerifiedAttestation,
+        now: OffsetDateTime,
+    ) -> Result<Issued> {
+        self.issue(actor, req, Issuance::Provision, Some(attestation), now)
+    }
+
+    /// The attestation state the registry holds for a unit
+    /// ([`ATTESTED_TPM`](crate::ATTESTED_TPM) or
+    /// [`UNATTESTED`](crate::UNATTESTED)) and the evidence digest.
+    pub fn attestation(&self, device_id: &str) -> Result<(String, Option<String>)> {
+        crate::util::check_device_id(device_id)?;
+        let row = self
+            .registry
+            .device(device_id)?
+            .ok_or_else(|| Error::not_found(format!("device '{device_id}' is not registered")))?;
+        Ok((row.attestation, row.attestation_digest))
     }
 
     /// Issues a renewed certificate for a registered device whose identity
@@ -347,7 +392,7 @@ impl<'a, B: Backend> Factory<'a, B> {
         if grace < Duration::ZERO {
             return Err(Error::invalid_input("a grace period cannot be negative"));
         }
-        self.issue(actor, req, Issuance::Renew { grace }, now)
+        self.issue(actor, req, Issuance::Renew { grace }, None, now)
     }
 
     /// Every event of the registry's log, after verifying its chain and

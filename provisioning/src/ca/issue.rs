@@ -31,6 +31,7 @@ use super::cert::{issuer_for, SubjectKey};
 use super::factory::{DeviceRequest, Factory, Issued};
 use super::ocsp_signer::aia_extension;
 use super::{check_validity, BACKDATE, INTERMEDIATE_KEY};
+use crate::attestation::{VerifiedAttestation, ATTESTED_TPM};
 use crate::eventlog::{ensure_event_key, EventFields, EventSigner};
 use crate::record::{ProvisioningRecord, RecordKeys};
 use crate::registry::Registration;
@@ -111,11 +112,13 @@ impl<'a, B: Backend> Factory<'a, B> {
         actor: &Actor,
         req: &DeviceRequest<'_>,
         issuance: Issuance,
+        attestation: Option<&VerifiedAttestation>,
         now: OffsetDateTime,
     ) -> Result<Issued> {
         self.ks
             .authorize(actor, Duty::IssueCertificates, issuance.what())?;
         let checked = check_request(req)?;
+        self.check_attestation(actor, &checked, issuance, attestation, now)?;
         let ca = self.issuing_ca()?;
         let issuer = issuer_for(&ca.signer, &ca.inter)?;
         ensure_event_key(self.ks, actor)?;
@@ -125,7 +128,14 @@ impl<'a, B: Backend> Factory<'a, B> {
         // Never trust the code that made it: the chain must validate with webpki.
         self_check(&cert, &ca.inter, &ca.root, now)?;
         let mut event = issue_event(&checked, &cert, issuance).to_event(actor, now)?;
-        let record = provisioning_record(actor, &checked, &cert, &ca, &event.id, now);
+        let mut record = provisioning_record(actor, &checked, &cert, &ca, &event.id, now);
+        if let Some(a) = attestation {
+            record.attestation = Some(format!("{ATTESTED_TPM} {}", a.evidence_digest));
+            event.detail = format!(
+                "{}; {ATTESTED_TPM} evidence {}",
+                event.detail, a.evidence_digest
+            );
+        }
         let first = match issuance {
             Issuance::Provision => Some((record.to_yaml()?, event.id.clone())),
             Issuance::Renew { .. } => None,
@@ -148,6 +158,7 @@ impl<'a, B: Backend> Factory<'a, B> {
             now: rfc3339(now),
             first,
             grace_end,
+            attestation: attestation.map(|a| a.evidence_digest.as_str()),
         };
         let signer = EventSigner::new(self.ks, self.registry.shared())?;
         self.registry.register(&registration, &mut event, &signer)?;
@@ -158,6 +169,50 @@ impl<'a, B: Backend> Factory<'a, B> {
             record,
             event_id: event.id,
         })
+    }
+
+    /// Checks a first provisioning against the attestation policy: an
+    /// attestation must be of the CSR's key (`Integrity`), and a factory
+    /// that requires one refuses a request without (`Policy`), recording the
+    /// refusal in the event log first.
+    fn check_attestation(
+        &self,
+        actor: &Actor,
+        checked: &CheckedRequest<'_>,
+        issuance: Issuance,
+        attestation: Option<&VerifiedAttestation>,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        match (issuance, attestation) {
+            (_, Some(a)) if a.key_fingerprint != checked.fingerprint => {
+                Err(Error::integrity(format!(
+                    "the attestation is of key {}, the CSR carries {}",
+                    a.key_fingerprint, checked.fingerprint
+                )))
+            }
+            (Issuance::Provision, None) if self.attestation_required => {
+                let why = format!(
+                    "this product line requires TPM key attestation; the key of device '{}' \
+                     was not attested (provision it from its TPM with the manufacturer's EK CA)",
+                    checked.req.device_id
+                );
+                ensure_event_key(self.ks, actor)?;
+                self.log_event(
+                    None,
+                    actor,
+                    now,
+                    EventFields {
+                        event: "attestation-refused",
+                        device_id: Some(checked.req.device_id),
+                        fingerprint: Some(&checked.fingerprint),
+                        detail: why.clone(),
+                        ..EventFields::default()
+                    },
+                )?;
+                Err(Error::policy(why))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The root and intermediate certificates and a signer over the active
@@ -372,5 +427,6 @@ fn provisioning_record<B: Backend>(
         certificate_serial: cert.serial.clone(),
         certificate_not_after: rfc3339(cert.not_after),
         device_backend: req.device_backend.map(str::to_string),
+        attestation: None,
     }
 }

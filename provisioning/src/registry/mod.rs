@@ -91,6 +91,10 @@ pub(crate) struct DeviceRow {
     pub operator: String,
     pub provisioned_at: String,
     pub record_yaml: String,
+    /// [`ATTESTED_TPM`](crate::ATTESTED_TPM) or [`UNATTESTED`](crate::UNATTESTED).
+    pub attestation: String,
+    /// The attestation evidence's digest, when attested.
+    pub attestation_digest: Option<String>,
 }
 
 /// An issued certificate's row, as EST and OCSP read it.
@@ -125,6 +129,18 @@ pub(crate) struct Registration<'r> {
     pub first: Option<(String, String)>,
     /// A renewal: when the unit's current certificates' grace ends.
     pub grace_end: Option<String>,
+    /// A first provisioning of an attested key: the evidence digest.
+    pub attestation: Option<&'r str>,
+}
+
+impl Registration<'_> {
+    /// The unit's attestation state.
+    pub(crate) fn attestation_state(&self) -> &'static str {
+        match self.attestation {
+            Some(_) => crate::ATTESTED_TPM,
+            None => crate::UNATTESTED,
+        }
+    }
 }
 
 /// The message of a taken device id.

@@ -71,6 +71,13 @@ CREATE TABLE events_head (
 INSERT INTO events_head (id, seq, hash, mac)
 VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000', '');
 ",
+    // 2: each unit's TPM key attestation state and evidence digest.
+    "
+ALTER TABLE devices
+    ADD COLUMN attestation TEXT NOT NULL DEFAULT 'unattested'
+        CHECK (attestation IN ('attested-tpm', 'unattested')),
+    ADD COLUMN attestation_digest TEXT;
+",
 ];
 
 /// The advisory lock that serialises migrations (an arbitrary constant).

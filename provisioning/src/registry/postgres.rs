@@ -271,12 +271,15 @@ impl RegistryOps for PostgresRegistry {
     fn device(&self, device_id: &str) -> Result<Option<DeviceRow>> {
         Ok(self
             .query(
-                "SELECT operator, provisioned_at, record_yaml FROM devices WHERE device_id = $1",
+                "SELECT operator, provisioned_at, record_yaml, attestation, attestation_digest
+                 FROM devices WHERE device_id = $1",
                 &[&device_id],
                 |r| DeviceRow {
                     operator: r.get(0),
                     provisioned_at: r.get(1),
                     record_yaml: r.get(2),
+                    attestation: r.get(3),
+                    attestation_digest: r.get(4),
                 },
             )?
             .pop())
@@ -358,8 +361,9 @@ impl RegistryOps for PostgresRegistry {
                 Some((record_yaml, event_id)) => {
                     tx.execute(
                         "INSERT INTO devices (device_id, operator, provisioned_at, event_id,
-                                              record_yaml, station)
-                         VALUES ($1, $2, $3, $4, $5, $6)",
+                                              record_yaml, station, attestation,
+                                              attestation_digest)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                         &[
                             &reg.device_id,
                             &reg.operator,
@@ -367,6 +371,8 @@ impl RegistryOps for PostgresRegistry {
                             event_id,
                             record_yaml,
                             &signer.station().unwrap_or_default(),
+                            &reg.attestation_state(),
+                            &reg.attestation,
                         ],
                     )
                     .map_err(|e| unique_or(e, || device_taken(reg.device_id)))?;

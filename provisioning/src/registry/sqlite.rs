@@ -24,13 +24,16 @@ impl RegistryOps for PkiDb {
 
     fn device(&self, device_id: &str) -> Result<Option<DeviceRow>> {
         opt(self.lock().query_row(
-            "SELECT operator, provisioned_at, record_yaml FROM devices WHERE device_id = ?1",
+            "SELECT operator, provisioned_at, record_yaml, attestation, attestation_digest
+             FROM devices WHERE device_id = ?1",
             params![device_id],
             |r| {
                 Ok(DeviceRow {
                     operator: r.get(0)?,
                     provisioned_at: r.get(1)?,
                     record_yaml: r.get(2)?,
+                    attestation: r.get(3)?,
+                    attestation_digest: r.get(4)?,
                 })
             },
         ))
@@ -117,9 +120,18 @@ impl RegistryOps for PkiDb {
         match &reg.first {
             Some((record_yaml, event_id)) => {
                 tx.execute(
-                    "INSERT INTO devices (device_id, operator, provisioned_at, event_id, record_yaml)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![reg.device_id, reg.operator, reg.now, event_id, record_yaml],
+                    "INSERT INTO devices (device_id, operator, provisioned_at, event_id, record_yaml,
+                                          attestation, attestation_digest)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        reg.device_id,
+                        reg.operator,
+                        reg.now,
+                        event_id,
+                        record_yaml,
+                        reg.attestation_state(),
+                        reg.attestation
+                    ],
                 )
                 .map_err(|e| unique_or(e, || device_taken(reg.device_id)))?;
             }
