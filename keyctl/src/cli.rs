@@ -73,7 +73,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "KEYCTL_CONNECT", value_name = "unix:PATH")]
     pub connect: Option<String>,
 
-    /// Where the factory commands (provision, renew, ca, ocsp serve) keep
+    /// Where the factory commands (provision, renew, ca, ocsp serve, est serve) keep
     /// the provisioning registry: a PostgreSQL URL
     /// (postgresql://USER:PASSWORD@HOST:PORT/DB, or host=… key=value form)
     /// shared by every station, or `sqlite` [default: the store's

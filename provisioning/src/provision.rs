@@ -7,7 +7,9 @@ use crate::attestation::{attest_tpm, AttestationPolicy, TpmAttester};
 use crate::ca::{DeviceRequest, Factory, Issued, DEFAULT_DEVICE_VALIDITY};
 use crate::device::{Device, InstalledCert};
 use crate::eventlog::EventFields;
+use crate::record::ProvisioningRecord;
 use crate::util::{check_device_id, check_operator};
+use crate::x509::CertInfo;
 use keystore_api::{Actor, Backend, Error, ErrorKind, Result};
 use sha2::Digest;
 use time::{Duration, OffsetDateTime};
@@ -139,12 +141,21 @@ impl<'f, P: Backend> Provisioner<'f, P> {
     ) -> Result<Provisioned> {
         check_device_id(device_id)?;
         check_operator(operator)?;
-        // Fail before generating a key when the unit is already registered.
-        if let Ok(r) = self.factory.record(device_id) {
-            return Err(Error::already_exists(format!(
-                "device '{device_id}' was already provisioned at {} by {}; a unit is provisioned once",
-                r.provisioned_at, r.operator
-            )));
+        // Fail before generating a key when the unit is already registered,
+        // unless this very device was registered and then interrupted before
+        // installing its certificate: then finish that.
+        match self.factory.record(device_id) {
+            Ok(r) => {
+                if let Some(done) = self.resume(device, device_actor, &r, now)? {
+                    return Ok(done);
+                }
+                return Err(Error::already_exists(format!(
+                    "device '{device_id}' was already provisioned at {} by {}; a unit is provisioned once",
+                    r.provisioned_at, r.operator
+                )));
+            }
+            Err(e) if e.is(ErrorKind::NotFound) => {}
+            Err(e) => return Err(e),
         }
         let (csr, version) = device.generate(device_actor, device_id)?;
         Factory::<P>::check_generated(device.keystore(), device.key_name(), version)?;
@@ -203,6 +214,74 @@ impl<'f, P: Backend> Provisioner<'f, P> {
             ),
         )?;
         Ok(Provisioned { issued, installed })
+    }
+
+    /// Finishes a provisioning that registered the unit but was interrupted
+    /// (a crash, a kill) before the device installed its certificate: when
+    /// the registered key is `device`'s active identity version, the device
+    /// has no certificate for it, and the registered certificate was issued
+    /// by this factory's intermediate under its root, that certificate is
+    /// installed and the result returned as if just issued. `None` when any
+    /// of that does not hold (another unit, or a finished one).
+    fn resume<D: Backend>(
+        &self,
+        device: &Device<'_, D>,
+        device_actor: &Actor,
+        record: &ProvisioningRecord,
+        now: OffsetDateTime,
+    ) -> Result<Option<Provisioned>> {
+        let info = match device.keystore().info(device.key_name()) {
+            Ok(info) => info,
+            Err(e) if e.is(ErrorKind::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(active) = info.active() else {
+            return Ok(None);
+        };
+        let keys = &record.keys;
+        if active.fingerprint.as_deref() != Some(keys.identity_key.as_str())
+            || active.version != keys.identity_key_version
+            || device.current()?.is_some()
+        {
+            return Ok(None);
+        }
+        let Some(issued) = self
+            .factory
+            .certificates(&record.device_id)?
+            .into_iter()
+            .find(|c| c.serial == record.certificate_serial && c.revoked_at.is_none())
+        else {
+            return Ok(None);
+        };
+        let (intermediate, root) = (self.factory.intermediate()?, self.factory.root()?);
+        if intermediate.digest != keys.issuing_ca || root.digest != keys.bootstrap_ca {
+            return Ok(None);
+        }
+        let issued = Issued {
+            certificate: CertInfo::parse(&issued.der)?,
+            intermediate,
+            root,
+            record: record.clone(),
+            event_id: record.event_id.clone(),
+        };
+        let installed = device.install(
+            &record.device_id,
+            active.version,
+            &issued.certificate.der,
+            &issued.chain_pem(),
+            now,
+        )?;
+        device.keystore().record_event(
+            device_actor,
+            "provision",
+            Some((device.key_name(), active.version)),
+            &format!(
+                "device {} provisioned (resumed: the registered certificate sha256:{} installed)",
+                record.device_id,
+                hex::encode(sha2::Sha256::digest(&issued.certificate.der))
+            ),
+        )?;
+        Ok(Some(Provisioned { issued, installed }))
     }
 
     /// Renews the device's certificate if it expires within `threshold` of

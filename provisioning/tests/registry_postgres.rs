@@ -300,3 +300,44 @@ fn connection_failures_are_unavailable_and_never_show_the_password() {
     let e = PostgresRegistry::connect(&format!("{url}?sslmode=require")).expect_err("TLS");
     assert!(e.is(ErrorKind::Unsupported), "{e}");
 }
+
+#[test]
+fn a_provisioning_interrupted_after_registration_is_finished_by_a_rerun() {
+    let Some((_server, url)) = pg() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let stations = stations(tmp.path(), 2);
+    let r = PostgresRegistry::connect(&url).unwrap();
+    let st = &stations[0];
+    let factory = Factory::new(&st.ks, &st.db).with_registry(&r);
+    let device = Device::new(&st.ks, &st.db, &shared_key_name("CUT-1").unwrap()).unwrap();
+    // The station died between the registry's commit and the install.
+    let (csr, version) = device.generate(&operator(), "CUT-1").unwrap();
+    let issued = factory
+        .provision(
+            &operator(),
+            &DeviceRequest {
+                device_id: "CUT-1",
+                operator: "line-1",
+                csr_der: &csr.der,
+                key_version: version,
+                validity: Duration::days(30),
+                device_backend: None,
+            },
+            t0(),
+        )
+        .unwrap();
+    assert!(device.current().unwrap().is_none());
+    // Another station cannot take it over; the same one finishes it.
+    let e = provision(&stations[1], &r, "CUT-1").expect_err("another station");
+    assert!(e.is(ErrorKind::AlreadyExists), "{e}");
+    let done = provision(st, &r, "CUT-1").expect("resumed");
+    assert_eq!(done.issued.certificate.serial, issued.certificate.serial);
+    assert_eq!(
+        device.current().unwrap().map(|c| c.serial),
+        Some(issued.certificate.serial.clone())
+    );
+    assert_eq!(factory.certificates("CUT-1").unwrap().len(), 1);
+    // Finished: a third run is AlreadyExists again.
+    let e = provision(st, &r, "CUT-1").expect_err("done");
+    assert!(e.is(ErrorKind::AlreadyExists), "{e}");
+}

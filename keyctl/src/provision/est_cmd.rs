@@ -68,6 +68,8 @@ pub fn est(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: EstCommand) 
             config.grace = grace;
             config.enroll = enroll;
             config.stop_on_signals = true;
+            config.registry = super::stores::open_registry()?
+                .map(|r| Arc::new(r) as Arc<dyn provisioning::Registry>);
             if !server_names.is_empty() {
                 config.server_names = server_names;
             } else if !listen.ip().is_unspecified() {

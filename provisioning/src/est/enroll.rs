@@ -19,7 +19,7 @@ use super::wire::{certs_only, content_type_is, from_base64, PKCS10};
 use crate::ca::{DeviceRequest, Factory};
 use crate::db::{opt, PkiDb};
 use crate::eventlog::EventFields;
-use crate::registry::IssuedRow;
+use crate::registry::{IssuedRow, Registry};
 use crate::util::shorten;
 use crate::x509::{verify_csr, CertInfo, VerifiedCsr};
 use base64::Engine;
@@ -130,6 +130,8 @@ pub(crate) struct Policy {
 pub(crate) struct EstService<B: Backend> {
     pub(crate) ks: Arc<Keystore<B>>,
     pub(crate) db: Arc<PkiDb>,
+    /// The shared registry, if the factory has one.
+    pub(crate) registry: Option<Arc<dyn Registry>>,
     /// Who issues re-enrollments (an operator or security officer).
     pub(crate) actor: Actor,
     pub(crate) policy: Policy,
@@ -179,7 +181,11 @@ impl<B: Backend> EstHandler for EstService<B> {
 
 impl<B: Backend> EstService<B> {
     fn factory(&self) -> Factory<'_, B> {
-        Factory::new(&self.ks, &self.db)
+        let f = Factory::new(&self.ks, &self.db);
+        match &self.registry {
+            Some(r) => f.with_registry(r.as_ref()),
+            None => f,
+        }
     }
 
     /// Appends an `est-refused` event.

@@ -19,9 +19,11 @@
 use super::enroll::{EstAnswer, EstHandler, EstRequest, EstService, Operation, Policy, Refusal};
 use super::tls::{server_config, server_identity, DEFAULT_EST_SERVER_CERT_VALIDITY};
 use super::wire::{to_base64, CERTS_ONLY, PKCS7_MIME};
+use crate::ca::Factory;
 use crate::ca::{DEFAULT_DEVICE_VALIDITY, MAX_VALIDITY};
 use crate::db::PkiDb;
 use crate::provision::DEFAULT_RENEWAL_GRACE;
+use crate::registry::Registry;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -80,6 +82,10 @@ pub struct EstServerConfig {
     pub shutdown_grace: StdDuration,
     /// Shut down on SIGINT or SIGTERM too.
     pub stop_on_signals: bool,
+    /// The registry shared by the factory's stations (PostgreSQL) that the
+    /// server issues against and logs to; `None`: the production store's
+    /// own `pki.sqlite`.
+    pub registry: Option<Arc<dyn Registry>>,
 }
 
 impl Default for EstServerConfig {
@@ -98,6 +104,7 @@ impl Default for EstServerConfig {
             max_jobs: 32,
             shutdown_grace: StdDuration::from_secs(5),
             stop_on_signals: false,
+            registry: None,
         }
     }
 }
@@ -195,9 +202,13 @@ impl EstServer {
         clock: Arc<dyn Clock>,
     ) -> Result<EstServer> {
         config.check()?;
+        let factory = match config.registry.as_deref() {
+            Some(r) => Factory::new(&ks, &db).with_registry(r),
+            None => Factory::new(&ks, &db),
+        };
         let identity = server_identity(
             &ks,
-            &db,
+            &factory,
             &actor,
             &config.server_names,
             config.server_cert_validity,
@@ -208,6 +219,7 @@ impl EstServer {
         let handler: Arc<dyn EstHandler> = Arc::new(EstService {
             ks,
             db,
+            registry: config.registry.clone(),
             actor,
             policy: Policy {
                 validity: config.validity,

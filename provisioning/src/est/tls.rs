@@ -11,7 +11,6 @@
 //! refused client gets an HTTP status and a PKI event, not a TLS alert.
 
 use crate::ca::{issuer_for, Factory, BACKDATE, INTERMEDIATE_KEY};
-use crate::db::PkiDb;
 use crate::eventlog::{ensure_event_key, EventFields};
 use crate::signer::KeystoreSigner;
 use crate::util::{random_serial, rfc3339, shorten, to_second};
@@ -57,7 +56,7 @@ pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// the ceremony; the keystore's and the database's errors.
 pub(crate) fn server_identity<B: Backend + 'static>(
     ks: &Arc<Keystore<B>>,
-    db: &PkiDb,
+    factory: &Factory<'_, B>,
     actor: &Actor,
     names: &[String],
     validity: Duration,
@@ -75,7 +74,6 @@ pub(crate) fn server_identity<B: Backend + 'static>(
         ));
     }
     let sans = subject_alt_names(names)?;
-    let factory = Factory::new(ks, db);
     let inter = factory.intermediate()?;
     ensure_server_key(ks, actor, algorithm)?;
     ensure_event_key(ks, actor)?;
@@ -97,7 +95,7 @@ pub(crate) fn server_identity<B: Backend + 'static>(
         .signed_by(&key, &issuer)
         .map_err(|e| inter_signer.map_rcgen_error(e))?;
     let cert = CertInfo::parse(cert.der())?;
-    record(ks, db, actor, &cert, names, now)?;
+    record(factory, actor, &cert, names, now)?;
     let signing = KeystoreSigningKey::pinned_to(Arc::clone(ks), EST_SERVER_KEY, key.version())?;
     let chain = vec![
         CertificateDer::from(cert.der.clone()),
@@ -147,14 +145,13 @@ fn ensure_server_key<B: Backend>(
 
 /// Records the server certificate as an `est-server-cert` event.
 fn record<B: Backend>(
-    ks: &Keystore<B>,
-    db: &PkiDb,
+    factory: &Factory<'_, B>,
     actor: &Actor,
     cert: &CertInfo,
     names: &[String],
     now: OffsetDateTime,
 ) -> Result<()> {
-    Factory::new(ks, db).log_event(
+    factory.log_event(
         None,
         actor,
         now,

@@ -27,9 +27,9 @@ use keystore_api::{Error, Result};
 /// [`PkiDb`](crate::PkiDb) (a station's own SQLite file) and
 /// [`PostgresRegistry`] (shared by many stations); sealed.
 #[allow(private_bounds)]
-pub trait Registry: sealed::RegistryOps + Send + Sync {}
+pub trait Registry: sealed::RegistryOps + Send + Sync + std::fmt::Debug {}
 
-impl<T: sealed::RegistryOps + Send + Sync> Registry for T {}
+impl<T: sealed::RegistryOps + Send + Sync + std::fmt::Debug> Registry for T {}
 
 /// The operations behind [`Registry`]; unnameable outside the crate.
 pub(crate) mod sealed {
