@@ -33,6 +33,10 @@ pub const REQUIREMENTS: &[(&str, &str)] = &[
         "short-lived certificates renewed before expiry",
     ),
     (
+        "REQ-KEY-PROV-02",
+        "secure manufacturing key injection with audit trails: every unit and its key registered once, no device key reused across units",
+    ),
+    (
         "REQ-KEY-BAK-01",
         "no escrow of signing keys; wrapped, least-privilege backup of operational keys",
     ),
@@ -144,4 +148,7 @@ cases! {
     "TEST-KEY-63" new_algorithms_rotate_and_revoke "REQ-KEY-ROT-01" "P-384, Ed25519, ML-DSA-65 and ECDH keys rotate (old signatures verify in grace) and, once revoked, refuse use with KeyState";
     "TEST-KEY-64" ecdh_p256_agreement "REQ-KEY-OPS-01" "ECDH P-256 + SP 800-56C one-step KDF (SHA-256): the same bytes as p256 + SHA-256 and as openssl pkeyutl -derive + kdf SSKDF, for 16 to 8,160 bytes, across a restart";
     "TEST-KEY-65" ecdh_peer_keys_validated "REQ-KEY-INP-01" "peer keys off the curve, the identity, wrong lengths, another curve or key type are InvalidInput; ECDH keys do not sign, ECDSA keys do not agree; other keys intact";
+    "TEST-KEY-66" shared_registry_across_stations "REQ-KEY-PROV-02" "stations with their own stores (one on the backend) share one PostgreSQL registry: every unit registered once (a taken id is AlreadyExists on the other station, nothing written), records and counts the same from both, one event chain verified by each station with its own key, certificates verified by openssl";
+    "TEST-KEY-67" registry_key_uniqueness_fleet_wide "REQ-KEY-GEN-01" "a public key generated in the backend is registered to one unit fleet-wide: CSRs of one key for two ids sent to two stations at once (own PostgreSQL connections, 5 rounds) are issued once, the other gets AlreadyExists with nothing written";
+    "TEST-KEY-68" registry_events_accountable_per_station "REQ-KEY-SOD-01" "each station's registry events are MAC'd by its own key in its backend: an edited detail or a relabelled station is Integrity at that event, relabelled with the chain recomputed a bad MAC; an operator cannot revoke (Policy, audited, nothing changed)";
 }

@@ -12,7 +12,9 @@
 //!
 //! A backend whose environment cannot be set up (a missing simulator) fails
 //! with an install hint, unless `KEYSTORE_TEST_SKIP` names it (comma
-//! separated), in which case it is recorded as SKIPPED. CI never sets it.
+//! separated), in which case it is recorded as SKIPPED. The same holds for a
+//! tool a case needs besides its backend (`postgres`, [`Outcome::Skipped`]).
+//! CI never sets it.
 
 pub mod cases;
 pub mod catalog;
@@ -36,6 +38,15 @@ pub enum Outcome {
     /// The backend does not offer the operation, and the case proved that it
     /// answers `Error::Unsupported` and says so in its capabilities.
     UnsupportedVerified(String),
+    /// A tool the case needs besides its backend (PostgreSQL) is missing and
+    /// `KEYSTORE_TEST_SKIP` names it: recorded as SKIPPED, which the matrix
+    /// accepts only while the variable names the tool (or the backend).
+    Skipped {
+        /// The tool's name in `KEYSTORE_TEST_SKIP` (`postgres`).
+        tool: &'static str,
+        /// What is missing.
+        why: String,
+    },
 }
 
 /// A way to damage a stored record, for the bad-input cases.
@@ -241,6 +252,9 @@ macro_rules! suite {
             new_algorithms_rotate_and_revoke,
             ecdh_p256_agreement,
             ecdh_peer_keys_validated,
+            shared_registry_across_stations,
+            registry_key_uniqueness_fleet_wide,
+            registry_events_accountable_per_station,
         );
     };
     (@stamp $fixture:ty; $($name:ident),* $(,)?) => {

@@ -51,6 +51,10 @@ pub struct Record {
     pub status: Status,
     /// Detail (the unsupported operation, the failure cause).
     pub detail: String,
+    /// For a case skipped for a missing tool (not its backend): the tool's
+    /// name in `KEYSTORE_TEST_SKIP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped_for: Option<String>,
 }
 
 /// `target/conformance` of this workspace, or `$KEYSTORE_CONFORMANCE_DIR`.
@@ -71,6 +75,16 @@ fn results_dir() -> PathBuf {
 /// Writes one result file. Failing to write is reported, not fatal: the
 /// matrix then shows the case as NOT RUN, which fails the run.
 pub fn record(backend: &str, case: &Case, status: Status, detail: &str) {
+    write_record(backend, case, status, detail, None);
+}
+
+fn write_record(
+    backend: &str,
+    case: &Case,
+    status: Status,
+    detail: &str,
+    skipped_for: Option<&str>,
+) {
     let dir = results_dir().join(backend);
     let rec = Record {
         backend: backend.into(),
@@ -79,6 +93,7 @@ pub fn record(backend: &str, case: &Case, status: Status, detail: &str) {
         req: case.req.into(),
         status,
         detail: detail.into(),
+        skipped_for: skipped_for.map(str::to_string),
     };
     let write = std::fs::create_dir_all(&dir).and_then(|_| {
         let json = serde_json::to_vec_pretty(&rec).map_err(std::io::Error::other)?;
@@ -111,6 +126,13 @@ impl Guard {
             Outcome::Passed => record(self.backend, self.case, Status::Passed, ""),
             Outcome::UnsupportedVerified(what) => {
                 record(self.backend, self.case, Status::UnsupportedVerified, what)
+            }
+            Outcome::Skipped { tool, why } => {
+                eprintln!(
+                    "SKIPPED {} on {} (KEYSTORE_TEST_SKIP names {tool}): {why}",
+                    self.case.id, self.backend
+                );
+                write_record(self.backend, self.case, Status::Skipped, why, Some(tool))
             }
         }
         self.done = true;
@@ -168,6 +190,18 @@ impl Matrix {
             .get(&(case.id.to_string(), backend.to_string()))
             .map(|r| r.status)
             .unwrap_or(Status::NotRun)
+    }
+
+    /// Whether a SKIPPED cell is allowed by `skip` (`KEYSTORE_TEST_SKIP`):
+    /// it names the backend, or the tool the case was skipped for.
+    pub fn skip_allowed(&self, case: &Case, backend: &str, skip: &str) -> bool {
+        let named = |name: &str| skip.split(',').any(|s| s.trim() == name);
+        named(backend)
+            || self
+                .cells
+                .get(&(case.id.to_string(), backend.to_string()))
+                .and_then(|r| r.skipped_for.as_deref())
+                .is_some_and(named)
     }
 
     /// (passed, unsupported-verified, failed, skipped, not run) over every cell.
