@@ -145,6 +145,14 @@ pub trait Fixture: Sized {
     /// Opens this fixture's metadata over other, empty backend storage (a
     /// fresh store directory, token or registry): the wrong device.
     fn open_elsewhere(&mut self) -> keystore_api::Result<Keystore<Self::Backend>>;
+
+    /// The certificates (PEM, intermediate then root) of the manufacturer
+    /// CA that issued the backend's endorsement key certificate, which a
+    /// factory trusts to attest keys in this backend (TEST-KEY-69..71);
+    /// `None` when the backend has no endorsement key.
+    fn manufacturer_ca_pem(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Runs `body` as conformance case `case` on fixture `F` and records the result.
@@ -255,6 +263,9 @@ macro_rules! suite {
             shared_registry_across_stations,
             registry_key_uniqueness_fleet_wide,
             registry_events_accountable_per_station,
+            tpm_key_attestation,
+            forged_attestation_refused,
+            mandatory_attestation_policy,
         );
     };
     (@stamp $fixture:ty; $($name:ident),* $(,)?) => {

@@ -100,7 +100,7 @@ impl FactoryPki {
         Factory::new(&self.prod_ks, &self.prod_db)
     }
 
-    fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.tmp.path().join(name)
     }
 

@@ -3,6 +3,7 @@
 
 mod aead;
 mod algorithms;
+mod attestation;
 mod audit;
 mod backup_rules;
 mod derive;
@@ -21,6 +22,7 @@ mod wipe_and_files;
 
 pub use aead::*;
 pub use algorithms::*;
+pub use attestation::*;
 pub use audit::*;
 pub use backup_rules::*;
 pub use derive::*;
