@@ -87,6 +87,7 @@ impl Aead for Renamed {
 impl KeyWrap for Renamed {}
 
 impl keystore_api::KeyAgreement for Renamed {}
+impl keystore_api::KeyAttestation for Renamed {}
 
 fn soft(dir: &std::path::Path) -> backend_soft::SoftStore {
     let kf = dir.join("kek");
