@@ -110,34 +110,6 @@ impl Esys {
         ))
     }
 
-    /// `TPM2_Load` of a (public, private) pair under `parent`, the parent
-    /// authorised by `session`.
-    pub(crate) fn load_child(
-        &mut self,
-        parent: Tr,
-        session: Tr,
-        public: &Public,
-        private: &Private,
-    ) -> Result<Tr, TpmRc> {
-        let in_private: sys::TPM2B_PRIVATE = private.clone().into();
-        let in_public = tpm2b_public(public)?;
-        let mut handle = NONE;
-        // SAFETY: initialised inputs; `handle` receives the new object.
-        check(unsafe {
-            sys::Esys_Load(
-                self.ctx,
-                parent,
-                session,
-                NONE,
-                NONE,
-                &in_private,
-                &in_public,
-                &mut handle,
-            )
-        })?;
-        Ok(handle)
-    }
-
     /// `TPM2_ActivateCredential`: `activate` (the object the credential was
     /// made for, authorised by its auth value) and `key` (the EK, whose
     /// policy `key_session` satisfies). `id_object` and `secret` are the

@@ -120,10 +120,23 @@ impl Esys {
         ))
     }
 
-    /// `TPM2_Load` of a (public, private) pair under `parent`.
+    /// `TPM2_Load` of a (public, private) pair under `parent`, the parent
+    /// authorised by its (empty) password.
     pub(crate) fn load(
         &mut self,
         parent: Tr,
+        public: &Public,
+        private: &Private,
+    ) -> Result<Tr, TpmRc> {
+        self.load_child(parent, PASSWORD, public, private)
+    }
+
+    /// `TPM2_Load` of a (public, private) pair under `parent`, the parent
+    /// authorised by `session`.
+    pub(crate) fn load_child(
+        &mut self,
+        parent: Tr,
+        session: Tr,
         public: &Public,
         private: &Private,
     ) -> Result<Tr, TpmRc> {
@@ -135,7 +148,7 @@ impl Esys {
             sys::Esys_Load(
                 self.ctx,
                 parent,
-                PASSWORD,
+                session,
                 NONE,
                 NONE,
                 &in_private,
