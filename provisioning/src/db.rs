@@ -190,7 +190,7 @@ pub(crate) fn append_event<B: Backend>(
     f: EventFields<'_>,
 ) -> Result<String> {
     let mut e = f.to_event(actor, at)?;
-    insert_event(tx, &EventSigner::new(ks, false)?, &mut e)?;
+    insert_event(tx, &EventSigner::new(ks, None), &mut e)?;
     Ok(e.id)
 }
 

@@ -166,14 +166,13 @@ pub(crate) struct EventSigner<'k> {
 }
 
 impl<'k> EventSigner<'k> {
-    /// MACs with `ks`'s [`EVENT_KEY`]; `shared` adds the station's id to
-    /// each event (the shared registry's format).
-    pub(crate) fn new<B: Backend>(ks: &'k Keystore<B>, shared: bool) -> Result<Self> {
-        let station = if shared { Some(station_id(ks)?) } else { None };
-        Ok(EventSigner {
+    /// MACs with `ks`'s [`EVENT_KEY`]; `station` (its [`station_id`], in a
+    /// shared registry) is added to each event.
+    pub(crate) fn new<B: Backend>(ks: &'k Keystore<B>, station: Option<String>) -> Self {
+        EventSigner {
             mac: Box::new(move |data| ks.mac(EVENT_KEY, data).map(|t| t.to_vec())),
             station,
-        })
+        }
     }
 
     /// The station's id, in a shared registry.

@@ -7,7 +7,7 @@ use super::cert::issuer_for;
 use super::factory::Factory;
 use super::{DEFAULT_CRL_VALIDITY, INTERMEDIATE_KEY, MAX_CRL_VALIDITY};
 use crate::db::{self, append_event, commit, opt, q, PkiDb};
-use crate::eventlog::{ensure_event_key, EventFields, EventSigner};
+use crate::eventlog::{ensure_event_key, EventFields};
 use crate::signer::KeystoreSigner;
 use crate::util::{rfc3339, shorten, to_second};
 use crate::x509::CertInfo;
@@ -282,7 +282,7 @@ impl<'a, B: Backend> Factory<'a, B> {
         check_reason(reason)?;
         let serial = normalise_serial(serial)?;
         ensure_event_key(self.ks, actor)?;
-        let signer = EventSigner::new(self.ks, self.registry.shared())?;
+        let signer = self.event_signer()?;
         let what = Revocable::DeviceCertificate;
         self.registry.revoke(
             &serial,

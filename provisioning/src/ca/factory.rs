@@ -100,6 +100,8 @@ pub struct Factory<'a, B: Backend> {
     /// Whether a first provisioning needs a TPM key attestation
     /// ([`Factory::require_attestation`]).
     pub(super) attestation_required: bool,
+    /// This station's id in a shared registry, computed once (a MAC).
+    station: std::sync::OnceLock<String>,
 }
 
 impl<B: Backend> std::fmt::Debug for Factory<'_, B> {
@@ -123,6 +125,7 @@ impl<'a, B: Backend> Factory<'a, B> {
             ocsp_url: None,
             key_algorithm: DEFAULT_PKI_ALGORITHM,
             attestation_required: false,
+            station: std::sync::OnceLock::new(),
         }
     }
 
@@ -162,6 +165,20 @@ impl<'a, B: Backend> Factory<'a, B> {
         )
     }
 
+    /// What seals this factory's events: its event key, and in a shared
+    /// registry its station id (one MAC, computed on first use).
+    pub(crate) fn event_signer(&self) -> Result<EventSigner<'a>> {
+        let station = match (self.registry.shared(), self.station.get()) {
+            (false, _) => None,
+            (true, Some(s)) => Some(s.clone()),
+            (true, None) => {
+                let s = crate::eventlog::station_id(self.ks)?;
+                Some(self.station.get_or_init(|| s).clone())
+            }
+        };
+        Ok(EventSigner::new(self.ks, station))
+    }
+
     /// Appends an event to the registry's log. With `local`, a write
     /// transaction of the station's database: when that database is the
     /// registry, the event is written in it (committed together); with a
@@ -175,7 +192,7 @@ impl<'a, B: Backend> Factory<'a, B> {
         fields: EventFields<'_>,
     ) -> Result<String> {
         let mut e = fields.to_event(actor, now)?;
-        let signer = EventSigner::new(self.ks, self.registry.shared())?;
+        let signer = self.event_signer()?;
         match local {
             Some(tx) if self.registry_is_local() => insert_event(tx, &signer, &mut e)?,
             _ => self.registry.append(&mut e, &signer)?,

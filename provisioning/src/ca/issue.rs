@@ -32,7 +32,7 @@ use super::factory::{DeviceRequest, Factory, Issued};
 use super::ocsp_signer::aia_extension;
 use super::{check_validity, BACKDATE, INTERMEDIATE_KEY};
 use crate::attestation::{VerifiedAttestation, ATTESTED_TPM};
-use crate::eventlog::{ensure_event_key, EventFields, EventSigner};
+use crate::eventlog::{ensure_event_key, EventFields};
 use crate::record::{ProvisioningRecord, RecordKeys};
 use crate::registry::Registration;
 use crate::signer::KeystoreSigner;
@@ -160,7 +160,7 @@ impl<'a, B: Backend> Factory<'a, B> {
             grace_end,
             attestation: attestation.map(|a| a.evidence_digest.as_str()),
         };
-        let signer = EventSigner::new(self.ks, self.registry.shared())?;
+        let signer = self.event_signer()?;
         self.registry.register(&registration, &mut event, &signer)?;
         Ok(Issued {
             certificate: cert,
