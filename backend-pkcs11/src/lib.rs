@@ -400,6 +400,12 @@ impl KeyManagement for Pkcs11Backend {
     fn wipe(&self) -> Result<()> {
         self.wipe_namespace()
     }
+
+    fn erasure_method(&self) -> String {
+        "token objects destroyed: C_DestroyObject on every private, secret and public key object \
+         of this store's namespace on the token (the token's own erasure applies)"
+            .to_string()
+    }
 }
 
 impl Signing for Pkcs11Backend {
@@ -448,6 +454,7 @@ impl KeyWrap for Pkcs11Backend {}
 /// A PKCS#11 token has no TPM-style endorsement key: attestation is
 /// `Unsupported` (the default).
 impl keystore_backend::KeyAttestation for Pkcs11Backend {}
+impl keystore_backend::MonotonicCounter for Pkcs11Backend {}
 
 impl KeyAgreement for Pkcs11Backend {
     fn agree_sha256_kdf(

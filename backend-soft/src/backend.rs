@@ -103,6 +103,13 @@ impl KeyManagement for SoftStore {
     fn permission_report(&self) -> PermissionReport {
         self.permissions.clone()
     }
+
+    fn erasure_method(&self) -> String {
+        "crypto-erase by file destruction: each sealed key file overwritten in place with zeros, \
+         fsynced and unlinked, then the store header holding the wrapped store key overwritten and \
+         unlinked (every key file was encrypted under that store key)"
+            .to_string()
+    }
 }
 
 impl Signing for SoftStore {

@@ -1,7 +1,7 @@
 //! Key-encryption keys: where the key that wraps the store key comes from.
 
 use crate::header::{Header, Reader, SealedKek};
-use keystore_backend::{Component, Error, Result, SecretBytes};
+use keystore_backend::{Component, CounterRef, Error, Result, SecretBytes};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -45,6 +45,38 @@ pub trait KekProvider: Send + Sync + std::fmt::Debug {
     fn create(&self) -> Result<(SecretBytes, Vec<u8>)>;
     /// The KEK sealed in `sealed`.
     fn unseal(&self, sealed: &[u8]) -> Result<SecretBytes>;
+
+    /// A monotonic counter in the device, offered through the store's
+    /// [`MonotonicCounter`](keystore_backend::MonotonicCounter); each `counter_*` method follows that trait's
+    /// contract. The defaults: the provider has none (`Unsupported`).
+    fn counter_create(&self) -> Result<(CounterRef, u64)> {
+        Err(no_counter(self.kind()))
+    }
+    /// As [`MonotonicCounter::counter_read`](keystore_backend::MonotonicCounter::counter_read).
+    fn counter_read(&self, counter: &[u8]) -> Result<u64> {
+        let _ = counter;
+        Err(no_counter(self.kind()))
+    }
+    /// As [`MonotonicCounter::counter_increment`](keystore_backend::MonotonicCounter::counter_increment).
+    fn counter_increment(&self, counter: &[u8]) -> Result<u64> {
+        let _ = counter;
+        Err(no_counter(self.kind()))
+    }
+    /// As [`MonotonicCounter::counter_destroy`](keystore_backend::MonotonicCounter::counter_destroy).
+    fn counter_destroy(&self, counter: &[u8]) -> Result<()> {
+        let _ = counter;
+        Err(no_counter(self.kind()))
+    }
+    /// As [`MonotonicCounter::counter_describe`](keystore_backend::MonotonicCounter::counter_describe).
+    fn counter_describe(&self, counter: &[u8]) -> String {
+        format!("{} counter {}", self.kind(), hex::encode(counter))
+    }
+}
+
+fn no_counter(kind: &str) -> Error {
+    Error::unsupported(format!(
+        "the '{kind}' KEK provider has no monotonic counter"
+    ))
 }
 
 /// Largest sealed form a provider may return.

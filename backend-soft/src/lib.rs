@@ -48,6 +48,7 @@
 compile_error!("backend-soft needs a crypto provider: enable `aws-lc` or `rustcrypto`");
 
 mod backend;
+mod counter;
 mod fsio;
 mod header;
 mod kek;
@@ -94,6 +95,9 @@ pub struct SoftStore {
     provider: CryptoProvider,
     /// Store paths found accessible to other users at open (tightened).
     permissions: PermissionReport,
+    /// The KEK provider whose KEK wraps the store key (set by create, open
+    /// and change_unlock), if any: it serves the store's monotonic counter.
+    kek_provider: RwLock<Option<Arc<dyn KekProvider>>>,
     _lock: File,
 }
 
@@ -182,6 +186,7 @@ impl SoftStore {
         })?;
         let mut store = Self::assemble(dir, header, store_key, lock)?;
         store.permissions = permissions;
+        store.kek_provider = RwLock::new(kek_provider_of(unlock));
         Ok(store)
     }
 
@@ -215,6 +220,7 @@ impl SoftStore {
         )?;
         let mut store = Self::assemble(dir, header, store_key, lock)?;
         store.permissions = permissions;
+        store.kek_provider = RwLock::new(kek_provider_of(unlock));
         Ok(store)
     }
 
@@ -235,6 +241,7 @@ impl SoftStore {
             cache: RwLock::new(Cache::default()),
             provider: CryptoProvider::default_for_build(),
             permissions: PermissionReport::default(),
+            kek_provider: RwLock::new(None),
             _lock: lock,
         })
     }
@@ -256,6 +263,8 @@ impl SoftStore {
 
     /// Re-wraps the store key under a new passphrase, key file, provider or
     /// KDF cost, atomically. Records are untouched. The old KEK stops working.
+    /// The store's monotonic counter follows: from now on it is the new
+    /// provider's, or none without one (see [`SoftStore`]'s `MonotonicCounter`).
     pub fn change_unlock(&self, unlock: &Unlock, kdf: Kdf) -> Result<()> {
         let kdf = match unlock {
             Unlock::Passphrase(_) => kdf,
@@ -268,6 +277,7 @@ impl SoftStore {
         let new = Header::seal(kdf, salt, sealed, header.store_id, &kek, &self.store_key)?;
         fsio::write_atomic(&self.dir.join(HEADER_FILE), &new.encode())?;
         *header = new;
+        *self.kek_provider.write().unwrap_or_else(|p| p.into_inner()) = kek_provider_of(unlock);
         Ok(())
     }
 
@@ -392,6 +402,14 @@ fn kdf_for(unlock: &Unlock, kdf: Kdf) -> Kdf {
             Kdf::default_passphrase()
         }
         Unlock::Passphrase(_) => kdf,
+    }
+}
+
+/// The provider of a [`Unlock::Provider`].
+fn kek_provider_of(unlock: &Unlock) -> Option<Arc<dyn KekProvider>> {
+    match unlock {
+        Unlock::Provider(p) => Some(Arc::clone(p)),
+        _ => None,
     }
 }
 

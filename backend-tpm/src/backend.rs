@@ -118,6 +118,14 @@ impl KeyManagement for TpmBackend {
         }
         Ok(())
     }
+
+    fn erasure_method(&self) -> String {
+        "TPM objects flushed and persistent handles evicted (TPM2_FlushContext, \
+         TPM2_EvictControl); the key blobs wrapped under the TPM's storage key overwritten in place and unlinked. \
+         No TPM2_Clear: the storage hierarchy is kept, so a copy of a blob taken before would \
+         still load in this TPM"
+            .to_string()
+    }
 }
 
 impl Signing for TpmBackend {

@@ -112,6 +112,7 @@ mod backend;
 mod blob;
 mod config;
 mod conn;
+mod counter;
 mod dirlock;
 mod esys;
 mod fsio;

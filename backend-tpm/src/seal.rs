@@ -18,15 +18,20 @@
 //! the blob unloadable), the owner auth (to re-create the primary) and, if
 //! bound, the same PCR values. Each call opens its own connection and closes
 //! it, so a sealed soft store does not hold the TPM.
+//!
+//! The provider also offers the TPM's NV counters (the `counter_*` methods
+//! of [`KekProvider`], the same code as `TpmBackend`'s `MonotonicCounter`,
+//! see `counter.rs`), so a sealed soft store has a rollback counter.
 
 use crate::blob::Blob;
 use crate::config::TpmConfig;
 use crate::conn::{Conn, OpenError};
+use crate::counter;
 use crate::esys::{marshal_public, pcr_selection, unmarshal_public};
 use crate::rc::{self, TpmRc};
 use crate::templates;
 use backend_soft::KekProvider;
-use keystore_backend::{Component, Error, Result, SecretBytes};
+use keystore_backend::{Component, CounterRef, Error, Result, SecretBytes};
 use tss_esapi::constants::tss as c;
 use tss_esapi::structures::{Digest, Private};
 use tss_esapi::traits::Marshall;
@@ -96,11 +101,16 @@ impl TpmSealedKek {
     }
 
     fn connect(&self) -> Result<Conn> {
+        self.connect_to("unseal the store key")
+    }
+
+    /// A connection of its own, to do `what` (named in a connect failure).
+    fn connect_to(&self, what: &str) -> Result<Conn> {
         Conn::open(&self.config).map_err(|e| match e {
             OpenError::Connect(rc) => Error::backend(
                 Component::Tpm,
                 format!(
-                    "cannot connect to the TPM through TCTI '{}' to unseal the store key",
+                    "cannot connect to the TPM through TCTI '{}' to {what}",
                     self.config.tcti()
                 ),
                 rc,
@@ -188,6 +198,35 @@ impl KekProvider for TpmSealedKek {
             ))),
             Err(rc) => Err(rc::to_error("unseal the store key", rc)),
         }
+    }
+
+    /// A TPM NV counter, as [`TpmBackend`](crate::TpmBackend)'s
+    /// `MonotonicCounter` (see `counter.rs`), on a connection of its own.
+    fn counter_create(&self) -> Result<(CounterRef, u64)> {
+        let mut conn = self.connect_to("define a monotonic counter")?;
+        counter::create(&mut conn.esys, self.config.owner_auth()).map_err(|(_, e)| e)
+    }
+
+    fn counter_read(&self, reference: &[u8]) -> Result<u64> {
+        let index = counter::index_of(reference)?;
+        let mut conn = self.connect_to("read a monotonic counter")?;
+        counter::read(&mut conn.esys, index).map_err(|(_, e)| e)
+    }
+
+    fn counter_increment(&self, reference: &[u8]) -> Result<u64> {
+        let index = counter::index_of(reference)?;
+        let mut conn = self.connect_to("increment a monotonic counter")?;
+        counter::increment(&mut conn.esys, self.config.owner_auth(), index).map_err(|(_, e)| e)
+    }
+
+    fn counter_destroy(&self, reference: &[u8]) -> Result<()> {
+        let index = counter::index_of(reference)?;
+        let mut conn = self.connect_to("destroy a monotonic counter")?;
+        counter::destroy(&mut conn.esys, self.config.owner_auth(), index).map_err(|(_, e)| e)
+    }
+
+    fn counter_describe(&self, reference: &[u8]) -> String {
+        counter::describe(reference)
     }
 }
 

@@ -10,6 +10,7 @@
 use crate::agreement::PeerPublicKey;
 use crate::algorithm::{Algorithm, Capabilities};
 use crate::attestation::{AttestationKeyBlob, KeyAttestation, KeyCertification};
+use crate::counter::{CounterRef, MonotonicCounter};
 use crate::error::{Error, Result};
 use crate::public_key::PublicKey;
 use crate::secret::SecretBytes;
@@ -181,6 +182,13 @@ pub trait KeyManagement: Send + Sync + std::fmt::Debug {
     /// the file system fails part way; keys already destroyed stay destroyed
     /// and a later call destroys the rest.
     fn wipe(&self) -> Result<()>;
+
+    /// How [`KeyManagement::destroy`] and [`KeyManagement::wipe`] erase key
+    /// material on this device, in one sentence for an erasure certificate
+    /// (e.g. files overwritten and unlinked, token objects destroyed).
+    fn erasure_method(&self) -> String {
+        format!("objects destroyed through the {} backend", self.name())
+    }
 
     /// Paths of this backend's store (directories, records, header, lock)
     /// that were accessible to other local users when it was opened, each
@@ -372,14 +380,22 @@ pub trait KeyAgreement: KeyManagement {
 }
 
 /// A key device: every operation family. Implemented for every type that
-/// implements the seven family traits; never implement it directly.
+/// implements the eight family traits; never implement it directly.
 pub trait Backend:
-    KeyManagement + Signing + Mac + Aead + KeyWrap + KeyAgreement + KeyAttestation
+    KeyManagement + Signing + Mac + Aead + KeyWrap + KeyAgreement + KeyAttestation + MonotonicCounter
 {
 }
 
 impl<
-        T: KeyManagement + Signing + Mac + Aead + KeyWrap + KeyAgreement + KeyAttestation + ?Sized,
+        T: KeyManagement
+            + Signing
+            + Mac
+            + Aead
+            + KeyWrap
+            + KeyAgreement
+            + KeyAttestation
+            + MonotonicCounter
+            + ?Sized,
     > Backend for T
 {
 }
@@ -412,6 +428,9 @@ macro_rules! forward_families {
             }
             fn wipe(&self) -> Result<()> {
                 (**self).wipe()
+            }
+            fn erasure_method(&self) -> String {
+                (**self).erasure_method()
             }
             fn permission_report(&self) -> crate::fsperm::PermissionReport {
                 (**self).permission_report()
@@ -512,6 +531,28 @@ macro_rules! forward_families {
                 nonce: &[u8],
             ) -> Result<KeyCertification> {
                 (**self).certify(ak, key, nonce)
+            }
+        }
+
+        impl<T: MonotonicCounter + ?Sized> MonotonicCounter for $($ptr)::+<T> {
+            fn counter_create(&self) -> Result<(CounterRef, u64)> {
+                (**self).counter_create()
+            }
+
+            fn counter_read(&self, counter: &[u8]) -> Result<u64> {
+                (**self).counter_read(counter)
+            }
+
+            fn counter_increment(&self, counter: &[u8]) -> Result<u64> {
+                (**self).counter_increment(counter)
+            }
+
+            fn counter_destroy(&self, counter: &[u8]) -> Result<()> {
+                (**self).counter_destroy(counter)
+            }
+
+            fn counter_describe(&self, counter: &[u8]) -> String {
+                (**self).counter_describe(counter)
             }
         }
     };

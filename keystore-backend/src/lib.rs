@@ -23,6 +23,7 @@ pub mod agreement;
 pub mod algorithm;
 pub mod attestation;
 pub mod backend;
+pub mod counter;
 pub mod error;
 pub mod fsperm;
 pub mod public_key;
@@ -36,6 +37,7 @@ pub use backend::{
     Aead, AeadSealed, Backend, BackendKey, GeneratedKey, KeyAgreement, KeyHandle, KeyManagement,
     KeyWrap, Mac, NewKey, Signing,
 };
+pub use counter::{CounterRef, MonotonicCounter};
 pub use error::{Component, Error, ErrorKind, Result};
 pub use fsperm::{LoosePermission, PermissionReport};
 pub use public_key::PublicKey;

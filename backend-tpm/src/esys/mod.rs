@@ -67,6 +67,7 @@ mod capability;
 mod convert;
 mod crypto;
 mod hierarchy;
+pub(crate) mod nv;
 mod object;
 mod session;
 
