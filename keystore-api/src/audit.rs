@@ -40,9 +40,17 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub mod chain;
+mod checkpoint;
+mod erasure;
 mod event;
+mod export;
 
+pub use checkpoint::{
+    public_keys_from_pem, AuditSigner, Checkpoint, CheckpointReason, CHECKPOINT_DOMAIN,
+};
+pub use erasure::{ErasedKey, ErasedVersion, ErasureCertificate, ErasureStatement, ERASURE_DOMAIN};
 pub use event::{ApplicationEvent, AuditEvent, MAX_APPLICATION_EVENT_LEN};
+pub use export::{AuditExport, ExportedStore, OfflineReport};
 
 const HASH_DOMAIN: &[u8] = b"keystore-audit-entry-v1";
 const MAC_DOMAIN: &[u8] = b"keystore-audit-mac-v1";
@@ -83,15 +91,15 @@ pub struct AuditEntry {
 }
 
 /// `at` as the RFC 3339 text the trail stores.
-mod rfc3339_text {
+pub(crate) mod rfc3339_text {
     use serde::{de::Error as _, Deserialize, Deserializer, Serializer};
     use time::OffsetDateTime;
 
-    pub(super) fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&crate::clock::rfc3339(*t))
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<OffsetDateTime, D::Error> {
         let s = String::deserialize(d)?;
         crate::clock::parse_rfc3339(&s)
             .ok_or_else(|| D::Error::custom(format!("'{s}' is not an RFC 3339 time")))
@@ -284,6 +292,43 @@ fn head(conn: &Connection) -> Result<Option<Head>> {
     )
     .optional()
     .sql()
+}
+
+/// The chain hash of an exported entry after `prev`, computed from its
+/// exported fields exactly as the store computed it (for offline checks).
+pub(crate) fn exported_chain_hash(e: &AuditEntry, prev: &[u8]) -> [u8; 32] {
+    let row = Stored {
+        seq: e.seq,
+        id: e.id.clone(),
+        at: crate::clock::rfc3339(e.at),
+        actor: e.actor.clone(),
+        role: e.role.clone(),
+        event: e.event.as_str().to_string(),
+        key_name: e.key_name.clone(),
+        key_version: e.key_version,
+        fingerprint: e.fingerprint.clone(),
+        detail: e.detail.clone(),
+        prev_hash: Vec::new(),
+        hash: Vec::new(),
+        mac: Vec::new(),
+    };
+    row.chain_hash(prev)
+}
+
+/// The audit head: the last sequence number and hash (`0` and [`GENESIS`]
+/// for an empty trail), as the head row records it.
+pub(crate) fn head_position(conn: &Connection) -> Result<(u64, Vec<u8>)> {
+    Ok(match head(conn)? {
+        Some(h) => (h.seq, h.hash),
+        None => (0, GENESIS.to_vec()),
+    })
+}
+
+/// The stored hash of entry `seq`, if the trail holds it.
+pub(crate) fn entry_hash(conn: &Connection, seq: u64) -> Result<Option<Vec<u8>>> {
+    conn.query_row("SELECT hash FROM audit WHERE seq = ?1", [seq], |r| r.get(0))
+        .optional()
+        .sql()
 }
 
 /// Appends `e` at time `at`, MAC'd under `key`, inside the caller's transaction.

@@ -62,6 +62,7 @@
 use keystore_backend::algorithm;
 use keystore_backend::attestation;
 mod audit;
+pub mod cbom;
 use keystore_backend::backend;
 mod clock;
 pub mod envelope;
@@ -83,22 +84,32 @@ pub use clock::{parse_rfc3339, rfc3339};
 pub use algorithm::{Algorithm, Capabilities, EcCurve, KeyClass, Operation, Usages};
 pub use attestation::{AttestationKeyBlob, KeyAttestation, KeyCertification};
 pub use audit::{
-    ApplicationEvent, AuditCoverage, AuditEntry, AuditEvent, AuditReport, MAX_APPLICATION_EVENT_LEN,
+    public_keys_from_pem, ApplicationEvent, AuditCoverage, AuditEntry, AuditEvent, AuditExport,
+    AuditReport, AuditSigner, Checkpoint, CheckpointReason, ErasedKey, ErasedVersion,
+    ErasureCertificate, ErasureStatement, ExportedStore, OfflineReport, CHECKPOINT_DOMAIN,
+    ERASURE_DOMAIN, MAX_APPLICATION_EVENT_LEN,
 };
 pub use backend::{
     Aead, AeadSealed, Backend, BackendKey, GeneratedKey, KeyAgreement, KeyHandle, KeyManagement,
     KeyWrap, Mac, NewKey, Signing,
 };
+pub use cbom::{to_cyclonedx, CertificateAsset};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Component, Error, ErrorKind, Result};
 pub use fsperm::{LoosePermission, PermissionReport};
+pub use keystore::inventory::{
+    Inventory, KeyAsset, PublicKeyFacts, PublicKeyKind, StoreAsset, VersionAsset, AUDIT_KEY_NAME,
+    AUDIT_SIGNER_NAME,
+};
 pub use keystore::{
-    check_name, limits, DueReason, EncryptionUsage, FaultPoint, KeyInfo, KeySpec, Keystore,
-    OpenOptions, ReconcileReport, RotationDue, VersionInfo, DEFAULT_ENCRYPTION_BLOCK,
-    DEFAULT_USAGE_DUE_SHARE, MAX_ENCRYPTION_LIMIT,
+    check_name, limits, Decommissioned, DueReason, EncryptionUsage, FaultPoint, KeyInfo, KeySpec,
+    Keystore, OpenOptions, ReconcileReport, RollbackCounter, RotationDue, VersionInfo,
+    DEFAULT_CHECKPOINT_INTERVAL, DEFAULT_ENCRYPTION_BLOCK, DEFAULT_USAGE_DUE_SHARE,
+    EVIDENCE_DOMAIN, MAX_ENCRYPTION_LIMIT,
 };
 pub use keystore_backend::agreement;
 pub use keystore_backend::PeerPublicKey;
+pub use keystore_backend::{CounterRef, MonotonicCounter};
 pub use metadata::{Intent, KeyState, Origin};
 pub use public_key::PublicKey;
 pub use roles::{Actor, Duty, Role};

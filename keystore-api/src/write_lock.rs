@@ -50,6 +50,13 @@ pub(crate) struct WriteGuard<'a> {
     file: Option<MutexGuard<'a, File>>,
 }
 
+impl WriteGuard<'_> {
+    /// True for the guard that took the lock (not a re-entrant one inside it).
+    pub(crate) fn is_outermost(&self) -> bool {
+        self.file.is_some()
+    }
+}
+
 impl Drop for WriteGuard<'_> {
     fn drop(&mut self) {
         if let Some(file) = self.file.take() {

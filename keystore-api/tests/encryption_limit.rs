@@ -435,10 +435,14 @@ fn a_store_from_before_the_limits_opens_and_counts_its_aes_keys() {
     let sealed = ks.encrypt("old", b"before", b"").unwrap();
     drop(ks);
     {
-        // Back to schema 4: no limit, no count.
+        // Back to schema 4: no limit, no count (nor schema 6's evidence).
         let conn = rusqlite::Connection::open(dir.path().join("m.sqlite")).unwrap();
         conn.execute_batch(
-            "ALTER TABLE keys DROP COLUMN encryption_limit;
+            "DROP TABLE audit_checkpoints;
+             DROP TABLE audit_signers;
+             ALTER TABLE store DROP COLUMN store_id;
+             ALTER TABLE store DROP COLUMN rollback_counter;
+             ALTER TABLE keys DROP COLUMN encryption_limit;
              ALTER TABLE key_versions DROP COLUMN encryptions_reserved;
              PRAGMA user_version = 4;",
         )

@@ -88,6 +88,7 @@ impl KeyWrap for Renamed {}
 
 impl keystore_api::KeyAgreement for Renamed {}
 impl keystore_api::KeyAttestation for Renamed {}
+impl keystore_api::MonotonicCounter for Renamed {}
 
 fn soft(dir: &std::path::Path) -> backend_soft::SoftStore {
     let kf = dir.join("kek");

@@ -206,10 +206,14 @@ fn a_version_3_database_is_migrated_with_every_row_kept() {
         ks.rotate(&so(), "id", Duration::days(1)).unwrap();
     }
     // Put the table back as schema version 3 had it (no pre-activation,
-    // and no usage limits of schema 5).
+    // and no usage limits of schema 5, nor schema 6's evidence).
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(
-        "ALTER TABLE keys DROP COLUMN encryption_limit;
+        "DROP TABLE audit_checkpoints;
+         DROP TABLE audit_signers;
+         ALTER TABLE store DROP COLUMN store_id;
+         ALTER TABLE store DROP COLUMN rollback_counter;
+         ALTER TABLE keys DROP COLUMN encryption_limit;
          ALTER TABLE key_versions DROP COLUMN encryptions_reserved;",
     )
     .unwrap();
@@ -243,5 +247,5 @@ fn a_version_3_database_is_migrated_with_every_row_kept() {
         .unwrap()
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(v, 5);
+    assert_eq!(v, 6);
 }

@@ -54,6 +54,12 @@ pub enum AuditEvent {
     /// `proof-of-possession`: a pre-activation version signed a proof of
     /// possession ([`Keystore::sign_pre_active`](crate::Keystore::sign_pre_active)).
     ProofOfPossession,
+    /// `audit-signer`: an audit signing key was created (a store made by an
+    /// earlier version) or rotated.
+    AuditSigner,
+    /// `evidence`: an evidence pack's manifest was signed with the audit
+    /// signing key ([`Keystore::sign_evidence_manifest`](crate::Keystore::sign_evidence_manifest)).
+    Evidence,
     /// An application's event, recorded through
     /// [`Keystore::record_event`](crate::Keystore::record_event).
     Application(ApplicationEvent),
@@ -80,6 +86,8 @@ impl AuditEvent {
         AuditEvent::Policy,
         AuditEvent::Stage,
         AuditEvent::ProofOfPossession,
+        AuditEvent::AuditSigner,
+        AuditEvent::Evidence,
     ];
 
     /// The name the trail stores and hashes (`generate`, `state`, …, or the
@@ -104,6 +112,8 @@ impl AuditEvent {
             AuditEvent::Policy => "policy",
             AuditEvent::Stage => "stage",
             AuditEvent::ProofOfPossession => "proof-of-possession",
+            AuditEvent::AuditSigner => "audit-signer",
+            AuditEvent::Evidence => "evidence",
             AuditEvent::Application(a) => a.as_str(),
         }
     }
@@ -240,7 +250,9 @@ mod tests {
                 "credential",
                 "policy",
                 "stage",
-                "proof-of-possession"
+                "proof-of-possession",
+                "audit-signer",
+                "evidence"
             ]
         );
         for e in AuditEvent::KEYSTORE {

@@ -13,7 +13,8 @@ use crate::NewKey;
 use rusqlite::Connection;
 
 impl<B: Backend> Keystore<B> {
-    /// Creates the audit key (an HMAC key in the backend) on first open.
+    /// Creates the audit key (an HMAC key in the backend) and the audit
+    /// signing key on first open.
     pub(super) fn ensure_audit_key(&self) -> Result<()> {
         let has_audit_key = || -> Result<bool> {
             let md = self.md();
@@ -31,16 +32,27 @@ impl<B: Backend> Keystore<B> {
         if has_audit_key()? {
             return Ok(());
         }
-        self.create_in_backend(
+        // A new store gets its signing key (and monotonic counter, where
+        // the backend has one) with its MAC key, in the same first entry.
+        let counter = self.create_counter()?;
+        let made = self.create_in_backend(
             "keystore-audit",
             None,
             || {
                 let g = self
                     .backend
                     .generate(&NewKey::new(Algorithm::HmacSha256, "keystore-audit"))?;
-                Ok((g.handle.clone(), vec![g.handle]))
+                let signer = match self.generate_signer() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = self.backend.destroy(&g.handle);
+                        return Err(e);
+                    }
+                };
+                let handles = vec![g.handle.clone(), signer.handle.clone()];
+                Ok(((g.handle, signer), handles))
             },
-            |tx, handle| {
+            |tx, (handle, signer)| {
                 md::set_audit_key(tx, Some(handle))?;
                 let ev = Event {
                     actor: SYSTEM.0.into(),
@@ -49,11 +61,22 @@ impl<B: Backend> Keystore<B> {
                     key_name: None,
                     key_version: None,
                     fingerprint: None,
-                    detail: format!("audit key created in the {} backend", self.backend.name()),
+                    detail: format!(
+                        "audit key created in the {} backend; {}",
+                        self.backend.name(),
+                        self.signer_detail(signer, counter.as_ref())
+                    ),
                 };
-                audit::append(tx, &self.backend, handle, &self.now(), &ev)
+                audit::append(tx, &self.backend, handle, &self.now(), &ev)?;
+                self.bind_signer(tx, signer, counter.as_ref())
             },
-        )?;
+        );
+        if made.is_err() {
+            if let Some((c, _)) = &counter {
+                let _ = self.backend.counter_destroy(c.reference());
+            }
+        }
+        made?;
         Ok(())
     }
 

@@ -10,16 +10,23 @@ mod admin;
 mod agreement;
 mod attestation;
 mod audit_duty;
+mod audit_signer;
 mod backup;
 mod checks;
 mod crypto;
 mod encryption_limit;
+mod evidence;
+pub(crate) mod inventory;
 mod lookup;
+mod policy_facts;
 mod reconcile;
+mod rollback;
 mod types;
 
-pub use admin::{DueReason, RotationDue};
+pub use admin::{Decommissioned, DueReason, RotationDue};
+pub use evidence::EVIDENCE_DOMAIN;
 pub use reconcile::{FaultPoint, ReconcileReport};
+pub use rollback::RollbackCounter;
 
 use crate::backend::{Backend, KeyHandle};
 use crate::clock::{rfc3339, Clock, SystemClock};
@@ -39,8 +46,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration as StdDuration;
 use time::OffsetDateTime;
 pub use types::{
-    EncryptionUsage, KeyInfo, KeySpec, OpenOptions, VersionInfo, DEFAULT_ENCRYPTION_BLOCK,
-    DEFAULT_USAGE_DUE_SHARE, MAX_ENCRYPTION_LIMIT,
+    EncryptionUsage, KeyInfo, KeySpec, OpenOptions, VersionInfo, DEFAULT_CHECKPOINT_INTERVAL,
+    DEFAULT_ENCRYPTION_BLOCK, DEFAULT_USAGE_DUE_SHARE, MAX_ENCRYPTION_LIMIT,
 };
 
 pub use keystore_backend::limits;
@@ -73,6 +80,8 @@ pub struct Keystore<B: Backend> {
     generation: Arc<Generation>,
     /// This process's blocks of the AES-GCM encryption counts.
     encryptions: encryption_limit::Encryptions,
+    /// Audit entries between signed checkpoints.
+    checkpoint_interval: u64,
     #[cfg(feature = "fault-injection")]
     fault: Mutex<Option<FaultPoint>>,
 }
@@ -82,6 +91,24 @@ impl<B: Backend> std::fmt::Debug for Keystore<B> {
         f.debug_struct("Keystore")
             .field("backend", &self.backend.name())
             .finish_non_exhaustive()
+    }
+}
+
+/// The store's write lock held by a lifecycle operation; see
+/// [`Keystore::writing`].
+pub(crate) struct Writing<'a, B: Backend> {
+    ks: &'a Keystore<B>,
+    guard: Option<WriteGuard<'a>>,
+}
+
+impl<B: Backend> Drop for Writing<'_, B> {
+    fn drop(&mut self) {
+        if let Some(guard) = self.guard.take() {
+            if guard.is_outermost() && !std::thread::panicking() {
+                self.ks.checkpoint_if_due();
+            }
+            drop(guard);
+        }
     }
 }
 
@@ -202,11 +229,14 @@ impl<B: Backend> Keystore<B> {
             active: RwLock::new(ActiveCache::default()),
             generation,
             encryptions: encryption_limit::Encryptions::new(&options),
+            checkpoint_interval: options.checkpoint_interval,
             #[cfg(feature = "fault-injection")]
             fault: Mutex::new(None),
         };
         ks.reconciled = ks.reconcile(options.check_material)?;
         ks.ensure_audit_key()?;
+        ks.ensure_audit_signer()?;
+        ks.check_rollback()?;
         Ok(ks)
     }
 
@@ -218,8 +248,13 @@ impl<B: Backend> Keystore<B> {
 
     /// Takes the store's cross-process write lock for `operation` (re-entrant
     /// on this thread).
-    pub(crate) fn writing(&self, operation: &str) -> Result<WriteGuard<'_>> {
-        self.write_lock.acquire(operation)
+    /// When the outermost guard ends, a checkpoint is signed if one is due
+    /// (see [`OpenOptions::checkpoint_interval`]).
+    pub(crate) fn writing(&self, operation: &str) -> Result<Writing<'_, B>> {
+        Ok(Writing {
+            ks: self,
+            guard: Some(self.write_lock.acquire(operation)?),
+        })
     }
 
     /// The raw backend. **Test-only**: available only with the `test-support`

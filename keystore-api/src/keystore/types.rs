@@ -44,7 +44,15 @@ pub struct OpenOptions {
     /// reserved more than this share of its encryption limit (and always at the limit).
     /// In `(0, 1]`; default [`DEFAULT_USAGE_DUE_SHARE`] (0.9).
     pub usage_due_share: f64,
+    /// A write operation that ends with at least this many audit entries
+    /// past the last signed checkpoint signs a new one (and raises the
+    /// store's monotonic counter, where it has one). At least 1; default
+    /// [`DEFAULT_CHECKPOINT_INTERVAL`].
+    pub checkpoint_interval: u64,
 }
+
+/// Audit entries between signed checkpoints by default.
+pub const DEFAULT_CHECKPOINT_INTERVAL: u64 = 64;
 
 impl Default for OpenOptions {
     fn default() -> Self {
@@ -53,6 +61,7 @@ impl Default for OpenOptions {
             check_material: true,
             encryption_block: DEFAULT_ENCRYPTION_BLOCK,
             usage_due_share: DEFAULT_USAGE_DUE_SHARE,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
         }
     }
 }
@@ -90,11 +99,24 @@ impl OpenOptions {
         self
     }
 
+    /// Sets how many audit entries may follow the last signed checkpoint
+    /// before a write operation signs the next (0 is
+    /// [`ErrorKind::InvalidInput`](crate::ErrorKind::InvalidInput) at open).
+    pub fn checkpoint_interval(mut self, entries: u64) -> Self {
+        self.checkpoint_interval = entries;
+        self
+    }
+
     /// The options' own errors, checked at open.
     pub(crate) fn check(&self) -> crate::error::Result<()> {
         if self.encryption_block == 0 {
             return Err(crate::error::Error::invalid_input(
                 "the encryption block must be at least 1",
+            ));
+        }
+        if self.checkpoint_interval == 0 {
+            return Err(crate::error::Error::invalid_input(
+                "the checkpoint interval must be at least 1 audit entry",
             ));
         }
         if !(self.usage_due_share > 0.0 && self.usage_due_share <= 1.0) {

@@ -5,6 +5,7 @@
 //! migrations, so later lifecycle features add tables and columns in new
 //! migrations instead of rewriting old ones.
 
+mod checkpoints;
 pub(crate) mod encryptions;
 mod intents;
 mod rows;
@@ -13,6 +14,10 @@ mod states;
 mod store;
 mod store_row;
 
+pub(crate) use checkpoints::{
+    checkpoints, insert_checkpoint, insert_signer, last_checkpoint, retire_signer,
+    rollback_counter, set_rollback_counter, signers, store_id, CheckpointRow,
+};
 pub use intents::Intent;
 pub(crate) use intents::{
     add_intent, add_pending_create, clear_pending_creates, intents, pending_creates, remove_intent,

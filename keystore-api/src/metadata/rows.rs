@@ -211,13 +211,14 @@ pub(crate) fn versions(conn: &Connection, key_id: i64) -> Result<Vec<VersionRow>
         .collect()
 }
 
-/// Every handle that metadata references (versions holding material, and
-/// the audit key).
+/// Every handle that metadata references (versions holding material, the
+/// audit key and the audit signing keys not yet retired).
 pub(crate) fn referenced_handles(conn: &Connection) -> Result<Vec<KeyHandle>> {
     let mut st = conn
         .prepare_cached(
             "SELECT handle FROM key_versions WHERE handle IS NOT NULL
-         UNION SELECT audit_key FROM store WHERE audit_key IS NOT NULL",
+         UNION SELECT audit_key FROM store WHERE audit_key IS NOT NULL
+         UNION SELECT handle FROM audit_signers WHERE handle IS NOT NULL",
         )
         .sql()?;
     let rows = st

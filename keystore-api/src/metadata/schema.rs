@@ -121,6 +121,33 @@ pub(super) const MIGRATIONS: &[&str] = &[
     ALTER TABLE key_versions ADD COLUMN encryptions_reserved INTEGER NOT NULL DEFAULT 0
         CHECK (encryptions_reserved >= 0);
     UPDATE keys SET encryption_limit = 4294967296 WHERE algorithm = 'aes-256-gcm';",
+    // 6: evidence off the device. A random store id; the audit signing keys
+    // (ECDSA P-256 in the backend; a retired one keeps only its public key);
+    // signed checkpoints of the audit head; the hardware monotonic counter
+    // the checkpoints carry, where the backend has one.
+    "ALTER TABLE store ADD COLUMN store_id TEXT;
+    UPDATE store SET store_id = lower(hex(randomblob(16))) WHERE store_id IS NULL;
+    ALTER TABLE store ADD COLUMN rollback_counter BLOB;
+    CREATE TABLE audit_signers (
+        version INTEGER PRIMARY KEY CHECK (version >= 1),
+        handle BLOB,
+        public_key BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        retired_at TEXT,
+        CHECK (retired_at IS NOT NULL OR handle IS NOT NULL)
+    );
+    CREATE TABLE audit_checkpoints (
+        id INTEGER PRIMARY KEY CHECK (id >= 1),
+        audit_seq INTEGER NOT NULL CHECK (audit_seq >= 0),
+        head_hash BLOB NOT NULL,
+        at TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        signer INTEGER NOT NULL REFERENCES audit_signers(version),
+        handover INTEGER REFERENCES audit_signers(version),
+        counter TEXT,
+        counter_value INTEGER,
+        signature BLOB NOT NULL
+    );",
 ];
 
 #[cfg(test)]

@@ -165,7 +165,8 @@ impl Metadata {
                 // and the other checks what it wrote.
                 self.conn
                     .execute(
-                        "INSERT OR IGNORE INTO store (id, backend, created_at) VALUES (1, ?1, ?2)",
+                        "INSERT OR IGNORE INTO store (id, backend, created_at, store_id)
+                         VALUES (1, ?1, ?2, lower(hex(randomblob(16))))",
                         params![backend, now],
                     )
                     .sql()?;

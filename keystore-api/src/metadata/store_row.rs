@@ -38,7 +38,13 @@ pub(crate) fn decommissioned_at(conn: &Connection) -> Result<Option<String>> {
 pub(crate) fn decommission(conn: &Connection, now: &str) -> Result<()> {
     conn.execute_batch("DELETE FROM intents; DELETE FROM key_versions; DELETE FROM keys; DELETE FROM role_credentials;").sql()?;
     conn.execute(
-        "UPDATE store SET decommissioned_at = ?1, audit_key = NULL WHERE id = 1",
+        "UPDATE store SET decommissioned_at = ?1, audit_key = NULL, rollback_counter = NULL
+         WHERE id = 1",
+        [now],
+    )
+    .sql()?;
+    conn.execute(
+        "UPDATE audit_signers SET handle = NULL, retired_at = coalesce(retired_at, ?1)",
         [now],
     )
     .sql()?;

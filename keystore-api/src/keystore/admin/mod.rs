@@ -8,8 +8,10 @@
 mod audit_trail;
 mod create;
 mod credentials;
+mod decommission;
 mod rotation;
 mod staged;
 mod state;
 
+pub use decommission::Decommissioned;
 pub use rotation::{DueReason, RotationDue};

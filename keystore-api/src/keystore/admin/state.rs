@@ -1,6 +1,6 @@
 //! State changes: suspend, resume, revoke, destroy, sweep and decommission.
 
-use crate::audit::{self, AuditEntry, AuditEvent};
+use crate::audit::AuditEvent;
 use crate::backend::{Backend, KeyHandle};
 use crate::error::{Error, ErrorKind, Result};
 use crate::keystore::{check_name, live_key, Keystore, Subject};
@@ -337,51 +337,5 @@ impl<B: Backend> Keystore<B> {
             swept.push((name, version));
         }
         Ok(swept)
-    }
-
-    /// Decommissions the store (REQ-KEY-WIPE-01): records a final audit
-    /// event, exports the whole trail (returned, to be kept off the device),
-    /// wipes every key in the backend, then deletes all key metadata. After
-    /// it, no key is usable through any API and none can be created. Needs
-    /// the security-officer role.
-    ///
-    /// # Errors
-    /// [`ErrorKind::Busy`] when another process or thread holds the store's write lock past the
-    /// lock timeout (nothing is changed);
-    /// [`ErrorKind::Policy`] when `actor`'s role lacks the duty (the refusal is audited);
-    /// [`ErrorKind::KeyState`] when the store is already decommissioned;
-    /// [`ErrorKind::Integrity`] when the audit key reference is missing from a live store;
-    /// [`ErrorKind::Backend`] when the metadata database or the backend fails (a failed wipe leaves
-    /// the store live, with the final event recorded).
-    pub fn decommission(&self, actor: &Actor) -> Result<Vec<AuditEntry>> {
-        let _w = self.writing("decommission")?;
-        self.require(actor, Duty::Administer, "decommission", None)?;
-        let exported = {
-            let mut md = self.md();
-            if md::decommissioned_at(md.conn())?.is_some() {
-                return Err(Error::key_state("this store is already decommissioned"));
-            }
-            let tx = md.tx()?;
-            let keys = md::keys(&tx)?.len();
-            self.audit(
-                &tx,
-                Some(actor),
-                AuditEvent::Decommission,
-                Subject::default(),
-                format!(
-                    "wiping {keys} key(s) from the {} backend, then the metadata",
-                    self.backend.name()
-                ),
-            )?;
-            tx.commit()?;
-            audit::entries(md.conn())?
-        };
-        self.backend.wipe()?;
-        let now = self.now();
-        let mut md = self.md();
-        let tx = md.tx()?;
-        md::decommission(&tx, &now)?;
-        tx.commit()?;
-        Ok(exported)
     }
 }
