@@ -3,278 +3,39 @@
 //! `keystored`, and OpenSSL verifies the signature independently.
 //!
 //! The Python environment is a venv under the target directory
-//! (`TARGET/python-venv`), made on the first run with `python3 -m venv` and
-//! `pip install` from PyPI and reused afterwards. A missing python3, venv
-//! module or pip fails the test with an install hint: it is never skipped.
+//! (`TARGET/python-venv-grpc`, by `test_support::python::venv`), made on the
+//! first run with `python3 -m venv` and `pip install` from PyPI and reused
+//! afterwards. A missing python3, venv module or pip fails the test with an
+//! install hint: it is never skipped.
 
 use keystore_api::{Actor, Algorithm, KeySpec, Role};
-use std::fs::File;
-use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 use test_support::daemon::Daemon;
+use test_support::python::{run_or_fail, workspace, INSTALL_HINT};
 
 /// grpcio and grpcio-tools, pinned together: the stubs a grpcio-tools
 /// release generates require a grpcio at least as new. 1.76 ships wheels for
 /// CPython 3.9 to 3.14.
 const GRPC_VERSION: &str = "1.76.0";
 
-/// The Python the venv is made from.
-const PYTHON: &str = "python3";
-
-const INSTALL_HINT: &str = "install Python 3 with its venv module and pip, e.g. \
-     `apt-get install python3 python3-venv python3-pip` on Debian/Ubuntu \
-     (./scripts/test installs them when missing)";
-
 /// Bounds on every wait.
-const PYTHON_CHECK_WAIT: Duration = Duration::from_secs(60);
-const VENV_WAIT: Duration = Duration::from_secs(180);
-const PIP_WAIT: Duration = Duration::from_secs(900);
-/// Another test process making the venv: at most its venv and pip waits.
-const VENV_LOCK_WAIT: Duration = Duration::from_secs(1200);
 const PROTOC_WAIT: Duration = Duration::from_secs(120);
 const SCRIPT_WAIT: Duration = Duration::from_secs(120);
 const OPENSSL_WAIT: Duration = Duration::from_secs(60);
 
-/// A finished command's status and output.
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn report(&self) -> String {
-        format!(
-            "{}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.status, self.stdout, self.stderr
-        )
-    }
-}
-
-/// Runs `cmd` (no stdin, output captured) for at most `limit`; a command
-/// that overruns is killed and fails the test. `Err` only when the program
-/// cannot be started.
-fn run(cmd: &mut Command, limit: Duration, what: &str) -> std::io::Result<Run> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let reader = |mut pipe: Box<dyn Read + Send>| {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = pipe.read_to_end(&mut buf);
-            let _ = tx.send(String::from_utf8_lossy(&buf).into_owned());
-        });
-        rx
-    };
-    let stdout = reader(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = reader(Box::new(child.stderr.take().expect("stderr")));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            let partial = |rx: &mpsc::Receiver<String>| {
-                rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default()
-            };
-            panic!(
-                "{what}: still running after {limit:?}, killed\n--- stdout ---\n{}\n--- stderr ---\n{}",
-                partial(&stdout),
-                partial(&stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    // A grandchild still holding the pipes must not hang the test either.
-    let collect = |rx: mpsc::Receiver<String>| {
-        rx.recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("{what}: output still open 30 s after the exit"))
-    };
-    Ok(Run {
-        status,
-        stdout: collect(stdout),
-        stderr: collect(stderr),
-    })
-}
-
-/// Like [`run`], failing the test when the program cannot be started, with
-/// `hint` when it does not exist.
-fn run_or_fail(cmd: &mut Command, limit: Duration, what: &str, hint: &str) -> Run {
-    let program = cmd.get_program().to_string_lossy().into_owned();
-    match run(cmd, limit, what) {
-        Ok(r) => r,
-        Err(e) if e.kind() == ErrorKind::NotFound => {
-            panic!("{what}: `{program}` not found: {hint}")
-        }
-        Err(e) => panic!("{what}: cannot start `{program}`: {e}"),
-    }
-}
-
-/// The workspace root (proto/ lives there).
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-/// `CARGO_TARGET_DIR`, or the directory above the profile directory of this
-/// test binary (`TARGET/PROFILE/deps/python_client-HASH`).
-fn target_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
-        let dir = PathBuf::from(dir);
-        return if dir.is_absolute() {
-            dir
-        } else {
-            workspace().join(dir)
-        };
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let mut dir = exe.parent().expect("exe dir").to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir.pop();
-    dir
-}
-
-/// Whether the venv's Python imports grpcio and grpcio-tools of the pinned
-/// version.
-fn venv_ready(python: &Path) -> bool {
-    if !python.exists() {
-        return false;
-    }
+/// The Python of `TARGET/python-venv-grpc`, with grpcio and grpcio-tools
+/// of the pinned version (see [`test_support::python::venv`]).
+fn python_venv() -> PathBuf {
+    let grpcio = format!("grpcio=={GRPC_VERSION}");
+    let tools = format!("grpcio-tools=={GRPC_VERSION}");
     let check = format!(
         "import grpc, grpc_tools.protoc, importlib.metadata as m\n\
          assert grpc.__version__ == '{GRPC_VERSION}', grpc.__version__\n\
          assert m.version('grpcio-tools') == '{GRPC_VERSION}', m.version('grpcio-tools')\n"
     );
-    matches!(
-        run(
-            Command::new(python).args(["-c", &check]),
-            PYTHON_CHECK_WAIT,
-            "checking the venv"
-        ),
-        Ok(r) if r.status.success()
-    )
-}
-
-/// The exclusive lock on `path`, waiting at most [`VENV_LOCK_WAIT`].
-fn lock(path: &Path) -> File {
-    let file = File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let deadline = Instant::now() + VENV_LOCK_WAIT;
-    loop {
-        match file.try_lock() {
-            Ok(()) => return file,
-            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            Err(std::fs::TryLockError::WouldBlock) => panic!(
-                "{} still locked after {VENV_LOCK_WAIT:?} (another test making the venv?)",
-                path.display()
-            ),
-            Err(std::fs::TryLockError::Error(e)) => panic!("locking {}: {e}", path.display()),
-        }
-    }
-}
-
-/// The Python of `TARGET/python-venv`, made with grpcio and grpcio-tools
-/// when it lacks them. Concurrent test processes take turns on a lock file.
-fn python_venv() -> PathBuf {
-    let target = target_dir();
-    std::fs::create_dir_all(&target).expect("target dir");
-    let venv = target.join("python-venv");
-    let python = venv.join("bin").join("python");
-    let _lock = lock(&target.join("python-venv.lock"));
-    if venv_ready(&python) {
-        println!("reusing {}", venv.display());
-        return python;
-    }
-    let started = Instant::now();
-
-    // python3 with venv and ensurepip (Debian splits them into python3-venv).
-    let probe = run_or_fail(
-        Command::new(PYTHON).args([
-            "-c",
-            "import sys, venv, ensurepip; assert sys.version_info >= (3, 9), sys.version",
-        ]),
-        PYTHON_CHECK_WAIT,
-        "checking python3",
-        INSTALL_HINT,
-    );
-    assert!(
-        probe.status.success(),
-        "python3 lacks what the test needs (Python >= 3.9 with venv and ensurepip): \
-         {INSTALL_HINT}\n{}",
-        probe.report()
-    );
-
-    if venv.exists() {
-        std::fs::remove_dir_all(&venv)
-            .unwrap_or_else(|e| panic!("removing the stale {}: {e}", venv.display()));
-    }
-    let made = run_or_fail(
-        Command::new(PYTHON).arg("-m").arg("venv").arg(&venv),
-        VENV_WAIT,
-        "python3 -m venv",
-        INSTALL_HINT,
-    );
-    assert!(
-        made.status.success() && python.exists(),
-        "`python3 -m venv {}` failed: {INSTALL_HINT}\n{}",
-        venv.display(),
-        made.report()
-    );
-
-    let pins = [
-        format!("grpcio=={GRPC_VERSION}"),
-        format!("grpcio-tools=={GRPC_VERSION}"),
-    ];
-    let pip = run_or_fail(
-        Command::new(&python)
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                "--timeout",
-                "60",
-                "--retries",
-                "3",
-            ])
-            .args(&pins),
-        PIP_WAIT,
-        "pip install grpcio grpcio-tools",
-        INSTALL_HINT,
-    );
-    assert!(
-        pip.status.success(),
-        "`pip install {}` into {} failed (pip missing from the venv, or PyPI unreachable?): \
-         {INSTALL_HINT}\n{}",
-        pins.join(" "),
-        venv.display(),
-        pip.report()
-    );
-    assert!(
-        venv_ready(&python),
-        "{} still lacks grpcio/grpcio-tools {GRPC_VERSION} after pip install",
-        venv.display()
-    );
-    println!(
-        "made {} with grpcio {GRPC_VERSION} in {:.1?}",
-        venv.display(),
-        started.elapsed()
-    );
-    python
+    test_support::python::venv("grpc", &[&grpcio, &tools], &check)
 }
 
 /// The uid of this process (the Python caller runs with it).

@@ -10,7 +10,10 @@
 //! - [`daemon`]: a `keystored` process on a soft store in a temporary
 //!   directory;
 //! - [`postgres`]: a temporary PostgreSQL cluster on 127.0.0.1 (or the
-//!   server named by `KEYSTORE_TEST_PG_URL`).
+//!   server named by `KEYSTORE_TEST_PG_URL`);
+//! - [`python`]: a Python venv per name under the target directory with
+//!   pinned PyPI packages (never skipped), and commands run with a time
+//!   limit.
 //!
 //! The conformance suite's fixtures stay in `conformance-tests`: that crate
 //! is itself the suite.
@@ -19,4 +22,5 @@ pub mod actors;
 pub mod daemon;
 pub mod keyctl;
 pub mod postgres;
+pub mod python;
 pub mod skip;
