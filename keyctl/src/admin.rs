@@ -1,17 +1,16 @@
 //! Lifecycle commands: rotate, due, revoke, suspend, resume, versions,
-//! backup, restore, sweep, audit, role credentials, decommission. Each one
-//! establishes its caller ([`Target::caller`]); the keystore checks the role
-//! and audits. Role credentials and decommission work on the local store only.
+//! backup, restore, sweep, role credentials. Each one establishes its caller
+//! ([`Target::caller`]); the keystore checks the role and audits. Role
+//! credentials work on the local store only (audit and decommission: `audit`).
 
 use crate::actor;
-use crate::cli::{ActorArgs, AuditCommand, KeyCommand, RoleCommand};
+use crate::cli::{ActorArgs, KeyCommand, RoleCommand};
 use crate::error::{CliError, CliResult};
 use crate::files;
 use crate::store::Store;
 use crate::target::Target;
 use keystore_api::rfc3339;
-use keystore_api::{AuditCoverage, AuditEntry, DueReason, KeyInfo, Role};
-use std::path::Path;
+use keystore_api::{DueReason, KeyInfo, Role};
 
 /// Largest backup file accepted.
 const MAX_BACKUP: usize = 1024 * 1024;
@@ -133,54 +132,6 @@ pub fn sweep(ks: &Target) -> CliResult<()> {
     Ok(())
 }
 
-/// `keyctl audit verify|export`.
-pub fn audit(ks: &Target, cmd: &AuditCommand) -> CliResult<()> {
-    let caller = ks.caller("audit")?;
-    match cmd {
-        AuditCommand::Verify => {
-            let report = caller.verify_audit()?;
-            if let Some((seq, why)) = &report.first_bad {
-                return Err(keystore_api::Error::integrity(format!(
-                    "audit entry #{seq} is bad: {why}"
-                ))
-                .into());
-            }
-            match &report.checked {
-                AuditCoverage::ChainAndMacs => outln!(
-                    "audit trail intact: {} entries, chain, MACs and head verify",
-                    report.entries
-                )?,
-                AuditCoverage::ChainOnly { decommissioned_at } => outln!(
-                    "audit trail chain verifies: {} entries; MACs NOT checked: the audit key was \
-                     destroyed at decommission ({decommissioned_at}), so edits with a recomputed \
-                     chain cannot be detected here; compare with the trail exported at decommission",
-                    report.entries
-                )?,
-            }
-            for warning in &report.key_warnings {
-                outln!("warning: {warning}")?;
-            }
-        }
-        AuditCommand::Export { out } => {
-            let lines = json_lines(&caller.export_audit()?)?;
-            // An export: key names, fingerprints and actors, for its owner.
-            files::write_secret(out, lines.as_bytes())?;
-        }
-    }
-    Ok(())
-}
-
-fn json_lines(entries: &[AuditEntry]) -> CliResult<String> {
-    let mut s = String::new();
-    for e in entries {
-        let line = serde_json::to_string(e)
-            .map_err(|e| CliError::Internal(format!("cannot encode an audit entry: {e}")))?;
-        s.push_str(&line);
-        s.push('\n');
-    }
-    Ok(s)
-}
-
 /// `keyctl role set`.
 pub fn role(ks: &Store, args: &ActorArgs, cmd: &RoleCommand) -> CliResult<()> {
     let RoleCommand::Set {
@@ -192,18 +143,5 @@ pub fn role(ks: &Store, args: &ActorArgs, cmd: &RoleCommand) -> CliResult<()> {
     let secret = actor::new_secret(new_secret_file.as_deref(), role)?;
     ks.set_role_credential(actor.as_ref(), role, &secret)?;
     outln!("credential for role {role} set")?;
-    Ok(())
-}
-
-/// `keyctl decommission`.
-pub fn decommission(ks: &Store, args: &ActorArgs, audit_out: &Path) -> CliResult<()> {
-    let actor = actor::authenticate(ks, args, "decommission")?;
-    let exported = ks.decommission(&actor)?;
-    files::write_secret(audit_out, json_lines(&exported)?.as_bytes())?;
-    outln!(
-        "decommissioned: every key wiped; the final audit trail ({} entries) is in {}",
-        exported.len(),
-        audit_out.display()
-    )?;
     Ok(())
 }

@@ -193,18 +193,24 @@ pub enum Command {
     Agree(AgreeArgs),
     /// Destroy the material of every version whose grace period has ended.
     Sweep,
-    /// Verify or export the tamper-evident audit trail.
+    /// Verify the tamper-evident audit trail (on the device, or an export
+    /// offline), export it with signed checkpoints, manage its signing key.
     #[command(subcommand)]
-    Audit(AuditCommand),
+    Audit(crate::audit::AuditCommand),
     /// Set the credential of a role (the first security-officer credential
     /// bootstraps the store's roles).
     #[command(subcommand)]
     Role(RoleCommand),
-    /// Export the audit trail, wipe every key, then the metadata. Irreversible.
+    /// Wipe every key, then the metadata; write the final audit trail and a
+    /// signed erasure certificate. Irreversible.
     Decommission {
-        /// Write the final audit trail (JSON lines) here before the wipe.
+        /// Write the final audit trail (JSON lines, with checkpoints) here.
         #[arg(long, value_name = "FILE")]
         audit_out: PathBuf,
+        /// Write the signed erasure certificate here [default:
+        /// AUDIT_OUT.erasure.json].
+        #[arg(long, value_name = "FILE")]
+        certificate_out: Option<PathBuf>,
         /// Confirm.
         #[arg(long)]
         yes: bool,
@@ -227,18 +233,16 @@ pub enum Command {
     /// OCSP responder (RFC 6960) for the production intermediate.
     #[command(subcommand)]
     Ocsp(crate::provision::OcspCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum AuditCommand {
-    /// Verify chain, MACs and head; names the first bad entry (exit 9).
-    Verify,
-    /// Write every entry as JSON lines.
-    Export {
-        /// Output file (`-` for stdout).
-        #[arg(long, value_name = "FILE", default_value = "-")]
-        out: PathBuf,
-    },
+    /// Write the store's key management policy (Markdown) from its actual
+    /// configuration and state.
+    Policy(crate::policy::PolicyArgs),
+    /// The store's cryptographic assets as a CycloneDX 1.6 CBOM (auditor or
+    /// security officer).
+    Inventory(crate::inventory::InventoryArgs),
+    /// Write an evidence pack for auditors: conformance results, the audit
+    /// trail with signed checkpoints, CBOM, policy, provisioning records,
+    /// and a SHA256SUMS signed by the audit key.
+    Evidence(crate::evidence::EvidenceArgs),
 }
 
 #[derive(Debug, Subcommand)]

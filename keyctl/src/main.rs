@@ -8,11 +8,15 @@
 mod output;
 mod actor;
 mod admin;
+mod audit;
 mod backend;
 mod cli;
 mod commands;
 mod error;
+mod evidence;
 mod files;
+mod inventory;
+mod policy;
 mod provision;
 mod store;
 mod target;
@@ -66,15 +70,25 @@ fn run(cli: Cli) -> CliResult<()> {
             commands::key(&target(store::open)?, cmd)
         }
         Command::Sweep => admin::sweep(&target(store::open)?),
-        Command::Audit(cmd) => admin::audit(&target(store::open)?, &cmd),
+        Command::Audit(cmd) if cmd.is_offline() => audit::offline(&cmd),
+        Command::Audit(cmd) => audit::audit(&target(store::open)?, &cmd),
         Command::Role(cmd) => admin::role(&store::open(&root, &unlock)?, &actor, &cmd),
-        Command::Decommission { audit_out, yes } => {
+        Command::Decommission {
+            audit_out,
+            certificate_out,
+            yes,
+        } => {
             if !yes {
                 return Err(error::CliError::invalid(
                     "decommission wipes every key irreversibly; pass --yes to confirm",
                 ));
             }
-            admin::decommission(&store::open(&root, &unlock)?, &actor, &audit_out)
+            audit::decommission(
+                &store::open(&root, &unlock)?,
+                &actor,
+                &audit_out,
+                certificate_out.as_deref(),
+            )
         }
         Command::Sign(a) => commands::sign(&target(store::open_for_use)?, a),
         Command::Verify(a) => commands::verify(&target(store::open_for_use)?, a),
@@ -88,5 +102,8 @@ fn run(cli: Cli) -> CliResult<()> {
         Command::Renew(a) => provision::renew(&root, &unlock, &actor, a),
         Command::Est(cmd) => provision::est(&root, &unlock, &actor, cmd),
         Command::Ocsp(cmd) => provision::ocsp(&root, &unlock, cmd),
+        Command::Policy(args) => policy::run(&root, &unlock, &actor, &args),
+        Command::Inventory(a) => inventory::run(&root, &unlock, &actor, &a),
+        Command::Evidence(e) => evidence::run(&root, &unlock, &actor, &e),
     }
 }

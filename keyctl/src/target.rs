@@ -12,8 +12,8 @@ use crate::cli::{ActorArgs, Command};
 use crate::error::{CliError, CliResult};
 use crate::store::Store;
 use keystore_api::{
-    Actor, AuditCoverage, AuditEntry, AuditReport, KeyInfo, KeySpec, PublicKey, Result,
-    RotationDue, SecretBytes, Signature, SignatureFormat,
+    Actor, AuditCoverage, AuditReport, KeyInfo, KeySpec, PublicKey, Result, RotationDue,
+    SecretBytes, Signature, SignatureFormat,
 };
 use keystore_client::Client;
 use time::{Duration, OffsetDateTime};
@@ -196,10 +196,6 @@ impl Caller<'_> {
         as_caller!(self, sweep())
     }
 
-    pub fn export_audit(&self) -> Result<Vec<AuditEntry>> {
-        as_caller!(self, export_audit())
-    }
-
     pub fn verify_audit(&self) -> Result<AuditVerdict> {
         Ok(match self {
             Caller::Local(store, actor) => AuditVerdict::of_report(&store.verify_audit(actor)?),
@@ -273,6 +269,9 @@ pub fn host_only(command: &Command) -> Option<&'static str> {
         Command::Renew(_) => "renew",
         Command::Est(_) => "est",
         Command::Ocsp(_) => "ocsp",
+        Command::Policy(_) => "policy",
+        Command::Inventory(_) => "inventory",
+        Command::Evidence(_) => "evidence",
         Command::Key(_)
         | Command::Sign(_)
         | Command::Verify(_)

@@ -747,7 +747,21 @@ fn audit_verify_never_claims_unchecked_macs() {
         .join(format!("{}.rec", hex::encode(&handle)));
     assert!(record.exists(), "audit key record {}", record.display());
     std::fs::remove_file(&record).expect("remove the audit key record");
-    sql("DELETE FROM key_versions; DELETE FROM keys; UPDATE store SET audit_key = NULL, decommissioned_at = '2020-01-01T00:00:00Z';");
+    let signer: Vec<u8> = rusqlite::Connection::open(&db)
+        .expect("db")
+        .query_row(
+            "SELECT handle FROM audit_signers WHERE handle IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .expect("audit signing key handle");
+    let signer_record = st
+        .store
+        .join("soft")
+        .join("records")
+        .join(format!("{}.rec", hex::encode(&signer)));
+    std::fs::remove_file(&signer_record).expect("remove the audit signing key record");
+    sql("DELETE FROM key_versions; DELETE FROM keys; UPDATE audit_signers SET handle = NULL, retired_at = '2020-01-01T00:00:00Z'; UPDATE store SET audit_key = NULL, decommissioned_at = '2020-01-01T00:00:00Z';");
     let out = st.ok(&["audit", "verify"]);
     let stdout = text(&out.stdout);
     assert!(
@@ -1038,7 +1052,7 @@ fn lifecycle_commands_roles_and_audit() {
     assert!(
         trail
             .lines()
-            .last()
+            .rfind(|l| l.starts_with("{\"seq\""))
             .is_some_and(|l| l.contains("\"event\":\"decommission\"")),
         "{trail}"
     );

@@ -180,53 +180,66 @@ pub fn ca(root: &Path, unlock: &UnlockArgs, args: &ActorArgs, cmd: CaCommand) ->
         CaCommand::Events => {
             let prod = store::open(root, unlock)?;
             actor::authenticate(&prod, args, "ca events")?;
-            let db = open_db(root)?;
-            let shared = open_registry()?;
-            let f = factory(&prod, &db, &shared);
-            let report = f.verify_event_log()?;
-            for e in &report.events {
-                outln!(
-                    "#{} {} {} {} by {} ({}){} device={} serial={} {}",
-                    e.seq,
-                    e.at,
-                    e.id,
-                    e.event,
-                    e.actor,
-                    e.role,
-                    e.station
-                        .as_deref()
-                        .map(|s| format!(" station={s}"))
-                        .unwrap_or_default(),
-                    e.device_id.as_deref().unwrap_or("-"),
-                    e.serial.as_deref().unwrap_or("-"),
-                    e.detail
-                )?;
-            }
-            if report.other_stations.is_empty() {
-                outln!(
-                    "provisioning event log intact: {} events, chain and MACs verify",
-                    report.events.len()
-                )?;
-            } else {
-                let others: Vec<String> = report
-                    .other_stations
-                    .iter()
-                    .map(|(s, n)| format!("{s}: {n}"))
-                    .collect();
-                outln!(
-                    "provisioning event log intact: {} events in {}, chain verifies; \
-                     {} MACs of this station ({}) verify; events of other stations \
-                     (their MACs verify at their station): {}",
-                    report.events.len(),
-                    f.registry_location(),
-                    report.macs_checked,
-                    provisioning::station_id(&prod)?,
-                    others.join(", ")
-                )?;
-            }
+            outln!("{}", event_log_report(&prod, root)?.trim_end())?;
             Ok(())
         }
     }
+}
+
+/// The provisioning event log of the factory store `prod` at `root`,
+/// verified: one line per event, then the verdict (`keyctl ca events`, and
+/// the evidence pack). A damaged log is [`ErrorKind::Integrity`](keystore_api::ErrorKind::Integrity).
+pub(crate) fn event_log_report(prod: &store::Store, root: &Path) -> CliResult<String> {
+    use std::fmt::Write as _;
+    let db = open_db(root)?;
+    let shared = open_registry()?;
+    let f = factory(prod, &db, &shared);
+    let report = f.verify_event_log()?;
+    let mut out = String::new();
+    for e in &report.events {
+        let _ = writeln!(
+            out,
+            "#{} {} {} {} by {} ({}){} device={} serial={} {}",
+            e.seq,
+            e.at,
+            e.id,
+            e.event,
+            e.actor,
+            e.role,
+            e.station
+                .as_deref()
+                .map(|s| format!(" station={s}"))
+                .unwrap_or_default(),
+            e.device_id.as_deref().unwrap_or("-"),
+            e.serial.as_deref().unwrap_or("-"),
+            e.detail
+        );
+    }
+    if report.other_stations.is_empty() {
+        let _ = writeln!(
+            out,
+            "provisioning event log intact: {} events, chain and MACs verify",
+            report.events.len()
+        );
+    } else {
+        let others: Vec<String> = report
+            .other_stations
+            .iter()
+            .map(|(s, n)| format!("{s}: {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "provisioning event log intact: {} events in {}, chain verifies; \
+             {} MACs of this station ({}) verify; events of other stations \
+             (their MACs verify at their station): {}",
+            report.events.len(),
+            f.registry_location(),
+            report.macs_checked,
+            provisioning::station_id(prod)?,
+            others.join(", ")
+        );
+    }
+    Ok(out)
 }
 
 fn init_root(

@@ -30,6 +30,7 @@ mod stores;
 
 pub use args::{CaCommand, ProvisionArgs, RenewArgs};
 pub use ca_cmd::ca;
+pub(crate) use ca_cmd::event_log_report;
 pub use est_cmd::{est, EstCommand};
 pub use ocsp_cmd::{ocsp, OcspCommand};
 pub use provision_cmd::provision;
