@@ -76,6 +76,10 @@ pub trait Fixture: Sized {
     /// time) with `clock`. Panics with context if it cannot.
     fn open_with_clock(&mut self, clock: Arc<dyn Clock>) -> Keystore<Self::Backend>;
 
+    /// Opens a keystore with the system clock, returning the keystore's
+    /// error (the backend opening must succeed: it panics with context).
+    fn try_open(&mut self) -> keystore_api::Result<Keystore<Self::Backend>>;
+
     /// Opens a keystore with the system clock.
     fn open(&mut self) -> Keystore<Self::Backend> {
         self.open_with_clock(Arc::new(SystemClock))
@@ -266,6 +270,9 @@ macro_rules! suite {
             tpm_key_attestation,
             forged_attestation_refused,
             mandatory_attestation_policy,
+            audit_checkpoints_verify_offline,
+            metadata_rollback_detected,
+            decommission_erasure_certificate,
         );
     };
     (@stamp $fixture:ty; $($name:ident),* $(,)?) => {

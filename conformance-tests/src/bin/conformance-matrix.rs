@@ -1,7 +1,9 @@
 //! Builds the conformance matrix from recorded results.
 //!
 //! Writes `target/conformance/matrix.md` and `matrix.json`, and with
-//! `--traceability PATH` the traceability document. Exits non-zero if any
+//! `--traceability PATH` the traceability document, with `--matrix-json
+//! PATH` a copy of `matrix.json` (committed under docs/, embedded in
+//! `keyctl evidence`). Exits non-zero if any
 //! cell failed or did not run, or if a cell was skipped without
 //! `KEYSTORE_TEST_SKIP` naming its backend or the tool it was skipped for.
 
@@ -15,6 +17,10 @@ fn main() -> ExitCode {
         .iter()
         .position(|a| a == "--traceability")
         .and_then(|i| args.get(i + 1).cloned());
+    let matrix_json = args
+        .iter()
+        .position(|a| a == "--matrix-json")
+        .and_then(|i| args.get(i + 1).cloned());
     let matrix = Matrix::load();
     let out = output_dir();
     let written = std::fs::create_dir_all(&out)
@@ -27,6 +33,13 @@ fn main() -> ExitCode {
     if let Err(e) = written {
         eprintln!("conformance-matrix: cannot write {}: {e}", out.display());
         return ExitCode::FAILURE;
+    }
+    if let Some(path) = matrix_json {
+        let json = serde_json::to_string_pretty(&matrix.to_json()).unwrap_or_default() + "\n";
+        if let Err(e) = std::fs::write(&path, json) {
+            eprintln!("conformance-matrix: cannot write {path}: {e}");
+            return ExitCode::FAILURE;
+        }
     }
     if let Some(path) = traceability {
         if let Err(e) = std::fs::write(&path, matrix.traceability()) {

@@ -132,7 +132,8 @@ fn assert_store_sound<B: Backend>(ks: &Keystore<B>, metadata: &Path) {
     let referenced: HashSet<Vec<u8>> = conn
         .prepare(
             "SELECT handle FROM key_versions WHERE handle IS NOT NULL
-             UNION SELECT audit_key FROM store WHERE audit_key IS NOT NULL",
+             UNION SELECT audit_key FROM store WHERE audit_key IS NOT NULL
+             UNION SELECT handle FROM audit_signers WHERE handle IS NOT NULL",
         )
         .and_then(|mut st| {
             st.query_map([], |r| r.get::<_, Vec<u8>>(0))?

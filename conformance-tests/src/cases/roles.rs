@@ -129,7 +129,8 @@ pub fn decommission_leaves_nothing_usable<F: Fixture>(fx: &mut F) -> Outcome {
         ErrorKind::Policy,
         "operator decommission",
     );
-    let exported = ks.decommission(&so()).expect("decommission");
+    let done = ks.decommission(&so()).expect("decommission");
+    let exported = &done.trail.entries;
     let last = exported.last().expect("final record");
     assert_eq!(last.event, keystore_api::AuditEvent::Decommission);
     assert_eq!(last.actor, "suite-security-officer");
