@@ -345,15 +345,20 @@ pub fn decommission(
     certificate_out: Option<&Path>,
 ) -> CliResult<()> {
     let actor = actor::authenticate(ks, args, "decommission")?;
-    let done = ks.decommission(&actor)?;
-    files::write_secret(audit_out, done.trail.to_json_lines()?.as_bytes())?;
     let cert_path = certificate_out
         .map(Path::to_path_buf)
         .unwrap_or_else(|| default_certificate_path(audit_out));
+    let done = ks.decommission(&actor)?;
     let cert = serde_json::to_string_pretty(&done.certificate)
         .map_err(|e| CliError::Internal(format!("cannot encode the certificate: {e}")))?;
-    // Key names and fingerprints: for its owner, like the trail.
-    files::write_secret(&cert_path, format!("{cert}\n").as_bytes())?;
+    // The certificate cannot be signed again (the key is gone): written
+    // first, and printed if it cannot be. Key names and fingerprints: for
+    // its owner, like the trail.
+    if let Err(e) = files::write_secret(&cert_path, format!("{cert}\n").as_bytes()) {
+        outln!("{cert}")?;
+        return Err(e);
+    }
+    files::write_secret(audit_out, done.trail.to_json_lines()?.as_bytes())?;
     outln!(
         "decommissioned: every key wiped; the final audit trail ({} entries, {} signed \
          checkpoints) is in {}; the signed erasure certificate is in {}",

@@ -189,6 +189,8 @@ fn copy_records(pack: &mut Pack, dir: &Path) -> CliResult<()> {
     let mut units: Vec<PathBuf> = listing.flatten().map(|e| e.path()).collect();
     units.sort();
     for unit in units {
+        // Unit directories only, named in printable ASCII without spaces
+        // (SHA256SUMS is line- and space-separated); links are not followed.
         let Some(id) = unit
             .file_name()
             .and_then(|n| n.to_str())
@@ -196,9 +198,13 @@ fn copy_records(pack: &mut Pack, dir: &Path) -> CliResult<()> {
         else {
             continue;
         };
+        let is_dir = std::fs::symlink_metadata(&unit).is_ok_and(|m| m.is_dir());
+        if !is_dir || !id.bytes().all(|b| b.is_ascii_graphic()) {
+            continue;
+        }
         for file in ["record.yaml", "cert.pem"] {
             let path = unit.join(file);
-            if path.is_file() {
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
                 let bytes = files::read_input(&path, 1 << 20, "provisioning record")?;
                 pack.put(&format!("provisioning/records/{id}/{file}"), &bytes)?;
             }

@@ -45,6 +45,7 @@ mod erasure;
 mod event;
 mod export;
 
+pub(crate) use checkpoint::is_store_id;
 pub use checkpoint::{
     public_keys_from_pem, AuditSigner, Checkpoint, CheckpointReason, CHECKPOINT_DOMAIN,
 };

@@ -123,6 +123,23 @@ pub fn audit_checkpoints_verify_offline<F: Fixture>(fx: &mut F) -> Outcome {
         "the first checkpoints need the old anchor"
     );
     assert!(ks.verify_audit(&auditor()).expect("verify").is_intact());
+    // A store id edited to smuggle lines into the signed text is refused
+    // before anything is signed with it.
+    drop(ks);
+    let conn = rusqlite::Connection::open(fx.metadata_path()).expect("metadata");
+    conn.execute_batch(
+        "UPDATE store SET store_id = store_id || char(10) || 'handover: sha256:00';",
+    )
+    .expect("tamper");
+    drop(conn);
+    let refused = match fx.try_open() {
+        Err(e) => e,
+        Ok(ks) => match ks.export_audit_evidence(&auditor()) {
+            Err(e) => e,
+            Ok(_) => panic!("a checkpoint was signed over an edited store id"),
+        },
+    };
+    assert_eq!(refused.kind(), ErrorKind::Integrity, "{refused:?}");
     Outcome::Passed
 }
 
@@ -297,7 +314,15 @@ pub fn decommission_erasure_certificate<F: Fixture>(fx: &mut F) -> Outcome {
     use keystore_api::KeyManagement;
     assert!(ks.backend().list().expect("list").is_empty());
     if let Some(c) = &st.counter_removed {
-        assert!(c.contains("NV index"), "{c}");
+        assert!(c.contains("NV index") && c.ends_with(" removed"), "{c}");
     }
+    // The decommissioned store still opens, and verifies its chain only.
+    drop(ks);
+    let ks = fx.open();
+    let report = ks.verify_audit(&auditor()).expect("verify");
+    assert!(
+        report.chain_intact() && !report.macs_checked(),
+        "{report:?}"
+    );
     Outcome::Passed
 }

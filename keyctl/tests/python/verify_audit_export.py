@@ -11,6 +11,7 @@ exits 1.
 """
 import hashlib
 import json
+import re
 import struct
 import sys
 
@@ -55,6 +56,25 @@ def fingerprint(key):
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
+def well_formed(c, store_id):
+    """Every field in its one textual form (as the Rust verifier requires)."""
+    fp = re.compile(r"^sha256:[0-9a-f]{64}$")
+    counter_ok = (c.get("counter") is None) == (c.get("counter_value") is None) and (
+        c.get("counter") is None
+        or (c["counter"] != "-" and re.fullmatch(r"[\x20-\x7e]{1,64}", c["counter"]))
+    )
+    return (
+        c["store_id"] == store_id
+        and re.fullmatch(r"[0-9a-f]{32}", c["store_id"])
+        and re.fullmatch(r"[0-9a-f]{64}", c["head_hash"])
+        and fp.match(c["signer"])
+        and (c.get("handover") is None or fp.match(c["handover"]))
+        and counter_ok
+        and isinstance(c["number"], int)
+        and isinstance(c["seq"], int)
+    )
+
+
 def checkpoint_message(c):
     def opt(v):
         return "-" if v is None else str(v)
@@ -76,7 +96,7 @@ def checkpoint_message(c):
 
 
 def main(trail_path, trust_path):
-    entries, signers, checkpoints = [], {}, []
+    entries, signers, checkpoints, store_id = [], {}, [], None
     with open(trail_path, encoding="utf-8") as f:
         for line in f:
             if not line.strip():
@@ -89,6 +109,8 @@ def main(trail_path, trust_path):
                 signers[s["fingerprint"]] = s["public_key_pem"]
             elif "checkpoint" in obj:
                 checkpoints.append(obj["checkpoint"])
+            elif "store" in obj:
+                store_id = obj["store"]["store_id"]
     with open(trust_path, "rb") as f:
         pem = f.read()
     trusted = {}
@@ -112,7 +134,7 @@ def main(trail_path, trust_path):
 
     covered = 0
     for n, c in enumerate(checkpoints, start=1):
-        if c["number"] != n:
+        if c["number"] != n or not well_formed(c, store_id):
             return "BAD %d checkpoint-out-of-place" % (covered + 1)
         key = trusted.get(c["signer"])
         if key is None:
@@ -125,14 +147,25 @@ def main(trail_path, trust_path):
             )
         except InvalidSignature:
             return "BAD %d bad-signature" % (covered + 1)
+        if c["seq"] < covered:
+            return "BAD %d checkpoint-out-of-place" % (covered + 1)
         if c["seq"] not in hashes_by_seq:
             return "BAD %d truncated" % (len(entries) + 1)
         if hashes_by_seq[c["seq"]].hex() != c["head_hash"]:
             return "BAD %d rewritten" % (covered + 1)
         covered = c["seq"]
         if c.get("handover"):
-            nxt = serialization.load_pem_public_key(signers[c["handover"]].encode())
+            pem_text = signers.get(c["handover"])
+            if pem_text is None:
+                return "BAD %d handover-key-missing" % (covered + 1)
+            nxt = serialization.load_pem_public_key(pem_text.encode())
+            if fingerprint(nxt) != c["handover"]:
+                return "BAD %d handover-key-mismatch" % (covered + 1)
+            # The outgoing key signs nothing after its handover.
+            del trusted[c["signer"]]
             trusted[fingerprint(nxt)] = nxt
+    if not checkpoints:
+        return "BAD 1 no-checkpoint"
     if covered < len(entries):
         return "BAD %d not-covered" % (covered + 1)
     return "OK %d %d" % (len(entries), len(checkpoints))

@@ -109,7 +109,62 @@ pub struct Checkpoint {
     pub signature: String,
 }
 
+/// A store id: 32 lower-case hex digits.
+pub(crate) fn is_store_id(s: &str) -> bool {
+    s.len() == 32 && is_lower_hex(s)
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+fn is_fingerprint(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|h| h.len() == 64 && is_lower_hex(h))
+}
+
+/// A counter's name: 1 to 64 printable ASCII characters, not `-`.
+fn is_counter_name(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s != "-" && s.bytes().all(|b| (0x20..0x7f).contains(&b))
+}
+
 impl Checkpoint {
+    /// Checks that every field has its one textual form, so that the signed
+    /// text of one checkpoint is never the signed text of another: store id
+    /// 32 hex digits, head 64, signer and handover `sha256:` and 64 hex
+    /// digits, counter name one line of printable ASCII (never `-`), and a
+    /// counter value exactly when there is a counter.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) naming the field.
+    pub fn check_fields(&self) -> Result<()> {
+        let bad = |what: &str| {
+            Err(Error::integrity(format!(
+                "checkpoint #{} has a malformed {what}",
+                self.number
+            )))
+        };
+        if !is_store_id(&self.store_id) {
+            return bad("store id");
+        }
+        if self.head_hash.len() != 64 || !is_lower_hex(&self.head_hash) {
+            return bad("head hash");
+        }
+        if !is_fingerprint(&self.signer) || !self.handover.as_deref().is_none_or(is_fingerprint) {
+            return bad("signer or handover fingerprint");
+        }
+        if self.counter.is_some() != self.counter_value.is_some()
+            || !self.counter.as_deref().is_none_or(is_counter_name)
+        {
+            return bad("counter");
+        }
+        if !self.signature.is_empty() && !is_lower_hex(&self.signature) {
+            return bad("signature");
+        }
+        Ok(())
+    }
+
     /// The exact bytes the signature covers (see the module documentation).
     pub fn signed_message(&self) -> Vec<u8> {
         let opt = |v: Option<&str>| v.unwrap_or("-").to_string();
@@ -141,9 +196,11 @@ impl Checkpoint {
     /// checkpoint's signer.
     ///
     /// # Errors
-    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when `key` is
-    /// not the signer, not a P-256 key, or the signature does not verify.
+    /// [`ErrorKind::Integrity`](crate::ErrorKind::Integrity) when a field is
+    /// malformed ([`Checkpoint::check_fields`]), `key` is not the signer, not
+    /// a P-256 key, or the signature does not verify.
     pub fn verify_signature(&self, key: &PublicKey) -> Result<()> {
+        self.check_fields()?;
         if key.algorithm() != Algorithm::EcdsaP256Sha256 || key.fingerprint() != self.signer {
             return Err(Error::integrity(format!(
                 "checkpoint #{} names signer {}, not the key given",

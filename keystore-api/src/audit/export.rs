@@ -263,7 +263,9 @@ impl AuditExport {
             }
             if let Some(next) = &c.handover {
                 match announced.get(next.as_str()).map(|s| s.public_key()) {
-                    Some(Ok(k)) => {
+                    Some(Ok(k)) if &k.fingerprint() == next => {
+                        // The outgoing key signs nothing after its handover.
+                        keys.remove(&c.signer);
                         keys.insert(k.fingerprint(), k);
                     }
                     _ => {
@@ -278,6 +280,13 @@ impl AuditExport {
             }
         }
         report.covered_through = covered;
+        if self.checkpoints.is_empty() {
+            report.first_bad = Some((
+                1,
+                "the export holds no signed checkpoint: nothing in it is signed".to_string(),
+            ));
+            return report;
+        }
         if covered < self.entries.len() as u64 {
             report.first_bad = Some((
                 covered + 1,

@@ -227,6 +227,7 @@ impl<B: Backend> Keystore<B> {
             counter_value: counter.as_ref().and(counter_value),
             signature: String::new(),
         };
+        c.check_fields()?;
         let der = self.sign_as_auditor(&handle, &c.signed_message())?;
         c.signature = hex::encode(&der);
         c.verify_signature(&signer)?;
@@ -308,8 +309,10 @@ impl<B: Backend> Keystore<B> {
     }
 
     /// When a write operation ends: signs a checkpoint if at least the
-    /// checkpoint interval of entries followed the last one. Best effort:
-    /// a failure leaves it due for the next operation.
+    /// checkpoint interval of entries followed the last one, or one of them
+    /// destroyed, revoked or changed the state of a key, or set a
+    /// credential. Best effort: a failure leaves it due for the next
+    /// operation.
     pub(super) fn checkpoint_if_due(&self) {
         let due = (|| -> Result<bool> {
             let md = self.md();
@@ -318,7 +321,21 @@ impl<B: Backend> Keystore<B> {
             }
             let (seq, _) = audit::head_position(md.conn())?;
             let last = md::last_checkpoint(md.conn())?.map_or(0, |c| c.audit_seq);
-            Ok(seq >= last + self.checkpoint_interval)
+            if seq.saturating_sub(last) >= self.checkpoint_interval {
+                return Ok(true);
+            }
+            // A change a rollback would undo (a key destroyed or revoked, a
+            // credential set) is checkpointed when its operation ends.
+            let critical: i64 = md
+                .conn()
+                .query_row(
+                    "SELECT COUNT(*) FROM audit WHERE seq > ?1
+                     AND event IN ('destroy', 'state', 'sweep', 'credential', 'restore')",
+                    [last],
+                    |r| r.get(0),
+                )
+                .map_err(crate::metadata::sql_error)?;
+            Ok(critical > 0)
         })();
         if let Ok(true) = due {
             let _ = self.checkpoint_now(CheckpointReason::Interval, None);
@@ -418,7 +435,10 @@ impl<B: Backend> Keystore<B> {
             .ok_or_else(|| Error::key_state("the store has no audit signing key"))?;
         let (old_version, old_handle) = (outgoing.0, outgoing.1.clone());
         let version = old_version + 1;
-        let signer = self.create_signer(|tx, s| {
+        let counter = self.settle_counter()?;
+        // One transaction: the new key recorded, the rotation audited, the
+        // outgoing key's handover signed over it, the outgoing key retired.
+        self.create_signer(|tx, s| {
             md::insert_signer(tx, version, &s.handle, s.public_key.spki_der(), &self.now())?;
             self.audit(
                 tx,
@@ -429,23 +449,16 @@ impl<B: Backend> Keystore<B> {
                     "audit signing key rotated: v{old_version} hands over to v{version} {}",
                     s.public_key.fingerprint()
                 ),
-            )
-        })?;
-        // The outgoing key signs the handover; then it is retired.
-        let counter = self.settle_counter()?;
-        {
-            let mut md = self.md();
-            let tx = md.tx()?;
+            )?;
             self.sign_checkpoint_by(
-                &tx,
-                outgoing,
+                tx,
+                outgoing.clone(),
                 CheckpointReason::Rotation,
-                Some(&signer.public_key),
+                Some(&s.public_key),
                 counter.as_ref().map(|(_, v)| v + 1),
             )?;
-            md::retire_signer(&tx, old_version, &self.now())?;
-            tx.commit()?;
-        }
+            md::retire_signer(tx, old_version, &self.now())
+        })?;
         if let Some((r, _)) = counter {
             self.backend.counter_increment(&r)?;
         }

@@ -233,10 +233,11 @@ impl<B: Backend> Keystore<B> {
             #[cfg(feature = "fault-injection")]
             fault: Mutex::new(None),
         };
+        // A rolled-back database is refused before recovery acts on it.
+        ks.check_rollback()?;
         ks.reconciled = ks.reconcile(options.check_material)?;
         ks.ensure_audit_key()?;
         ks.ensure_audit_signer()?;
-        ks.check_rollback()?;
         Ok(ks)
     }
 

@@ -49,6 +49,14 @@ impl<B: Backend> Keystore<B> {
                      cleared, or the counter removed): the metadata cannot be checked against it",
                     self.backend.counter_describe(reference)
                 ))
+            } else if e.is(ErrorKind::Unsupported) {
+                Error::integrity(format!(
+                    "the store's checkpoints are bound to the monotonic counter {}, which the {} \
+                     backend as opened cannot read (a soft store opened without its TPM KEK \
+                     provider?): the metadata cannot be checked against it",
+                    self.backend.counter_describe(reference),
+                    self.backend.name()
+                ))
             } else {
                 e
             }
@@ -84,23 +92,32 @@ impl<B: Backend> Keystore<B> {
         }
     }
 
-    /// At open: the database's newest checkpoint against the counter.
+    /// At open, before anything else changes the store: the database's
+    /// newest checkpoint against the counter. A store whose trail records
+    /// that it was bound to a counter must still reference it, and its
+    /// newest checkpoint must be validly signed and name that counter.
     pub(super) fn check_rollback(&self) -> Result<()> {
         let (reference, last) = {
             let md = self.md();
-            let reference = md::rollback_counter(md.conn())?;
-            let last = md::last_checkpoint(md.conn())?;
-            if reference.is_none() {
-                if last.as_ref().is_some_and(|c| c.counter_value.is_some()) {
-                    return Err(Error::integrity(
-                        "the metadata's checkpoints carry a monotonic counter but the store no \
-                         longer references one: the reference was removed; the database is not \
-                         trusted",
-                    ));
-                }
+            if md::decommissioned_at(md.conn())?.is_some() {
+                // The counter was removed with the keys; the trail exported
+                // at decommission is the evidence.
                 return Ok(());
             }
-            (reference.unwrap_or_default(), last)
+            let reference = md::rollback_counter(md.conn())?;
+            let last = md::last_checkpoint(md.conn())?;
+            (reference, last)
+        };
+        let Some(reference) = reference else {
+            if last.as_ref().is_some_and(|c| c.counter_value.is_some())
+                || self.trail_records_counter_binding()?
+            {
+                return Err(Error::integrity(
+                    "the store was bound to a monotonic counter but its metadata no longer \
+                     references it: the reference was removed; the database is not trusted",
+                ));
+            }
+            return Ok(());
         };
         // The counter first, then the database: an honest checkpoint commits
         // before it raises the counter, so this order never sees it ahead.
@@ -109,17 +126,43 @@ impl<B: Backend> Keystore<B> {
             let md = self.md();
             md::last_checkpoint(md.conn())?
         };
-        let last = fresh.or(last);
-        if let Some(c) = &last {
-            self.check_checkpoint_row(c)?;
-            if c.counter_value == Some(value) {
-                return Ok(());
-            }
+        let Some(last) = fresh.or(last) else {
+            return Err(self.rollback_error(&reference, value, None));
+        };
+        self.check_checkpoint_row(&last)?;
+        let named = self.backend.counter_describe(&reference);
+        if last.counter.as_deref() != Some(named.as_str()) {
+            return Err(Error::integrity(format!(
+                "the store references the monotonic counter {named}, but its newest checkpoint \
+                 (#{}) was signed with {}: the reference was replaced; the database is not \
+                 trusted",
+                last.id,
+                last.counter.as_deref().unwrap_or("no counter")
+            )));
+        }
+        if last.counter_value == Some(value) {
+            return Ok(());
         }
         // Anything else is settled under the write lock, where no
         // checkpoint is half-done.
         let _w = self.writing("check the rollback counter")?;
         self.settle_counter().map(|_| ())
+    }
+
+    /// Whether the trail's own record of the audit keys' creation says the
+    /// store was bound to a monotonic counter.
+    pub(super) fn trail_records_counter_binding(&self) -> Result<bool> {
+        let md = self.md();
+        let n: i64 = md
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM audit WHERE event IN ('audit-init', 'audit-signer')
+                 AND instr(detail, 'bound to the monotonic counter') > 0",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(crate::metadata::sql_error)?;
+        Ok(n > 0)
     }
 
     /// A stored checkpoint's signature, and that the trail still holds the

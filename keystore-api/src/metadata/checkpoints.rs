@@ -11,7 +11,16 @@ pub(crate) fn store_id(conn: &Connection) -> Result<String> {
     let id: Option<String> = conn
         .query_row("SELECT store_id FROM store WHERE id = 1", [], |r| r.get(0))
         .sql()?;
-    id.ok_or_else(|| crate::Error::integrity("metadata database: the store has no store id"))
+    match id {
+        Some(id) if crate::audit::is_store_id(&id) => Ok(id),
+        Some(_) => Err(crate::Error::integrity(
+            "metadata database: the store id is not 32 hex digits (it was edited); nothing is \
+             signed until the database is restored from a trusted copy",
+        )),
+        None => Err(crate::Error::integrity(
+            "metadata database: the store has no store id",
+        )),
+    }
 }
 
 /// An audit signing key as the store records it.

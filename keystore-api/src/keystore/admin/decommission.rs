@@ -106,6 +106,15 @@ impl<B: Backend> Keystore<B> {
                 Err(e) => return Err(e),
             }
         }
+        // The counter is no longer needed once the final checkpoint is
+        // signed; the certificate says whether it went.
+        let counter_removed = counter.as_ref().map(|c| {
+            let name = self.backend.counter_describe(c);
+            match self.backend.counter_destroy(c) {
+                Ok(()) => format!("{name} removed"),
+                Err(e) => format!("{name} NOT removed: {}", e.message()),
+            }
+        });
         let statement = ErasureStatement {
             format: ERASURE_DOMAIN.to_string(),
             store_id,
@@ -121,16 +130,13 @@ impl<B: Backend> Keystore<B> {
             keys,
             objects_destroyed: destroyed,
             signing_key_destroyed_after_signature: signer.fingerprint(),
-            counter_removed: counter.as_ref().map(|c| self.backend.counter_describe(c)),
+            counter_removed,
             final_checkpoint,
         };
         let certificate = ErasureCertificate::sign(&statement, &signer, |m| {
             self.sign_as_auditor(&signer_handle, m)
         })?;
         self.backend.wipe()?;
-        if let Some(c) = &counter {
-            self.backend.counter_destroy(c)?;
-        }
         let now = self.now();
         {
             let mut md = self.md();
