@@ -242,8 +242,27 @@ fn scale(c: &mut Criterion) {
     g.finish();
 }
 
+/// A signed audit checkpoint (one write transaction with its fsync, one
+/// ECDSA P-256 signature in the backend) against the raw signature alone.
+fn audit_checkpoint(c: &mut Criterion) {
+    let dir = bench_dir();
+    let ks = soft_keystore(dir.path());
+    let mut g = c.benchmark_group("audit-checkpoint");
+    let kp = raw::aws_lc_ecdsa();
+    let rng = raw::rng();
+    g.bench_function("raw-aws-lc-sign", |b| {
+        b.iter(|| kp.sign(&rng, black_box(MSG)).expect("sign"))
+    });
+    let officer = benches::officer();
+    g.bench_function("keystore-soft", |b| {
+        b.iter(|| ks.checkpoint(&officer).expect("checkpoint"))
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    audit_checkpoint,
     sign,
     derive_and_mac,
     aead,

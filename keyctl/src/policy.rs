@@ -11,7 +11,7 @@ use crate::files;
 use crate::store::{self, Store};
 use clap::Args;
 use keystore_api::{
-    rfc3339, Actor, DueReason, Duty, KeyClass, KeyInfo, KeyState, Operation, Role, Usages,
+    rfc3339, Actor, DueReason, Duty, KeyClass, KeyInfo, KeyState, Operation, Usages,
     DEFAULT_USAGE_DUE_SHARE,
 };
 use std::fmt::Write as _;
@@ -490,14 +490,7 @@ fn grace(k: &KeyInfo) -> String {
 }
 
 fn audit(w: &mut String, ks: &Store, kind: Kind) -> CliResult<()> {
-    let holders = |d: Duty| {
-        Role::ALL
-            .into_iter()
-            .filter(|r| d.allows(*r))
-            .map(Role::id)
-            .collect::<Vec<_>>()
-            .join(" or ")
-    };
+    use roles::holders;
     let _ = writeln!(
         w,
         "## 6. Audit and decommission (REQ-KEY-AUD-01, REQ-KEY-WIPE-01)\n"

@@ -7,6 +7,16 @@ use crate::store::Store;
 use keystore_api::{Duty, Role};
 use std::fmt::Write as _;
 
+/// The roles that hold `d`, as "a or b".
+pub(super) fn holders(d: Duty) -> String {
+    Role::ALL
+        .into_iter()
+        .filter(|r| d.allows(*r))
+        .map(Role::id)
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
 fn duty_text(d: Duty) -> &'static str {
     match d {
         Duty::Provision => "create and import keys",
@@ -42,14 +52,6 @@ pub(super) fn roles(w: &mut String, ks: &Store) -> CliResult<()> {
         let cred = set_at.map_or("not set".into(), |at| format!("set ({at})"));
         let _ = writeln!(w, "| {role} | {cred} | {duties} |");
     }
-    let only = |d: Duty| {
-        Role::ALL
-            .into_iter()
-            .filter(|r| d.allows(*r))
-            .map(Role::id)
-            .collect::<Vec<_>>()
-            .join(" or ")
-    };
     let _ = writeln!(
         w,
         "\nRules, as the keystore enforces them on every lifecycle call:\n"
@@ -62,15 +64,19 @@ pub(super) fn roles(w: &mut String, ks: &Store) -> CliResult<()> {
     let _ = writeln!(
         w,
         "- Key administration (rotate, revoke, destroy, backup, decommission): {}.",
-        only(Duty::Administer)
+        holders(Duty::Administer)
     );
-    let _ = writeln!(w, "- Key creation and import: {}.", only(Duty::Provision));
+    let _ = writeln!(
+        w,
+        "- Key creation and import: {}.",
+        holders(Duty::Provision)
+    );
     let _ = writeln!(
         w,
         "- Audit verification and export: {}; the auditor changes nothing.",
-        only(Duty::Audit)
+        holders(Duty::Audit)
     );
-    let _ = writeln!(w, "- CA hierarchy and certificate revocation: {}; the root CA key lives in its own offline store.", only(Duty::ManageCa));
+    let _ = writeln!(w, "- CA hierarchy and certificate revocation: {}; the root CA key lives in its own offline store.", holders(Duty::ManageCa));
     let _ = writeln!(
         w,
         "- Key use is governed by each key's usages and version state, not by role. Every refusal is \
