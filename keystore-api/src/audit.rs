@@ -494,6 +494,9 @@ pub(crate) fn verify_store<B: Backend>(conn: &Connection, backend: &B) -> Result
             r
         }
     };
+    if report.first_bad.is_none() {
+        report.first_bad = checkpoint::first_unmatched(conn)?;
+    }
     report.keys_with_mac_and_derive = md::keys(conn)?
         .into_iter()
         .filter(|k| k.destroyed_at.is_none() && k.usages.has_mac_and_derive())

@@ -412,10 +412,13 @@ pub fn audit_never_claims_unchecked_macs<F: Fixture>(fx: &mut F) -> Outcome {
         !report.is_intact(),
         "a chain-only check never reports the trail intact: {report:?}"
     );
-    assert!(
-        report.chain_intact(),
-        "the recomputed chain verifies: {report:?}"
-    );
+    // The recomputed chain itself verifies, but not against the heads the
+    // audit signing key signed before it was destroyed.
+    let (_, why) = report
+        .first_bad
+        .clone()
+        .expect("a rewritten chain is caught by the signed checkpoints");
+    assert!(why.contains("signed checkpoint"), "{report:?}");
     assert!(
         report
             .warnings()

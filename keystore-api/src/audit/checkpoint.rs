@@ -338,3 +338,34 @@ mod optional_time {
             .transpose()
     }
 }
+
+/// The first checkpoint whose head the trail no longer holds as signed
+/// (entry missing, or another hash): the entry it names and why.
+pub(crate) fn first_unmatched(conn: &rusqlite::Connection) -> Result<Option<(u64, String)>> {
+    for c in crate::metadata::checkpoints(conn)? {
+        if c.audit_seq == 0 {
+            continue;
+        }
+        match super::entry_hash(conn, c.audit_seq)? {
+            Some(h) if h == c.head_hash => {}
+            found => {
+                let why = if found.is_some() {
+                    "another hash"
+                } else {
+                    "no such entry"
+                };
+                return Ok(Some((
+                    c.audit_seq,
+                    format!(
+                        "signed checkpoint #{} covers entry #{} {}, but the trail holds {why} \
+                         there: the audit tables were replaced or rewritten",
+                        c.id,
+                        c.audit_seq,
+                        hex::encode(&c.head_hash)
+                    ),
+                )));
+            }
+        }
+    }
+    Ok(None)
+}
