@@ -4,7 +4,6 @@ use super::{Keystore, Subject};
 use crate::audit::{AuditEvent, AuditSigner};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::metadata as md;
 use crate::roles::{Actor, Duty};
 use sha2::{Digest, Sha256};
 
@@ -32,17 +31,13 @@ impl<B: Backend> Keystore<B> {
     ) -> Result<(Vec<u8>, AuditSigner)> {
         let _w = self.writing("sign an evidence manifest")?;
         self.require(actor, Duty::Audit, "evidence manifest signature", None)?;
-        let (signer, handle) = md::signers(self.md().conn())?
+        let no_signer = || Error::key_state("the store has no audit signing key");
+        let (version, handle, _) = Self::active_signer(self.md().conn())?.ok_or_else(no_signer)?;
+        let info = self
+            .audit_signers()?
             .into_iter()
-            .rev()
-            .find_map(|s| s.handle.clone().map(|h| (s, h)))
-            .ok_or_else(|| Error::key_state("the store has no audit signing key"))?;
-        let info = AuditSigner::new(
-            signer.version,
-            &signer.public_key,
-            &signer.created_at,
-            signer.retired_at.as_deref(),
-        )?;
+            .find(|s| s.version == version)
+            .ok_or_else(no_signer)?;
         let mut message = format!("{EVIDENCE_DOMAIN}\n").into_bytes();
         message.extend_from_slice(manifest);
         let signature = self.sign_as_auditor(&handle, &message)?;

@@ -88,10 +88,7 @@ impl<B: Backend> Keystore<B> {
             (keys, counter, store_id)
         };
         let final_checkpoint = self.checkpoint_now(CheckpointReason::Decommission, None)?;
-        let (signer_handle, signer_spki) = md::signers(self.md().conn())?
-            .into_iter()
-            .rev()
-            .find_map(|s| s.handle.map(|h| (h, s.public_key)))
+        let (_, signer_handle, signer_spki) = Self::active_signer(self.md().conn())?
             .ok_or_else(|| Error::key_state("the store has no audit signing key"))?;
         let signer = PublicKey::from_spki_der(Algorithm::EcdsaP256Sha256, signer_spki)?;
         // Everything but the signing key, then the certificate, then the rest.
